@@ -1,0 +1,1 @@
+"""flowtune flows: Prefect orchestration, gate, registration and the CLI."""

@@ -1,0 +1,121 @@
+"""The NER pipeline as one Prefect flow.
+
+DVC is the build system: each file-producing step runs as `dvc repro --single-item <stage>`, so DVC
+alone decides what is stale and dvc.lock stays true. Prefect adds what DVC cannot: the storage check,
+`dvc pull`/`dvc push` with retries, one task and one artifact per step, the gate and registration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+from prefect.states import Failed
+
+from flows import reports
+from flows.gate import Decision, decide
+from flows.storage import check_storage
+from tasks.params import Params, load_params
+from tasks.registry import Registry
+from tasks.settings import Settings, s3_client
+
+STAGES = ("ingest", "validate", "clean", "augment", "train", "evaluate")
+
+
+class StageError(RuntimeError):
+    """A DVC stage failed; the message carries the stage name and the end of its output."""
+
+
+def run_logged(command: list[str], what: str) -> None:
+    """Run a command in the repo, streaming each output line into the Prefect task log."""
+    logger = get_run_logger()
+    logger.info("$ %s", " ".join(command))
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: list[str] = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        logger.info(line.rstrip())
+        tail = (tail + [line.rstrip()])[-30:]
+    if process.wait() != 0:
+        output = "\n".join(tail)
+        raise StageError(f"{what} failed (exit {process.returncode}):\n{output}")
+
+
+@task(name="check-storage", cache_policy=NO_CACHE)
+def check_storage_task(settings: Settings) -> None:
+    check_storage(settings)
+
+
+@task(name="dvc-pull", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20])
+def dvc_pull() -> None:
+    # --allow-missing: on a fresh remote nothing is there yet; the stages then rebuild it.
+    run_logged(["dvc", "pull", "--allow-missing"], "dvc pull")
+
+
+@task(name="dvc-push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20])
+def dvc_push() -> None:
+    run_logged(["dvc", "push"], "dvc push")
+
+
+@task(task_run_name="{stage}", cache_policy=NO_CACHE)
+def run_stage(stage: str, params: Params) -> dict:
+    """Reproduce one DVC stage (DVC skips it when nothing changed) and publish its report."""
+    run_logged(["dvc", "repro", "--single-item", stage], f"stage {stage!r}")
+    return reports.publish(stage, params)
+
+
+@task(name="gate", cache_policy=NO_CACHE)
+def gate(params: Params, registry: Registry) -> Decision:
+    candidate = json.loads(Path(params.paths.eval_metrics).read_text())
+    champion_version = registry.get_alias(params.registry.model_name, "champion")
+    champion = None
+    if champion_version is not None:
+        recorded = registry.manifest(params.registry.model_name, champion_version)["metadata"]["metrics"]
+        champion = {"version": champion_version, **recorded}
+    decision = decide(candidate, champion, params.gate)
+    create_markdown_artifact(key="gate-decision", markdown=decision.as_markdown(), description="Evaluation gate")
+    return decision
+
+
+@task(name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20])
+def register(params: Params, registry: Registry, decision: Decision, settings: Settings) -> int:
+    """Publish the candidate as a new immutable version and point `champion` at it."""
+    from flows.lineage import build_lineage, staged_model_dir
+
+    lineage = build_lineage(params, decision, settings)
+    with staged_model_dir(params, lineage) as model_dir:
+        version = registry.publish(params.registry.model_name, model_dir, lineage)
+    registry.set_alias(params.registry.model_name, "champion", version)
+    uri = f"s3://{registry.bucket}/{registry.prefix}/{params.registry.model_name}/{version}/"
+    create_markdown_artifact(
+        key="registered-model",
+        markdown=f"# Registered `{params.registry.model_name}` v{version}\n\n- location: `{uri}`\n- alias: `champion`\n"
+        f"- strict F1: {lineage['metrics']['f1']:.4f}\n",
+        description="Model registry",
+    )
+    return version
+
+
+@flow(name="flowtune-ner", log_prints=True)
+def ner_pipeline(params_file: str = "params.yaml", push: bool = True):
+    """Pull, reproduce every stage, gate, register a passing model, push data and artifacts."""
+    settings = Settings()
+    params = load_params(params_file)
+    check_storage_task(settings)
+    dvc_pull()
+    for stage in STAGES:
+        run_stage(stage, params)
+    registry = Registry(s3_client(settings), settings.registry_bucket, settings.registry_prefix)
+    decision = gate(params, registry)
+    if push:
+        dvc_push()
+    if not decision.promote:
+        return Failed(message="gate rejected the candidate: " + "; ".join(decision.reasons))
+    version = register(params, registry, decision, settings)
+    return {"model": params.registry.model_name, "version": version, "flow_run_id": str(flow_run.get_id())}

@@ -1,0 +1,87 @@
+"""Turn each stage's report file into a Prefect artifact on the flow run.
+
+The report files are the stages' own outputs (DVC metrics), so the UI shows exactly what
+`dvc metrics show` shows, also when DVC skipped a stage because nothing changed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from tasks.params import Params
+
+
+def _load(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _split_rows(report: dict) -> list[dict]:
+    return [{"split": split, **counts} for split, counts in report["splits"].items()]
+
+
+def publish(stage: str, params: Params) -> dict:
+    """Create the stage's artifact and return its report (small: counts and scores only)."""
+    publishers = {
+        "ingest": _ingest,
+        "validate": _validate,
+        "clean": _clean,
+        "augment": _augment,
+        "train": _train,
+        "evaluate": _evaluate,
+    }
+    return publishers[stage](params)
+
+
+def _ingest(params: Params) -> dict:
+    report = _load(Path(params.paths.raw) / "ingest_report.json")
+    rows = [{"split": split, "sentences": n} for split, n in report["splits"].items()]
+    create_table_artifact(key="ingest", table=rows, description=f"Imported {report['source']}")
+    return report
+
+
+def _validate(params: Params) -> dict:
+    report = _load(params.paths.validated)
+    rows = [
+        {"table": e["table"], "expectation": e["expectation"], "column": e["column"],
+         "success": e["success"], "observed": e["observed"]}
+        for e in report["expectations"]
+    ]
+    create_table_artifact(key="data-contract", table=rows, description="Great Expectations data contract")
+    return {k: report[k] for k in ("success", "evaluated", "failed")}
+
+
+def _clean(params: Params) -> dict:
+    report = _load(params.paths.clean_report)
+    create_table_artifact(key="cleaning", table=_split_rows(report), description="Cleaning changes by kind")
+    return report
+
+
+def _augment(params: Params) -> dict:
+    report = _load(params.paths.augment_report)
+    rows = [{"split": split, "sentences": n} for split, n in report["sentences"].items()]
+    create_table_artifact(key="augmentation", table=rows, description=f"Augmenters: {report['methods'] or 'none'}")
+    return report
+
+
+def _train(params: Params) -> dict:
+    metrics = _load(params.paths.train_metrics)
+    with open(params.paths.train_plots, newline="", encoding="utf-8") as handle:
+        curve = list(csv.DictReader(handle))
+    lines = ["# Training", ""] + [f"- {k}: {v}" for k, v in sorted(metrics.items())]
+    lines += ["", "| epoch | train loss | dev F1 |", "|---|---|---|"]
+    lines += [f"| {row['epoch']} | {float(row['train_loss']):.4f} | {float(row['dev_f1']):.4f} |" for row in curve]
+    create_markdown_artifact(key="training", markdown="\n".join(lines), description="Training summary")
+    return metrics
+
+
+def _evaluate(params: Params) -> dict:
+    metrics = _load(params.paths.eval_metrics)
+    rows = [{"entity": "ALL (micro)", "precision": metrics["precision"], "recall": metrics["recall"],
+             "f1": metrics["f1"], "support": sum(t["support"] for t in metrics["per_type"].values())}]
+    rows += [{"entity": name, **scores} for name, scores in sorted(metrics["per_type"].items())]
+    create_table_artifact(key="evaluation", table=rows, description="seqeval strict IOB2, test split")
+    return {k: metrics[k] for k in ("f1", "precision", "recall")}

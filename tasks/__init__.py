@@ -1,0 +1,1 @@
+"""flowtune steps: plain Python, no Prefect import, no import-time side effects."""

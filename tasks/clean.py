@@ -1,0 +1,99 @@
+"""Clean step: unicode normalization, whitespace and empty tokens, exact duplicates.
+
+Every change is counted by kind, so the report shows what cleaning did to the data. Dev and test are
+cleaned with the same rules as train (they must look like what the model will see), but duplicates
+are only removed within a split: moving sentences between splits is the import step's job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+from tasks.params import CleanParams, load_params
+from tasks.records import NerRecord, iter_splits, load_jsonl, write_json, write_jsonl
+
+# Zero-width and control characters carry no meaning for a tagger but make identical words differ.
+_INVISIBLE = re.compile(r"[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200d\u2060\ufeff]")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalize_token(token: str, form: str) -> str:
+    """NFC/NFKC/... normalization, invisible characters removed, inner whitespace collapsed."""
+    token = unicodedata.normalize(form, token)
+    token = _INVISIBLE.sub("", token)
+    return _WHITESPACE.sub(" ", token).strip()
+
+
+def clean_record(record: NerRecord, params: CleanParams, counts: Counter) -> NerRecord | None:
+    """Normalize tokens and drop empty ones (with their tag); None when nothing is left.
+
+    Dropping an empty token that carried B-X would leave a following I-X orphaned, so the next
+    token inherits the B- prefix: the entity survives and the sequence stays valid IOB2.
+    """
+    tokens: list[str] = []
+    tags: list[str] = []
+    promote_next = False
+    for token, tag in zip(record.tokens, record.tags):
+        cleaned = normalize_token(token, params.unicode_form)
+        if cleaned != token:
+            counts["tokens_normalized"] += 1
+        if not cleaned:
+            counts["empty_tokens_dropped"] += 1
+            promote_next = promote_next or tag.startswith("B-")
+            continue
+        if promote_next and tag.startswith("I-"):
+            tag = "B-" + tag[2:]
+        promote_next = False
+        tokens.append(cleaned)
+        tags.append(tag)
+    if not tokens:
+        counts["empty_sentences_dropped"] += 1
+        return None
+    return NerRecord(record.id, tuple(tokens), tuple(tags), record.meta)
+
+
+def clean_split(records: list[NerRecord], params: CleanParams, counts: Counter) -> list[NerRecord]:
+    """Clean each record and, if configured, keep only the first of exact duplicates (tokens and tags)."""
+    seen: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+    kept = []
+    for record in records:
+        cleaned = clean_record(record, params, counts)
+        if cleaned is None:
+            continue
+        key = (cleaned.tokens, cleaned.tags)
+        if params.drop_exact_duplicates and key in seen:
+            counts["duplicates_dropped"] += 1
+            continue
+        seen.add(key)
+        kept.append(cleaned)
+    return kept
+
+
+def run(params: CleanParams, src: Path, dst: Path, report_path: Path) -> dict:
+    """Clean every split of `src` into `dst`; write a per-split count report."""
+    report: dict = {"splits": {}}
+    for split, path in iter_splits(src):
+        counts: Counter = Counter()
+        records = load_jsonl(path)
+        kept = clean_split(records, params, counts)
+        write_jsonl(Path(dst) / f"{split}.jsonl", kept)
+        report["splits"][split] = {"input": len(records), "output": len(kept), **counts}
+    write_json(report_path, report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    report = run(params.clean, Path(params.paths.raw), Path(params.paths.clean), Path(params.paths.clean_report))
+    print(f"clean: {report['splits']}")
+
+
+if __name__ == "__main__":
+    main()

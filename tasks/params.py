@@ -1,0 +1,128 @@
+"""Typed access to params.yaml: one frozen model per section, unknown keys rejected.
+
+params.yaml is the only home of defaults, so no field here has a default value: a missing key is
+an error that names the key, never a silent fallback to a second copy of the default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsParams(Section):
+    external: str
+    raw: str
+    validated: str
+    clean: str
+    clean_report: str
+    augmented: str
+    augment_report: str
+    model: str
+    train_metrics: str
+    train_plots: str
+    eval_metrics: str
+    predictions: str
+
+
+class IngestParams(Section):
+    source: str
+    format: Literal["auto", "conll", "jsonl"]
+    train_fraction: float = Field(gt=0, lt=1)
+    dev_fraction: float = Field(ge=0, lt=1)
+    split_salt: str
+
+
+class ValidateParams(Section):
+    entity_types: list[str]
+    min_sentences: int = Field(ge=1)
+    max_tokens_per_sentence: int = Field(ge=1)
+
+
+class CleanParams(Section):
+    unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"]
+    drop_exact_duplicates: bool
+
+
+AUGMENTERS: tuple[str, ...] = ()
+
+
+class AugmentParams(Section):
+    methods: list[str]
+
+    @field_validator("methods")
+    @classmethod
+    def known_methods(cls, methods: list[str]) -> list[str]:
+        unknown = [m for m in methods if m not in AUGMENTERS]
+        if unknown:
+            raise ValueError(f"unknown augmenter(s) {unknown}; available: {list(AUGMENTERS) or 'none yet'}")
+        return methods
+
+
+class TrainParams(Section):
+    base_model: str
+    max_length: int = Field(ge=8)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    warmup_ratio: float = Field(ge=0, lt=1)
+    max_grad_norm: float = Field(gt=0)
+    dropout: float = Field(ge=0, lt=1)
+    seed: int
+    num_threads: int = Field(ge=0)
+
+
+class EvaluateParams(Section):
+    batch_size: int = Field(ge=1)
+
+
+class GateParams(Section):
+    min_f1: float = Field(ge=0, le=1)
+
+
+class RegistryParams(Section):
+    model_name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class Params(Section):
+    paths: PathsParams
+    ingest: IngestParams
+    validate_: ValidateParams = Field(alias="validate")
+    clean: CleanParams
+    augment: AugmentParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    gate: GateParams
+    registry: RegistryParams
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unreadable or does not match the expected schema."""
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Load and validate params.yaml; errors name the file and the offending key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ParamsError(f"{path}: {problems}") from None

@@ -1,0 +1,82 @@
+"""Where things run: endpoints, ports, buckets and credentials, from the environment or `.env`.
+
+These are not results-affecting knobs (those live in params.yaml). Local defaults work out of the
+box; the S3 credentials have no default in code: `flowtune services up` generates them once into the
+git-ignored `.env`, so no secret is ever committed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FLOWTUNE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Where local services keep their data, pids and logs (git-ignored).
+    state_dir: Path = Path(".flowtune")
+
+    s3_host: str = "127.0.0.1"
+    s3_port: int = 8333
+    # Set to use an existing S3 service instead of the local SeaweedFS (e.g. https://s3.example.com).
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    dvc_bucket: str = "flowtune-dvc"
+    registry_bucket: str = "flowtune-registry"
+    registry_prefix: str = "models"
+
+    # SeaweedFS internal ports (master, volume, filer); shift them to run a second instance.
+    seaweed_master_port: int = 9333
+    seaweed_volume_port: int = 8080
+    seaweed_filer_port: int = 8888
+
+    prefect_host: str = "127.0.0.1"
+    prefect_port: int = 4200
+    prefect_api_url: str | None = Field(default=None, validation_alias="PREFECT_API_URL")
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.s3_endpoint_url or f"http://{self.s3_host}:{self.s3_port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.prefect_api_url or f"http://{self.prefect_host}:{self.prefect_port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return self.api_url.removesuffix("/api")
+
+    def secret_key(self) -> str:
+        if self.s3_access_key_id is None or self.s3_secret_access_key is None:
+            raise RuntimeError(
+                "S3 credentials are not set: set FLOWTUNE_S3_ACCESS_KEY_ID and "
+                "FLOWTUNE_S3_SECRET_ACCESS_KEY (or run `flowtune services up`, which creates them in .env)"
+            )
+        return self.s3_secret_access_key.get_secret_value()
+
+
+def s3_client(settings: Settings):
+    """A boto3 S3 client for the configured endpoint (path-style addressing, as SeaweedFS needs)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.secret_key(),
+        region_name=settings.s3_region,
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+        ),
+    )

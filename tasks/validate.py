@@ -1,0 +1,186 @@
+"""Validate step: a Great Expectations suite over NER records, as a data contract.
+
+NER data is nested (a sentence is a list of tokens and tags) and GX validates tables, so the records
+become two tables: one row per sentence and one row per token. The suite is built in code from
+params.yaml, runs on every split, and a failure stops the pipeline before anything is trained, with up
+to five example records (file:line ids) per failed expectation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from tasks.iob import iob2_errors, label_list
+from tasks.params import ValidateParams, load_params
+from tasks.records import NerRecord, iter_splits, load_jsonl, write_json
+
+MAX_EXAMPLES = 5
+
+
+def sentence_table(split: str, records: list[NerRecord]) -> pd.DataFrame:
+    """One row per sentence: its id, split, lengths and its first IOB2 problem ('' when valid)."""
+    rows = []
+    for r in records:
+        problems = iob2_errors(r.tags)
+        rows.append({
+            "id": r.id,
+            "split": split,
+            "n_tokens": len(r.tokens),
+            "n_tags": len(r.tags),
+            "iob2_problem": problems[0] if problems else "",
+        })
+    return pd.DataFrame(rows, columns=["id", "split", "n_tokens", "n_tags", "iob2_problem"])
+
+
+def token_table(split: str, records: list[NerRecord]) -> pd.DataFrame:
+    """One row per token: the sentence id, position, token text and tag."""
+    rows = [
+        {"id": f"{r.id} token {i}", "split": split, "token": tok, "tag": tag, "token_blank": not tok.strip()}
+        for r in records
+        for i, (tok, tag) in enumerate(zip(r.tokens, r.tags))
+    ]
+    return pd.DataFrame(rows, columns=["id", "split", "token", "tag", "token_blank"])
+
+
+def sentence_expectations(params: ValidateParams) -> list:
+    import great_expectations as gx
+
+    e = gx.expectations
+    return [
+        e.ExpectTableRowCountToBeBetween(min_value=params.min_sentences),
+        e.ExpectColumnPairValuesToBeEqual(column_A="n_tokens", column_B="n_tags"),
+        e.ExpectColumnValuesToBeBetween(column="n_tokens", min_value=1, max_value=params.max_tokens_per_sentence),
+        e.ExpectColumnValuesToBeInSet(column="iob2_problem", value_set=[""]),
+    ]
+
+
+def token_expectations(params: ValidateParams) -> list:
+    import great_expectations as gx
+
+    e = gx.expectations
+    expected = [
+        e.ExpectColumnValuesToBeInSet(column="token_blank", value_set=[False]),
+    ]
+    if params.entity_types:
+        expected.append(e.ExpectColumnValuesToBeInSet(column="tag", value_set=label_list(params.entity_types)))
+    return expected
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One expectation's result in plain types, ready for JSON, a Prefect table and an error message."""
+
+    table: str
+    expectation: str
+    column: str
+    success: bool
+    observed: str
+    unexpected_count: int
+    examples: list[str]
+
+    def describe(self) -> str:
+        target = f"{self.table}.{self.column}" if self.column else self.table
+        lines = [f"- {self.expectation} on {target}: observed {self.observed}"]
+        lines += [f"    e.g. {example}" for example in self.examples]
+        return "\n".join(lines)
+
+
+def run_suite(name: str, table: pd.DataFrame, expectations: list) -> list[Outcome]:
+    """Run expectations on a table with an ephemeral GX context and return plain outcomes."""
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    asset = context.data_sources.add_pandas(f"{name}_source").add_dataframe_asset(name)
+    batch = asset.add_batch_definition_whole_dataframe("all")
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_contract"))
+    for expectation in expectations:
+        suite.add_expectation(expectation)
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{name}_validation", data=batch, suite=suite)
+    )
+    result = definition.run(
+        batch_parameters={"dataframe": table},
+        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["id"]},
+    )
+    return [_outcome(name, r) for r in result.results]
+
+
+def _outcome(table: str, result) -> Outcome:
+    config = result.expectation_config
+    column = config.kwargs.get("column") or "/".join(
+        str(config.kwargs[k]) for k in ("column_A", "column_B") if k in config.kwargs
+    )
+    details = result.result or {}
+    unexpected = details.get("unexpected_index_list") or []
+    examples = [_example(row, column) for row in unexpected[:MAX_EXAMPLES]]
+    count = int(details.get("unexpected_count") or 0)
+    observed = details.get("observed_value")
+    return Outcome(
+        table=table,
+        expectation=config.type,
+        column=column,
+        success=bool(result.success),
+        observed=str(observed) if observed is not None else f"{count} unexpected rows",
+        unexpected_count=count,
+        examples=examples,
+    )
+
+
+def _example(row: dict, column: str) -> str:
+    record_id = row.get("id", "?")
+    values = ", ".join(f"{k}={v!r}" for k, v in row.items() if k != "id")
+    return f"{record_id}: {values}" if values else str(record_id)
+
+
+def validate_records(splits: dict[str, list[NerRecord]], params: ValidateParams) -> list[Outcome]:
+    """Run the sentence and token suites over all splits together."""
+    sentences = pd.concat([sentence_table(s, rs) for s, rs in splits.items()], ignore_index=True)
+    tokens = pd.concat([token_table(s, rs) for s, rs in splits.items()], ignore_index=True)
+    return run_suite("sentences", sentences, sentence_expectations(params)) + run_suite(
+        "tokens", tokens, token_expectations(params)
+    )
+
+
+class ContractError(RuntimeError):
+    """The data broke its contract; the message lists each failed expectation with examples."""
+
+
+def run(params: ValidateParams, data_dir: Path, report_path: Path) -> dict:
+    """Validate `<data_dir>/<split>.jsonl`, write the report, raise ContractError on failure."""
+    splits = {split: load_jsonl(path) for split, path in iter_splits(data_dir)}
+    outcomes = validate_records(splits, params)
+    failed = [o for o in outcomes if not o.success]
+    report = {
+        "success": not failed,
+        "evaluated": len(outcomes),
+        "failed": len(failed),
+        "sentences": {split: len(rs) for split, rs in splits.items()},
+        "expectations": [o.__dict__ for o in outcomes],
+    }
+    write_json(report_path, report)
+    if failed:
+        details = "\n".join(o.describe() for o in failed)
+        raise ContractError(f"data contract failed for {data_dir} ({len(failed)} expectations):\n{details}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    try:
+        report = run(params.validate_, Path(params.paths.raw), Path(params.paths.validated))
+    except ContractError as exc:
+        sys.exit(f"validate: {exc}")
+    print(f"validate: {report['evaluated']} expectations passed on {report['sentences']}")
+
+
+if __name__ == "__main__":
+    main()
