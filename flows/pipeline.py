@@ -47,18 +47,18 @@ def run_logged(command: list[str], what: str) -> None:
         raise StageError(f"{what} failed (exit {process.returncode}):\n{output}")
 
 
-@task(name="check-storage", cache_policy=NO_CACHE)
+@task(name="check-storage", task_run_name="check-storage", cache_policy=NO_CACHE)
 def check_storage_task(settings: Settings) -> None:
     check_storage(settings)
 
 
-@task(name="dvc-pull", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20])
+@task(name="dvc-pull", task_run_name="dvc-pull", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20])
 def dvc_pull() -> None:
     # --allow-missing: on a fresh remote nothing is there yet; the stages then rebuild it.
     run_logged(["dvc", "pull", "--allow-missing"], "dvc pull")
 
 
-@task(name="dvc-push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20])
+@task(name="dvc-push", task_run_name="dvc-push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20])
 def dvc_push() -> None:
     run_logged(["dvc", "push"], "dvc push")
 
@@ -70,7 +70,7 @@ def run_stage(stage: str, params: Params) -> dict:
     return reports.publish(stage, params)
 
 
-@task(name="gate", cache_policy=NO_CACHE)
+@task(name="gate", task_run_name="gate", cache_policy=NO_CACHE)
 def gate(params: Params, registry: Registry) -> Decision:
     candidate = json.loads(Path(params.paths.eval_metrics).read_text())
     champion_version = registry.get_alias(params.registry.model_name, "champion")
@@ -83,7 +83,7 @@ def gate(params: Params, registry: Registry) -> Decision:
     return decision
 
 
-@task(name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20])
+@task(name="register", task_run_name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20])
 def register(params: Params, registry: Registry, decision: Decision, settings: Settings) -> int:
     """Publish the candidate as a new immutable version and point `champion` at it."""
     from flows.lineage import build_lineage, staged_model_dir

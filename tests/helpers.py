@@ -1,0 +1,57 @@
+"""Helpers shared by the integration and e2e tests (not fixtures: plain functions)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment a new user's shell has: no FLOWTUNE_* or PREFECT_* left over from ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWTUNE_", "PREFECT_"))}
+    env.update(extra)
+    return env
+
+
+def scratch_clone(dest: Path) -> Path:
+    """Copy the working tree (tracked + untracked, not ignored) into a fresh git repo at `dest`.
+
+    The venv is shared through a symlink (bootstrap sees it up to date), and PYTHONPATH in the
+    callers makes the clone's own code win over the editable install of the original checkout.
+    """
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    (dest / ".venv").symlink_to(ROOT / ".venv")
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run(git + ["init", "-q"], cwd=dest, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
+    subprocess.run(git + ["commit", "-qm", "scratch"], cwd=dest, check=True)
+    return dest
+
+
+def port_settings() -> dict[str, str]:
+    """Settings for a private set of services on free ports (no clash with a user's running ones)."""
+    return {
+        "FLOWTUNE_S3_PORT": str(free_port()),
+        "FLOWTUNE_SEAWEED_MASTER_PORT": str(free_port()),
+        "FLOWTUNE_SEAWEED_VOLUME_PORT": str(free_port()),
+        "FLOWTUNE_SEAWEED_FILER_PORT": str(free_port()),
+        "FLOWTUNE_PREFECT_PORT": str(free_port()),
+    }

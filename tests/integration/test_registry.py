@@ -1,0 +1,81 @@
+"""The registry against a real SeaweedFS: immutable versions, checksums, aliases, concurrency."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tasks.registry import Registry, RegistryError
+from tasks.settings import s3_client
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def registry(local_services) -> Registry:
+    # A fresh prefix per test: tests never see each other's versions.
+    return Registry(s3_client(local_services), local_services.registry_bucket, f"test-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "model"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "config.json").write_text('{"id2label": {"0": "O"}}')
+    (folder / "sub" / "weights.bin").write_bytes(bytes(range(256)) * 1000)
+    return folder
+
+
+def test_publish_download_roundtrip(registry: Registry, model_dir: Path, tmp_path: Path):
+    version = registry.publish("ner", model_dir, {"metrics": {"f1": 0.5}})
+    assert version == 1 and registry.versions("ner") == [1]
+    out = registry.download("ner", 1, tmp_path / "out")
+    assert (out / "sub" / "weights.bin").read_bytes() == (model_dir / "sub" / "weights.bin").read_bytes()
+    assert registry.manifest("ner", 1)["metadata"] == {"metrics": {"f1": 0.5}}
+
+
+def test_versions_are_immutable_and_increase(registry: Registry, model_dir: Path):
+    assert [registry.publish("ner", model_dir, {}) for _ in range(3)] == [1, 2, 3]
+    with pytest.raises(RegistryError, match="already exists"):
+        registry._put_create_only(registry._key("ner", "2", "manifest.json"), b"{}")
+
+
+def test_concurrent_publishes_get_distinct_versions(registry: Registry, model_dir: Path):
+    with ThreadPoolExecutor(4) as pool:
+        versions = list(pool.map(lambda _: registry.publish("ner", model_dir, {}), range(4)))
+    assert sorted(versions) == [1, 2, 3, 4]
+    assert registry.versions("ner") == [1, 2, 3, 4]
+
+
+def test_incomplete_version_is_invisible(registry: Registry, model_dir: Path):
+    registry.publish("ner", model_dir, {})
+    # A crashed publish: claimed and uploaded, but no manifest.
+    registry._claim_version("ner")
+    registry.client.put_object(Bucket=registry.bucket, Key=registry._key("ner", "2", "files", "x"), Body=b"x")
+    assert registry.versions("ner") == [1]
+    assert registry.publish("ner", model_dir, {}) == 3
+
+
+def test_alias_points_only_at_published_versions(registry: Registry, model_dir: Path):
+    assert registry.get_alias("ner", "champion") is None
+    registry.publish("ner", model_dir, {})
+    registry.set_alias("ner", "champion", 1)
+    assert registry.get_alias("ner", "champion") == 1
+    with pytest.raises(RegistryError, match="no such published version"):
+        registry.set_alias("ner", "champion", 7)
+
+
+def test_tampered_file_fails_download(registry: Registry, model_dir: Path, tmp_path: Path):
+    registry.publish("ner", model_dir, {})
+    registry.client.put_object(Bucket=registry.bucket, Key=registry._key("ner", "1", "files", "config.json"), Body=b"{}")
+    with pytest.raises(RegistryError, match="checksum mismatch for config.json"):
+        registry.download("ner", 1, tmp_path / "out")
+
+
+@pytest.mark.parametrize("name", ["", "../etc", "UPPER", "a/b", "x" * 65])
+def test_bad_names_rejected(registry: Registry, model_dir: Path, name: str):
+    with pytest.raises(RegistryError, match="invalid model name"):
+        registry.publish(name, model_dir, {})

@@ -1,0 +1,127 @@
+"""train.run + evaluate.run end to end on tiny handwritten data and a tiny random BERT (seconds)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForTokenClassification, AutoTokenizer, BertConfig, BertModel
+
+from tasks import evaluate, train
+from tasks.modeling import resolve_base_model
+from tasks.params import EvaluateParams, TrainParams
+from tasks.records import NerRecord, write_jsonl
+
+TYPES = ["person", "geo-loc"]
+
+SENTENCES = [
+    (["john", "lives", "in", "paris"], ["B-person", "O", "O", "B-geo-loc"]),
+    (["mary", "smith", "visited", "new", "york"], ["B-person", "I-person", "O", "B-geo-loc", "I-geo-loc"]),
+    (["we", "love", "london"], ["O", "O", "B-geo-loc"]),
+    (["bob", "says", "hi"], ["B-person", "O", "O"]),
+    (["nothing", "to", "see", "here"], ["O", "O", "O", "O"]),
+    (["alice", "flew", "to", "berlin", "today"], ["B-person", "O", "O", "B-geo-loc", "O"]),
+    (["rome", "is", "hot"], ["B-geo-loc", "O", "O"]),
+    (["ask", "peter", "parker"], ["O", "B-person", "I-person"]),
+]
+
+
+def write_split(folder: Path, name: str, rows: list[tuple[list[str], list[str]]]) -> None:
+    records = [NerRecord(f"{name}:{i}", tuple(t), tuple(g)) for i, (t, g) in enumerate(rows)]
+    write_jsonl(folder / f"{name}.jsonl", records)
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    """A tiny random BERT encoder saved like a real base model (weights + MiniLM tokenizer)."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("minilm"))
+    torch.manual_seed(0)
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=tokenizer.vocab_size
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def train_params(base: Path, **overrides) -> TrainParams:
+    values = dict(
+        base_model=str(base),
+        max_length=16,
+        epochs=2,
+        batch_size=4,
+        learning_rate=1e-3,
+        weight_decay=0.01,
+        warmup_ratio=0.1,
+        max_grad_norm=1.0,
+        dropout=0.1,
+        seed=13,
+        num_threads=1,
+    )
+    return TrainParams(**{**values, **overrides})
+
+
+def test_train_then_evaluate_writes_loadable_model_and_metrics(tiny_base: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    rows = SENTENCES * 2 + [([f"w{i}" for i in range(30)], ["O"] * 30)]  # one sentence needs windows
+    write_split(data, "train", rows)
+    write_split(data, "dev", SENTENCES[:4])
+    write_split(data, "test", SENTENCES[4:] + rows[-1:])
+    out = tmp_path / "out"
+
+    metrics = train.run(
+        train_params(tiny_base), TYPES, data, out / "model", out / "train.json", out / "curve.csv"
+    )
+
+    assert set(metrics) >= {"best_epoch", "dev_f1", "train_seconds", "train_sentences",
+                            "train_tokens_per_second", "device", "epochs_run"}
+    assert json.loads((out / "train.json").read_text()) == metrics
+    assert metrics["train_sentences"] == len(rows) and metrics["epochs_run"] == 2
+    with (out / "curve.csv").open() as handle:
+        curve = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in curve] == ["1", "2"]
+    assert set(curve[0]) == {"epoch", "train_loss", "dev_f1"}
+    model = AutoModelForTokenClassification.from_pretrained(out / "model")
+    assert model.config.id2label[1] == "B-person"
+    assert (out / "model" / "model.safetensors").is_file()
+    assert not list(out.glob(".model.*"))  # no staging folder left behind
+
+    result = evaluate.run(
+        EvaluateParams(batch_size=4), out / "model", data / "test.jsonl", out / "eval.json", out / "pred.jsonl", 16
+    )
+    assert set(result) == {"f1", "precision", "recall", "f1_default", "token_accuracy", "sentences", "per_type"}
+    assert result["sentences"] == 5
+    predictions = [json.loads(line) for line in (out / "pred.jsonl").read_text().splitlines()]
+    assert all(len(p["predicted"]) == len(p["tokens"]) == len(p["tags"]) for p in predictions)
+    assert {"id", "tokens", "tags", "predicted"} == set(predictions[0])
+
+
+def test_overfitting_a_few_sentences_reaches_high_dev_f1(tiny_base: Path, tmp_path: Path) -> None:
+    # dev = train: if labels were misaligned with first pieces, memorising could not score well.
+    write_split(tmp_path, "train", SENTENCES)
+    write_split(tmp_path, "dev", SENTENCES)
+    params = train_params(tiny_base, epochs=30, learning_rate=5e-3, batch_size=4, dropout=0.0, warmup_ratio=0.0)
+    metrics = train.run(params, TYPES, tmp_path, tmp_path / "m", tmp_path / "t.json", tmp_path / "c.csv")
+    assert metrics["dev_f1"] >= 0.9
+
+
+def test_unknown_tag_is_an_error_naming_the_record(tiny_base: Path, tmp_path: Path) -> None:
+    write_split(tmp_path, "train", [(["x"], ["B-company"])])
+    write_split(tmp_path, "dev", SENTENCES[:1])
+    with pytest.raises(ValueError, match=r"train:0.*B-company"):
+        train.run(train_params(tiny_base), TYPES, tmp_path, tmp_path / "m", tmp_path / "t.json", tmp_path / "c.csv")
+    assert not (tmp_path / "m").exists()
+
+
+def test_evaluate_rejects_tags_unknown_to_the_model(tiny_base: Path, tmp_path: Path) -> None:
+    write_split(tmp_path, "train", SENTENCES)
+    write_split(tmp_path, "dev", SENTENCES)
+    write_split(tmp_path, "test", [(["acme"], ["B-company"])])
+    train.run(train_params(tiny_base, epochs=1), TYPES, tmp_path, tmp_path / "m", tmp_path / "t.json", tmp_path / "c.csv")
+    with pytest.raises(ValueError, match=r"test:0.*B-company"):
+        evaluate.run(EvaluateParams(batch_size=4), tmp_path / "m", tmp_path / "test.jsonl",
+                     tmp_path / "e.json", tmp_path / "p.jsonl", 16)
