@@ -24,7 +24,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _prefect_env(settings)
     from flows.pipeline import ner_pipeline
 
-    state = ner_pipeline(params_file=args.params, push=not args.no_push, return_state=True)
+    state = ner_pipeline(push=not args.no_push, return_state=True)
     run_url = f"{settings.ui_url}/runs/flow-run/{state.state_details.flow_run_id}"
     print("\n=== flowtune run finished:", state.type.value)
     print(f"Prefect UI (flow run): {run_url}")
@@ -94,8 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowtune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("services", help="start/stop/inspect local SeaweedFS + Prefect server", add_help=False)
-    run = sub.add_parser("run", help="run the whole pipeline as a Prefect flow")
-    run.add_argument("--params", default="params.yaml")
+    run = sub.add_parser("run", help="run the whole pipeline as a Prefect flow in this checkout (reads ./params.yaml)")
     run.add_argument("--no-push", action="store_true", help="do not dvc push at the end")
     run.set_defaults(func=cmd_run)
     reg = sub.add_parser("registry", help="list, show or fetch registered models")

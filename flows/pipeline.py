@@ -103,10 +103,14 @@ def register(params: Params, registry: Registry, decision: Decision, settings: S
 
 
 @flow(name="flowtune-ner", log_prints=True)
-def ner_pipeline(params_file: str = "params.yaml", push: bool = True):
-    """Pull, reproduce every stage, gate, register a passing model, push data and artifacts."""
+def ner_pipeline(push: bool = True):
+    """Pull, reproduce every stage, gate, register a passing model, push data and artifacts.
+
+    Runs in the current directory, a checkout of this repository: like `dvc repro`, every stage
+    reads ./params.yaml (DVC tracks that file), so the flow reads it too.
+    """
     settings = Settings()
-    params = load_params(params_file)
+    params = load_params("params.yaml")
     check_storage_task(settings)
     dvc_pull()
     for stage in STAGES:

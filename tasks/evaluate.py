@@ -37,7 +37,9 @@ def check_tags(records: Sequence[NerRecord], labels: set[str]) -> None:
 def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict:
     """Strict IOB2 entity metrics (overall micro + per type), lenient F1 and token accuracy."""
     gold, predicted = [list(s) for s in gold], [list(s) for s in predicted]
-    report = classification_report(gold, predicted, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
+    report = classification_report(
+        gold, predicted, mode="strict", scheme=IOB2, output_dict=True, zero_division=0
+    )
     micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
     per_type = {
         entity: {

@@ -69,7 +69,9 @@ def word_windows(piece_counts: Sequence[int], max_pieces: int) -> list[tuple[int
     """
     budget = max_pieces - SPECIAL_TOKENS_PER_WINDOW
     if budget < 1:
-        raise ValueError(f"max_pieces must leave room for at least one piece besides CLS/SEP, got {max_pieces}")
+        raise ValueError(
+            f"max_pieces must leave room for at least one piece besides CLS/SEP, got {max_pieces}"
+        )
     windows: list[tuple[int, int]] = []
     start, used = 0, 0
     for word, count in enumerate(piece_counts):
@@ -188,7 +190,11 @@ def autocast(device: torch.device):
 
 
 def predict_label_ids(
-    model: torch.nn.Module, examples: Sequence[Example], word_counts: Sequence[int], batch_size: int, pad_id: int
+    model: torch.nn.Module,
+    examples: Sequence[Example],
+    word_counts: Sequence[int],
+    batch_size: int,
+    pad_id: int,
 ) -> list[list[int]]:
     """Label id per word per sentence: argmax at each word's first piece, windows stitched back."""
     predictions = [[-1] * count for count in word_counts]

@@ -14,11 +14,16 @@ import random
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForTokenClassification, AutoTokenizer, get_linear_schedule_with_warmup
+from transformers import (
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    get_linear_schedule_with_warmup,
+)
 
 from tasks.iob import label_list, split_tag
 from tasks.modeling import (
@@ -77,12 +82,16 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def train_epoch(model, examples: Sequence[Example], optimizer, scheduler, params: TrainParams, epoch: int, pad_id: int) -> tuple[float, int]:
+def train_epoch(
+    model, examples: Sequence[Example], optimizer, scheduler, params: TrainParams, epoch: int, pad_id: int
+) -> tuple[float, int]:
     """One pass over the cached examples. Returns (mean batch loss, real non-pad tokens seen)."""
     device = next(model.parameters()).device
     model.train()
     losses, tokens = [], 0
-    batches = length_grouped_batches([len(e.input_ids) for e in examples], params.batch_size, params.seed + epoch)
+    batches = length_grouped_batches(
+        [len(e.input_ids) for e in examples], params.batch_size, params.seed + epoch
+    )
     for indices in batches:
         batch = {k: v.to(device) for k, v in collate([examples[i] for i in indices], pad_id).items()}
         with autocast(device):
@@ -111,18 +120,24 @@ def save_model(model, tokenizer, model_dir: Path) -> None:
         if model_dir.exists():
             model_dir.rename(previous)
         staging.rename(model_dir)
+    except BaseException:
+        if previous.exists() and not model_dir.exists():
+            previous.rename(model_dir)  # put the last good model back
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(previous, ignore_errors=True)
 
 
 def write_curve(path: Path, rows: Sequence[tuple[int, float, float | None]]) -> None:
+    """`epoch,train_loss,dev_f1` CSV, one row per epoch (the shape DVC plots read)."""
     lines = ["epoch,train_loss,dev_f1"]
     lines += [f"{epoch},{loss:.6f},{'' if f1 is None else f'{f1:.6f}'}" for epoch, loss, f1 in rows]
     atomic_write_text(Path(path), "\n".join(lines) + "\n")
 
 
 def load_model(params: TrainParams, labels: list[str]):
+    """The base encoder with a fresh token-classification head for `labels`, and its fast tokenizer."""
     base = resolve_base_model(params.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base)
     if not tokenizer.is_fast:
@@ -138,6 +153,80 @@ def load_model(params: TrainParams, labels: list[str]):
         ignore_mismatched_sizes=True,
     )
     return model, tokenizer
+
+
+@dataclass
+class Fit:
+    """What the epoch loop leaves behind: the curve, the selected epoch and its weights."""
+
+    curve: list[tuple[int, float, float | None]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float = -1.0
+    best_state: dict | None = None
+    step_seconds: float = 0.0
+    tokens: int = 0
+
+
+def encode(
+    tokenizer, records: Sequence[NerRecord], max_length: int, labels: list[list[int]] | None = None
+) -> list[Example]:
+    """Tokenize once into cached windows; every epoch reuses them."""
+    return build_examples(tokenizer, encode_words(tokenizer, [r.tokens for r in records]), max_length, labels)
+
+
+def dev_f1(
+    model,
+    examples: Sequence[Example],
+    records: Sequence[NerRecord],
+    labels: list[str],
+    batch_size: int,
+    pad_id: int,
+) -> float | None:
+    """Strict IOB2 entity F1 on dev over words; None when there is no dev sentence."""
+    if not records:
+        return None
+    predicted = predict_label_ids(model, examples, [len(r.tokens) for r in records], batch_size, pad_id)
+    return strict_f1([list(r.tags) for r in records], [[labels[i] for i in row] for row in predicted])
+
+
+def fit(
+    model,
+    tokenizer,
+    train_examples: Sequence[Example],
+    dev_examples: Sequence[Example],
+    dev_records: Sequence[NerRecord],
+    labels: list[str],
+    params: TrainParams,
+    sentences: int,
+) -> Fit:
+    """The epoch loop: train, score dev, keep a CPU copy of the best epoch's weights."""
+    pad_id = tokenizer.pad_token_id
+    optimizer = build_optimizer(model, params.learning_rate, params.weight_decay)
+    total_steps = -(-len(train_examples) // params.batch_size) * params.epochs
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(params.warmup_ratio * total_steps), total_steps
+    )
+    result = Fit()
+    for epoch in range(1, params.epochs + 1):
+        started = time.perf_counter()
+        loss, tokens = train_epoch(model, train_examples, optimizer, scheduler, params, epoch, pad_id)
+        seconds = time.perf_counter() - started
+        result.step_seconds += seconds
+        result.tokens += tokens
+        f1 = dev_f1(model, dev_examples, dev_records, labels, params.batch_size * 2, pad_id)
+        result.curve.append((epoch, loss, f1))
+        shown = "n/a" if f1 is None else f"{f1:.4f}"
+        print(
+            f"train: epoch {epoch}/{params.epochs} loss {loss:.4f} dev_f1 {shown} "
+            f"{sentences / seconds:.1f} sentences/s",
+            flush=True,
+        )
+        # Without dev sentences there is nothing to select on: the last epoch wins.
+        score = f1 if f1 is not None else float(epoch)
+        if score > result.best_score:
+            result.best_epoch, result.best_score = epoch, score
+            result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return result
 
 
 def run(
@@ -163,59 +252,28 @@ def run(
     model, tokenizer = load_model(params, labels)
     device = pick_device()
     model.to(device)
-    pad_id = tokenizer.pad_token_id
-    # Tokenize once; epochs reuse the cached windows.
-    train_examples = build_examples(
-        tokenizer, encode_words(tokenizer, [r.tokens for r in train_records]), params.max_length, train_labels
-    )
-    dev_examples = build_examples(tokenizer, encode_words(tokenizer, [r.tokens for r in dev_records]), params.max_length)
-    dev_gold = [list(r.tags) for r in dev_records]
-
-    optimizer = build_optimizer(model, params.learning_rate, params.weight_decay)
-    steps_per_epoch = -(-len(train_examples) // params.batch_size)
-    total_steps = steps_per_epoch * params.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(params.warmup_ratio * total_steps), total_steps)
-
-    curve: list[tuple[int, float, float | None]] = []
-    best_epoch, best_f1, best_state = 0, -1.0, None
-    step_seconds, tokens_seen = 0.0, 0
+    train_examples = encode(tokenizer, train_records, params.max_length, train_labels)
+    dev_examples = encode(tokenizer, dev_records, params.max_length)
     started = time.perf_counter()
-    for epoch in range(1, params.epochs + 1):
-        epoch_start = time.perf_counter()
-        loss, tokens = train_epoch(model, train_examples, optimizer, scheduler, params, epoch, pad_id)
-        seconds = time.perf_counter() - epoch_start
-        step_seconds += seconds
-        tokens_seen += tokens
-        dev_f1 = None
-        if dev_records:
-            predicted = predict_label_ids(model, dev_examples, [len(r.tokens) for r in dev_records], params.batch_size * 2, pad_id)
-            dev_f1 = strict_f1(dev_gold, [[labels[i] for i in row] for row in predicted])
-        curve.append((epoch, loss, dev_f1))
-        print(
-            f"train: epoch {epoch}/{params.epochs} loss {loss:.4f} dev_f1 "
-            f"{'n/a' if dev_f1 is None else f'{dev_f1:.4f}'} {len(train_records) / seconds:.1f} sentences/s",
-            flush=True,
-        )
-        # Without dev sentences there is nothing to select on: the last epoch wins.
-        score = dev_f1 if dev_f1 is not None else float(epoch)
-        if score > best_f1:
-            best_epoch, best_f1 = epoch, score
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    result = fit(
+        model, tokenizer, train_examples, dev_examples, dev_records, labels, params, len(train_records)
+    )
     train_seconds = time.perf_counter() - started
 
-    model.load_state_dict(best_state)
+    model.load_state_dict(result.best_state)
     save_model(model, tokenizer, model_dir)
     metrics = {
-        "best_epoch": best_epoch,
-        "dev_f1": best_f1 if dev_records else None,
+        "best_epoch": result.best_epoch,
+        "dev_f1": result.best_score if dev_records else None,
         "train_seconds": round(train_seconds, 3),
         "train_sentences": len(train_records),
-        "train_tokens_per_second": round(tokens_seen / step_seconds, 1) if step_seconds else 0.0,
+        # Real (non-pad) word pieces per second of optimisation, dev scoring excluded.
+        "train_tokens_per_second": round(result.tokens / result.step_seconds, 1),
         "device": device.type,
-        "epochs_run": len(curve),
+        "epochs_run": len(result.curve),
     }
     write_json(metrics_path, metrics)
-    write_curve(curve_path, curve)
+    write_curve(curve_path, result.curve)
     return metrics
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -11,10 +12,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
+def _is_free(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port() -> int:
+    """A free port below 55000 whose +10000 twin (SeaweedFS's gRPC port) is free too."""
+    for _ in range(1000):
+        port = random.randint(20000, 54999)
+        if port not in _handed_out and _is_free(port) and _is_free(port + 10000):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free port pair found")
+
+
+_handed_out: set[int] = set()
 
 
 def clean_env(**extra: str) -> dict[str, str]:

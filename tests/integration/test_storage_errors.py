@@ -1,6 +1,7 @@
 """Unreachable storage and wrong credentials stop the run with a message naming the endpoint."""
 
 import pytest
+from pydantic import SecretStr
 
 from flows.storage import StorageError, check_storage
 from tests.helpers import free_port
@@ -20,7 +21,7 @@ def test_unreachable_endpoint_is_named(local_services):
 
 
 def test_wrong_secret_is_reported_as_credentials(local_services):
-    settings = local_services.model_copy(update={"s3_secret_access_key": "wrong-secret"})
+    settings = local_services.model_copy(update={"s3_secret_access_key": SecretStr("wrong-secret")})
     with pytest.raises(StorageError, match=r"rejected the credentials for bucket 'flowtune-dvc'") as info:
         check_storage(settings)
     assert "wrong-secret" not in str(info.value)

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForTokenClassification, AutoTokenizer, BertConfig, BertModel
+from transformers import (
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+)
 
 from tasks import evaluate, train
 from tasks.modeling import resolve_base_model
@@ -41,7 +46,11 @@ def tiny_base(tmp_path_factory) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("minilm"))
     torch.manual_seed(0)
     config = BertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=tokenizer.vocab_size
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=tokenizer.vocab_size,
     )
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -49,19 +58,19 @@ def tiny_base(tmp_path_factory) -> Path:
 
 
 def train_params(base: Path, **overrides) -> TrainParams:
-    values = dict(
-        base_model=str(base),
-        max_length=16,
-        epochs=2,
-        batch_size=4,
-        learning_rate=1e-3,
-        weight_decay=0.01,
-        warmup_ratio=0.1,
-        max_grad_norm=1.0,
-        dropout=0.1,
-        seed=13,
-        num_threads=1,
-    )
+    values = {
+        "base_model": str(base),
+        "max_length": 16,
+        "epochs": 2,
+        "batch_size": 4,
+        "learning_rate": 1e-3,
+        "weight_decay": 0.01,
+        "warmup_ratio": 0.1,
+        "max_grad_norm": 1.0,
+        "dropout": 0.1,
+        "seed": 13,
+        "num_threads": 1,
+    }
     return TrainParams(**{**values, **overrides})
 
 
@@ -77,8 +86,15 @@ def test_train_then_evaluate_writes_loadable_model_and_metrics(tiny_base: Path, 
         train_params(tiny_base), TYPES, data, out / "model", out / "train.json", out / "curve.csv"
     )
 
-    assert set(metrics) >= {"best_epoch", "dev_f1", "train_seconds", "train_sentences",
-                            "train_tokens_per_second", "device", "epochs_run"}
+    assert set(metrics) >= {
+        "best_epoch",
+        "dev_f1",
+        "train_seconds",
+        "train_sentences",
+        "train_tokens_per_second",
+        "device",
+        "epochs_run",
+    }
     assert json.loads((out / "train.json").read_text()) == metrics
     assert metrics["train_sentences"] == len(rows) and metrics["epochs_run"] == 2
     with (out / "curve.csv").open() as handle:
@@ -91,9 +107,22 @@ def test_train_then_evaluate_writes_loadable_model_and_metrics(tiny_base: Path, 
     assert not list(out.glob(".model.*"))  # no staging folder left behind
 
     result = evaluate.run(
-        EvaluateParams(batch_size=4), out / "model", data / "test.jsonl", out / "eval.json", out / "pred.jsonl", 16
+        EvaluateParams(batch_size=4),
+        out / "model",
+        data / "test.jsonl",
+        out / "eval.json",
+        out / "pred.jsonl",
+        16,
     )
-    assert set(result) == {"f1", "precision", "recall", "f1_default", "token_accuracy", "sentences", "per_type"}
+    assert set(result) == {
+        "f1",
+        "precision",
+        "recall",
+        "f1_default",
+        "token_accuracy",
+        "sentences",
+        "per_type",
+    }
     assert result["sentences"] == 5
     predictions = [json.loads(line) for line in (out / "pred.jsonl").read_text().splitlines()]
     assert all(len(p["predicted"]) == len(p["tokens"]) == len(p["tags"]) for p in predictions)
@@ -104,7 +133,9 @@ def test_overfitting_a_few_sentences_reaches_high_dev_f1(tiny_base: Path, tmp_pa
     # dev = train: if labels were misaligned with first pieces, memorising could not score well.
     write_split(tmp_path, "train", SENTENCES)
     write_split(tmp_path, "dev", SENTENCES)
-    params = train_params(tiny_base, epochs=30, learning_rate=5e-3, batch_size=4, dropout=0.0, warmup_ratio=0.0)
+    params = train_params(
+        tiny_base, epochs=30, learning_rate=5e-3, batch_size=4, dropout=0.0, warmup_ratio=0.0
+    )
     metrics = train.run(params, TYPES, tmp_path, tmp_path / "m", tmp_path / "t.json", tmp_path / "c.csv")
     assert metrics["dev_f1"] >= 0.9
 
@@ -113,7 +144,9 @@ def test_unknown_tag_is_an_error_naming_the_record(tiny_base: Path, tmp_path: Pa
     write_split(tmp_path, "train", [(["x"], ["B-company"])])
     write_split(tmp_path, "dev", SENTENCES[:1])
     with pytest.raises(ValueError, match=r"train:0.*B-company"):
-        train.run(train_params(tiny_base), TYPES, tmp_path, tmp_path / "m", tmp_path / "t.json", tmp_path / "c.csv")
+        train.run(
+            train_params(tiny_base), TYPES, tmp_path, tmp_path / "m", tmp_path / "t.json", tmp_path / "c.csv"
+        )
     assert not (tmp_path / "m").exists()
 
 
@@ -121,7 +154,43 @@ def test_evaluate_rejects_tags_unknown_to_the_model(tiny_base: Path, tmp_path: P
     write_split(tmp_path, "train", SENTENCES)
     write_split(tmp_path, "dev", SENTENCES)
     write_split(tmp_path, "test", [(["acme"], ["B-company"])])
-    train.run(train_params(tiny_base, epochs=1), TYPES, tmp_path, tmp_path / "m", tmp_path / "t.json", tmp_path / "c.csv")
+    train.run(
+        train_params(tiny_base, epochs=1),
+        TYPES,
+        tmp_path,
+        tmp_path / "m",
+        tmp_path / "t.json",
+        tmp_path / "c.csv",
+    )
     with pytest.raises(ValueError, match=r"test:0.*B-company"):
-        evaluate.run(EvaluateParams(batch_size=4), tmp_path / "m", tmp_path / "test.jsonl",
-                     tmp_path / "e.json", tmp_path / "p.jsonl", 16)
+        evaluate.run(
+            EvaluateParams(batch_size=4),
+            tmp_path / "m",
+            tmp_path / "test.jsonl",
+            tmp_path / "e.json",
+            tmp_path / "p.jsonl",
+            16,
+        )
+
+
+class _Saves:
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+
+    def save_pretrained(self, path: Path) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "new.json").write_text("{}")
+        if self.fail:
+            raise OSError("disk full")
+
+
+def test_failed_save_keeps_the_previous_model_and_no_partial_dir(tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "old.json").write_text("{}")
+    with pytest.raises(OSError, match="disk full"):
+        train.save_model(_Saves(fail=False), _Saves(fail=True), model_dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert [p.name for p in model_dir.iterdir()] == ["old.json"]
+    train.save_model(_Saves(fail=False), _Saves(fail=False), model_dir)
+    assert [p.name for p in model_dir.iterdir()] == ["new.json"]
