@@ -12,7 +12,7 @@ test: setup
 	.venv/bin/python -m pytest
 
 lint: setup
-	.venv/bin/ruff check tasks flows tests benchmarks
+	.venv/bin/ruff check .
 
 services-up: setup
 	.venv/bin/flowtune services up

@@ -31,7 +31,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if state.is_completed():
         result = state.result()
         print(f"Registered model:      {result['model']} v{result['version']} "
-              f"(s3://{settings.registry_bucket}/{settings.registry_prefix}/{result['model']}/{result['version']}/, alias champion)")
+              f"(s3://{settings.registry_bucket}/{settings.registry_prefix}/{result['model']}/{result['version']}/, "
+              "alias champion)")
     else:
         print(f"Reason:                {state.message}")
     print("Metrics:               dvc metrics show   (details: data/metrics/eval.json)")
@@ -85,8 +86,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
         sentences = [line.split() for line in (args.text or sys.stdin.read().splitlines()) if line.strip()]
-        for tokens, tags in zip(sentences, predict_tags(model, tokenizer, sentences, 32, 128)):
-            print(" ".join(f"{tok}/{tag}" for tok, tag in zip(tokens, tags)))
+        for tokens, tags in zip(sentences, predict_tags(model, tokenizer, sentences, 32, 128), strict=True):
+            print(" ".join(f"{tok}/{tag}" for tok, tag in zip(tokens, tags, strict=True)))
     return 0
 
 

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -25,7 +25,8 @@ def git_state() -> dict:
         result = subprocess.run(["git", *args], capture_output=True, text=True)
         return result.stdout.strip() if result.returncode == 0 else ""
 
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": dirty}
 
 
 def build_lineage(params: Params, decision: Decision, settings: Settings) -> dict:
@@ -41,7 +42,7 @@ def build_lineage(params: Params, decision: Decision, settings: Settings) -> dic
         "gate": {"promote": decision.promote, "reasons": decision.reasons},
         "flow_run": {"id": str(run_id) if run_id else None,
                      "url": f"{settings.ui_url}/runs/flow-run/{run_id}" if run_id else None},
-        "registered_at": datetime.now(timezone.utc).isoformat(),
+        "registered_at": datetime.now(UTC).isoformat(),
     }
 
 

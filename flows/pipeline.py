@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
@@ -32,11 +33,18 @@ class StageError(RuntimeError):
     """A DVC stage failed; the message carries the stage name and the end of its output."""
 
 
+def venv_env() -> dict[str, str]:
+    """This interpreter's bin folder first on PATH: `dvc` and the stages' `python -m tasks.<step>`
+    then run in the same environment as the flow, even when the venv is not activated."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+
+
 def run_logged(command: list[str], what: str) -> None:
     """Run a command in the repo, streaming each output line into the Prefect task log."""
     logger = get_run_logger()
     logger.info("$ %s", " ".join(command))
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=venv_env())
     tail: list[str] = []
     assert process.stdout is not None
     for line in process.stdout:

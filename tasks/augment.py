@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    report = run(params.augment, Path(params.paths.clean), Path(params.paths.augmented), Path(params.paths.augment_report))
+    paths = params.paths
+    report = run(params.augment, Path(paths.clean), Path(paths.augmented), Path(paths.augment_report))
     print(f"augment: {report}")
 
 

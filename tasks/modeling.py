@@ -112,7 +112,7 @@ def encode_words(tokenizer, sentences: Sequence[Sequence[str]]) -> list[list[lis
     result = []
     for index, words in enumerate(sentences):
         pieces: list[list[int]] = [[] for _ in words]
-        for piece_id, word in zip(encoded["input_ids"][index], encoded.word_ids(index)):
+        for piece_id, word in zip(encoded["input_ids"][index], encoded.word_ids(index), strict=True):
             if word is not None:
                 pieces[word].append(piece_id)
         result.append([p or [tokenizer.unk_token_id] for p in pieces])
@@ -210,7 +210,7 @@ def predict_label_ids(
                 batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items() if k != "labels"}
                 with autocast(device):
                     best = model(**batch).logits.argmax(dim=-1).cpu().tolist()
-                for example, row in zip(chunk, best):
+                for example, row in zip(chunk, best, strict=True):
                     for position, word in first_piece_positions(example.word_ids):
                         predictions[example.sentence][word] = row[position]
     finally:

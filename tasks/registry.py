@@ -116,7 +116,8 @@ class Registry:
         if version not in self.versions(name):
             raise RegistryError(f"cannot point alias {alias!r} at {name} v{version}: no such published version")
         body = json.dumps({"version": int(version)}).encode()
-        self.client.put_object(Bucket=self.bucket, Key=self._key(name, "aliases", f"{check_alias(alias)}.json"), Body=body)
+        key = self._key(name, "aliases", f"{check_alias(alias)}.json")
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
 
     def get_alias(self, name: str, alias: str) -> int | None:
         key = self._key(name, "aliases", f"{check_alias(alias)}.json")
@@ -141,7 +142,8 @@ class Registry:
 
     def _claimed(self, name: str) -> list[int]:
         response = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(name, "_claims") + "/")
-        return [int(o["Key"].rsplit("/", 1)[-1]) for o in response.get("Contents", []) if o["Key"].rsplit("/", 1)[-1].isdigit()]
+        leaves = [o["Key"].rsplit("/", 1)[-1] for o in response.get("Contents", [])]
+        return [int(leaf) for leaf in leaves if leaf.isdigit()]
 
     def _put_create_only(self, key: str, body: bytes) -> None:
         try:
@@ -157,7 +159,8 @@ class Registry:
         response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
         md5 = hashlib.md5(data).hexdigest()
         if response.get("ETag", "").strip('"') not in {md5, ""}:
-            raise RegistryError(f"s3://{self.bucket}/{key}: upload corrupted (ETag {response.get('ETag')} != md5 {md5})")
+            etag = response.get("ETag")
+            raise RegistryError(f"s3://{self.bucket}/{key}: upload corrupted (ETag {etag} != md5 {md5})")
         return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
     def _exists(self, key: str) -> bool:

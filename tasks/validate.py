@@ -42,7 +42,7 @@ def token_table(split: str, records: list[NerRecord]) -> pd.DataFrame:
     rows = [
         {"id": f"{r.id} token {i}", "split": split, "token": tok, "tag": tag, "token_blank": not tok.strip()}
         for r in records
-        for i, (tok, tag) in enumerate(zip(r.tokens, r.tags))
+        for i, (tok, tag) in enumerate(zip(r.tokens, r.tags))  # noqa: B905 (length mismatch is reported by the sentence table)
     ]
     return pd.DataFrame(rows, columns=["id", "split", "token", "tag", "token_blank"])
 

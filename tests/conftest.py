@@ -1,32 +1,124 @@
-"""Shared fixtures. `local_services`: real SeaweedFS + Prefect server on free ports, once per session."""
+"""Shared fixtures.
+
+- `free_port`: a function returning a free TCP port (its +10000 SeaweedFS gRPC twin is free too).
+- `local_services`: real SeaweedFS + Prefect server on free ports in a scratch folder, started once
+  per session and stopped at the end; its value is the `Settings` (credentials included) to use.
+- `local_service_env`: the environment a client process needs for those services (PREFECT_API_URL...).
+- `start_local_services`: a function `(workdir) -> Settings` starting another private set (the caller
+  stops it with `flows.services.down(settings)`), for tests that need to stop or restart services.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import random
+import shutil
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tasks.settings import Settings
-from tests.helpers import port_settings
+from tests.helpers import ROOT
+
+_handed_out: set[int] = set()
+
+
+def _ephemeral_ports() -> range:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def find_free_port() -> int:
+    """A free port whose +10000 twin (SeaweedFS's gRPC port) is free too, never handed out twice.
+
+    Both lie outside the kernel's ephemeral range: there, any outgoing connection (weed's own gRPC
+    clients while it starts, boto3, httpx) can take the port between this check and the server's bind.
+    """
+    ephemeral = _ephemeral_ports()
+    for _ in range(2000):
+        port = random.randint(10000, 55535)
+        pair = (port, port + 10000)
+        if any(p in ephemeral or p in _handed_out or not _bindable(p) for p in pair):
+            continue
+        _handed_out.update(pair)
+        return port
+    raise RuntimeError("no free port pair outside the ephemeral range")
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    """Call it for each port needed: ports (and their +10000 twins) are never handed out twice."""
+    return find_free_port
+
+
+def private_settings(workdir: Path, **overrides) -> Settings:
+    """Settings for services of our own under `workdir`, on free ports, ignoring the user's .env and
+    FLOWTUNE_* / PREFECT_API_URL variables (which could point at the user's own services)."""
+    ports = {name: find_free_port() for name in
+             ("s3_port", "seaweed_master_port", "seaweed_volume_port", "seaweed_filer_port", "prefect_port")}
+    fields = {"state_dir": workdir / ".flowtune", "s3_endpoint_url": None, "prefect_api_url": None,
+              "s3_access_key_id": None, "s3_secret_access_key": None, **ports, **overrides}
+    return Settings(_env_file=None, **fields)
+
+
+def dvc_workdir(workdir: Path) -> Path:
+    """A folder that looks like the repo to `services.up`: `.dvc/config` with the `storage` remote."""
+    (workdir / ".dvc").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / ".dvc" / "config", workdir / ".dvc" / "config")
+    return workdir
+
+
+def start_private_services(workdir: Path) -> Settings:
+    """`services.up` run from `workdir` (it writes .env and .dvc/config.local there); the Settings."""
+    from flows import services
+
+    settings = private_settings(dvc_workdir(workdir))
+    previous = Path.cwd()
+    os.chdir(workdir)
+    try:
+        settings = services.ensure_credentials(settings)
+        services.up(settings)
+    except BaseException:
+        services.down(settings)  # a half-started set must not outlive the session
+        raise
+    finally:
+        os.chdir(previous)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def start_local_services() -> Callable[[Path], Settings]:
+    return start_private_services
 
 
 @pytest.fixture(scope="session")
 def local_services(tmp_path_factory) -> Iterator[Settings]:
-    """Start private services in a scratch folder; yield their Settings; stop them at the end."""
+    """Private SeaweedFS + Prefect server for the whole session; yields their Settings."""
     from flows import services
 
-    workdir = tmp_path_factory.mktemp("services")
-    (workdir / ".dvc").mkdir()
-    ports = {k.removeprefix("FLOWTUNE_").lower(): int(v) for k, v in port_settings().items()}
-    settings = Settings(_env_file=None, state_dir=workdir / ".flowtune", prefect_api_url=None, **ports)
-    previous = Path.cwd()
-    os.chdir(workdir)  # services.up writes .env and .dvc/config.local into the current folder
-    try:
-        services.up(settings)
-        settings = services.ensure_credentials(settings, workdir / ".env")
-    finally:
-        os.chdir(previous)
+    settings = start_private_services(tmp_path_factory.mktemp("services"))
     yield settings
     services.down(settings)
+
+
+@pytest.fixture(scope="session")
+def local_service_env(local_services: Settings) -> dict[str, str]:
+    """Environment for a client process (e.g. a flow run in a subprocess) of `local_services`."""
+    from flows.services import service_env
+
+    return service_env(local_services)

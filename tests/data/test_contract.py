@@ -29,12 +29,15 @@ def test_good_data_passes_and_writes_report(tmp_path: Path):
 
 @pytest.mark.parametrize(
     ("bad", "expected"),
-    [
+    [  # each pattern: the failed expectation, then (next line) the record id it names
         (NerRecord("f.conll:9", ("a", "b"), ("O",)), r"expect_column_pair_values_to_be_equal.*\n.*f\.conll:9"),
-        (NerRecord("f.conll:9", ("Bob",), ("B-villain",)), r"expect_column_values_to_be_in_set on tokens\.tag.*\n.*f\.conll:9 token 0.*B-villain"),
-        (NerRecord("f.conll:9", ("a", "Bob"), ("O", "I-person")), r"iob2_problem.*\n.*f\.conll:9.*'I-person' follows 'O'"),
+        (NerRecord("f.conll:9", ("Bob",), ("B-villain",)),
+         r"expect_column_values_to_be_in_set on tokens\.tag.*\n.*f\.conll:9 token 0.*B-villain"),
+        (NerRecord("f.conll:9", ("a", "Bob"), ("O", "I-person")),
+         r"iob2_problem.*\n.*f\.conll:9.*'I-person' follows 'O'"),
         (NerRecord("f.conll:9", ("a", " "), ("O", "O")), r"tokens\.token_blank.*\n.*f\.conll:9 token 1"),
-        (NerRecord("f.conll:9", ("w",) * 60, ("O",) * 60), r"expect_column_values_to_be_between on sentences\.n_tokens.*\n.*f\.conll:9"),
+        (NerRecord("f.conll:9", ("w",) * 60, ("O",) * 60),
+         r"expect_column_values_to_be_between on sentences\.n_tokens.*\n.*f\.conll:9"),
         (NerRecord("f.conll:9", (), ()), r"expect_column_values_to_be_between on sentences\.n_tokens.*\n.*f\.conll:9"),
     ],
     ids=["length-mismatch", "unknown-tag", "i-without-b", "blank-token", "too-long", "empty-sentence"],

@@ -83,7 +83,7 @@ def test_registered_model_loads_and_tags_held_out_text(main_run: Run, tmp_path: 
 
     test = load_jsonl(main_run.repo / "data/augmented/test.jsonl")
     predicted = predict_tags(model, tokenizer, [list(r.tokens) for r in test], 32, 128)
-    assert all(len(p) == len(r.tokens) for p, r in zip(predicted, test))
+    assert all(len(p) == len(r.tokens) for p, r in zip(predicted, test, strict=True))
     # The registered weights are the evaluated ones: re-scoring them reproduces eval.json.
     recorded = json.loads((model_dir / "eval.json").read_text())
     assert score([list(r.tags) for r in test], predicted)["f1"] == pytest.approx(recorded["f1"], abs=1e-9)
@@ -113,7 +113,9 @@ def test_prefect_server_lists_the_run_with_steps_and_artifacts(main_run: Run):
     assert set(STAGES) | {"check-storage", "dvc-pull", "gate", "dvc-push", "register"} == names
     artifacts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
     keys = {a["key"] for a in artifacts}
-    assert {"ingest", "data-contract", "cleaning", "augmentation", "training", "evaluation", "gate-decision", "registered-model"} <= keys
+    expected = {"ingest", "data-contract", "cleaning", "augmentation", "training", "evaluation",
+                "gate-decision", "registered-model"}
+    assert expected <= keys
 
 
 def digest_tree(folder: Path) -> dict[str, str]:

@@ -70,7 +70,8 @@ def test_alias_points_only_at_published_versions(registry: Registry, model_dir: 
 
 def test_tampered_file_fails_download(registry: Registry, model_dir: Path, tmp_path: Path):
     registry.publish("ner", model_dir, {})
-    registry.client.put_object(Bucket=registry.bucket, Key=registry._key("ner", "1", "files", "config.json"), Body=b"{}")
+    key = registry._key("ner", "1", "files", "config.json")
+    registry.client.put_object(Bucket=registry.bucket, Key=key, Body=b"{}")
     with pytest.raises(RegistryError, match="checksum mismatch for config.json"):
         registry.download("ner", 1, tmp_path / "out")
 

@@ -67,3 +67,10 @@ def test_unknown_key_is_rejected_with_its_name(tmp_path: Path):
 def test_missing_params_file_is_named(tmp_path: Path):
     with pytest.raises(ParamsError, match="nope.yaml: params file not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_top_level_plots_use_declared_paths():
+    declared = set(PARAMS["paths"].values())
+    for plot in DVC.get("plots", []):
+        for spec in plot.values():
+            assert set(spec["y"]) <= declared

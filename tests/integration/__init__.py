@@ -1,0 +1,1 @@
+"""Tests against real local services (SeaweedFS, Prefect server, DVC remote)."""

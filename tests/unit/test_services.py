@@ -1,0 +1,246 @@
+"""flows.services without starting anything: credentials, config files, command lines, port checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from flows import services
+from tasks.settings import Settings
+
+PORTS = {"s3_port": 21001, "seaweed_master_port": 21002, "seaweed_volume_port": 21003,
+         "seaweed_filer_port": 21004, "prefect_port": 21005}
+
+
+@pytest.fixture(autouse=True)
+def no_user_service_env(monkeypatch):
+    """The user's FLOWTUNE_* / PREFECT_API_URL must not leak into these tests."""
+    for key in list(os.environ):
+        if key.startswith("FLOWTUNE_") or key == "PREFECT_API_URL":
+            monkeypatch.delenv(key)
+
+
+def make_settings(tmp_path: Path, **overrides) -> Settings:
+    fields = {"state_dir": tmp_path / ".flowtune", "s3_endpoint_url": None, "prefect_api_url": None,
+              "s3_access_key_id": None, "s3_secret_access_key": None, **PORTS, **overrides}
+    return Settings(_env_file=None, **fields)
+
+
+def with_keys(tmp_path: Path, **overrides) -> Settings:
+    return make_settings(tmp_path, s3_access_key_id="AKID", s3_secret_access_key=SecretStr("s3cr3t"), **overrides)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# ---------------------------------------------------------------- credentials
+
+
+def test_credentials_are_generated_once_into_a_private_env_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = services.ensure_credentials(make_settings(tmp_path))
+    env = Path(".env")
+    assert mode(env) == 0o600
+    text = env.read_text()
+    assert f"FLOWTUNE_S3_ACCESS_KEY_ID={first.s3_access_key_id}\n" in text
+    assert f"FLOWTUNE_S3_SECRET_ACCESS_KEY={first.secret_key()}\n" in text
+    assert len(first.secret_key()) >= 32
+    second = services.ensure_credentials(make_settings(tmp_path))
+    assert (second.s3_access_key_id, second.secret_key()) == (first.s3_access_key_id, first.secret_key())
+    assert env.read_text() == text  # nothing appended the second time
+    # What the rest of the code base reads: a plain Settings() from the same folder.
+    assert Settings().secret_key() == first.secret_key()
+
+
+def test_existing_env_lines_and_values_are_kept(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path(".env").write_text("OTHER=1\nFLOWTUNE_S3_ACCESS_KEY_ID=mine")  # no final newline
+    os.chmod(".env", 0o644)
+    settings = services.ensure_credentials(make_settings(tmp_path, s3_port=9999))
+    assert settings.s3_access_key_id == "mine"
+    assert settings.s3_port == 9999  # explicit arguments survive the reload
+    lines = Path(".env").read_text().splitlines()
+    assert lines[:2] == ["OTHER=1", "FLOWTUNE_S3_ACCESS_KEY_ID=mine"]
+    assert lines[2] == f"FLOWTUNE_S3_SECRET_ACCESS_KEY={settings.secret_key()}"
+    assert len(lines) == 3
+    assert mode(Path(".env")) == 0o600  # it holds a secret now
+
+
+def test_given_credentials_need_no_env_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = with_keys(tmp_path)
+    assert services.ensure_credentials(settings) is settings
+    assert not Path(".env").exists()
+
+
+def test_external_s3_without_keys_is_an_error_not_invented_keys(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(services.ConfigError, match="FLOWTUNE_S3_ACCESS_KEY_ID"):
+        services.ensure_credentials(make_settings(tmp_path, s3_endpoint_url="https://s3.example.com"))
+    assert not Path(".env").exists()
+
+
+# ---------------------------------------------------------------- config files
+
+
+def test_s3_identities_hold_only_our_key_with_full_actions(tmp_path):
+    identities = services.s3_identities(with_keys(tmp_path))["identities"]
+    assert len(identities) == 1  # no anonymous identity: unsigned requests are denied
+    assert identities[0]["credentials"] == [{"accessKey": "AKID", "secretKey": "s3cr3t"}]
+    assert set(identities[0]["actions"]) == {"Admin", "Read", "Write", "List", "Tagging"}
+
+
+def test_write_private_is_0600_even_over_an_existing_file(tmp_path):
+    path = tmp_path / "sub" / "s3.json"
+    path.parent.mkdir()
+    path.write_text("old")
+    os.chmod(path, 0o644)
+    services.write_private(path, json.dumps({"a": 1}))
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert mode(path) == 0o600
+
+
+def test_dvc_config_local_points_storage_at_the_endpoint(tmp_path):
+    text = services.dvc_local_config(with_keys(tmp_path))
+    assert "['remote \"storage\"']" in text
+    for line in ("url = s3://flowtune-dvc/dvcstore", "endpointurl = http://127.0.0.1:21001",
+                 "access_key_id = AKID", "secret_access_key = s3cr3t", "region = us-east-1"):
+        assert line in text
+
+
+def test_dvc_config_local_keeps_the_users_other_settings(tmp_path):
+    existing = "[cache]\n    dir = /big/cache\n['remote \"storage\"']\n    url = s3://old/x\n    profile = p\n"
+    text = services.dvc_local_config(with_keys(tmp_path, dvc_bucket="b2"), existing)
+    assert "dir = /big/cache" in text and "profile = p" in text
+    assert "url = s3://b2/dvcstore" in text and "s3://old/x" not in text
+
+
+def test_wire_dvc_remote_writes_a_private_file_only_in_a_dvc_repo(tmp_path):
+    settings = with_keys(tmp_path)
+    assert services.wire_dvc_remote(settings, tmp_path) is None
+    assert not (tmp_path / ".dvc").exists()
+    (tmp_path / ".dvc").mkdir()
+    path = services.wire_dvc_remote(settings, tmp_path)
+    assert path == tmp_path / ".dvc" / "config.local"
+    assert mode(path) == 0o600 and "endpointurl = http://127.0.0.1:21001" in path.read_text()
+
+
+# ---------------------------------------------------------------- command lines
+
+
+def test_seaweedfs_sets_or_disables_every_listener(tmp_path):
+    service = services.seaweedfs(with_keys(tmp_path))
+    state = (tmp_path / ".flowtune").resolve()
+    assert Path(service.command[0]).name == "weed" and service.command[1] == "server"
+    for flag in (f"-dir={state / 'seaweedfs'}", f"-s3.config={state / 's3.json'}", "-s3",
+                 "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                 "-s3.port=21001", "-master.port=21002", "-volume.port=21003", "-filer.port=21004",
+                 "-s3.port.grpc=31001", "-master.port.grpc=31002", "-volume.port.grpc=31003",
+                 "-filer.port.grpc=31004", "-s3.port.iceberg=0", "-s3.port.lance=0", "-iam=false",
+                 "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=200"):
+        assert flag in service.command
+    assert sorted(service.ports) == [21001, 21002, 21003, 21004, 31001, 31002, 31003, 31004]
+    assert "s3cr3t" not in " ".join(service.command)  # the secret goes through s3.json only
+
+
+def test_seaweedfs_rejects_ports_that_cannot_work(tmp_path):
+    with pytest.raises(services.ServiceError, match="must differ"):
+        services.seaweedfs(with_keys(tmp_path, seaweed_filer_port=21001))
+    with pytest.raises(services.ServiceError, match="too high"):
+        services.seaweedfs(with_keys(tmp_path, seaweed_filer_port=60000))
+
+
+def test_prefect_server_command_and_environment(tmp_path):
+    service = services.prefect_server(with_keys(tmp_path, prefect_host="127.0.0.2"))
+    assert service.command[1:] == ["-m", "prefect", "server", "start", "--host", "127.0.0.2", "--port", "21005"]
+    assert service.env["PREFECT_HOME"] == str((tmp_path / ".flowtune" / "prefect").resolve())
+    assert service.env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert "PREFECT_API_URL" in service.unset_env
+    assert service.ports == {21005: "API/UI"} and service.host == "127.0.0.2"
+
+
+def test_service_env_for_clients(tmp_path):
+    env = services.service_env(with_keys(tmp_path))
+    assert env == {"PREFECT_API_URL": "http://127.0.0.1:21005/api",
+                   "PREFECT_HOME": str((tmp_path / ".flowtune" / "prefect").resolve()),
+                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+@pytest.mark.parametrize(("url", "local"), [
+    (None, True), ("http://127.0.0.1:21005/api", True), ("http://localhost:21005/api/", True),
+    ("http://127.0.0.1:4200/api", False), ("https://prefect.example.com/api", False),
+])
+def test_only_a_local_prefect_api_url_starts_the_server(tmp_path, url, local):
+    assert services.prefect_is_local(with_keys(tmp_path, prefect_api_url=url)) is local
+
+
+# ---------------------------------------------------------------- processes and ports (none started)
+
+
+def test_a_taken_port_is_named_with_its_service(tmp_path, monkeypatch, free_port):
+    monkeypatch.chdir(tmp_path)
+    port = free_port()  # the conftest fixture: its gRPC twin is a valid, free port too
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        settings = make_settings(tmp_path, s3_port=port)
+        with pytest.raises(services.ServiceError, match=rf"seaweedfs: port {port} \(S3\)"):
+            services.up(settings)
+    assert not list((tmp_path / ".flowtune").glob("*.pid"))  # checked before anything started
+
+
+def test_pid_files_of_dead_or_foreign_processes_are_not_believed(tmp_path):
+    settings = with_keys(tmp_path)
+    settings.state_dir.mkdir()
+    assert services.running_pid(settings, "seaweedfs") is None
+    (settings.state_dir / "seaweedfs.pid").write_text("999999999\n")
+    assert services.running_pid(settings, "seaweedfs") is None
+    (settings.state_dir / "seaweedfs.pid").write_text(f"{os.getpid()}\n")  # alive, but not weed
+    assert services.running_pid(settings, "seaweedfs") is None
+
+
+def test_log_tail_shows_only_the_latest_start(tmp_path):
+    settings = with_keys(tmp_path)
+    log = settings.state_dir / "logs" / "weed.log"
+    log.parent.mkdir(parents=True)
+    log.write_text(f"{services.LOG_MARKER} weed 1 -----\nold crash\n{services.LOG_MARKER} weed 2 -----\n"
+                   + "".join(f"line {i}\n" for i in range(30)))
+    tail = services.log_tail(settings, "weed")
+    assert str(log) in tail and "line 29" in tail and "line 10" in tail
+    assert "line 9\n" not in tail and "old crash" not in tail
+
+
+def test_status_lines_and_exit_code(tmp_path, monkeypatch, capsys):
+    report = {"seaweedfs": {"pid": 12, "url": "http://127.0.0.1:1", "healthy": True},
+              "prefect-server": {"pid": None, "url": "http://127.0.0.1:2", "healthy": False}}
+    monkeypatch.setattr(services, "status", lambda settings: report)
+    assert services.services_main(["status"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["seaweedfs", "pid=12", "healthy=yes", "http://127.0.0.1:1"]
+    assert lines[1].split() == ["prefect-server", "pid=-", "healthy=no", "http://127.0.0.1:2"]
+
+
+def test_up_prints_no_secret(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for key, port in PORTS.items():
+        monkeypatch.setenv(f"FLOWTUNE_{key.upper()}", str(port))
+    monkeypatch.setenv("FLOWTUNE_STATE_DIR", str(tmp_path / ".flowtune"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setattr(services, "up", lambda settings: {
+        "buckets": ["a", "b"], "prefect_ui_url": "http://ui", "dvc_config": None})
+    monkeypatch.setattr(services, "status", lambda settings: {})
+    assert services.services_main(["up"]) == 0
+    secret = Settings().secret_key()  # generated into ./.env by services_main
+    assert secret not in capsys.readouterr().out
+
+
+def test_down_without_state_dir_does_nothing(tmp_path):
+    services.down(with_keys(tmp_path))
+    assert not (tmp_path / ".flowtune").exists()
