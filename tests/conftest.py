@@ -11,53 +11,14 @@
 from __future__ import annotations
 
 import os
-import random
 import shutil
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tasks.settings import Settings
-from tests.helpers import ROOT
-
-_handed_out: set[int] = set()
-
-
-def _ephemeral_ports() -> range:
-    try:
-        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    except (OSError, ValueError):
-        low, high = 32768, 60999  # Linux's default
-    return range(low, high + 1)
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
-def find_free_port() -> int:
-    """A free port whose +10000 twin (SeaweedFS's gRPC port) is free too, never handed out twice.
-
-    Both lie outside the kernel's ephemeral range: there, any outgoing connection (weed's own gRPC
-    clients while it starts, boto3, httpx) can take the port between this check and the server's bind.
-    """
-    ephemeral = _ephemeral_ports()
-    for _ in range(2000):
-        port = random.randint(10000, 55535)
-        pair = (port, port + 10000)
-        if any(p in ephemeral or p in _handed_out or not _bindable(p) for p in pair):
-            continue
-        _handed_out.update(pair)
-        return port
-    raise RuntimeError("no free port pair outside the ephemeral range")
+from tests.helpers import ROOT, find_free_port
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _is_free(port: int) -> bool:
+_handed_out: set[int] = set()
+
+
+def _ephemeral_ports() -> range:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
             return True
@@ -21,17 +33,21 @@ def _is_free(port: int) -> bool:
             return False
 
 
-def free_port() -> int:
-    """A free port below 55000 whose +10000 twin (SeaweedFS's gRPC port) is free too."""
-    for _ in range(1000):
-        port = random.randint(20000, 54999)
-        if port not in _handed_out and _is_free(port) and _is_free(port + 10000):
-            _handed_out.add(port)
-            return port
-    raise RuntimeError("no free port pair found")
+def find_free_port() -> int:
+    """A free port whose +10000 twin (SeaweedFS's gRPC port) is free too, never handed out twice.
 
-
-_handed_out: set[int] = set()
+    Both lie outside the kernel's ephemeral range: there, any outgoing connection (weed's own gRPC
+    clients while it starts, boto3, httpx) can take the port between this check and the server's bind.
+    """
+    ephemeral = _ephemeral_ports()
+    for _ in range(2000):
+        port = random.randint(10000, 55535)
+        pair = (port, port + 10000)
+        if any(p in ephemeral or p in _handed_out or not _bindable(p) for p in pair):
+            continue
+        _handed_out.update(pair)
+        return port
+    raise RuntimeError("no free port pair outside the ephemeral range")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -66,9 +82,9 @@ def scratch_clone(dest: Path) -> Path:
 def port_settings() -> dict[str, str]:
     """Settings for a private set of services on free ports (no clash with a user's running ones)."""
     return {
-        "FLOWTUNE_S3_PORT": str(free_port()),
-        "FLOWTUNE_SEAWEED_MASTER_PORT": str(free_port()),
-        "FLOWTUNE_SEAWEED_VOLUME_PORT": str(free_port()),
-        "FLOWTUNE_SEAWEED_FILER_PORT": str(free_port()),
-        "FLOWTUNE_PREFECT_PORT": str(free_port()),
+        "FLOWTUNE_S3_PORT": str(find_free_port()),
+        "FLOWTUNE_SEAWEED_MASTER_PORT": str(find_free_port()),
+        "FLOWTUNE_SEAWEED_VOLUME_PORT": str(find_free_port()),
+        "FLOWTUNE_SEAWEED_FILER_PORT": str(find_free_port()),
+        "FLOWTUNE_PREFECT_PORT": str(find_free_port()),
     }

@@ -118,6 +118,15 @@ def test_prefect_server_lists_the_run_with_steps_and_artifacts(main_run: Run):
     assert expected <= keys
 
 
+def test_walltime_benchmark_splits_the_run_by_step(main_run: Run):
+    report = main_run.sh(".venv/bin/python", "benchmarks/pipeline_walltime.py")
+    (main_run.repo / "walltime.md").write_text(report)  # kept for docs/BENCHMARKS.md
+    assert "(COMPLETED), total" in report
+    for step in [*STAGES, "gate", "register"]:
+        assert f"| {step} | " in report
+    assert "Strict IOB2 entity F1 on test: 0." in report
+
+
 def digest_tree(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()

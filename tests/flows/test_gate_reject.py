@@ -1,0 +1,100 @@
+"""The flow against real services: a candidate below the gate's floor is never registered.
+
+The run uses a tiny randomly initialised BERT (built here from the packaged MiniLM tokenizer) so that
+every stage really runs, fast; its F1 cannot reach a floor of 1.0, so the gate must reject it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tasks.registry import Registry
+from tasks.settings import Settings, s3_client
+from tests.helpers import clean_env, scratch_clone
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def tiny_encoder(dest: Path) -> Path:
+    """A 2-layer, 32-wide BERT with MiniLM's vocabulary: random weights, real tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from tasks.modeling import resolve_base_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("minilm"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=256)
+    BertModel(config).save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    return dest
+
+
+def set_params(repo: Path, **sections: dict) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def client_env_file(settings: Settings) -> str:
+    """A `.env` that points a checkout at already running services instead of starting its own."""
+    return (f"FLOWTUNE_S3_ENDPOINT_URL={settings.endpoint_url}\n"
+            f"FLOWTUNE_S3_ACCESS_KEY_ID={settings.s3_access_key_id}\n"
+            f"FLOWTUNE_S3_SECRET_ACCESS_KEY={settings.secret_key()}\n"
+            f"PREFECT_API_URL={settings.api_url}\n")
+
+
+@pytest.fixture(scope="module")
+def rejected_run(tmp_path_factory, local_services: Settings):
+    repo = scratch_clone(tmp_path_factory.mktemp("clone"))
+    encoder = tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))
+    set_params(repo, train={"base_model": str(encoder), "epochs": 1, "batch_size": 32},
+               gate={"min_f1": 1.0}, registry={"model_name": "gate-reject-test"})
+    (repo / ".env").write_text(client_env_file(local_services))
+    env = clean_env(PYTHONPATH=str(repo))
+    sh = {"cwd": repo, "env": env, "capture_output": True, "text": True, "timeout": 1200}
+    up = subprocess.run([".venv/bin/flowtune", "services", "up"], **sh)
+    assert up.returncode == 0, up.stdout + up.stderr
+    result = subprocess.run([".venv/bin/flowtune", "run"], **sh)
+    return repo, result, result.stdout + result.stderr
+
+
+def test_run_exits_nonzero_and_says_why(rejected_run):
+    _, result, output = rejected_run
+    assert result.returncode == 1, output[-4000:]
+    assert "gate rejected the candidate" in output
+    assert "< floor gate.min_f1 1.0000" in output
+
+
+def test_nothing_is_registered(rejected_run, local_services: Settings):
+    registry = Registry(s3_client(local_services), local_services.registry_bucket, local_services.registry_prefix)
+    assert registry.versions("gate-reject-test") == []
+    assert registry.get_alias("gate-reject-test", "champion") is None
+
+
+def test_every_stage_ran_and_the_metrics_are_real(rejected_run):
+    repo, _, _ = rejected_run
+    metrics = json.loads((repo / "data" / "metrics" / "eval.json").read_text())
+    assert 0.0 <= metrics["f1"] < 1.0
+    status = subprocess.run([".venv/bin/dvc", "status"], cwd=repo, capture_output=True, text=True, check=True)
+    assert "up to date" in status.stdout.lower()
+
+
+def test_prefect_records_a_failed_run_with_the_gate_decision(rejected_run, local_services: Settings):
+    api = local_services.api_url
+    query = {"flows": {"name": {"any_": ["flowtune-ner"]}}, "sort": "START_TIME_DESC", "limit": 5}
+    runs = httpx.post(f"{api}/flow_runs/filter", json=query).json()
+    ours = [r for r in runs if r["state_type"] == "FAILED"]
+    assert ours, [(r["name"], r["state_type"]) for r in runs]
+    artifacts = httpx.post(f"{api}/artifacts/filter",
+                           json={"artifacts": {"flow_run_id": {"any_": [ours[0]["id"]]}}}).json()
+    gate = [a for a in artifacts if a["key"] == "gate-decision"]
+    assert gate and "reject" in gate[0]["data"].lower()
+    assert "registered-model" not in {a["key"] for a in artifacts}
