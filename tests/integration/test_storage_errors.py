@@ -4,7 +4,7 @@ import pytest
 from pydantic import SecretStr
 
 from flows.storage import StorageError, check_storage
-from tests.helpers import free_port
+from tests.helpers import find_free_port
 
 pytestmark = pytest.mark.integration
 
@@ -14,7 +14,7 @@ def test_healthy_services_pass(local_services):
 
 
 def test_unreachable_endpoint_is_named(local_services):
-    port = free_port()
+    port = find_free_port()
     settings = local_services.model_copy(update={"s3_port": port, "s3_endpoint_url": None})
     with pytest.raises(StorageError, match=rf"S3 endpoint http://127.0.0.1:{port} is unreachable"):
         check_storage(settings)
