@@ -44,6 +44,9 @@ class ValidateParams(Section):
     entity_types: list[str]
     min_sentences: int = Field(ge=1)
     max_tokens_per_sentence: int = Field(ge=1)
+    max_duplicate_share: float = Field(default=0.10, ge=0, le=1)
+    reference_profile: str | None = None
+    entity_share_ratio: tuple[float, float] = (0.33, 3.0)
 
 
 class CleanParams(Section):

@@ -9,42 +9,75 @@ to five example records (file:line ids) per failed expectation.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from tasks.iob import iob2_errors, label_list
+from tasks.iob import entity_spans, iob2_errors, label_list
 from tasks.params import ValidateParams, load_params
 from tasks.records import NerRecord, iter_splits, load_jsonl, write_json
 
 MAX_EXAMPLES = 5
 
 
-def sentence_table(split: str, records: list[NerRecord]) -> pd.DataFrame:
-    """One row per sentence: its id, split, lengths and its first IOB2 problem ('' when valid)."""
-    rows = []
+def sentence_table(split: str, records: list[NerRecord], train_ids: dict[tuple[str, ...], str]) -> pd.DataFrame:
+    """One row per sentence: id, split, lengths, first IOB2 problem ('' when valid), whether it repeats
+    an earlier sentence of its split, and the id of the identical train sentence for a dev/test row
+    ('' when none: the leakage check)."""
+    rows, seen = [], set()
     for r in records:
         problems = iob2_errors(r.tags)
+        leaked_from = train_ids.get(r.tokens, "") if split != "train" else ""
         rows.append({
             "id": r.id,
             "split": split,
             "n_tokens": len(r.tokens),
             "n_tags": len(r.tags),
             "iob2_problem": problems[0] if problems else "",
+            "is_duplicate": r.tokens in seen,
+            "also_in_train": leaked_from,
         })
-    return pd.DataFrame(rows, columns=["id", "split", "n_tokens", "n_tags", "iob2_problem"])
+        seen.add(r.tokens)
+    return pd.DataFrame(rows, columns=["id", "split", "n_tokens", "n_tags", "iob2_problem", "is_duplicate",
+                                       "also_in_train"])
+
+
+def has_control_character(token: str) -> bool:
+    """Control (Cc) or format (Cf: zero-width, bidi marks) characters: invisible, and they split
+    differently in tokenizers than they look."""
+    return any(unicodedata.category(ch) in ("Cc", "Cf") for ch in token)
 
 
 def token_table(split: str, records: list[NerRecord]) -> pd.DataFrame:
     """One row per token: the sentence id, position, token text and tag."""
     rows = [
-        {"id": f"{r.id} token {i}", "split": split, "token": tok, "tag": tag, "token_blank": not tok.strip()}
+        {"id": f"{r.id} token {i}", "split": split, "token": tok, "tag": tag, "token_blank": not tok.strip(),
+         "token_control": has_control_character(tok)}
         for r in records
         for i, (tok, tag) in enumerate(zip(r.tokens, r.tags))  # noqa: B905 (length mismatch is reported by the sentence table)
     ]
-    return pd.DataFrame(rows, columns=["id", "split", "token", "tag", "token_blank"])
+    return pd.DataFrame(rows, columns=["id", "split", "token", "tag", "token_blank", "token_control"])
+
+
+def entity_profile(records: list[NerRecord]) -> dict[str, float]:
+    """Each entity type's share of all entity mentions (the distribution a reference is compared to)."""
+    counts = Counter(label for r in records for label, _, _ in entity_spans(r.tags))
+    total = sum(counts.values())
+    return {label: count / total for label, count in sorted(counts.items())} if total else {}
+
+
+def profile_table(records: list[NerRecord], reference: dict[str, float]) -> pd.DataFrame:
+    """One row per reference entity type: its share in `records` over its reference share (1.0 = same;
+    0.0 = the type vanished, as after a broken import that tags everything O)."""
+    observed = entity_profile(records)
+    rows = [{"id": f"entity type {label!r}", "share": observed.get(label, 0.0), "reference_share": ref,
+             "ratio": observed.get(label, 0.0) / ref} for label, ref in reference.items() if ref > 0]
+    return pd.DataFrame(rows, columns=["id", "share", "reference_share", "ratio"])
 
 
 def sentence_expectations(params: ValidateParams) -> list:
@@ -56,6 +89,8 @@ def sentence_expectations(params: ValidateParams) -> list:
         e.ExpectColumnPairValuesToBeEqual(column_A="n_tokens", column_B="n_tags"),
         e.ExpectColumnValuesToBeBetween(column="n_tokens", min_value=1, max_value=params.max_tokens_per_sentence),
         e.ExpectColumnValuesToBeInSet(column="iob2_problem", value_set=[""]),
+        e.ExpectColumnValuesToBeInSet(column="also_in_train", value_set=[""]),
+        e.ExpectColumnMeanToBeBetween(column="is_duplicate", max_value=params.max_duplicate_share),
     ]
 
 
@@ -65,6 +100,7 @@ def token_expectations(params: ValidateParams) -> list:
     e = gx.expectations
     expected = [
         e.ExpectColumnValuesToBeInSet(column="token_blank", value_set=[False]),
+        e.ExpectColumnValuesToBeInSet(column="token_control", value_set=[False]),
     ]
     if params.entity_types:
         expected.append(e.ExpectColumnValuesToBeInSet(column="tag", value_set=label_list(params.entity_types)))
@@ -134,17 +170,41 @@ def _outcome(table: str, result) -> Outcome:
 
 def _example(row: dict, column: str) -> str:
     record_id = row.get("id", "?")
-    values = ", ".join(f"{k}={v!r}" for k, v in row.items() if k != "id")
+    # .item(): numpy scalars print as np.float64(0.0); users should read 0.0
+    values = ", ".join(f"{k}={getattr(v, 'item', lambda v=v: v)()!r}" for k, v in row.items() if k != "id")
     return f"{record_id}: {values}" if values else str(record_id)
 
 
+def profile_expectations(params: ValidateParams) -> list:
+    import great_expectations as gx
+
+    low, high = params.entity_share_ratio
+    return [gx.expectations.ExpectColumnValuesToBeBetween(column="ratio", min_value=low, max_value=high)]
+
+
+def load_reference(path: str | None) -> dict[str, float]:
+    """The committed entity-type profile to compare against; {} (no distribution check) when unset."""
+    if not path:
+        return {}
+    try:
+        return json.loads(Path(path).read_text())["entity_share"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise ContractError(f"{path}: cannot read the reference entity profile ({exc}); expected JSON "
+                            '{"entity_share": {"<type>": <share>, ...}}') from exc
+
+
 def validate_records(splits: dict[str, list[NerRecord]], params: ValidateParams) -> list[Outcome]:
-    """Run the sentence and token suites over all splits together."""
-    sentences = pd.concat([sentence_table(s, rs) for s, rs in splits.items()], ignore_index=True)
+    """Run the sentence, token and entity-profile suites over all splits together."""
+    train_ids = {r.tokens: r.id for r in splits.get("train", [])}
+    sentences = pd.concat([sentence_table(s, rs, train_ids) for s, rs in splits.items()], ignore_index=True)
     tokens = pd.concat([token_table(s, rs) for s, rs in splits.items()], ignore_index=True)
-    return run_suite("sentences", sentences, sentence_expectations(params)) + run_suite(
-        "tokens", tokens, token_expectations(params)
-    )
+    outcomes = run_suite("sentences", sentences, sentence_expectations(params))
+    outcomes += run_suite("tokens", tokens, token_expectations(params))
+    reference = load_reference(params.reference_profile)
+    if reference:
+        everything = [r for rs in splits.values() for r in rs]
+        outcomes += run_suite("entity_profile", profile_table(everything, reference), profile_expectations(params))
+    return outcomes
 
 
 class ContractError(RuntimeError):

@@ -1,5 +1,6 @@
 """The GX data contract passes good data and fails bad data with record-level examples."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,12 +12,14 @@ from tasks.validate import ContractError, run
 PARAMS = ValidateParams(entity_types=["person", "geo-loc"], min_sentences=3, max_tokens_per_sentence=50)
 
 
-def good(n: int = 4) -> list[NerRecord]:
-    return [NerRecord(f"f.conll:{i}", ("Alice", "visits", "Paris"), ("B-person", "O", "B-geo-loc")) for i in range(n)]
+def good(n: int = 4, prefix: str = "f") -> list[NerRecord]:
+    """n distinct, valid sentences (ids f.conll:<i>), one person and one place each."""
+    return [NerRecord(f"{prefix}.conll:{i}", ("Alice", "visits", f"{prefix}-Paris{i}"), ("B-person", "O", "B-geo-loc"))
+            for i in range(n)]
 
 
 def write(folder: Path, train: list[NerRecord], dev=None, test=None) -> Path:
-    for split, records in (("train", train), ("dev", dev or good(1)), ("test", test or good(1))):
+    for split, records in (("train", train), ("dev", dev or good(1, "dev")), ("test", test or good(1, "test"))):
         write_jsonl(folder / f"{split}.jsonl", records)
     return folder
 
@@ -58,3 +61,54 @@ def test_examples_are_capped_at_five(tmp_path: Path):
     with pytest.raises(ContractError) as info:
         run(PARAMS, write(tmp_path, good() + bad), tmp_path / "report.json")
     assert str(info.value).count("e.g. f.conll:1") == 5
+
+
+def test_dev_sentence_copied_into_train_is_named_as_leakage(tmp_path: Path):
+    dev = [NerRecord("dev.conll:3", ("Bob", "in", "Rome"), ("B-person", "O", "B-geo-loc"))]
+    train = good() + [NerRecord("train.conll:77", ("Bob", "in", "Rome"), ("B-person", "O", "B-geo-loc"))]
+    with pytest.raises(ContractError, match=r"also_in_train.*\n.*dev\.conll:3: .*train\.conll:77"):
+        run(PARAMS, write(tmp_path, train, dev=dev), tmp_path / "report.json")
+
+
+def test_too_many_duplicate_sentences_fail(tmp_path: Path):
+    train = good(4) + [good(1)[0]] * 4
+    with pytest.raises(ContractError, match=r"expect_column_mean_to_be_between on sentences\.is_duplicate"):
+        run(PARAMS, write(tmp_path, train), tmp_path / "report.json")
+
+
+def test_control_character_in_a_token_is_named(tmp_path: Path):
+    bad = NerRecord("f.conll:9", ("Ali\u200bce", "visits"), ("B-person", "O"))
+    with pytest.raises(ContractError, match=r"tokens\.token_control.*\n.*f\.conll:9 token 0"):
+        run(PARAMS, write(tmp_path, good() + [bad]), tmp_path / "report.json")
+
+
+def profiled(tmp_path: Path, shares: dict[str, float]) -> ValidateParams:
+    reference = tmp_path / "profile.json"
+    reference.write_text(json.dumps({"entity_share": shares}))
+    return PARAMS.model_copy(update={"reference_profile": str(reference)})
+
+
+def test_data_matching_the_reference_profile_passes(tmp_path: Path):
+    params = profiled(tmp_path, {"person": 0.5, "geo-loc": 0.5})
+    assert run(params, write(tmp_path, good()), tmp_path / "report.json")["success"]
+
+
+def test_all_o_import_fails_the_distribution_check(tmp_path: Path):
+    params = profiled(tmp_path, {"person": 0.5, "geo-loc": 0.5})
+    all_o = [NerRecord(f"f.conll:{i}", ("alice", "visits", f"paris{i}"), ("O", "O", "O")) for i in range(4)]
+    dev = [NerRecord("dev.conll:1", ("nobody",), ("O",))]
+    test = [NerRecord("test.conll:1", ("nothing",), ("O",))]
+    with pytest.raises(ContractError, match=r"entity_profile\.ratio.*\n.*entity type 'person'"):
+        run(params, write(tmp_path, all_o, dev=dev, test=test), tmp_path / "report.json")
+
+
+def test_a_vanished_entity_type_is_named(tmp_path: Path):
+    params = profiled(tmp_path, {"person": 0.45, "geo-loc": 0.45, "company": 0.10})
+    with pytest.raises(ContractError, match=r"entity type 'company'.*ratio=0\.0"):
+        run(params, write(tmp_path, good()), tmp_path / "report.json")
+
+
+def test_unreadable_reference_profile_is_named(tmp_path: Path):
+    params = PARAMS.model_copy(update={"reference_profile": str(tmp_path / "missing.json")})
+    with pytest.raises(ContractError, match=r"missing\.json: cannot read the reference entity profile"):
+        run(params, write(tmp_path, good()), tmp_path / "report.json")
