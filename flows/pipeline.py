@@ -26,7 +26,7 @@ from tasks.params import Params, load_params
 from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
 
-STAGES = ("ingest", "validate", "clean", "augment", "train", "evaluate")
+STAGES = ("ingest", "validate", "clean", "validate_clean", "augment", "validate_augmented", "train", "evaluate")
 
 
 class StageError(RuntimeError):

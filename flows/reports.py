@@ -27,7 +27,9 @@ def publish(stage: str, params: Params) -> dict:
     """Create the stage's artifact and return its report (small: counts and scores only)."""
     publishers = {
         "ingest": _ingest,
-        "validate": _validate,
+        "validate": lambda p: _contract(p, "raw"),
+        "validate_clean": lambda p: _contract(p, "clean"),
+        "validate_augmented": lambda p: _contract(p, "augmented"),
         "clean": _clean,
         "augment": _augment,
         "train": _train,
@@ -43,14 +45,21 @@ def _ingest(params: Params) -> dict:
     return report
 
 
-def _validate(params: Params) -> dict:
-    report = _load(params.paths.validated)
+CONTRACT_ARTIFACT_KEYS = {"raw": "data-contract", "clean": "data-contract-clean",
+                          "augmented": "data-contract-augmented"}
+
+
+def _contract(params: Params, data: str) -> dict:
+    from tasks.validate import checkpoint_paths
+
+    report = _load(checkpoint_paths(params, data)[1])
     rows = [
         {"table": e["table"], "expectation": e["expectation"], "column": e["column"],
          "success": e["success"], "observed": e["observed"]}
         for e in report["expectations"]
     ]
-    create_table_artifact(key="data-contract", table=rows, description="Great Expectations data contract")
+    create_table_artifact(key=CONTRACT_ARTIFACT_KEYS[data], table=rows,
+                          description=f"Great Expectations data contract on {data} data")
     return {k: report[k] for k in ("success", "evaluated", "failed")}
 
 

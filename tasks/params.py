@@ -20,7 +20,9 @@ class Section(BaseModel):
 class PathsParams(Section):
     external: str
     raw: str
-    validated: str
+    contract_raw: str
+    contract_clean: str
+    contract_augmented: str
     clean: str
     clean_report: str
     augmented: str

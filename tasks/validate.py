@@ -23,6 +23,14 @@ from tasks.params import ValidateParams, load_params
 from tasks.records import NerRecord, iter_splits, load_jsonl, write_json
 
 MAX_EXAMPLES = 5
+CHECKPOINTS = ("raw", "clean", "augmented")  # where in the pipeline the contract runs
+
+
+def checkpoint_paths(params, data: str) -> tuple[str, str]:
+    """(data folder, contract report) for a checkpoint name."""
+    paths = params.paths
+    return {"raw": (paths.raw, paths.contract_raw), "clean": (paths.clean, paths.contract_clean),
+            "augmented": (paths.augmented, paths.contract_augmented)}[data]
 
 
 def sentence_table(split: str, records: list[NerRecord], train_ids: dict[tuple[str, ...], str]) -> pd.DataFrame:
@@ -221,6 +229,7 @@ def run(params: ValidateParams, data_dir: Path, report_path: Path) -> dict:
         "evaluated": len(outcomes),
         "failed": len(failed),
         "sentences": {split: len(rs) for split, rs in splits.items()},
+        "unexpected": {f"{o.table}.{o.column or 'rows'}.{o.expectation}": o.unexpected_count for o in outcomes},
         "expectations": [o.__dict__ for o in outcomes],
     }
     write_json(report_path, report)
@@ -233,13 +242,15 @@ def run(params: ValidateParams, data_dir: Path, report_path: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data", choices=CHECKPOINTS, default="raw", help="which data to check")
     args = parser.parse_args(argv)
     params = load_params(args.params)
+    data_dir, report_path = checkpoint_paths(params, args.data)
     try:
-        report = run(params.validate_, Path(params.paths.raw), Path(params.paths.validated))
+        report = run(params.validate_, Path(data_dir), Path(report_path))
     except ContractError as exc:
-        sys.exit(f"validate: {exc}")
-    print(f"validate: {report['evaluated']} expectations passed on {report['sentences']}")
+        sys.exit(f"validate ({args.data} data): {exc}")
+    print(f"validate ({args.data} data): {report['evaluated']} expectations passed on {report['sentences']}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from tests.helpers import clean_env, port_settings, scratch_clone
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-STAGES = ["ingest", "validate", "clean", "augment", "train", "evaluate"]
+STAGES = ["ingest", "validate", "clean", "validate_clean", "augment", "validate_augmented", "train", "evaluate"]
 
 
 class Run:
@@ -113,7 +113,8 @@ def test_prefect_server_lists_the_run_with_steps_and_artifacts(main_run: Run):
     assert set(STAGES) | {"check-storage", "dvc-pull", "gate", "dvc-push", "register"} == names
     artifacts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
     keys = {a["key"] for a in artifacts}
-    expected = {"ingest", "data-contract", "cleaning", "augmentation", "training", "evaluation",
+    expected = {"ingest", "data-contract", "data-contract-clean", "data-contract-augmented", "cleaning",
+                "augmentation", "training", "evaluation",
                 "gate-decision", "registered-model"}
     assert expected <= keys
 

@@ -32,7 +32,7 @@ def test_params_file_loads():
 @pytest.mark.parametrize("stage", list(DVC["stages"]))
 def test_stage_module_and_params_exist(stage: str):
     spec = DVC["stages"][stage]
-    module = re.fullmatch(r"python -m (tasks\.\w+)", spec["cmd"]).group(1)
+    module = re.fullmatch(r"python -m (tasks\.\w+)( --[\w-]+ \w+)*", spec["cmd"]).group(1)
     assert hasattr(importlib.import_module(module), "main")
     assert f"{module.replace('.', '/')}.py" in spec["deps"], "a stage depends on its own code"
     for key in spec["params"]:
