@@ -1,8 +1,9 @@
 """Import step: copy the source data into data/raw/ and split it deterministically.
 
-The split is a pure function of each sentence's text (a salted SHA-256), so adding sentences later
-never moves an existing sentence to another split, and duplicate sentences always share a split
-(no leakage through duplicates).
+A single file is split by a pure function of each sentence's text (a salted SHA-256), so adding
+sentences later never moves an existing sentence to another split, and duplicate sentences always
+share a split (no leakage through duplicates). A folder with train/dev/test files (a benchmark's
+official splits) keeps its splits as given; the data contract then checks them for leakage.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from tasks.params import IngestParams, load_params
 from tasks.records import (
+    InputFormatError,
     NerRecord,
     read_records,
     write_json,
@@ -55,19 +57,42 @@ def resolve_source(source: str) -> Path:
     return Path(source)
 
 
+SPLITS = ("train", "dev", "test")
+
+
+def presplit_files(folder: Path) -> dict[str, Path]:
+    """`train`, `dev` and `test` files of a pre-split folder (any extension, one file each)."""
+    found: dict[str, Path] = {}
+    for split in SPLITS:
+        candidates = sorted(p for p in folder.glob(f"{split}.*") if p.is_file())
+        if len(candidates) != 1:
+            listed = ", ".join(p.name for p in candidates) or "none"
+            raise InputFormatError(f"{folder}: a pre-split source needs exactly one {split}.* file "
+                                   f"(e.g. {split}.conll or {split}.jsonl); found {listed}")
+        found[split] = candidates[0]
+    return found
+
+
+def read_splits(source: Path, params: IngestParams) -> tuple[dict[str, list[NerRecord]], dict[str, Path]]:
+    """The records per split and the source files to keep a copy of."""
+    if source.is_dir():
+        files = presplit_files(source)
+        return {split: read_records(path, params.format) for split, path in files.items()}, files
+    return split_records(read_records(source, params.format), params), {"source": source}
+
+
 def run(params: IngestParams, raw_dir: Path) -> dict:
-    """Read the source, write `<raw_dir>/source.<ext>` (an exact copy) and `<split>.jsonl`."""
+    """Read the source, write exact copies of its files as `<raw_dir>/<name>.source<ext>` and `<split>.jsonl`."""
     if params.train_fraction + params.dev_fraction >= 1:
         raise ValueError("ingest.train_fraction + ingest.dev_fraction must leave room for test (< 1)")
-    source = resolve_source(params.source)
-    records = read_records(source, params.format)
-    splits = split_records(records, params)
+    splits, files = read_splits(resolve_source(params.source), params)
     staging = raw_dir.with_name(raw_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    shutil.copyfile(source, staging / f"source{source.suffix or '.txt'}")
+    for name, path in files.items():
+        shutil.copyfile(path, staging / f"{name}.source{path.suffix or '.txt'}")
     counts = {name: write_jsonl(staging / f"{name}.jsonl", rows) for name, rows in splits.items()}
-    report = {"source": params.source, "sentences": len(records), "splits": counts}
+    report = {"source": params.source, "sentences": sum(counts.values()), "splits": counts}
     write_json(staging / "ingest_report.json", report)
     # Publish the whole folder at once: readers never see a half-imported data/raw.
     shutil.rmtree(raw_dir, ignore_errors=True)

@@ -49,7 +49,7 @@ def test_run_on_user_conll_file_writes_splits(tmp_path: Path):
     assert report["sentences"] == 50
     loaded = sum(len(load_jsonl(tmp_path / "raw" / f"{s}.jsonl")) for s in ("train", "dev", "test"))
     assert loaded == 50
-    assert (tmp_path / "raw" / "source.conll").read_bytes() == source.read_bytes()
+    assert (tmp_path / "raw" / "source.source.conll").read_bytes() == source.read_bytes()
     assert not (tmp_path / "raw.tmp").exists()
 
 
@@ -62,3 +62,25 @@ def test_missing_source_names_the_file(tmp_path: Path):
 def test_fractions_must_leave_room_for_test(tmp_path: Path):
     with pytest.raises(ValueError, match="room for test"):
         ingest.run(params(train_fraction=0.8, dev_fraction=0.2), tmp_path / "raw")
+
+
+def write_presplit(folder: Path, sizes: dict[str, int]) -> Path:
+    folder.mkdir()
+    for split, n in sizes.items():
+        (folder / f"{split}.conll").write_text("".join(f"{split}{i}\tB-person\nruns\tO\n\n" for i in range(n)))
+    return folder
+
+
+def test_presplit_folder_keeps_its_splits(tmp_path: Path):
+    source = write_presplit(tmp_path / "bench", {"train": 7, "dev": 3, "test": 2})
+    report = ingest.run(params(source=str(source)), tmp_path / "raw")
+    assert report["splits"] == {"train": 7, "dev": 3, "test": 2}
+    assert [r.tokens[0] for r in load_jsonl(tmp_path / "raw" / "dev.jsonl")] == ["dev0", "dev1", "dev2"]
+    assert (tmp_path / "raw" / "test.source.conll").read_bytes() == (source / "test.conll").read_bytes()
+
+
+def test_presplit_folder_missing_a_split_is_named(tmp_path: Path):
+    source = write_presplit(tmp_path / "bench", {"train": 7, "dev": 3})
+    with pytest.raises(InputFormatError, match=r"bench: a pre-split source needs exactly one test\.\* file.*none"):
+        ingest.run(params(source=str(source)), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
