@@ -63,6 +63,9 @@ def scratch_clone(dest: Path) -> Path:
     The venv is shared through a symlink (bootstrap sees it up to date), and PYTHONPATH in the
     callers makes the clone's own code win over the editable install of the original checkout.
     """
+    # The clone shares this venv; bring its install stamp up to date here first, or the clone's own
+    # bootstrap would reinstall into the shared venv with console scripts pointing into the clone.
+    subprocess.run(["bash", "infra/local/bootstrap.sh"], cwd=ROOT, check=True, capture_output=True)
     listed = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
     ).stdout.decode().split("\0")
