@@ -6,12 +6,12 @@ Dev and test are always copied byte for byte: augmentation never touches evaluat
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
-from tasks.params import AugmentParams, load_params
+from tasks.params import AugmentParams, Params
 from tasks.records import iter_splits, load_jsonl, write_json
+from tasks.stage import run_stage
 
 
 def run(params: AugmentParams, src: Path, dst: Path, report_path: Path) -> dict:
@@ -29,14 +29,13 @@ def run(params: AugmentParams, src: Path, dst: Path, report_path: Path) -> dict:
     return report
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
+def step(params: Params, _args) -> str:
     paths = params.paths
-    report = run(params.augment, Path(paths.clean), Path(paths.augmented), Path(paths.augment_report))
-    print(f"augment: {report}")
+    return str(run(params.augment, Path(paths.clean), Path(paths.augmented), Path(paths.augment_report)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_stage("augment", step, argv)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,14 @@ are only removed within a split: moving sentences between splits is the import s
 
 from __future__ import annotations
 
-import argparse
 import re
 import unicodedata
 from collections import Counter
 from pathlib import Path
 
-from tasks.params import CleanParams, load_params
+from tasks.params import CleanParams, Params
 from tasks.records import NerRecord, iter_splits, load_jsonl, write_json, write_jsonl
+from tasks.stage import run_stage
 
 # Zero-width and control characters carry no meaning for a tagger but make identical words differ.
 _INVISIBLE = re.compile(r"[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200d\u2060\ufeff]")
@@ -86,13 +86,14 @@ def run(params: CleanParams, src: Path, dst: Path, report_path: Path) -> dict:
     return report
 
 
+def step(params: Params, _args) -> str:
+    paths = params.paths
+    report = run(params.clean, Path(paths.raw), Path(paths.clean), Path(paths.clean_report))
+    return str(report["splits"])
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
-    report = run(params.clean, Path(params.paths.raw), Path(params.paths.clean), Path(params.paths.clean_report))
-    print(f"clean: {report['splits']}")
+    run_stage("clean", step, argv)
 
 
 if __name__ == "__main__":

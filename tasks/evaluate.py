@@ -6,7 +6,6 @@ match); `f1_default` is seqeval's lenient conlleval-style score, kept for compar
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,8 +16,9 @@ from seqeval.scheme import IOB2
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from tasks.modeling import predict_tags
-from tasks.params import EvaluateParams, load_params
+from tasks.params import EvaluateParams, Params
 from tasks.records import NerRecord, atomic_write_text, load_jsonl, write_json
+from tasks.stage import run_stage
 
 SUMMARY_ROWS = {"micro avg", "macro avg", "weighted avg"}
 
@@ -96,20 +96,15 @@ def write_predictions(path: Path, records: Sequence[NerRecord], predicted: Seque
     atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
 
 
+def step(params: Params, _args) -> str:
+    paths = params.paths
+    metrics = run(params.evaluate, Path(paths.model), Path(paths.augmented) / "test.jsonl",
+                  Path(paths.eval_metrics), Path(paths.predictions), params.train.max_length)
+    return f"f1 {metrics['f1']:.4f} (strict IOB2) on {metrics['sentences']} sentences"
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
-    metrics = run(
-        params.evaluate,
-        Path(params.paths.model),
-        Path(params.paths.augmented) / "test.jsonl",
-        Path(params.paths.eval_metrics),
-        Path(params.paths.predictions),
-        params.train.max_length,
-    )
-    print(f"evaluate: f1 {metrics['f1']:.4f} (strict IOB2) on {metrics['sentences']} sentences")
+    run_stage("evaluate", step, argv)
 
 
 if __name__ == "__main__":

