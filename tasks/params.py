@@ -42,6 +42,12 @@ class IngestParams(Section):
     split_salt: str
 
 
+# The data contract's checks by name: `validate.soft` lists those that only warn.
+ContractCheck = Literal["row_count", "length_match", "sentence_length", "iob2_valid", "no_leakage",
+                        "duplicate_share", "token_not_blank", "no_control_characters", "tag_in_label_set",
+                        "entity_distribution"]
+
+
 class ValidateParams(Section):
     entity_types: list[str]
     min_sentences: int = Field(ge=1)
@@ -49,6 +55,7 @@ class ValidateParams(Section):
     max_duplicate_share: float = Field(default=0.10, ge=0, le=1)
     reference_profile: str | None = None
     entity_share_ratio: tuple[float, float] = (0.33, 3.0)
+    soft: list[ContractCheck] = []
 
 
 class CleanParams(Section):

@@ -87,17 +87,25 @@ def profile_table(records: list[NerRecord], reference: dict[str, float]) -> pd.D
     return pd.DataFrame(rows, columns=["id", "share", "reference_share", "ratio"])
 
 
+def named(check: str, expectation):
+    """Tag an expectation with our check name (the key of `validate.soft` and of the report)."""
+    expectation.meta = {**(expectation.meta or {}), "check": check}
+    return expectation
+
+
 def sentence_expectations(params: ValidateParams) -> list:
     import great_expectations as gx
 
     e = gx.expectations
     return [
-        e.ExpectTableRowCountToBeBetween(min_value=params.min_sentences),
-        e.ExpectColumnPairValuesToBeEqual(column_A="n_tokens", column_B="n_tags"),
-        e.ExpectColumnValuesToBeBetween(column="n_tokens", min_value=1, max_value=params.max_tokens_per_sentence),
-        e.ExpectColumnValuesToBeInSet(column="iob2_problem", value_set=[""]),
-        e.ExpectColumnValuesToBeInSet(column="also_in_train", value_set=[""]),
-        e.ExpectColumnMeanToBeBetween(column="is_duplicate", max_value=params.max_duplicate_share),
+        named("row_count", e.ExpectTableRowCountToBeBetween(min_value=params.min_sentences)),
+        named("length_match", e.ExpectColumnPairValuesToBeEqual(column_A="n_tokens", column_B="n_tags")),
+        named("sentence_length", e.ExpectColumnValuesToBeBetween(
+            column="n_tokens", min_value=1, max_value=params.max_tokens_per_sentence)),
+        named("iob2_valid", e.ExpectColumnValuesToBeInSet(column="iob2_problem", value_set=[""])),
+        named("no_leakage", e.ExpectColumnValuesToBeInSet(column="also_in_train", value_set=[""])),
+        named("duplicate_share", e.ExpectColumnMeanToBeBetween(
+            column="is_duplicate", max_value=params.max_duplicate_share)),
     ]
 
 
@@ -106,11 +114,12 @@ def token_expectations(params: ValidateParams) -> list:
 
     e = gx.expectations
     expected = [
-        e.ExpectColumnValuesToBeInSet(column="token_blank", value_set=[False]),
-        e.ExpectColumnValuesToBeInSet(column="token_control", value_set=[False]),
+        named("token_not_blank", e.ExpectColumnValuesToBeInSet(column="token_blank", value_set=[False])),
+        named("no_control_characters", e.ExpectColumnValuesToBeInSet(column="token_control", value_set=[False])),
     ]
     if params.entity_types:
-        expected.append(e.ExpectColumnValuesToBeInSet(column="tag", value_set=label_list(params.entity_types)))
+        expected.append(named("tag_in_label_set", e.ExpectColumnValuesToBeInSet(
+            column="tag", value_set=label_list(params.entity_types))))
     return expected
 
 
@@ -118,6 +127,7 @@ def token_expectations(params: ValidateParams) -> list:
 class Outcome:
     """One expectation's result in plain types, ready for JSON, a Prefect table and an error message."""
 
+    check: str
     table: str
     expectation: str
     column: str
@@ -165,6 +175,7 @@ def _outcome(table: str, result) -> Outcome:
     count = int(details.get("unexpected_count") or 0)
     observed = details.get("observed_value")
     return Outcome(
+        check=(config.meta or {}).get("check", config.type),
         table=table,
         expectation=config.type,
         column=column,
@@ -186,7 +197,8 @@ def profile_expectations(params: ValidateParams) -> list:
     import great_expectations as gx
 
     low, high = params.entity_share_ratio
-    return [gx.expectations.ExpectColumnValuesToBeBetween(column="ratio", min_value=low, max_value=high)]
+    return [named("entity_distribution",
+                  gx.expectations.ExpectColumnValuesToBeBetween(column="ratio", min_value=low, max_value=high))]
 
 
 def load_reference(path: str | None) -> dict[str, float]:
@@ -222,14 +234,17 @@ def run(params: ValidateParams, data_dir: Path, report_path: Path) -> dict:
     """Validate `<data_dir>/<split>.jsonl`, write the report, raise ContractError on failure."""
     splits = {split: load_jsonl(path) for split, path in iter_splits(data_dir)}
     outcomes = validate_records(splits, params)
-    failed = [o for o in outcomes if not o.success]
+    failed = [o for o in outcomes if not o.success and o.check not in params.soft]
+    warnings = [o for o in outcomes if not o.success and o.check in params.soft]
     report = {
         "success": not failed,
         "evaluated": len(outcomes),
         "failed": len(failed),
+        "warnings": len(warnings),
         "sentences": {split: len(rs) for split, rs in splits.items()},
-        "unexpected": {f"{o.table}.{o.column or 'rows'}.{o.expectation}": o.unexpected_count for o in outcomes},
-        "expectations": [o.__dict__ for o in outcomes],
+        "unexpected": {o.check: o.unexpected_count for o in outcomes},
+        "expectations": [{**o.__dict__, "severity": "soft" if o.check in params.soft else "hard"}
+                         for o in outcomes],
     }
     write_json(report_path, report)
     if failed:
@@ -241,7 +256,10 @@ def run(params: ValidateParams, data_dir: Path, report_path: Path) -> dict:
 def step(params: Params, args) -> str:
     data_dir, report_path = checkpoint_paths(params, args.data)
     report = run(params.validate_, Path(data_dir), Path(report_path))
-    return f"{report['evaluated']} expectations passed on {args.data} data {report['sentences']}"
+    summary = f"{report['evaluated']} expectations checked on {args.data} data {report['sentences']}"
+    warnings = [Outcome(**{k: v for k, v in e.items() if k != "severity"})
+                for e in report["expectations"] if not e["success"]]
+    return summary + "".join(f"\nwarning (soft, validate.soft): {w.describe()}" for w in warnings)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -91,3 +93,54 @@ def port_settings() -> dict[str, str]:
         "FLOWTUNE_SEAWEED_FILER_PORT": str(find_free_port()),
         "FLOWTUNE_PREFECT_PORT": str(find_free_port()),
     }
+
+
+def tiny_encoder(dest: Path) -> Path:
+    """A 2-layer, 32-wide BERT with MiniLM's vocabulary: random weights, real tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from tasks.modeling import resolve_base_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("minilm"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=256)
+    BertModel(config).save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    return dest
+
+
+def set_params(repo: Path, **sections: dict) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def client_env_file(settings) -> str:
+    """A `.env` that points a checkout at already running services instead of starting its own."""
+    return (f"FLOWTUNE_S3_ENDPOINT_URL={settings.endpoint_url}\n"
+            f"FLOWTUNE_S3_ACCESS_KEY_ID={settings.s3_access_key_id}\n"
+            f"FLOWTUNE_S3_SECRET_ACCESS_KEY={settings.secret_key()}\n"
+            f"PREFECT_API_URL={settings.api_url}\n")
+
+
+def run_flow(repo: Path, settings) -> subprocess.CompletedProcess:
+    """`flowtune services up` (wires the DVC remote) then `flowtune run` in `repo`, against the
+    already running services of `settings`, as a user's shell would run them."""
+    (repo / ".env").write_text(client_env_file(settings))
+    sh = {"cwd": repo, "env": clean_env(PYTHONPATH=str(repo)), "capture_output": True, "text": True,
+          "timeout": 1200}
+    up = subprocess.run([".venv/bin/flowtune", "services", "up"], **sh)
+    assert up.returncode == 0, up.stdout + up.stderr
+    return subprocess.run([".venv/bin/flowtune", "run"], **sh)
+
+
+def latest_flow_run(api_url: str, flow_name: str = "flowtune-ner") -> dict:
+    """The most recent run of `flow_name` on the Prefect server at `api_url`."""
+    import httpx
+
+    query = {"flows": {"name": {"any_": [flow_name]}}, "sort": "START_TIME_DESC", "limit": 1}
+    runs = httpx.post(f"{api_url}/flow_runs/filter", json=query).json()
+    assert runs, f"no run of {flow_name} on {api_url}"
+    return runs[0]

@@ -112,3 +112,19 @@ def test_unreadable_reference_profile_is_named(tmp_path: Path):
     params = PARAMS.model_copy(update={"reference_profile": str(tmp_path / "missing.json")})
     with pytest.raises(ContractError, match=r"missing\.json: cannot read the reference entity profile"):
         run(params, write(tmp_path, good()), tmp_path / "report.json")
+
+
+def test_a_soft_check_warns_without_stopping(tmp_path: Path):
+    train = good(4) + [good(1)[0]] * 4
+    params = PARAMS.model_copy(update={"soft": ["duplicate_share"]})
+    report = run(params, write(tmp_path, train), tmp_path / "report.json")
+    assert report["success"] and report["failed"] == 0 and report["warnings"] == 1
+    soft = [e for e in report["expectations"] if e["check"] == "duplicate_share"]
+    assert soft[0]["severity"] == "soft" and not soft[0]["success"]
+
+
+def test_unknown_soft_check_is_rejected():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="duplicates_share"):
+        ValidateParams.model_validate({**PARAMS.model_dump(), "soft": ["duplicates_share"]})

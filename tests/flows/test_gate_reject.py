@@ -8,47 +8,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
-from tests.helpers import clean_env, scratch_clone
+from tests.helpers import run_flow, scratch_clone, set_params, tiny_encoder
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def tiny_encoder(dest: Path) -> Path:
-    """A 2-layer, 32-wide BERT with MiniLM's vocabulary: random weights, real tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from tasks.modeling import resolve_base_model
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("minilm"))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=256)
-    BertModel(config).save_pretrained(dest)
-    tokenizer.save_pretrained(dest)
-    return dest
-
-
-def set_params(repo: Path, **sections: dict) -> None:
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in sections.items():
-        params[section].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def client_env_file(settings: Settings) -> str:
-    """A `.env` that points a checkout at already running services instead of starting its own."""
-    return (f"FLOWTUNE_S3_ENDPOINT_URL={settings.endpoint_url}\n"
-            f"FLOWTUNE_S3_ACCESS_KEY_ID={settings.s3_access_key_id}\n"
-            f"FLOWTUNE_S3_SECRET_ACCESS_KEY={settings.secret_key()}\n"
-            f"PREFECT_API_URL={settings.api_url}\n")
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +25,7 @@ def rejected_run(tmp_path_factory, local_services: Settings):
     encoder = tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))
     set_params(repo, train={"base_model": str(encoder), "epochs": 1, "batch_size": 32},
                gate={"min_f1": 1.0}, registry={"model_name": "gate-reject-test"})
-    (repo / ".env").write_text(client_env_file(local_services))
-    env = clean_env(PYTHONPATH=str(repo))
-    sh = {"cwd": repo, "env": env, "capture_output": True, "text": True, "timeout": 1200}
-    up = subprocess.run([".venv/bin/flowtune", "services", "up"], **sh)
-    assert up.returncode == 0, up.stdout + up.stderr
-    result = subprocess.run([".venv/bin/flowtune", "run"], **sh)
+    result = run_flow(repo, local_services)
     return repo, result, result.stdout + result.stderr
 
 

@@ -54,3 +54,16 @@ def test_contract_failure_names_the_checkpoint_and_record(tmp_path: Path, data: 
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"validate: error: data contract failed for {folder.relative_to(tmp_path)}")
     assert "f.conll:9 token 0: tag='B-villain'" in result.stderr
+
+
+def test_soft_failure_is_printed_as_a_warning_and_the_stage_succeeds(tmp_path: Path):
+    folder = tmp_path / "data" / "raw"
+    folder.mkdir(parents=True)
+    row = '{"id": "f.conll:%d", "tokens": ["Alice", "in", "%s"], "tags": ["B-person", "O", "B-geo-loc"]}\n'
+    (folder / "train.jsonl").write_text("".join(row % (i, "Paris") for i in range(20)))  # all duplicates
+    (folder / "dev.jsonl").write_text(row % (100, "Rome"))
+    (folder / "test.jsonl").write_text(row % (101, "Oslo"))
+    result = run_stage(tmp_path, "tasks.validate", validate={"reference_profile": None, "soft": ["duplicate_share"]})
+    assert result.returncode == 0, result.stderr
+    expected = "warning (soft, validate.soft): - expect_column_mean_to_be_between on sentences.is_duplicate"
+    assert expected in result.stdout

