@@ -54,13 +54,13 @@ def _contract(params: Params, data: str) -> dict:
 
     report = _load(checkpoint_paths(params, data)[1])
     rows = [
-        {"table": e["table"], "expectation": e["expectation"], "column": e["column"],
-         "success": e["success"], "observed": e["observed"]}
+        {"check": e["check"], "severity": e["severity"], "success": e["success"], "observed": e["observed"],
+         "expectation": e["expectation"], "on": f"{e['table']}.{e['column']}".rstrip(".")}
         for e in report["expectations"]
     ]
     create_table_artifact(key=CONTRACT_ARTIFACT_KEYS[data], table=rows,
                           description=f"Great Expectations data contract on {data} data")
-    return {k: report[k] for k in ("success", "evaluated", "failed")}
+    return {k: report[k] for k in ("success", "evaluated", "failed", "warnings")}
 
 
 def _clean(params: Params) -> dict:

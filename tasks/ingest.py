@@ -77,8 +77,8 @@ def read_splits(source: Path, params: IngestParams) -> tuple[dict[str, list[NerR
     """The records per split and the source files to keep a copy of."""
     if source.is_dir():
         files = presplit_files(source)
-        return {split: read_records(path, params.format) for split, path in files.items()}, files
-    return split_records(read_records(source, params.format), params), {"source": source}
+        return {split: read_records(path, params.format, params.tag_scheme) for split, path in files.items()}, files
+    return split_records(read_records(source, params.format, params.tag_scheme), params), {"source": source}
 
 
 def run(params: IngestParams, raw_dir: Path) -> dict:

@@ -28,7 +28,8 @@ def iob2_errors(tags: Sequence[str]) -> list[str]:
             before = tags[i - 1] if i else "sentence start"
             errors.append(f"token {i}: '{tag}' follows '{before}' (expected B-{entity} first)")
         elif prefix not in {"B", "I", "O"}:
-            errors.append(f"token {i}: '{tag}' is not O, B-<type> or I-<type>")
+            hint = " (BIOES tags? set ingest.tag_scheme: bioes)" if tag[:2] in {"E-", "S-", "L-", "U-"} else ""
+            errors.append(f"token {i}: '{tag}' is not O, B-<type> or I-<type>{hint}")
         previous_entity = entity if prefix in {"B", "I"} else None
     return errors
 
@@ -53,3 +54,45 @@ def label_list(entity_types: Sequence[str]) -> list[str]:
     for entity in entity_types:
         labels += [f"B-{entity}", f"I-{entity}"]
     return labels
+
+
+TAG_SCHEMES = ("iob1", "iob2", "bioes")
+
+
+def to_iob2(tags: Sequence[str], scheme: str) -> list[str]:
+    """Convert a tag sequence from `scheme` to IOB2, the one scheme every later step uses.
+
+    - iob1: I-X starts an entity unless it continues an X entity; B-X only separates two adjacent
+      X entities. Every I-X that does not continue an X becomes B-X.
+    - bioes (also BILOU): S-/U- = a one-token entity -> B-; E-/L- = the last token -> I-.
+    Tags in no known shape are kept as they are, for the data contract to report with their record.
+    Invariant: a valid sequence in `scheme` becomes a valid IOB2 sequence with the same entity spans.
+    """
+    if scheme == "iob2":
+        return list(tags)
+    if scheme == "iob1":
+        return _iob1_to_iob2(tags)
+    if scheme == "bioes":
+        return [_bioes_tag_to_iob2(tag) for tag in tags]
+    raise ValueError(f"unknown tag scheme {scheme!r}; expected one of {TAG_SCHEMES}")
+
+
+def _iob1_to_iob2(tags: Sequence[str]) -> list[str]:
+    converted, previous_entity = [], None
+    for tag in tags:
+        prefix, entity = split_tag(tag)
+        if prefix == "I" and entity != previous_entity:
+            tag = f"B-{entity}"
+        converted.append(tag)
+        previous_entity = entity if prefix in {"B", "I"} else None
+    return converted
+
+
+_BIOES_TO_IOB2 = {"S": "B", "U": "B", "E": "I", "L": "I", "B": "B", "I": "I"}
+
+
+def _bioes_tag_to_iob2(tag: str) -> str:
+    prefix, sep, entity = tag.partition("-")
+    if sep and entity and prefix in _BIOES_TO_IOB2:
+        return f"{_BIOES_TO_IOB2[prefix]}-{entity}"
+    return tag

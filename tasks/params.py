@@ -23,6 +23,9 @@ class PathsParams(Section):
     contract_raw: str
     contract_clean: str
     contract_augmented: str
+    data_docs_raw: str
+    data_docs_clean: str
+    data_docs_augmented: str
     clean: str
     clean_report: str
     augmented: str
@@ -37,13 +40,14 @@ class PathsParams(Section):
 class IngestParams(Section):
     source: str
     format: Literal["auto", "conll", "jsonl"]
+    tag_scheme: Literal["iob1", "iob2", "bioes"]
     train_fraction: float = Field(gt=0, lt=1)
     dev_fraction: float = Field(ge=0, lt=1)
     split_salt: str
 
 
 # The data contract's checks by name: `validate.soft` lists those that only warn.
-ContractCheck = Literal["row_count", "length_match", "sentence_length", "iob2_valid", "no_leakage",
+ContractCheck = Literal["row_count", "length_match", "sentence_length", "subword_length", "iob2_valid", "no_leakage",
                         "duplicate_share", "token_not_blank", "no_control_characters", "tag_in_label_set",
                         "entity_distribution"]
 
@@ -52,6 +56,7 @@ class ValidateParams(Section):
     entity_types: list[str]
     min_sentences: int = Field(ge=1)
     max_tokens_per_sentence: int = Field(ge=1)
+    max_subword_pieces: int | None = Field(default=None, ge=1)
     max_duplicate_share: float = Field(default=0.10, ge=0, le=1)
     reference_profile: str | None = None
     entity_share_ratio: tuple[float, float] = (0.33, 3.0)

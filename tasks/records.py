@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks.iob import to_iob2
+
 
 @dataclass(frozen=True)
 class NerRecord:
@@ -39,12 +41,17 @@ SPLITS = ("train", "dev", "test")
 
 
 def read_conll(path: Path) -> list[NerRecord]:
-    """Read `token<TAB or space>tag` lines, a blank line between sentences.
+    """Read CoNLL: one token per line, its tag in the last column, a blank line between sentences.
 
-    The tag is the last column, so 4-column CoNLL (token POS chunk tag) reads too. `-DOCSTART-`
-    lines are skipped. Record ids are `<file name>:<line of the sentence's first token>`.
+    2-column (token tag), 3-column and 4-column CoNLL-2003 (token POS chunk tag) files read alike;
+    `-DOCSTART-` lines end a sentence and are skipped. A file is either tab-separated (any token line
+    has a tab) or space-separated, and every token line has the same number of columns: a line that
+    breaks either rule is an error naming it, since the tag would otherwise be read from the wrong
+    column. Record ids are `<file name>:<line of the sentence's first token>`.
     """
-    text = _read_text(path)
+    lines = _read_text(path).split("\n")
+    separator = "\t" if any("\t" in line for line in lines) else None
+    first_row: tuple[int, int] | None = None  # (line number, column count) of the first token line
     records: list[NerRecord] = []
     tokens: list[str] = []
     tags: list[str] = []
@@ -56,52 +63,79 @@ def read_conll(path: Path) -> list[NerRecord]:
         tokens.clear()
         tags.clear()
 
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip() or line.startswith("-DOCSTART-"):
             flush()
             continue
-        if line.startswith("-DOCSTART-"):
-            continue
-        columns = line.split("\t") if "\t" in line else line.split()
-        if len(columns) < 2:
+        columns = _conll_columns(path, line_no, line, separator)
+        first_row = first_row or (line_no, len(columns))
+        if len(columns) != first_row[1]:
             raise InputFormatError(
-                f"{path}:{line_no}: expected 'token<TAB>tag' (2 or more columns), got {line!r}"
-            )
+                f"{path}:{line_no}: {len(columns)} columns, but line {first_row[0]} has {first_row[1]}; every "
+                f"token line needs the same columns (token ... tag), got {line!r}")
         if not tokens:
             start_line = line_no
         tokens.append(columns[0])
-        tags.append(columns[-1].strip())
+        tags.append(columns[-1])
     flush()
     return records
+
+
+def _conll_columns(path: Path, line_no: int, line: str, separator: str | None) -> list[str]:
+    if separator == "\t" and "\t" not in line and len(line.split()) > 1:
+        raise InputFormatError(f"{path}:{line_no}: separated by spaces, but other lines use tabs; use one "
+                               f"separator in the whole file, got {line!r}")
+    columns = [c.strip() for c in line.split(separator)]
+    if len(columns) < 2 or not columns[-1]:
+        raise InputFormatError(f"{path}:{line_no}: expected 'token<TAB>tag' (2 or more columns), got {line!r}")
+    return columns
 
 
 def read_jsonl(path: Path) -> list[NerRecord]:
     """Read JSONL rows `{"tokens": [...], "tags": [...]}` with an optional `id` and `meta`."""
     records = []
-    for line_no, line in enumerate(_read_text(path).splitlines(), start=1):
+    for line_no, line in enumerate(_read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InputFormatError(f"{path}:{line_no}: not valid JSON: {exc.msg}") from None
+            raise InputFormatError(f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                                   'expected one object {"tokens": [...], "tags": [...]} per line') from None
         records.append(_record_from_row(row, f"{path}:{line_no}", default_id=f"{path.name}:{line_no}"))
     return records
 
 
 def _record_from_row(row: object, where: str, default_id: str) -> NerRecord:
     if not isinstance(row, dict) or "tokens" not in row or "tags" not in row:
-        raise InputFormatError(f"{where}: expected an object with 'tokens' and 'tags' lists")
-    tokens, tags = row["tokens"], row["tags"]
-    if not (isinstance(tokens, list) and isinstance(tags, list)):
-        raise InputFormatError(f"{where}: 'tokens' and 'tags' must be lists")
-    if not all(isinstance(x, str) for x in tokens + tags):
-        raise InputFormatError(f"{where}: every token and tag must be a string")
-    return NerRecord(str(row.get("id", default_id)), tuple(tokens), tuple(tags), row.get("meta") or {})
+        got = f"keys {sorted(row)}" if isinstance(row, dict) else type(row).__name__
+        raise InputFormatError(f"{where}: expected an object with 'tokens' and 'tags' lists, got {got}")
+    for key in ("tokens", "tags"):
+        value = row[key]
+        if not isinstance(value, list):
+            raise InputFormatError(f"{where}: '{key}' must be a list of strings, got {type(value).__name__} "
+                                   f"{_short(value)}")
+        wrong = next((x for x in value if not isinstance(x, str)), None)
+        if wrong is not None:
+            raise InputFormatError(f"{where}: every item of '{key}' must be a string, got "
+                                   f"{type(wrong).__name__} {_short(wrong)}")
+    meta = row.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise InputFormatError(f"{where}: 'meta' must be an object, got {type(meta).__name__}")
+    return NerRecord(str(row.get("id", default_id)), tuple(row["tokens"]), tuple(row["tags"]), meta)
 
 
-def read_records(path: Path, fmt: str = "auto") -> list[NerRecord]:
-    """Read a CoNLL or JSONL file; `auto` decides by extension (.jsonl/.json = JSONL)."""
+def _short(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_records(path: Path, fmt: str = "auto", tag_scheme: str = "iob2") -> list[NerRecord]:
+    """Read a CoNLL or JSONL file (`auto`: by extension, .jsonl/.json = JSONL) into IOB2 records.
+
+    `tag_scheme` is the file's scheme (iob1, iob2 or bioes); tags are converted to IOB2, the one
+    scheme every later step uses. Record ids must be unique: errors and reports point by id.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputFormatError(f"{path}: input file not found")
@@ -109,21 +143,53 @@ def read_records(path: Path, fmt: str = "auto") -> list[NerRecord]:
         fmt = "jsonl" if path.suffix.lower() in {".jsonl", ".json"} else "conll"
     records = read_jsonl(path) if fmt == "jsonl" else read_conll(path)
     if not records:
-        raise InputFormatError(f"{path}: no sentences found (expected {fmt} records)")
-    return records
+        raise InputFormatError(f"{path}: no sentences found (expected {fmt} records; the file is empty or holds "
+                               "only blank and -DOCSTART- lines)")
+    _check_unique_ids(path, records)
+    return [_to_iob2(r, tag_scheme) for r in records]
+
+
+def _check_unique_ids(path: Path, records: list[NerRecord]) -> None:
+    seen: set[str] = set()
+    for record in records:
+        if record.id in seen:
+            raise InputFormatError(f"{path}: record id {record.id!r} appears twice; ids must be unique")
+        seen.add(record.id)
+
+
+def _to_iob2(record: NerRecord, scheme: str) -> NerRecord:
+    if scheme == "iob2":
+        return record
+    return NerRecord(record.id, record.tokens, tuple(to_iob2(record.tags, scheme)), record.meta)
+
+
+# Byte-order marks we decode; any other file must be UTF-8.
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
 
 
 def _read_text(path: Path) -> str:
+    """The file's text with LF line ends. UTF-8 (BOM optional) or UTF-16 with a BOM; CRLF and CR accepted.
+
+    Undecodable bytes and NUL bytes are errors naming the line: a NUL usually means UTF-16 without a BOM.
+    """
     data = path.read_bytes()
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+    encoding = "utf-8"
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            data, encoding = data[len(bom):], name
+            break
     try:
-        return data.decode("utf-8")
+        text = data.decode(encoding)
     except UnicodeDecodeError as exc:
         line_no = data[: exc.start].count(b"\n") + 1
         raise InputFormatError(
-            f"{path}:{line_no}: not valid UTF-8 (byte offset {exc.start}); re-encode the file as UTF-8"
+            f"{path}:{line_no}: not valid {encoding.upper()} (byte offset {exc.start}); re-encode the file as UTF-8"
         ) from None
+    if "\x00" in text:
+        line_no = text[: text.index("\x00")].count("\n") + 1
+        raise InputFormatError(f"{path}:{line_no}: NUL byte in the text (a UTF-16 file without a byte-order "
+                               "mark?); re-encode the file as UTF-8")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def load_jsonl(path: Path) -> list[NerRecord]:

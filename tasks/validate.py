@@ -9,6 +9,7 @@ to five example records (file:line ids) per failed expectation.
 from __future__ import annotations
 
 import json
+import shutil
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -25,19 +26,22 @@ MAX_EXAMPLES = 5
 CHECKPOINTS = ("raw", "clean", "augmented")  # where in the pipeline the contract runs
 
 
-def checkpoint_paths(params, data: str) -> tuple[str, str]:
-    """(data folder, contract report) for a checkpoint name."""
+def checkpoint_paths(params, data: str) -> tuple[str, str, str]:
+    """(data folder, contract report, Data Docs folder) for a checkpoint name."""
     paths = params.paths
-    return {"raw": (paths.raw, paths.contract_raw), "clean": (paths.clean, paths.contract_clean),
-            "augmented": (paths.augmented, paths.contract_augmented)}[data]
+    return {"raw": (paths.raw, paths.contract_raw, paths.data_docs_raw),
+            "clean": (paths.clean, paths.contract_clean, paths.data_docs_clean),
+            "augmented": (paths.augmented, paths.contract_augmented, paths.data_docs_augmented)}[data]
 
 
-def sentence_table(split: str, records: list[NerRecord], train_ids: dict[tuple[str, ...], str]) -> pd.DataFrame:
-    """One row per sentence: id, split, lengths, first IOB2 problem ('' when valid), whether it repeats
-    an earlier sentence of its split, and the id of the identical train sentence for a dev/test row
-    ('' when none: the leakage check)."""
+def sentence_table(split: str, records: list[NerRecord], train_ids: dict[tuple[str, ...], str],
+                   pieces: list[int] | None = None) -> pd.DataFrame:
+    """One row per sentence: id, split, lengths in words and in sub-word pieces (0 when not counted),
+    first IOB2 problem ('' when valid), whether it repeats an earlier sentence of its split, and the id
+    of the identical train sentence for a dev/test row ('' when none: the leakage check)."""
     rows, seen = [], set()
-    for r in records:
+    pieces = pieces or [0] * len(records)
+    for r, n_pieces in zip(records, pieces, strict=True):
         problems = iob2_errors(r.tags)
         leaked_from = train_ids.get(r.tokens, "") if split != "train" else ""
         rows.append({
@@ -45,13 +49,25 @@ def sentence_table(split: str, records: list[NerRecord], train_ids: dict[tuple[s
             "split": split,
             "n_tokens": len(r.tokens),
             "n_tags": len(r.tags),
+            "n_pieces": n_pieces,
             "iob2_problem": problems[0] if problems else "",
             "is_duplicate": r.tokens in seen,
             "also_in_train": leaked_from,
         })
         seen.add(r.tokens)
-    return pd.DataFrame(rows, columns=["id", "split", "n_tokens", "n_tags", "iob2_problem", "is_duplicate",
-                                       "also_in_train"])
+    return pd.DataFrame(rows, columns=["id", "split", "n_tokens", "n_tags", "n_pieces", "iob2_problem",
+                                       "is_duplicate", "also_in_train"])
+
+
+def count_pieces(tokenizer, records: list[NerRecord]) -> list[int]:
+    """Sub-word pieces per sentence, special tokens included: what the encoder sees of it.
+
+    One batched fast-tokenizer call (it encodes batches on all cores)."""
+    if not records:
+        return []
+    encoded = tokenizer([list(r.tokens) for r in records], is_split_into_words=True, add_special_tokens=True,
+                        truncation=False, verbose=False)
+    return [len(ids) for ids in encoded["input_ids"]]
 
 
 def has_control_character(token: str) -> bool:
@@ -61,9 +77,9 @@ def has_control_character(token: str) -> bool:
 
 
 def token_table(split: str, records: list[NerRecord]) -> pd.DataFrame:
-    """One row per token: the sentence id, position, token text and tag."""
+    """One row per token; its id names the record, the position and the token, for error examples."""
     rows = [
-        {"id": f"{r.id} token {i}", "split": split, "token": tok, "tag": tag, "token_blank": not tok.strip(),
+        {"id": f"{r.id} token {i} {tok!r}", "split": split, "token": tok, "tag": tag, "token_blank": not tok.strip(),
          "token_control": has_control_character(tok)}
         for r in records
         for i, (tok, tag) in enumerate(zip(r.tokens, r.tags))  # noqa: B905 (length mismatch is reported by the sentence table)
@@ -102,6 +118,8 @@ def sentence_expectations(params: ValidateParams) -> list:
         named("length_match", e.ExpectColumnPairValuesToBeEqual(column_A="n_tokens", column_B="n_tags")),
         named("sentence_length", e.ExpectColumnValuesToBeBetween(
             column="n_tokens", min_value=1, max_value=params.max_tokens_per_sentence)),
+        *([named("subword_length", e.ExpectColumnValuesToBeBetween(
+            column="n_pieces", max_value=params.max_subword_pieces))] if params.max_subword_pieces else []),
         named("iob2_valid", e.ExpectColumnValuesToBeInSet(column="iob2_problem", value_set=[""])),
         named("no_leakage", e.ExpectColumnValuesToBeInSet(column="also_in_train", value_set=[""])),
         named("duplicate_share", e.ExpectColumnMeanToBeBetween(
@@ -133,35 +151,63 @@ class Outcome:
     column: str
     success: bool
     observed: str
+    expected: str
     unexpected_count: int
     examples: list[str]
 
     def describe(self) -> str:
         target = f"{self.table}.{self.column}" if self.column else self.table
-        lines = [f"- {self.expectation} on {target}: observed {self.observed}"]
+        lines = [f"- {self.check} ({self.expectation} on {target}): observed {self.observed}, expected {self.expected}"]
         lines += [f"    e.g. {example}" for example in self.examples]
         return "\n".join(lines)
 
 
-def run_suite(name: str, table: pd.DataFrame, expectations: list) -> list[Outcome]:
-    """Run expectations on a table with an ephemeral GX context and return plain outcomes."""
+# Result format: counts plus the first MAX_EXAMPLES offending rows with their record ids, so a failing
+# expectation on a million rows costs no more memory than on ten.
+RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES,
+                 "unexpected_index_column_names": ["id"]}
+DOCS_SITE = "flowtune"
+
+
+def run_contract(tables: dict[str, tuple[pd.DataFrame, list]], docs_dir: Path | None = None) -> list[Outcome]:
+    """Validate each table with its expectations in one ephemeral GX context; plain outcomes.
+
+    With `docs_dir`, also build the GX Data Docs site there (an index page, one page per suite and one
+    per validation result), written to a temporary folder first and swapped in whole.
+    """
     import great_expectations as gx
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
-    asset = context.data_sources.add_pandas(f"{name}_source").add_dataframe_asset(name)
-    batch = asset.add_batch_definition_whole_dataframe("all")
-    suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_contract"))
-    for expectation in expectations:
-        suite.add_expectation(expectation)
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{name}_validation", data=batch, suite=suite)
-    )
-    result = definition.run(
-        batch_parameters={"dataframe": table},
-        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["id"]},
-    )
-    return [_outcome(name, r) for r in result.results]
+    staging = docs_dir.with_name(docs_dir.name + ".tmp") if docs_dir else None
+    if staging:
+        shutil.rmtree(staging, ignore_errors=True)
+        context.add_data_docs_site(DOCS_SITE, {
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(staging.resolve())},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        })
+    outcomes: list[Outcome] = []
+    for name, (table, expectations) in tables.items():
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_contract", expectations=expectations))
+        batch = context.data_sources.add_pandas(f"{name}_source").add_dataframe_asset(name)
+        definition = context.validation_definitions.add(gx.ValidationDefinition(
+            name=f"{name}_validation", data=batch.add_batch_definition_whole_dataframe("all"), suite=suite))
+        result = definition.run(batch_parameters={"dataframe": table}, result_format=RESULT_FORMAT)
+        outcomes += [_outcome(name, r) for r in result.results]
+    if staging and docs_dir:
+        context.build_data_docs(site_names=[DOCS_SITE])
+        _drop_tutorial_images(staging)
+        shutil.rmtree(docs_dir, ignore_errors=True)
+        staging.rename(docs_dir)
+    return outcomes
+
+
+def _drop_tutorial_images(site: Path) -> None:
+    """GX ships 3 MB of tutorial GIFs/PNGs with every site; the pages only use the favicon and SVG logos."""
+    for image in (site / "static" / "images").glob("*"):
+        if image.suffix in {".gif", ".png"}:
+            image.unlink()
 
 
 def _outcome(table: str, result) -> Outcome:
@@ -170,7 +216,7 @@ def _outcome(table: str, result) -> Outcome:
         str(config.kwargs[k]) for k in ("column_A", "column_B") if k in config.kwargs
     )
     details = result.result or {}
-    unexpected = details.get("unexpected_index_list") or []
+    unexpected = details.get("partial_unexpected_index_list") or []
     examples = [_example(row, column) for row in unexpected[:MAX_EXAMPLES]]
     count = int(details.get("unexpected_count") or 0)
     observed = details.get("observed_value")
@@ -180,10 +226,24 @@ def _outcome(table: str, result) -> Outcome:
         expectation=config.type,
         column=column,
         success=bool(result.success),
-        observed=str(observed) if observed is not None else f"{count} unexpected rows",
+        expected=_expected(config.kwargs),
+        observed=_observed(observed, count, details.get("element_count")),
         unexpected_count=count,
         examples=examples,
     )
+
+
+def _observed(value, unexpected: int, rows: int | None) -> str:
+    if value is None:
+        return f"{unexpected} unexpected of {rows} rows" if rows is not None else f"{unexpected} unexpected rows"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _expected(kwargs: dict) -> str:
+    """The expectation's bounds or allowed values, short enough for one line."""
+    parts = [f"{key}={kwargs[key]!r}" for key in ("min_value", "max_value", "value_set") if kwargs.get(key) is not None]
+    text = ", ".join(parts) or "pairs equal"
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _example(row: dict, column: str) -> str:
@@ -212,28 +272,53 @@ def load_reference(path: str | None) -> dict[str, float]:
                             '{"entity_share": {"<type>": <share>, ...}}') from exc
 
 
-def validate_records(splits: dict[str, list[NerRecord]], params: ValidateParams) -> list[Outcome]:
-    """Run the sentence, token and entity-profile suites over all splits together."""
+def contract_tables(splits: dict[str, list[NerRecord]], params: ValidateParams,
+                    tokenizer=None) -> dict[str, tuple[pd.DataFrame, list]]:
+    """The tables the contract checks, each with its expectations: sentences, tokens and (with a
+    reference profile) entity types. `tokenizer` counts sub-word pieces (None: not checked)."""
     train_ids = {r.tokens: r.id for r in splits.get("train", [])}
-    sentences = pd.concat([sentence_table(s, rs, train_ids) for s, rs in splits.items()], ignore_index=True)
+    count = (lambda rs: count_pieces(tokenizer, rs)) if tokenizer is not None else (lambda rs: None)
+    sentences = pd.concat([sentence_table(s, rs, train_ids, count(rs)) for s, rs in splits.items()],
+                          ignore_index=True)
     tokens = pd.concat([token_table(s, rs) for s, rs in splits.items()], ignore_index=True)
-    outcomes = run_suite("sentences", sentences, sentence_expectations(params))
-    outcomes += run_suite("tokens", tokens, token_expectations(params))
+    tables = {"sentences": (sentences, sentence_expectations(params)),
+              "tokens": (tokens, token_expectations(params))}
     reference = load_reference(params.reference_profile)
     if reference:
         everything = [r for rs in splits.values() for r in rs]
-        outcomes += run_suite("entity_profile", profile_table(everything, reference), profile_expectations(params))
-    return outcomes
+        tables["entity_profile"] = (profile_table(everything, reference), profile_expectations(params))
+    return tables
+
+
+def validate_records(splits: dict[str, list[NerRecord]], params: ValidateParams, tokenizer=None,
+                     docs_dir: Path | None = None) -> list[Outcome]:
+    """Run the sentence, token and entity-profile suites over all splits together."""
+    return run_contract(contract_tables(splits, params, tokenizer), docs_dir)
+
+
+def data_profile(splits: dict[str, list[NerRecord]]) -> dict:
+    """Numbers that describe the data, for `dvc metrics diff` between revisions."""
+    records = [r for rs in splits.values() for r in rs]
+    lengths = [len(r.tokens) for r in records] or [0]
+    duplicates = sum(len(rs) - len({r.tokens for r in rs}) for rs in splits.values())
+    return {
+        "sentences": {split: len(rs) for split, rs in splits.items()},
+        "tokens": sum(lengths),
+        "max_sentence_tokens": max(lengths),
+        "duplicate_share": round(duplicates / max(len(records), 1), 6),
+        "entity_share": {label: round(share, 6) for label, share in entity_profile(records).items()},
+    }
 
 
 class ContractError(RuntimeError):
     """The data broke its contract; the message lists each failed expectation with examples."""
 
 
-def run(params: ValidateParams, data_dir: Path, report_path: Path) -> dict:
-    """Validate `<data_dir>/<split>.jsonl`, write the report, raise ContractError on failure."""
+def run(params: ValidateParams, data_dir: Path, report_path: Path, tokenizer=None,
+        docs_dir: Path | None = None) -> dict:
+    """Validate `<data_dir>/<split>.jsonl`, write the report (and Data Docs), raise ContractError on failure."""
     splits = {split: load_jsonl(path) for split, path in iter_splits(data_dir)}
-    outcomes = validate_records(splits, params)
+    outcomes = validate_records(splits, params, tokenizer, docs_dir)
     failed = [o for o in outcomes if not o.success and o.check not in params.soft]
     warnings = [o for o in outcomes if not o.success and o.check in params.soft]
     report = {
@@ -241,7 +326,7 @@ def run(params: ValidateParams, data_dir: Path, report_path: Path) -> dict:
         "evaluated": len(outcomes),
         "failed": len(failed),
         "warnings": len(warnings),
-        "sentences": {split: len(rs) for split, rs in splits.items()},
+        **data_profile(splits),
         "unexpected": {o.check: o.unexpected_count for o in outcomes},
         "expectations": [{**o.__dict__, "severity": "soft" if o.check in params.soft else "hard"}
                          for o in outcomes],
@@ -253,9 +338,20 @@ def run(params: ValidateParams, data_dir: Path, report_path: Path) -> dict:
     return report
 
 
+def load_tokenizer(params: Params):
+    """The training encoder's tokenizer, to count sub-word pieces; None when that check is off."""
+    if not params.validate_.max_subword_pieces:
+        return None
+    from transformers import AutoTokenizer
+
+    from tasks.modeling import resolve_base_model
+
+    return AutoTokenizer.from_pretrained(resolve_base_model(params.train.base_model))
+
+
 def step(params: Params, args) -> str:
-    data_dir, report_path = checkpoint_paths(params, args.data)
-    report = run(params.validate_, Path(data_dir), Path(report_path))
+    data_dir, report_path, docs_dir = checkpoint_paths(params, args.data)
+    report = run(params.validate_, Path(data_dir), Path(report_path), load_tokenizer(params), Path(docs_dir))
     summary = f"{report['evaluated']} expectations checked on {args.data} data {report['sentences']}"
     warnings = [Outcome(**{k: v for k, v in e.items() if k != "severity"})
                 for e in report["expectations"] if not e["success"]]

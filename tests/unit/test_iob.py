@@ -1,4 +1,6 @@
-from tasks.iob import entity_spans, iob2_errors, label_list, split_tag
+import pytest
+
+from tasks.iob import entity_spans, iob2_errors, label_list, split_tag, to_iob2
 
 
 def test_split_tag_shapes():
@@ -33,3 +35,28 @@ def test_entity_spans_end_exclusive():
 
 def test_label_list_order():
     assert label_list(["person", "geo-loc"]) == ["O", "B-person", "I-person", "B-geo-loc", "I-geo-loc"]
+
+
+@pytest.mark.parametrize(("scheme", "source", "expected"), [
+    # IOB1: I- opens an entity; B- only splits two adjacent entities of one type
+    ("iob1", ["I-a", "I-a", "B-a", "I-a", "O", "I-b", "I-a"], ["B-a", "I-a", "B-a", "I-a", "O", "B-b", "B-a"]),
+    # BIOES and BILOU: single-token and last-token prefixes fold into B- and I-
+    ("bioes", ["S-a", "B-b", "I-b", "E-b", "O", "U-a", "B-a", "L-a"],
+     ["B-a", "B-b", "I-b", "I-b", "O", "B-a", "B-a", "I-a"]),
+    ("iob2", ["B-a", "I-a", "O"], ["B-a", "I-a", "O"]),
+    # an unknown shape is kept, for the contract to report with its record
+    ("bioes", ["X-a", "O"], ["X-a", "O"]),
+])
+def test_to_iob2(scheme, source, expected):
+    assert to_iob2(source, scheme) == expected
+    if "X-a" not in source:
+        assert iob2_errors(expected) == []
+
+
+def test_unknown_scheme_is_rejected():
+    with pytest.raises(ValueError, match="unknown tag scheme 'bilou2'"):
+        to_iob2(["O"], "bilou2")
+
+
+def test_bioes_tags_read_as_iob2_get_a_hint():
+    assert "set ingest.tag_scheme: bioes" in iob2_errors(["S-per"])[0]

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -5,13 +6,36 @@ import pytest
 from tasks.records import InputFormatError, NerRecord, load_jsonl, read_records, write_jsonl
 
 
-def test_conll_two_and_four_columns_and_docstart(tmp_path: Path):
+def test_conll_four_columns_and_docstart(tmp_path: Path):
     path = tmp_path / "a.conll"
-    path.write_text("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-org\nrejects VBZ B-VP O\n\nHi\tO\n")
+    path.write_text("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-org\nrejects VBZ B-VP O\n-DOCSTART- -X- -X- O\nHi UH O O\n")
     records = read_records(path)
     assert [r.tokens for r in records] == [("EU", "rejects"), ("Hi",)]
     assert [r.tags for r in records] == [("B-org", "O"), ("O",)]
-    assert records[0].id == "a.conll:3"
+    assert [r.id for r in records] == ["a.conll:3", "a.conll:6"]
+
+
+def test_tab_separated_tokens_may_hold_spaces(tmp_path: Path):
+    path = tmp_path / "a.conll"
+    path.write_text("New York\tB-loc\nrocks\tO\n")
+    assert read_records(path)[0].tokens == ("New York", "rocks")
+
+
+def test_cr_only_line_ends_and_utf16_are_read(tmp_path: Path):
+    path = tmp_path / "mac.conll"
+    path.write_bytes("Zoë\tB-per\rsings\tO\r".encode("utf-16"))
+    assert read_records(path)[0].tokens == ("Zoë", "sings")
+
+
+@pytest.mark.parametrize(("scheme", "tags"), [
+    ("iob1", ["I-per", "I-per", "B-per", "O", "I-loc"]),
+    ("bioes", ["B-per", "E-per", "S-per", "O", "S-loc"]),
+    ("iob2", ["B-per", "I-per", "B-per", "O", "B-loc"]),
+])
+def test_tag_schemes_are_converted_to_iob2(tmp_path: Path, scheme: str, tags: list[str]):
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"tokens": list("abcde"), "tags": tags}) + "\n")
+    assert read_records(path, tag_scheme=scheme)[0].tags == ("B-per", "I-per", "B-per", "O", "B-loc")
 
 
 def test_conll_one_column_line_names_file_and_line(tmp_path: Path):

@@ -53,7 +53,7 @@ def test_contract_failure_names_the_checkpoint_and_record(tmp_path: Path, data: 
     result = run_stage(tmp_path, "tasks.validate", "--data", data, validate={"reference_profile": None})
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"validate: error: data contract failed for {folder.relative_to(tmp_path)}")
-    assert "f.conll:9 token 0: tag='B-villain'" in result.stderr
+    assert "f.conll:9 token 0 'Bob': tag='B-villain'" in result.stderr
 
 
 def test_soft_failure_is_printed_as_a_warning_and_the_stage_succeeds(tmp_path: Path):
@@ -65,5 +65,5 @@ def test_soft_failure_is_printed_as_a_warning_and_the_stage_succeeds(tmp_path: P
     (folder / "test.jsonl").write_text(row % (101, "Oslo"))
     result = run_stage(tmp_path, "tasks.validate", validate={"reference_profile": None, "soft": ["duplicate_share"]})
     assert result.returncode == 0, result.stderr
-    expected = "warning (soft, validate.soft): - expect_column_mean_to_be_between on sentences.is_duplicate"
+    expected = "warning (soft, validate.soft): - duplicate_share (expect_column_mean_to_be_between on sentences.is_duplicate)"
     assert expected in result.stdout
