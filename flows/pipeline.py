@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -72,10 +73,34 @@ def dvc_push() -> None:
 
 
 @task(task_run_name="{stage}", cache_policy=NO_CACHE)
-def run_stage(stage: str, params: Params) -> dict:
-    """Reproduce one DVC stage (DVC skips it when nothing changed) and publish its report."""
-    run_logged(["dvc", "repro", "--single-item", stage], f"stage {stage!r}")
-    return reports.publish(stage, params)
+def run_stage(stage: str, params: Params, settings: Settings) -> dict:
+    """Reproduce one DVC stage (DVC skips it when nothing changed) and publish its report.
+
+    A failed data contract still publishes its report and Data Docs (written before the stage
+    failed), so the flow run shows which expectations failed and on which records.
+    """
+    started = time.time()
+    run_id = str(flow_run.get_id() or "local")
+    try:
+        run_logged(["dvc", "repro", "--single-item", stage], f"stage {stage!r}")
+    except StageError:
+        if stage in reports.CONTRACT_STAGES:
+            publish_failed_contract(stage, params, settings, run_id, started)
+        raise
+    return reports.publish(stage, params, settings, run_id)
+
+
+def publish_failed_contract(stage: str, params: Params, settings: Settings, run_id: str, started: float) -> None:
+    """Publish the report a failing contract wrote in this run (never a stale one from an earlier run)."""
+    from tasks.validate import checkpoint_paths
+
+    report = Path(checkpoint_paths(params, reports.CONTRACT_STAGES[stage])[1])
+    if not report.exists() or report.stat().st_mtime < started:
+        return
+    try:
+        reports.publish(stage, params, settings, run_id)
+    except Exception as exc:  # the contract failure is the error to show, not a reporting hiccup
+        get_run_logger().warning("could not publish the failed contract's report: %s", exc)
 
 
 @task(name="gate", task_run_name="gate", cache_policy=NO_CACHE)
@@ -122,7 +147,7 @@ def ner_pipeline(push: bool = True):
     check_storage_task(settings)
     dvc_pull()
     for stage in STAGES:
-        run_stage(stage, params)
+        run_stage(stage, params, settings)
     registry = Registry(s3_client(settings), settings.registry_bucket, settings.registry_prefix)
     decision = gate(params, registry)
     if push:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import csv
 import json
+import mimetypes
 from pathlib import Path
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from tasks.params import Params
+from tasks.settings import Settings, s3_client
 
 
 def _load(path: str | Path) -> dict:
@@ -23,19 +25,46 @@ def _split_rows(report: dict) -> list[dict]:
     return [{"split": split, **counts} for split, counts in report["splits"].items()]
 
 
-def publish(stage: str, params: Params) -> dict:
-    """Create the stage's artifact and return its report (small: counts and scores only)."""
-    publishers = {
-        "ingest": _ingest,
-        "validate": lambda p: _contract(p, "raw"),
-        "validate_clean": lambda p: _contract(p, "clean"),
-        "validate_augmented": lambda p: _contract(p, "augmented"),
-        "clean": _clean,
-        "augment": _augment,
-        "train": _train,
-        "evaluate": _evaluate,
-    }
+def publish(stage: str, params: Params, settings: Settings | None = None, run_id: str = "local") -> dict:
+    """Create the stage's artifacts and return its report (small: counts and scores only).
+
+    With `settings`, a contract stage's Data Docs site is also uploaded to the reports bucket under
+    `data-docs/<run_id>/<checkpoint>/` and linked from the flow run.
+    """
+    if stage in CONTRACT_STAGES:
+        data = CONTRACT_STAGES[stage]
+        summary = _contract(params, data)
+        if settings is not None:
+            summary["data_docs"] = publish_data_docs(params, data, settings, run_id)
+        return summary
+    publishers = {"ingest": _ingest, "clean": _clean, "augment": _augment, "train": _train, "evaluate": _evaluate}
     return publishers[stage](params)
+
+
+CONTRACT_STAGES = {"validate": "raw", "validate_clean": "clean", "validate_augmented": "augmented"}
+
+
+def upload_site(client, bucket: str, site: Path, prefix: str) -> int:
+    """Upload every file of a static site with its content type (browsers render, not download)."""
+    files = sorted(p for p in site.rglob("*") if p.is_file())
+    for path in files:
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(site).as_posix()}",
+                           ExtraArgs={"ContentType": content_type})
+    return len(files)
+
+
+def publish_data_docs(params: Params, data: str, settings: Settings, run_id: str) -> str:
+    """Upload the checkpoint's GX Data Docs and link its index page from the flow run; the URL."""
+    from tasks.validate import checkpoint_paths
+
+    site = Path(checkpoint_paths(params, data)[2])
+    prefix = f"data-docs/{run_id}/{data}"
+    upload_site(s3_client(settings), settings.reports_bucket, site, prefix)
+    url = f"{settings.endpoint_url.rstrip('/')}/{settings.reports_bucket}/{prefix}/index.html"
+    create_link_artifact(key=f"data-docs-{data}", link=url, link_text=f"Great Expectations Data Docs ({data} data)",
+                         description=f"GX Data Docs of the data contract on {data} data")
+    return url
 
 
 def _ingest(params: Params) -> dict:

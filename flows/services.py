@@ -139,12 +139,16 @@ def write_private(path: Path, text: str) -> None:
 
 
 def s3_identities(settings: Settings) -> dict:
-    """SeaweedFS `-s3.config`: a single identity with our keys, so anonymous requests are denied."""
+    """SeaweedFS `-s3.config`: our keys may do everything; anonymous requests may only read the
+    reports bucket (Data Docs pages linked from the Prefect UI), never the data or the models."""
     return {
         "identities": [{
             "name": "flowtune",
             "credentials": [{"accessKey": settings.s3_access_key_id, "secretKey": settings.secret_key()}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }, {
+            "name": "anonymous",
+            "actions": [f"Read:{settings.reports_bucket}"],
         }]
     }
 
@@ -432,12 +436,17 @@ def _missing(exc: Exception) -> bool:
     return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in {"404", "NoSuchBucket"}
 
 
+def buckets(settings: Settings) -> tuple[str, ...]:
+    """Every bucket flowtune writes: DVC remote, model registry, reports."""
+    return settings.dvc_bucket, settings.registry_bucket, settings.reports_bucket
+
+
 def s3_ensure_buckets(settings: Settings) -> None:
-    """Create both buckets if missing, then write and delete a probe in each (proves writes work)."""
+    """Create the buckets if missing, then write and delete a probe in each (proves writes work)."""
     from botocore.exceptions import ClientError
 
     client = s3_client(settings)
-    for bucket in (settings.dvc_bucket, settings.registry_bucket):
+    for bucket in buckets(settings):
         try:
             client.create_bucket(Bucket=bucket)
         except ClientError as exc:
@@ -448,15 +457,15 @@ def s3_ensure_buckets(settings: Settings) -> None:
 
 
 def s3_check_buckets(settings: Settings) -> None:
-    """Read-only: both buckets exist and our keys are accepted (used by `status` and external S3)."""
+    """Read-only: the buckets exist and our keys are accepted (used by `status` and external S3)."""
     client = s3_client(settings)
-    for bucket in (settings.dvc_bucket, settings.registry_bucket):
+    for bucket in buckets(settings):
         try:
             client.head_bucket(Bucket=bucket)
         except Exception as exc:
             if _missing(exc):
-                raise ConfigError(f"bucket {bucket!r} does not exist at {settings.endpoint_url}: create it "
-                                  "or set FLOWTUNE_DVC_BUCKET / FLOWTUNE_REGISTRY_BUCKET") from None
+                raise ConfigError(f"bucket {bucket!r} does not exist at {settings.endpoint_url}: create it or set "
+                                  "FLOWTUNE_DVC_BUCKET / FLOWTUNE_REGISTRY_BUCKET / FLOWTUNE_REPORTS_BUCKET") from None
             raise
 
 
@@ -514,7 +523,7 @@ def up(settings: Settings | None = None) -> dict:
         local_prefect = prefect_is_local(settings)
         wait_healthy(settings, "prefect-server" if local_prefect else "prefect", prefect_check,
                      PREFECT_TIMEOUT_S if local_prefect else EXTERNAL_TIMEOUT_S, managed=local_prefect)
-    return {"s3_endpoint": settings.endpoint_url, "buckets": [settings.dvc_bucket, settings.registry_bucket],
+    return {"s3_endpoint": settings.endpoint_url, "buckets": buckets(settings),
             "prefect_api_url": settings.api_url, "prefect_ui_url": settings.ui_url,
             "dvc_config": str(dvc_config) if dvc_config else None}
 

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     dvc_bucket: str = "flowtune-dvc"
     registry_bucket: str = "flowtune-registry"
     registry_prefix: str = "models"
+    # Human-readable reports (GX Data Docs) per flow run. The local SeaweedFS serves this bucket to
+    # anonymous readers so the links in the Prefect UI open in a browser; it holds no credentials.
+    reports_bucket: str = "flowtune-reports"
 
     # SeaweedFS internal ports (master, volume, filer); shift them to run a second instance.
     seaweed_master_port: int = 9333

@@ -6,6 +6,7 @@ copied into train; the contract on raw data must name it, and no training task m
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -64,3 +65,20 @@ def test_prefect_shows_why_and_nothing_trained(leaky_run, local_services: Settin
     assert not {"clean", "train", "register"} & set(states)
     logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run["id"]]}}}).json()
     assert any("also_in_train" in entry["message"] for entry in logs)
+
+
+def test_the_failed_contract_is_published_with_its_data_docs(leaky_run, local_services: Settings):
+    run = latest_flow_run(local_services.api_url)
+    artifacts = httpx.post(f"{local_services.api_url}/artifacts/filter",
+                           json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}).json()
+    by_key = {a["key"]: a for a in artifacts}
+    failed_rows = [row for row in json.loads(by_key["data-contract"]["data"]) if not row["success"]]
+    assert [row["check"] for row in failed_rows] == ["no_leakage"]
+    # the link opens in a browser as is: the reports bucket is readable without credentials
+    link = re.search(r"\((http[^)]+/index\.html)\)", by_key["data-docs-raw"]["data"]).group(1)
+    assert f"/{local_services.reports_bucket}/data-docs/{run['id']}/raw/" in link
+    index = httpx.get(link)
+    assert index.status_code == 200 and "text/html" in index.headers["content-type"]
+    page = re.search(r"(validations/sentences_contract/[^'\"]+\.html)", index.text).group(1)
+    validation = httpx.get(link.removesuffix("index.html") + page)
+    assert validation.status_code == 200 and "also_in_train" in validation.text
