@@ -297,15 +297,15 @@ def validate_records(splits: dict[str, list[NerRecord]], params: ValidateParams,
 
 
 def data_profile(splits: dict[str, list[NerRecord]]) -> dict:
-    """Numbers that describe the data, for `dvc metrics diff` between revisions."""
+    """Numbers that describe the data, per split where it matters, for `dvc metrics diff` between revisions."""
     records = [r for rs in splits.values() for r in rs]
-    lengths = [len(r.tokens) for r in records] or [0]
-    duplicates = sum(len(rs) - len({r.tokens for r in rs}) for rs in splits.values())
     return {
         "sentences": {split: len(rs) for split, rs in splits.items()},
-        "tokens": sum(lengths),
-        "max_sentence_tokens": max(lengths),
-        "duplicate_share": round(duplicates / max(len(records), 1), 6),
+        "tokens": {split: sum(len(r.tokens) for r in rs) for split, rs in splits.items()},
+        "entities": {split: sum(len(entity_spans(r.tags)) for r in rs) for split, rs in splits.items()},
+        "duplicate_share": {split: round(1 - len({r.tokens for r in rs}) / len(rs), 6) if rs else 0.0
+                            for split, rs in splits.items()},
+        "max_sentence_tokens": max((len(r.tokens) for r in records), default=0),
         "entity_share": {label: round(share, 6) for label, share in entity_profile(records).items()},
     }
 
