@@ -60,7 +60,11 @@ class ValidateParams(Section):
     max_duplicate_share: float = Field(default=0.10, ge=0, le=1)
     reference_profile: str | None = None
     entity_share_ratio: tuple[float, float] = (0.33, 3.0)
-    soft: list[ContractCheck] = []
+    # Per checkpoint (raw, clean, augmented): the checks that only warn there.
+    soft: dict[Literal["raw", "clean", "augmented"], list[ContractCheck]] = {}
+
+    def soft_checks(self, checkpoint: str) -> list[str]:
+        return list(self.soft.get(checkpoint, []))
 
 
 class CleanParams(Section):

@@ -58,7 +58,7 @@ def test_too_few_sentences(tmp_path: Path):
 
 
 def test_examples_are_capped_at_five(tmp_path: Path):
-    bad = [NerRecord(f"f.conll:{100 + i}", ("x",), ("B-nope",)) for i in range(9)]
+    bad = [NerRecord(f"f.conll:{100 + i}", (f"x{i}",), ("B-nope",)) for i in range(9)]
     with pytest.raises(ContractError) as info:
         run(PARAMS, write(tmp_path, good() + bad), tmp_path / "report.json")
     assert str(info.value).count("e.g. f.conll:1") == 5
@@ -117,7 +117,7 @@ def test_unreadable_reference_profile_is_named(tmp_path: Path):
 
 def test_a_soft_check_warns_without_stopping(tmp_path: Path):
     train = good(4) + [good(1)[0]] * 4
-    params = PARAMS.model_copy(update={"soft": ["duplicate_share"]})
+    params = PARAMS.model_copy(update={"soft": {"raw": ["duplicate_share"]}})
     report = run(params, write(tmp_path, train), tmp_path / "report.json")
     assert report["success"] and report["failed"] == 0 and report["warnings"] == 1
     soft = [e for e in report["expectations"] if e["check"] == "duplicate_share"]
@@ -128,4 +128,11 @@ def test_unknown_soft_check_is_rejected():
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError, match="duplicates_share"):
-        ValidateParams.model_validate({**PARAMS.model_dump(), "soft": ["duplicates_share"]})
+        ValidateParams.model_validate({**PARAMS.model_dump(), "soft": {"raw": ["duplicates_share"]}})
+
+
+def test_a_check_soft_on_raw_data_is_hard_after_cleaning(tmp_path: Path):
+    train = good(4) + [good(1)[0]] * 4
+    params = PARAMS.model_copy(update={"soft": {"raw": ["duplicate_share"]}})
+    with pytest.raises(ContractError, match="duplicate_share"):
+        run(params, write(tmp_path, train), tmp_path / "report.json", checkpoint="clean")

@@ -68,7 +68,7 @@ def project(folder: Path, source: Path, tag_scheme: str = "iob2") -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["ingest"].update(source=str(source), tag_scheme=tag_scheme, format="auto")
     params["validate"].update(entity_types=["person", "location"], min_sentences=1, max_tokens_per_sentence=200,
-                              max_subword_pieces=400, soft=[],
+                              max_subword_pieces=400, soft={},
                               reference_profile=str(FIXTURES / "reference_profile.json"))
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return folder
@@ -122,3 +122,21 @@ def test_the_cli_prints_one_line_without_a_traceback(tmp_path: Path):
     assert result.returncode == 1
     assert result.stderr.startswith("ingest: error: ") and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "data" / "raw").exists()
+
+
+@pytest.mark.parametrize("fixture", ["zero_width_char.jsonl", "blank_token.jsonl"])
+def test_what_cleaning_fixes_only_warns_on_raw_data(fixture: str, tmp_path: Path, monkeypatch, capsys):
+    """With the default `validate.soft`, raw data may hold what the clean step removes; the
+    contract after cleaning (every check hard) then passes."""
+    from tasks import clean
+
+    project(tmp_path, FIXTURES / "bad" / fixture)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["validate"]["soft"] = yaml.safe_load((ROOT / "params.yaml").read_text())["validate"]["soft"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert run_stages(tmp_path, monkeypatch) == (None, None)
+    assert "warning (soft, validate.soft)" in capsys.readouterr().out
+    clean.main([])
+    validate.main(["--data", "clean"])  # raises SystemExit with the message if anything is left
+    cleaned = [r for split in ("train", "dev", "test") for r in load_jsonl(tmp_path / "data" / "clean" / f"{split}.jsonl")]
+    assert all(t.strip() and "\u200b" not in t for r in cleaned for t in r.tokens)

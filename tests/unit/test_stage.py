@@ -63,7 +63,8 @@ def test_soft_failure_is_printed_as_a_warning_and_the_stage_succeeds(tmp_path: P
     (folder / "train.jsonl").write_text("".join(row % (i, "Paris") for i in range(20)))  # all duplicates
     (folder / "dev.jsonl").write_text(row % (100, "Rome"))
     (folder / "test.jsonl").write_text(row % (101, "Oslo"))
-    result = run_stage(tmp_path, "tasks.validate", validate={"reference_profile": None, "soft": ["duplicate_share"]})
+    result = run_stage(tmp_path, "tasks.validate",
+                       validate={"reference_profile": None, "soft": {"raw": ["duplicate_share"]}})
     assert result.returncode == 0, result.stderr
     expected = ("warning (soft, validate.soft): - duplicate_share "
                 "(expect_column_mean_to_be_between on sentences.is_duplicate)")
