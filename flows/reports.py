@@ -84,6 +84,7 @@ def _contract(params: Params, data: str) -> dict:
     report = _load(checkpoint_paths(params, data)[1])
     rows = [
         {"check": e["check"], "severity": e["severity"], "success": e["success"], "observed": e["observed"],
+         "expected": e["expected"],
          "expectation": e["expectation"], "on": f"{e['table']}.{e['column']}".rstrip(".")}
         for e in report["expectations"]
     ]
@@ -99,10 +100,14 @@ def _clean(params: Params) -> dict:
 
 
 def _augment(params: Params) -> dict:
+    """One row per augmenter: sentences added, and every outcome (accepted, each drop reason) counted."""
     report = _load(params.paths.augment_report)
-    rows = [{"split": split, "sentences": n} for split, n in report["sentences"].items()]
-    create_table_artifact(key="augmentation", table=rows, description=f"Augmenters: {report['methods'] or 'none'}")
-    return report
+    rows = [{"augmenter": method, **counts} for method, counts in report["by_method"].items()]
+    sizes = ", ".join(f"{split} {n}" for split, n in report["sentences"].items())
+    create_table_artifact(key="augmentation", table=rows or [{"augmenter": "none", "added": 0}],
+                          description=f"Train-only augmentation: {report['added']} sentences added ({sizes}); "
+                                      "dev and test copied byte for byte")
+    return {k: report[k] for k in ("added", "sentences")}
 
 
 def _train(params: Params) -> dict:

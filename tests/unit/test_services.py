@@ -90,11 +90,14 @@ def test_external_s3_without_keys_is_an_error_not_invented_keys(tmp_path, monkey
 # ---------------------------------------------------------------- config files
 
 
-def test_s3_identities_hold_only_our_key_with_full_actions(tmp_path):
-    identities = services.s3_identities(with_keys(tmp_path))["identities"]
-    assert len(identities) == 1  # no anonymous identity: unsigned requests are denied
-    assert identities[0]["credentials"] == [{"accessKey": "AKID", "secretKey": "s3cr3t"}]
-    assert set(identities[0]["actions"]) == {"Admin", "Read", "Write", "List", "Tagging"}
+def test_s3_identities_hold_our_key_and_let_anonymous_only_read_reports(tmp_path):
+    settings = with_keys(tmp_path)
+    ours, anonymous = services.s3_identities(settings)["identities"]
+    assert ours["credentials"] == [{"accessKey": "AKID", "secretKey": "s3cr3t"}]
+    assert set(ours["actions"]) == {"Admin", "Read", "Write", "List", "Tagging"}
+    # unsigned requests may GET Data Docs pages, nothing else (no list, no write, no data, no models)
+    assert anonymous == {"name": "anonymous", "actions": [f"Read:{settings.reports_bucket}"]}
+    assert "credentials" not in anonymous
 
 
 def test_write_private_is_0600_even_over_an_existing_file(tmp_path):
