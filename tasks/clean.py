@@ -1,4 +1,5 @@
-"""Clean step: unicode normalization, whitespace and empty tokens, exact duplicates.
+"""Clean step: unicode normalization, invisible characters, empty tokens, BIO repair, length limits,
+exact and near duplicates.
 
 Every change is counted by kind, so the report shows what cleaning did to the data. Dev and test are
 cleaned with the same rules as train (they must look like what the model will see), but duplicates
@@ -12,6 +13,7 @@ import unicodedata
 from collections import Counter
 from pathlib import Path
 
+from tasks.iob import iob2_errors, to_iob2
 from tasks.params import CleanParams, Params
 from tasks.records import NerRecord, iter_splits, load_jsonl, write_json, write_jsonl
 from tasks.stage import run_stage
@@ -56,19 +58,59 @@ def clean_record(record: NerRecord, params: CleanParams, counts: Counter) -> Ner
     return NerRecord(record.id, tuple(tokens), tuple(tags), record.meta)
 
 
+def repair_bio(tags: tuple[str, ...]) -> tuple[str, ...]:
+    """IOB2 repair: an I-X that does not continue an X entity becomes B-X (the conlleval reading).
+
+    Invariant: the result is valid IOB2 for any sequence of O, B-* and I-* tags."""
+    return tuple(to_iob2(tags, "iob1"))
+
+
+def near_duplicate_key(tokens: tuple[str, ...]) -> tuple[str, ...]:
+    """Words ignoring letter case and punctuation-only tokens: "Hi , Bob !" ~ "hi bob"."""
+    return tuple(t.casefold() for t in tokens if any(ch.isalnum() for ch in t))
+
+
+def keep_length(record: NerRecord, params: CleanParams, counts: Counter) -> bool:
+    if len(record.tokens) < params.min_tokens:
+        counts["too_short_dropped"] += 1
+        return False
+    if params.max_tokens is not None and len(record.tokens) > params.max_tokens:
+        counts["too_long_dropped"] += 1
+        return False
+    return True
+
+
+def fix_labels(record: NerRecord, params: CleanParams, counts: Counter) -> NerRecord | None:
+    """Apply the `bio_repair` policy to a record with an invalid IOB2 sequence."""
+    if not iob2_errors(record.tags):
+        return record
+    if params.bio_repair == "drop":
+        counts["invalid_bio_dropped"] += 1
+        return None
+    counts["bio_repaired"] += 1
+    return NerRecord(record.id, record.tokens, repair_bio(record.tags), record.meta)
+
+
 def clean_split(records: list[NerRecord], params: CleanParams, counts: Counter) -> list[NerRecord]:
-    """Clean each record and, if configured, keep only the first of exact duplicates (tokens and tags)."""
-    seen: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+    """Clean each record, apply the label and length policies, drop exact and near duplicates (the
+    first occurrence stays). Every change is counted by kind in `counts`."""
+    exact: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+    near: set[tuple[str, ...]] = set()
     kept = []
     for record in records:
         cleaned = clean_record(record, params, counts)
-        if cleaned is None:
+        cleaned = cleaned and fix_labels(cleaned, params, counts)
+        if cleaned is None or not keep_length(cleaned, params, counts):
             continue
-        key = (cleaned.tokens, cleaned.tags)
-        if params.drop_exact_duplicates and key in seen:
+        key, near_key = (cleaned.tokens, cleaned.tags), near_duplicate_key(cleaned.tokens)
+        if params.drop_exact_duplicates and key in exact:
             counts["duplicates_dropped"] += 1
             continue
-        seen.add(key)
+        if params.drop_near_duplicates and near_key in near:
+            counts["near_duplicates_dropped"] += 1
+            continue
+        exact.add(key)
+        near.add(near_key)
         kept.append(cleaned)
     return kept
 

@@ -70,6 +70,10 @@ class ValidateParams(Section):
 class CleanParams(Section):
     unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"]
     drop_exact_duplicates: bool
+    drop_near_duplicates: bool  # same words ignoring case and punctuation tokens
+    bio_repair: Literal["repair", "drop"]  # an I-X that opens an entity: make it B-X, or drop the sentence
+    min_tokens: int = Field(ge=1)
+    max_tokens: int | None = Field(ge=1)  # None: no limit (training windows long sentences)
 
 
 class SynonymSwapParams(Section):
