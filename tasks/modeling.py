@@ -48,16 +48,35 @@ def first_piece_positions(word_ids: Sequence[int | None]) -> list[tuple[int, int
     return positions
 
 
-def align_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]) -> list[int]:
-    """Give each piece a label id: a word's first piece gets the word's label, all else IGNORE_INDEX.
+def align_labels(
+    word_ids: Sequence[int | None], word_labels: Sequence[int], continuation: Sequence[int] | None = None
+) -> list[int]:
+    """Give each piece a label id: a word's first piece gets the word's label, specials IGNORE_INDEX.
 
-    Invariant: the result has len(word_ids) entries, and exactly one non-ignored entry per distinct
-    word in `word_ids`, so the loss counts each word once, like the word-level metric does.
+    Later pieces of a word get IGNORE_INDEX, or, when `continuation` is given (label id -> the id its
+    word continues with: B-X -> I-X, others unchanged), that continuation label, which is the
+    "label all tokens" variant. Either way predictions are read from first pieces only.
+
+    Invariant: the result has len(word_ids) entries, and without `continuation` exactly one
+    non-ignored entry per distinct word in `word_ids`, so the loss counts each word once, like the
+    word-level metric does.
     """
     labels = [IGNORE_INDEX] * len(word_ids)
-    for position, word in first_piece_positions(word_ids):
-        labels[position] = word_labels[word]
+    first = dict(first_piece_positions(word_ids))
+    for position, word in enumerate(word_ids):
+        if word is None:
+            continue
+        if position in first:
+            labels[position] = word_labels[word]
+        elif continuation is not None:
+            labels[position] = continuation[word_labels[word]]
     return labels
+
+
+def continuation_ids(labels: Sequence[str]) -> list[int]:
+    """For each label id, the id a word's later pieces carry: B-X -> I-X, every other label itself."""
+    index = {label: i for i, label in enumerate(labels)}
+    return [index.get("I-" + label[2:], i) if label.startswith("B-") else i for i, label in enumerate(labels)]
 
 
 def word_windows(piece_counts: Sequence[int], max_pieces: int) -> list[tuple[int, int]]:
@@ -124,6 +143,7 @@ def build_examples(
     word_pieces: Sequence[Sequence[Sequence[int]]],
     max_length: int,
     word_labels: Sequence[Sequence[int]] | None = None,
+    continuation: Sequence[int] | None = None,
 ) -> list[Example]:
     """Cut every sentence into windows of at most max_length pieces (CLS and SEP included)."""
     budget = max_length - SPECIAL_TOKENS_PER_WINDOW
@@ -139,7 +159,7 @@ def build_examples(
             labels = None
             word_ids = [None, *word_ids, None]
             if word_labels is not None:
-                labels = align_labels(word_ids, word_labels[sentence])
+                labels = align_labels(word_ids, word_labels[sentence], continuation)
             input_ids = [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]
             examples.append(Example(sentence, input_ids, word_ids, labels))
     return examples

@@ -31,6 +31,7 @@ class PathsParams(Section):
     augmented: str
     augment_report: str
     model: str
+    train_checkpoints: str
     train_metrics: str
     train_plots: str
     eval_metrics: str
@@ -105,18 +106,35 @@ class AugmentParams(Section):
     backtranslation: BackTranslationParams
 
 
+class LoraParams(Section):
+    enabled: bool
+    r: int = Field(ge=1)
+    alpha: float = Field(gt=0)
+    dropout: float = Field(ge=0, lt=1)
+    target_modules: list[str] = Field(min_length=1)
+
+
 class TrainParams(Section):
     base_model: str
     max_length: int = Field(ge=8)
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
+    gradient_accumulation_steps: int = Field(ge=1)
     learning_rate: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
     warmup_ratio: float = Field(ge=0, lt=1)
     max_grad_norm: float = Field(gt=0)
     dropout: float = Field(ge=0, lt=1)
+    early_stopping_patience: int = Field(ge=0)
+    label_all_pieces: bool
     seed: int
     num_threads: int = Field(ge=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"]
+    compile: bool
+    processes: int = Field(ge=1)
+    checkpoint_every_steps: int = Field(ge=0)
+    log_every_steps: int = Field(ge=0)
+    lora: LoraParams
 
 
 class EvaluateParams(Section):

@@ -1,42 +1,43 @@
 """Train step: fine-tune a BERT-style encoder for IOB2 token classification.
 
-A plain PyTorch loop (AdamW, linear warmup then decay, gradient clipping). After each epoch the
-model is scored on dev with seqeval strict IOB2 entity F1 over words; the best epoch's weights are
-saved (safetensors + tokenizer) into a temporary sibling folder that is then renamed into place, so a
-failed run never leaves a half-written model directory.
+Data handling lives here (label ids, tokenization once into cached windows, the label list in the
+model config); the loop itself is tasks/engine.py (accumulation, DDP, mixed precision, early
+stopping, resumable checkpoints). After each epoch the model is scored on dev with seqeval strict
+IOB2 entity F1 over words; the best epoch's weights are saved (safetensors + tokenizer) into a
+temporary sibling folder that is then renamed into place, so a failed run never leaves a
+half-written model directory. With `train.lora.enabled` the adapters are merged before saving, so
+the output is a plain model that `transformers.pipeline("token-classification", ...)` loads as is.
+
+`train.processes: N` (N > 1) makes the stage relaunch itself under torchrun with N processes.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import shutil
-import time
+import subprocess
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import (
-    AutoModelForTokenClassification,
-    AutoTokenizer,
-    get_linear_schedule_with_warmup,
-)
+from transformers import AutoModelForTokenClassification, AutoTokenizer
 
+from tasks import checkpoints, engine
 from tasks.iob import label_list, split_tag
 from tasks.modeling import (
     Example,
-    autocast,
     build_examples,
-    collate,
+    continuation_ids,
     encode_words,
-    length_grouped_batches,
     predict_label_ids,
     resolve_base_model,
     strict_f1,
 )
-from tasks.params import Params, TrainParams
+from tasks.params import Params, ParamsError, TrainParams, load_params
 from tasks.records import NerRecord, atomic_write_text, load_jsonl, write_json
 from tasks.stage import run_stage
 
@@ -64,46 +65,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with no weight decay on biases and LayerNorm weights (decaying them only hurts)."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        skip = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith(".bias")
-        (no_decay if skip else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=learning_rate)
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def train_epoch(
-    model, examples: Sequence[Example], optimizer, scheduler, params: TrainParams, epoch: int, pad_id: int
-) -> tuple[float, int]:
-    """One pass over the cached examples. Returns (mean batch loss, real non-pad tokens seen)."""
-    device = next(model.parameters()).device
-    model.train()
-    losses, tokens = [], 0
-    batches = length_grouped_batches(
-        [len(e.input_ids) for e in examples], params.batch_size, params.seed + epoch
-    )
-    for indices in batches:
-        batch = {k: v.to(device) for k, v in collate([examples[i] for i in indices], pad_id).items()}
-        with autocast(device):
-            loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        tokens += int(batch["attention_mask"].sum())
-    return float(np.mean(losses)) if losses else 0.0, tokens
 
 
 def save_model(model, tokenizer, model_dir: Path) -> None:
@@ -137,7 +98,8 @@ def write_curve(path: Path, rows: Sequence[tuple[int, float, float | None]]) -> 
 
 
 def load_model(params: TrainParams, labels: list[str]):
-    """The base encoder with a fresh token-classification head for `labels`, and its fast tokenizer."""
+    """The base encoder with a fresh token-classification head for `labels` (LoRA-wrapped if asked), and
+    its fast tokenizer."""
     base = resolve_base_model(params.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base)
     if not tokenizer.is_fast:
@@ -152,26 +114,44 @@ def load_model(params: TrainParams, labels: list[str]):
         # A fine-tuned checkpoint with another label set may serve as base: re-initialise its head.
         ignore_mismatched_sizes=True,
     )
+    if params.lora.enabled:
+        model = with_lora(model, params.lora)
     return model, tokenizer
 
 
-@dataclass
-class Fit:
-    """What the epoch loop leaves behind: the curve, the selected epoch and its weights."""
+def with_lora(model, lora):
+    """LoRA adapters on the attention projections; the new classification head trains in full."""
+    from peft import LoraConfig, TaskType, get_peft_model  # imported lazily: only LoRA runs need peft
 
-    curve: list[tuple[int, float, float | None]] = field(default_factory=list)
-    best_epoch: int = 0
-    best_score: float = -1.0
-    best_state: dict | None = None
-    step_seconds: float = 0.0
-    tokens: int = 0
+    config = LoraConfig(
+        task_type=TaskType.TOKEN_CLS,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        modules_to_save=["classifier"],
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:  # e.g. a target module name the encoder does not have
+        raise ValueError(f"train.lora: {exc}") from None
+
+
+def plain_model(model):
+    """The model to save: LoRA adapters merged into the weights (a plain transformers model)."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
 def encode(
-    tokenizer, records: Sequence[NerRecord], max_length: int, labels: list[list[int]] | None = None
+    tokenizer,
+    records: Sequence[NerRecord],
+    max_length: int,
+    labels: list[list[int]] | None = None,
+    continuation: list[int] | None = None,
 ) -> list[Example]:
     """Tokenize once into cached windows; every epoch reuses them."""
-    return build_examples(tokenizer, encode_words(tokenizer, [r.tokens for r in records]), max_length, labels)
+    pieces = encode_words(tokenizer, [r.tokens for r in records])
+    return build_examples(tokenizer, pieces, max_length, labels, continuation)
 
 
 def dev_f1(
@@ -189,44 +169,8 @@ def dev_f1(
     return strict_f1([list(r.tags) for r in records], [[labels[i] for i in row] for row in predicted])
 
 
-def fit(
-    model,
-    tokenizer,
-    train_examples: Sequence[Example],
-    dev_examples: Sequence[Example],
-    dev_records: Sequence[NerRecord],
-    labels: list[str],
-    params: TrainParams,
-    sentences: int,
-) -> Fit:
-    """The epoch loop: train, score dev, keep a CPU copy of the best epoch's weights."""
-    pad_id = tokenizer.pad_token_id
-    optimizer = build_optimizer(model, params.learning_rate, params.weight_decay)
-    total_steps = -(-len(train_examples) // params.batch_size) * params.epochs
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(params.warmup_ratio * total_steps), total_steps
-    )
-    result = Fit()
-    for epoch in range(1, params.epochs + 1):
-        started = time.perf_counter()
-        loss, tokens = train_epoch(model, train_examples, optimizer, scheduler, params, epoch, pad_id)
-        seconds = time.perf_counter() - started
-        result.step_seconds += seconds
-        result.tokens += tokens
-        f1 = dev_f1(model, dev_examples, dev_records, labels, params.batch_size * 2, pad_id)
-        result.curve.append((epoch, loss, f1))
-        shown = "n/a" if f1 is None else f"{f1:.4f}"
-        print(
-            f"train: epoch {epoch}/{params.epochs} loss {loss:.4f} dev_f1 {shown} "
-            f"{sentences / seconds:.1f} sentences/s",
-            flush=True,
-        )
-        # Without dev sentences there is nothing to select on: the last epoch wins.
-        score = f1 if f1 is not None else float(epoch)
-        if score > result.best_score:
-            result.best_epoch, result.best_score = epoch, score
-            result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    return result
+def threads_per_process(params: TrainParams, processes: engine.Processes) -> int:
+    return params.num_threads or max(1, (os.cpu_count() or 1) // processes.local_world)
 
 
 def run(
@@ -236,45 +180,89 @@ def run(
     model_dir: Path,
     metrics_path: Path,
     curve_path: Path,
+    checkpoint_dir: Path | None = None,
 ) -> dict:
-    """Fine-tune on data_dir/train.jsonl, select the epoch by dev F1, save it; returns the metrics."""
+    """Fine-tune on data_dir/train.jsonl, select the epoch by dev F1, save it; returns the metrics.
+
+    With a checkpoint_dir, the loop saves resumable state there and a rerun with the same inputs
+    continues from it; the state is removed once the model is saved.
+    """
+    processes = engine.join_processes()
+    try:
+        return train_and_save(params, entity_types, Path(data_dir), Path(model_dir), Path(metrics_path),
+                              Path(curve_path), checkpoint_dir and Path(checkpoint_dir), processes)
+    finally:
+        engine.leave_processes()
+
+
+def train_and_save(params, entity_types, data_dir, model_dir, metrics_path, curve_path, checkpoint_dir,
+                   processes: engine.Processes) -> dict:
     seed_everything(params.seed)
-    torch.set_num_threads(params.num_threads or os.cpu_count() or 1)
+    torch.set_num_threads(threads_per_process(params, processes))
     labels = label_list(entity_types)
     label2id = {label: i for i, label in enumerate(labels)}
-    train_records = load_jsonl(Path(data_dir) / "train.jsonl")
-    dev_records = load_jsonl(Path(data_dir) / "dev.jsonl")
+    train_records = load_jsonl(data_dir / "train.jsonl")
+    dev_records = load_jsonl(data_dir / "dev.jsonl")
     if not train_records:
         raise ValueError(f"{data_dir}/train.jsonl has no sentences to train on")
     train_labels = label_ids(train_records, label2id)
     label_ids(dev_records, label2id)  # fail before training, not after it
 
     model, tokenizer = load_model(params, labels)
-    device = pick_device()
+    device = engine.pick_device(processes)
+    engine.configure_device(device)
     model.to(device)
-    train_examples = encode(tokenizer, train_records, params.max_length, train_labels)
+    continuation = continuation_ids(labels) if params.label_all_pieces else None
+    train_examples = encode(tokenizer, train_records, params.max_length, train_labels, continuation)
     dev_examples = encode(tokenizer, dev_records, params.max_length)
-    started = time.perf_counter()
-    result = fit(
-        model, tokenizer, train_examples, dev_examples, dev_records, labels, params, len(train_records)
-    )
-    train_seconds = time.perf_counter() - started
+    steps_per_epoch = -(-len(train_examples) // (params.batch_size * params.gradient_accumulation_steps
+                                                  * processes.world))
+    loop = engine.make_loop(model, params, device, processes, tokenizer.pad_token_id,
+                            steps_per_epoch * params.epochs)
+    torch.manual_seed(params.seed + processes.rank)  # dropout masks differ across processes
 
-    model.load_state_dict(result.best_state)
-    save_model(model, tokenizer, model_dir)
-    metrics = {
-        "best_epoch": result.best_epoch,
-        "dev_f1": result.best_score if dev_records else None,
-        "train_seconds": round(train_seconds, 3),
-        "train_sentences": len(train_records),
-        # Real (non-pad) word pieces per second of optimisation, dev scoring excluded.
-        "train_tokens_per_second": round(result.tokens / result.step_seconds, 1),
-        "device": device.type,
-        "epochs_run": len(result.curve),
-    }
+    def score(trained) -> float | None:
+        return dev_f1(trained, dev_examples, dev_records, labels, params.batch_size * 2, tokenizer.pad_token_id)
+
+    identity = checkpoints.fingerprint(params, labels, [data_dir / "train.jsonl", data_dir / "dev.jsonl"]
+                                       ) + f"/{processes.world}"
+    saved = checkpoints.load(checkpoint_dir, identity)
+    progress = engine.fit(loop, train_examples, score, checkpoint_dir, identity, saved)
+    if not processes.main:
+        return {}
+    model.load_state_dict(loop.best_state)
+    save_model(plain_model(model), tokenizer, model_dir)
+    metrics = training_metrics(progress, params, device, model, len(train_records), bool(dev_records), processes)
     write_json(metrics_path, metrics)
-    write_curve(curve_path, result.curve)
+    write_curve(curve_path, progress.curve)
+    checkpoints.clear(checkpoint_dir)
     return metrics
+
+
+def training_metrics(progress: engine.Progress, params: TrainParams, device, model, sentences: int,
+                     has_dev: bool, processes: engine.Processes) -> dict:
+    return {
+        "best_epoch": progress.best_epoch,
+        "dev_f1": progress.best_score if has_dev else None,
+        "train_seconds": round(progress.seconds, 3),
+        "train_sentences": sentences,
+        # Real (non-pad) word pieces per second of optimisation, dev scoring and checkpoints excluded.
+        "train_tokens_per_second": round(progress.tokens / max(progress.seconds, 1e-9), 1),
+        "device": device.type,
+        "processes": processes.world,
+        "precision": str(engine.choose_precision(params.precision, device).dtype or torch.float32).split(".")[-1],
+        "epochs_run": len(progress.curve),
+        "stopped_early": progress.stopped_early,
+        "optimizer_steps": progress.global_step,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+
+
+def relaunch_under_torchrun(processes: int, argv: list[str]) -> None:
+    """`train.processes: N` from a plain command (dvc repro, the flow): rerun this stage under torchrun."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", "tasks.train", *argv]
+    sys.exit(subprocess.run(command, check=False).returncode)
 
 
 def step(params: Params, _args) -> str:
@@ -282,11 +270,28 @@ def step(params: Params, _args) -> str:
     entity_types = params.validate_.entity_types or entity_types_in(load_jsonl(data_dir / "train.jsonl"))
     paths = params.paths
     metrics = run(params.train, entity_types, data_dir, Path(paths.model), Path(paths.train_metrics),
-                  Path(paths.train_plots))
+                  Path(paths.train_plots), Path(paths.train_checkpoints))
+    if not metrics:
+        return "done (rank > 0)"
     return f"best epoch {metrics['best_epoch']} dev_f1 {metrics['dev_f1']} -> {paths.model}"
 
 
+def processes_wanted(argv: list[str]) -> int:
+    """`train.processes` from the params file named on the command line (1 when it cannot be read:
+    run_stage then reports why)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--params", default="params.yaml")
+    try:
+        return load_params(parser.parse_known_args(argv)[0].params).train.processes
+    except ParamsError:
+        return 1
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    wanted = processes_wanted(argv)
+    if wanted > 1 and "WORLD_SIZE" not in os.environ:
+        relaunch_under_torchrun(wanted, argv)
     run_stage("train", step, argv)
 
 

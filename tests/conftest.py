@@ -6,6 +6,7 @@
 - `local_service_env`: the environment a client process needs for those services (PREFECT_API_URL...).
 - `start_local_services`: a function `(workdir) -> Settings` starting another private set (the caller
   stops it with `flows.services.down(settings)`), for tests that need to stop or restart services.
+- `tiny_base`: a 2-layer, 32-wide random BERT with MiniLM's tokenizer, saved as a base model folder.
 """
 
 from __future__ import annotations
@@ -83,3 +84,14 @@ def local_service_env(local_services: Settings) -> dict[str, str]:
     from flows.services import service_env
 
     return service_env(local_services)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """A tiny random BERT encoder saved like a real base model (weights + MiniLM tokenizer)."""
+    import torch
+
+    from tests.helpers import tiny_encoder
+
+    torch.manual_seed(0)
+    return tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))

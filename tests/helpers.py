@@ -109,6 +109,35 @@ def tiny_encoder(dest: Path) -> Path:
     return dest
 
 
+def train_params(base: Path, **overrides):
+    """TrainParams for a tiny encoder: seconds per run, one thread, nothing written but the model."""
+    from tasks.params import TrainParams
+
+    values = {
+        "base_model": str(base),
+        "max_length": 16,
+        "epochs": 2,
+        "batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 1e-3,
+        "weight_decay": 0.01,
+        "warmup_ratio": 0.1,
+        "max_grad_norm": 1.0,
+        "dropout": 0.1,
+        "early_stopping_patience": 0,
+        "label_all_pieces": False,
+        "seed": 13,
+        "num_threads": 1,
+        "precision": "auto",
+        "compile": False,
+        "processes": 1,
+        "checkpoint_every_steps": 0,
+        "log_every_steps": 0,
+        "lora": {"enabled": False, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]},
+    }
+    return TrainParams(**{**values, **overrides})
+
+
 def set_params(repo: Path, **sections: dict) -> None:
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())

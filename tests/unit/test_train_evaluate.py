@@ -7,18 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import (
-    AutoModelForTokenClassification,
-    AutoTokenizer,
-    BertConfig,
-    BertModel,
-)
+from transformers import AutoModelForTokenClassification
 
 from tasks import evaluate, train
-from tasks.modeling import resolve_base_model
-from tasks.params import EvaluateParams, TrainParams
+from tasks.params import EvaluateParams
 from tasks.records import NerRecord, write_jsonl
+from tests.helpers import train_params
 
 TYPES = ["person", "geo-loc"]
 
@@ -37,41 +31,6 @@ SENTENCES = [
 def write_split(folder: Path, name: str, rows: list[tuple[list[str], list[str]]]) -> None:
     records = [NerRecord(f"{name}:{i}", tuple(t), tuple(g)) for i, (t, g) in enumerate(rows)]
     write_jsonl(folder / f"{name}.jsonl", records)
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    """A tiny random BERT encoder saved like a real base model (weights + MiniLM tokenizer)."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("minilm"))
-    torch.manual_seed(0)
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        vocab_size=tokenizer.vocab_size,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def train_params(base: Path, **overrides) -> TrainParams:
-    values = {
-        "base_model": str(base),
-        "max_length": 16,
-        "epochs": 2,
-        "batch_size": 4,
-        "learning_rate": 1e-3,
-        "weight_decay": 0.01,
-        "warmup_ratio": 0.1,
-        "max_grad_norm": 1.0,
-        "dropout": 0.1,
-        "seed": 13,
-        "num_threads": 1,
-    }
-    return TrainParams(**{**values, **overrides})
 
 
 def test_train_then_evaluate_writes_loadable_model_and_metrics(tiny_base: Path, tmp_path: Path) -> None:

@@ -1,0 +1,359 @@
+"""The fine-tuning loop: one process or many (torchrun + DDP), CPU or CUDA, resumable.
+
+Batching. Every optimizer step takes one *global batch* of `batch_size x gradient_accumulation_steps
+x processes` windows, drawn by length-grouped shuffling (similar lengths together, so dynamic padding
+wastes little). Each process takes its share of the global batch (`batch[rank::world]`) and splits
+it into `gradient_accumulation_steps` micro-batches.
+
+Loss. The loss of a step is the summed cross-entropy over every labelled piece of the global batch
+divided by the number of labelled pieces in the global batch (counted on the host, no communication).
+Each micro-batch backpropagates its share of that sum, so the gradient is the same whether a global
+batch runs in one piece, in micro-batches, or across processes (DDP averages over processes, which
+the loss undoes by a factor `world`): two processes with batch 8 follow one process with batch 16.
+
+Every process runs exactly `gradient_accumulation_steps` micro-batches per step (an empty share gets
+a zero-weighted stand-in), so DDP's gradient all-reduces always line up.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from transformers import get_linear_schedule_with_warmup
+
+from tasks import checkpoints
+from tasks.modeling import IGNORE_INDEX, Example, collate, length_grouped_batches
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in a data-parallel run (rank 0 of 1 when not launched by torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    local_world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def join_processes() -> Processes:
+    """Read torchrun's environment and join the process group (NCCL on GPUs, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Processes()
+    processes = Processes(
+        rank=int(os.environ["RANK"]),
+        world=world,
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        local_world=int(os.environ.get("LOCAL_WORLD_SIZE", str(world))),
+    )
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return processes
+
+
+def leave_processes() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def pick_device(processes: Processes) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(processes.local_rank)
+        return torch.device("cuda", processes.local_rank)
+    return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Autocast dtype (None = full fp32) and whether fp16 loss scaling is needed."""
+
+    dtype: torch.dtype | None
+    scaled: bool = False
+
+
+def choose_precision(choice: str, device: torch.device) -> Precision:
+    """`train.precision` for this device: auto = bf16 on CUDA (fp16 + scaler without bf16), fp32 on CPU."""
+    if device.type != "cuda":
+        if choice == "fp16":
+            raise ValueError("train.precision fp16 needs a CUDA GPU; use fp32 (or bf16) on CPU")
+        # CPU bf16 is slower than fp32 without AMX / avx512_bf16, hence not the auto choice.
+        return Precision(torch.bfloat16 if choice == "bf16" else None)
+    if choice == "fp32":
+        return Precision(None)
+    if choice == "bf16" or (choice == "auto" and torch.cuda.is_bf16_supported()):
+        return Precision(torch.bfloat16)
+    return Precision(torch.float16, scaled=True)
+
+
+def configure_device(device: torch.device) -> None:
+    """TF32 matmuls on CUDA: same accuracy class as bf16 autocast, much faster on Ampere and later."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float, device: torch.device):
+    """AdamW with no weight decay on biases and LayerNorm weights; the fused kernel on CUDA."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        skip = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith(".bias")
+        (no_decay if skip else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=learning_rate, fused=device.type == "cuda")
+
+
+def global_batches(lengths: Sequence[int], params, world: int, epoch: int) -> list[list[int]]:
+    """The epoch's optimizer-step batches; the same on every process (same seed), so they stay in step."""
+    size = params.batch_size * params.gradient_accumulation_steps * world
+    return length_grouped_batches(lengths, size, params.seed + epoch)
+
+
+def micro_batches(batch: Sequence[int], processes: Processes, accumulation: int) -> list[list[int]]:
+    """This process's share of a global batch, cut into `accumulation` micro-batches (some may be empty)."""
+    share = list(batch[processes.rank :: processes.world])
+    size = max(1, math.ceil(len(share) / accumulation))
+    return [share[i * size : (i + 1) * size] for i in range(accumulation)]
+
+
+def labelled_pieces(examples: Sequence[Example], batch: Sequence[int]) -> int:
+    return sum(sum(label != IGNORE_INDEX for label in examples[i].labels) for i in batch)
+
+
+@dataclass
+class Progress:
+    """Where the loop is and what it has seen; saved in checkpoints, so a resumed run continues it."""
+
+    epoch: int = 1
+    step_in_epoch: int = 0
+    global_step: int = 0
+    epoch_loss: float = 0.0
+    epoch_seconds: float = 0.0
+    epoch_tokens: int = 0
+    seconds: float = 0.0
+    tokens: int = 0
+    curve: list = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float = -1.0
+    stale_epochs: int = 0
+    stopped_early: bool = False
+
+
+@dataclass
+class Loop:
+    """Everything the step function needs, built once per run."""
+
+    model: torch.nn.Module  # the plain model (saving, scoring)
+    runner: torch.nn.Module  # what the training forward goes through (DDP and/or compiled)
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler | None
+    precision: Precision
+    device: torch.device
+    processes: Processes
+    params: object
+    pad_id: int
+    best_state: dict | None = None  # CPU copy of the best epoch's weights
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    if device.type == "cuda":  # pinned host memory lets the copy overlap with compute
+        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def micro_step(loop: Loop, examples: Sequence[Example], indices: list[int], scale: float, sync: bool):
+    """Forward + backward of one micro-batch; returns its summed (unscaled) loss, detached."""
+    batch = to_device(collate([examples[i] for i in indices], loop.pad_id), loop.device)
+    labels = batch.pop("labels")
+    no_sync = loop.processes.world > 1 and not sync
+    with loop.runner.no_sync() if no_sync else nullcontext():
+        with torch.autocast(loop.device.type, dtype=loop.precision.dtype, enabled=loop.precision.dtype is not None):
+            logits = loop.runner(**batch).logits
+        summed = F.cross_entropy(
+            logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        loss = summed * scale
+        (loop.scaler.scale(loss) if loop.scaler else loss).backward()
+    return summed.detach()
+
+
+def train_step(loop: Loop, examples: Sequence[Example], batch: list[int]) -> torch.Tensor:
+    """One optimizer step on a global batch; returns the step's mean loss per labelled piece (all processes)."""
+    params, world = loop.params, loop.processes.world
+    total = max(1, labelled_pieces(examples, batch))
+    summed = torch.zeros((), device=loop.device)
+    micros = micro_batches(batch, loop.processes, params.gradient_accumulation_steps)
+    for position, indices in enumerate(micros):
+        weight = 1.0 if indices else 0.0
+        # An empty share still runs (on a stand-in, weight 0) so every process all-reduces together.
+        part = micro_step(loop, examples, indices or batch[:1], weight * world / total, position == len(micros) - 1)
+        summed += weight * part
+    if loop.scaler:
+        loop.scaler.unscale_(loop.optimizer)
+    torch.nn.utils.clip_grad_norm_(loop.model.parameters(), params.max_grad_norm)
+    if loop.scaler:
+        loop.scaler.step(loop.optimizer)
+        loop.scaler.update()
+    else:
+        loop.optimizer.step()
+    loop.scheduler.step()
+    loop.optimizer.zero_grad(set_to_none=True)
+    if world > 1:
+        dist.all_reduce(summed)
+    return summed / total
+
+
+def make_loop(model, params, device: torch.device, processes: Processes, pad_id: int, total_steps: int) -> Loop:
+    precision = choose_precision(params.precision, device)
+    optimizer = build_optimizer(model, params.learning_rate, params.weight_decay, device)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(params.warmup_ratio * total_steps), total_steps)
+    runner = model
+    if processes.world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        runner = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if params.compile:
+        runner = torch.compile(runner, dynamic=True)
+    scaler = torch.amp.GradScaler("cuda") if precision.scaled else None
+    return Loop(model, runner, optimizer, scheduler, scaler, precision, device, processes, params, pad_id)
+
+
+class ProgressReport:
+    """A tqdm bar on a terminal; otherwise a line every `log_every_steps` steps (readable in Prefect logs)."""
+
+    def __init__(self, loop: Loop, epoch: int, steps: int, done: int) -> None:
+        self.every = loop.params.log_every_steps
+        self.epoch, self.epochs, self.steps = epoch, loop.params.epochs, steps
+        self.bar = None
+        self.quiet = not loop.processes.main
+        if not self.quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{self.epochs}", leave=False)
+
+    def update(self, step: int, loss: float, tokens_per_second: float) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_second:,.0f}", refresh=False)
+            self.bar.update(1)
+        elif self.every and step % self.every == 0:
+            print(f"train: epoch {self.epoch}/{self.epochs} step {step}/{self.steps} loss {loss:.4f} "
+                  f"{tokens_per_second:,.0f} tokens/s", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def save_checkpoint(folder: Path | None, loop: Loop, progress: Progress, fingerprint: str) -> None:
+    """Every process contributes its RNG state; the main process writes the file."""
+    if folder is None:
+        return
+    rng = checkpoints.rng_state()
+    states = [rng]
+    if loop.processes.world > 1:
+        states = [None] * loop.processes.world
+        dist.all_gather_object(states, rng)
+    if not loop.processes.main:
+        return
+    checkpoints.save(folder, {
+        "fingerprint": fingerprint,
+        "model": loop.model.state_dict(),
+        "optimizer": loop.optimizer.state_dict(),
+        "scheduler": loop.scheduler.state_dict(),
+        "scaler": loop.scaler.state_dict() if loop.scaler else None,
+        "progress": asdict(progress),
+        "best_state": loop.best_state,
+        "rng": states,
+    })
+
+
+def restore(loop: Loop, saved: dict) -> Progress:
+    """Put model, optimizer, scheduler, scaler and RNGs back where the checkpoint left them."""
+    loop.model.load_state_dict(saved["model"])
+    loop.optimizer.load_state_dict(saved["optimizer"])
+    loop.scheduler.load_state_dict(saved["scheduler"])
+    if loop.scaler and saved["scaler"]:
+        loop.scaler.load_state_dict(saved["scaler"])
+    checkpoints.set_rng_state(saved["rng"][loop.processes.rank])
+    loop.best_state = saved["best_state"]
+    return Progress(**saved["progress"])
+
+
+def run_epoch(loop: Loop, examples: Sequence[Example], progress: Progress, folder: Path | None, fingerprint: str):
+    """Train the rest of `progress.epoch` (all of it unless resumed mid-epoch); checkpoint every N steps."""
+    lengths = [len(e.input_ids) for e in examples]
+    batches = global_batches(lengths, loop.params, loop.processes.world, progress.epoch)
+    report = ProgressReport(loop, progress.epoch, len(batches), progress.step_in_epoch)
+    running = torch.tensor(progress.epoch_loss, device=loop.device)
+    every = loop.params.checkpoint_every_steps
+    for number in range(progress.step_in_epoch + 1, len(batches) + 1):
+        started = time.perf_counter()
+        batch = batches[number - 1]
+        running += train_step(loop, examples, batch)
+        if number == len(batches):
+            running.item()  # wait for queued GPU work, so the epoch's time is real
+        progress.epoch_seconds += time.perf_counter() - started
+        progress.epoch_tokens += sum(lengths[i] for i in batch)
+        progress.step_in_epoch, progress.global_step = number, progress.global_step + 1
+        if report.bar is not None or (report.every and number % report.every == 0):
+            report.update(number, running.item() / number, progress.epoch_tokens / progress.epoch_seconds)
+        if every and progress.global_step % every == 0 and number < len(batches):
+            progress.epoch_loss = running.item()
+            save_checkpoint(folder, loop, progress, fingerprint)
+    report.close()
+    progress.epoch_loss = running.item()
+    return progress.epoch_loss / max(1, len(batches))
+
+
+def end_epoch(loop: Loop, progress: Progress, loss: float, score: float | None) -> None:
+    """Record the epoch, keep the best weights, decide on early stopping, move to the next epoch."""
+    progress.curve.append([progress.epoch, loss, score])
+    progress.seconds += progress.epoch_seconds
+    progress.tokens += progress.epoch_tokens
+    if loop.processes.main:
+        shown = "n/a" if score is None else f"{score:.4f}"
+        print(f"train: epoch {progress.epoch}/{loop.params.epochs} loss {loss:.4f} dev_f1 {shown} "
+              f"{progress.epoch_tokens / max(progress.epoch_seconds, 1e-9):,.0f} tokens/s", flush=True)
+    # Without dev sentences there is nothing to select on: the last epoch wins.
+    value = score if score is not None else float(progress.epoch)
+    if value > progress.best_score:
+        progress.best_epoch, progress.best_score, progress.stale_epochs = progress.epoch, value, 0
+        if loop.processes.main:
+            loop.best_state = {k: v.detach().to("cpu", copy=True) for k, v in loop.model.state_dict().items()}
+    else:
+        progress.stale_epochs += 1
+    patience = loop.params.early_stopping_patience
+    progress.stopped_early = bool(patience) and progress.stale_epochs >= patience
+    progress.epoch += 1
+    progress.step_in_epoch, progress.epoch_loss, progress.epoch_seconds, progress.epoch_tokens = 0, 0.0, 0.0, 0
+
+
+def fit(loop: Loop, examples: Sequence[Example], score, folder: Path | None, fingerprint: str,
+        saved: dict | None = None) -> Progress:
+    """The epoch loop, from the start or from a checkpoint. `score(model)` is dev entity F1 or None."""
+    progress = restore(loop, saved) if saved else Progress()
+    if saved and loop.processes.main:
+        print(f"train: resuming from {folder} at epoch {progress.epoch}, step {progress.step_in_epoch} "
+              f"(global step {progress.global_step})", flush=True)
+    while progress.epoch <= loop.params.epochs and not progress.stopped_early:
+        loss = run_epoch(loop, examples, progress, folder, fingerprint)
+        end_epoch(loop, progress, loss, score(loop.model))
+        save_checkpoint(folder, loop, progress, fingerprint)
+    return progress

@@ -1,0 +1,158 @@
+"""The training engine on a tiny random BERT: accumulation, early stopping, LoRA, label variants, resume."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import pipeline
+
+from tasks import checkpoints, engine, train
+from tasks.modeling import IGNORE_INDEX, align_labels, continuation_ids
+from tasks.records import NerRecord, write_jsonl
+from tests.helpers import train_params
+
+TYPES = ["person", "geo-loc"]
+NAMES = ["john", "mary", "alice", "peter", "ahmed", "chen", "olga", "bob"]
+PLACES = ["paris", "london", "berlin", "rome", "lagos", "lima", "oslo", "tokyo"]
+
+
+def synthetic(count: int, seed: int) -> list[NerRecord]:
+    """`<name> went to <place> today`-style sentences: a tiny model can learn them in a few epochs."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(count):
+        name, place = rng.choice(NAMES), rng.choice(PLACES)
+        filler = rng.choice([["went", "to"], ["lives", "in"], ["flew", "from"]])
+        tokens = [name, *filler, place, *rng.sample(["today", "again", "yesterday", "ok", "now"], 2)]
+        tags = ["B-person", "O", "O", "B-geo-loc", "O", "O"]
+        records.append(NerRecord(f"s{seed}:{i}", tuple(tokens), tuple(tags)))
+    return records
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("data")
+    write_jsonl(folder / "train.jsonl", synthetic(48, 1))
+    write_jsonl(folder / "dev.jsonl", synthetic(16, 2))
+    return folder
+
+
+def fit(base: Path, data: Path, out: Path, checkpoint_dir: Path | None = None, **overrides) -> dict:
+    params = train_params(base, **overrides)
+    return train.run(params, TYPES, data, out / "model", out / "train.json", out / "curve.csv", checkpoint_dir)
+
+
+def weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(model_dir / "model.safetensors")
+
+
+def losses(out: Path) -> list[float]:
+    return [float(line.split(",")[1]) for line in (out / "curve.csv").read_text().splitlines()[1:]]
+
+
+def test_micro_batches_share_a_global_batch_across_processes_and_steps() -> None:
+    batch = list(range(10))
+    two = [engine.micro_batches(batch, engine.Processes(rank=r, world=2), 2) for r in (0, 1)]
+    assert two == [[[0, 2, 4], [6, 8]], [[1, 3, 5], [7, 9]]]
+    # A share smaller than the accumulation count leaves empty micro-batches (run as zero-weight stand-ins).
+    assert engine.micro_batches([0], engine.Processes(rank=0, world=1), 3) == [[0], [], []]
+
+
+def test_precision_choice_on_cpu() -> None:
+    cpu = torch.device("cpu")
+    assert engine.choose_precision("auto", cpu).dtype is None
+    assert engine.choose_precision("bf16", cpu).dtype is torch.bfloat16
+    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+        engine.choose_precision("fp16", cpu)
+
+
+def test_label_all_pieces_gives_later_pieces_the_inside_label() -> None:
+    labels = ["O", "B-person", "I-person"]
+    assert continuation_ids(labels) == [0, 2, 2]
+    # [CLS] jo ##hn ##ny smith [SEP]: word 0 has three pieces.
+    word_ids = [None, 0, 0, 0, 1, None]
+    assert align_labels(word_ids, [1, 2], continuation_ids(labels)) == [IGNORE_INDEX, 1, 2, 2, 2, IGNORE_INDEX]
+    assert align_labels(word_ids, [1, 2]) == [IGNORE_INDEX, 1, IGNORE_INDEX, IGNORE_INDEX, 2, IGNORE_INDEX]
+
+
+def test_gradient_accumulation_follows_the_same_path_as_one_big_batch(tiny_base, data, tmp_path) -> None:
+    # No dropout: the only difference left is how the global batch of 8 is split.
+    common = dict(epochs=2, dropout=0.0, learning_rate=5e-3)
+    whole = fit(tiny_base, data, tmp_path / "whole", batch_size=8, **common)
+    split = fit(tiny_base, data, tmp_path / "split", batch_size=2, gradient_accumulation_steps=4, **common)
+    assert whole["optimizer_steps"] == split["optimizer_steps"] == 2 * 6
+    assert losses(tmp_path / "split") == pytest.approx(losses(tmp_path / "whole"), rel=1e-4)
+    a, b = weights(tmp_path / "whole" / "model"), weights(tmp_path / "split" / "model")
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_early_stopping_stops_when_dev_f1_stalls_and_keeps_the_best_epoch(tiny_base, data, tmp_path) -> None:
+    # A learning rate too small to change any prediction: dev F1 never improves after epoch 1.
+    metrics = fit(tiny_base, data, tmp_path, epochs=6, learning_rate=1e-12, early_stopping_patience=2)
+    assert metrics["stopped_early"] is True
+    assert metrics["epochs_run"] == 3 and metrics["best_epoch"] == 1
+
+
+def test_training_learns_the_synthetic_entities(tiny_base, data, tmp_path) -> None:
+    metrics = fit(tiny_base, data, tmp_path, epochs=8, learning_rate=5e-3, batch_size=8)
+    assert metrics["dev_f1"] >= 0.8
+
+
+def test_lora_trains_few_parameters_and_saves_a_plain_pipeline_model(tiny_base, data, tmp_path) -> None:
+    full = fit(tiny_base, data, tmp_path / "full", epochs=1)
+    lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}
+    adapted = fit(tiny_base, data, tmp_path / "lora", epochs=1, lora=lora)
+    assert adapted["trainable_parameters"] < full["trainable_parameters"] / 3
+    saved = weights(tmp_path / "lora" / "model")
+    assert not [k for k in saved if "lora" in k]  # adapters merged, nothing peft-specific left
+    tagger = pipeline("token-classification", model=str(tmp_path / "lora" / "model"), device="cpu")
+    assert all(p["entity"] in {"O", "B-person", "I-person", "B-geo-loc", "I-geo-loc"} for p in tagger("john in paris"))
+
+
+def test_a_lora_target_the_encoder_lacks_is_an_error_naming_the_param(tiny_base, data, tmp_path) -> None:
+    lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["no_such_layer"]}
+    with pytest.raises(ValueError, match="train.lora"):
+        fit(tiny_base, data, tmp_path, epochs=1, lora=lora)
+
+
+def test_resuming_from_a_mid_epoch_checkpoint_matches_the_uninterrupted_run(tiny_base, data, tmp_path) -> None:
+    settings = dict(epochs=2, batch_size=4, checkpoint_every_steps=5, learning_rate=5e-3)
+    reference = fit(tiny_base, data, tmp_path / "ref", **settings)
+    folder = tmp_path / "ckpt"
+
+    # Stop the first attempt right after its checkpoint at step 5 (mid epoch 1), as a crash would.
+    original_save = engine.save_checkpoint
+
+    def save_then_crash(target, loop, progress, identity):
+        original_save(target, loop, progress, identity)
+        if progress.global_step == 5:
+            raise KeyboardInterrupt("simulated crash")
+
+    engine.save_checkpoint = save_then_crash
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit(tiny_base, data, tmp_path / "run", checkpoint_dir=folder, **settings)
+    finally:
+        engine.save_checkpoint = original_save
+    saved = torch.load(folder / checkpoints.CHECKPOINT_FILE, weights_only=True)
+    assert (saved["progress"]["epoch"], saved["progress"]["step_in_epoch"]) == (1, 5)
+
+    resumed = fit(tiny_base, data, tmp_path / "run", checkpoint_dir=folder, **settings)
+    assert resumed["dev_f1"] == pytest.approx(reference["dev_f1"], abs=1e-9)
+    assert losses(tmp_path / "run") == pytest.approx(losses(tmp_path / "ref"), rel=1e-6)
+    a, b = weights(tmp_path / "ref" / "model"), weights(tmp_path / "run" / "model")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert list(folder.iterdir()) == []  # state cleared once the model is saved
+
+
+def test_a_checkpoint_of_other_inputs_is_not_resumed(tiny_base, data, tmp_path) -> None:
+    folder = tmp_path / "ckpt"
+    checkpoints.save(folder, {"fingerprint": "other inputs", "progress": {"epoch": 99}})
+    metrics = fit(tiny_base, data, tmp_path, epochs=1, checkpoint_dir=folder)
+    assert metrics["epochs_run"] == 1
+    assert json.loads((tmp_path / "train.json").read_text())["optimizer_steps"] == 12
