@@ -106,8 +106,12 @@ def configure_device(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float, device: torch.device):
-    """AdamW with no weight decay on biases and LayerNorm weights; the fused kernel on CUDA."""
+def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float):
+    """AdamW with no weight decay on biases and LayerNorm weights, as the fused kernel.
+
+    Fused on CPU too: for MiniLM on 2 cores the per-parameter loop took about 1 s per step (the word
+    embeddings alone are 11.7M parameters), the fused kernel about 0.08 s, more than the forward pass.
+    """
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -115,7 +119,7 @@ def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: 
         skip = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith(".bias")
         (no_decay if skip else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=learning_rate, fused=device.type == "cuda")
+    return torch.optim.AdamW(groups, lr=learning_rate, fused=True)
 
 
 def global_batches(lengths: Sequence[int], params, world: int, epoch: int) -> list[list[int]]:
@@ -221,7 +225,7 @@ def train_step(loop: Loop, examples: Sequence[Example], batch: list[int]) -> tor
 
 def make_loop(model, params, device: torch.device, processes: Processes, pad_id: int, total_steps: int) -> Loop:
     precision = choose_precision(params.precision, device)
-    optimizer = build_optimizer(model, params.learning_rate, params.weight_decay, device)
+    optimizer = build_optimizer(model, params.learning_rate, params.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(params.warmup_ratio * total_steps), total_steps)
     runner = model
     if processes.world > 1:
