@@ -116,9 +116,13 @@ def _train(params: Params) -> dict:
         curve = list(csv.DictReader(handle))
     lines = ["# Training", ""] + [f"- {k}: {v}" for k, v in sorted(metrics.items())]
     lines += ["", "| epoch | train loss | dev F1 |", "|---|---|---|"]
-    lines += [f"| {row['epoch']} | {float(row['train_loss']):.4f} | {float(row['dev_f1']):.4f} |" for row in curve]
+    lines += [f"| {row['epoch']} | {float(row['train_loss']):.4f} | {_score(row['dev_f1'])} |" for row in curve]
     create_markdown_artifact(key="training", markdown="\n".join(lines), description="Training summary")
     return metrics
+
+
+def _score(value: str) -> str:
+    return f"{float(value):.4f}" if value else "n/a"  # empty when there is no dev split
 
 
 def _evaluate(params: Params) -> dict:
