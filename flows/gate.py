@@ -1,4 +1,9 @@
-"""The evaluation gate: a pure decision with its reasons."""
+"""The evaluation gate: a pure decision with its reasons.
+
+The champion's metrics passed in here come from re-evaluating the champion model on the candidate's
+own test set (flows/pipeline.py), never from the numbers recorded when it was registered: a test
+set changes between runs, and scores on different sets do not compare.
+"""
 
 from __future__ import annotations
 
@@ -20,18 +25,51 @@ class Decision:
 
 
 def decide(candidate: dict, champion: dict | None, params: GateParams) -> Decision:
-    """Decide on a candidate from its evaluation metrics (keys: f1, ...).
+    """Decide on a candidate from its evaluation metrics (keys: f1, per_type) and the champion's
+    metrics on the same test set (plus its version), or None when there is no champion.
 
     Invariant: promote is True only when every check passed; every check adds one reason line.
     """
-    f1 = float(candidate["f1"])
-    passed = f1 >= params.min_f1
-    reasons = [f"candidate strict entity F1 {f1:.4f} {'>=' if passed else '<'} floor gate.min_f1 {params.min_f1:.4f}"]
+    checks = [floor_check(candidate, params)]
     if champion is None:
-        reasons.append("no champion yet: the absolute floor decides")
+        checks.append((True, "no champion yet: the absolute floor decides"))
+    elif "incomparable" in champion:
+        checks.append((False, f"champion v{champion.get('version')} cannot be scored on this test set: "
+                              f"{champion['incomparable']} (use a new registry.model_name for a new label set)"))
     else:
-        reasons.append(
-            f"current champion v{champion.get('version')} recorded F1 {float(champion['f1']):.4f} "
-            "(informational: champion re-evaluation on the same test set is not gated yet)"
-        )
-    return Decision(promote=passed, reasons=reasons)
+        checks.append(overall_check(candidate, champion, params))
+        checks += entity_checks(candidate, champion, params)
+    return Decision(promote=all(ok for ok, _ in checks), reasons=[reason for _, reason in checks])
+
+
+def floor_check(candidate: dict, params: GateParams) -> tuple[bool, str]:
+    f1 = float(candidate["f1"])
+    ok = f1 >= params.min_f1
+    return ok, f"candidate strict entity F1 {f1:.4f} {'>=' if ok else '<'} floor gate.min_f1 {params.min_f1:.4f}"
+
+
+def overall_check(candidate: dict, champion: dict, params: GateParams) -> tuple[bool, str]:
+    change = float(candidate["f1"]) - float(champion["f1"])
+    ok = change >= -params.max_regression
+    return ok, (
+        f"vs champion v{champion.get('version')} on the same test set: F1 {float(candidate['f1']):.4f} vs "
+        f"{float(champion['f1']):.4f} ({change:+.4f}; gate.max_regression allows -{params.max_regression:.4f})"
+    )
+
+
+def entity_checks(candidate: dict, champion: dict, params: GateParams) -> list[tuple[bool, str]]:
+    """Per entity type with at least gate.min_entity_support gold entities: no drop beyond the bound."""
+    checks, skipped = [], []
+    for entity, theirs in sorted(champion.get("per_type", {}).items()):
+        if theirs["support"] < params.min_entity_support:
+            skipped.append(f"{entity} ({theirs['support']})")
+            continue
+        ours = candidate.get("per_type", {}).get(entity, {}).get("f1", 0.0)
+        change = ours - theirs["f1"]
+        ok = change >= -params.max_entity_regression
+        checks.append((ok, f"{entity}: F1 {ours:.4f} vs champion {theirs['f1']:.4f} ({change:+.4f}; "
+                           f"gate.max_entity_regression allows -{params.max_entity_regression:.4f})"))
+    if skipped:
+        checks.append((True, f"not compared per type (support below gate.min_entity_support "
+                             f"{params.min_entity_support}): {', '.join(skipped)}"))
+    return checks

@@ -21,6 +21,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from flows import reports
+from flows.champion import champion_metrics
 from flows.gate import Decision, decide
 from flows.storage import check_storage
 from tasks.params import Params, load_params
@@ -106,11 +107,7 @@ def publish_failed_contract(stage: str, params: Params, settings: Settings, run_
 @task(name="gate", task_run_name="gate", cache_policy=NO_CACHE)
 def gate(params: Params, registry: Registry) -> Decision:
     candidate = json.loads(Path(params.paths.eval_metrics).read_text())
-    champion_version = registry.get_alias(params.registry.model_name, "champion")
-    champion = None
-    if champion_version is not None:
-        recorded = registry.manifest(params.registry.model_name, champion_version)["metadata"]["metrics"]
-        champion = {"version": champion_version, **recorded}
+    champion = champion_metrics(params, registry)  # re-scored on this run's test split
     decision = decide(candidate, champion, params.gate)
     create_markdown_artifact(key="gate-decision", markdown=decision.as_markdown(), description="Evaluation gate")
     return decision

@@ -143,6 +143,9 @@ class EvaluateParams(Section):
 
 class GateParams(Section):
     min_f1: float = Field(ge=0, le=1)
+    max_regression: float = Field(ge=0, le=1)
+    max_entity_regression: float = Field(ge=0, le=1)
+    min_entity_support: int = Field(ge=0)
 
 
 class RegistryParams(Section):

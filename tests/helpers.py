@@ -109,6 +109,25 @@ def tiny_encoder(dest: Path) -> Path:
     return dest
 
 
+NAMES = ["john", "mary", "alice", "peter", "ahmed", "chen", "olga", "bob"]
+PLACES = ["paris", "london", "berlin", "rome", "lagos", "lima", "oslo", "tokyo"]
+
+
+def synthetic(count: int, seed: int) -> list:
+    """`<name> went to <place> today`-style sentences: a tiny model can learn them in a few epochs."""
+    from tasks.records import NerRecord
+
+    rng = random.Random(seed)
+    records = []
+    for i in range(count):
+        name, place = rng.choice(NAMES), rng.choice(PLACES)
+        filler = rng.choice([["went", "to"], ["lives", "in"], ["flew", "from"]])
+        tokens = [name, *filler, place, *rng.sample(["today", "again", "yesterday", "ok", "now"], 2)]
+        tags = ["B-person", "O", "O", "B-geo-loc", "O", "O"]
+        records.append(NerRecord(f"s{seed}:{i}", tuple(tokens), tuple(tags)))
+    return records
+
+
 def train_params(base: Path, **overrides):
     """TrainParams for a tiny encoder: seconds per run, one thread, nothing written but the model."""
     from tasks.params import TrainParams

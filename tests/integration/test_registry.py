@@ -80,3 +80,35 @@ def test_tampered_file_fails_download(registry: Registry, model_dir: Path, tmp_p
 def test_bad_names_rejected(registry: Registry, model_dir: Path, name: str):
     with pytest.raises(RegistryError, match="invalid model name"):
         registry.publish(name, model_dir, {})
+
+
+def test_champion_is_rescored_on_the_current_test_split(registry: Registry, tiny_base: Path, tmp_path: Path):
+    import yaml
+
+    from flows.champion import champion_metrics
+    from tasks import evaluate, train
+    from tasks.params import load_params
+    from tasks.records import NerRecord, write_jsonl
+    from tests.helpers import ROOT, synthetic, train_params
+
+    data = tmp_path / "data"
+    write_jsonl(data / "train.jsonl", synthetic(32, 1))
+    write_jsonl(data / "dev.jsonl", synthetic(8, 2))
+    write_jsonl(data / "test.jsonl", synthetic(12, 3))
+    model = tmp_path / "model"
+    train.run(train_params(tiny_base, epochs=1), ["person", "geo-loc"], data, model, tmp_path / "t.json",
+              tmp_path / "c.csv")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["paths"]["augmented"] = str(data)
+    raw["train"]["max_length"] = 16
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = load_params(tmp_path / "params.yaml")
+    name = params.registry.model_name
+    assert champion_metrics(params, registry) is None  # nothing registered yet
+
+    registry.set_alias(name, "champion", registry.publish(name, model, {"metrics": {"f1": 0.99}}))
+    expected = evaluate.run(params.evaluate, model, data / "test.jsonl", tmp_path / "e.json", tmp_path / "p.jsonl", 16)
+    assert champion_metrics(params, registry) == {"version": 1, **expected}  # scored now, not the recorded 0.99
+
+    write_jsonl(data / "test.jsonl", [NerRecord("t:0", ("acme",), ("B-company",))])
+    assert "B-company" in champion_metrics(params, registry)["incomparable"]

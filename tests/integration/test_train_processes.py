@@ -20,8 +20,7 @@ from safetensors.torch import load_file
 
 from tasks import checkpoints
 from tasks.records import write_jsonl
-from tests.helpers import ROOT, clean_env
-from tests.unit.test_engine import synthetic
+from tests.helpers import ROOT, clean_env, synthetic
 
 STAGE = [sys.executable, "-m", "tasks.train", "--params", "params.yaml"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -13,27 +12,10 @@ from transformers import pipeline
 
 from tasks import checkpoints, engine, train
 from tasks.modeling import IGNORE_INDEX, align_labels, continuation_ids
-from tasks.records import NerRecord, write_jsonl
-from tests.helpers import train_params
+from tasks.records import write_jsonl
+from tests.helpers import synthetic, train_params
 
 TYPES = ["person", "geo-loc"]
-NAMES = ["john", "mary", "alice", "peter", "ahmed", "chen", "olga", "bob"]
-PLACES = ["paris", "london", "berlin", "rome", "lagos", "lima", "oslo", "tokyo"]
-
-
-def synthetic(count: int, seed: int) -> list[NerRecord]:
-    """`<name> went to <place> today`-style sentences: a tiny model can learn them in a few epochs."""
-    rng = random.Random(seed)
-    records = []
-    for i in range(count):
-        name, place = rng.choice(NAMES), rng.choice(PLACES)
-        filler = rng.choice([["went", "to"], ["lives", "in"], ["flew", "from"]])
-        tokens = [name, *filler, place, *rng.sample(["today", "again", "yesterday", "ok", "now"], 2)]
-        tags = ["B-person", "O", "O", "B-geo-loc", "O", "O"]
-        records.append(NerRecord(f"s{seed}:{i}", tuple(tokens), tuple(tags)))
-    return records
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("data")
