@@ -30,7 +30,7 @@ def decide(candidate: dict, champion: dict | None, params: GateParams) -> Decisi
 
     Invariant: promote is True only when every check passed; every check adds one reason line.
     """
-    checks = [floor_check(candidate, params)]
+    checks = [floor_check(candidate, params), latency_check(candidate, params), *behaviour_checks(candidate, params)]
     if champion is None:
         checks.append((True, "no champion yet: the absolute floor decides"))
     elif "incomparable" in champion:
@@ -46,6 +46,33 @@ def floor_check(candidate: dict, params: GateParams) -> tuple[bool, str]:
     f1 = float(candidate["f1"])
     ok = f1 >= params.min_f1
     return ok, f"candidate strict entity F1 {f1:.4f} {'>=' if ok else '<'} floor gate.min_f1 {params.min_f1:.4f}"
+
+
+def latency_check(candidate: dict, params: GateParams) -> tuple[bool, str]:
+    p95 = candidate.get("latency", {}).get("p95_ms")
+    if p95 is None:
+        return False, "latency was not measured (evaluate.latency_sentences); gate.max_latency_ms_p95 needs it"
+    ok = p95 <= params.max_latency_ms_p95
+    return ok, f"latency p95 {p95:.1f} ms per sentence {'<=' if ok else '>'} gate.max_latency_ms_p95 " \
+               f"{params.max_latency_ms_p95:.1f}"
+
+
+def behaviour_checks(candidate: dict, params: GateParams) -> list[tuple[bool, str]]:
+    """Behavioural pass rates against their floors; a check without cases cannot fail."""
+    floors = {"name_invariance": params.min_name_invariance, "minimum_functionality": params.min_functionality}
+    param_names = {"name_invariance": "min_name_invariance", "minimum_functionality": "min_functionality"}
+    checks = []
+    for check, floor in floors.items():
+        result = candidate.get("behaviour", {}).get(check)
+        if result is None:
+            checks.append((False, f"{check} was not measured; gate.{param_names[check]} needs it"))
+        elif result["pass_rate"] is None:
+            checks.append((True, f"{check}: no cases in this test set"))
+        else:
+            ok = result["pass_rate"] >= floor
+            checks.append((ok, f"{check} pass rate {result['pass_rate']:.2%} ({result['passed']}/{result['cases']}) "
+                               f"{'>=' if ok else '<'} gate.{param_names[check]} {floor:.2%}"))
+    return checks
 
 
 def overall_check(candidate: dict, champion: dict, params: GateParams) -> tuple[bool, str]:

@@ -131,4 +131,38 @@ def _evaluate(params: Params) -> dict:
              "f1": metrics["f1"], "support": sum(t["support"] for t in metrics["per_type"].values())}]
     rows += [{"entity": name, **scores} for name, scores in sorted(metrics["per_type"].items())]
     create_table_artifact(key="evaluation", table=rows, description="seqeval strict IOB2, test split")
+    create_markdown_artifact(key="evaluation-details", markdown=evaluation_details(metrics),
+                             description="Confusion, slices, behavioural checks, latency")
     return {k: metrics[k] for k in ("f1", "precision", "recall")}
+
+
+def evaluation_details(metrics: dict) -> str:
+    """Markdown: lenient scores, confusion table, slices, behavioural pass rates, latency and size."""
+    lines = ["# Evaluation details", "",
+             f"- strict IOB2 F1 {metrics['f1']:.4f}; conlleval-style (lenient) F1 {metrics['f1_default']:.4f}, "
+             f"precision {metrics['precision_default']:.4f}, recall {metrics['recall_default']:.4f}",
+             f"- token accuracy {metrics['token_accuracy']:.4f} on {metrics['sentences']} sentences", ""]
+    lines += confusion_markdown(metrics["confusion"])
+    for kind, groups in metrics["slices"].items():
+        lines += ["", f"## F1 by {kind}", "", "| slice | sentences | F1 |", "|---|---:|---:|"]
+        lines += [f"| {name} | {row['sentences']} | {row['f1']:.4f} |" for name, row in groups.items()]
+    lines += ["", "## Behavioural checks", "", "| check | cases | passed | pass rate |", "|---|---:|---:|---:|"]
+    for name, row in metrics["behaviour"].items():
+        shown = "n/a" if row["pass_rate"] is None else f"{row['pass_rate']:.2%}"
+        lines.append(f"| {name} | {row['cases']} | {row['passed']} | {shown} |")
+    latency = metrics["latency"]
+    throughput = latency["batch_sentences_per_second"] or 0
+    lines += ["", f"- latency at batch 1 ({latency['device']}): p50 {latency['p50_ms']} ms, "
+              f"p95 {latency['p95_ms']} ms per sentence; batch {latency['batch_size']}: {throughput:.1f} sentences/s",
+              f"- model size on disk: {metrics['model_size_mb']} MB"]
+    return "\n".join(lines)
+
+
+def confusion_markdown(table: dict[str, dict[str, int]]) -> list[str]:
+    """Gold types as rows, predicted types (plus missed) as columns; spurious predictions as the last row."""
+    columns = sorted({column for counts in table.values() for column in counts})
+    lines = ["## Entity confusion (rows: gold, columns: predicted)", "",
+             "| gold \\ predicted | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for row, counts in table.items():
+        lines.append(f"| {row} | " + " | ".join(str(counts.get(c, "")) for c in columns) + " |")
+    return lines

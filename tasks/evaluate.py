@@ -1,20 +1,25 @@
 """Evaluate step: score the trained model on the test split, word level, with seqeval.
 
 The headline metric is strict IOB2 entity F1 (an entity counts only when its type and exact span
-match); `f1_default` is seqeval's lenient conlleval-style score, kept for comparison with papers.
+match); the `*_default` scores are seqeval's lenient conlleval-style ones, kept for comparison with
+papers. Beside the scores, eval.json holds an entity-type confusion table, F1 by slice, behavioural
+pass rates (tasks/behaviour.py), latency on this machine and the model's size on disk.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from seqeval.metrics import classification_report, f1_score
+from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
+from tasks import analysis, behaviour
 from tasks.modeling import predict_tags
 from tasks.params import EvaluateParams, Params
 from tasks.records import NerRecord, atomic_write_text, load_jsonl, write_json
@@ -57,6 +62,8 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> 
         "precision": float(micro["precision"]),
         "recall": float(micro["recall"]),
         "f1_default": float(f1_score(gold, predicted, zero_division=0)),
+        "precision_default": float(precision_score(gold, predicted, zero_division=0)),
+        "recall_default": float(recall_score(gold, predicted, zero_division=0)),
         "token_accuracy": sum(g == p for g, p in pairs) / len(pairs) if pairs else 0.0,
         "sentences": len(gold),
         "per_type": per_type,
@@ -75,13 +82,47 @@ def run(
     records = load_jsonl(Path(test_path))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForTokenClassification.from_pretrained(model_dir)
-    check_tags(records, set(model.config.label2id))
+    labels = set(model.config.label2id)
+    check_tags(records, labels)
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    predicted = predict_tags(model, tokenizer, [r.tokens for r in records], params.batch_size, max_length)
-    metrics = score([r.tags for r in records], predicted)
+
+    def tag(sentences: Sequence[Sequence[str]], batch_size: int = params.batch_size) -> list[list[str]]:
+        return predict_tags(model, tokenizer, sentences, batch_size, max_length)
+
+    started = time.perf_counter()
+    predicted = tag([r.tokens for r in records])
+    batch_seconds = time.perf_counter() - started
+    gold = [list(r.tags) for r in records]
+    metrics = score(gold, predicted)
+    metrics["confusion"] = analysis.confusion(gold, predicted)
+    metrics["slices"] = analysis.slices(records, predicted)
+    checklist = params.checklist
+    metrics["behaviour"] = {
+        "name_invariance": behaviour.name_invariance(records, predicted, tag, checklist.name_type,
+                                                     checklist.max_cases, checklist.seed),
+        "minimum_functionality": behaviour.minimum_functionality(Path(checklist.mft_file), labels, tag),
+    }
+    metrics["latency"] = latency(tag, [r.tokens for r in records][: params.latency_sentences])
+    metrics["latency"].update(batch_size=params.batch_size, device=model.device.type,
+                              batch_sentences_per_second=len(records) / batch_seconds if records else None)
+    metrics["model_size_mb"] = round(sum(f.stat().st_size for f in Path(model_dir).rglob("*") if f.is_file()) / 1e6, 2)
     write_predictions(predictions_path, records, predicted)
     write_json(metrics_path, metrics)
     return metrics
+
+
+def latency(tag, sentences: Sequence[Sequence[str]]) -> dict:
+    """Milliseconds per sentence at batch 1 (tokenization included), after one warm-up call."""
+    if not sentences:
+        return {"sentences": 0, "p50_ms": None, "p95_ms": None}
+    tag(sentences[:1], 1)
+    times = []
+    for sentence in sentences:
+        started = time.perf_counter()
+        tag([sentence], 1)
+        times.append((time.perf_counter() - started) * 1000)
+    p95 = statistics.quantiles(times, n=20, method="inclusive")[18] if len(times) > 1 else times[0]
+    return {"sentences": len(times), "p50_ms": round(statistics.median(times), 2), "p95_ms": round(p95, 2)}
 
 
 def write_predictions(path: Path, records: Sequence[NerRecord], predicted: Sequence[Sequence[str]]) -> None:

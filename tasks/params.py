@@ -137,8 +137,17 @@ class TrainParams(Section):
     lora: LoraParams
 
 
+class ChecklistParams(Section):
+    name_type: str
+    max_cases: int = Field(ge=1)
+    seed: int
+    mft_file: str
+
+
 class EvaluateParams(Section):
     batch_size: int = Field(ge=1)
+    latency_sentences: int = Field(ge=1)
+    checklist: ChecklistParams
 
 
 class GateParams(Section):
@@ -146,6 +155,9 @@ class GateParams(Section):
     max_regression: float = Field(ge=0, le=1)
     max_entity_regression: float = Field(ge=0, le=1)
     min_entity_support: int = Field(ge=0)
+    max_latency_ms_p95: float = Field(gt=0)
+    min_name_invariance: float = Field(ge=0, le=1)
+    min_functionality: float = Field(ge=0, le=1)
 
 
 class RegistryParams(Section):

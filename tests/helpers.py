@@ -157,6 +157,16 @@ def train_params(base: Path, **overrides):
     return TrainParams(**{**values, **overrides})
 
 
+def evaluate_params(**overrides):
+    """EvaluateParams for small tests: the repo's minimum-functionality file, a few latency samples."""
+    from tasks.params import EvaluateParams
+
+    values = {"batch_size": 4, "latency_sentences": 3,
+              "checklist": {"name_type": "person", "max_cases": 50, "seed": 13,
+                            "mft_file": str(ROOT / "data/reference/checklist_mft.jsonl")}}
+    return EvaluateParams(**{**values, **overrides})
+
+
 def set_params(repo: Path, **sections: dict) -> None:
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())

@@ -114,12 +114,15 @@ def test_prefect_server_lists_the_run_with_steps_and_artifacts(main_run: Run):
     artifacts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
     keys = {a["key"] for a in artifacts}
     expected = {"ingest", "data-contract", "data-contract-clean", "data-contract-augmented", "cleaning",
-                "augmentation", "training", "evaluation", "data-docs-raw", "data-docs-clean", "data-docs-augmented",
+                "augmentation", "training", "evaluation", "evaluation-details", "data-docs-raw", "data-docs-clean",
+                "data-docs-augmented",
                 "gate-decision", "registered-model"}
     assert expected <= keys
     augmentation = json.loads(next(a["data"] for a in artifacts if a["key"] == "augmentation"))
     assert {row["augmenter"] for row in augmentation} == {"synonym", "backtranslation"}
     assert all(row["added"] > 0 for row in augmentation)
+    details = next(a["data"] for a in artifacts if a["key"] == "evaluation-details")
+    assert "## Entity confusion" in details and "name_invariance" in details and "latency at batch 1" in details
 
 
 def test_walltime_benchmark_splits_the_run_by_step(main_run: Run):

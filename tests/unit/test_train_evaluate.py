@@ -10,9 +10,8 @@ import pytest
 from transformers import AutoModelForTokenClassification
 
 from tasks import evaluate, train
-from tasks.params import EvaluateParams
 from tasks.records import NerRecord, write_jsonl
-from tests.helpers import train_params
+from tests.helpers import evaluate_params, train_params
 
 TYPES = ["person", "geo-loc"]
 
@@ -66,7 +65,7 @@ def test_train_then_evaluate_writes_loadable_model_and_metrics(tiny_base: Path, 
     assert not list(out.glob(".model.*"))  # no staging folder left behind
 
     result = evaluate.run(
-        EvaluateParams(batch_size=4),
+        evaluate_params(),
         out / "model",
         data / "test.jsonl",
         out / "eval.json",
@@ -74,14 +73,19 @@ def test_train_then_evaluate_writes_loadable_model_and_metrics(tiny_base: Path, 
         16,
     )
     assert set(result) == {
-        "f1",
-        "precision",
-        "recall",
-        "f1_default",
-        "token_accuracy",
-        "sentences",
-        "per_type",
+        "f1", "precision", "recall", "f1_default", "precision_default", "recall_default", "token_accuracy",
+        "sentences", "per_type", "confusion", "slices", "behaviour", "latency", "model_size_mb",
     }
+    gold_entities = sum(row["support"] for row in result["per_type"].values())
+    assert sum(n for row, counts in result["confusion"].items() if row != "(spurious)" for n in counts.values()) \
+        == gold_entities  # every gold entity lands in exactly one cell
+    assert sum(s["sentences"] for s in result["slices"]["length"].values()) == 5
+    assert result["latency"]["sentences"] == 3 and result["latency"]["p95_ms"] >= result["latency"]["p50_ms"] > 0
+    functionality = result["behaviour"]["minimum_functionality"]
+    # Only person/geo-loc/no-entity sentences apply to this model; the other types are skipped.
+    assert (functionality["cases"], functionality["skipped"]) == (12, 6)
+    assert len(functionality["failed_ids"]) == functionality["cases"] - functionality["passed"]
+    assert result["model_size_mb"] > 0
     assert result["sentences"] == 5
     predictions = [json.loads(line) for line in (out / "pred.jsonl").read_text().splitlines()]
     assert all(len(p["predicted"]) == len(p["tokens"]) == len(p["tags"]) for p in predictions)
@@ -123,7 +127,7 @@ def test_evaluate_rejects_tags_unknown_to_the_model(tiny_base: Path, tmp_path: P
     )
     with pytest.raises(ValueError, match=r"test:0.*B-company"):
         evaluate.run(
-            EvaluateParams(batch_size=4),
+            evaluate_params(),
             tmp_path / "m",
             tmp_path / "test.jsonl",
             tmp_path / "e.json",
