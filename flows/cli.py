@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
-from pathlib import Path
 
+from flows.registry_cli import add_predict_parser, add_registry_parser
 from tasks.settings import Settings
 
 
@@ -39,58 +37,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if state.is_completed() else 1
 
 
-def _registry(settings: Settings):
-    from tasks.registry import Registry
-    from tasks.settings import s3_client
-
-    return Registry(s3_client(settings), settings.registry_bucket, settings.registry_prefix)
-
-
-def _resolve_version(registry, name: str, ref: str) -> int:
-    if ref.isdigit():
-        return int(ref)
-    version = registry.get_alias(name, ref)
-    if version is None:
-        raise SystemExit(f"model {name!r} has no alias {ref!r}")
-    return version
-
-
-def cmd_registry(args: argparse.Namespace) -> int:
-    registry = _registry(Settings())
-    if args.action == "list":
-        champion = registry.get_alias(args.name, "champion")
-        for version in registry.versions(args.name):
-            f1 = registry.manifest(args.name, version)["metadata"]["metrics"]["f1"]
-            print(f"{args.name} v{version}  f1={f1:.4f}{'  (champion)' if version == champion else ''}")
-        return 0
-    version = _resolve_version(registry, args.name, args.ref)
-    if args.action == "show":
-        print(json.dumps(registry.manifest(args.name, version), indent=2))
-    else:
-        registry.download(args.name, version, Path(args.dest))
-        print(f"{args.name} v{version} -> {args.dest}")
-    return 0
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-
-    from tasks.modeling import predict_tags
-
-    model_dir = Path(args.model)
-    with tempfile.TemporaryDirectory() as tmp:
-        if not model_dir.is_dir():
-            name, _, ref = args.model.partition("@")
-            registry = _registry(Settings())
-            model_dir = registry.download(name, _resolve_version(registry, name, ref or "champion"), Path(tmp))
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
-        sentences = [line.split() for line in (args.text or sys.stdin.read().splitlines()) if line.strip()]
-        for tokens, tags in zip(sentences, predict_tags(model, tokenizer, sentences, 32, 128), strict=True):
-            print(" ".join(f"{tok}/{tag}" for tok, tag in zip(tokens, tags, strict=True)))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowtune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,16 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole pipeline as a Prefect flow in this checkout (reads ./params.yaml)")
     run.add_argument("--no-push", action="store_true", help="do not dvc push at the end")
     run.set_defaults(func=cmd_run)
-    reg = sub.add_parser("registry", help="list, show or fetch registered models")
-    reg.add_argument("action", choices=["list", "show", "fetch"])
-    reg.add_argument("name")
-    reg.add_argument("ref", nargs="?", default="champion", help="version number or alias")
-    reg.add_argument("--dest", default="model")
-    reg.set_defaults(func=cmd_registry)
-    pred = sub.add_parser("predict", help="tag whitespace-tokenized sentences")
-    pred.add_argument("--model", required=True, help="a model directory or NAME[@VERSION|@ALIAS]")
-    pred.add_argument("text", nargs="*", help="sentences (default: one per line on stdin)")
-    pred.set_defaults(func=cmd_predict)
+    add_registry_parser(sub)
+    add_predict_parser(sub)
     return parser
 
 

@@ -5,7 +5,8 @@ Layout under `s3://<bucket>/<prefix>/<name>/`:
     <version>/files/<path>   the model directory (weights, tokenizer, config, metrics, lineage)
     <version>/manifest.json  sha256 + size of every file and the version's metadata, written LAST
     _claims/<version>        create-only marker that reserves a version number
-    aliases/<alias>.json     {"version": N}: a movable pointer such as `champion`
+    aliases/<alias>.json     {"version": N, "history": [...]}: a movable pointer such as `champion`;
+                             `history` lists the versions it pointed at before, so rollback can undo
 
 A version exists only once its manifest does, and the manifest is written only after every file was
 uploaded and verified, so readers never see a half-registered model. Version numbers are reserved
@@ -24,6 +25,7 @@ from botocore.exceptions import ClientError
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+MAX_ALIAS_HISTORY = 50
 
 
 class RegistryError(RuntimeError):
@@ -52,6 +54,17 @@ def sha256_of(path: Path) -> str:
 
 def _is_precondition_failure(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412", "ConditionalRequestConflict"}
+
+
+def split_ref(ref: str, default_alias: str = "champion") -> tuple[str, str]:
+    """`NAME`, `NAME@VERSION`, `NAME@ALIAS` or `NAME:ALIAS` -> (name, version number or alias)."""
+    for separator in ("@", ":"):
+        if separator in ref:
+            name, _, target = ref.partition(separator)
+            if not target:
+                raise RegistryError(f"model reference {ref!r}: nothing after {separator!r}")
+            return check_name(name), target
+    return check_name(ref), default_alias
 
 
 @dataclass
@@ -112,14 +125,55 @@ class Registry:
                 raise RegistryError(f"{name} v{version}: checksum mismatch for {relative}")
         return dest
 
+    def resolve(self, ref: str) -> tuple[str, int]:
+        """(name, version) of a reference such as `wnut16-ner`, `wnut16-ner@3` or `wnut16-ner:champion`."""
+        name, target = split_ref(ref)
+        if target.isdigit():
+            if int(target) not in self.versions(name):
+                raise RegistryError(f"{name} has no published version {target} (versions: {self.versions(name)})")
+            return name, int(target)
+        version = self.get_alias(name, target)
+        if version is None:
+            raise RegistryError(f"model {name!r} has no alias {target!r} (aliases: {sorted(self.aliases(name))})")
+        return name, version
+
     def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point `alias` at a published version, remembering where it pointed before."""
         if version not in self.versions(name):
             raise RegistryError(f"cannot point alias {alias!r} at {name} v{version}: no such published version")
-        body = json.dumps({"version": int(version)}).encode()
-        key = self._key(name, "aliases", f"{check_alias(alias)}.json")
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
+        current = self._read_alias(name, alias)
+        history = current["history"] if current else []
+        if current and current["version"] != version:
+            history = [*history, current["version"]][-MAX_ALIAS_HISTORY:]
+        self._write_alias(name, alias, {"version": int(version), "history": history})
+
+    def rollback(self, name: str, alias: str) -> int:
+        """Point `alias` back at the version it held before its last move; returns that version."""
+        current = self._read_alias(name, alias)
+        if not current or not current["history"]:
+            raise RegistryError(f"{name}: alias {alias!r} has no earlier version to roll back to")
+        *history, previous = current["history"]
+        self._write_alias(name, alias, {"version": previous, "history": history})
+        return previous
 
     def get_alias(self, name: str, alias: str) -> int | None:
+        current = self._read_alias(name, alias)
+        return None if current is None else int(current["version"])
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """Every alias of a model and the version it points at."""
+        prefix = self._key(name, "aliases") + "/"
+        response = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        names = [o["Key"][len(prefix):].removesuffix(".json") for o in response.get("Contents", [])]
+        return {alias: self.get_alias(name, alias) for alias in sorted(names) if ALIAS_PATTERN.match(alias)}
+
+    def models(self) -> list[str]:
+        """Names of the models that have at least a claimed version."""
+        response = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix.strip("/") + "/", Delimiter="/")
+        labels = [e["Prefix"].rstrip("/").rsplit("/", 1)[-1] for e in response.get("CommonPrefixes", [])]
+        return sorted(label for label in labels if NAME_PATTERN.match(label))
+
+    def _read_alias(self, name: str, alias: str) -> dict | None:
         key = self._key(name, "aliases", f"{check_alias(alias)}.json")
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
@@ -127,7 +181,12 @@ class Registry:
             if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
                 return None
             raise
-        return int(json.loads(body)["version"])
+        pointer = json.loads(body)
+        return {"version": int(pointer["version"]), "history": [int(v) for v in pointer.get("history", [])]}
+
+    def _write_alias(self, name: str, alias: str, pointer: dict) -> None:
+        key = self._key(name, "aliases", f"{check_alias(alias)}.json")
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(pointer).encode())
 
     def _claim_version(self, name: str) -> int:
         """Reserve the next free version number with a create-only write; retry past races."""

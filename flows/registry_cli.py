@@ -1,0 +1,228 @@
+"""`flowtune registry ...` and `flowtune predict`: the registry and its models from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from tasks.settings import Settings
+
+
+def open_registry():
+    from tasks.registry import Registry
+    from tasks.settings import s3_client
+
+    settings = Settings()
+    return Registry(s3_client(settings), settings.registry_bucket, settings.registry_prefix)
+
+
+def print_table(header: list[str], rows: list[list]) -> None:
+    """A plain aligned text table (readable in a terminal and in logs)."""
+    cells = [header] + [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for index, row in enumerate(cells):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def version_row(registry, name: str, version: int, aliases: dict[str, int]) -> list:
+    metadata = registry.manifest(name, version)["metadata"]
+    metrics, training = metadata.get("metrics", {}), metadata.get("training", {})
+    f1 = metrics.get("f1")
+    return [f"v{version}", None if f1 is None else f"{f1:.4f}", ",".join(a for a, v in aliases.items() if v == version),
+            (metadata.get("registered_at") or "")[:19], training.get("device"),
+            (metadata.get("git") or {}).get("commit", "")[:10] if metadata.get("git") else None]
+
+
+def cmd_list(registry, args) -> None:
+    if not args.name:
+        names = registry.models()
+        rows = [[name, len(registry.versions(name)), registry.get_alias(name, "champion")] for name in names]
+        print_table(["model", "versions", "champion"], rows)
+        return
+    aliases = registry.aliases(args.name)
+    rows = [version_row(registry, args.name, v, aliases) for v in registry.versions(args.name)]
+    print_table(["version", "strict F1", "aliases", "registered (UTC)", "trained on", "commit"], rows)
+
+
+def cmd_show(registry, args) -> None:
+    name, version = registry.resolve(args.ref)
+    manifest = registry.manifest(name, version)
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+        return
+    metadata = manifest["metadata"]
+    metrics = metadata.get("metrics", {})
+    aliases = [a for a, v in registry.aliases(name).items() if v == version]
+    size = sum(f["size"] for f in manifest["files"].values())
+    print(f"{name} v{version}   aliases: {', '.join(aliases) or '-'}   "
+          f"{len(manifest['files'])} files, {size / 1e6:.1f} MB")
+    print(f"registered {metadata.get('registered_at')}   flow run {(metadata.get('flow_run') or {}).get('url')}")
+    print(f"git {(metadata.get('git') or {}).get('commit')}   training {metadata.get('training', {}).get('device')}, "
+          f"{metadata.get('training', {}).get('train_seconds')} s")
+    if metrics:
+        print(f"\nstrict F1 {metrics['f1']:.4f}  precision {metrics['precision']:.4f}  recall {metrics['recall']:.4f}")
+        rows = [[t, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", m["support"]]
+                for t, m in sorted(metrics.get("per_type", {}).items())]
+        print_table(["entity", "precision", "recall", "F1", "support"], rows)
+    gate = metadata.get("gate")
+    if gate:
+        print(f"\ngate: {'promote' if gate['promote'] else 'reject'}")
+        for reason in gate["reasons"]:
+            print(f"  - {reason}")
+
+
+def cmd_promote(registry, args) -> None:
+    name, version = registry.resolve(args.ref)
+    before = registry.get_alias(name, args.alias)
+    registry.set_alias(name, args.alias, version)
+    print(f"{name}: alias {args.alias} -> v{version} (was {'v' + str(before) if before else 'unset'})")
+
+
+def cmd_rollback(registry, args) -> None:
+    from tasks.registry import split_ref
+
+    name, _ = split_ref(args.name)
+    before = registry.get_alias(name, args.alias)
+    version = registry.rollback(name, args.alias)
+    print(f"{name}: alias {args.alias} rolled back v{before} -> v{version}")
+
+
+def cmd_pull(registry, args) -> None:
+    name, version = registry.resolve(args.ref)
+    registry.download(name, version, Path(args.dest))
+    print(f"{name} v{version} -> {args.dest} (checksums verified)")
+
+
+ACTIONS = {"list": cmd_list, "show": cmd_show, "promote": cmd_promote, "rollback": cmd_rollback,
+           "pull": cmd_pull, "fetch": cmd_pull}
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from tasks.registry import RegistryError
+
+    try:
+        ACTIONS[args.action](open_registry(), args)
+    except RegistryError as exc:
+        sys.exit(f"flowtune registry {args.action}: error: {exc}")
+    return 0
+
+
+def add_registry_parser(sub) -> None:
+    reg = sub.add_parser("registry", help="list, show, promote, roll back or pull registered models")
+    actions = reg.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="models, or the versions of one model")
+    listing.add_argument("name", nargs="?")
+    show = actions.add_parser("show", help="one version: metrics, lineage, gate decision")
+    show.add_argument("ref", help="NAME, NAME@VERSION or NAME:ALIAS (default alias: champion)")
+    show.add_argument("--json", action="store_true", help="the raw manifest")
+    promote = actions.add_parser("promote", help="point an alias (default champion) at a version")
+    promote.add_argument("ref", help="NAME@VERSION")
+    promote.add_argument("--alias", default="champion")
+    rollback = actions.add_parser("rollback", help="point an alias back at its previous version")
+    rollback.add_argument("name")
+    rollback.add_argument("--alias", default="champion")
+    for action in ("pull", "fetch"):
+        pull = actions.add_parser(action, help="download a version (checksums verified)" if action == "pull"
+                                  else "same as pull")
+        pull.add_argument("ref", help="NAME, NAME@VERSION or NAME:ALIAS")
+        pull.add_argument("--dest", default="model")
+    reg.set_defaults(func=cmd_registry)
+
+
+def read_sentences(args) -> tuple[list, bool]:
+    """Records to tag and whether they carry gold tags: --input FILE (CoNLL, or JSONL by its .jsonl
+    extension; '-' = CoNLL on stdin), or whitespace-tokenized text lines."""
+    from tasks.records import NerRecord
+
+    if not args.input:
+        lines = args.text or sys.stdin.read().splitlines()
+        words = [line.split() for line in lines if line.strip()]
+        return [NerRecord(f"line:{i + 1}", tuple(w), ("O",) * len(w)) for i, w in enumerate(words)], False
+    if args.input != "-":
+        return read_input_file(Path(args.input))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "stdin.conll"
+        path.write_text(sys.stdin.read(), encoding="utf-8")
+        return read_input_file(path)
+
+
+def read_input_file(path: Path) -> tuple[list, bool]:
+    """A tagged file goes through the validating readers; a tokens-only one (CoNLL with one column,
+    JSONL rows without `tags`) is read as sentences to tag."""
+    from tasks.records import InputFormatError, NerRecord, read_records
+
+    if not path.is_file():
+        raise InputFormatError(f"{path}: input file not found")
+    text = path.read_text(encoding="utf-8-sig")
+    first = next((line for line in text.splitlines() if line.strip() and not line.startswith("-DOCSTART-")), "")
+    jsonl = path.suffix == ".jsonl"
+    tagged = "tags" in json.loads(first) if jsonl and first else len(first.split()) > 1
+    if tagged:
+        return read_records(path, "jsonl" if jsonl else "conll"), True
+    if jsonl:
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [NerRecord(str(r.get("id", f"{path.name}:{i + 1}")), tuple(r["tokens"]), ("O",) * len(r["tokens"]))
+                for i, r in enumerate(rows)], False
+    sentences = [block.split("\n") for block in text.replace("\r\n", "\n").split("\n\n") if block.strip()]
+    return [NerRecord(f"{path.name}:{i + 1}", tuple(w.strip() for w in lines if w.strip()),
+                      ("O",) * sum(1 for w in lines if w.strip())) for i, lines in enumerate(sentences)], False
+
+
+def write_predictions(records, predicted, fmt: str, out) -> None:
+    for record, tags in zip(records, predicted, strict=True):
+        if fmt == "jsonl":
+            out.write(json.dumps({"id": record.id, "tokens": list(record.tokens), "tags": tags}, ensure_ascii=False)
+                      + "\n")
+        else:
+            out.write("".join(f"{token}\t{tag}\n" for token, tag in zip(record.tokens, tags, strict=True)) + "\n")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from tasks.modeling import predict_tags
+    from tasks.records import InputFormatError
+
+    model_dir = Path(args.model)
+    try:
+        records, tagged = read_sentences(args)
+    except InputFormatError as exc:
+        sys.exit(f"flowtune predict: error: {exc}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if not model_dir.is_dir():
+            registry = open_registry()
+            name, version = registry.resolve(args.model)
+            model_dir = registry.download(name, version, Path(tmp))
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
+        predicted = predict_tags(model, tokenizer, [r.tokens for r in records], args.batch_size, args.max_length)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        write_predictions(records, predicted, args.format, out)
+    finally:
+        if args.output:
+            out.close()
+    if tagged:  # the input had gold tags: say how the model did on them
+        from tasks.evaluate import score
+
+        scores = score([r.tags for r in records], predicted)
+        print(f"gold tags in the input: strict F1 {scores['f1']:.4f}, precision {scores['precision']:.4f}, "
+              f"recall {scores['recall']:.4f} on {scores['sentences']} sentences", file=sys.stderr)
+    return 0
+
+
+def add_predict_parser(sub) -> None:
+    pred = sub.add_parser("predict", help="tag sentences with a registered model or a model folder")
+    pred.add_argument("--model", required=True, help="a model folder, or NAME / NAME@VERSION / NAME:ALIAS")
+    pred.add_argument("--input", help="a CoNLL or .jsonl file of tokenized sentences ('-' = CoNLL on stdin)")
+    pred.add_argument("--format", choices=["conll", "jsonl"], default="conll", help="output format")
+    pred.add_argument("--output", help="write here instead of stdout")
+    pred.add_argument("--batch-size", type=int, default=32)
+    pred.add_argument("--max-length", type=int, default=128, help="sub-word pieces per window")
+    pred.add_argument("text", nargs="*", help="whitespace-tokenized sentences (default without --input: stdin lines)")
+    pred.set_defaults(func=cmd_predict)
