@@ -54,4 +54,41 @@ def staged_model_dir(params: Params, lineage: dict) -> Iterator[Path]:
         shutil.copytree(params.paths.model, staged)
         shutil.copyfile(params.paths.eval_metrics, staged / "eval.json")
         (staged / "lineage.json").write_text(json.dumps(lineage, indent=2, default=str))
+        (staged / "README.md").write_text(model_card(params, lineage), encoding="utf-8")
         yield staged
+
+
+def model_card(params: Params, lineage: dict) -> str:
+    """A markdown model card: what it was trained on and how, how well it does, what it is not for."""
+    metrics, training, train = lineage["metrics"], lineage["training"], params.train
+    rows = [f"| {entity} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
+            for entity, m in sorted(metrics["per_type"].items())]
+    behaviour = metrics.get("behaviour", {})
+    checks = [f"- {name}: {r['passed']}/{r['cases']} passed" for name, r in behaviour.items()]
+    latency = metrics.get("latency", {})
+    return "\n".join([
+        f"# {params.registry.model_name}: named-entity recognition", "",
+        "Token classification (IOB2 tags) fine-tuned by flowtune; load it with "
+        "`transformers.pipeline(\"token-classification\", model=<this folder>)`.", "",
+        "## Training", "",
+        f"- base encoder: `{train.base_model}`; data: `{params.ingest.source}` (train split, after cleaning and "
+        f"augmentation with {', '.join(params.augment.methods) or 'none'}), "
+        f"{training.get('train_sentences')} sentences",
+        f"- {training.get('epochs_run')} epochs (best: {training.get('best_epoch')}), batch {train.batch_size}, "
+        f"learning rate {train.learning_rate}, on {training.get('device')} in {training.get('train_seconds')} s",
+        f"- code: git {lineage['git'].get('commit')}; flow run: {lineage['flow_run'].get('url')}", "",
+        "## Evaluation (test split, seqeval strict IOB2)", "",
+        f"Entity F1 {metrics['f1']:.4f} (precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}) "
+        f"on {metrics['sentences']} sentences; conlleval-style F1 {metrics.get('f1_default', float('nan')):.4f}.", "",
+        "| entity | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|", *rows, "",
+        *(["Behavioural checks:", *checks, ""] if checks else []),
+        f"Latency at batch 1: p50 {latency.get('p50_ms')} ms, p95 {latency.get('p95_ms')} ms per sentence "
+        f"({latency.get('device')}).", "",
+        "## Gate decision", "", *[f"- {reason}" for reason in lineage["gate"]["reasons"]], "",
+        "## Intended use and limits", "",
+        "- Tags the entity types above in short English texts like its training data (for the default data: "
+        "tweets). Expect lower scores on other domains, languages or much longer documents.",
+        "- Scores come from a small test split: differences of a few F1 points between versions can be noise.",
+        "- Not for decisions about people without human review: names and places are recognised imperfectly, "
+        "and unevenly across name origins.",
+    ]) + "\n"

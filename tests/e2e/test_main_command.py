@@ -94,6 +94,8 @@ def test_registered_model_loads_and_tags_held_out_text(main_run: Run, tmp_path: 
     assert lineage["flow_run"]["id"] and lineage["gate"]["promote"] is True
     secret = main_run.settings().secret_key()
     assert secret not in json.dumps(lineage) and secret not in main_run.output
+    card = (model_dir / "README.md").read_text()
+    assert f"Entity F1 {recorded['f1']:.4f}" in card and "## Intended use and limits" in card and secret not in card
 
 
 def test_dvc_has_nothing_left_to_do(main_run: Run):
