@@ -115,3 +115,27 @@ def test_champion_is_rescored_on_the_current_test_split(registry: Registry, tiny
 
     write_jsonl(data / "test.jsonl", [NerRecord("t:0", ("acme",), ("B-company",))])
     assert "B-company" in champion_metrics(params, registry)["incomparable"]
+
+
+def test_concurrent_registrations_leave_a_consistent_champion(registry: Registry, model_dir: Path):
+    def register(_):
+        version = registry.publish("ner", model_dir, {})
+        registry.set_alias("ner", "champion", version)
+        return version
+
+    with ThreadPoolExecutor(4) as pool:
+        versions = sorted(pool.map(register, range(4)))
+    assert versions == [1, 2, 3, 4]
+    champion = registry.get_alias("ner", "champion")
+    assert champion in versions  # a complete version, whichever registration wrote last
+    assert registry.download("ner", champion, model_dir.parent / "champion").is_dir()
+    assert registry.aliases("ner") == {"champion": champion}
+
+
+def test_rollback_walks_back_through_the_alias_history(registry: Registry, model_dir: Path):
+    for _ in range(3):
+        registry.set_alias("ner", "champion", registry.publish("ner", model_dir, {}))
+    registry.set_alias("ner", "champion", 3)  # re-pointing at the same version adds no history
+    assert [registry.rollback("ner", "champion") for _ in range(2)] == [2, 1]
+    with pytest.raises(RegistryError, match="no earlier version"):
+        registry.rollback("ner", "champion")
