@@ -1,0 +1,104 @@
+"""The champion's life through real flow runs: promoted, defended against a worse candidate, replaced
+by a better one, restored by rollback.
+
+A tiny random BERT learns a small synthetic NER set (names and places in fixed phrases) in seconds,
+so F1 differences between configurations are large and certain. After the first run only the train
+and evaluate stages run again (DVC has the rest), so each later run costs about a minute.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tasks.registry import Registry
+from tasks.settings import Settings, s3_client
+from tests.helpers import NAMES, PLACES, clean_env, run_flow, scratch_clone, set_params, tiny_encoder
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def distinct_sentences(count: int) -> list[tuple[list[str], list[str]]]:
+    """Unique `<name> <verb> <prep> <place> <w> <w>` sentences (no split can leak into another)."""
+    rng, seen, rows = random.Random(7), set(), []
+    fillers = ["today", "again", "yesterday", "ok", "now", "lol", "haha", "tonight"]
+    while len(rows) < count:
+        tokens = [rng.choice(NAMES), *rng.choice([["went", "to"], ["lives", "in"], ["flew", "from"]]),
+                  rng.choice(PLACES), *rng.sample(fillers, 2)]
+        if tuple(tokens) not in seen:
+            seen.add(tuple(tokens))
+            rows.append((tokens, ["B-person", "O", "O", "B-geo-loc", "O", "O"]))
+    return rows
+
+
+def write_conll(path: Path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join("".join(f"{t}\t{g}\n" for t, g in zip(*row, strict=True)) + "\n" for row in rows))
+
+
+@pytest.fixture(scope="module")
+def lifecycle(tmp_path_factory, local_services: Settings):
+    repo = scratch_clone(tmp_path_factory.mktemp("clone"))
+    rows = distinct_sentences(300)
+    for split, part in (("train", rows[:200]), ("dev", rows[200:250]), ("test", rows[250:])):
+        write_conll(repo / "data/external/synthetic" / f"{split}.conll", part)
+    name = f"lifecycle-{uuid.uuid4().hex[:8]}"
+    set_params(repo, ingest={"source": "data/external/synthetic"},
+               validate={"entity_types": ["person", "geo-loc"], "reference_profile": None},
+               augment={"methods": ["synonym"]},
+               train={"base_model": str(tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))), "max_length": 32,
+                      "batch_size": 8, "learning_rate": 5e-3, "epochs": 2},
+               gate={"min_f1": 0.3, "min_functionality": 0.0, "min_name_invariance": 0.0},
+               registry={"model_name": name})
+    registry = Registry(s3_client(local_services), local_services.registry_bucket, local_services.registry_prefix)
+    runs = {"first": run_flow(repo, local_services)}
+    champion_after = {"first": registry.get_alias(name, "champion")}
+    # Worse: one epoch at a learning rate too small to learn. The floor is lowered so that only the
+    # comparison with the champion can reject it.
+    set_params(repo, train={"epochs": 1, "learning_rate": 1e-7}, gate={"min_f1": 0.0})
+    runs["worse"] = run_flow(repo, local_services)
+    champion_after["worse"] = registry.get_alias(name, "champion")
+    champion_after["versions after worse"] = registry.versions(name)
+    set_params(repo, train={"epochs": 6, "learning_rate": 5e-3})
+    runs["better"] = run_flow(repo, local_services)
+    champion_after["better"] = registry.get_alias(name, "champion")
+    return repo, name, runs, champion_after, registry
+
+
+def output(result: subprocess.CompletedProcess) -> str:
+    return result.stdout + result.stderr
+
+
+def test_first_run_is_promoted(lifecycle) -> None:
+    _, _, runs, champion_after, _ = lifecycle
+    assert runs["first"].returncode == 0, output(runs["first"])[-4000:]
+    assert champion_after["first"] == 1
+
+
+def test_a_worse_candidate_is_rejected_and_the_champion_stays(lifecycle, local_services: Settings) -> None:
+    _, _, runs, champion_after, _ = lifecycle
+    assert runs["worse"].returncode == 1, output(runs["worse"])[-4000:]
+    assert "gate rejected the candidate" in output(runs["worse"])
+    assert "vs champion v1 on the same test set" in output(runs["worse"])
+    assert champion_after["worse"] == 1 and champion_after["versions after worse"] == [1]  # nothing registered
+    query = {"flows": {"name": {"any_": ["flowtune-ner"]}}, "sort": "START_TIME_DESC", "limit": 10}
+    failed = [r for r in httpx.post(f"{local_services.api_url}/flow_runs/filter", json=query).json()
+              if r["state_type"] == "FAILED"]
+    assert failed and "gate rejected the candidate" in failed[0]["state"]["message"]
+
+
+def test_a_better_candidate_is_promoted_and_rollback_restores_the_old_champion(lifecycle) -> None:
+    repo, name, runs, champion_after, registry = lifecycle
+    assert runs["better"].returncode == 0, output(runs["better"])[-4000:]
+    assert champion_after["better"] == 2
+    first, better = (registry.manifest(name, v)["metadata"]["metrics"]["f1"] for v in (1, 2))
+    assert better >= first
+    rollback = subprocess.run([".venv/bin/flowtune", "registry", "rollback", name], cwd=repo,
+                              env=clean_env(PYTHONPATH=str(repo)), capture_output=True, text=True, timeout=120)
+    assert rollback.returncode == 0, rollback.stderr
+    assert registry.get_alias(name, "champion") == 1
