@@ -8,6 +8,7 @@ and evaluate stages run again (DVC has the rest), so each later run costs about 
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import uuid
@@ -90,6 +91,8 @@ def test_a_worse_candidate_is_rejected_and_the_champion_stays(lifecycle, local_s
     failed = [r for r in httpx.post(f"{local_services.api_url}/flow_runs/filter", json=query).json()
               if r["state_type"] == "FAILED"]
     assert failed and "gate rejected the candidate" in failed[0]["state"]["message"]
+    saved = json.loads((lifecycle[0] / "data/metrics/gate.json").read_text())  # the last (better) run's decision
+    assert saved["promote"] is True and saved["champion"]["version"] == 1
 
 
 def test_a_better_candidate_is_promoted_and_rollback_restores_the_old_champion(lifecycle) -> None:
