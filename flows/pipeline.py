@@ -110,12 +110,13 @@ def gate(params: Params, registry: Registry) -> Decision:
     champion = champion_metrics(params, registry)  # re-scored on this run's test split
     decision = decide(candidate, champion, params.gate)
     create_markdown_artifact(key="gate-decision", markdown=decision.as_markdown(), description="Evaluation gate")
-    save_decision(Path(params.paths.eval_metrics).with_name("gate.json"), decision, champion)
+    save_decision(Settings().state_dir / "last_gate.json", decision, champion)
     return decision
 
 
 def save_decision(path: Path, decision: Decision, champion: dict | None) -> None:
-    """The decision beside eval.json (git-ignored: it belongs to this run, not to the DVC pipeline)."""
+    """The last run's decision, in the git-ignored state folder: it belongs to that flow run, not to the
+    DVC pipeline (data/ holds only what `dvc pull` can restore)."""
     from tasks.records import write_json
 
     champion_summary = None if champion is None else {k: champion.get(k) for k in ("version", "f1", "incomparable")}

@@ -91,7 +91,7 @@ def test_a_worse_candidate_is_rejected_and_the_champion_stays(lifecycle, local_s
     failed = [r for r in httpx.post(f"{local_services.api_url}/flow_runs/filter", json=query).json()
               if r["state_type"] == "FAILED"]
     assert failed and "gate rejected the candidate" in failed[0]["state"]["message"]
-    saved = json.loads((lifecycle[0] / "data/metrics/gate.json").read_text())  # the last (better) run's decision
+    saved = json.loads((lifecycle[0] / ".flowtune/last_gate.json").read_text())  # the last (better) run's decision
     assert saved["promote"] is True and saved["champion"]["version"] == 1
 
 
