@@ -109,8 +109,8 @@ def configure_device(device: torch.device) -> None:
 def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float):
     """AdamW with no weight decay on biases and LayerNorm weights, as the fused kernel.
 
-    Fused on CPU too: for MiniLM on 2 cores the per-parameter loop took about 1 s per step (the word
-    embeddings alone are 11.7M parameters), the fused kernel about 0.08 s, more than the forward pass.
+    Fused on CPU too: for MiniLM the optimizer step alone drops from about 1 s to about 0.1 s on 2
+    cores (the word embeddings are 11.7M parameters, updated every step); DECISIONS 16.
     """
     decay, no_decay = [], []
     for name, param in model.named_parameters():
