@@ -84,6 +84,8 @@ def train_params(args):
     """params.yaml's train section with the benchmark's overrides (only fields that exist)."""
     params = load_params(ROOT / "params.yaml").train
     wanted = {"epochs": args.epochs, "batch_size": args.batch_size, "num_threads": args.threads}
+    if args.seed is not None:
+        wanted["seed"] = args.seed
     return params.model_copy(update={k: v for k, v in wanted.items() if k in type(params).model_fields})
 
 
@@ -292,6 +294,7 @@ def run_mode(mode: str, args) -> dict:
         out = Path(tmp) / "result.json"
         command = [sys.executable, __file__, "--worker", mode, "--json", str(out), "--epochs", str(args.epochs),
                    "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--device", args.device]
+        command += ["--seed", str(args.seed)] if args.seed is not None else []
         for flag, value in (("--sentences", args.sentences), ("--dev-limit", args.dev_limit),
                             ("--test-limit", args.test_limit)):
             command += [flag, str(value)] if value is not None else []
@@ -337,6 +340,7 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--sentences", type=int, default=None, help="first N train sentences (default: all)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default: params.yaml train.seed)")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
