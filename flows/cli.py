@@ -37,6 +37,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if state.is_completed() else 1
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Create or update the deployments of prefect.yaml on our Prefect server (`prefect deploy --all`)."""
+    import subprocess
+
+    from flows.services import ServiceError, ensure_accelerator_limit
+
+    settings = Settings()
+    try:
+        slots = ensure_accelerator_limit(settings)
+    except (ServiceError, OSError) as exc:
+        print(f"flowtune deploy: the Prefect API at {settings.api_url} is not usable ({exc}); "
+              "run `flowtune services up` first", file=sys.stderr)
+        return 1
+    from flows.services import service_env
+
+    env = {**os.environ, **service_env(settings)}
+    command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"]
+    result = subprocess.run(command, env=env)
+    if result.returncode == 0:
+        print(f"deployments created on {settings.ui_url}/deployments (worker pool flowtune-local, "
+              f"'gpu' limit {slots} slot(s)); run one now with "
+              "`prefect deployment run flowtune-ner/nightly` (PREFECT_API_URL set as above)")
+    return result.returncode
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    """Install the failure-notification automation (flows/notify.py) on our Prefect server."""
+    settings = Settings()
+    _prefect_env(settings)
+    from flows.notify import AUTOMATION_NAME, FLOWS, install
+
+    try:
+        automation_id = install(args.webhook_url)
+    except Exception as exc:  # noqa: BLE001 - any client error means the server is not usable
+        print(f"flowtune notify: {type(exc).__name__}: {exc} (is the Prefect server at {settings.api_url} up? "
+              "`flowtune services up`)", file=sys.stderr)
+        return 1
+    print(f"automation {AUTOMATION_NAME!r} ({automation_id}): a Failed or Crashed run of {', '.join(FLOWS)} "
+          "is posted to the webhook")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowtune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole pipeline as a Prefect flow in this checkout (reads ./params.yaml)")
     run.add_argument("--no-push", action="store_true", help="do not dvc push at the end")
     run.set_defaults(func=cmd_run)
+    deploy = sub.add_parser("deploy", help="create/update the Prefect deployments of prefect.yaml (nightly "
+                            "retraining, data refresh, champion evaluation) on the local Prefect server")
+    deploy.set_defaults(func=cmd_deploy)
+    notify = sub.add_parser("notify", help="post to a webhook when a flowtune flow run fails or crashes "
+                            "(a Prefect automation with a Custom Webhook block)")
+    notify.add_argument("--webhook-url", required=True, help="receives JSON {subject, text}")
+    notify.set_defaults(func=cmd_notify)
     add_registry_parser(sub)
     add_predict_parser(sub)
     return parser

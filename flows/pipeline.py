@@ -3,6 +3,11 @@
 DVC is the build system: each file-producing step runs as `dvc repro --single-item <stage>`, so DVC
 alone decides what is stale and dvc.lock stays true. Prefect adds what DVC cannot: the storage check,
 `dvc pull`/`dvc push` with retries, one task and one artifact per step, the gate and registration.
+
+Three flows share these tasks: `ner_pipeline` (everything), `data_refresh` (import to augmented data,
+no training) and `evaluate_champion` (the registered champion against the current test data). Each
+works in place (a hand-started run, like `dvc repro`) or in an isolated checkout (deployed runs,
+see flows/workspace.py).
 """
 
 from __future__ import annotations
@@ -23,12 +28,15 @@ from prefect.states import Failed
 from flows import reports
 from flows.champion import champion_metrics
 from flows.gate import Decision, decide
+from flows.services import ACCELERATOR_LIMIT
 from flows.storage import check_storage
+from flows.workspace import DEFAULT_PARAMS, Workspace, run_workspace
 from tasks.params import Params, load_params
 from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
 
-STAGES = ("ingest", "validate", "clean", "validate_clean", "augment", "validate_augmented", "train", "evaluate")
+DATA_STAGES = ("ingest", "validate", "clean", "validate_clean", "augment", "validate_augmented")
+STAGES = (*DATA_STAGES, "train", "evaluate")
 
 
 class StageError(RuntimeError):
@@ -83,12 +91,27 @@ def run_stage(stage: str, params: Params, settings: Settings) -> dict:
     started = time.time()
     run_id = str(flow_run.get_id() or "local")
     try:
-        run_logged(["dvc", "repro", "--single-item", stage], f"stage {stage!r}")
+        with holding_accelerator(stage):
+            run_logged(["dvc", "repro", "--single-item", stage], f"stage {stage!r}")
     except StageError:
         if stage in reports.CONTRACT_STAGES:
             publish_failed_contract(stage, params, settings, run_id, started)
         raise
     return reports.publish(stage, params, settings, run_id)
+
+
+def holding_accelerator(stage: str):
+    """A slot of the global `gpu` limit for the train stage (waits for a free one); nothing for other stages.
+
+    `flowtune services up` creates the limit with one slot per GPU, so two runs never train on one
+    accelerator at once. Without the limit on the server (a test harness, a server set up by hand)
+    Prefect logs a warning and the stage runs unthrottled.
+    """
+    from contextlib import nullcontext
+
+    from prefect.concurrency.sync import concurrency
+
+    return concurrency(ACCELERATOR_LIMIT, occupy=1) if stage == "train" else nullcontext()
 
 
 def publish_failed_contract(stage: str, params: Params, settings: Settings, run_id: str, started: float) -> None:
@@ -105,12 +128,12 @@ def publish_failed_contract(stage: str, params: Params, settings: Settings, run_
 
 
 @task(name="gate", task_run_name="gate", cache_policy=NO_CACHE)
-def gate(params: Params, registry: Registry) -> Decision:
+def gate(params: Params, registry: Registry, settings: Settings) -> Decision:
     candidate = json.loads(Path(params.paths.eval_metrics).read_text())
     champion = champion_metrics(params, registry)  # re-scored on this run's test split
     decision = decide(candidate, champion, params.gate)
     create_markdown_artifact(key="gate-decision", markdown=decision.as_markdown(), description="Evaluation gate")
-    save_decision(Settings().state_dir / "last_gate.json", decision, champion)
+    save_decision(settings.state_dir / "last_gate.json", decision, champion)
     return decision
 
 
@@ -142,24 +165,83 @@ def register(params: Params, registry: Registry, decision: Decision, settings: S
     return version
 
 
-@flow(name="flowtune-ner", log_prints=True)
-def ner_pipeline(push: bool = True):
-    """Pull, reproduce every stage, gate, register a passing model, push data and artifacts.
-
-    Runs in the current directory, a checkout of this repository: like `dvc repro`, every stage
-    reads ./params.yaml (DVC tracks that file), so the flow reads it too.
-    """
+def run_settings() -> Settings:
+    """Settings read in the checkout the run starts from, with an absolute state dir (the run may move
+    to an isolated workspace, and its services' state stays where it is)."""
     settings = Settings()
-    params = load_params("params.yaml")
+    return settings.model_copy(update={"state_dir": settings.state_dir.resolve()})
+
+
+def reproduce(stages: tuple[str, ...], params: Params, settings: Settings) -> None:
     check_storage_task(settings)
     dvc_pull()
-    for stage in STAGES:
+    for stage in stages:
         run_stage(stage, params, settings)
-    registry = Registry(s3_client(settings), settings.registry_bucket, settings.registry_prefix)
-    decision = gate(params, registry)
-    if push:
-        dvc_push()
-    if not decision.promote:
-        return Failed(message="gate rejected the candidate: " + "; ".join(decision.reasons))
-    version = register(params, registry, decision, settings)
+
+
+def registry_of(settings: Settings) -> Registry:
+    return Registry(s3_client(settings), settings.registry_bucket, settings.registry_prefix)
+
+
+@flow(name="flowtune-ner", log_prints=True)
+def ner_pipeline(push: bool = True, workspace: Workspace = "in-place", revision: str = "HEAD",
+                 params_file: str = DEFAULT_PARAMS, data_source: str | None = None):
+    """Pull, reproduce every stage, gate, register a passing model, push data and artifacts.
+
+    `workspace="in-place"` works in the current checkout and reads ./params.yaml, like `dvc repro`;
+    `"isolated"` works in a clean checkout of `revision` where `params_file` (a file of that commit)
+    and `data_source` (replacing `ingest.source`) may be chosen.
+    """
+    settings = run_settings()
+    with run_workspace(workspace, str(flow_run.get_id() or "local"), settings, revision=revision,
+                       params_file=params_file, data_source=data_source):
+        params = load_params(DEFAULT_PARAMS)
+        reproduce(STAGES, params, settings)
+        registry = registry_of(settings)
+        decision = gate(params, registry, settings)
+        if push:
+            dvc_push()
+        if not decision.promote:
+            return Failed(message="gate rejected the candidate: " + "; ".join(decision.reasons))
+        version = register(params, registry, decision, settings)
     return {"model": params.registry.model_name, "version": version, "flow_run_id": str(flow_run.get_id())}
+
+
+@flow(name="flowtune-data-refresh", log_prints=True)
+def data_refresh(push: bool = True, workspace: Workspace = "in-place", revision: str = "HEAD",
+                 params_file: str = DEFAULT_PARAMS, data_source: str | None = None) -> dict:
+    """Import, validate, clean and augment (no training), then push the new data to the DVC remote."""
+    settings = run_settings()
+    with run_workspace(workspace, str(flow_run.get_id() or "local"), settings, revision=revision,
+                       params_file=params_file, data_source=data_source):
+        params = load_params(DEFAULT_PARAMS)
+        reproduce(DATA_STAGES, params, settings)
+        if push:
+            dvc_push()
+        sentences = json.loads(Path(params.paths.augment_report).read_text())["sentences"]
+    return {"sentences": sentences}
+
+
+@task(name="evaluate-champion", task_run_name="evaluate-champion", cache_policy=NO_CACHE)
+def evaluate_champion_task(params: Params, registry: Registry, alias: str) -> dict:
+    metrics = champion_metrics(params, registry, alias)
+    if metrics is None:
+        raise ValueError(f"no model behind {params.registry.model_name}:{alias} in the registry")
+    if "incomparable" in metrics:
+        raise ValueError(f"{params.registry.model_name}:{alias} cannot label this test set: {metrics['incomparable']}")
+    create_markdown_artifact(key="champion-evaluation", markdown=reports.champion_markdown(params, alias, metrics),
+                             description="Champion on the current test data")
+    return metrics
+
+
+@flow(name="flowtune-evaluate-champion", log_prints=True)
+def evaluate_champion(alias: str = "champion", workspace: Workspace = "in-place", revision: str = "HEAD",
+                      params_file: str = DEFAULT_PARAMS, data_source: str | None = None) -> dict:
+    """Score the registered model behind `alias` on the current test data (rebuilt or pulled by DVC)."""
+    settings = run_settings()
+    with run_workspace(workspace, str(flow_run.get_id() or "local"), settings, revision=revision,
+                       params_file=params_file, data_source=data_source):
+        params = load_params(DEFAULT_PARAMS)
+        reproduce(DATA_STAGES, params, settings)
+        metrics = evaluate_champion_task(params, registry_of(settings), alias)
+    return {"model": params.registry.model_name, "version": metrics["version"], "f1": metrics["f1"]}

@@ -158,6 +158,17 @@ def evaluation_details(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def champion_markdown(params: Params, alias: str, metrics: dict) -> str:
+    """The registered model behind `alias` scored on the current test data, with its details."""
+    head = [f"# `{params.registry.model_name}:{alias}` (v{metrics['version']}) on the current test data", "",
+            f"- strict IOB2 F1 **{metrics['f1']:.4f}** (precision {metrics['precision']:.4f}, "
+            f"recall {metrics['recall']:.4f})", "", "| entity | precision | recall | F1 | support |",
+            "|---|---:|---:|---:|---:|"]
+    head += [f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
+             for name, m in sorted(metrics["per_type"].items())]
+    return "\n".join(head) + "\n\n" + evaluation_details(metrics)
+
+
 def confusion_markdown(table: dict[str, dict[str, int]]) -> list[str]:
     """Gold types as rows, predicted types (plus missed) as columns; spurious predictions as the last row."""
     columns = sorted({column for counts in table.values() for column in counts})

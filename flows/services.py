@@ -1,4 +1,5 @@
-"""Local services for flowtune: SeaweedFS (the S3 API for DVC and the registry) and a Prefect server.
+"""Local services for flowtune: SeaweedFS (the S3 API for DVC and the registry), a Prefect server and
+a Prefect worker of the process work pool `flowtune-local` (it runs deployed and scheduled flow runs).
 
 `up`, `down` and `status` are idempotent. `up` leaves a service alone when its pid file points at a
 live process of that service, and otherwise starts it in its own process group in the background,
@@ -17,6 +18,10 @@ logging to `<state_dir>/logs/<name>.log` with its pid in `<state_dir>/<name>.pid
   its buckets are only checked (and DVC is wired to it). With `PREFECT_API_URL` pointing anywhere but
   the local `prefect_host:prefect_port`, the Prefect server is not started, only health-checked.
 - DVC: `.dvc/config.local` (mode 0600) points the default remote `storage` at the S3 endpoint.
+- Worker: `prefect worker start --pool flowtune-local --type process` in this checkout (it creates the
+  pool on first start), also against an external Prefect API; `FLOWTUNE_START_WORKER=false` skips it.
+  `up` also creates the global concurrency limit `gpu` (one slot per GPU, one on a CPU-only machine)
+  that the train stage holds.
 """
 
 from __future__ import annotations
@@ -58,7 +63,10 @@ ACCESS_KEY_ENV = "FLOWTUNE_S3_ACCESS_KEY_ID"
 SECRET_KEY_ENV = "FLOWTUNE_S3_SECRET_ACCESS_KEY"
 
 # A word each service's command line contains: a pid file whose pid was reused is not believed.
-MARKERS = {"seaweedfs": "weed", "prefect-server": "prefect"}
+MARKERS = {"seaweedfs": "weed", "prefect-server": "prefect", "prefect-worker": "prefect"}
+WORK_POOL = "flowtune-local"  # also named in prefect.yaml
+ACCELERATOR_LIMIT = "gpu"  # the global concurrency limit the train stage holds (flows/pipeline.py)
+WORKER_TIMEOUT_S = 60.0
 
 # Handles of the processes this interpreter started: they outlive the call that started them, and
 # keeping the handle lets `_alive` reap them (a zombie still "exists") without a ResourceWarning.
@@ -238,10 +246,30 @@ def prefect_server(settings: Settings) -> Service:
     """`prefect server start` with its own PREFECT_HOME (its SQLite DB, its profiles, no user's ones)."""
     command = [sys.executable, "-m", "prefect", "server", "start",
                "--host", settings.prefect_host, "--port", str(settings.prefect_port)]
-    env = {"PREFECT_HOME": str(_state(settings) / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {"PREFECT_HOME": str(_state(settings) / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           # The UI asks the API at these, not at --host/--port: without them it calls the default port
+           # 4200 and shows "Can't connect to Server API" on any other port.
+           "PREFECT_SERVER_API_HOST": settings.prefect_host, "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
+           # Links in notifications (`flow_run|ui_url`) are built from this; unset, they read "None".
+           "PREFECT_UI_URL": settings.ui_url}
     # PREFECT_API_URL is the clients' setting; the server must not think it is a client of itself.
     return Service("prefect-server", command, {settings.prefect_port: "API/UI"}, host=settings.prefect_host,
                    env=env, unset_env=("PREFECT_API_URL",))
+
+
+def worker_name(settings: Settings) -> str:
+    """Unique per machine and state dir: two checkouts' workers on one server are told apart."""
+    import hashlib
+
+    digest = hashlib.sha256(str(_state(settings)).encode()).hexdigest()[:6]
+    return f"flowtune-{socket.gethostname()}-{digest}"
+
+
+def prefect_worker(settings: Settings) -> Service:
+    """A process worker of the `flowtune-local` pool, running flow runs from this checkout."""
+    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process",
+               "--name", worker_name(settings)]
+    return Service("prefect-worker", command, {}, env=service_env(settings), cwd=Path.cwd().resolve())
 
 
 def prefect_is_local(settings: Settings) -> bool:
@@ -471,13 +499,53 @@ def s3_check_buckets(settings: Settings) -> None:
 
 def prefect_check(settings: Settings) -> None:
     """`GET <api_url>/health` answers 200 (with PREFECT_API_KEY as bearer token when set)."""
+    response = _api(settings, "GET", "health")
+    if response.status_code != 200:
+        raise ServiceError(f"HTTP {response.status_code}")
+
+
+def _api(settings: Settings, method: str, path: str, **kwargs):
     import httpx
 
     key = os.environ.get("PREFECT_API_KEY")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    response = httpx.get(f"{settings.api_url.rstrip('/')}/health", headers=headers, timeout=3)
+    return httpx.request(method, f"{settings.api_url.rstrip('/')}/{path}", headers=headers, timeout=10, **kwargs)
+
+
+def worker_check(settings: Settings) -> None:
+    """Our worker has registered with the server and reports itself online."""
+    response = _api(settings, "POST", f"work_pools/{WORK_POOL}/workers/filter", json={})
     if response.status_code != 200:
-        raise ServiceError(f"HTTP {response.status_code}")
+        raise ServiceError(f"HTTP {response.status_code} listing the workers of {WORK_POOL}")
+    states = {worker["name"]: worker.get("status") for worker in response.json()}
+    if states.get(worker_name(settings)) != "ONLINE":
+        raise ServiceError(f"worker {worker_name(settings)} not online in pool {WORK_POOL} (seen: {states})")
+
+
+def accelerator_slots() -> int:
+    """GPUs on this machine (`nvidia-smi -L`), or 1 on a CPU-only one: its cores are the accelerator."""
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 1
+    return max(1, sum(line.startswith("GPU ") for line in listed.splitlines()))
+
+
+def ensure_accelerator_limit(settings: Settings, slots: int | None = None) -> int:
+    """Create (or resize) the global concurrency limit `gpu` that the train stage holds; its slot count."""
+    slots = slots or accelerator_slots()
+    current = _api(settings, "GET", f"v2/concurrency_limits/{ACCELERATOR_LIMIT}")
+    if current.status_code == 404:
+        response = _api(settings, "POST", "v2/concurrency_limits/",
+                        json={"name": ACCELERATOR_LIMIT, "limit": slots, "active": True})
+    elif current.status_code == 200 and current.json().get("limit") != slots:
+        response = _api(settings, "PATCH", f"v2/concurrency_limits/{ACCELERATOR_LIMIT}", json={"limit": slots})
+    else:
+        response = current
+    if response.status_code >= 400:
+        raise ServiceError(f"cannot create the '{ACCELERATOR_LIMIT}' concurrency limit: HTTP {response.status_code} "
+                           f"{response.text[:200]}")
+    return slots
 
 
 def _healthy(check: Callable[[Settings], None], settings: Settings) -> bool:
@@ -523,18 +591,32 @@ def up(settings: Settings | None = None) -> dict:
         local_prefect = prefect_is_local(settings)
         wait_healthy(settings, "prefect-server" if local_prefect else "prefect", prefect_check,
                      PREFECT_TIMEOUT_S if local_prefect else EXTERNAL_TIMEOUT_S, managed=local_prefect)
-    return {"s3_endpoint": settings.endpoint_url, "buckets": buckets(settings),
+        start_worker(settings)
+        slots = ensure_accelerator_limit(settings)
+    return {"gpu_slots": slots,
+            "s3_endpoint": settings.endpoint_url, "buckets": buckets(settings),
             "prefect_api_url": settings.api_url, "prefect_ui_url": settings.ui_url,
             "dvc_config": str(dvc_config) if dvc_config else None}
 
 
+def start_worker(settings: Settings) -> None:
+    """Start the worker (once the Prefect API answers) unless it runs already or is switched off."""
+    if not settings.start_worker:
+        return
+    if running_pid(settings, "prefect-worker") is None:
+        start(settings, prefect_worker(settings))
+    wait_healthy(settings, "prefect-worker", worker_check, WORKER_TIMEOUT_S, managed=True)
+
+
 def down(settings: Settings | None = None) -> None:
-    """Stop the local services (both at once: SeaweedFS alone needs about 15 s). Data stays."""
+    """Stop the local services, all at once (SeaweedFS alone needs about 15 s). Data stays.
+
+    Stopping the worker also stops the flow runs it is executing (they are its child processes)."""
     settings = settings or Settings()
     if not settings.state_dir.exists():
         return  # never started here: nothing to stop, and no state dir to create
     with _locked(settings):
-        stop(settings, "prefect-server", "seaweedfs")
+        stop(settings, "prefect-worker", "prefect-server", "seaweedfs")
 
 
 def status(settings: Settings | None = None) -> dict[str, dict]:
@@ -542,11 +624,16 @@ def status(settings: Settings | None = None) -> dict[str, dict]:
     settings = settings or Settings()
     s3_ok = bool(settings.s3_access_key_id and settings.s3_secret_access_key) and \
         _healthy(s3_check_buckets, settings)
-    return {
+    report = {
         "seaweedfs": {"pid": running_pid(settings, "seaweedfs"), "url": settings.endpoint_url, "healthy": s3_ok},
         "prefect-server": {"pid": running_pid(settings, "prefect-server"), "url": settings.ui_url,
                            "healthy": _healthy(prefect_check, settings)},
     }
+    if settings.start_worker:
+        report["prefect-worker"] = {"pid": running_pid(settings, "prefect-worker"),
+                                    "url": f"pool {WORK_POOL} as {worker_name(settings)}",
+                                    "healthy": _healthy(worker_check, settings)}
+    return report
 
 
 def format_status(report: dict[str, dict]) -> str:
@@ -558,7 +645,8 @@ def format_status(report: dict[str, dict]) -> str:
 def services_main(argv: list[str] | None = None) -> int:
     """`flowtune services up|down|status`; exit status 0 when the command succeeded / all are healthy."""
     parser = argparse.ArgumentParser(prog="flowtune services",
-                                     description="Start, stop or inspect local SeaweedFS (S3) + Prefect server.")
+                                     description="Start, stop or inspect the local services: SeaweedFS (S3), "
+                                                 "Prefect server and worker.")
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("up", help="start what is not running, create buckets, wire the DVC remote")
     sub.add_parser("down", help="stop the local services (data stays)")
@@ -571,6 +659,8 @@ def services_main(argv: list[str] | None = None) -> int:
             info = up(settings)
             print(format_status(status(settings)))
             print(f"buckets: {', '.join(info['buckets'])}; Prefect UI: {info['prefect_ui_url']}")
+            print(f"concurrency limit '{ACCELERATOR_LIMIT}': {info['gpu_slots']} slot(s); "
+                  "create the deployments with `flowtune deploy`")
             print(f"DVC remote '{DVC_REMOTE}': " + (f"wired in {info['dvc_config']}" if info["dvc_config"]
                                                     else "not wired (no .dvc/ in this directory)"))
             return 0

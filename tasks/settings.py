@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     seaweed_volume_port: int = 8080
     seaweed_filer_port: int = 8888
 
+    # `flowtune services up` starts a Prefect worker for the `flowtune-local` process pool (deployed and
+    # scheduled runs execute there); false for a machine that only submits runs.
+    start_worker: bool = True
+
     prefect_host: str = "127.0.0.1"
     prefect_port: int = 4200
     prefect_api_url: str | None = Field(default=None, validation_alias="PREFECT_API_URL")

@@ -128,6 +128,33 @@ def synthetic(count: int, seed: int) -> list:
     return records
 
 
+def distinct_sentences(count: int) -> list[tuple[list[str], list[str]]]:
+    """Unique `<name> <verb> <prep> <place> <w> <w>` sentences (no split can leak into another)."""
+    rng, seen, rows = random.Random(7), set(), []
+    fillers = ["today", "again", "yesterday", "ok", "now", "lol", "haha", "tonight"]
+    while len(rows) < count:
+        tokens = [rng.choice(NAMES), *rng.choice([["went", "to"], ["lives", "in"], ["flew", "from"]]),
+                  rng.choice(PLACES), *rng.sample(fillers, 2)]
+        if tuple(tokens) not in seen:
+            seen.add(tuple(tokens))
+            rows.append((tokens, ["B-person", "O", "O", "B-geo-loc", "O", "O"]))
+    return rows
+
+
+def write_conll(path: Path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join("".join(f"{t}\t{g}\n" for t, g in zip(*row, strict=True)) + "\n" for row in rows))
+
+
+def synthetic_splits(folder: Path, count: int = 300) -> Path:
+    """A pre-split CoNLL folder (train/dev/test.conll) of distinct synthetic sentences."""
+    rows = distinct_sentences(count)
+    train, dev = count * 2 // 3, count * 5 // 6
+    for split, part in (("train", rows[:train]), ("dev", rows[train:dev]), ("test", rows[dev:])):
+        write_conll(folder / f"{split}.conll", part)
+    return folder
+
+
 def train_params(base: Path, **overrides):
     """TrainParams for a tiny encoder: seconds per run, one thread, nothing written but the model."""
     from tasks.params import TrainParams

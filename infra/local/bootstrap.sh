@@ -8,6 +8,18 @@ python=${PYTHON:-python3}
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || { echo "flowtune needs Python 3.11+ (found $("$python" --version)); set PYTHON=..." >&2; exit 1; }
 
+# Debian's chromium for the browser check in tests/e2e (playwright drives it; its own browser download
+# needs the internet). Before the stamp check so a removed chromium comes back; `[ -x ]` keeps it cheap.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "bootstrap: installing Debian chromium (for the e2e browser check)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+      || echo "bootstrap: could not install chromium; the e2e browser check will fail until it is installed" >&2
+  else
+    echo "bootstrap: chromium missing (needed only by the e2e browser check): sudo apt-get install -y chromium" >&2
+  fi
+fi
+
 stamp=".venv/.installed-$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
 [ -f "$stamp" ] && exit 0
 

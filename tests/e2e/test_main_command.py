@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
+from tests.browser import capture_flow_run
 from tests.helpers import clean_env, port_settings, scratch_clone
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -53,6 +55,18 @@ def main_run(tmp_path_factory) -> Run:
         yield run
     finally:
         run.sh(".venv/bin/flowtune", "services", "down", check=False)
+
+
+def test_prefect_ui_shows_the_run_steps_and_gate(main_run: Run, tmp_path: Path):
+    """What a person sees: headless Chromium opens the printed flow run link; every task run is listed on
+    the "Task Runs" tab and the gate decision card on "Artifacts" (the run graph is a canvas: not readable)."""
+    link = re.search(r"Prefect UI \(flow run\): (http://\S+)/runs/flow-run/([0-9a-f-]{36})", main_run.output)
+    assert link, f"make run printed no flow run link:\n{main_run.output[-2000:]}"
+    tasks = ["check-storage", "dvc-pull", *STAGES, "gate", "dvc-push", "register"]
+    # Raises (an AssertionError) naming what is missing and where the screenshots are.
+    seen = capture_flow_run(link[1], link[2], tmp_path / "ui", tasks, "gate-decision", "Evaluation gate")
+    assert seen["tasks_visible"] == tasks and seen["artifact_key_visible"], f"screenshots: {seen['screenshots']}"
+    assert all(shot.stat().st_size > 10_000 for shot in seen["screenshots"]), f"blank? {seen['screenshots']}"
 
 
 def registry_for(run: Run):

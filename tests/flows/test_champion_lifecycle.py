@@ -9,45 +9,23 @@ and evaluate stages run again (DVC has the rest), so each later run costs about 
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
-from tests.helpers import NAMES, PLACES, clean_env, run_flow, scratch_clone, set_params, tiny_encoder
+from tests.helpers import clean_env, run_flow, scratch_clone, set_params, synthetic_splits, tiny_encoder
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def distinct_sentences(count: int) -> list[tuple[list[str], list[str]]]:
-    """Unique `<name> <verb> <prep> <place> <w> <w>` sentences (no split can leak into another)."""
-    rng, seen, rows = random.Random(7), set(), []
-    fillers = ["today", "again", "yesterday", "ok", "now", "lol", "haha", "tonight"]
-    while len(rows) < count:
-        tokens = [rng.choice(NAMES), *rng.choice([["went", "to"], ["lives", "in"], ["flew", "from"]]),
-                  rng.choice(PLACES), *rng.sample(fillers, 2)]
-        if tuple(tokens) not in seen:
-            seen.add(tuple(tokens))
-            rows.append((tokens, ["B-person", "O", "O", "B-geo-loc", "O", "O"]))
-    return rows
-
-
-def write_conll(path: Path, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join("".join(f"{t}\t{g}\n" for t, g in zip(*row, strict=True)) + "\n" for row in rows))
 
 
 @pytest.fixture(scope="module")
 def lifecycle(tmp_path_factory, local_services: Settings):
     repo = scratch_clone(tmp_path_factory.mktemp("clone"))
-    rows = distinct_sentences(300)
-    for split, part in (("train", rows[:200]), ("dev", rows[200:250]), ("test", rows[250:])):
-        write_conll(repo / "data/external/synthetic" / f"{split}.conll", part)
+    synthetic_splits(repo / "data/external/synthetic")
     name = f"lifecycle-{uuid.uuid4().hex[:8]}"
     set_params(repo, ingest={"source": "data/external/synthetic"},
                validate={"entity_types": ["person", "geo-loc"], "reference_profile": None},

@@ -67,7 +67,7 @@ def test_a_wrong_secret_is_rejected(local_services: Settings):
     assert error_code(info) in {"SignatureDoesNotMatch", "AccessDenied"}
 
 
-def test_status_script_reports_both_services(local_services: Settings):
+def test_status_script_reports_every_service(local_services: Settings):
     """infra/local/status.sh from the repo root, pointed at the test services through FLOWTUNE_*."""
     env = clean_env(
         FLOWTUNE_STATE_DIR=str(local_services.state_dir.resolve()),
@@ -77,7 +77,7 @@ def test_status_script_reports_both_services(local_services: Settings):
     result = subprocess.run(["bash", "infra/local/status.sh"], check=False, cwd=ROOT, env=env,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("healthy=yes") == 2
+    assert result.stdout.count("healthy=yes") == 3  # S3, Prefect server, worker
     assert local_services.secret_key() not in result.stdout + result.stderr
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -237,7 +238,7 @@ def test_up_prints_no_secret(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FLOWTUNE_STATE_DIR", str(tmp_path / ".flowtune"))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setattr(services, "up", lambda settings: {
-        "buckets": ["a", "b"], "prefect_ui_url": "http://ui", "dvc_config": None})
+        "buckets": ["a", "b"], "prefect_ui_url": "http://ui", "dvc_config": None, "gpu_slots": 1})
     monkeypatch.setattr(services, "status", lambda settings: {})
     assert services.services_main(["up"]) == 0
     secret = Settings().secret_key()  # generated into ./.env by services_main
@@ -247,3 +248,25 @@ def test_up_prints_no_secret(tmp_path, monkeypatch, capsys):
 def test_down_without_state_dir_does_nothing(tmp_path):
     services.down(with_keys(tmp_path))
     assert not (tmp_path / ".flowtune").exists()
+
+
+def test_the_worker_serves_our_pool_from_this_checkout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = with_keys(tmp_path)
+    worker = services.prefect_worker(settings)
+    assert worker.command[-6:-2] == ["--pool", services.WORK_POOL, "--type", "process"]
+    assert worker.cwd == tmp_path.resolve() and worker.env["PREFECT_API_URL"] == settings.api_url
+    other = with_keys(tmp_path / "other")
+    assert services.worker_name(other) != services.worker_name(settings)  # two checkouts, two workers
+
+
+def test_the_ui_is_told_where_the_api_is(tmp_path):
+    settings = with_keys(tmp_path).model_copy(update={"prefect_port": 4711})
+    env = services.prefect_server(settings).env
+    assert (env["PREFECT_SERVER_API_PORT"], env["PREFECT_UI_URL"]) == ("4711", "http://127.0.0.1:4711")
+
+
+@pytest.mark.parametrize(("listing", "slots"), [("", 1), ("GPU 0: H100 (UUID: a)\nGPU 1: H100 (UUID: b)\n", 2)])
+def test_one_accelerator_slot_per_gpu_and_one_without(monkeypatch, listing: str, slots: int):
+    monkeypatch.setattr(services.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, listing, ""))
+    assert services.accelerator_slots() == slots

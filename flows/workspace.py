@@ -1,0 +1,149 @@
+"""Where a flow run works: in the user's checkout, or in a clean checkout of its own.
+
+- `in-place` (what `flowtune run` does): the current directory, like `dvc repro`. It reads ./params.yaml
+  and the data DVC finds there.
+- `isolated` (what deployed and scheduled runs do): a fresh `git clone` of this repository at a
+  commit, under `<state_dir>/workspaces/<flow run id>/`, wired to the same DVC remote and sharing the
+  DVC cache (content-addressed, so concurrent runs can share it safely). Two runs never touch each
+  other's files nor the user's working tree. The workspace is deleted when the run succeeds and kept
+  for inspection when it fails (its path is in the run's log).
+
+Flow parameters choose *which* params file and data source, never hyperparameters: `params_file` is a
+file of the checkout copied over its params.yaml (DVC tracks params.yaml), and `data_source` replaces
+`ingest.source`; a path outside the checkout is first copied into its `data/external/` so that DVC
+sees (and versions) the data the run used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal, get_args
+
+import yaml
+
+from tasks.params import load_params
+from tasks.settings import Settings
+
+Workspace = Literal["in-place", "isolated"]
+MODES = get_args(Workspace)
+DEFAULT_PARAMS = "params.yaml"
+
+
+class WorkspaceError(RuntimeError):
+    """The workspace could not be prepared: a bad revision, params file or data source."""
+
+
+def git(repo: Path, *args: str) -> str:
+    result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    if result.returncode:
+        raise WorkspaceError(f"git {' '.join(args)} failed in {repo}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def resolve_revision(repo: Path, revision: str) -> str:
+    """The full commit id `revision` (branch, tag, sha, HEAD) names in `repo`."""
+    try:
+        return git(repo, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+    except WorkspaceError:
+        raise WorkspaceError(f"revision {revision!r} is not a commit of {repo}") from None
+
+
+def checkout(repo: Path, commit: str, dest: Path) -> None:
+    """A clean checkout of `commit` at `dest` (objects are hard-linked from `repo`: fast, small)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    git(dest.parent, "clone", "--quiet", "--no-checkout", str(repo.resolve()), dest.name)
+    git(dest, "checkout", "--quiet", "--detach", commit)
+
+
+def share_dvc_cache(workspace: Path, repo: Path) -> None:
+    """Point the workspace's DVC cache at the user's: data pulled or built once is not copied again."""
+    import configobj
+
+    path = workspace / ".dvc" / "config.local"
+    config = configobj.ConfigObj(str(path), write_empty_values=True)
+    config.indent_type = "    "
+    config.setdefault("cache", {})["dir"] = str((repo / ".dvc" / "cache").resolve())
+    config.write()
+
+
+def use_params_file(workspace: Path, params_file: str) -> None:
+    """Make `params_file` (a file of the checkout) the workspace's params.yaml."""
+    if params_file == DEFAULT_PARAMS:
+        return
+    chosen = workspace / params_file
+    if not chosen.is_file() or not chosen.resolve().is_relative_to(workspace.resolve()):
+        raise WorkspaceError(f"params_file {params_file!r} is not a file of the checked-out commit "
+                             "(commit it, then run again)")
+    shutil.copyfile(chosen, workspace / DEFAULT_PARAMS)
+
+
+def use_data_source(workspace: Path, data_source: str) -> None:
+    """Set `ingest.source`; a file or folder outside the checkout is copied into its data/external/."""
+    params_path = workspace / DEFAULT_PARAMS
+    params = yaml.safe_load(params_path.read_text())
+    source = data_source
+    outside = Path(data_source).expanduser()
+    if outside.is_absolute():
+        if not outside.exists():
+            raise WorkspaceError(f"data_source {data_source!r} does not exist")
+        external = workspace / params["paths"]["external"] / outside.name
+        copy = shutil.copytree if outside.is_dir() else shutil.copyfile
+        copy(outside, external)
+        source = str(external.relative_to(workspace))
+    params["ingest"]["source"] = source
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def prepare(repo: Path, workspace: Path, commit: str, params_file: str, data_source: str | None,
+            settings: Settings) -> None:
+    """Check out `commit`, give it this checkout's settings and DVC remote, apply the parameters."""
+    from flows.services import ENV_FILE, wire_dvc_remote, write_private
+
+    checkout(repo, commit, workspace)
+    if (repo / ENV_FILE).exists():  # same services and credentials (git-ignored, so not in the clone)
+        write_private(workspace / ENV_FILE, (repo / ENV_FILE).read_text())
+    wire_dvc_remote(settings, workspace)
+    share_dvc_cache(workspace, repo)
+    use_params_file(workspace, params_file)
+    if data_source:
+        use_data_source(workspace, data_source)
+    load_params(workspace / DEFAULT_PARAMS)  # a bad params file fails here, before any stage runs
+
+
+@contextlib.contextmanager
+def run_workspace(mode: Workspace, run_id: str, settings: Settings, *, revision: str = "HEAD",
+                  params_file: str = DEFAULT_PARAMS, data_source: str | None = None) -> Iterator[Path]:
+    """Work in the chosen workspace (the process's current directory for the duration).
+
+    Changing directory is safe: a worker runs each flow run in a process of its own.
+    """
+    repo = Path.cwd()
+    if mode not in MODES:
+        raise WorkspaceError(f"workspace must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "in-place":
+        if params_file != DEFAULT_PARAMS or data_source:
+            raise WorkspaceError("params_file and data_source apply to an isolated workspace only: an in-place "
+                                 "run reads ./params.yaml, as `dvc repro` does (pass workspace='isolated')")
+        yield repo
+        return
+    workspace = settings.state_dir.resolve() / "workspaces" / run_id
+    if workspace.exists():  # a retried run starts again from a clean checkout
+        shutil.rmtree(workspace)
+    try:
+        prepare(repo, workspace, resolve_revision(repo, revision), params_file, data_source, settings)
+    except BaseException:
+        shutil.rmtree(workspace, ignore_errors=True)  # no half-prepared checkout is left behind
+        raise
+    os.chdir(workspace)
+    try:
+        yield workspace
+    except BaseException:
+        os.chdir(repo)
+        raise  # the workspace stays for inspection
+    os.chdir(repo)
+    shutil.rmtree(workspace)

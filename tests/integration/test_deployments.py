@@ -1,0 +1,219 @@
+"""The deployments as a user meets them: `flowtune services up` (S3, Prefect server, worker), then
+`flowtune deploy`, then runs executed by the worker, each in its own clean checkout.
+
+A scratch clone with a tiny random BERT and a synthetic data set (passed as the runs' `data_source`,
+outside the clone) keeps each run to a minute or two. Two runs of the nightly deployment are started
+at once: the deployment's concurrency limit makes the second wait for the first. A champion
+evaluation and a data refresh then run side by side, in workspaces of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import uuid
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from tests.helpers import (
+    clean_env,
+    find_free_port,
+    port_settings,
+    scratch_clone,
+    set_params,
+    synthetic_splits,
+    tiny_encoder,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+RUN_TIMEOUT_S = 1200
+
+
+class Deployed:
+    """The scratch checkout with its services up and its deployments created."""
+
+    def __init__(self, repo: Path, env: dict[str, str], api_url: str, data: Path, model_name: str):
+        self.repo, self.env, self.api, self.data, self.model_name = repo, env, api_url, data, model_name
+
+    def sh(self, *command: str) -> str:
+        result = subprocess.run(command, cwd=self.repo, env=self.env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        return result.stdout + result.stderr
+
+    def post(self, path: str, body: dict | None = None):
+        response = httpx.post(f"{self.api}/{path}", json=body or {}, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def get(self, path: str):
+        response = httpx.get(f"{self.api}/{path}", timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def deployment(self, flow: str, name: str) -> dict:
+        return self.get(f"deployments/name/{flow}/{name}")
+
+    def start(self, flow: str, name: str, **parameters) -> str:
+        """Create a flow run of a deployment, as the UI's "Quick run" does; its id."""
+        run = self.post(f"deployments/{self.deployment(flow, name)['id']}/create_flow_run",
+                        {"parameters": parameters})
+        return run["id"]
+
+    def wait(self, *run_ids: str) -> dict[str, dict]:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while True:
+            runs = {run_id: self.get(f"flow_runs/{run_id}") for run_id in run_ids}
+            if all(run["state_type"] in TERMINAL for run in runs.values()):
+                return runs
+            assert time.monotonic() < deadline, {k: r["state_name"] for k, r in runs.items()}
+            time.sleep(3)
+
+    def registry(self):
+        from tasks.registry import Registry
+        from tasks.settings import Settings, s3_client
+
+        settings = Settings(_env_file=self.repo / ".env", state_dir=self.repo / ".flowtune")
+        return Registry(s3_client(settings), settings.registry_bucket, settings.registry_prefix)
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory) -> Deployed:
+    repo = scratch_clone(tmp_path_factory.mktemp("clone"))
+    data = synthetic_splits(tmp_path_factory.mktemp("incoming") / "synthetic")
+    model_name = f"deployed-{uuid.uuid4().hex[:8]}"
+    set_params(repo, validate={"entity_types": ["person", "geo-loc"], "reference_profile": None},
+               augment={"methods": ["synonym"]},
+               train={"base_model": str(tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))), "max_length": 32,
+                      "batch_size": 8, "learning_rate": 5e-3, "epochs": 2},
+               gate={"min_f1": 0.0, "min_functionality": 0.0, "min_name_invariance": 0.0,
+                     "max_latency_ms_p95": 10000},
+               registry={"model_name": model_name})
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run(git + ["commit", "-qam", "tiny params for the deployment test"], cwd=repo, check=True)
+    ports = port_settings()
+    (repo / ".env").write_text("".join(f"{k}={v}\n" for k, v in ports.items()))
+    env = clean_env(PYTHONPATH=str(repo))
+    api_url = f"http://127.0.0.1:{ports['FLOWTUNE_PREFECT_PORT']}/api"
+    setup = Deployed(repo, env, api_url, data, model_name)
+    try:
+        setup.sh(".venv/bin/flowtune", "services", "up")
+        setup.sh(".venv/bin/flowtune", "deploy")
+        yield setup
+    finally:
+        subprocess.run([".venv/bin/flowtune", "services", "down"], cwd=repo, env=env, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def nightly_runs(deployed: Deployed) -> dict[str, dict]:
+    status_before = deployed.sh("git", "status", "--porcelain", "--ignored")
+    first = deployed.start("flowtune-ner", "nightly", data_source=str(deployed.data))
+    second = deployed.start("flowtune-ner", "nightly", data_source=str(deployed.data))
+    runs = deployed.wait(first, second)
+    runs["status_before"] = status_before  # type: ignore[assignment]
+    return runs
+
+
+def test_deployments_are_created_with_schedules_parameters_and_limits(deployed: Deployed):
+    nightly = deployed.deployment("flowtune-ner", "nightly")
+    assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["30 2 * * *"]
+    assert nightly["schedules"][0]["schedule"]["timezone"] == "Europe/Berlin"
+    assert nightly["parameters"]["workspace"] == "isolated"
+    assert nightly["work_pool_name"] == "flowtune-local"
+    assert nightly["global_concurrency_limit"]["limit"] == 1
+    assert nightly["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+    refresh = deployed.deployment("flowtune-data-refresh", "data-refresh")
+    assert refresh["schedules"] and refresh["entrypoint"] == "flows/pipeline.py:data_refresh"
+    assert deployed.deployment("flowtune-evaluate-champion", "champion-eval")["schedules"] == []
+    gpu = deployed.get("v2/concurrency_limits/gpu")
+    assert gpu["limit"] >= 1 and gpu["active"]
+
+
+def test_two_nightly_runs_complete_one_after_the_other(nightly_runs: dict[str, dict]):
+    runs = [run for key, run in nightly_runs.items() if key != "status_before"]
+    assert [run["state_type"] for run in runs] == ["COMPLETED", "COMPLETED"], [r["state"] for r in runs]
+    first, second = sorted(runs, key=lambda run: run["start_time"])
+    assert first["end_time"] <= second["start_time"], "two runs of one deployment overlapped"
+
+
+def test_nightly_runs_work_in_their_own_checkouts(deployed: Deployed, nightly_runs: dict[str, dict]):
+    # The only change in the user's checkout: the DVC cache the workspaces share (content-addressed).
+    after = deployed.sh("git", "status", "--porcelain", "--ignored").replace("!! .dvc/cache/\n", "")
+    assert after == nightly_runs["status_before"]
+    assert not (deployed.repo / "data/raw").exists()  # nothing was built in the user's tree
+    workspaces = deployed.repo / ".flowtune/workspaces"
+    assert not workspaces.exists() or not list(workspaces.iterdir())  # removed after success
+    registry = deployed.registry()
+    assert registry.versions(deployed.model_name) == [1, 2]
+    head = deployed.sh("git", "rev-parse", "HEAD").strip()
+    run_ids = {run["id"] for key, run in nightly_runs.items() if key != "status_before"}
+    lineages = [registry.manifest(deployed.model_name, v)["metadata"] for v in (1, 2)]
+    assert {lineage["flow_run"]["id"] for lineage in lineages} == run_ids
+    assert all(lineage["git"]["commit"] == head for lineage in lineages)
+    assert all(lineage["params"]["ingest"]["source"] == "data/external/synthetic" for lineage in lineages)
+
+
+def test_champion_evaluation_and_data_refresh_run_side_by_side(deployed: Deployed, nightly_runs):
+    evaluation = deployed.start("flowtune-evaluate-champion", "champion-eval", data_source=str(deployed.data))
+    refresh = deployed.start("flowtune-data-refresh", "data-refresh", data_source=str(deployed.data))
+    runs = deployed.wait(evaluation, refresh)
+    assert {run["state_type"] for run in runs.values()} == {"COMPLETED"}, [r["state"] for r in runs.values()]
+    artifacts = deployed.post("artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [evaluation]}}})
+    keys = {artifact["key"] for artifact in artifacts}
+    assert "champion-evaluation" in keys and "augmentation" in keys
+    card = next(a for a in artifacts if a["key"] == "champion-evaluation")["data"]
+    assert f"`{deployed.model_name}:champion` (v2)" in card
+
+
+def test_the_scheduler_plans_the_nightly_runs(deployed: Deployed, nightly_runs):
+    """By now the server's scheduler has planned future runs of the cron deployments."""
+    nightly = deployed.deployment("flowtune-ner", "nightly")
+    query = {"flow_runs": {"deployment_id": {"any_": [nightly["id"]]}, "state": {"type": {"any_": ["SCHEDULED"]}}}}
+    deadline = time.monotonic() + 120
+    while not (planned := deployed.post("flow_runs/filter", query)) and time.monotonic() < deadline:
+        time.sleep(5)
+    assert planned, "no scheduled run of the nightly deployment"
+    start = datetime.fromisoformat(planned[0]["expected_start_time"]).astimezone(ZoneInfo("Europe/Berlin"))
+    assert (start.hour, start.minute) == (2, 30)
+
+
+class Hook(BaseHTTPRequestHandler):
+    """A webhook receiver: keeps every JSON body posted to it."""
+
+    received: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):  # keep the test output quiet
+        pass
+
+
+def test_a_failed_run_is_posted_to_the_notification_webhook(deployed: Deployed):
+    server = HTTPServer(("127.0.0.1", find_free_port()), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        deployed.sh(".venv/bin/flowtune", "notify", "--webhook-url", f"http://127.0.0.1:{server.server_port}/hook")
+        failing = deployed.start("flowtune-ner", "nightly", data_source="/no/such/tweets.conll")
+        run = deployed.wait(failing)[failing]
+        assert run["state_type"] == "FAILED"
+        deadline = time.monotonic() + 90
+        while not Hook.received and time.monotonic() < deadline:
+            time.sleep(1)
+    finally:
+        server.shutdown()
+    assert Hook.received, "no notification reached the webhook within 90 s"
+    message = Hook.received[0]
+    assert run["name"] in message["subject"] and "Failed" in message["subject"]
+    assert "/no/such/tweets.conll" in message["text"] and "does not exist" in message["text"]
+    assert f"/runs/flow-run/{failing}" in message["text"]

@@ -1,0 +1,46 @@
+"""prefect.yaml against the code: every deployment names a real flow, passes only parameters that
+flow accepts, targets the pool our worker serves, and schedules in a real time zone."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+
+from flows.services import WORK_POOL
+from tests.helpers import ROOT
+
+DEPLOYMENTS = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+
+
+def flow_of(entrypoint: str):
+    path, name = entrypoint.split(":")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    return getattr(module, name)
+
+
+def test_the_three_deployments_are_there():
+    assert {d["name"] for d in DEPLOYMENTS} == {"nightly", "data-refresh", "champion-eval"}
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=lambda d: d["name"])
+def test_deployment_matches_its_flow(deployment: dict):
+    flow = flow_of(deployment["entrypoint"])
+    accepted = inspect.signature(flow.fn).parameters
+    assert set(deployment["parameters"]) <= set(accepted), "a parameter the flow does not take"
+    assert deployment["parameters"]["workspace"] == "isolated"  # scheduled runs never touch the user's tree
+    assert deployment["work_pool"]["name"] == WORK_POOL
+    assert deployment["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+    for schedule in deployment.get("schedules", []):
+        ZoneInfo(schedule["timezone"])  # raises for an unknown zone
+        assert len(schedule["cron"].split()) == 5
+
+
+def test_no_hyperparameter_is_a_deployment_parameter():
+    """Flow parameters choose the params file, data source and commit; knobs stay in params.yaml."""
+    knobs = set(yaml.safe_load((ROOT / "params.yaml").read_text())) - {"paths"}
+    for deployment in DEPLOYMENTS:
+        assert not knobs & set(deployment["parameters"]), deployment["name"]

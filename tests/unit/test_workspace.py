@@ -1,0 +1,107 @@
+"""flows.workspace on a throwaway git repository: clean checkouts, parameter files, data sources."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.workspace import WorkspaceError, run_workspace
+from tasks.settings import Settings
+from tests.helpers import ROOT
+
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+
+
+@pytest.fixture()
+def repo(tmp_path: Path) -> Path:
+    """A git repo with this project's params.yaml and .dvc/config, one commit, and a user's .env."""
+    repo = tmp_path / "repo"
+    (repo / ".dvc").mkdir(parents=True)
+    (repo / ".dvc" / "config").write_text((ROOT / ".dvc" / "config").read_text())
+    (repo / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"]["epochs"] = 1
+    (repo / "params.small.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / ".gitignore").write_text(".env\n.flowtune/\n.dvc/config.local\n")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(GIT + ["add", "-A"], cwd=repo, check=True)
+    subprocess.run(GIT + ["commit", "-qm", "one"], cwd=repo, check=True)
+    (repo / ".env").write_text("FLOWTUNE_S3_ACCESS_KEY_ID=k\nFLOWTUNE_S3_SECRET_ACCESS_KEY=s\n")
+    return repo
+
+
+def settings_for(repo: Path) -> Settings:
+    return Settings(_env_file=repo / ".env", state_dir=repo / ".flowtune")
+
+
+@pytest.fixture()
+def inside(repo: Path):
+    previous = Path.cwd()
+    os.chdir(repo)
+    yield repo
+    os.chdir(previous)
+
+
+def test_isolated_run_gets_a_clean_checkout_with_remote_cache_and_settings(inside: Path):
+    (inside / "params.yaml").write_text("uncommitted: edit\n")  # the user's work in progress
+    with run_workspace("isolated", "run-1", settings_for(inside)) as where:
+        assert Path.cwd() == where == (inside / ".flowtune/workspaces/run-1").resolve()
+        assert "uncommitted" not in (where / "params.yaml").read_text()  # the commit, not the working tree
+        local = (where / ".dvc/config.local").read_text()
+        assert "endpointurl" in local and str((inside / ".dvc/cache").resolve()) in local
+        assert (where / ".env").stat().st_mode & 0o777 == 0o600
+    assert Path.cwd() == inside and not where.exists()  # removed after success
+
+
+def test_a_failed_run_keeps_its_workspace_for_inspection(inside: Path):
+    with pytest.raises(RuntimeError, match="stage failed"), run_workspace("isolated", "run-2", settings_for(inside)):
+        raise RuntimeError("stage failed")
+    assert Path.cwd() == inside and (inside / ".flowtune/workspaces/run-2/params.yaml").exists()
+
+
+def test_params_file_and_data_source_are_applied(inside: Path, tmp_path: Path):
+    incoming = tmp_path / "incoming" / "tweets"
+    incoming.mkdir(parents=True)
+    (incoming / "train.conll").write_text("john\tB-person\n\n")
+    with run_workspace("isolated", "run-3", settings_for(inside), params_file="params.small.yaml",
+                       data_source=str(incoming)) as where:
+        params = yaml.safe_load((where / "params.yaml").read_text())
+        assert params["train"]["epochs"] == 1
+        assert params["ingest"]["source"] == "data/external/tweets"
+        assert (where / "data/external/tweets/train.conll").read_text() == "john\tB-person\n\n"
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"revision": "no-such-branch"}, "revision 'no-such-branch' is not a commit"),
+    ({"params_file": "params.missing.yaml"}, "params_file 'params.missing.yaml' is not a file"),
+    ({"params_file": "../../etc/passwd"}, "is not a file of the checked-out commit"),
+    ({"data_source": "/no/such/data.conll"}, "data_source '/no/such/data.conll' does not exist"),
+])
+def test_bad_parameters_fail_before_any_stage_with_a_clear_message(inside: Path, options: dict, message: str):
+    with pytest.raises(WorkspaceError, match=message), run_workspace("isolated", "bad", settings_for(inside),
+                                                                     **options):
+        pytest.fail("the workspace should not be entered")
+    assert Path.cwd() == inside and not (inside / ".flowtune/workspaces/bad").exists()
+
+
+def test_in_place_runs_read_the_checkout_and_refuse_overrides(inside: Path):
+    with run_workspace("in-place", "here", settings_for(inside)) as where:
+        assert where == inside
+    with pytest.raises(WorkspaceError, match="isolated workspace only"), \
+            run_workspace("in-place", "here", settings_for(inside), params_file="params.small.yaml"):
+        pass
+    with pytest.raises(WorkspaceError, match="must be one of"), run_workspace("elsewhere", "x", settings_for(inside)):
+        pass
+
+
+def test_only_the_train_stage_holds_the_accelerator_slot():
+    from contextlib import nullcontext
+
+    from flows.pipeline import holding_accelerator
+
+    assert isinstance(holding_accelerator("evaluate"), nullcontext)
+    assert not isinstance(holding_accelerator("train"), nullcontext)
