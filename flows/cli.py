@@ -50,11 +50,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         print(f"flowtune deploy: the Prefect API at {settings.api_url} is not usable ({exc}); "
               "run `flowtune services up` first", file=sys.stderr)
         return 1
-    from flows.services import service_env
+    from flows.services import TRAIN_POOL, service_env
 
     env = {**os.environ, **service_env(settings)}
-    command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"]
-    result = subprocess.run(command, env=env)
+    prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
+    # The train-stage deployment's pool has no local worker; it must exist before a deployment targets it.
+    pools = subprocess.run([*prefect, "work-pool", "inspect", TRAIN_POOL], env=env, capture_output=True)
+    if pools.returncode:
+        subprocess.run([*prefect, "work-pool", "create", TRAIN_POOL, "--type", "process"], env=env, check=True,
+                       capture_output=True)
+    result = subprocess.run([*prefect, "deploy", "--all"], env=env)
     if result.returncode == 0:
         print(f"deployments created on {settings.ui_url}/deployments (worker pool flowtune-local, "
               f"'gpu' limit {slots} slot(s)); run one now with "

@@ -65,6 +65,7 @@ SECRET_KEY_ENV = "FLOWTUNE_S3_SECRET_ACCESS_KEY"
 # A word each service's command line contains: a pid file whose pid was reused is not believed.
 MARKERS = {"seaweedfs": "weed", "prefect-server": "prefect", "prefect-worker": "prefect"}
 WORK_POOL = "flowtune-local"  # also named in prefect.yaml
+TRAIN_POOL = "flowtune-gpu"  # the train-stage deployment's pool (prefect.yaml); its workers run elsewhere
 ACCELERATOR_LIMIT = "gpu"  # the global concurrency limit the train stage holds (flows/pipeline.py)
 WORKER_TIMEOUT_S = 60.0
 

@@ -77,6 +77,9 @@ class Deployed:
             assert time.monotonic() < deadline, {k: r["state_name"] for k, r in runs.items()}
             time.sleep(3)
 
+    def task_names(self, flow_run_id: str) -> set[str]:
+        return {t["name"] for t in self.post("task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})}
+
     def registry(self):
         from tasks.registry import Registry
         from tasks.settings import Settings, s3_client
@@ -171,6 +174,35 @@ def test_champion_evaluation_and_data_refresh_run_side_by_side(deployed: Deploye
     assert "champion-evaluation" in keys and "augmentation" in keys
     card = next(a for a in artifacts if a["key"] == "champion-evaluation")["data"]
     assert f"`{deployed.model_name}:champion` (v2)" in card
+
+
+@pytest.fixture()
+def gpu_pool_worker(deployed: Deployed):
+    """A second worker, for the train-stage pool (on a GPU machine in production), from another folder."""
+    from flows.services import TRAIN_POOL
+
+    worker = subprocess.Popen([".venv/bin/prefect", "worker", "start", "--pool", TRAIN_POOL, "--name", "gpu-box"],
+                              cwd=deployed.repo, env={**deployed.env, "PREFECT_API_URL": deployed.api},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    yield TRAIN_POOL
+    worker.terminate()
+    worker.wait(timeout=60)
+
+
+def test_the_train_stage_can_run_on_another_work_pool(deployed: Deployed, nightly_runs, gpu_pool_worker: str):
+    versions_before = deployed.registry().versions(deployed.model_name)
+    main = deployed.start("flowtune-ner", "nightly", data_source=str(deployed.data),
+                          train_on="flowtune-train-stage/gpu")
+    assert deployed.wait(main)[main]["state_type"] == "COMPLETED"
+    query = {"flows": {"name": {"any_": ["flowtune-train-stage"]}}}
+    (remote,) = deployed.post("flow_runs/filter", query)
+    assert remote["state_type"] == "COMPLETED" and remote["work_pool_name"] == gpu_pool_worker
+    trained_there, trained_here = (deployed.task_names(run_id) for run_id in (remote["id"], main))
+    assert "train" in trained_there and "evaluate" not in trained_there
+    assert {"train (on flowtune-train-stage/gpu)", "evaluate", "register"} <= trained_here
+    registry = deployed.registry()
+    (new,) = set(registry.versions(deployed.model_name)) - set(versions_before)
+    assert registry.manifest(deployed.model_name, new)["metadata"]["training"]["train_sentences"] > 0
 
 
 def test_the_scheduler_plans_the_nightly_runs(deployed: Deployed, nightly_runs):

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from flows.services import WORK_POOL
+from flows.services import TRAIN_POOL, WORK_POOL
 from tests.helpers import ROOT
 
 DEPLOYMENTS = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
@@ -22,11 +22,14 @@ def flow_of(entrypoint: str):
     return getattr(module, name)
 
 
-def test_the_three_deployments_are_there():
-    assert {d["name"] for d in DEPLOYMENTS} == {"nightly", "data-refresh", "champion-eval"}
+PIPELINES = [d for d in DEPLOYMENTS if d["name"] != "gpu"]
 
 
-@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=lambda d: d["name"])
+def test_the_deployments_are_there():
+    assert {d["name"] for d in DEPLOYMENTS} == {"nightly", "data-refresh", "champion-eval", "gpu"}
+
+
+@pytest.mark.parametrize("deployment", PIPELINES, ids=lambda d: d["name"])
 def test_deployment_matches_its_flow(deployment: dict):
     flow = flow_of(deployment["entrypoint"])
     accepted = inspect.signature(flow.fn).parameters
@@ -39,8 +42,17 @@ def test_deployment_matches_its_flow(deployment: dict):
         assert len(schedule["cron"].split()) == 5
 
 
+def test_the_train_stage_deployment_targets_the_gpu_pool_and_the_pipeline_can_use_it():
+    (train,) = [d for d in DEPLOYMENTS if d["name"] == "gpu"]
+    assert train["work_pool"]["name"] == TRAIN_POOL and "schedules" not in train
+    flow = flow_of(train["entrypoint"])
+    assert flow.name == "flowtune-train-stage"
+    assert {"revision", "params_yaml", "dvc_lock"} == set(inspect.signature(flow.fn).parameters)
+    assert "train_on" in inspect.signature(flow_of("flows/pipeline.py:ner_pipeline").fn).parameters
+
+
 def test_no_hyperparameter_is_a_deployment_parameter():
     """Flow parameters choose the params file, data source and commit; knobs stay in params.yaml."""
     knobs = set(yaml.safe_load((ROOT / "params.yaml").read_text())) - {"paths"}
     for deployment in DEPLOYMENTS:
-        assert not knobs & set(deployment["parameters"]), deployment["name"]
+        assert not knobs & set(deployment.get("parameters", {})), deployment["name"]

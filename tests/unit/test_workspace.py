@@ -101,7 +101,7 @@ def test_in_place_runs_read_the_checkout_and_refuse_overrides(inside: Path):
 def test_only_the_train_stage_holds_the_accelerator_slot():
     from contextlib import nullcontext
 
-    from flows.pipeline import holding_accelerator
+    from flows.steps import holding_accelerator
 
     assert isinstance(holding_accelerator("evaluate"), nullcontext)
     assert not isinstance(holding_accelerator("train"), nullcontext)
