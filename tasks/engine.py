@@ -181,6 +181,15 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed loss over labelled positions. Token classification: logits [batch, pieces, classes] against
+    labels [batch, pieces]. Sequence classification: logits [batch, classes]; an example's label sits in
+    position 0 of its labels row (the rest is padding), so one engine serves both tasks."""
+    if logits.dim() == 2:
+        return F.cross_entropy(logits.float(), labels[:, 0], ignore_index=IGNORE_INDEX, reduction="sum")
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+
+
 def micro_step(loop: Loop, examples: Sequence[Example], indices: list[int], scale: float, sync: bool):
     """Forward + backward of one micro-batch; returns its summed (unscaled) loss, detached."""
     batch = to_device(collate([examples[i] for i in indices], loop.pad_id), loop.device)
@@ -189,9 +198,7 @@ def micro_step(loop: Loop, examples: Sequence[Example], indices: list[int], scal
     with loop.runner.no_sync() if no_sync else nullcontext():
         with torch.autocast(loop.device.type, dtype=loop.precision.dtype, enabled=loop.precision.dtype is not None):
             logits = loop.runner(**batch).logits
-        summed = F.cross_entropy(
-            logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
+        summed = summed_cross_entropy(logits, labels)
         loss = summed * scale
         (loop.scaler.scale(loss) if loop.scaler else loss).backward()
     return summed.detach()

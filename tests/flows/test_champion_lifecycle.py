@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
+from tests.browser import capture_flow_run
 from tests.helpers import clean_env, run_flow, scratch_clone, set_params, synthetic_splits, tiny_encoder
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -71,6 +73,18 @@ def test_a_worse_candidate_is_rejected_and_the_champion_stays(lifecycle, local_s
     assert failed and "gate rejected the candidate" in failed[0]["state"]["message"]
     saved = json.loads((lifecycle[0] / ".flowtune/last_gate.json").read_text())  # the last (better) run's decision
     assert saved["promote"] is True and saved["champion"]["version"] == 1
+
+
+def test_the_rejection_is_obvious_in_the_prefect_ui(lifecycle, local_services: Settings, tmp_path: Path) -> None:
+    """The rejected run's page, in headless Chromium: state Failed, its gate task, the gate-decision card."""
+    query = {"flows": {"name": {"any_": ["flowtune-ner"]}}, "flow_runs": {"state": {"type": {"any_": ["FAILED"]}}},
+             "sort": "START_TIME_DESC"}
+    failed = httpx.post(f"{local_services.api_url}/flow_runs/filter", json=query).json()
+    rejected = next(r for r in failed if "vs champion v1" in (r["state"]["message"] or ""))  # this module's run
+    seen = capture_flow_run(local_services.ui_url, rejected["id"], tmp_path / "ui", ["train", "evaluate", "gate"],
+                            "gate-decision", "Evaluation gate")
+    assert "Failed" in seen["text"]["task-runs"], f"state not shown; screenshots: {seen['screenshots']}"
+    assert "register" not in seen["tasks_shown"]
 
 
 def test_a_better_candidate_is_promoted_and_rollback_restores_the_old_champion(lifecycle) -> None:

@@ -1,0 +1,100 @@
+"""Text classification: reading CSV/JSONL, the NER-derived task, metrics, and training on the shared engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForSequenceClassification, pipeline
+
+from tasks import textclass
+from tasks.records import InputFormatError, NerRecord
+from tasks.textclass import TextExample, expected_calibration_error, mentions, read_text_examples, scores
+from tests.helpers import NAMES, PLACES, train_params
+
+
+def test_csv_and_jsonl_with_configurable_columns(tmp_path: Path):
+    (tmp_path / "a.csv").write_text('review,stars\n"great, loved it",pos\nawful,neg\n')
+    (tmp_path / "b.jsonl").write_text('{"id": "x1", "body": "fine", "y": 3}\n\n{"body": "meh", "y": "2"}\n')
+    assert read_text_examples(tmp_path / "a.csv", "review", "stars") == [
+        TextExample("a:2", "great, loved it", "pos"), TextExample("a:3", "awful", "neg")]
+    assert [(e.id, e.text, e.label) for e in read_text_examples(tmp_path / "b.jsonl", "body", "y")] == [
+        ("x1", "fine", "3"), ("b:3", "meh", "2")]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("no_label.csv", "text\nhello\n", r"no_label.csv:2: no 'label' column"),
+    ("empty.csv", "text,label\n  ,pos\n", r"empty.csv:2: 'text' must be non-empty text"),
+    ("list.jsonl", '{"text": "a", "label": ["x", "y"]}\n', r"list.jsonl:1: 'label' must be one label"),
+    ("broken.jsonl", '{"text": "a", "label": "x"}\n{"text": \n', r"broken.jsonl:2: not valid JSON"),
+    ("data.txt", "a\tb\n", r"data.txt: expected a .csv or .jsonl file"),
+    ("nothing.csv", "text,label\n", r"nothing.csv: no examples"),
+])
+def test_bad_files_name_the_line_and_what_was_expected(tmp_path: Path, name: str, content: str, message: str):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(InputFormatError, match=message):
+        read_text_examples(tmp_path / name)
+
+
+def test_mentions_derives_a_task_from_ner_records():
+    records = [NerRecord("1", ("john", "is", "here"), ("B-person", "O", "O")),
+               NerRecord("2", ("in", "new", "york"), ("O", "B-geo-loc", "I-geo-loc")),
+               NerRecord("3", ("mr", "jo", "smith"), ("O", "B-person", "I-person"))]
+    assert [(e.text, e.label) for e in mentions(records, "person")] == [
+        ("john is here", "person"), ("in new york", "none"), ("mr jo smith", "person")]
+
+
+def test_scores_on_a_handwritten_case():
+    gold = ["a", "a", "a", "b", "b", "c"]
+    predicted = ["a", "a", "b", "b", "c", "c"]
+    result = scores(gold, predicted, ["a", "b", "c"])
+    assert result["accuracy"] == pytest.approx(4 / 6)
+    assert result["per_class"]["a"] == {"precision": 1.0, "recall": pytest.approx(2 / 3), "f1": pytest.approx(0.8),
+                                        "support": 3}
+    assert result["per_class"]["b"]["precision"] == 0.5 and result["per_class"]["b"]["recall"] == 0.5
+    assert result["per_class"]["c"]["f1"] == pytest.approx(2 / 3)
+    assert result["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert result["confusion"]["a"] == {"a": 2, "b": 1, "c": 0} and result["confusion"]["b"]["c"] == 1
+
+
+def test_a_class_never_predicted_scores_zero_not_an_error():
+    result = scores(["a", "b"], ["a", "a"], ["a", "b"])
+    assert result["per_class"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+
+
+def test_expected_calibration_error():
+    assert expected_calibration_error([1.0, 1.0], [True, True]) == 0.0
+    assert expected_calibration_error([0.9] * 4, [True, False, True, False]) == pytest.approx(0.4)
+    # two bins: 0.95 (right twice) -> |1 - 0.95| ; 0.25 (right once in two) -> |0.5 - 0.25|
+    assert expected_calibration_error([0.95, 0.95, 0.25, 0.25], [True, True, True, False]) == pytest.approx(
+        0.5 * 0.05 + 0.5 * 0.25)
+
+
+def sentences(count: int, seed: int) -> list[TextExample]:
+    """'<name> ...' is about a person, '<place> ...' is not: a tiny model learns it in a few epochs."""
+    import random
+
+    rng, rows = random.Random(seed), []
+    for i in range(count):
+        person = i % 2 == 0
+        head = rng.choice(NAMES if person else PLACES)
+        verb = rng.choice(["is", "was", "looks"])
+        label = "person" if person else "none"
+        rows.append(TextExample(f"{seed}:{i}", f"{head} {verb} great today and every day", label))
+    return rows
+
+
+def test_a_sequence_classifier_trains_on_the_shared_engine(tmp_path: Path, tiny_base: Path):
+    textclass.write_examples(tmp_path / "data/train.jsonl", sentences(64, 1))
+    textclass.write_examples(tmp_path / "data/dev.jsonl", sentences(16, 2))
+    params = train_params(tiny_base, epochs=4, learning_rate=5e-3, batch_size=8, max_length=8)
+    metrics = textclass.fit(params, ["none", "person"], tmp_path / "data", tmp_path / "model",
+                            tmp_path / "train.json", tmp_path / "curve.csv")
+    assert metrics["dev_macro_f1"] >= 0.9 and metrics["truncated_texts"] == 64  # 10 pieces > max_length 8
+    assert json.loads((tmp_path / "train.json").read_text())["best_epoch"] == metrics["best_epoch"]
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
+    assert model.config.id2label == {0: "none", 1: "person"}
+    classify = pipeline("text-classification", model=str(tmp_path / "model"))
+    assert classify("john is great today")[0]["label"] == "person"
+    assert classify("paris was great today")[0]["label"] == "none"
