@@ -13,7 +13,9 @@ see flows/workspace.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import flow, task
@@ -83,6 +85,16 @@ def reproduce(stages: tuple[str, ...], params: Params, settings: Settings, train
             run_stage(stage, params, settings)
 
 
+@contextlib.contextmanager
+def working_copy(workspace: Workspace, revision: str, params_file: str,
+                 data_source: str | None) -> Iterator[tuple[Settings, Params]]:
+    """Inside the run's workspace (flows/workspace.py): its settings and the params it runs with."""
+    settings = run_settings()
+    with run_workspace(workspace, str(flow_run.get_id() or "local"), settings, revision=revision,
+                       params_file=params_file, data_source=data_source):
+        yield settings, load_params(DEFAULT_PARAMS)
+
+
 def registry_of(settings: Settings) -> Registry:
     return Registry(s3_client(settings), settings.registry_bucket, settings.registry_prefix)
 
@@ -97,10 +109,7 @@ def ner_pipeline(push: bool = True, workspace: Workspace = "in-place", revision:
     and `data_source` (replacing `ingest.source`) may be chosen. `train_on` names a deployment of the
     `flowtune-train-stage` flow (e.g. `flowtune-train-stage/gpu`) that trains on its own work pool.
     """
-    settings = run_settings()
-    with run_workspace(workspace, str(flow_run.get_id() or "local"), settings, revision=revision,
-                       params_file=params_file, data_source=data_source):
-        params = load_params(DEFAULT_PARAMS)
+    with working_copy(workspace, revision, params_file, data_source) as (settings, params):
         reproduce(STAGES, params, settings, train_on)
         registry = registry_of(settings)
         decision = gate(params, registry, settings)
@@ -116,10 +125,7 @@ def ner_pipeline(push: bool = True, workspace: Workspace = "in-place", revision:
 def data_refresh(push: bool = True, workspace: Workspace = "in-place", revision: str = "HEAD",
                  params_file: str = DEFAULT_PARAMS, data_source: str | None = None) -> dict:
     """Import, validate, clean and augment (no training), then push the new data to the DVC remote."""
-    settings = run_settings()
-    with run_workspace(workspace, str(flow_run.get_id() or "local"), settings, revision=revision,
-                       params_file=params_file, data_source=data_source):
-        params = load_params(DEFAULT_PARAMS)
+    with working_copy(workspace, revision, params_file, data_source) as (settings, params):
         reproduce(DATA_STAGES, params, settings)
         if push:
             dvc_push()
@@ -143,10 +149,7 @@ def evaluate_champion_task(params: Params, registry: Registry, alias: str) -> di
 def evaluate_champion(alias: str = "champion", workspace: Workspace = "in-place", revision: str = "HEAD",
                       params_file: str = DEFAULT_PARAMS, data_source: str | None = None) -> dict:
     """Score the registered model behind `alias` on the current test data (rebuilt or pulled by DVC)."""
-    settings = run_settings()
-    with run_workspace(workspace, str(flow_run.get_id() or "local"), settings, revision=revision,
-                       params_file=params_file, data_source=data_source):
-        params = load_params(DEFAULT_PARAMS)
+    with working_copy(workspace, revision, params_file, data_source) as (settings, params):
         reproduce(DATA_STAGES, params, settings)
         metrics = evaluate_champion_task(params, registry_of(settings), alias)
     return {"model": params.registry.model_name, "version": metrics["version"], "f1": metrics["f1"]}
