@@ -59,16 +59,19 @@ def register(params: Params, registry: Registry, decision: Decision, settings: S
     """Publish the candidate as a new immutable version and point `champion` at it."""
     from flows.lineage import build_lineage, staged_model_dir
 
+    name = params.registry.model_name
     lineage = build_lineage(params, decision, settings)
     with staged_model_dir(params, lineage) as model_dir:
-        version = registry.publish(params.registry.model_name, model_dir, lineage)
-    registry.set_alias(params.registry.model_name, "champion", version)
-    uri = f"s3://{registry.bucket}/{registry.prefix}/{params.registry.model_name}/{version}/"
+        version = registry.publish(name, model_dir, lineage)
+        card = (model_dir / "README.md").read_text(encoding="utf-8")
+    registry.set_alias(name, "champion", version)
+    card_url = reports.publish_model_card(settings, name, version, card)
+    uri = f"s3://{registry.bucket}/{registry.prefix}/{name}/{version}/"
     create_markdown_artifact(
         key="registered-model",
-        markdown=f"# Registered `{params.registry.model_name}` v{version}\n\n- location: `{uri}`\n- alias: `champion`\n"
-        f"- strict F1: {lineage['metrics']['f1']:.4f}\n",
-        description="Model registry",
+        markdown=f"# Registered `{name}` v{version}\n\n- location: `{uri}`\n- alias: `champion`\n"
+        f"- strict F1: {lineage['metrics']['f1']:.4f}\n- model card: [{name} v{version}]({card_url})\n\n---\n\n{card}",
+        description="Model registry: the new version and its model card",
     )
     return version
 

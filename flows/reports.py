@@ -67,6 +67,15 @@ def publish_data_docs(params: Params, data: str, settings: Settings, run_id: str
     return url
 
 
+def publish_model_card(settings: Settings, name: str, version: int, card: str) -> str:
+    """A copy of a registered version's model card in the reports bucket (readable from a browser without
+    credentials, unlike the registry); its URL. The card holds no secret: params, metrics, lineage links."""
+    key = f"model-cards/{name}/{version}.md"
+    s3_client(settings).put_object(Bucket=settings.reports_bucket, Key=key, Body=card.encode(),
+                                   ContentType="text/plain; charset=utf-8")
+    return f"{settings.endpoint_url.rstrip('/')}/{settings.reports_bucket}/{key}"
+
+
 def _ingest(params: Params) -> dict:
     report = _load(Path(params.paths.raw) / "ingest_report.json")
     rows = [{"split": split, "sentences": n} for split, n in report["splits"].items()]

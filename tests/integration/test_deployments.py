@@ -10,6 +10,7 @@ evaluation and a data refresh then run side by side, in workspaces of their own.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -162,6 +163,18 @@ def test_nightly_runs_work_in_their_own_checkouts(deployed: Deployed, nightly_ru
     assert {lineage["flow_run"]["id"] for lineage in lineages} == run_ids
     assert all(lineage["git"]["commit"] == head for lineage in lineages)
     assert all(lineage["params"]["ingest"]["source"] == "data/external/synthetic" for lineage in lineages)
+
+
+def test_each_registered_version_links_its_model_card(deployed: Deployed, nightly_runs):
+    run_ids = [run["id"] for key, run in nightly_runs.items() if key != "status_before"]
+    query = {"artifacts": {"key": {"any_": ["registered-model"]}}, "flow_runs": {"id": {"any_": run_ids}}}
+    cards = [artifact["data"] for artifact in deployed.post("artifacts/filter", query)]
+    assert len(cards) == 2
+    for card in cards:
+        url = re.search(r"model card: \[[^\]]+\]\((http://\S+\.md)\)", card)[1]
+        public = httpx.get(url, timeout=30)  # no credentials: the reports bucket is readable by a browser
+        assert public.status_code == 200 and public.text.startswith(f"# {deployed.model_name}: named-entity")
+        assert public.text.strip() in card  # the artifact shows the card itself too
 
 
 def test_champion_evaluation_and_data_refresh_run_side_by_side(deployed: Deployed, nightly_runs):
