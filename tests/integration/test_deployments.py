@@ -10,7 +10,9 @@ evaluation and a data refresh then run side by side, in workspaces of their own.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -196,10 +198,14 @@ def gpu_pool_worker(deployed: Deployed):
 
     worker = subprocess.Popen([".venv/bin/prefect", "worker", "start", "--pool", TRAIN_POOL, "--name", "gpu-box"],
                               cwd=deployed.repo, env={**deployed.env, "PREFECT_API_URL": deployed.api},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     yield TRAIN_POOL
-    worker.terminate()
-    worker.wait(timeout=60)
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # a worker still finishing its own shutdown: it has no work left
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
 
 
 def test_the_train_stage_can_run_on_another_work_pool(deployed: Deployed, nightly_runs, gpu_pool_worker: str):
