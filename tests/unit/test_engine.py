@@ -73,6 +73,15 @@ def test_gradient_accumulation_follows_the_same_path_as_one_big_batch(tiny_base,
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
+def test_compiled_training_follows_the_eager_path(tiny_base, data, tmp_path) -> None:
+    """`train.compile: true` (torch.compile, dynamic shapes for dynamic padding) computes the same losses."""
+    common = dict(epochs=1, dropout=0.0, learning_rate=5e-3, batch_size=8)
+    eager = fit(tiny_base, data, tmp_path / "eager", **common)
+    compiled = fit(tiny_base, data, tmp_path / "compiled", compile=True, **common)
+    assert compiled["optimizer_steps"] == eager["optimizer_steps"]
+    assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "eager"), rel=1e-3)
+
+
 def test_early_stopping_stops_when_dev_f1_stalls_and_keeps_the_best_epoch(tiny_base, data, tmp_path) -> None:
     # A learning rate too small to change any prediction: dev F1 never improves after epoch 1.
     metrics = fit(tiny_base, data, tmp_path, epochs=6, learning_rate=1e-12, early_stopping_patience=2)
