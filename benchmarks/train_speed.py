@@ -86,6 +86,8 @@ def train_params(args):
     wanted = {"epochs": args.epochs, "batch_size": args.batch_size, "num_threads": args.threads}
     if args.seed is not None:
         wanted["seed"] = args.seed
+    if args.random_batches:
+        wanted["group_by_length"] = False
     return params.model_copy(update={k: v for k, v in wanted.items() if k in type(params).model_fields})
 
 
@@ -295,6 +297,7 @@ def run_mode(mode: str, args) -> dict:
         command = [sys.executable, __file__, "--worker", mode, "--json", str(out), "--epochs", str(args.epochs),
                    "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--device", args.device]
         command += ["--seed", str(args.seed)] if args.seed is not None else []
+        command += ["--random-batches"] if args.random_batches else []
         for flag, value in (("--sentences", args.sentences), ("--dev-limit", args.dev_limit),
                             ("--test-limit", args.test_limit)):
             command += [flag, str(value)] if value is not None else []
@@ -342,6 +345,8 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=None, help="training seed (default: params.yaml train.seed)")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--random-batches", action="store_true",
+                        help="flowtune with train.group_by_length false (random batches, like the Trainer)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
     parser.add_argument("--dev-limit", type=int, default=None, help="first N dev sentences (smoke tests)")

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
 from tasks import checkpoints
-from tasks.modeling import IGNORE_INDEX, Example, collate, length_grouped_batches
+from tasks.modeling import IGNORE_INDEX, Example, collate, length_grouped_batches, random_batches
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,9 @@ def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: 
 def global_batches(lengths: Sequence[int], params, world: int, epoch: int) -> list[list[int]]:
     """The epoch's optimizer-step batches; the same on every process (same seed), so they stay in step."""
     size = params.batch_size * params.gradient_accumulation_steps * world
-    return length_grouped_batches(lengths, size, params.seed + epoch)
+    if params.group_by_length:
+        return length_grouped_batches(lengths, size, params.seed + epoch)
+    return random_batches(len(lengths), size, params.seed + epoch)
 
 
 def micro_batches(batch: Sequence[int], processes: Processes, accumulation: int) -> list[list[int]]:

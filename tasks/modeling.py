@@ -182,6 +182,13 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]
     return batch
 
 
+def random_batches(count: int, batch_size: int, seed: int) -> list[list[int]]:
+    """Batches of shuffled indices (any lengths together), reproducible for a given seed."""
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, count, batch_size)]
+
+
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
     """Shuffled batches of indices with similar lengths, so dynamic padding wastes little.
 

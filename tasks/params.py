@@ -131,6 +131,7 @@ class TrainParams(Section):
     num_threads: int = Field(ge=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"]
     compile: bool
+    group_by_length: bool
     processes: int = Field(ge=1)
     checkpoint_every_steps: int = Field(ge=0)
     log_every_steps: int = Field(ge=0)

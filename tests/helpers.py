@@ -176,6 +176,7 @@ def train_params(base: Path, **overrides):
         "num_threads": 1,
         "precision": "auto",
         "compile": False,
+        "group_by_length": True,
         "processes": 1,
         "checkpoint_every_steps": 0,
         "log_every_steps": 0,

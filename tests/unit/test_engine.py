@@ -45,6 +45,17 @@ def test_micro_batches_share_a_global_batch_across_processes_and_steps() -> None
     assert engine.micro_batches([0], engine.Processes(rank=0, world=1), 3) == [[0], [], []]
 
 
+def test_random_or_length_grouped_batches_cover_every_example_once() -> None:
+    lengths = [5, 50, 6, 49, 7, 48, 8, 47]
+    for grouped in (True, False):
+        params = type("P", (), {"batch_size": 2, "gradient_accumulation_steps": 1, "seed": 3,
+                                "group_by_length": grouped})()
+        batches = engine.global_batches(lengths, params, world=1, epoch=1)
+        assert sorted(i for b in batches for i in b) == list(range(8))
+        spread = max(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches)
+        assert (spread <= 2) == grouped  # grouped: short with short, long with long
+
+
 def test_precision_choice_on_cpu() -> None:
     cpu = torch.device("cpu")
     assert engine.choose_precision("auto", cpu).dtype is None
