@@ -208,7 +208,9 @@ def client_env_file(settings) -> str:
     return (f"FLOWTUNE_S3_ENDPOINT_URL={settings.endpoint_url}\n"
             f"FLOWTUNE_S3_ACCESS_KEY_ID={settings.s3_access_key_id}\n"
             f"FLOWTUNE_S3_SECRET_ACCESS_KEY={settings.secret_key()}\n"
-            f"PREFECT_API_URL={settings.api_url}\n")
+            f"PREFECT_API_URL={settings.api_url}\n"
+            # a client of those services: no worker of its own (nobody would stop it)
+            "FLOWTUNE_START_WORKER=false\n")
 
 
 def run_flow(repo: Path, settings) -> subprocess.CompletedProcess:
