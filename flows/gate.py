@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tasks.params import GateParams
+from tasks.params import SEQUENCE_CLASSIFICATION, GateParams
 
 
 @dataclass(frozen=True)
@@ -25,12 +25,17 @@ class Decision:
 
 
 def decide(candidate: dict, champion: dict | None, params: GateParams) -> Decision:
-    """Decide on a candidate from its evaluation metrics (keys: f1, per_type) and the champion's
+    """Decide on a candidate from its evaluation metrics (keys: f1 = the task's headline score, per_type
+    or per_class, latency, behaviour for NER) and the champion's
     metrics on the same test set (plus its version), or None when there is no champion.
 
     Invariant: promote is True only when every check passed; every check adds one reason line.
     """
-    checks = [floor_check(candidate, params), latency_check(candidate, params), *behaviour_checks(candidate, params)]
+    checks = [floor_check(candidate, params), latency_check(candidate, params)]
+    if is_classifier(candidate):
+        checks.append((True, "behavioural checks (name invariance, minimum functionality) apply to NER only"))
+    else:
+        checks += behaviour_checks(candidate, params)
     if champion is None:
         checks.append((True, "no champion yet: the absolute floor decides"))
     elif "incomparable" in champion:
@@ -42,10 +47,24 @@ def decide(candidate: dict, champion: dict | None, params: GateParams) -> Decisi
     return Decision(promote=all(ok for ok, _ in checks), reasons=[reason for _, reason in checks])
 
 
+def is_classifier(metrics: dict) -> bool:
+    return metrics.get("task") == SEQUENCE_CLASSIFICATION
+
+
+def headline(metrics: dict) -> str:
+    """What `f1` means in these metrics: the task's headline score."""
+    return "macro-F1" if is_classifier(metrics) else "strict entity F1"
+
+
+def per_group(metrics: dict) -> dict[str, dict]:
+    """Per entity type (NER) or per class (classification): precision, recall, F1 and support."""
+    return metrics.get("per_class" if is_classifier(metrics) else "per_type", {})
+
+
 def floor_check(candidate: dict, params: GateParams) -> tuple[bool, str]:
     f1 = float(candidate["f1"])
     ok = f1 >= params.min_f1
-    return ok, f"candidate strict entity F1 {f1:.4f} {'>=' if ok else '<'} floor gate.min_f1 {params.min_f1:.4f}"
+    return ok, f"candidate {headline(candidate)} {f1:.4f} {'>=' if ok else '<'} floor gate.min_f1 {params.min_f1:.4f}"
 
 
 def latency_check(candidate: dict, params: GateParams) -> tuple[bool, str]:
@@ -79,24 +98,26 @@ def overall_check(candidate: dict, champion: dict, params: GateParams) -> tuple[
     change = float(candidate["f1"]) - float(champion["f1"])
     ok = change >= -params.max_regression
     return ok, (
-        f"vs champion v{champion.get('version')} on the same test set: F1 {float(candidate['f1']):.4f} vs "
+        f"vs champion v{champion.get('version')} on the same test set: {headline(candidate)} "
+        f"{float(candidate['f1']):.4f} vs "
         f"{float(champion['f1']):.4f} ({change:+.4f}; gate.max_regression allows -{params.max_regression:.4f})"
     )
 
 
 def entity_checks(candidate: dict, champion: dict, params: GateParams) -> list[tuple[bool, str]]:
-    """Per entity type with at least gate.min_entity_support gold entities: no drop beyond the bound."""
+    """Per entity type (or class) with at least gate.min_entity_support gold cases: no drop beyond the bound."""
     checks, skipped = [], []
-    for entity, theirs in sorted(champion.get("per_type", {}).items()):
+    for entity, theirs in sorted(per_group(champion).items()):
         if theirs["support"] < params.min_entity_support:
             skipped.append(f"{entity} ({theirs['support']})")
             continue
-        ours = candidate.get("per_type", {}).get(entity, {}).get("f1", 0.0)
+        ours = per_group(candidate).get(entity, {}).get("f1", 0.0)
         change = ours - theirs["f1"]
         ok = change >= -params.max_entity_regression
         checks.append((ok, f"{entity}: F1 {ours:.4f} vs champion {theirs['f1']:.4f} ({change:+.4f}; "
                            f"gate.max_entity_regression allows -{params.max_entity_regression:.4f})"))
     if skipped:
-        checks.append((True, f"not compared per type (support below gate.min_entity_support "
+        kind = "class" if is_classifier(champion) else "type"
+        checks.append((True, f"not compared per {kind} (support below gate.min_entity_support "
                              f"{params.min_entity_support}): {', '.join(skipped)}"))
     return checks

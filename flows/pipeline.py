@@ -26,7 +26,7 @@ from prefect.states import Failed
 
 from flows import reports
 from flows.champion import champion_metrics
-from flows.gate import Decision, decide
+from flows.gate import Decision, decide, headline
 from flows.remote_train import train_elsewhere
 from flows.steps import DATA_STAGES, STAGES, check_storage_task, dvc_pull, dvc_push, run_settings, run_stage
 from flows.workspace import DEFAULT_PARAMS, Workspace, run_workspace
@@ -70,7 +70,8 @@ def register(params: Params, registry: Registry, decision: Decision, settings: S
     create_markdown_artifact(
         key="registered-model",
         markdown=f"# Registered `{name}` v{version}\n\n- location: `{uri}`\n- alias: `champion`\n"
-        f"- strict F1: {lineage['metrics']['f1']:.4f}\n- model card: [{name} v{version}]({card_url})\n\n---\n\n{card}",
+        f"- {headline(lineage['metrics'])}: {lineage['metrics']['f1']:.4f}\n"
+        f"- model card: [{name} v{version}]({card_url})\n\n---\n\n{card}",
         description="Model registry: the new version and its model card",
     )
     return version

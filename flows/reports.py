@@ -13,6 +13,7 @@ from pathlib import Path
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
+from flows.gate import headline, is_classifier, per_group
 from tasks.params import Params
 from tasks.settings import Settings, s3_client
 
@@ -136,6 +137,8 @@ def _score(value: str) -> str:
 
 def _evaluate(params: Params) -> dict:
     metrics = _load(params.paths.eval_metrics)
+    if is_classifier(metrics):
+        return _evaluate_classifier(metrics)
     rows = [{"entity": "ALL (micro)", "precision": metrics["precision"], "recall": metrics["recall"],
              "f1": metrics["f1"], "support": sum(t["support"] for t in metrics["per_type"].values())}]
     rows += [{"entity": name, **scores} for name, scores in sorted(metrics["per_type"].items())]
@@ -145,8 +148,40 @@ def _evaluate(params: Params) -> dict:
     return {k: metrics[k] for k in ("f1", "precision", "recall")}
 
 
+def _evaluate_classifier(metrics: dict) -> dict:
+    rows = [{"class": "ALL (macro)", "precision": metrics["precision"], "recall": metrics["recall"],
+             "f1": metrics["f1"], "support": metrics["examples"]}]
+    rows += [{"class": name, **scores} for name, scores in sorted(metrics["per_class"].items())]
+    create_table_artifact(key="evaluation", table=rows, description="Text classification, test split")
+    create_markdown_artifact(key="evaluation-details", markdown=evaluation_details(metrics),
+                             description="Confusion, calibration, latency")
+    return {k: metrics[k] for k in ("f1", "accuracy", "ece")}
+
+
+def classifier_details(metrics: dict) -> list[str]:
+    """Markdown lines: accuracy, calibration and the class confusion table."""
+    lines = ["# Evaluation details", "",
+             f"- macro-F1 {metrics['f1']:.4f} (precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}); "
+             f"accuracy {metrics['accuracy']:.4f} on {metrics['examples']} texts",
+             f"- expected calibration error {metrics['ece']:.4f} (10 bins; 0 = the predicted class's probability is "
+             "its chance of being right)", ""]
+    return lines + confusion_markdown(metrics["confusion"], "Class confusion")
+
+
+def latency_lines(metrics: dict) -> list[str]:
+    latency = metrics["latency"]
+    throughput = latency["batch_sentences_per_second"] or 0
+    return ["", f"- latency at batch 1 ({latency['device']}): p50 {latency['p50_ms']} ms, "
+            f"p95 {latency['p95_ms']} ms per {'text' if is_classifier(metrics) else 'sentence'}; "
+            f"batch {latency['batch_size']}: {throughput:.1f} per second",
+            f"- model size on disk: {metrics['model_size_mb']} MB"]
+
+
 def evaluation_details(metrics: dict) -> str:
-    """Markdown: lenient scores, confusion table, slices, behavioural pass rates, latency and size."""
+    """Markdown: lenient scores, confusion table, slices, behavioural pass rates, latency and size
+    (for a classifier: accuracy, calibration, confusion, latency and size)."""
+    if is_classifier(metrics):
+        return "\n".join(classifier_details(metrics) + latency_lines(metrics))
     lines = ["# Evaluation details", "",
              f"- strict IOB2 F1 {metrics['f1']:.4f}; conlleval-style (lenient) F1 {metrics['f1_default']:.4f}, "
              f"precision {metrics['precision_default']:.4f}, recall {metrics['recall_default']:.4f}",
@@ -159,29 +194,25 @@ def evaluation_details(metrics: dict) -> str:
     for name, row in metrics["behaviour"].items():
         shown = "n/a" if row["pass_rate"] is None else f"{row['pass_rate']:.2%}"
         lines.append(f"| {name} | {row['cases']} | {row['passed']} | {shown} |")
-    latency = metrics["latency"]
-    throughput = latency["batch_sentences_per_second"] or 0
-    lines += ["", f"- latency at batch 1 ({latency['device']}): p50 {latency['p50_ms']} ms, "
-              f"p95 {latency['p95_ms']} ms per sentence; batch {latency['batch_size']}: {throughput:.1f} sentences/s",
-              f"- model size on disk: {metrics['model_size_mb']} MB"]
-    return "\n".join(lines)
+    return "\n".join(lines + latency_lines(metrics))
 
 
 def champion_markdown(params: Params, alias: str, metrics: dict) -> str:
     """The registered model behind `alias` scored on the current test data, with its details."""
+    kind = "class" if is_classifier(metrics) else "entity"
     head = [f"# `{params.registry.model_name}:{alias}` (v{metrics['version']}) on the current test data", "",
-            f"- strict IOB2 F1 **{metrics['f1']:.4f}** (precision {metrics['precision']:.4f}, "
-            f"recall {metrics['recall']:.4f})", "", "| entity | precision | recall | F1 | support |",
+            f"- {headline(metrics)} **{metrics['f1']:.4f}** (precision {metrics['precision']:.4f}, "
+            f"recall {metrics['recall']:.4f})", "", f"| {kind} | precision | recall | F1 | support |",
             "|---|---:|---:|---:|---:|"]
     head += [f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
-             for name, m in sorted(metrics["per_type"].items())]
+             for name, m in sorted(per_group(metrics).items())]
     return "\n".join(head) + "\n\n" + evaluation_details(metrics)
 
 
-def confusion_markdown(table: dict[str, dict[str, int]]) -> list[str]:
+def confusion_markdown(table: dict[str, dict[str, int]], title: str = "Entity confusion") -> list[str]:
     """Gold types as rows, predicted types (plus missed) as columns; spurious predictions as the last row."""
     columns = sorted({column for counts in table.values() for column in counts})
-    lines = ["## Entity confusion (rows: gold, columns: predicted)", "",
+    lines = [f"## {title} (rows: gold, columns: predicted)", "",
              "| gold \\ predicted | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for row, counts in table.items():
         lines.append(f"| {row} | " + " | ".join(str(counts.get(c, "")) for c in columns) + " |")

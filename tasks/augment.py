@@ -5,7 +5,8 @@ sentences are checked (same length, valid IOB2), and dropped when they repeat a 
 earlier new one, or any dev/test sentence (no leakage through augmentation). Train is written as the
 original sentences followed by the accepted new ones, each carrying its origin in `meta`
 (`augmenter`, `source_id`). Dev and test are copied byte for byte: augmentation never touches
-evaluation data.
+evaluation data. Texts of a classification task go through the same augmenters as all-O sentences
+that carry their label (tasks/textdata.py).
 
 With `FLOWTUNE_AUGMENT_SHARDS` > 1 the train split is cut into shards augmented in parallel on a
 Dask cluster (a local one, or `FLOWTUNE_DASK_ADDRESS`). Every augmenter's output for a sentence
@@ -23,9 +24,10 @@ from pathlib import Path
 from typing import Protocol
 
 from tasks.iob import iob2_errors
-from tasks.params import AugmentParams, Params
+from tasks.params import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, AugmentParams, Params
 from tasks.records import NerRecord, iter_splits, load_jsonl, write_json, write_jsonl
 from tasks.stage import run_stage
+from tasks.textdata import as_example, as_sentence
 
 DROP_DUPLICATE = "dropped_duplicate"  # repeats a train sentence or an earlier new one
 DROP_EVALUATION = "dropped_equals_dev_or_test"  # would leak an evaluation sentence into train
@@ -128,10 +130,21 @@ def copy_exact(source: Path, target: Path) -> None:
     tmp.replace(target)
 
 
+def load_split(path: Path, texts: bool) -> list[NerRecord]:
+    """A split as sentences; texts become all-O sentences (tasks/textdata.py), so every augmenter and
+    the dev/test protection below serve both tasks."""
+    if not texts:
+        return load_jsonl(path)
+    from tasks.textclass import load_examples
+
+    return [as_sentence(e) for e in load_examples(path)]
+
+
 def run(params: AugmentParams, src: Path, dst: Path, report_path: Path, shards: int = 1,
-        dask_address: str | None = None) -> dict:
+        dask_address: str | None = None, task: str = TOKEN_CLASSIFICATION) -> dict:
     """Write `<dst>/<split>.jsonl`: augmented train, exact copies of dev and test; return the report."""
-    splits = {split: load_jsonl(path) for split, path in iter_splits(src)}
+    texts = task == SEQUENCE_CLASSIFICATION
+    splits = {split: load_split(path, texts) for split, path in iter_splits(src)}
     train = splits["train"]
     evaluation = {r.tokens for split in ("dev", "test") for r in splits[split]}
     generated, counts = {}, {}
@@ -139,7 +152,7 @@ def run(params: AugmentParams, src: Path, dst: Path, report_path: Path, shards: 
         generated[method], counts[method] = generate(method, params, train, shards, dask_address)
     merged = merge(train, generated, evaluation, counts)
     Path(dst).mkdir(parents=True, exist_ok=True)
-    write_jsonl(Path(dst) / "train.jsonl", merged)
+    write_jsonl(Path(dst) / "train.jsonl", [as_example(r) for r in merged] if texts else merged)
     for split in ("dev", "test"):
         copy_exact(Path(src) / f"{split}.jsonl", Path(dst) / f"{split}.jsonl")
     added = Counter(r.meta.get("augmenter") for r in merged[len(train):])
@@ -160,7 +173,7 @@ def step(params: Params, _args) -> str:
     settings = Settings()
     paths = params.paths
     report = run(params.augment, Path(paths.clean), Path(paths.augmented), Path(paths.augment_report),
-                 settings.augment_shards, settings.dask_address)
+                 settings.augment_shards, settings.dask_address, params.task)
     return json.dumps({k: report[k] for k in ("added", "sentences", "by_method")})
 
 

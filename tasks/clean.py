@@ -1,5 +1,5 @@
 """Clean step: unicode normalization, invisible characters, empty tokens, BIO repair, length limits,
-exact and near duplicates.
+exact and near duplicates. Texts (`task: sequence-classification`): tasks/textdata.py.
 
 Every change is counted by kind, so the report shows what cleaning did to the data. Dev and test are
 cleaned with the same rules as train (they must look like what the model will see), but duplicates
@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from tasks.iob import iob2_errors, to_iob2
-from tasks.params import CleanParams, Params
+from tasks.params import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, CleanParams, Params
 from tasks.records import NerRecord, iter_splits, load_jsonl, write_json, write_jsonl
 from tasks.stage import run_stage
 
@@ -115,13 +115,20 @@ def clean_split(records: list[NerRecord], params: CleanParams, counts: Counter) 
     return kept
 
 
-def run(params: CleanParams, src: Path, dst: Path, report_path: Path) -> dict:
+def run(params: CleanParams, src: Path, dst: Path, report_path: Path, task: str = TOKEN_CLASSIFICATION) -> dict:
     """Clean every split of `src` into `dst`; write a per-split count report."""
+    if task == SEQUENCE_CLASSIFICATION:
+        from tasks.textclass import load_examples
+        from tasks.textdata import clean_examples
+
+        load, clean = load_examples, clean_examples
+    else:
+        load, clean = load_jsonl, clean_split
     report: dict = {"splits": {}}
     for split, path in iter_splits(src):
         counts: Counter = Counter()
-        records = load_jsonl(path)
-        kept = clean_split(records, params, counts)
+        records = load(path)
+        kept = clean(records, params, counts)
         write_jsonl(Path(dst) / f"{split}.jsonl", kept)
         report["splits"][split] = {"input": len(records), "output": len(kept), **counts}
     write_json(report_path, report)
@@ -130,7 +137,7 @@ def run(params: CleanParams, src: Path, dst: Path, report_path: Path) -> dict:
 
 def step(params: Params, _args) -> str:
     paths = params.paths
-    report = run(params.clean, Path(paths.raw), Path(paths.clean), Path(paths.clean_report))
+    report = run(params.clean, Path(paths.raw), Path(paths.clean), Path(paths.clean_report), params.task)
     return str(report["splits"])
 
 

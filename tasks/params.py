@@ -36,6 +36,7 @@ class PathsParams(Section):
     train_plots: str
     eval_metrics: str
     predictions: str
+    confusion: str
 
 
 class IngestParams(Section):
@@ -45,12 +46,14 @@ class IngestParams(Section):
     train_fraction: float = Field(gt=0, lt=1)
     dev_fraction: float = Field(ge=0, lt=1)
     split_salt: str
+    text_column: str = Field(min_length=1)  # sequence-classification input columns
+    label_column: str = Field(min_length=1)
 
 
 # The data contract's checks by name: `validate.soft` lists those that only warn.
 ContractCheck = Literal["row_count", "length_match", "sentence_length", "subword_length", "iob2_valid", "no_leakage",
                         "duplicate_share", "token_not_blank", "no_control_characters", "tag_in_label_set",
-                        "entity_distribution"]
+                        "entity_distribution", "text_not_blank", "label_in_set", "class_balance"]
 
 
 class ValidateParams(Section):
@@ -61,6 +64,8 @@ class ValidateParams(Section):
     max_duplicate_share: float = Field(default=0.10, ge=0, le=1)
     reference_profile: str | None = None
     entity_share_ratio: tuple[float, float] = (0.33, 3.0)
+    labels: list[str]  # sequence-classification: the declared classes ([] = derived from the data)
+    class_share: tuple[float, float]  # bounds on each class's share of a split's examples
     # Per checkpoint (raw, clean, augmented): the checks that only warn there.
     soft: dict[Literal["raw", "clean", "augmented"], list[ContractCheck]] = {}
 
@@ -165,7 +170,13 @@ class RegistryParams(Section):
     model_name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
+Task = Literal["token-classification", "sequence-classification"]
+TOKEN_CLASSIFICATION: Task = "token-classification"
+SEQUENCE_CLASSIFICATION: Task = "sequence-classification"
+
+
 class Params(Section):
+    task: Task
     paths: PathsParams
     ingest: IngestParams
     validate_: ValidateParams = Field(alias="validate")

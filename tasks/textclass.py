@@ -200,14 +200,29 @@ def predict_proba(model: torch.nn.Module, examples: Sequence[Example], batch_siz
 
 def evaluate(model, examples: Sequence[Example], gold: Sequence[str], labels: list[str], batch_size: int,
              pad_id: int) -> dict:
-    """`scores` plus the expected calibration error of the predicted class's probability."""
-    probabilities = predict_proba(model, examples, batch_size, pad_id)
-    confidence, best = probabilities.max(dim=-1) if len(examples) else (torch.empty(0), torch.empty(0))
+    """`classification_metrics` of the model's predictions for encoded examples."""
+    return classification_metrics(gold, predict_proba(model, examples, batch_size, pad_id), labels)
+
+
+def classification_metrics(gold: Sequence[str], probabilities: torch.Tensor, labels: list[str]) -> dict:
+    """`scores` of the most probable classes, the expected calibration error of their probability,
+    and `f1`: the headline score (macro-F1) that the gate and the registry read for either task."""
+    confidence, best = probabilities.max(dim=-1) if len(gold) else (torch.empty(0), torch.empty(0, dtype=torch.long))
     predicted = [labels[i] for i in best.tolist()]
     result = scores(gold, predicted, labels)
     result["ece"] = expected_calibration_error(confidence.tolist(), [p == g for p, g in zip(predicted, gold,
                                                                                             strict=True)])
-    return result
+    return {"task": "sequence-classification", "f1": result["macro_f1"], "precision": result["macro_precision"],
+            "recall": result["macro_recall"], **result}
+
+
+def write_predictions(path: Path, examples: Sequence[TextExample], predicted: Sequence[str],
+                      probabilities: torch.Tensor, labels: Sequence[str]) -> None:
+    """JSONL rows `{id, text, label, predicted, probabilities}`, written atomically."""
+    rows = [json.dumps({"id": e.id, "text": e.text, "label": e.label, "predicted": p,
+                        "probabilities": {label: round(float(x), 6) for label, x in zip(labels, row, strict=True)}},
+                       ensure_ascii=False) for e, p, row in zip(examples, predicted, probabilities, strict=True)]
+    atomic_write_text(Path(path), "".join(row + "\n" for row in rows))
 
 
 def fit(params, labels: list[str], data_dir: Path, model_dir: Path, metrics_path: Path, curve_path: Path,

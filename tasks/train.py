@@ -37,7 +37,7 @@ from tasks.modeling import (
     resolve_base_model,
     strict_f1,
 )
-from tasks.params import Params, ParamsError, TrainParams, load_params
+from tasks.params import SEQUENCE_CLASSIFICATION, Params, ParamsError, TrainParams, load_params
 from tasks.records import NerRecord, atomic_write_text, load_jsonl, write_json
 from tasks.stage import run_stage
 
@@ -267,13 +267,23 @@ def relaunch_under_torchrun(processes: int, argv: list[str]) -> None:
 
 def step(params: Params, _args) -> str:
     data_dir = Path(params.paths.augmented)
-    entity_types = params.validate_.entity_types or entity_types_in(load_jsonl(data_dir / "train.jsonl"))
     paths = params.paths
-    metrics = run(params.train, entity_types, data_dir, Path(paths.model), Path(paths.train_metrics),
-                  Path(paths.train_plots), Path(paths.train_checkpoints))
+    outputs = (data_dir, Path(paths.model), Path(paths.train_metrics), Path(paths.train_plots),
+               Path(paths.train_checkpoints))
+    if params.task == SEQUENCE_CLASSIFICATION:
+        from tasks import textclass
+
+        train_set = textclass.load_examples(data_dir / "train.jsonl")
+        classes = params.validate_.labels or sorted({e.label for e in train_set})
+        metrics = textclass.fit(params.train, list(classes), *outputs)
+        score = f"dev macro-F1 {metrics.get('dev_macro_f1')}"
+    else:
+        entity_types = params.validate_.entity_types or entity_types_in(load_jsonl(data_dir / "train.jsonl"))
+        metrics = run(params.train, entity_types, *outputs)
+        score = f"dev_f1 {metrics.get('dev_f1')}"
     if not metrics:
         return "done (rank > 0)"
-    return f"best epoch {metrics['best_epoch']} dev_f1 {metrics['dev_f1']} -> {paths.model}"
+    return f"best epoch {metrics['best_epoch']} {score} -> {paths.model}"
 
 
 def processes_wanted(argv: list[str]) -> int:

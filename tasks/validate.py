@@ -1,4 +1,4 @@
-"""Validate step: a Great Expectations suite over NER records, as a data contract.
+"""Validate step: a Great Expectations suite over NER records (or labelled texts), as a data contract.
 
 NER data is nested (a sentence is a list of tokens and tags) and GX validates tables, so the records
 become two tables: one row per sentence and one row per token. The suite is built in code from
@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.iob import entity_spans, iob2_errors, label_list
-from tasks.params import Params, ValidateParams
+from tasks.params import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, Params, ValidateParams
 from tasks.records import NerRecord, iter_splits, load_jsonl, write_json
 from tasks.stage import run_stage
 
@@ -327,12 +327,22 @@ class ContractError(RuntimeError):
 
 
 def run(params: ValidateParams, data_dir: Path, report_path: Path, tokenizer=None,
-        docs_dir: Path | None = None, checkpoint: str = "raw") -> dict:
+        docs_dir: Path | None = None, checkpoint: str = "raw", task: str = TOKEN_CLASSIFICATION) -> dict:
     """Validate `<data_dir>/<split>.jsonl`, write the report (and Data Docs), raise ContractError on failure.
 
-    `checkpoint` (raw, clean, augmented) selects which checks only warn (`validate.soft`)."""
-    splits = {split: load_jsonl(path) for split, path in iter_splits(data_dir)}
-    outcomes = validate_records(splits, params, tokenizer, docs_dir)
+    `checkpoint` (raw, clean, augmented) selects which checks only warn (`validate.soft`); `task`
+    which suite runs: sentences + tokens + entity profile, or texts + classes (tasks/textdata.py)."""
+    if task == SEQUENCE_CLASSIFICATION:
+        from tasks import textdata
+        from tasks.textclass import load_examples
+
+        splits = {split: load_examples(path) for split, path in iter_splits(data_dir)}
+        outcomes = run_contract(textdata.contract_tables(splits, params, tokenizer), docs_dir)
+        profile = textdata.data_profile(splits)
+    else:
+        splits = {split: load_jsonl(path) for split, path in iter_splits(data_dir)}
+        outcomes = validate_records(splits, params, tokenizer, docs_dir)
+        profile = data_profile(splits)
     soft = params.soft_checks(checkpoint)
     failed = [o for o in outcomes if not o.success and o.check not in soft]
     warnings = [o for o in outcomes if not o.success and o.check in soft]
@@ -341,7 +351,7 @@ def run(params: ValidateParams, data_dir: Path, report_path: Path, tokenizer=Non
         "evaluated": len(outcomes),
         "failed": len(failed),
         "warnings": len(warnings),
-        **data_profile(splits),
+        **profile,
         "unexpected": {o.check: o.unexpected_count for o in outcomes},
         "expectations": [{**o.__dict__, "severity": "soft" if o.check in soft else "hard"}
                          for o in outcomes],
@@ -367,7 +377,7 @@ def load_tokenizer(params: Params):
 def step(params: Params, args) -> str:
     data_dir, report_path, docs_dir = checkpoint_paths(params, args.data)
     report = run(params.validate_, Path(data_dir), Path(report_path), load_tokenizer(params), Path(docs_dir),
-                 args.data)
+                 args.data, params.task)
     summary = f"{report['evaluated']} expectations checked on {args.data} data {report['sentences']}"
     warnings = [Outcome(**{k: v for k, v in e.items() if k != "severity"})
                 for e in report["expectations"] if not e["success"]]

@@ -9,7 +9,8 @@ from tasks.params import ValidateParams
 from tasks.records import NerRecord, write_jsonl
 from tasks.validate import ContractError, run
 
-PARAMS = ValidateParams(entity_types=["person", "geo-loc"], min_sentences=3, max_tokens_per_sentence=50)
+PARAMS = ValidateParams(entity_types=["person", "geo-loc"], min_sentences=3, max_tokens_per_sentence=50,
+                        labels=[], class_share=(0.0, 1.0))
 
 
 def good(n: int = 4, prefix: str = "f") -> list[NerRecord]:
@@ -51,7 +52,8 @@ def test_bad_record_fails_with_its_id(tmp_path: Path, bad: NerRecord, expected: 
 
 
 def test_too_few_sentences(tmp_path: Path):
-    params = ValidateParams(entity_types=["person", "geo-loc"], min_sentences=100, max_tokens_per_sentence=50)
+    params = ValidateParams(entity_types=["person", "geo-loc"], min_sentences=100, max_tokens_per_sentence=50,
+                        labels=[], class_share=(0.0, 1.0))
     expected = r"row_count \(expect_table_row_count_to_be_between on sentences\): observed 6, expected min_value=100"
     with pytest.raises(ContractError, match=expected):
         run(params, write(tmp_path, good()), tmp_path / "report.json")

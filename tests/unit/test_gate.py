@@ -53,7 +53,7 @@ def test_every_check_is_a_reason_line():
     decision = decide(metrics(0.5, person=(0.6, 40), loc=(0.2, 3)),
                       champion(0.45, person=(0.5, 40), loc=(0.3, 3)), GATE)
     assert len(decision.reasons) == CHECKS_BEFORE_CHAMPION + 3  # + overall, person, the low-support note
-    assert "vs champion v3 on the same test set: F1 0.5000 vs 0.4500 (+0.0500" in decision.reasons[4]
+    assert "vs champion v3 on the same test set: strict entity F1 0.5000 vs 0.4500 (+0.0500" in decision.reasons[4]
     assert "loc (3)" in decision.reasons[6]
 
 
@@ -85,3 +85,27 @@ def test_latency_and_behaviour_floors(change, promote, reason):
     decision = decide({**metrics(0.5), **change}, None, GATE)
     assert decision.promote is promote
     assert any(reason in line for line in decision.reasons), decision.reasons
+
+
+def classifier(macro_f1: float, version: int | None = None, **per_class: tuple[float, int]) -> dict:
+    scores = {c: {"f1": score, "support": support} for c, (score, support) in per_class.items()}
+    found = {"task": "sequence-classification", "f1": macro_f1, "per_class": scores, "latency": {"p95_ms": 5.0}}
+    return found if version is None else {"version": version, **found}
+
+
+def test_a_classifier_is_gated_on_macro_f1_and_each_class_without_ner_behaviour_checks():
+    better = decide(classifier(0.70, negative=(0.6, 40), positive=(0.8, 90)),
+                    classifier(0.65, 2, negative=(0.55, 40), positive=(0.75, 90)), GATE)
+    assert better.promote, better.reasons
+    assert "candidate macro-F1 0.7000 >= floor gate.min_f1 0.3000" in better.reasons[0]
+    assert any("vs champion v2 on the same test set: macro-F1 0.7000 vs 0.6500" in r for r in better.reasons)
+    assert any(r.startswith("negative: F1 0.6000 vs champion 0.5500") for r in better.reasons)
+    assert not any("name_invariance" in r and "not measured" in r for r in better.reasons)
+
+    # Better on macro-F1 overall, but one class collapsed: rejected, and that class is the reason.
+    collapsed = decide(classifier(0.66, negative=(0.30, 40), positive=(0.95, 90), neutral=(0.7, 3)),
+                       classifier(0.65, 2, negative=(0.55, 40), positive=(0.75, 90), neutral=(0.6, 3)), GATE)
+    assert not collapsed.promote
+    failing = [r for r in collapsed.reasons if r.startswith("negative:")]
+    assert failing and "-0.2500" in failing[0]
+    assert any("not compared per class" in r and "neutral (3)" in r for r in collapsed.reasons)

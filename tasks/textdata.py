@@ -1,0 +1,207 @@
+"""The data stages for sequence classification (`task: sequence-classification`): import, cleaning,
+augmentation and the data contract's tables, over `TextExample`s (tasks/textclass.py).
+
+Each NER stage module calls into here when the task says so, so the DAG, the reports and the
+guarantees stay the same: a deterministic split by a hash of the text, every cleaning change counted,
+dev and test byte-identical through augmentation, and a GX contract that names the failing records.
+Augmentation reuses the NER augmenters unchanged: a text is a sentence whose words are all tagged O,
+which keeps the label out of their way (DECISIONS 26).
+"""
+
+from __future__ import annotations
+
+import string
+from collections import Counter
+from collections.abc import Sequence
+
+import pandas as pd
+
+from tasks.params import CleanParams, ValidateParams
+from tasks.records import InputFormatError, NerRecord
+from tasks.textclass import TextExample, read_text_examples
+
+# ---------------------------------------------------------------- import
+
+
+def read_examples(path, text_column: str, label_column: str) -> list[TextExample]:
+    """A user's CSV/JSONL file, with unique ids (a repeated id names both places)."""
+    examples = read_text_examples(path, text_column, label_column)
+    first: dict[str, int] = {}
+    for position, example in enumerate(examples):
+        if example.id in first:
+            raise InputFormatError(f"{path}: id {example.id!r} appears twice (examples {first[example.id] + 1} "
+                                   f"and {position + 1}); ids must be unique")
+        first[example.id] = position
+    return examples
+
+
+# ---------------------------------------------------------------- cleaning
+
+
+def near_duplicate_key(text: str) -> tuple[str, ...]:
+    """Words ignoring case and punctuation: "Great game!!" ~ "great game"."""
+    words = (word.strip(string.punctuation).casefold() for word in text.split())
+    return tuple(word for word in words if word)
+
+
+def clean_examples(examples: Sequence[TextExample], params: CleanParams, counts: Counter) -> list[TextExample]:
+    """Normalize each text, apply the length bounds (in words), drop texts that carry two labels in
+    this split (every copy: neither label can be trusted) and exact/near duplicates (the first stays).
+    Every change is counted by kind in `counts`."""
+    from tasks.clean import normalize_token
+
+    cleaned = []
+    for example in examples:
+        text = normalize_token(example.text, params.unicode_form)
+        if text != example.text:
+            counts["texts_normalized"] += 1
+        if not text:
+            counts["empty_texts_dropped"] += 1
+            continue
+        words = len(text.split())
+        if words < params.min_tokens or (params.max_tokens is not None and words > params.max_tokens):
+            counts["too_short_dropped" if words < params.min_tokens else "too_long_dropped"] += 1
+            continue
+        cleaned.append(TextExample(example.id, text, example.label, example.meta))
+    return drop_duplicates(drop_conflicts(cleaned, counts), params, counts)
+
+
+def drop_conflicts(examples: list[TextExample], counts: Counter) -> list[TextExample]:
+    labels: dict[str, set[str]] = {}
+    for example in examples:
+        labels.setdefault(example.text, set()).add(example.label)
+    kept = [e for e in examples if len(labels[e.text]) == 1]
+    counts["conflicting_labels_dropped"] += len(examples) - len(kept)
+    return kept
+
+
+def drop_duplicates(examples: list[TextExample], params: CleanParams, counts: Counter) -> list[TextExample]:
+    exact: set[str] = set()
+    near: set[tuple[str, ...]] = set()
+    kept = []
+    for example in examples:
+        near_key = near_duplicate_key(example.text)
+        if params.drop_exact_duplicates and example.text in exact:
+            counts["duplicates_dropped"] += 1
+            continue
+        if params.drop_near_duplicates and near_key in near:
+            counts["near_duplicates_dropped"] += 1
+            continue
+        exact.add(example.text)
+        near.add(near_key)
+        kept.append(example)
+    return kept
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def as_sentence(example: TextExample) -> NerRecord:
+    """The text as an all-O sentence for the NER augmenters; the label rides along in meta."""
+    words = tuple(example.text.split())
+    return NerRecord(example.id, words, ("O",) * len(words), {**example.meta, "label": example.label})
+
+
+def as_example(record: NerRecord) -> TextExample:
+    """Back from an (augmented) sentence: its words joined by spaces, the source's label."""
+    meta = {k: v for k, v in record.meta.items() if k != "label"}
+    return TextExample(record.id, " ".join(record.tokens), record.meta["label"], meta)
+
+
+# ---------------------------------------------------------------- the data contract
+
+
+def text_table(split: str, examples: Sequence[TextExample], train_ids: dict[str, str],
+               pieces: Sequence[int] | None = None) -> pd.DataFrame:
+    """One row per text: its lengths (words, sub-word pieces: 0 when not counted), label, blank and
+    control-character flags, whether it repeats an earlier text of its split, and the id of the
+    identical train text for a dev/test row ('' when none: the leakage check)."""
+    from tasks.validate import has_control_character
+
+    rows, seen = [], set()
+    for example, n_pieces in zip(examples, pieces or [0] * len(examples), strict=True):
+        rows.append({"id": example.id, "split": split, "n_words": len(example.text.split()), "n_pieces": n_pieces,
+                     "label": example.label, "text_blank": not example.text.strip(),
+                     "text_control": has_control_character(example.text), "is_duplicate": example.text in seen,
+                     "also_in_train": train_ids.get(example.text, "") if split != "train" else ""})
+        seen.add(example.text)
+    return pd.DataFrame(rows, columns=["id", "split", "n_words", "n_pieces", "label", "text_blank", "text_control",
+                                       "is_duplicate", "also_in_train"])
+
+
+def class_table(splits: dict[str, list[TextExample]], labels: Sequence[str]) -> pd.DataFrame:
+    """One row per (split, class): the class's share of the split's texts."""
+    rows = []
+    for split, examples in splits.items():
+        counts = Counter(e.label for e in examples)
+        for label in labels:
+            rows.append({"id": f"{split} class {label!r}", "split": split, "label": label, "examples": counts[label],
+                         "share": counts[label] / len(examples) if examples else 0.0})
+    return pd.DataFrame(rows, columns=["id", "split", "label", "examples", "share"])
+
+
+def text_expectations(params: ValidateParams, labels: Sequence[str]) -> list:
+    import great_expectations as gx
+
+    from tasks.validate import named
+
+    e = gx.expectations
+    return [
+        named("row_count", e.ExpectTableRowCountToBeBetween(min_value=params.min_sentences)),
+        named("text_not_blank", e.ExpectColumnValuesToBeInSet(column="text_blank", value_set=[False])),
+        named("sentence_length", e.ExpectColumnValuesToBeBetween(
+            column="n_words", min_value=1, max_value=params.max_tokens_per_sentence)),
+        *([named("subword_length", e.ExpectColumnValuesToBeBetween(
+            column="n_pieces", max_value=params.max_subword_pieces))] if params.max_subword_pieces else []),
+        named("label_in_set", e.ExpectColumnValuesToBeInSet(column="label", value_set=list(labels))),
+        named("no_leakage", e.ExpectColumnValuesToBeInSet(column="also_in_train", value_set=[""])),
+        named("duplicate_share", e.ExpectColumnMeanToBeBetween(
+            column="is_duplicate", max_value=params.max_duplicate_share)),
+        named("no_control_characters", e.ExpectColumnValuesToBeInSet(column="text_control", value_set=[False])),
+    ]
+
+
+def class_expectations(params: ValidateParams) -> list:
+    import great_expectations as gx
+
+    from tasks.validate import named
+
+    low, high = params.class_share
+    return [named("class_balance", gx.expectations.ExpectColumnValuesToBeBetween(
+        column="share", min_value=low, max_value=high))]
+
+
+def declared_labels(params: ValidateParams, splits: dict[str, list[TextExample]]) -> list[str]:
+    """`validate.labels`, or (when empty) the labels of the train split, sorted."""
+    return list(params.labels) or sorted({e.label for e in splits.get("train", [])})
+
+
+def count_text_pieces(tokenizer, splits: dict[str, list[TextExample]]) -> dict[str, list[int]]:
+    """Sub-word pieces per text, special tokens included."""
+    return {split: [len(ids) for ids in tokenizer([e.text for e in examples], truncation=False,
+                                                  verbose=False)["input_ids"]] if examples else []
+            for split, examples in splits.items()}
+
+
+def contract_tables(splits: dict[str, list[TextExample]], params: ValidateParams,
+                    tokenizer=None) -> dict[str, tuple[pd.DataFrame, list]]:
+    """The tables the text contract checks, each with its expectations: texts and classes."""
+    labels = declared_labels(params, splits)
+    train_ids = {e.text: e.id for e in splits.get("train", [])}
+    pieces = count_text_pieces(tokenizer, splits) if tokenizer is not None else {}
+    texts = pd.concat([text_table(s, es, train_ids, pieces.get(s)) for s, es in splits.items()], ignore_index=True)
+    return {"texts": (texts, text_expectations(params, labels)),
+            "classes": (class_table(splits, labels), class_expectations(params))}
+
+
+def data_profile(splits: dict[str, list[TextExample]]) -> dict:
+    """Numbers that describe the data, for `dvc metrics diff` between revisions."""
+    examples = [e for es in splits.values() for e in es]
+    return {
+        "sentences": {split: len(es) for split, es in splits.items()},
+        "words": {split: sum(len(e.text.split()) for e in es) for split, es in splits.items()},
+        "classes": {split: dict(sorted(Counter(e.label for e in es).items())) for split, es in splits.items()},
+        "duplicate_share": {split: round(1 - len({e.text for e in es}) / len(es), 6) if es else 0.0
+                            for split, es in splits.items()},
+        "max_text_words": max((len(e.text.split()) for e in examples), default=0),
+    }
