@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from prefect.runtime import flow_run
 
-from flows.gate import Decision
+from flows.gate import Decision, is_classifier, per_group
 from tasks.params import Params
 from tasks.settings import Settings
 
@@ -61,34 +61,68 @@ def staged_model_dir(params: Params, lineage: dict) -> Iterator[Path]:
 def model_card(params: Params, lineage: dict) -> str:
     """A markdown model card: what it was trained on and how, how well it does, what it is not for."""
     metrics, training, train = lineage["metrics"], lineage["training"], params.train
-    rows = [f"| {entity} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
-            for entity, m in sorted(metrics["per_type"].items())]
-    behaviour = metrics.get("behaviour", {})
-    checks = [f"- {name}: {r['passed']}/{r['cases']} passed" for name, r in behaviour.items()]
+    classifier = is_classifier(metrics)
+    kind = "class" if classifier else "entity"
+    rows = [f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
+            for name, m in sorted(per_group(metrics).items())]
     latency = metrics.get("latency", {})
     return "\n".join([
-        f"# {params.registry.model_name}: named-entity recognition", "",
-        "Token classification (IOB2 tags) fine-tuned by flowtune; load it with "
-        "`transformers.pipeline(\"token-classification\", model=<this folder>)`.", "",
+        *card_title(params, classifier), "",
         "## Training", "",
         f"- base encoder: `{train.base_model}`; data: `{params.ingest.source}` (train split, after cleaning and "
         f"augmentation with {', '.join(params.augment.methods) or 'none'}), "
-        f"{training.get('train_sentences')} sentences",
+        f"{training.get('train_sentences')} {'texts' if classifier else 'sentences'}",
         f"- {training.get('epochs_run')} epochs (best: {training.get('best_epoch')}), batch {train.batch_size}, "
         f"learning rate {train.learning_rate}, on {training.get('device')} in {training.get('train_seconds')} s",
         f"- code: git {lineage['git'].get('commit')}; flow run: {lineage['flow_run'].get('url')}", "",
-        "## Evaluation (test split, seqeval strict IOB2)", "",
-        f"Entity F1 {metrics['f1']:.4f} (precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}) "
-        f"on {metrics['sentences']} sentences; conlleval-style F1 {metrics.get('f1_default', float('nan')):.4f}.", "",
-        "| entity | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|", *rows, "",
-        *(["Behavioural checks:", *checks, ""] if checks else []),
-        f"Latency at batch 1: p50 {latency.get('p50_ms')} ms, p95 {latency.get('p95_ms')} ms per sentence "
-        f"({latency.get('device')}).", "",
+        *(classifier_summary(metrics) if classifier else ner_summary(metrics)), "",
+        f"| {kind} | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|", *rows, "",
+        *behaviour_lines(metrics),
+        f"Latency at batch 1: p50 {latency.get('p50_ms')} ms, p95 {latency.get('p95_ms')} ms per "
+        f"{'text' if classifier else 'sentence'} ({latency.get('device')}).", "",
         "## Gate decision", "", *[f"- {reason}" for reason in lineage["gate"]["reasons"]], "",
         "## Intended use and limits", "",
-        "- Tags the entity types above in short English texts like its training data (for the default data: "
-        "tweets). Expect lower scores on other domains, languages or much longer documents.",
-        "- Scores come from a small test split: differences of a few F1 points between versions can be noise.",
-        "- Not for decisions about people without human review: names and places are recognised imperfectly, "
-        "and unevenly across name origins.",
+        *intended_use(classifier),
     ]) + "\n"
+
+
+def card_title(params: Params, classifier: bool) -> list[str]:
+    if classifier:
+        return [f"# {params.registry.model_name}: text classification", "",
+                "Sequence classification (one class per text) fine-tuned by flowtune; load it with "
+                "`transformers.pipeline(\"text-classification\", model=<this folder>)` or `flowtune predict`."]
+    return [f"# {params.registry.model_name}: named-entity recognition", "",
+            "Token classification (IOB2 tags) fine-tuned by flowtune; load it with "
+            "`transformers.pipeline(\"token-classification\", model=<this folder>)`."]
+
+
+def ner_summary(metrics: dict) -> list[str]:
+    return ["## Evaluation (test split, seqeval strict IOB2)", "",
+            f"Entity F1 {metrics['f1']:.4f} (precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}) "
+            f"on {metrics['sentences']} sentences; conlleval-style F1 {metrics.get('f1_default', float('nan')):.4f}."]
+
+
+def classifier_summary(metrics: dict) -> list[str]:
+    return ["## Evaluation (test split)", "",
+            f"Macro-F1 {metrics['f1']:.4f} (precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}), "
+            f"accuracy {metrics['accuracy']:.4f} on {metrics['examples']} texts; expected calibration error "
+            f"{metrics['ece']:.4f}."]
+
+
+def behaviour_lines(metrics: dict) -> list[str]:
+    checks = [f"- {name}: {r['passed']}/{r['cases']} passed" for name, r in metrics.get("behaviour", {}).items()]
+    return ["Behavioural checks:", *checks, ""] if checks else []
+
+
+def intended_use(classifier: bool) -> list[str]:
+    if classifier:
+        return ["- Labels short English texts like its training data (for the default data: tweets) with the classes "
+                "above. Expect lower scores on other domains, languages or long documents.",
+                "- Scores come from a small test split: differences of a few F1 points between versions can be noise.",
+                "- Sentiment of sarcasm, irony and mixed statements is often wrong; do not use it alone for decisions "
+                "about people."]
+    return ["- Tags the entity types above in short English texts like its training data (for the default data: "
+            "tweets). Expect lower scores on other domains, languages or much longer documents.",
+            "- Scores come from a small test split: differences of a few F1 points between versions can be noise.",
+            "- Not for decisions about people without human review: names and places are recognised imperfectly, "
+            "and unevenly across name origins."]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -183,30 +184,45 @@ def write_predictions(records, predicted, fmt: str, out) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-
-    from tasks.modeling import predict_tags
     from tasks.records import InputFormatError
 
-    model_dir = Path(args.model)
-    try:
-        records, tagged = read_sentences(args)
-    except InputFormatError as exc:
-        sys.exit(f"flowtune predict: error: {exc}")
     with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(args.model)
         if not model_dir.is_dir():
             registry = open_registry()
             name, version = registry.resolve(args.model)
             model_dir = registry.download(name, version, Path(tmp))
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
-        predicted = predict_tags(model, tokenizer, [r.tokens for r in records], args.batch_size, args.max_length)
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    try:
-        write_predictions(records, predicted, args.format, out)
-    finally:
-        if args.output:
-            out.close()
+        try:
+            if is_sequence_classifier(model_dir):
+                return predict_classes(args, model_dir)
+            return predict_entities(args, model_dir)
+        except InputFormatError as exc:
+            sys.exit(f"flowtune predict: error: {exc}")
+
+
+def is_sequence_classifier(model_dir: Path) -> bool:
+    """What the saved model is, from its config: a text classifier or (otherwise) a tagger."""
+    from transformers import AutoConfig
+
+    architectures = AutoConfig.from_pretrained(model_dir).architectures or []
+    return any(name.endswith("ForSequenceClassification") for name in architectures)
+
+
+def output_stream(args):
+    return open(args.output, "w", encoding="utf-8") if args.output else contextlib.nullcontext(sys.stdout)
+
+
+def predict_entities(args: argparse.Namespace, model_dir: Path) -> int:
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from tasks.modeling import predict_tags
+
+    records, tagged = read_sentences(args)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
+    predicted = predict_tags(model, tokenizer, [r.tokens for r in records], args.batch_size, args.max_length)
+    with output_stream(args) as out:
+        write_predictions(records, predicted, args.format or "conll", out)
     if tagged:  # the input had gold tags: say how the model did on them
         from tasks.evaluate import score
 
@@ -216,13 +232,78 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_texts(args) -> tuple[list, bool]:
+    """Texts to classify and whether they carry gold labels: --input FILE (.csv or .jsonl with a `text`
+    column, `label` optional), or one text per argument / stdin line."""
+    from tasks.textclass import TextExample, read_text_examples
+
+    if not args.input:
+        lines = args.text or sys.stdin.read().splitlines()
+        return [TextExample(f"line:{i + 1}", line.strip(), "") for i, line in enumerate(lines) if line.strip()], False
+    path = Path(args.input)
+    labelled = has_column(path, "label")
+    return read_text_examples(path, "text", "label" if labelled else None), labelled
+
+
+def has_column(path: Path, column: str) -> bool:
+    """Whether the first row of a .csv/.jsonl input has `column` (a missing file is the reader's to report)."""
+    import csv
+
+    if not path.is_file():
+        return False
+    with open(path, newline="", encoding="utf-8") as handle:
+        if path.suffix.lower() == ".csv":
+            return column in (csv.DictReader(handle).fieldnames or [])
+        first = next((line for line in handle if line.strip()), "{}")
+    try:
+        return column in json.loads(first)
+    except json.JSONDecodeError:
+        return False  # the reader names the line
+
+
+def predict_classes(args: argparse.Namespace, model_dir: Path) -> int:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tasks.records import InputFormatError
+    from tasks.textclass import classification_metrics, encode_texts, predict_proba
+
+    examples, labelled = read_texts(args)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    unknown = sorted({e.label for e in examples} - set(labels)) if labelled else []
+    if unknown:
+        raise InputFormatError(f"{args.input}: labels {unknown} are not classes of the model ({labels})")
+    encoded, _ = encode_texts(tokenizer, examples, args.max_length)
+    probabilities = predict_proba(model, encoded, args.batch_size, tokenizer.pad_token_id)
+    with output_stream(args) as out:
+        for example, row in zip(examples, probabilities, strict=True):
+            best = int(row.argmax())
+            if args.format == "jsonl":
+                scores = {label: round(float(p), 6) for label, p in zip(labels, row, strict=True)}
+                out.write(json.dumps({"id": example.id, "text": example.text, "label": labels[best],
+                                      "probabilities": scores}, ensure_ascii=False) + "\n")
+            else:
+                out.write(f"{labels[best]}\t{float(row[best]):.4f}\t{example.text}\n")
+    if labelled:
+        result = classification_metrics([e.label for e in examples], probabilities, labels)
+        print(f"gold labels in the input: macro-F1 {result['f1']:.4f}, accuracy {result['accuracy']:.4f} on "
+              f"{result['examples']} texts", file=sys.stderr)
+    return 0
+
+
 def add_predict_parser(sub) -> None:
-    pred = sub.add_parser("predict", help="tag sentences with a registered model or a model folder")
+    pred = sub.add_parser("predict", help="tag sentences (NER) or classify texts with a registered model or a "
+                                          "model folder")
     pred.add_argument("--model", required=True, help="a model folder, or NAME / NAME@VERSION / NAME:ALIAS")
-    pred.add_argument("--input", help="a CoNLL or .jsonl file of tokenized sentences ('-' = CoNLL on stdin)")
-    pred.add_argument("--format", choices=["conll", "jsonl"], default="conll", help="output format")
+    pred.add_argument("--input", help="NER: a CoNLL or .jsonl file of tokenized sentences ('-' = CoNLL on stdin); "
+                                      "classifier: a .csv or .jsonl file with a `text` column (`label` optional)")
+    pred.add_argument("--format", choices=["conll", "jsonl"],
+                      help="output format: conll (NER default; a classifier writes label<TAB>probability<TAB>text) "
+                           "or jsonl")
     pred.add_argument("--output", help="write here instead of stdout")
     pred.add_argument("--batch-size", type=int, default=32)
     pred.add_argument("--max-length", type=int, default=128, help="sub-word pieces per window")
-    pred.add_argument("text", nargs="*", help="whitespace-tokenized sentences (default without --input: stdin lines)")
+    pred.add_argument("text", nargs="*", help="whitespace-tokenized sentences, or texts for a classifier "
+                                              "(default without --input: stdin lines)")
     pred.set_defaults(func=cmd_predict)

@@ -43,20 +43,24 @@ class TextExample:
 # ---------------------------------------------------------------- data
 
 
-def _example(row: dict, where: str, default_id: str, text_column: str, label_column: str) -> TextExample:
-    for column in (text_column, label_column):
+def _example(row: dict, where: str, default_id: str, text_column: str, label_column: str | None) -> TextExample:
+    for column in (text_column, label_column or text_column):
         if column not in row:
             raise InputFormatError(f"{where}: no {column!r} column (columns: {sorted(row)})")
-    text, label = row[text_column], row[label_column]
+    text = row[text_column]
     if not isinstance(text, str) or not text.strip():
         raise InputFormatError(f"{where}: {text_column!r} must be non-empty text, got {text!r}")
+    if label_column is None:  # texts to classify
+        return TextExample(str(row.get("id") or default_id), text.strip(), "")
+    label = row[label_column]
     if not isinstance(label, str | int) or isinstance(label, bool) or not str(label).strip():
         raise InputFormatError(f"{where}: {label_column!r} must be one label (text or integer), got {label!r}")
     return TextExample(str(row.get("id") or default_id), text.strip(), str(label).strip())
 
 
-def read_text_examples(path: Path, text_column: str = "text", label_column: str = "label") -> list[TextExample]:
-    """Examples from a .csv (header row) or .jsonl file; ids default to `<file stem>:<line>`."""
+def read_text_examples(path: Path, text_column: str = "text", label_column: str | None = "label") -> list[TextExample]:
+    """Examples from a .csv (header row) or .jsonl file; ids default to `<file stem>:<line>`. Without a
+    `label_column`, texts to classify (label '')."""
     path = Path(path)
     if path.suffix.lower() == ".csv":
         with open(path, newline="", encoding="utf-8") as handle:
