@@ -235,7 +235,7 @@ def predict_entities(args: argparse.Namespace, model_dir: Path) -> int:
 def read_texts(args) -> tuple[list, bool]:
     """Texts to classify and whether they carry gold labels: --input FILE (.csv or .jsonl with a `text`
     column, `label` optional), or one text per argument / stdin line."""
-    from tasks.textclass import TextExample, read_text_examples
+    from tasks.textdata import TextExample, read_text_examples
 
     if not args.input:
         lines = args.text or sys.stdin.read().splitlines()

@@ -135,7 +135,7 @@ def load_split(path: Path, texts: bool) -> list[NerRecord]:
     the dev/test protection below serve both tasks."""
     if not texts:
         return load_jsonl(path)
-    from tasks.textclass import load_examples
+    from tasks.textdata import load_examples
 
     return [as_sentence(e) for e in load_examples(path)]
 

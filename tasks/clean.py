@@ -118,8 +118,7 @@ def clean_split(records: list[NerRecord], params: CleanParams, counts: Counter) 
 def run(params: CleanParams, src: Path, dst: Path, report_path: Path, task: str = TOKEN_CLASSIFICATION) -> dict:
     """Clean every split of `src` into `dst`; write a per-split count report."""
     if task == SEQUENCE_CLASSIFICATION:
-        from tasks.textclass import load_examples
-        from tasks.textdata import clean_examples
+        from tasks.textdata import clean_examples, load_examples
 
         load, clean = load_examples, clean_examples
     else:

@@ -128,9 +128,9 @@ def run_classifier(params: EvaluateParams, model_dir: Path, test_path: Path, met
     latency; `f1` is the headline (macro-F1) that the gate and the registry read for either task."""
     from transformers import AutoModelForSequenceClassification
 
-    from tasks import textclass
+    from tasks import textclass, textdata
 
-    examples = textclass.load_examples(Path(test_path))
+    examples = textdata.load_examples(Path(test_path))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -141,7 +141,7 @@ def run_classifier(params: EvaluateParams, model_dir: Path, test_path: Path, met
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
     def classify(texts: Sequence[str], batch_size: int = params.batch_size) -> torch.Tensor:
-        encoded, _ = textclass.encode_texts(tokenizer, [textclass.TextExample(str(i), t, "") for i, t in
+        encoded, _ = textclass.encode_texts(tokenizer, [textdata.TextExample(str(i), t, "") for i, t in
                                                         enumerate(texts)], max_length)
         return textclass.predict_proba(model, encoded, batch_size, tokenizer.pad_token_id)
 

