@@ -22,7 +22,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _prefect_env(settings)
     from flows.pipeline import ner_pipeline
 
-    state = ner_pipeline(push=not args.no_push, return_state=True)
+    if args.params_file:  # a committed params file: the run works in a clean checkout of HEAD (workspace.py)
+        state = ner_pipeline(push=not args.no_push, workspace="isolated", params_file=args.params_file,
+                             return_state=True)
+    else:
+        state = ner_pipeline(push=not args.no_push, return_state=True)
     run_url = f"{settings.ui_url}/runs/flow-run/{state.state_details.flow_run_id}"
     print("\n=== flowtune run finished:", state.type.value)
     print(f"Prefect UI (flow run): {run_url}")
@@ -33,7 +37,10 @@ def cmd_run(args: argparse.Namespace) -> int:
               "alias champion)")
     else:
         print(f"Reason:                {state.message}")
-    print("Metrics:               dvc metrics show   (details: data/metrics/eval.json)")
+    if args.params_file:
+        print("Metrics:               flowtune registry show <model>  (the run's checkout is removed on success)")
+    else:
+        print("Metrics:               dvc metrics show   (details: data/metrics/eval.json)")
     return 0 if state.is_completed() else 1
 
 
@@ -90,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("services", help="start/stop/inspect local SeaweedFS + Prefect server", add_help=False)
     run = sub.add_parser("run", help="run the whole pipeline as a Prefect flow in this checkout (reads ./params.yaml)")
     run.add_argument("--no-push", action="store_true", help="do not dvc push at the end")
+    run.add_argument("--params-file", help="run with this committed params file instead of ./params.yaml (e.g. "
+                     "params-sentiment.yaml), in an isolated checkout of HEAD; its data and model go to the DVC "
+                     "remote and the registry, not into this checkout")
     run.set_defaults(func=cmd_run)
     deploy = sub.add_parser("deploy", help="create/update the Prefect deployments of prefect.yaml (nightly "
                             "retraining, data refresh, champion evaluation) on the local Prefect server")

@@ -195,12 +195,33 @@ def evaluate_params(**overrides):
     return EvaluateParams(**{**values, **overrides})
 
 
-def set_params(repo: Path, **sections: dict) -> None:
-    path = repo / "params.yaml"
+def set_params(repo: Path, params_file: str = "params.yaml", **sections: dict) -> None:
+    path = repo / params_file
     params = yaml.safe_load(path.read_text())
     for section, values in sections.items():
         params[section].update(values)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+SENTIMENT_WORDS = {"positive": ["love", "enjoyed", "adore"], "negative": ["hate", "disliked", "dread"],
+                   "neutral": ["visited", "passed", "saw"]}
+
+
+def synthetic_texts(path: Path, count: int = 450) -> Path:
+    """A CSV of distinct `<name> <sentiment verb> <place> <w> <w>` texts labelled by the verb's sentiment:
+    a tiny model learns it in a few epochs."""
+    rng, seen, rows = random.Random(11), set(), []
+    fillers = ["today", "again", "yesterday", "ok", "now", "lol", "haha", "tonight"]
+    while len(rows) < count:
+        label = rng.choice(sorted(SENTIMENT_WORDS))
+        text = " ".join([rng.choice(NAMES), rng.choice(SENTIMENT_WORDS[label]), rng.choice(PLACES),
+                         *rng.sample(fillers, 2)])
+        if text not in seen:
+            seen.add(text)
+            rows.append(f"t{len(rows)},{text},{label}\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("id,text,label\n" + "".join(rows), encoding="utf-8")
+    return path
 
 
 def client_env_file(settings) -> str:
@@ -213,15 +234,15 @@ def client_env_file(settings) -> str:
             "FLOWTUNE_START_WORKER=false\n")
 
 
-def run_flow(repo: Path, settings) -> subprocess.CompletedProcess:
-    """`flowtune services up` (wires the DVC remote) then `flowtune run` in `repo`, against the
-    already running services of `settings`, as a user's shell would run them."""
+def run_flow(repo: Path, settings, *run_args: str) -> subprocess.CompletedProcess:
+    """`flowtune services up` (wires the DVC remote) then `flowtune run [run_args]` in `repo`, against
+    the already running services of `settings`, as a user's shell would run them."""
     (repo / ".env").write_text(client_env_file(settings))
     sh = {"cwd": repo, "env": clean_env(PYTHONPATH=str(repo)), "capture_output": True, "text": True,
           "timeout": 1200}
     up = subprocess.run([".venv/bin/flowtune", "services", "up"], **sh)
     assert up.returncode == 0, up.stdout + up.stderr
-    return subprocess.run([".venv/bin/flowtune", "run"], **sh)
+    return subprocess.run([".venv/bin/flowtune", "run", *run_args], **sh)
 
 
 def latest_flow_run(api_url: str, flow_name: str = "flowtune-ner") -> dict:
