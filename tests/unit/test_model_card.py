@@ -23,3 +23,22 @@ def test_model_card_reports_data_training_scores_gate_and_limits() -> None:
     assert "- name_invariance: 27/30 passed" in card and "p95 14.2 ms" in card
     assert "candidate strict entity F1 0.5000" in card and "## Intended use and limits" in card
     assert "git abc123" in card and "4105 sentences" in card
+
+
+def test_a_classifier_card_reports_macro_f1_per_class_and_calibration() -> None:
+    params = load_params(ROOT / "params-sentiment.yaml")
+    metrics = {"task": "sequence-classification", "f1": 0.71, "precision": 0.72, "recall": 0.70, "accuracy": 0.78,
+               "examples": 516, "ece": 0.04,
+               "per_class": {"neutral": {"precision": 0.5, "recall": 0.4, "f1": 0.4444, "support": 84}},
+               "latency": {"p50_ms": 5.0, "p95_ms": 7.5, "device": "cpu"}}
+    lineage = {"metrics": metrics, "training": {"train_sentences": 7326, "epochs_run": 3, "best_epoch": 2,
+                                                "device": "cpu", "train_seconds": 600.0},
+               "git": {"commit": "abc123"}, "flow_run": {"url": None},
+               "gate": {"reasons": decide(metrics, None, params.gate).reasons}}
+    card = model_card(params, lineage)
+    assert card.startswith(f"# {params.registry.model_name}: text classification")
+    assert "pipeline(\"text-classification\"" in card and "| class | precision |" in card
+    assert "| neutral | 0.5000 | 0.4000 | 0.4444 | 84 |" in card
+    assert "Macro-F1 0.7100 (precision 0.7200, recall 0.7000), accuracy 0.7800 on 516 texts" in card
+    assert "expected calibration error 0.0400" in card and "7326 texts" in card and "per text" in card
+    assert "candidate macro-F1 0.7100" in card and "Behavioural checks" not in card

@@ -99,3 +99,46 @@ def test_a_sequence_classifier_trains_on_the_shared_engine(tmp_path: Path, tiny_
     classify = pipeline("text-classification", model=str(tmp_path / "model"))
     assert classify("john is great today")[0]["label"] == "person"
     assert classify("paris was great today")[0]["label"] == "none"
+
+
+def test_the_evaluate_stage_scores_a_classifier_and_writes_its_confusion_plot(tmp_path: Path, tiny_base: Path):
+    from tasks import evaluate
+    from tasks.params import load_params
+    from tests.helpers import ROOT
+
+    textdata.write_examples(tmp_path / "data/train.jsonl", sentences(64, 1))
+    textdata.write_examples(tmp_path / "data/dev.jsonl", sentences(16, 2))
+    textdata.write_examples(tmp_path / "data/test.jsonl", sentences(20, 3))
+    params = train_params(tiny_base, epochs=4, learning_rate=5e-3, batch_size=8, max_length=16)
+    textclass.fit(params, ["none", "person"], tmp_path / "data", tmp_path / "model", tmp_path / "train.json",
+                  tmp_path / "curve.csv")
+    evaluate_params = load_params(ROOT / "params-sentiment.yaml").evaluate.model_copy(update={"latency_sentences": 5})
+    metrics = evaluate.run(evaluate_params, tmp_path / "model", tmp_path / "data/test.jsonl", tmp_path / "eval.json",
+                           tmp_path / "predictions.jsonl", 16, tmp_path / "confusion.csv", "sequence-classification")
+    assert metrics["task"] == "sequence-classification" and metrics["f1"] == metrics["macro_f1"] >= 0.9
+    assert metrics["examples"] == 20 and set(metrics["per_class"]) == {"none", "person"}
+    assert metrics["latency"]["sentences"] == 5 and metrics["model_size_mb"] > 0
+    assert json.loads((tmp_path / "eval.json").read_text())["ece"] == metrics["ece"]
+    rows = (tmp_path / "confusion.csv").read_text().splitlines()
+    assert rows[0] == "actual,predicted" and len(rows) == 21
+    hits = sum(1 for row in rows[1:] if row.split(",")[0] == row.split(",")[1])
+    assert hits == round(metrics["accuracy"] * 20)
+    predictions = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert predictions[0]["id"] == "3:0" and set(predictions[0]["probabilities"]) == {"none", "person"}
+    assert abs(sum(predictions[0]["probabilities"].values()) - 1) < 1e-4
+
+
+def test_a_test_label_the_model_does_not_know_is_named(tmp_path: Path, tiny_base: Path):
+    from tasks import evaluate
+    from tasks.params import load_params
+    from tests.helpers import ROOT
+
+    model, tokenizer = textclass.load_classifier(train_params(tiny_base), ["none", "person"])
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    textdata.write_examples(tmp_path / "test.jsonl", [TextExample("x:1", "john is here", "place")])
+    params = load_params(ROOT / "params-sentiment.yaml").evaluate
+    with pytest.raises(ValueError, match=r"example x:1: label 'place' is not a class of the model"):
+        evaluate.run(params, tmp_path / "model", tmp_path / "test.jsonl", tmp_path / "eval.json",
+                     tmp_path / "p.jsonl", 16, None, "sequence-classification")
+    assert not (tmp_path / "eval.json").exists()
