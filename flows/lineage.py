@@ -67,7 +67,7 @@ def model_card(params: Params, lineage: dict) -> str:
             for name, m in sorted(per_group(metrics).items())]
     latency = metrics.get("latency", {})
     return "\n".join([
-        *card_title(params, classifier), "",
+        *card_title(params, classifier, bool(metrics.get("multi_label"))), "",
         "## Training", "",
         f"- base encoder: `{train.base_model}`; data: `{params.ingest.source}` (train split, after cleaning and "
         f"augmentation with {', '.join(params.augment.methods) or 'none'}), "
@@ -86,10 +86,12 @@ def model_card(params: Params, lineage: dict) -> str:
     ]) + "\n"
 
 
-def card_title(params: Params, classifier: bool) -> list[str]:
+def card_title(params: Params, classifier: bool, multi_label: bool = False) -> list[str]:
     if classifier:
+        kind = "any number of classes per text, each predicted at probability >= 0.5" if multi_label else \
+            "one class per text"
         return [f"# {params.registry.model_name}: text classification", "",
-                "Sequence classification (one class per text) fine-tuned by flowtune; load it with "
+                f"Sequence classification ({kind}) fine-tuned by flowtune; load it with "
                 "`transformers.pipeline(\"text-classification\", model=<this folder>)` or `flowtune predict`."]
     return [f"# {params.registry.model_name}: named-entity recognition", "",
             "Token classification (IOB2 tags) fine-tuned by flowtune; load it with "
@@ -105,7 +107,8 @@ def ner_summary(metrics: dict) -> list[str]:
 def classifier_summary(metrics: dict) -> list[str]:
     return ["## Evaluation (test split)", "",
             f"Macro-F1 {metrics['f1']:.4f} (precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}), "
-            f"accuracy {metrics['accuracy']:.4f} on {metrics['examples']} texts; expected calibration error "
+            f"{'exact-match ' if metrics.get('multi_label') else ''}accuracy {metrics['accuracy']:.4f} on "
+            f"{metrics['examples']} texts; expected calibration error "
             f"{metrics['ece']:.4f}."]
 
 

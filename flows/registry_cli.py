@@ -232,9 +232,10 @@ def predict_entities(args: argparse.Namespace, model_dir: Path) -> int:
     return 0
 
 
-def read_texts(args) -> tuple[list, bool]:
+def read_texts(args, multi_label: bool = False) -> tuple[list, bool]:
     """Texts to classify and whether they carry gold labels: --input FILE (.csv or .jsonl with a `text`
-    column, `label` optional), or one text per argument / stdin line."""
+    column, `label` optional: for a multi-label model, labels joined by | or a JSON list), or one text
+    per argument / stdin line."""
     from tasks.textdata import TextExample, read_text_examples
 
     if not args.input:
@@ -242,7 +243,7 @@ def read_texts(args) -> tuple[list, bool]:
         return [TextExample(f"line:{i + 1}", line.strip(), "") for i, line in enumerate(lines) if line.strip()], False
     path = Path(args.input)
     labelled = has_column(path, "label")
-    return read_text_examples(path, "text", "label" if labelled else None), labelled
+    return read_text_examples(path, "text", "label" if labelled else None, "|" if multi_label else None), labelled
 
 
 def has_column(path: Path, column: str) -> bool:
@@ -265,28 +266,30 @@ def predict_classes(args: argparse.Namespace, model_dir: Path) -> int:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from tasks.records import InputFormatError
-    from tasks.textclass import classification_metrics, encode_texts, predict_proba
+    from tasks.textclass import classification_metrics, encode_texts, is_multi_label, predict_proba, predicted_labels
 
-    examples, labelled = read_texts(args)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    multi_label = is_multi_label(model)
+    examples, labelled = read_texts(args, multi_label)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    unknown = sorted({e.label for e in examples} - set(labels)) if labelled else []
+    unknown = sorted({label for e in examples for label in e.labels} - set(labels)) if labelled else []
     if unknown:
         raise InputFormatError(f"{args.input}: labels {unknown} are not classes of the model ({labels})")
     encoded, _ = encode_texts(tokenizer, examples, args.max_length)
     probabilities = predict_proba(model, encoded, args.batch_size, tokenizer.pad_token_id)
+    predicted = predicted_labels(probabilities, labels, multi_label)
     with output_stream(args) as out:
-        for example, row in zip(examples, probabilities, strict=True):
-            best = int(row.argmax())
+        for example, row, chosen in zip(examples, probabilities, predicted, strict=True):
             if args.format == "jsonl":
                 scores = {label: round(float(p), 6) for label, p in zip(labels, row, strict=True)}
-                out.write(json.dumps({"id": example.id, "text": example.text, "label": labels[best],
+                out.write(json.dumps({"id": example.id, "text": example.text, "label": chosen,
                                       "probabilities": scores}, ensure_ascii=False) + "\n")
-            else:
-                out.write(f"{labels[best]}\t{float(row[best]):.4f}\t{example.text}\n")
+            else:  # the label (multi-label: labels joined by |) and its probability (each label's)
+                shown = "|".join(f"{float(row[labels.index(c)]):.4f}" for c in chosen.split("|") if c)
+                out.write(f"{chosen or '(none)'}\t{shown or '-'}\t{example.text}\n")
     if labelled:
-        result = classification_metrics([e.label for e in examples], probabilities, labels)
+        result = classification_metrics([e.label for e in examples], probabilities, labels, multi_label)
         print(f"gold labels in the input: macro-F1 {result['f1']:.4f}, accuracy {result['accuracy']:.4f} on "
               f"{result['examples']} texts", file=sys.stderr)
     return 0

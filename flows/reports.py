@@ -163,6 +163,8 @@ def classifier_details(metrics: dict) -> list[str]:
     lines = ["# Evaluation details", "",
              f"- macro-F1 {metrics['f1']:.4f} (precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}); "
              f"accuracy {metrics['accuracy']:.4f} on {metrics['examples']} texts",
+             *([f"- multi-label: micro-F1 {metrics['micro_f1']:.4f}; accuracy is the exact label-set match; the "
+                "confusion rows are per class (tp, fp, fn, tn)"] if metrics.get("multi_label") else []),
              f"- expected calibration error {metrics['ece']:.4f} (10 bins; 0 = the predicted class's probability is "
              "its chance of being right)", ""]
     return lines + confusion_markdown(metrics["confusion"], "Class confusion")

@@ -175,6 +175,7 @@ class Loop:
     params: object
     pad_id: int
     best_state: dict | None = None  # CPU copy of the best epoch's weights
+    multi_label: bool = False  # a multi-label sequence classifier: sigmoid + binary cross-entropy
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -183,10 +184,14 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
     """Summed loss over labelled positions. Token classification: logits [batch, pieces, classes] against
     labels [batch, pieces]. Sequence classification: logits [batch, classes]; an example's label sits in
-    position 0 of its labels row (the rest is padding), so one engine serves both tasks."""
+    position 0 of its labels row (the rest is padding), so one engine serves both tasks. Multi-label:
+    the row starts with the example's 0/1 vector over the classes, one binary decision each."""
+    if multi_label:
+        classes = logits.shape[-1]
+        return F.binary_cross_entropy_with_logits(logits.float(), labels[:, :classes].float(), reduction="sum")
     if logits.dim() == 2:
         return F.cross_entropy(logits.float(), labels[:, 0], ignore_index=IGNORE_INDEX, reduction="sum")
     return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
@@ -200,7 +205,7 @@ def micro_step(loop: Loop, examples: Sequence[Example], indices: list[int], scal
     with loop.runner.no_sync() if no_sync else nullcontext():
         with torch.autocast(loop.device.type, dtype=loop.precision.dtype, enabled=loop.precision.dtype is not None):
             logits = loop.runner(**batch).logits
-        summed = summed_cross_entropy(logits, labels)
+        summed = summed_cross_entropy(logits, labels, loop.multi_label)
         loss = summed * scale
         (loop.scaler.scale(loss) if loop.scaler else loss).backward()
     return summed.detach()
@@ -243,7 +248,9 @@ def make_loop(model, params, device: torch.device, processes: Processes, pad_id:
     if params.compile:
         runner = torch.compile(runner, dynamic=True)
     scaler = torch.amp.GradScaler("cuda") if precision.scaled else None
-    return Loop(model, runner, optimizer, scheduler, scaler, precision, device, processes, params, pad_id)
+    multi_label = getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification"
+    return Loop(model, runner, optimizer, scheduler, scaler, precision, device, processes, params, pad_id,
+                multi_label=multi_label)
 
 
 class ProgressReport:

@@ -134,11 +134,12 @@ def run_classifier(params: EvaluateParams, model_dir: Path, test_path: Path, met
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    unknown = next((e for e in examples if e.label not in labels), None)
+    unknown = next((e for e in examples if not set(e.labels) <= set(labels)), None)
     if unknown:
         raise ValueError(f"example {unknown.id}: label {unknown.label!r} is not a class of the model ({labels}); "
                          "was the model trained with the same classes?")
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    multi_label = textclass.is_multi_label(model)
 
     def classify(texts: Sequence[str], batch_size: int = params.batch_size) -> torch.Tensor:
         encoded, _ = textclass.encode_texts(tokenizer, [textdata.TextExample(str(i), t, "") for i, t in
@@ -148,15 +149,16 @@ def run_classifier(params: EvaluateParams, model_dir: Path, test_path: Path, met
     started = time.perf_counter()
     probabilities = classify([e.text for e in examples])
     batch_seconds = time.perf_counter() - started
-    metrics = textclass.classification_metrics([e.label for e in examples], probabilities, labels)
+    metrics = textclass.classification_metrics([e.label for e in examples], probabilities, labels, multi_label)
     metrics["latency"] = latency(classify, [e.text for e in examples][: params.latency_sentences])
     metrics["latency"].update(batch_size=params.batch_size, device=model.device.type,
                               batch_sentences_per_second=len(examples) / batch_seconds if examples else None)
     metrics["model_size_mb"] = model_size_mb(model_dir)
-    predicted = [labels[i] for i in probabilities.argmax(dim=-1).tolist()] if examples else []
+    predicted = textclass.predicted_labels(probabilities, labels, multi_label)
     textclass.write_predictions(predictions_path, examples, predicted, probabilities, labels)
-    if confusion_path:
-        write_confusion_plot(confusion_path, [(e.label, p) for e, p in zip(examples, predicted, strict=True)])
+    if confusion_path:  # multi-label: label sets against label sets
+        write_confusion_plot(confusion_path, [(e.label or "(none)", p or "(none)")
+                                              for e, p in zip(examples, predicted, strict=True)])
     write_json(metrics_path, metrics)
     return metrics
 

@@ -85,31 +85,32 @@ def presplit_files(folder: Path) -> dict[str, Path]:
     return found
 
 
-def reader(params: IngestParams, task: str):
+def reader(params: IngestParams, task: str, multi_label: bool = False):
     """Path -> items: NER records (CoNLL/JSONL, tags to IOB2) or text examples (CSV/JSONL columns)."""
     if task == SEQUENCE_CLASSIFICATION:
-        return lambda path: read_examples(path, params.text_column, params.label_column)
+        separator = params.label_separator if multi_label else None
+        return lambda path: read_examples(path, params.text_column, params.label_column, separator)
     return lambda path: read_records(path, params.format, params.tag_scheme)
 
 
-def read_splits(source: Path, params: IngestParams, task: str = TOKEN_CLASSIFICATION) -> tuple[dict[str, list],
-                                                                                                dict[str, Path]]:
+def read_splits(source: Path, params: IngestParams, task: str = TOKEN_CLASSIFICATION,
+                multi_label: bool = False) -> tuple[dict[str, list], dict[str, Path]]:
     """The records per split and the source files to keep a copy of."""
-    read = reader(params, task)
+    read = reader(params, task, multi_label)
     if source.is_dir():
         files = presplit_files(source)
         return {split: read(path) for split, path in files.items()}, files
     return split_records(read(source), params), {"source": source}
 
 
-def run(params: IngestParams, raw_dir: Path, task: str = TOKEN_CLASSIFICATION) -> dict:
+def run(params: IngestParams, raw_dir: Path, task: str = TOKEN_CLASSIFICATION, multi_label: bool = False) -> dict:
     """Read the source, write exact copies of its files as `<raw_dir>/<name>.source<ext>` and `<split>.jsonl`."""
     if params.train_fraction + params.dev_fraction >= 1:
         raise ValueError("ingest.train_fraction + ingest.dev_fraction must leave room for test (< 1)")
     if task == SEQUENCE_CLASSIFICATION and params.source == BUILTIN_SOURCE:
         raise ValueError(f"ingest.source {BUILTIN_SOURCE!r} is NER data; sequence-classification needs a CSV or "
                          "JSONL file (e.g. data/external/vader_tweets/tweets.csv) or a folder of train/dev/test files")
-    splits, files = read_splits(resolve_source(params.source), params, task)
+    splits, files = read_splits(resolve_source(params.source), params, task, multi_label)
     staging = raw_dir.with_name(raw_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -125,7 +126,7 @@ def run(params: IngestParams, raw_dir: Path, task: str = TOKEN_CLASSIFICATION) -
 
 
 def step(params: Params, _args) -> str:
-    report = run(params.ingest, Path(params.paths.raw), params.task)
+    report = run(params.ingest, Path(params.paths.raw), params.task, params.multi_label)
     return f"{report['sentences']} sentences -> {report['splits']}"
 
 

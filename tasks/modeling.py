@@ -175,7 +175,9 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]
         attention_mask[row, : len(example.input_ids)] = 1
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}
     if all(e.labels is not None for e in examples):
-        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+        # A multi-label classifier's 0/1 row can be longer than a short text's pieces.
+        labels = torch.full((len(examples), max(width, *(len(e.labels) for e in examples))), IGNORE_INDEX,
+                            dtype=torch.long)
         for row, example in enumerate(examples):
             labels[row, : len(example.labels)] = torch.tensor(example.labels)
         batch["labels"] = labels

@@ -48,6 +48,7 @@ class IngestParams(Section):
     split_salt: str
     text_column: str = Field(min_length=1)  # sequence-classification input columns
     label_column: str = Field(min_length=1)
+    label_separator: str = Field(min_length=1)  # multi_label: between the labels of a CSV cell
 
 
 # The data contract's checks by name: `validate.soft` lists those that only warn.
@@ -177,6 +178,7 @@ SEQUENCE_CLASSIFICATION: Task = "sequence-classification"
 
 class Params(Section):
     task: Task
+    multi_label: bool
     paths: PathsParams
     ingest: IngestParams
     validate_: ValidateParams = Field(alias="validate")

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +21,10 @@ import torch
 from tasks import checkpoints, engine
 from tasks.modeling import Example, autocast, collate, model_device, resolve_base_model
 from tasks.records import atomic_write_text, write_json
-from tasks.textdata import TextExample, load_examples
+from tasks.textdata import LABEL_JOIN, TextExample, load_examples
+
+MULTI_LABEL = "multi_label_classification"  # transformers' problem_type of a multi-label classifier
+THRESHOLD = 0.5  # a multi-label classifier predicts every class at or above this probability
 
 # ---------------------------------------------------------------- metrics
 
@@ -42,12 +46,9 @@ def scores(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str])
         confusion[g][p] += 1
     per_class = {}
     for label in labels:
-        true_positive = confusion[label][label]
+        true_positive, support = confusion[label][label], sum(confusion[label].values())
         predicted_as = sum(confusion[g][label] for g in labels)
-        support = sum(confusion[label].values())
-        precision, recall = _ratio(true_positive, predicted_as), _ratio(true_positive, support)
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[label] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+        per_class[label] = _prf(true_positive, predicted_as - true_positive, support - true_positive)
     macro = {k: sum(c[k] for c in per_class.values()) / len(labels) for k in ("precision", "recall", "f1")}
     correct = sum(confusion[label][label] for label in labels)
     return {"accuracy": _ratio(correct, len(gold)), "macro_precision": macro["precision"],
@@ -77,33 +78,46 @@ def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bo
 
 
 def encode_texts(tokenizer, examples: Sequence[TextExample], max_length: int,
-                 label2id: dict[str, int] | None = None) -> tuple[list[Example], int]:
-    """Engine examples (the label in position 0 of `labels`) and how many texts were truncated."""
+                 label2id: dict[str, int] | None = None, multi_label: bool = False) -> tuple[list[Example], int]:
+    """Engine examples and how many texts were truncated. `labels`: the class id in position 0, or
+    (multi-label) a 0/1 entry per class."""
     encoded = tokenizer([e.text for e in examples], truncation=False, add_special_tokens=True)["input_ids"]
     rows, truncated = [], 0
     for index, (example, ids) in enumerate(zip(examples, encoded, strict=True)):
         if len(ids) > max_length:
             truncated += 1
             ids = ids[: max_length - 1] + ids[-1:]  # keep the closing special token
-        labels = [label2id[example.label]] if label2id is not None else None
-        rows.append(Example(index, list(ids), [], labels))
+        rows.append(Example(index, list(ids), [], label_row(example, label2id, multi_label)))
     return rows, truncated
 
 
-def load_classifier(params, labels: list[str]):
+def label_row(example: TextExample, label2id: dict[str, int] | None, multi_label: bool) -> list[int] | None:
+    if label2id is None:
+        return None
+    if multi_label:
+        return [int(label in example.labels) for label in label2id]
+    return [label2id[example.label]]
+
+
+def is_multi_label(model) -> bool:
+    return getattr(model.config, "problem_type", None) == MULTI_LABEL
+
+
+def load_classifier(params, labels: list[str], multi_label: bool = False):
     """The base encoder with a fresh sequence-classification head for `labels`, and its tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     base = resolve_base_model(params.base_model)
     model = AutoModelForSequenceClassification.from_pretrained(
         base, num_labels=len(labels), id2label=dict(enumerate(labels)),
+        problem_type=MULTI_LABEL if multi_label else "single_label_classification",
         label2id={label: i for i, label in enumerate(labels)}, hidden_dropout_prob=params.dropout,
         attention_probs_dropout_prob=params.dropout, ignore_mismatched_sizes=True)
     return model, AutoTokenizer.from_pretrained(base)
 
 
 def predict_proba(model: torch.nn.Module, examples: Sequence[Example], batch_size: int, pad_id: int) -> torch.Tensor:
-    """Class probabilities, one row per example, in the examples' order."""
+    """Class probabilities, one row per example, in the examples' order (multi-label: each class's own)."""
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
     rows: list[torch.Tensor | None] = [None] * len(examples)
     was_training, device = model.training, model_device(model)
@@ -115,7 +129,8 @@ def predict_proba(model: torch.nn.Module, examples: Sequence[Example], batch_siz
                 batch = {k: v.to(device) for k, v in collate([examples[i] for i in chosen], pad_id).items()
                          if k != "labels"}
                 with autocast(device):
-                    probabilities = model(**batch).logits.float().softmax(dim=-1).cpu()
+                    logits = model(**batch).logits.float()
+                probabilities = (logits.sigmoid() if is_multi_label(model) else logits.softmax(dim=-1)).cpu()
                 for i, row in zip(chosen, probabilities, strict=True):
                     rows[i] = row
     finally:
@@ -126,19 +141,63 @@ def predict_proba(model: torch.nn.Module, examples: Sequence[Example], batch_siz
 def evaluate(model, examples: Sequence[Example], gold: Sequence[str], labels: list[str], batch_size: int,
              pad_id: int) -> dict:
     """`classification_metrics` of the model's predictions for encoded examples."""
-    return classification_metrics(gold, predict_proba(model, examples, batch_size, pad_id), labels)
+    return classification_metrics(gold, predict_proba(model, examples, batch_size, pad_id), labels,
+                                  is_multi_label(model))
 
 
-def classification_metrics(gold: Sequence[str], probabilities: torch.Tensor, labels: list[str]) -> dict:
-    """`scores` of the most probable classes, the expected calibration error of their probability,
-    and `f1`: the headline score (macro-F1) that the gate and the registry read for either task."""
-    confidence, best = probabilities.max(dim=-1) if len(gold) else (torch.empty(0), torch.empty(0, dtype=torch.long))
-    predicted = [labels[i] for i in best.tolist()]
-    result = scores(gold, predicted, labels)
-    result["ece"] = expected_calibration_error(confidence.tolist(), [p == g for p, g in zip(predicted, gold,
-                                                                                            strict=True)])
-    return {"task": "sequence-classification", "f1": result["macro_f1"], "precision": result["macro_precision"],
-            "recall": result["macro_recall"], **result}
+def predicted_labels(probabilities: torch.Tensor, labels: Sequence[str], multi_label: bool) -> list[str]:
+    """The most probable class per row, or (multi-label) every class at or above THRESHOLD, joined by `|`."""
+    if multi_label:
+        return [LABEL_JOIN.join(label for label, p in zip(labels, row, strict=True) if p >= THRESHOLD)
+                for row in probabilities.tolist()]
+    return [labels[i] for i in probabilities.argmax(dim=-1).tolist()] if len(probabilities) else []
+
+
+def classification_metrics(gold: Sequence[str], probabilities: torch.Tensor, labels: list[str],
+                           multi_label: bool = False) -> dict:
+    """`scores` (or `multilabel_scores`) of the predicted classes, the expected calibration error of the
+    decisions' probability, and `f1`: the headline score (macro-F1) that the gate and the registry read."""
+    predicted = predicted_labels(probabilities, labels, multi_label)
+    if multi_label:
+        result = multilabel_scores(gold, predicted, labels)
+        decided = probabilities.flatten().tolist()  # one yes/no decision per text and class
+        truth = [label in g.split(LABEL_JOIN) for g in gold for label in labels]
+        result["ece"] = expected_calibration_error([max(p, 1 - p) for p in decided],
+                                                   [(p >= THRESHOLD) == t for p, t in zip(decided, truth, strict=True)])
+    else:
+        confidence = probabilities.max(dim=-1).values.tolist() if len(gold) else []
+        result = scores(gold, predicted, labels)
+        result["ece"] = expected_calibration_error(confidence, [p == g for p, g in zip(predicted, gold, strict=True)])
+    return {"task": "sequence-classification", "multi_label": multi_label, "f1": result["macro_f1"],
+            "precision": result["macro_precision"], "recall": result["macro_recall"], **result}
+
+
+def multilabel_scores(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict:
+    """Per class, one binary problem (does the text carry it?): precision/recall/F1 with support (texts
+    that carry it) and a tp/fp/fn/tn table; macro and micro averages; accuracy = exact label-set match."""
+    gold_sets = [set(g.split(LABEL_JOIN)) - {""} for g in gold]
+    predicted_sets = [set(p.split(LABEL_JOIN)) - {""} for p in predicted]
+    confusion = {label: Counter({"tp": 0, "fp": 0, "fn": 0, "tn": 0}) for label in labels}
+    for g, p in zip(gold_sets, predicted_sets, strict=True):
+        for label in labels:
+            confusion[label][{(True, True): "tp", (False, True): "fp", (True, False): "fn",
+                              (False, False): "tn"}[(label in g, label in p)]] += 1
+    per_class = {label: _prf(c["tp"], c["fp"], c["fn"]) for label, c in confusion.items()}
+    macro = {k: sum(c[k] for c in per_class.values()) / len(labels) for k in ("precision", "recall", "f1")}
+    tp, fp, fn = (sum(c[k] for c in confusion.values()) for k in ("tp", "fp", "fn"))
+    exact = sum(g == p for g, p in zip(gold_sets, predicted_sets, strict=True))
+    return {"accuracy": _ratio(exact, len(gold)), "macro_precision": macro["precision"],
+            "macro_recall": macro["recall"], "macro_f1": macro["f1"], "micro_f1": _prf(tp, fp, fn)["f1"],
+            "per_class": per_class, "confusion": {label: dict(c) for label, c in confusion.items()},
+            "examples": len(gold)}
+
+
+def _prf(true_positive: int, false_positive: int, false_negative: int) -> dict:
+    """Precision, recall, F1 and support (gold positives) of one binary problem."""
+    precision = _ratio(true_positive, true_positive + false_positive)
+    recall = _ratio(true_positive, true_positive + false_negative)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "support": true_positive + false_negative}
 
 
 def write_predictions(path: Path, examples: Sequence[TextExample], predicted: Sequence[str],
@@ -151,7 +210,7 @@ def write_predictions(path: Path, examples: Sequence[TextExample], predicted: Se
 
 
 def fit(params, labels: list[str], data_dir: Path, model_dir: Path, metrics_path: Path, curve_path: Path,
-        checkpoint_dir: Path | None = None) -> dict:
+        checkpoint_dir: Path | None = None, multi_label: bool = False) -> dict:
     """Fine-tune on data_dir/train.jsonl, keep the epoch with the best dev macro-F1, save it; the metrics."""
     from tasks.train import plain_model, save_model, seed_everything, threads_per_process, training_metrics, write_curve
 
@@ -163,13 +222,13 @@ def fit(params, labels: list[str], data_dir: Path, model_dir: Path, metrics_path
         train_set, dev_set = (load_examples(f) for f in files)
         label2id = {label: i for i, label in enumerate(labels)}
         for example in [*train_set, *dev_set]:
-            if example.label not in label2id:
+            if not set(example.labels) <= label2id.keys() or not (multi_label or example.labels):
                 raise ValueError(f"{example.id}: label {example.label!r} is not one of {labels}")
-        model, tokenizer = load_classifier(params, labels)
+        model, tokenizer = load_classifier(params, labels, multi_label)
         device = engine.pick_device(processes)
         engine.configure_device(device)
         model.to(device)
-        train_examples, truncated = encode_texts(tokenizer, train_set, params.max_length, label2id)
+        train_examples, truncated = encode_texts(tokenizer, train_set, params.max_length, label2id, multi_label)
         dev_examples, _ = encode_texts(tokenizer, dev_set, params.max_length)
         per_step = params.batch_size * params.gradient_accumulation_steps * processes.world
         loop = engine.make_loop(model, params, device, processes, tokenizer.pad_token_id,

@@ -27,21 +27,47 @@ if TYPE_CHECKING:
 
 # ---------------------------------------------------------------- records
 
+LABEL_JOIN = "|"  # joins the labels of a multi-label example (sorted), so one string identifies the set
+
+
 @dataclass(frozen=True)
 class TextExample:
-    """One text and its label."""
+    """One text and its label; for a multi-label task, its labels sorted and joined by `|` ('' = none)."""
 
     id: str
     text: str
     label: str
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The label set: one label, or a multi-label example's labels (maybe none)."""
+        return tuple(self.label.split(LABEL_JOIN)) if self.label else ()
+
     def to_json(self) -> dict:
         row = {"id": self.id, "text": self.text, "label": self.label}
         return {**row, "meta": self.meta} if self.meta else row
 
 
-def _example(row: dict, where: str, default_id: str, text_column: str, label_column: str | None) -> TextExample:
+def label_set(value, where: str, column: str, separator: str) -> str:
+    """A multi-label cell (a JSON list, or labels joined by `separator`; empty = no label) as sorted
+    labels joined by `|`."""
+    if isinstance(value, list):
+        parts = value
+    elif isinstance(value, str):
+        parts = value.split(separator) if value.strip() else []
+    else:
+        parts = [None]
+    typed = all(isinstance(part, str | int) and not isinstance(part, bool) for part in parts)
+    labels = {str(part).strip() for part in parts}
+    if not typed or "" in labels or any(LABEL_JOIN in label for label in labels):
+        raise InputFormatError(f"{where}: {column!r} must hold labels joined by {separator!r} (or a JSON list of "
+                               f"labels without '|'), got {value!r}")
+    return LABEL_JOIN.join(sorted(labels))
+
+
+def _example(row: dict, where: str, default_id: str, text_column: str, label_column: str | None,
+             separator: str | None = None) -> TextExample:
     for column in (text_column, label_column or text_column):
         if column not in row:
             raise InputFormatError(f"{where}: no {column!r} column (columns: {sorted(row)})")
@@ -51,14 +77,21 @@ def _example(row: dict, where: str, default_id: str, text_column: str, label_col
     if label_column is None:  # texts to classify
         return TextExample(str(row.get("id") or default_id), text.strip(), "")
     label = row[label_column]
+    if separator is not None:
+        return TextExample(str(row.get("id") or default_id), text.strip(),
+                           label_set(label, where, label_column, separator))
     if not isinstance(label, str | int) or isinstance(label, bool) or not str(label).strip():
         raise InputFormatError(f"{where}: {label_column!r} must be one label (text or integer), got {label!r}")
+    if LABEL_JOIN in str(label):
+        raise InputFormatError(f"{where}: {label_column!r} is {label!r}, but '|' separates the labels of a "
+                               "multi-label example; set multi_label: true for such data")
     return TextExample(str(row.get("id") or default_id), text.strip(), str(label).strip())
 
 
-def read_text_examples(path: Path, text_column: str = "text", label_column: str | None = "label") -> list[TextExample]:
+def read_text_examples(path: Path, text_column: str = "text", label_column: str | None = "label",
+                       separator: str | None = None) -> list[TextExample]:
     """Examples from a .csv (header row) or .jsonl file; ids default to `<file stem>:<line>`. Without a
-    `label_column`, texts to classify (label '')."""
+    `label_column`, texts to classify (label ''); with a `separator`, multi-label examples."""
     path = Path(path)
     if path.suffix.lower() == ".csv":
         with open(path, newline="", encoding="utf-8") as handle:
@@ -77,7 +110,7 @@ def read_text_examples(path: Path, text_column: str = "text", label_column: str 
             rows.append((line_no, row))
     else:
         raise InputFormatError(f"{path}: expected a .csv or .jsonl file")
-    examples = [_example(row, f"{path}:{line_no}", f"{path.stem}:{line_no}", text_column, label_column)
+    examples = [_example(row, f"{path}:{line_no}", f"{path.stem}:{line_no}", text_column, label_column, separator)
                 for line_no, row in rows]
     if not examples:
         raise InputFormatError(f"{path}: no examples")
@@ -96,15 +129,18 @@ def write_examples(path: Path, examples: Sequence[TextExample]) -> None:
 
 
 def load_examples(path: Path) -> list[TextExample]:
-    return read_text_examples(Path(path))
+    """Examples a previous stage wrote (labels already in their canonical form)."""
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [TextExample(row["id"], row["text"], row["label"], row.get("meta", {})) for row in rows]
 
 
 # ---------------------------------------------------------------- import
 
 
-def read_examples(path, text_column: str, label_column: str) -> list[TextExample]:
-    """A user's CSV/JSONL file, with unique ids (a repeated id names both places)."""
-    examples = read_text_examples(path, text_column, label_column)
+def read_examples(path, text_column: str, label_column: str, separator: str | None = None) -> list[TextExample]:
+    """A user's CSV/JSONL file, with unique ids (a repeated id names both places); with a `separator`,
+    multi-label examples."""
+    examples = read_text_examples(path, text_column, label_column, separator)
     first: dict[str, int] = {}
     for position, example in enumerate(examples):
         if example.id in first:
@@ -202,28 +238,36 @@ def text_table(split: str, examples: Sequence[TextExample], train_ids: dict[str,
     rows, seen = [], set()
     for example, n_pieces in zip(examples, pieces or [0] * len(examples), strict=True):
         rows.append({"id": example.id, "split": split, "n_words": len(example.text.split()), "n_pieces": n_pieces,
-                     "label": example.label, "text_blank": not example.text.strip(),
+                     "text_blank": not example.text.strip(),
                      "text_control": has_control_character(example.text), "is_duplicate": example.text in seen,
                      "also_in_train": train_ids.get(example.text, "") if split != "train" else ""})
         seen.add(example.text)
-    return pd.DataFrame(rows, columns=["id", "split", "n_words", "n_pieces", "label", "text_blank", "text_control",
+    return pd.DataFrame(rows, columns=["id", "split", "n_words", "n_pieces", "text_blank", "text_control",
                                        "is_duplicate", "also_in_train"])
 
 
+def label_table(splits: dict[str, list[TextExample]]) -> pd.DataFrame:
+    """One row per label of each text (one per text for single-label data): what `label_in_set` checks."""
+    import pandas as pd
+
+    rows = [{"id": e.id, "label": label} for examples in splits.values() for e in examples for label in e.labels]
+    return pd.DataFrame(rows, columns=["id", "label"])
+
+
 def class_table(splits: dict[str, list[TextExample]], labels: Sequence[str]) -> pd.DataFrame:
-    """One row per (split, class): the class's share of the split's texts."""
+    """One row per (split, class): the share of the split's texts that carry the class."""
     import pandas as pd
 
     rows = []
     for split, examples in splits.items():
-        counts = Counter(e.label for e in examples)
+        counts = Counter(label for e in examples for label in e.labels)
         for label in labels:
             rows.append({"id": f"{split} class {label!r}", "split": split, "label": label, "examples": counts[label],
                          "share": counts[label] / len(examples) if examples else 0.0})
     return pd.DataFrame(rows, columns=["id", "split", "label", "examples", "share"])
 
 
-def text_expectations(params: ValidateParams, labels: Sequence[str]) -> list:
+def text_expectations(params: ValidateParams) -> list:
     import great_expectations as gx
 
     from tasks.validate import named
@@ -236,12 +280,19 @@ def text_expectations(params: ValidateParams, labels: Sequence[str]) -> list:
             column="n_words", min_value=1, max_value=params.max_tokens_per_sentence)),
         *([named("subword_length", e.ExpectColumnValuesToBeBetween(
             column="n_pieces", max_value=params.max_subword_pieces))] if params.max_subword_pieces else []),
-        named("label_in_set", e.ExpectColumnValuesToBeInSet(column="label", value_set=list(labels))),
         named("no_leakage", e.ExpectColumnValuesToBeInSet(column="also_in_train", value_set=[""])),
         named("duplicate_share", e.ExpectColumnMeanToBeBetween(
             column="is_duplicate", max_value=params.max_duplicate_share)),
         named("no_control_characters", e.ExpectColumnValuesToBeInSet(column="text_control", value_set=[False])),
     ]
+
+
+def label_expectations(labels: Sequence[str]) -> list:
+    import great_expectations as gx
+
+    from tasks.validate import named
+
+    return [named("label_in_set", gx.expectations.ExpectColumnValuesToBeInSet(column="label", value_set=list(labels)))]
 
 
 def class_expectations(params: ValidateParams) -> list:
@@ -256,7 +307,7 @@ def class_expectations(params: ValidateParams) -> list:
 
 def declared_labels(params: ValidateParams, splits: dict[str, list[TextExample]]) -> list[str]:
     """`validate.labels`, or (when empty) the labels of the train split, sorted."""
-    return list(params.labels) or sorted({e.label for e in splits.get("train", [])})
+    return list(params.labels) or sorted({label for e in splits.get("train", []) for label in e.labels})
 
 
 def count_text_pieces(tokenizer, splits: dict[str, list[TextExample]]) -> dict[str, list[int]]:
@@ -275,7 +326,8 @@ def contract_tables(splits: dict[str, list[TextExample]], params: ValidateParams
     train_ids = {e.text: e.id for e in splits.get("train", [])}
     pieces = count_text_pieces(tokenizer, splits) if tokenizer is not None else {}
     texts = pd.concat([text_table(s, es, train_ids, pieces.get(s)) for s, es in splits.items()], ignore_index=True)
-    return {"texts": (texts, text_expectations(params, labels)),
+    return {"texts": (texts, text_expectations(params)),
+            "labels": (label_table(splits), label_expectations(labels)),
             "classes": (class_table(splits, labels), class_expectations(params))}
 
 
@@ -285,7 +337,8 @@ def data_profile(splits: dict[str, list[TextExample]]) -> dict:
     return {
         "sentences": {split: len(es) for split, es in splits.items()},
         "words": {split: sum(len(e.text.split()) for e in es) for split, es in splits.items()},
-        "classes": {split: dict(sorted(Counter(e.label for e in es).items())) for split, es in splits.items()},
+        "classes": {split: dict(sorted(Counter(label for e in es for label in e.labels).items()))
+                    for split, es in splits.items()},
         "duplicate_share": {split: round(1 - len({e.text for e in es}) / len(es), 6) if es else 0.0
                             for split, es in splits.items()},
         "max_text_words": max((len(e.text.split()) for e in examples), default=0),

@@ -274,8 +274,8 @@ def step(params: Params, _args) -> str:
         from tasks import textclass, textdata
 
         train_set = textdata.load_examples(data_dir / "train.jsonl")
-        classes = params.validate_.labels or sorted({e.label for e in train_set})
-        metrics = textclass.fit(params.train, list(classes), *outputs)
+        classes = params.validate_.labels or sorted({label for e in train_set for label in e.labels})
+        metrics = textclass.fit(params.train, list(classes), *outputs, multi_label=params.multi_label)
         score = f"dev macro-F1 {metrics.get('dev_macro_f1')}"
     else:
         entity_types = params.validate_.entity_types or entity_types_in(load_jsonl(data_dir / "train.jsonl"))

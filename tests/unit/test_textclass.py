@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from transformers import AutoModelForSequenceClassification, pipeline
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from tasks import textclass, textdata
 from tasks.records import InputFormatError, NerRecord
@@ -142,3 +143,65 @@ def test_a_test_label_the_model_does_not_know_is_named(tmp_path: Path, tiny_base
         evaluate.run(params, tmp_path / "model", tmp_path / "test.jsonl", tmp_path / "eval.json",
                      tmp_path / "p.jsonl", 16, None, "sequence-classification")
     assert not (tmp_path / "eval.json").exists()
+
+
+def test_multilabel_scores_by_hand():
+    gold = ["person|place", "person", "", "place"]
+    predicted = ["person", "person", "place", "place"]
+    result = textclass.multilabel_scores(gold, predicted, ["person", "place"])
+    assert result["confusion"]["person"] == {"tp": 2, "fp": 0, "fn": 0, "tn": 2}
+    assert result["confusion"]["place"] == {"tp": 1, "fp": 1, "fn": 1, "tn": 1}
+    assert result["per_class"]["person"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 2}
+    assert result["per_class"]["place"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert result["macro_f1"] == pytest.approx(0.75) and result["micro_f1"] == pytest.approx(6 / 8)
+    assert result["accuracy"] == 0.5  # exact label sets: the 2nd and the 4th
+
+
+def mentions_both(count: int, seed: int) -> list[TextExample]:
+    """Texts with a name, a place, both or neither; labelled with what they mention (multi-label)."""
+    import random
+
+    rng, rows = random.Random(seed), []
+    for i in range(count):
+        person, place = i % 2 == 0, (i // 2) % 2 == 0  # all four combinations, equally often
+        words = [rng.choice(NAMES) if person else "someone", rng.choice(PLACES) if place else "somewhere"]
+        label = "|".join(label for label, on in (("person", person), ("place", place)) if on)
+        rows.append(TextExample(f"{seed}:{i}", " ".join(words), label))
+    return rows
+
+
+def test_a_multi_label_classifier_learns_label_sets_and_predict_serves_it(tmp_path: Path, tiny_base: Path, capsys):
+    """A tiny random encoder learns one of the two labels reliably and often both, so the bar is "far
+    above chance" (both labels at chance: 0.5); predict must serve exactly the model's own label sets."""
+    from flows.cli import main as flowtune
+
+    textdata.write_examples(tmp_path / "data/train.jsonl", mentions_both(160, 1))
+    textdata.write_examples(tmp_path / "data/dev.jsonl", mentions_both(24, 2))
+    params = train_params(tiny_base, epochs=8, learning_rate=1e-2, batch_size=8, max_length=16, dropout=0.0)
+    metrics = textclass.fit(params, ["person", "place"], tmp_path / "data", tmp_path / "model",
+                            tmp_path / "train.json", tmp_path / "curve.csv", multi_label=True)
+    assert metrics["dev_macro_f1"] >= 0.7
+    losses = [float(line.split(",")[1]) for line in (tmp_path / "curve.csv").read_text().splitlines()[1:]]
+    assert losses[-1] < 0.6 * losses[0]  # binary cross-entropy starts near ln 2 = 0.69 per decision
+
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "model")
+    assert textclass.is_multi_label(model)
+    check = mentions_both(12, 3)
+    encoded, _ = textclass.encode_texts(tokenizer, check, 16)
+    probabilities = textclass.predict_proba(model, encoded, 4, tokenizer.pad_token_id)
+    assert probabilities.shape == (12, 2) and not torch.allclose(probabilities.sum(dim=1), torch.ones(12))  # sigmoid
+    expected = textclass.predicted_labels(probabilities, ["person", "place"], True)
+    scored = textclass.classification_metrics([e.label for e in check], probabilities, ["person", "place"], True)
+
+    (tmp_path / "check.jsonl").write_text("".join(json.dumps({"text": e.text, "label": list(e.labels)}) + "\n"
+                                                  for e in check))
+    capsys.readouterr()  # the training's progress lines
+    assert flowtune(["predict", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "check.jsonl"),
+                     "--format", "jsonl"]) == 0
+    out = capsys.readouterr()
+    assert [json.loads(line)["label"] for line in out.out.splitlines()] == expected
+    assert f"gold labels in the input: macro-F1 {scored['f1']:.4f}, accuracy {scored['accuracy']:.4f} on 12" in out.err
+    assert flowtune(["predict", "--model", str(tmp_path / "model"), check[0].text]) == 0
+    label, shown, text = capsys.readouterr().out.rstrip("\n").split("\t")
+    assert (label, text) == (expected[0] or "(none)", check[0].text)

@@ -84,3 +84,21 @@ def test_a_text_survives_the_trip_through_the_ner_augmenters_with_its_label():
     back = as_example(augmented)
     assert (back.text, back.label) == ("what a beautiful day", "positive")
     assert back.meta == {"source": "x", "augmenter": "synonym", "source_id": "t1"}
+
+
+def test_multi_label_cells_are_read_as_sorted_label_sets(tmp_path: Path):
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text('text,label\n"rain, then sun",weather;mood\nno topic here,\nsun,"weather; weather"\n')
+    examples = read_examples(csv_path, "text", "label", ";")
+    assert [e.label for e in examples] == ["mood|weather", "", "weather"]
+    assert examples[0].labels == ("mood", "weather") and examples[1].labels == ()
+    jsonl_path = tmp_path / "m.jsonl"
+    jsonl_path.write_text('{"text": "a", "label": ["b", "a"]}\n{"text": "c", "label": ["x", null]}\n')
+    with pytest.raises(InputFormatError, match=r"m\.jsonl:2: 'label' must hold labels joined by ';'"):
+        read_examples(jsonl_path, "text", "label", ";")
+
+
+def test_a_single_label_cell_with_the_reserved_separator_points_at_multi_label(tmp_path: Path):
+    path = write_csv(tmp_path / "s.csv", [("1", "sun", "weather|mood")])
+    with pytest.raises(InputFormatError, match=r"s\.csv:2: .* set multi_label: true for such data"):
+        read_examples(path, "text", "label")
