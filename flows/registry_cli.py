@@ -47,7 +47,7 @@ def cmd_list(registry, args) -> None:
         return
     aliases = registry.aliases(args.name)
     rows = [version_row(registry, args.name, v, aliases) for v in registry.versions(args.name)]
-    print_table(["version", "strict F1", "aliases", "registered (UTC)", "trained on", "commit"], rows)
+    print_table(["version", "F1 (headline)", "aliases", "registered (UTC)", "trained on", "commit"], rows)
 
 
 def cmd_show(registry, args) -> None:
@@ -66,10 +66,13 @@ def cmd_show(registry, args) -> None:
     print(f"git {(metadata.get('git') or {}).get('commit')}   training {metadata.get('training', {}).get('device')}, "
           f"{metadata.get('training', {}).get('train_seconds')} s")
     if metrics:
-        print(f"\nstrict F1 {metrics['f1']:.4f}  precision {metrics['precision']:.4f}  recall {metrics['recall']:.4f}")
+        from flows.gate import headline, is_classifier, per_group
+
+        print(f"\n{headline(metrics)} {metrics['f1']:.4f}  precision {metrics['precision']:.4f}  "
+              f"recall {metrics['recall']:.4f}")
         rows = [[t, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", m["support"]]
-                for t, m in sorted(metrics.get("per_type", {}).items())]
-        print_table(["entity", "precision", "recall", "F1", "support"], rows)
+                for t, m in sorted(per_group(metrics).items())]
+        print_table(["class" if is_classifier(metrics) else "entity", "precision", "recall", "F1", "support"], rows)
     gate = metadata.get("gate")
     if gate:
         print(f"\ngate: {'promote' if gate['promote'] else 'reject'}")

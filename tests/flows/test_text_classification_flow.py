@@ -99,6 +99,9 @@ def test_predict_serves_the_champion(sentiment, tmp_path: Path) -> None:
     assert scored.returncode == 0, scored.stderr
     assert len(scored.stdout.splitlines()) == 60 and '"probabilities"' in scored.stdout
     assert "gold labels in the input: macro-F1" in scored.stderr
+    shown = subprocess.run([".venv/bin/flowtune", "registry", "show", f"{name}:champion"], **env)
+    assert shown.returncode == 0, shown.stderr
+    assert "macro-F1" in shown.stdout and "class" in shown.stdout and "neutral" in shown.stdout
 
 
 def test_a_worse_classifier_is_rejected_and_nothing_is_registered(sentiment) -> None:

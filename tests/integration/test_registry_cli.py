@@ -74,7 +74,7 @@ def test_show_is_readable_and_errors_name_what_is_wrong(published) -> None:
     work, name, metrics = published
     shown = flowtune(work, "registry", "show", f"{name}:champion")
     assert shown.returncode == 0, shown.stderr
-    assert f"{name} v2" in shown.stdout and f"strict F1 {metrics['f1']:.4f}" in shown.stdout
+    assert f"{name} v2" in shown.stdout and f"strict entity F1 {metrics['f1']:.4f}" in shown.stdout
     assert json.loads(flowtune(work, "registry", "show", f"{name}@1", "--json").stdout)["version"] == 1
     missing = flowtune(work, "registry", "show", f"{name}@9")
     assert missing.returncode == 1 and "has no published version 9" in missing.stderr
