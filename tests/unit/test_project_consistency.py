@@ -29,6 +29,22 @@ def test_params_file_loads():
     assert load_params(ROOT / "params.yaml").registry.model_name
 
 
+def key_paths(node, prefix: str = "") -> set[str]:
+    if not isinstance(node, dict):
+        return {prefix}
+    return {path for key, value in node.items() for path in key_paths(value, f"{prefix}.{key}" if prefix else key)}
+
+
+def test_the_classification_example_has_every_key_of_params_yaml_and_keeps_the_paths():
+    """params-sentiment.yaml replaces params.yaml (flow `params_file`, or `cp` for dvc repro): it must load,
+    have the same keys, and write the same paths (dvc.yaml interpolates them)."""
+    example = yaml.safe_load((ROOT / "params-sentiment.yaml").read_text())
+    assert key_paths(example) == key_paths(PARAMS)
+    assert example["paths"] == PARAMS["paths"]
+    loaded = load_params(ROOT / "params-sentiment.yaml")
+    assert loaded.task == "sequence-classification" and loaded.validate_.labels == ["negative", "neutral", "positive"]
+
+
 @pytest.mark.parametrize("stage", list(DVC["stages"]))
 def test_stage_module_and_params_exist(stage: str):
     spec = DVC["stages"][stage]
