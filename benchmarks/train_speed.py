@@ -88,6 +88,10 @@ def train_params(args):
         wanted["seed"] = args.seed
     if args.random_batches:
         wanted["group_by_length"] = False
+    if args.worker == "flowtune" and args.accumulation > 1:  # same global batch, in K micro-batches
+        if args.batch_size % args.accumulation:
+            raise SystemExit("--batch-size must be a multiple of --accumulation")
+        wanted |= {"batch_size": args.batch_size // args.accumulation, "gradient_accumulation_steps": args.accumulation}
     return params.model_copy(update={k: v for k, v in wanted.items() if k in type(params).model_fields})
 
 
@@ -277,7 +281,8 @@ def worker(args) -> None:
     transformers.logging.disable_progress_bar()
     params = train_params(args)
     data, labels = load_data(args)
-    log(f"{args.worker}: {len(data['train'])} train sentences, {params.epochs} epochs, batch {params.batch_size}, "
+    log(f"{args.worker}: {len(data['train'])} train sentences, {params.epochs} epochs, batch {params.batch_size} "
+        f"x {getattr(params, 'gradient_accumulation_steps', 1)}, "
         f"{args.threads} threads, {device.type}")
     result = RUNNERS[args.worker](params, data, labels, device)
     result |= {"mode": args.worker, "tokens_per_second": result["real_tokens"] / result["train_seconds"],
@@ -298,6 +303,7 @@ def run_mode(mode: str, args) -> dict:
                    "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--device", args.device]
         command += ["--seed", str(args.seed)] if args.seed is not None else []
         command += ["--random-batches"] if args.random_batches else []
+        command += ["--accumulation", str(args.accumulation)]
         for flag, value in (("--sentences", args.sentences), ("--dev-limit", args.dev_limit),
                             ("--test-limit", args.test_limit)):
             command += [flag, str(value)] if value is not None else []
@@ -347,6 +353,8 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--random-batches", action="store_true",
                         help="flowtune with train.group_by_length false (random batches, like the Trainer)")
+    parser.add_argument("--accumulation", type=int, default=1,
+                        help="flowtune only: K micro-batches of B/K per step (global batch B), each sorted by length")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
     parser.add_argument("--dev-limit", type=int, default=None, help="first N dev sentences (smoke tests)")

@@ -3,7 +3,7 @@
 Batching. Every optimizer step takes one *global batch* of `batch_size x gradient_accumulation_steps
 x processes` windows, drawn by length-grouped shuffling (similar lengths together, so dynamic padding
 wastes little). Each process takes its share of the global batch (`batch[rank::world]`) and splits
-it into `gradient_accumulation_steps` micro-batches.
+it, sorted by length, into `gradient_accumulation_steps` micro-batches (similar lengths together).
 
 Loss. The loss of a step is the summed cross-entropy over every labelled piece of the global batch
 divided by the number of labelled pieces in the global batch (counted on the host, no communication).
@@ -21,7 +21,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -130,9 +130,15 @@ def global_batches(lengths: Sequence[int], params, world: int, epoch: int) -> li
     return random_batches(len(lengths), size, params.seed + epoch)
 
 
-def micro_batches(batch: Sequence[int], processes: Processes, accumulation: int) -> list[list[int]]:
-    """This process's share of a global batch, cut into `accumulation` micro-batches (some may be empty)."""
+def micro_batches(batch: Sequence[int], processes: Processes, accumulation: int,
+                  lengths: Mapping[int, int] | None = None) -> list[list[int]]:
+    """This process's share of a global batch, cut into `accumulation` micro-batches (some may be empty).
+
+    Given `lengths` (example index -> pieces), the share is sorted by length first, so a micro-batch holds
+    similar lengths (little padding); the step's gradient is unchanged (the loss is over the global batch)."""
     share = list(batch[processes.rank :: processes.world])
+    if lengths is not None:
+        share.sort(key=lengths.__getitem__)
     size = max(1, math.ceil(len(share) / accumulation))
     return [share[i * size : (i + 1) * size] for i in range(accumulation)]
 
@@ -216,7 +222,8 @@ def train_step(loop: Loop, examples: Sequence[Example], batch: list[int]) -> tor
     params, world = loop.params, loop.processes.world
     total = max(1, labelled_pieces(examples, batch))
     summed = torch.zeros((), device=loop.device)
-    micros = micro_batches(batch, loop.processes, params.gradient_accumulation_steps)
+    lengths = {i: len(examples[i].input_ids) for i in batch}
+    micros = micro_batches(batch, loop.processes, params.gradient_accumulation_steps, lengths)
     for position, indices in enumerate(micros):
         weight = 1.0 if indices else 0.0
         # An empty share still runs (on a stand-in, weight 0) so every process all-reduces together.
@@ -318,6 +325,8 @@ def restore(loop: Loop, saved: dict) -> Progress:
 
 def run_epoch(loop: Loop, examples: Sequence[Example], progress: Progress, folder: Path | None, fingerprint: str):
     """Train the rest of `progress.epoch` (all of it unless resumed mid-epoch); checkpoint every N steps."""
+    # from_pretrained returns a model in eval mode: without this, dropout would never be applied.
+    loop.runner.train()
     lengths = [len(e.input_ids) for e in examples]
     batches = global_batches(lengths, loop.params, loop.processes.world, progress.epoch)
     report = ProgressReport(loop, progress.epoch, len(batches), progress.step_in_epoch)

@@ -43,6 +43,10 @@ def test_micro_batches_share_a_global_batch_across_processes_and_steps() -> None
     assert two == [[[0, 2, 4], [6, 8]], [[1, 3, 5], [7, 9]]]
     # A share smaller than the accumulation count leaves empty micro-batches (run as zero-weight stand-ins).
     assert engine.micro_batches([0], engine.Processes(rank=0, world=1), 3) == [[0], [], []]
+    # With lengths, each process sorts its own share (same rank::world split) before cutting it.
+    lengths = {i: 10 - i for i in batch}
+    sorted_two = [engine.micro_batches(batch, engine.Processes(rank=r, world=2), 2, lengths) for r in (0, 1)]
+    assert sorted_two == [[[8, 6, 4], [2, 0]], [[9, 7, 5], [3, 1]]]
 
 
 def test_random_or_length_grouped_batches_cover_every_example_once() -> None:
@@ -82,6 +86,15 @@ def test_gradient_accumulation_follows_the_same_path_as_one_big_batch(tiny_base,
     assert losses(tmp_path / "split") == pytest.approx(losses(tmp_path / "whole"), rel=1e-4)
     a, b = weights(tmp_path / "whole" / "model"), weights(tmp_path / "split" / "model")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_dropout_is_applied_while_training(tiny_base, data, tmp_path) -> None:
+    """from_pretrained hands back a model in eval mode; the loop must switch it to training mode, or
+    `train.dropout` would silently do nothing (it did, before this test)."""
+    common = dict(epochs=1, learning_rate=5e-3, batch_size=8)
+    fit(tiny_base, data, tmp_path / "off", dropout=0.0, **common)
+    fit(tiny_base, data, tmp_path / "on", dropout=0.3, **common)
+    assert losses(tmp_path / "on") != pytest.approx(losses(tmp_path / "off"), rel=1e-3)
 
 
 def test_compiled_training_follows_the_eager_path(tiny_base, data, tmp_path) -> None:

@@ -110,7 +110,7 @@ def test_the_evaluate_stage_scores_a_classifier_and_writes_its_confusion_plot(tm
     textdata.write_examples(tmp_path / "data/train.jsonl", sentences(64, 1))
     textdata.write_examples(tmp_path / "data/dev.jsonl", sentences(16, 2))
     textdata.write_examples(tmp_path / "data/test.jsonl", sentences(20, 3))
-    params = train_params(tiny_base, epochs=4, learning_rate=5e-3, batch_size=8, max_length=16)
+    params = train_params(tiny_base, epochs=4, learning_rate=5e-3, batch_size=8, max_length=16, dropout=0.0)
     textclass.fit(params, ["none", "person"], tmp_path / "data", tmp_path / "model", tmp_path / "train.json",
                   tmp_path / "curve.csv")
     evaluate_params = load_params(ROOT / "params-sentiment.yaml").evaluate.model_copy(update={"latency_sentences": 5})
