@@ -89,9 +89,6 @@ def local_service_env(local_services: Settings) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     """A tiny random BERT encoder saved like a real base model (weights + MiniLM tokenizer)."""
-    import torch
-
     from tests.helpers import tiny_encoder
 
-    torch.manual_seed(0)
     return tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))

@@ -95,8 +95,10 @@ def port_settings() -> dict[str, str]:
     }
 
 
-def tiny_encoder(dest: Path) -> Path:
-    """A 2-layer, 32-wide BERT with MiniLM's vocabulary: random weights, real tokenizer."""
+def tiny_encoder(dest: Path, seed: int = 0) -> Path:
+    """A 2-layer, 32-wide BERT with MiniLM's vocabulary: random weights (the same for a seed, so that a
+    test does not pass or fail with the draw of its initial weights), real tokenizer."""
+    import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from tasks.modeling import resolve_base_model
@@ -104,6 +106,7 @@ def tiny_encoder(dest: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("minilm"))
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=256)
+    torch.manual_seed(seed)
     BertModel(config).save_pretrained(dest)
     tokenizer.save_pretrained(dest)
     return dest
