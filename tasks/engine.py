@@ -217,17 +217,30 @@ def micro_step(loop: Loop, examples: Sequence[Example], indices: list[int], scal
     return summed.detach()
 
 
-def train_step(loop: Loop, examples: Sequence[Example], batch: list[int]) -> torch.Tensor:
-    """One optimizer step on a global batch; returns the step's mean loss per labelled piece (all processes)."""
+def pieces_per_batch(examples: Sequence[Example], batches: Sequence[Sequence[int]]) -> float:
+    """The epoch's mean number of labelled pieces per global batch: the loss's constant denominator."""
+    return max(1, sum(labelled_pieces(examples, batch) for batch in batches)) / max(1, len(batches))
+
+
+def train_step(loop: Loop, examples: Sequence[Example], batch: list[int], denominator: float | None = None):
+    """One optimizer step on a global batch; returns the step's mean loss per labelled piece (all processes).
+
+    The summed loss is divided by `denominator`, the epoch's mean labelled pieces per batch (see
+    `pieces_per_batch`), not by this batch's own count: so every labelled piece weighs the same, whatever
+    batch it lands in. Length-grouped batches make this matter: divided by its own count, a batch of short
+    sentences would give each of its pieces about 3x the weight of a piece in a batch of long ones (random
+    batches hold similar counts, so for them both choices agree on average)."""
     params, world = loop.params, loop.processes.world
     total = max(1, labelled_pieces(examples, batch))
+    denominator = denominator or total
     summed = torch.zeros((), device=loop.device)
     lengths = {i: len(examples[i].input_ids) for i in batch}
     micros = micro_batches(batch, loop.processes, params.gradient_accumulation_steps, lengths)
     for position, indices in enumerate(micros):
         weight = 1.0 if indices else 0.0
         # An empty share still runs (on a stand-in, weight 0) so every process all-reduces together.
-        part = micro_step(loop, examples, indices or batch[:1], weight * world / total, position == len(micros) - 1)
+        part = micro_step(loop, examples, indices or batch[:1], weight * world / denominator,
+                          position == len(micros) - 1)
         summed += weight * part
     if loop.scaler:
         loop.scaler.unscale_(loop.optimizer)
@@ -329,13 +342,14 @@ def run_epoch(loop: Loop, examples: Sequence[Example], progress: Progress, folde
     loop.runner.train()
     lengths = [len(e.input_ids) for e in examples]
     batches = global_batches(lengths, loop.params, loop.processes.world, progress.epoch)
+    denominator = pieces_per_batch(examples, batches)
     report = ProgressReport(loop, progress.epoch, len(batches), progress.step_in_epoch)
     running = torch.tensor(progress.epoch_loss, device=loop.device)
     every = loop.params.checkpoint_every_steps
     for number in range(progress.step_in_epoch + 1, len(batches) + 1):
         started = time.perf_counter()
         batch = batches[number - 1]
-        running += train_step(loop, examples, batch)
+        running += train_step(loop, examples, batch, denominator)
         if number == len(batches):
             running.item()  # wait for queued GPU work, so the epoch's time is real
         progress.epoch_seconds += time.perf_counter() - started

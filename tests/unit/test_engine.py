@@ -88,6 +88,39 @@ def test_gradient_accumulation_follows_the_same_path_as_one_big_batch(tiny_base,
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
+def sgd_update(loop: engine.Loop, start: dict, examples: list, batch: list[int], denominator: float | None):
+    """The weight change of one train_step from `start`, with plain SGD at lr 1: minus the step's gradient."""
+    loop.model.load_state_dict(start)
+    engine.train_step(loop, examples, batch, denominator)
+    return {k: v - start[k] for k, v in loop.model.state_dict().items()}
+
+
+def test_a_labelled_piece_weighs_the_same_whatever_its_batch(tiny_base) -> None:
+    """With the epoch's constant denominator a step's gradient is the sum of its examples' gradients, so
+    a piece in a batch of short sentences counts as much as one in a batch of long ones. Divided by each
+    batch's own count (the old way) it is not: length-grouped batches skewed the weights ~3x."""
+    from transformers import AutoModelForTokenClassification
+
+    from tasks.modeling import Example
+
+    torch.manual_seed(0)
+    model = AutoModelForTokenClassification.from_pretrained(tiny_base, num_labels=3, hidden_dropout_prob=0.0,
+                                                            attention_probs_dropout_prob=0.0)
+    params = train_params(tiny_base, max_grad_norm=1e9, weight_decay=0.0)
+    loop = engine.make_loop(model, params, torch.device("cpu"), engine.Processes(rank=0, world=1), 0, 10)
+    loop.optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    loop.scheduler = type("Constant", (), {"step": lambda self: None})()
+    short = Example(0, [101, 2198, 102], [None, 0, None], [IGNORE_INDEX, 1, IGNORE_INDEX])
+    long = Example(1, [101, 2198, 2253, 2000, 3000, 102], [None, 0, 1, 2, 3, None],
+                   [IGNORE_INDEX, 1, 0, 0, 2, IGNORE_INDEX])
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    for denominator, additive in ((2.5, True), (None, False)):
+        both = sgd_update(loop, start, [short, long], [0, 1], denominator)
+        alone = [sgd_update(loop, start, [short, long], [i], denominator) for i in (0, 1)]
+        summed = {k: alone[0][k] + alone[1][k] for k in both}
+        assert all(torch.allclose(both[k], summed[k], atol=1e-6) for k in both) == additive
+
+
 def test_dropout_is_applied_while_training(tiny_base, data, tmp_path) -> None:
     """from_pretrained hands back a model in eval mode; the loop must switch it to training mode, or
     `train.dropout` would silently do nothing (it did, before this test)."""
