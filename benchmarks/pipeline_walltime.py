@@ -2,7 +2,7 @@
 
 Usage (after `make run`, with the services still up):
 
-    .venv/bin/python benchmarks/pipeline_walltime.py            # the latest flowtune-ner run
+    .venv/bin/python benchmarks/pipeline_walltime.py            # the latest flowtune-pipeline run
     .venv/bin/python benchmarks/pipeline_walltime.py --run-id ID
 
 Prints a markdown table (step, seconds, share of the flow run) and the run's strict F1 from
@@ -59,7 +59,7 @@ def markdown(run: dict, steps: list[tuple[str, float]], f1: float | None) -> str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-id", help="flow run id (default: the latest run of the flow)")
-    parser.add_argument("--flow", default="flowtune-ner")
+    parser.add_argument("--flow", default="flowtune-pipeline")
     args = parser.parse_args(argv)
     api = Settings().api_url
     run = (httpx.get(f"{api}/flow_runs/{args.run_id}", timeout=30).raise_for_status().json()

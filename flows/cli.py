@@ -20,13 +20,13 @@ def _prefect_env(settings: Settings) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = Settings()
     _prefect_env(settings)
-    from flows.pipeline import ner_pipeline
+    from flows.pipeline import training_pipeline
 
     if args.params_file:  # a committed params file: the run works in a clean checkout of HEAD (workspace.py)
-        state = ner_pipeline(push=not args.no_push, workspace="isolated", params_file=args.params_file,
+        state = training_pipeline(push=not args.no_push, workspace="isolated", params_file=args.params_file,
                              return_state=True)
     else:
-        state = ner_pipeline(push=not args.no_push, return_state=True)
+        state = training_pipeline(push=not args.no_push, return_state=True)
     run_url = f"{settings.ui_url}/runs/flow-run/{state.state_details.flow_run_id}"
     print("\n=== flowtune run finished:", state.type.value)
     print(f"Prefect UI (flow run): {run_url}")
@@ -70,7 +70,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if result.returncode == 0:
         print(f"deployments created on {settings.ui_url}/deployments (worker pool flowtune-local, "
               f"'gpu' limit {slots} slot(s)); run one now with "
-              "`prefect deployment run flowtune-ner/nightly` (PREFECT_API_URL set as above)")
+              "`prefect deployment run flowtune-pipeline/nightly` (PREFECT_API_URL set as above)")
     return result.returncode
 
 

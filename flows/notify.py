@@ -8,7 +8,7 @@ works for scheduled runs with nobody watching.
 
 from __future__ import annotations
 
-FLOWS = ("flowtune-ner", "flowtune-data-refresh", "flowtune-evaluate-champion")
+FLOWS = ("flowtune-pipeline", "flowtune-data-refresh", "flowtune-evaluate-champion")
 BLOCK_NAME = "flowtune-failures"
 AUTOMATION_NAME = "flowtune: flow run failed"
 SUBJECT = "flowtune run {{ flow_run.name }} ({{ flow.name }}) is {{ flow_run.state.name }}"

@@ -5,7 +5,7 @@ flows/steps.py), so DVC alone decides what is stale and dvc.lock stays true. Pre
 cannot: the storage check, `dvc pull`/`dvc push` with retries, one task and one artifact per step, the
 gate and registration, schedules (prefect.yaml) and the UI.
 
-Three flows share these tasks: `ner_pipeline` (everything), `data_refresh` (import to augmented data,
+Three flows share these tasks: `training_pipeline` (everything), `data_refresh` (import to augmented data,
 no training) and `evaluate_champion` (the registered champion against the current test data). Each
 works in place (a hand-started run, like `dvc repro`) or in an isolated checkout (deployed runs,
 see flows/workspace.py).
@@ -103,9 +103,9 @@ def registry_of(settings: Settings) -> Registry:
     return Registry(s3_client(settings), settings.registry_bucket, settings.registry_prefix)
 
 
-@flow(name="flowtune-ner", log_prints=True)
-def ner_pipeline(push: bool = True, workspace: Workspace = "in-place", revision: str = "HEAD",
-                 params_file: str = DEFAULT_PARAMS, data_source: str | None = None, train_on: str | None = None):
+@flow(name="flowtune-pipeline", log_prints=True)
+def training_pipeline(push: bool = True, workspace: Workspace = "in-place", revision: str = "HEAD",
+                      params_file: str = DEFAULT_PARAMS, data_source: str | None = None, train_on: str | None = None):
     """Pull, reproduce every stage, gate, register a passing model, push data and artifacts.
 
     `workspace="in-place"` works in the current checkout and reads ./params.yaml, like `dvc repro`;
@@ -127,7 +127,7 @@ def ner_pipeline(push: bool = True, workspace: Workspace = "in-place", revision:
 
 @flow(name="flowtune-data-refresh", log_prints=True)
 def data_refresh(push: bool = True, workspace: Workspace = "in-place", revision: str = "HEAD",
-                 params_file: str = DEFAULT_PARAMS, data_source: str | None = None) -> dict:
+                      params_file: str = DEFAULT_PARAMS, data_source: str | None = None) -> dict:
     """Import, validate, clean and augment (no training), then push the new data to the DVC remote."""
     with working_copy(workspace, revision, params_file, data_source) as (settings, params):
         reproduce(DATA_STAGES, params, settings)

@@ -248,7 +248,7 @@ def run_flow(repo: Path, settings, *run_args: str) -> subprocess.CompletedProces
     return subprocess.run([".venv/bin/flowtune", "run", *run_args], **sh)
 
 
-def latest_flow_run(api_url: str, flow_name: str = "flowtune-ner") -> dict:
+def latest_flow_run(api_url: str, flow_name: str = "flowtune-pipeline") -> dict:
     """The most recent run of `flow_name` on the Prefect server at `api_url`."""
     import httpx
 

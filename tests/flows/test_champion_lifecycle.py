@@ -67,7 +67,7 @@ def test_a_worse_candidate_is_rejected_and_the_champion_stays(lifecycle, local_s
     assert "gate rejected the candidate" in output(runs["worse"])
     assert "vs champion v1 on the same test set" in output(runs["worse"])
     assert champion_after["worse"] == 1 and champion_after["versions after worse"] == [1]  # nothing registered
-    query = {"flows": {"name": {"any_": ["flowtune-ner"]}}, "sort": "START_TIME_DESC", "limit": 10}
+    query = {"flows": {"name": {"any_": ["flowtune-pipeline"]}}, "sort": "START_TIME_DESC", "limit": 10}
     failed = [r for r in httpx.post(f"{local_services.api_url}/flow_runs/filter", json=query).json()
               if r["state_type"] == "FAILED"]
     assert failed and "gate rejected the candidate" in failed[0]["state"]["message"]
@@ -77,7 +77,7 @@ def test_a_worse_candidate_is_rejected_and_the_champion_stays(lifecycle, local_s
 
 def test_the_rejection_is_obvious_in_the_prefect_ui(lifecycle, local_services: Settings, tmp_path: Path) -> None:
     """The rejected run's page, in headless Chromium: state Failed, its gate task, the gate-decision card."""
-    query = {"flows": {"name": {"any_": ["flowtune-ner"]}}, "flow_runs": {"state": {"type": {"any_": ["FAILED"]}}},
+    query = {"flows": {"name": {"any_": ["flowtune-pipeline"]}}, "flow_runs": {"state": {"type": {"any_": ["FAILED"]}}},
              "sort": "START_TIME_DESC"}
     failed = httpx.post(f"{local_services.api_url}/flow_runs/filter", json=query).json()
     rejected = next(r for r in failed if "vs champion v1" in (r["state"]["message"] or ""))  # this module's run

@@ -52,7 +52,7 @@ def test_every_stage_ran_and_the_metrics_are_real(rejected_run):
 
 def test_prefect_records_a_failed_run_with_the_gate_decision(rejected_run, local_services: Settings):
     api = local_services.api_url
-    query = {"flows": {"name": {"any_": ["flowtune-ner"]}}, "sort": "START_TIME_DESC", "limit": 5}
+    query = {"flows": {"name": {"any_": ["flowtune-pipeline"]}}, "sort": "START_TIME_DESC", "limit": 5}
     runs = httpx.post(f"{api}/flow_runs/filter", json=query).json()
     ours = [r for r in runs if r["state_type"] == "FAILED"]
     assert ours, [(r["name"], r["state_type"]) for r in runs]

@@ -74,8 +74,8 @@ def test_the_classifier_is_trained_gated_and_registered(sentiment) -> None:
 
 
 def test_the_flow_run_shows_the_class_scores(sentiment, local_services: Settings) -> None:
-    query = {"flows": {"name": {"any_": ["flowtune-ner"]}}, "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
-             "sort": "START_TIME_DESC", "limit": 5}
+    query = {"flows": {"name": {"any_": ["flowtune-pipeline"]}},
+             "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}, "sort": "START_TIME_DESC", "limit": 5}
     runs = httpx.post(f"{local_services.api_url}/flow_runs/filter", json=query).json()
     artifacts = httpx.post(f"{local_services.api_url}/artifacts/filter",
                            json={"artifacts": {"flow_run_id": {"any_": [r["id"] for r in runs]}}}).json()

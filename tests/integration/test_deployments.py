@@ -121,15 +121,15 @@ def deployed(tmp_path_factory) -> Deployed:
 @pytest.fixture(scope="module")
 def nightly_runs(deployed: Deployed) -> dict[str, dict]:
     status_before = deployed.sh("git", "status", "--porcelain", "--ignored")
-    first = deployed.start("flowtune-ner", "nightly", data_source=str(deployed.data))
-    second = deployed.start("flowtune-ner", "nightly", data_source=str(deployed.data))
+    first = deployed.start("flowtune-pipeline", "nightly", data_source=str(deployed.data))
+    second = deployed.start("flowtune-pipeline", "nightly", data_source=str(deployed.data))
     runs = deployed.wait(first, second)
     runs["status_before"] = status_before  # type: ignore[assignment]
     return runs
 
 
 def test_deployments_are_created_with_schedules_parameters_and_limits(deployed: Deployed):
-    nightly = deployed.deployment("flowtune-ner", "nightly")
+    nightly = deployed.deployment("flowtune-pipeline", "nightly")
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["30 2 * * *"]
     assert nightly["schedules"][0]["schedule"]["timezone"] == "Europe/Berlin"
     assert nightly["parameters"]["workspace"] == "isolated"
@@ -210,7 +210,7 @@ def gpu_pool_worker(deployed: Deployed):
 
 def test_the_train_stage_can_run_on_another_work_pool(deployed: Deployed, nightly_runs, gpu_pool_worker: str):
     versions_before = deployed.registry().versions(deployed.model_name)
-    main = deployed.start("flowtune-ner", "nightly", data_source=str(deployed.data),
+    main = deployed.start("flowtune-pipeline", "nightly", data_source=str(deployed.data),
                           train_on="flowtune-train-stage/gpu")
     assert deployed.wait(main)[main]["state_type"] == "COMPLETED"
     query = {"flows": {"name": {"any_": ["flowtune-train-stage"]}}}
@@ -226,7 +226,7 @@ def test_the_train_stage_can_run_on_another_work_pool(deployed: Deployed, nightl
 
 def test_the_scheduler_plans_the_nightly_runs(deployed: Deployed, nightly_runs):
     """By now the server's scheduler has planned future runs of the cron deployments."""
-    nightly = deployed.deployment("flowtune-ner", "nightly")
+    nightly = deployed.deployment("flowtune-pipeline", "nightly")
     query = {"flow_runs": {"deployment_id": {"any_": [nightly["id"]]}, "state": {"type": {"any_": ["SCHEDULED"]}}}}
     deadline = time.monotonic() + 120
     while not (planned := deployed.post("flow_runs/filter", query)) and time.monotonic() < deadline:
@@ -255,7 +255,7 @@ def test_a_failed_run_is_posted_to_the_notification_webhook(deployed: Deployed):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         deployed.sh(".venv/bin/flowtune", "notify", "--webhook-url", f"http://127.0.0.1:{server.server_port}/hook")
-        failing = deployed.start("flowtune-ner", "nightly", data_source="/no/such/tweets.conll")
+        failing = deployed.start("flowtune-pipeline", "nightly", data_source="/no/such/tweets.conll")
         run = deployed.wait(failing)[failing]
         assert run["state_type"] == "FAILED"
         deadline = time.monotonic() + 90

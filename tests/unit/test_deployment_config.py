@@ -48,7 +48,7 @@ def test_the_train_stage_deployment_targets_the_gpu_pool_and_the_pipeline_can_us
     flow = flow_of(train["entrypoint"])
     assert flow.name == "flowtune-train-stage"
     assert {"revision", "params_yaml", "dvc_lock"} == set(inspect.signature(flow.fn).parameters)
-    assert "train_on" in inspect.signature(flow_of("flows/pipeline.py:ner_pipeline").fn).parameters
+    assert "train_on" in inspect.signature(flow_of("flows/pipeline.py:training_pipeline").fn).parameters
 
 
 def test_no_hyperparameter_is_a_deployment_parameter():
