@@ -4,13 +4,19 @@ Layout under `s3://<bucket>/<prefix>/<name>/`:
 
     <version>/files/<path>   the model directory (weights, tokenizer, config, metrics, lineage)
     <version>/manifest.json  sha256 + size of every file and the version's metadata, written LAST
-    _claims/<version>        create-only marker that reserves a version number
+    _claims/<version>        create-only marker that reserves a version number; its body names the
+                             content digest and flow run that reserved it
     aliases/<alias>.json     {"version": N, "history": [...]}: a movable pointer such as `champion`;
                              `history` lists the versions it pointed at before, so rollback can undo
 
 A version exists only once its manifest does, and the manifest is written only after every file was
 uploaded and verified, so readers never see a half-registered model. Version numbers are reserved
 with create-only writes (`IfNoneMatch="*"`), so two concurrent registrations get distinct numbers.
+
+A version is identified by the content digest of its model files (`model_digest`): publishing weights
+that an existing version already holds returns that version instead of a new one, and a retried
+publish of the same flow run finishes the version it had claimed. Aliases move by compare-and-swap
+(`IfMatch` on the alias object's ETag), so a concurrent move is detected instead of overwritten.
 """
 
 from __future__ import annotations
@@ -26,10 +32,41 @@ from botocore.exceptions import ClientError
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 MAX_ALIAS_HISTORY = 50
+ANY = object()  # set_alias/rollback `expected`: whatever the alias points at when it is read
+# Written anew by each registration (metrics, lineage with a timestamp, model card): not part of a
+# model's identity, so they are left out of its digest.
+METADATA_FILES = frozenset({"eval.json", "lineage.json", "README.md"})
 
 
 class RegistryError(RuntimeError):
     """A registry operation failed; the message names the bucket/key and what was expected."""
+
+
+class AliasConflict(RegistryError):
+    """An alias moved between the moment it was read and the moment it was to be written."""
+
+
+def model_digest(file_hashes: dict[str, str]) -> str:
+    """The content digest of a model from its files' sha256 (relative POSIX path -> hex digest).
+
+    Invariant: the same weights, tokenizer and config give the same digest whichever run registered
+    them; the per-registration METADATA_FILES do not count.
+    """
+    lines = sorted(f"{path}\t{sha}" for path, sha in file_hashes.items() if path not in METADATA_FILES)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def directory_digest(model_dir: Path) -> str:
+    """`model_digest` of a model folder on disk."""
+    model_dir = Path(model_dir)
+    return model_digest({p.relative_to(model_dir).as_posix(): sha256_of(p)
+                         for p in model_dir.rglob("*") if p.is_file()})
+
+
+def manifest_digest(manifest: dict) -> str:
+    """The digest a manifest records, or the one its file checksums give (versions published before
+    digests were recorded)."""
+    return manifest.get("digest") or model_digest({path: f["sha256"] for path, f in manifest["files"].items()})
 
 
 def check_name(name: str) -> str:
@@ -54,6 +91,10 @@ def sha256_of(path: Path) -> str:
 
 def _is_precondition_failure(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412", "ConditionalRequestConflict"}
+
+
+def _label(version: int | None | object) -> str:
+    return "no version" if version is None else f"v{version}"
 
 
 def split_ref(ref: str, default_alias: str = "champion") -> tuple[str, str]:
@@ -87,20 +128,42 @@ class Registry:
                     found.append(int(label))
         return sorted(found)
 
-    def publish(self, name: str, model_dir: Path, metadata: dict) -> int:
-        """Upload a model directory as a new immutable version; returns its number."""
+    def publish(self, name: str, model_dir: Path, metadata: dict, run_id: str | None = None) -> int:
+        """Upload a model directory as a new immutable version; returns its number.
+
+        Idempotent: when a published version already holds these model files (same `directory_digest`),
+        that version is returned and nothing is uploaded. A retry by the same `run_id` after a partial
+        failure reuses the version number it had claimed, so a retried registration never makes N+1.
+        """
         model_dir = Path(model_dir)
         files = sorted(p for p in model_dir.rglob("*") if p.is_file())
         if not files:
             raise RegistryError(f"{model_dir}: no files to register")
-        version = self._claim_version(name)
+        digest = directory_digest(model_dir)
+        existing = self.find_digest(name, digest)
+        if existing is not None:
+            return existing
+        version = self._claim_version(name, digest, run_id)
         manifest_files = {}
         for path in files:
             relative = path.relative_to(model_dir).as_posix()
             manifest_files[relative] = self._upload_verified(path, self._key(name, str(version), "files", relative))
-        manifest = {"name": name, "version": version, "files": manifest_files, "metadata": metadata}
-        self._put_create_only(self._key(name, str(version), "manifest.json"), json.dumps(manifest, indent=2).encode())
+        manifest = {"name": name, "version": version, "digest": digest, "files": manifest_files, "metadata": metadata}
+        manifest_key = self._key(name, str(version), "manifest.json")
+        try:
+            self._put_create_only(manifest_key, json.dumps(manifest, indent=2).encode())
+        except RegistryError:
+            # The manifest is there already: our own earlier attempt wrote it and the reply was lost.
+            if manifest_digest(self.manifest(name, version)) != digest:
+                raise
         return version
+
+    def find_digest(self, name: str, digest: str) -> int | None:
+        """The newest published version whose model files have this digest, or None."""
+        for version in reversed(self.versions(name)):
+            if manifest_digest(self.manifest(name, version)) == digest:
+                return version
+        return None
 
     def manifest(self, name: str, version: int) -> dict:
         key = self._key(name, str(int(version)), "manifest.json")
@@ -137,27 +200,46 @@ class Registry:
             raise RegistryError(f"model {name!r} has no alias {target!r} (aliases: {sorted(self.aliases(name))})")
         return name, version
 
-    def set_alias(self, name: str, alias: str, version: int) -> None:
-        """Point `alias` at a published version, remembering where it pointed before."""
+    def set_alias(self, name: str, alias: str, version: int, expected: int | None | object = ANY) -> None:
+        """Point `alias` at a published version, remembering where it pointed before.
+
+        Compare-and-swap: with `expected` (the version the caller saw at the alias, None for no alias),
+        the move happens only if the alias still points there; and the write itself succeeds only if
+        nobody moved the alias since it was read here. Otherwise AliasConflict names both versions.
+        Moving an alias to where it already points changes nothing (a retried move succeeds).
+        """
         if version not in self.versions(name):
             raise RegistryError(f"cannot point alias {alias!r} at {name} v{version}: no such published version")
-        current = self._read_alias(name, alias)
+        current, etag = self._read_alias(name, alias)
+        now = current["version"] if current else None
+        if now == version:
+            return
+        if expected is not ANY and now != expected:
+            raise AliasConflict(f"{name}: alias {alias!r} points at {_label(now)}, not {_label(expected)} as seen "
+                                f"when this move to v{version} was decided (another run or `registry promote` "
+                                "moved it); re-run to decide against the current one")
         history = current["history"] if current else []
-        if current and current["version"] != version:
-            history = [*history, current["version"]][-MAX_ALIAS_HISTORY:]
-        self._write_alias(name, alias, {"version": int(version), "history": history})
+        if now is not None:
+            history = [*history, now][-MAX_ALIAS_HISTORY:]
+        self._write_alias(name, alias, {"version": int(version), "history": history}, etag, f"move to v{version}")
 
-    def rollback(self, name: str, alias: str) -> int:
-        """Point `alias` back at the version it held before its last move; returns that version."""
-        current = self._read_alias(name, alias)
+    def rollback(self, name: str, alias: str, expected: int | None | object = ANY) -> int:
+        """Point `alias` back at the version it held before its last move; returns that version.
+
+        Compare-and-swap like `set_alias`: with `expected`, only if the alias still points there.
+        """
+        current, etag = self._read_alias(name, alias)
         if not current or not current["history"]:
             raise RegistryError(f"{name}: alias {alias!r} has no earlier version to roll back to")
+        if expected is not ANY and current["version"] != expected:
+            raise AliasConflict(f"{name}: alias {alias!r} points at v{current['version']}, not {_label(expected)}: "
+                                "it moved since you looked; check `flowtune registry list` and re-run")
         *history, previous = current["history"]
-        self._write_alias(name, alias, {"version": previous, "history": history})
+        self._write_alias(name, alias, {"version": previous, "history": history}, etag, f"roll back to v{previous}")
         return previous
 
     def get_alias(self, name: str, alias: str) -> int | None:
-        current = self._read_alias(name, alias)
+        current, _ = self._read_alias(name, alias)
         return None if current is None else int(current["version"])
 
     def aliases(self, name: str) -> dict[str, int]:
@@ -173,31 +255,61 @@ class Registry:
         labels = [e["Prefix"].rstrip("/").rsplit("/", 1)[-1] for e in response.get("CommonPrefixes", [])]
         return sorted(label for label in labels if NAME_PATTERN.match(label))
 
-    def _read_alias(self, name: str, alias: str) -> dict | None:
+    def _read_alias(self, name: str, alias: str) -> tuple[dict | None, str | None]:
+        """The alias pointer and its ETag (the token a compare-and-swap write must match); (None, None)."""
         key = self._key(name, "aliases", f"{check_alias(alias)}.json")
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
-                return None
+                return None, None
             raise
-        pointer = json.loads(body)
-        return {"version": int(pointer["version"]), "history": [int(v) for v in pointer.get("history", [])]}
+        pointer = json.loads(response["Body"].read())
+        return ({"version": int(pointer["version"]), "history": [int(v) for v in pointer.get("history", [])]},
+                response["ETag"])
 
-    def _write_alias(self, name: str, alias: str, pointer: dict) -> None:
+    def _write_alias(self, name: str, alias: str, pointer: dict, etag: str | None, what: str) -> None:
+        """Write the pointer only if the alias object is still the one read (ETag `etag`), or still absent."""
         key = self._key(name, "aliases", f"{check_alias(alias)}.json")
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(pointer).encode())
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(pointer).encode(), **condition)
+        except ClientError as exc:
+            if not _is_precondition_failure(exc):
+                raise
+            now = self.get_alias(name, alias)
+            raise AliasConflict(f"{name}: alias {alias!r} moved to {_label(now)} while this {what} was being "
+                                "written; nothing was changed, re-run to decide against the current one") from None
 
-    def _claim_version(self, name: str) -> int:
-        """Reserve the next free version number with a create-only write; retry past races."""
-        candidate = max(self._claimed(name), default=0) + 1
+    def _claim_version(self, name: str, digest: str = "", run_id: str | None = None) -> int:
+        """Reserve a version number with a create-only write; retry past races.
+
+        A claim records the digest and flow run it was made for: the same run publishing the same
+        weights again (a retry after a partial failure) gets its own unfinished claim back.
+        """
+        claims = self._claimed(name)
+        if run_id:
+            for version in sorted(claims, reverse=True):
+                if self._claim_owner(name, version) == {"digest": digest, "flow_run": run_id} \
+                        and not self._exists(self._key(name, str(version), "manifest.json")):
+                    return version
+        candidate = max(claims, default=0) + 1
+        body = json.dumps({"digest": digest, "flow_run": run_id}).encode()
         for _ in range(100):
             try:
-                self._put_create_only(self._key(name, "_claims", str(candidate)), b"")
+                self._put_create_only(self._key(name, "_claims", str(candidate)), body)
                 return candidate
             except RegistryError:
                 candidate += 1
         raise RegistryError(f"could not reserve a version for {name!r} after 100 attempts")
+
+    def _claim_owner(self, name: str, version: int) -> dict | None:
+        try:
+            key = self._key(name, "_claims", str(version))
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return json.loads(body) if body else None
+        except (ClientError, ValueError):
+            return None
 
     def _claimed(self, name: str) -> list[int]:
         response = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(name, "_claims") + "/")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tasks.registry import Registry, RegistryError
+from tasks.registry import AliasConflict, Registry, RegistryError, directory_digest
 from tasks.settings import s3_client
 
 pytestmark = pytest.mark.integration
@@ -29,6 +30,12 @@ def model_dir(tmp_path: Path) -> Path:
     return folder
 
 
+def variant(model_dir: Path, seed: int) -> Path:
+    """The model folder with other weights (a different digest), as another training run would leave."""
+    (model_dir / "sub" / "weights.bin").write_bytes(bytes([seed % 256]) * 1000 + bytes(range(256)))
+    return model_dir
+
+
 def test_publish_download_roundtrip(registry: Registry, model_dir: Path, tmp_path: Path):
     version = registry.publish("ner", model_dir, {"metrics": {"f1": 0.5}})
     assert version == 1 and registry.versions("ner") == [1]
@@ -38,14 +45,18 @@ def test_publish_download_roundtrip(registry: Registry, model_dir: Path, tmp_pat
 
 
 def test_versions_are_immutable_and_increase(registry: Registry, model_dir: Path):
-    assert [registry.publish("ner", model_dir, {}) for _ in range(3)] == [1, 2, 3]
+    assert [registry.publish("ner", variant(model_dir, i), {}) for i in range(3)] == [1, 2, 3]
     with pytest.raises(RegistryError, match="already exists"):
         registry._put_create_only(registry._key("ner", "2", "manifest.json"), b"{}")
 
 
-def test_concurrent_publishes_get_distinct_versions(registry: Registry, model_dir: Path):
+def test_concurrent_publishes_get_distinct_versions(registry: Registry, tmp_path: Path):
+    folders = []
+    for i in range(4):
+        (tmp_path / str(i) / "sub").mkdir(parents=True)
+        folders.append(variant(tmp_path / str(i), i))
     with ThreadPoolExecutor(4) as pool:
-        versions = list(pool.map(lambda _: registry.publish("ner", model_dir, {}), range(4)))
+        versions = list(pool.map(lambda folder: registry.publish("ner", folder, {}), folders))
     assert sorted(versions) == [1, 2, 3, 4]
     assert registry.versions("ner") == [1, 2, 3, 4]
 
@@ -56,7 +67,7 @@ def test_incomplete_version_is_invisible(registry: Registry, model_dir: Path):
     registry._claim_version("ner")
     registry.client.put_object(Bucket=registry.bucket, Key=registry._key("ner", "2", "files", "x"), Body=b"x")
     assert registry.versions("ner") == [1]
-    assert registry.publish("ner", model_dir, {}) == 3
+    assert registry.publish("ner", variant(model_dir, 1), {}) == 3
 
 
 def test_alias_points_only_at_published_versions(registry: Registry, model_dir: Path):
@@ -117,24 +128,86 @@ def test_champion_is_rescored_on_the_current_test_split(registry: Registry, tiny
     assert "B-company" in champion_metrics(params, registry)["incomparable"]
 
 
-def test_concurrent_registrations_leave_a_consistent_champion(registry: Registry, model_dir: Path):
-    def register(_):
-        version = registry.publish("ner", model_dir, {})
-        registry.set_alias("ner", "champion", version)
-        return version
+def test_same_weights_publish_nothing_new(registry: Registry, model_dir: Path):
+    first = registry.publish("ner", model_dir, {"registered_at": "monday"})
+    # Another run, same weights: its metadata files (metrics, lineage, card) differ, its identity does not.
+    (model_dir / "lineage.json").write_text('{"flow_run": "tuesday"}')
+    assert registry.publish("ner", model_dir, {"registered_at": "tuesday"}) == first
+    assert registry.versions("ner") == [1]
+    assert registry.manifest("ner", 1)["metadata"] == {"registered_at": "monday"}
+    assert registry.find_digest("ner", directory_digest(model_dir)) == 1
+    assert registry.publish("ner", variant(model_dir, 7), {}) == 2
 
-    with ThreadPoolExecutor(4) as pool:
-        versions = sorted(pool.map(register, range(4)))
-    assert versions == [1, 2, 3, 4]
-    champion = registry.get_alias("ner", "champion")
-    assert champion in versions  # a complete version, whichever registration wrote last
-    assert registry.download("ner", champion, model_dir.parent / "champion").is_dir()
-    assert registry.aliases("ner") == {"champion": champion}
+
+def test_retried_publish_of_a_run_finishes_its_claimed_version(registry: Registry, model_dir: Path):
+    """A publish that died after claiming and uploading part of the files: the same flow run's retry
+    completes that version; another run with other weights gets the next number."""
+    digest = directory_digest(model_dir)
+    assert registry._claim_version("ner", digest, "run-a") == 1
+    registry.client.put_object(Bucket=registry.bucket, Key=registry._key("ner", "1", "files", "config.json"), Body=b"x")
+    assert registry.versions("ner") == []  # nothing visible yet
+    assert registry.publish("ner", model_dir, {}, run_id="run-a") == 1
+    assert registry.versions("ner") == [1]
+    assert registry.manifest("ner", 1)["digest"] == digest
+    assert registry.publish("ner", variant(model_dir, 3), {}, run_id="run-b") == 2
+
+
+def test_concurrent_promotions_one_winner_no_lost_update(registry: Registry, model_dir: Path):
+    """Two promotions decided against the same champion: exactly one moves the alias, the other gets an
+    AliasConflict naming both versions, and the alias history keeps every real move."""
+    versions = [registry.publish("ner", variant(model_dir, i), {}) for i in range(3)]
+    registry.set_alias("ner", "champion", 1)
+    barrier = threading.Barrier(2)
+
+    def promote(version: int):
+        barrier.wait()
+        try:
+            registry.set_alias("ner", "champion", version, expected=1)
+            return version, None
+        except AliasConflict as exc:
+            return version, str(exc)
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(promote, versions[1:]))
+    winners = [v for v, error in outcomes if error is None]
+    losers = [(v, error) for v, error in outcomes if error is not None]
+    assert len(winners) == 1 and len(losers) == 1, outcomes
+    winner, (_, message) = winners[0], losers[0]
+    assert registry.get_alias("ner", "champion") == winner
+    assert f"v{winner}" in message and "champion" in message and "re-run" in message
+    assert registry._read_alias("ner", "champion")[0]["history"] == [1]
+    assert registry.rollback("ner", "champion") == 1
+
+
+def test_alias_moves_only_from_the_version_the_gate_saw(registry: Registry, model_dir: Path):
+    for i in range(3):
+        registry.publish("ner", variant(model_dir, i), {})
+    registry.set_alias("ner", "champion", 1, expected=None)
+    registry.set_alias("ner", "champion", 2)  # a manual promotion after the gate looked
+    with pytest.raises(AliasConflict, match=r"points at v2, not v1"):
+        registry.set_alias("ner", "champion", 3, expected=1)
+    assert registry.get_alias("ner", "champion") == 2
+    registry.set_alias("ner", "champion", 2, expected=1)  # already there (a retried move): no error, no change
+    with pytest.raises(AliasConflict, match="points at v2, not v3"):
+        registry.rollback("ner", "champion", expected=3)
+    assert registry.rollback("ner", "champion", expected=2) == 1
+
+
+def test_a_stale_alias_write_is_refused(registry: Registry, model_dir: Path):
+    """The write itself is conditional: a pointer read before another move cannot overwrite it."""
+    for i in range(2):
+        registry.publish("ner", variant(model_dir, i), {})
+    registry.set_alias("ner", "champion", 1)
+    pointer, stale_etag = registry._read_alias("ner", "champion")
+    registry.set_alias("ner", "champion", 2)
+    with pytest.raises(AliasConflict, match="moved to v2"):
+        registry._write_alias("ner", "champion", {"version": 1, "history": []}, stale_etag, "test write")
+    assert registry.get_alias("ner", "champion") == 2
 
 
 def test_rollback_walks_back_through_the_alias_history(registry: Registry, model_dir: Path):
-    for _ in range(3):
-        registry.set_alias("ner", "champion", registry.publish("ner", model_dir, {}))
+    for i in range(3):
+        registry.set_alias("ner", "champion", registry.publish("ner", variant(model_dir, i), {}))
     registry.set_alias("ner", "champion", 3)  # re-pointing at the same version adds no history
     assert [registry.rollback("ner", "champion") for _ in range(2)] == [2, 1]
     with pytest.raises(RegistryError, match="no earlier version"):
