@@ -171,6 +171,16 @@ class RegistryParams(Section):
     model_name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
+class GcParams(Section):
+    """Retention rules of `flowtune gc` (flows/gc.py): what it keeps, by age and by count."""
+
+    keep_days: int = Field(ge=1)  # runs' workspaces, Data Docs, run folders and DVC data younger than this stay
+    keep_versions: int = Field(ge=1)  # newest registered versions per model that always stay (>= 1: never all)
+    keep_version_days: int = Field(ge=0)  # versions registered less than this many days ago stay
+    alias_history: int = Field(ge=0)  # last versions of each alias's history that stay (rollback targets)
+    grace_hours: float = Field(ge=0)  # claims and DVC objects younger than this may belong to a running flow
+
+
 Task = Literal["token-classification", "sequence-classification"]
 TOKEN_CLASSIFICATION: Task = "token-classification"
 SEQUENCE_CLASSIFICATION: Task = "sequence-classification"
@@ -188,6 +198,7 @@ class Params(Section):
     evaluate: EvaluateParams
     gate: GateParams
     registry: RegistryParams
+    gc: GcParams
 
 
 class ParamsError(ValueError):
