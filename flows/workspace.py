@@ -17,10 +17,14 @@ sees (and versions) the data the run used.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -32,10 +36,59 @@ from tasks.settings import Settings
 Workspace = Literal["in-place", "isolated"]
 MODES = get_args(Workspace)
 DEFAULT_PARAMS = "params.yaml"
+# Inside .dvc/tmp: git-ignored, per checkout, and next to DVC's own lock.
+RUN_LOCK = Path(".dvc") / "tmp" / "flowtune-run.lock"
 
 
 class WorkspaceError(RuntimeError):
     """The workspace could not be prepared: a bad revision, params file or data source."""
+
+
+class WorkspaceBusy(WorkspaceError):
+    """Another flow run holds this checkout."""
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        holder = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        holder = {}
+    if not holder:
+        return "holder unknown"
+    return f"flow run {holder.get('flow_run_id')}, pid {holder.get('pid')}, since {holder.get('since')}"
+
+
+@contextlib.contextmanager
+def checkout_lock(repo: Path, run_id: str, timeout_s: float) -> Iterator[None]:
+    """Hold the checkout for one flow run: an exclusive flock on `<repo>/.dvc/tmp/flowtune-run.lock`.
+
+    DVC's own lock covers one command at a time; between two stages, or between train and registration,
+    a second run in the same checkout could rebuild data or weights under the first. A second run waits
+    up to `timeout_s`, then fails naming the holder. The kernel frees the lock when the holder dies, even
+    by SIGKILL, so a crashed run never leaves the checkout locked. The descriptor is not inherited by
+    stage processes (Python opens files non-inheritable).
+    """
+    path = repo / RUN_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise WorkspaceBusy(
+                        f"{repo} is in use by another flowtune run ({_lock_holder(path)}); waited {timeout_s:.0f} s "
+                        "(FLOWTUNE_RUN_LOCK_TIMEOUT_S). Let it finish or stop it, or run in an isolated workspace"
+                    ) from None
+                time.sleep(0.5)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"flow_run_id": run_id, "pid": os.getpid(),
+                                 "since": datetime.now(UTC).isoformat(timespec="seconds")}))
+        handle.flush()
+        yield
 
 
 def git(repo: Path, *args: str) -> str:
@@ -129,7 +182,8 @@ def run_workspace(mode: Workspace, run_id: str, settings: Settings, *, revision:
         if params_file != DEFAULT_PARAMS or data_source:
             raise WorkspaceError("params_file and data_source apply to an isolated workspace only: an in-place "
                                  "run reads ./params.yaml, as `dvc repro` does (pass workspace='isolated')")
-        yield repo
+        with checkout_lock(repo, run_id, settings.run_lock_timeout_s):
+            yield repo
         return
     workspace = settings.state_dir.resolve() / "workspaces" / run_id
     if workspace.exists():  # a retried run starts again from a clean checkout

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # scheduled runs execute there); false for a machine that only submits runs.
     start_worker: bool = True
 
+    # How long an in-place `flowtune run` waits for another run in the same checkout to finish before
+    # it gives up and names the holder (flows/workspace.py `checkout_lock`).
+    run_lock_timeout_s: float = 600.0
+
     prefect_host: str = "127.0.0.1"
     prefect_port: int = 4200
     prefect_api_url: str | None = Field(default=None, validation_alias="PREFECT_API_URL")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,45 @@ def test_only_the_train_stage_holds_the_accelerator_slot():
 
     assert isinstance(holding_accelerator("evaluate"), nullcontext)
     assert not isinstance(holding_accelerator("train"), nullcontext)
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from flows.workspace import checkout_lock
+with checkout_lock(Path(sys.argv[1]), "run-holder", 5):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def hold_lock_in_another_process(repo: Path) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(repo)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_second_in_place_run_waits_then_names_the_holder(repo: Path):
+    from flows.workspace import WorkspaceBusy, checkout_lock
+
+    holder = hold_lock_in_another_process(repo)
+    try:
+        expected = rf"in use by another flowtune run \(flow run run-holder, pid {holder.pid}"
+        with pytest.raises(WorkspaceBusy, match=expected):
+            with checkout_lock(repo, "run-2", timeout_s=1.0):
+                pytest.fail("the lock was taken twice")
+    finally:
+        holder.kill()
+        holder.wait()
+    with checkout_lock(repo, "run-3", timeout_s=5.0):  # a SIGKILLed holder leaves nothing locked
+        assert "run-3" in (repo / ".dvc" / "tmp" / "flowtune-run.lock").read_text()
+
+
+def test_an_in_place_run_holds_the_checkout_for_its_whole_duration(inside: Path):
+    from flows.workspace import WorkspaceBusy, checkout_lock
+
+    with run_workspace("in-place", "first", settings_for(inside)):
+        with pytest.raises(WorkspaceBusy, match="flow run first"), checkout_lock(inside, "second", timeout_s=0.5):
+            pass
+    with checkout_lock(inside, "third", timeout_s=0.5):  # released at the end of the run
+        pass
