@@ -91,6 +91,22 @@ def cmd_notify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    """Apply the retention rules (`gc:` of the params file): a dry run unless --apply."""
+    from flows.gc import run_gc
+    from tasks.params import ParamsError, load_params
+
+    try:
+        rules = load_params(args.params_file).gc
+    except ParamsError as exc:
+        print(f"flowtune gc: {exc}", file=sys.stderr)
+        return 1
+    if args.keep_days is not None:
+        rules = rules.model_copy(update={"keep_days": args.keep_days})
+    report = run_gc(Settings(), rules, apply=args.apply)
+    return 1 if report.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowtune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "(a Prefect automation with a Custom Webhook block)")
     notify.add_argument("--webhook-url", required=True, help="receives JSON {subject, text}")
     notify.set_defaults(func=cmd_notify)
+    gc = sub.add_parser("gc", help="delete what the retention rules (`gc:` in params.yaml) no longer keep: failed "
+                        "workspaces, old registry versions (never an aliased one), orphan claims, old Data Docs and "
+                        "run folders, unused DVC cache and remote objects; a dry run unless --apply")
+    gc.add_argument("--apply", action="store_true", help="delete (default: only print what would go, with sizes)")
+    gc.add_argument("--keep-days", type=int, help="keep runs younger than this (default: gc.keep_days)")
+    gc.add_argument("--params-file", default="params.yaml", help="the params file whose `gc:` rules apply")
+    gc.set_defaults(func=cmd_gc)
     add_registry_parser(sub)
     add_predict_parser(sub)
     return parser

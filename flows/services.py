@@ -234,8 +234,17 @@ def seaweedfs(settings: Settings) -> Service:
         f"-filer.port.grpc={settings.seaweed_filer_port + 10000}",
         # On by default on fixed ports (8181, 9101): a second instance would clash; we need neither.
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-iam=false", "-master.telemetry=false",
-        # Small volumes, many of them: with the defaults a second bucket gets "No writable volumes".
-        "-master.volumeSizeLimitMB=64", "-volume.max=200",
+        # Small volumes, as many as the disk holds. Each bucket is a collection that grows 7 volumes of
+        # its own; with weed's default 30 GiB volumes and 8 slots a second bucket gets "No writable
+        # volumes". `-volume.max=0` sizes the slot count from the free disk at start (free / 64 MiB:
+        # 1230 on 77 GiB free), so storage is bounded by the disk, not by 200 x 64 MiB = 12.5 GiB.
+        "-master.volumeSizeLimitMB=64", "-volume.max=0",
+        # A deleted object frees disk only when its volume is compacted ("vacuumed"). The master checks
+        # every 14 min (the default interval) and compacts a volume once this share of it is garbage;
+        # the default 0.3 leaves up to 30% of the disk holding deleted data. 0.1 is cheap here: a
+        # volume is at most 64 MiB to rewrite. `flowtune gc --apply` also asks for a vacuum at once.
+        # (If the disk runs low anyway, weed's default -volume.minFreeSpace=1% makes volumes read-only.)
+        "-master.garbageThreshold=0.1",
         # A single node has no peers to drain to: the default 10 s pause would only slow `down`.
         "-volume.preStopSeconds=0",
     ]

@@ -22,11 +22,11 @@ def flow_of(entrypoint: str):
     return getattr(module, name)
 
 
-PIPELINES = [d for d in DEPLOYMENTS if d["name"] != "gpu"]
+PIPELINES = [d for d in DEPLOYMENTS if d["name"] not in {"gpu", "gc"}]
 
 
 def test_the_deployments_are_there():
-    assert {d["name"] for d in DEPLOYMENTS} == {"nightly", "data-refresh", "champion-eval", "gpu"}
+    assert {d["name"] for d in DEPLOYMENTS} == {"nightly", "data-refresh", "champion-eval", "gpu", "gc"}
 
 
 @pytest.mark.parametrize("deployment", PIPELINES, ids=lambda d: d["name"])
@@ -49,6 +49,20 @@ def test_the_train_stage_deployment_targets_the_gpu_pool_and_the_pipeline_can_us
     assert flow.name == "flowtune-train-stage"
     assert {"revision", "params_yaml", "dvc_lock"} == set(inspect.signature(flow.fn).parameters)
     assert "train_on" in inspect.signature(flow_of("flows/pipeline.py:training_pipeline").fn).parameters
+
+
+def test_gc_runs_weekly_in_this_checkout_one_run_at_a_time():
+    """Storage stays bounded unattended: the retention rules run every Sunday at 04:00 Berlin time, after
+    the nightly run, in the worker's checkout (it reads that checkout's dvc.lock and DVC cache)."""
+    (gc,) = [d for d in DEPLOYMENTS if d["name"] == "gc"]
+    flow = flow_of(gc["entrypoint"])
+    assert flow.name == "flowtune-gc"
+    assert set(gc["parameters"]) <= set(inspect.signature(flow.fn).parameters)
+    assert "workspace" not in gc["parameters"]
+    assert gc["work_pool"]["name"] == WORK_POOL
+    assert gc["concurrency_limit"]["limit"] == 1
+    (schedule,) = gc["schedules"]
+    assert (schedule["cron"], schedule["timezone"]) == ("0 4 * * 0", "Europe/Berlin")
 
 
 def test_no_hyperparameter_is_a_deployment_parameter():

@@ -1,0 +1,598 @@
+"""`flowtune gc`: delete what the retention rules (`gc:` in params.yaml) no longer keep.
+
+Everything flowtune writes has a rule (docs/DECISIONS.md 29):
+
+- failed runs' workspaces `<state_dir>/workspaces/<flow run id>/`: older than `keep_days`;
+- registry claims with no manifest (a registration that died) and the files it uploaded: older than
+  `grace_hours`; the highest claim of a model stays, so version numbers are never reused;
+- registry versions: kept are the newest `keep_versions`, those younger than `keep_version_days`, every
+  alias's target and the last `alias_history` versions it pointed at (rollback keeps working); the rest
+  go with their model cards, manifest first, so a version vanishes for readers in one step;
+- Data Docs `s3://<reports>/data-docs/<run id>/` and run folders `s3://<dvc>/flowtune-runs/<run id>/`:
+  older than `keep_days`, unless the run produced a kept version (its lineage `flow_run.id`);
+- DVC objects (cache `files/md5/` and the remote's): those no kept record needs, older than `grace_hours`.
+  Kept records: the checkout's dvc.lock and .dvc files, kept workspaces' dvc.lock, kept versions'
+  lineage `dvc_lock`, kept run folders' dvc.lock and run-cache entries younger than `keep_days`. A
+  run-cache entry that names a deleted object is deleted with it (DVC could not restore it anyway).
+
+A dry run (the default) prints each deletion with its size, and the total; `apply=True` deletes and
+logs one line per deletion. The `flowtune-gc` flow runs it with `apply=True` (weekly deployment `gc`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from tasks.params import GcParams, load_params
+from tasks.settings import Settings, s3_client
+
+logger = logging.getLogger("flowtune.gc")
+
+DATA_DOCS = "data-docs/"
+RUN_FOLDERS = "flowtune-runs/"
+MODEL_CARDS = "model-cards/"
+MD5 = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
+DIR_SUFFIX = ".dir"
+DELETE_BATCH = 1000  # the most keys one S3 DeleteObjects call takes
+
+
+# ---------------------------------------------------------------- what gc sees and what it deletes
+
+
+@dataclass(frozen=True)
+class Obj:
+    """One stored object: an S3 key or a local file, its size and when it was last written."""
+
+    key: str
+    size: int
+    modified: datetime
+
+
+@dataclass
+class Deletion:
+    """One thing to delete: S3 keys (in order) or a local path, with its size and the rule that chose it."""
+
+    kind: str
+    where: str
+    size: int
+    reason: str
+    bucket: str | None = None
+    keys: tuple[str, ...] = ()
+    path: Path | None = None
+    # Checked again just before deleting; a returned reason skips the deletion (a race with a writer).
+    still_wanted: Callable[[], str | None] | None = None
+
+
+@dataclass
+class Report:
+    deletions: list[Deletion]
+    applied: bool
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(d.size for d in self.deletions)
+
+    def by_kind(self) -> dict[str, tuple[int, int]]:
+        """kind -> (count, bytes)."""
+        summary: dict[str, tuple[int, int]] = {}
+        for d in self.deletions:
+            count, size = summary.get(d.kind, (0, 0))
+            summary[d.kind] = (count + 1, size + d.size)
+        return summary
+
+
+def human(size: int) -> str:
+    """Bytes as a short human-readable figure (1.5 MiB)."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+# ---------------------------------------------------------------- pure selection rules
+
+
+def older_than(modified: datetime, now: datetime, age: timedelta) -> bool:
+    return now - modified > age
+
+
+def select_runs(runs: dict[str, datetime], protected: set[str], now: datetime, keep_days: int) -> list[str]:
+    """Run ids (workspaces, Data Docs, run folders) to delete: last written more than `keep_days` ago and
+    not in `protected` (runs that produced a kept registered version)."""
+    age = timedelta(days=keep_days)
+    return sorted(run for run, modified in runs.items() if run not in protected and older_than(modified, now, age))
+
+
+def pinned_versions(pointers: dict[str, dict], alias_history: int) -> set[int]:
+    """Versions an alias needs: each alias's target and the last `alias_history` entries of its history
+    (what `flowtune registry rollback` would point it at next)."""
+    pinned = set()
+    for pointer in pointers.values():
+        pinned.add(int(pointer["version"]))
+        history = [int(v) for v in pointer.get("history", [])]
+        pinned.update(history[len(history) - alias_history:] if alias_history else [])
+    return pinned
+
+
+def select_versions(published: dict[int, datetime], pinned: set[int], rules: GcParams, now: datetime) -> list[int]:
+    """Published versions to delete. Invariant: the newest `keep_versions`, every version younger than
+    `keep_version_days` and every pinned (aliased) version stay."""
+    newest = set(sorted(published)[-rules.keep_versions:])
+    young = {v for v, when in published.items() if not older_than(when, now, timedelta(days=rules.keep_version_days))}
+    return sorted(set(published) - newest - young - pinned)
+
+
+def select_orphans(claims: dict[int, datetime], files: dict[int, datetime], published: set[int], now: datetime,
+                   grace: timedelta) -> list[int]:
+    """Version numbers claimed or holding files but with no manifest, whose newest object is older than
+    `grace` (younger ones may be a registration in progress)."""
+    numbers = (set(claims) | set(files)) - published
+    newest = {n: max(t for t in (claims.get(n), files.get(n)) if t is not None) for n in numbers}
+    return sorted(n for n in numbers if older_than(newest[n], now, grace))
+
+
+def lock_hashes(record: object) -> set[str]:
+    """Every DVC md5 (file or `.dir`) a dvc.lock, a .dvc file or a run-cache entry names, at any depth."""
+    found: set[str] = set()
+    if isinstance(record, dict):
+        for key, value in record.items():
+            if key == "md5" and isinstance(value, str) and MD5.match(value):
+                found.add(value)
+            else:
+                found |= lock_hashes(value)
+    elif isinstance(record, list):
+        for item in record:
+            found |= lock_hashes(item)
+    return found
+
+
+def used_hashes(records: Iterable[object], read_dir: Callable[[str], list | None]) -> set[str]:
+    """The md5s the records need: theirs plus each `.dir` object's entries (read with `read_dir`; None
+    when the listing is nowhere, which keeps only the `.dir` hash itself)."""
+    used: set[str] = set()
+    for record in records:
+        used |= lock_hashes(record)
+    for digest in [h for h in used if h.endswith(DIR_SUFFIX)]:
+        used |= {entry["md5"] for entry in read_dir(digest) or [] if MD5.match(str(entry.get("md5", "")))}
+    return used
+
+
+def select_objects(objects: dict[str, Obj], used: set[str], now: datetime, grace: timedelta) -> list[str]:
+    """DVC objects (md5 -> object) to delete: not used, and older than `grace` (a stage that is writing
+    its outputs has not recorded them in a dvc.lock yet)."""
+    return sorted(h for h, obj in objects.items() if h not in used and older_than(obj.modified, now, grace))
+
+
+# ---------------------------------------------------------------- listing
+
+
+def list_objects(client, bucket: str, prefix: str) -> list[Obj]:
+    """Every object under `prefix` (paginated)."""
+    found = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        found.extend(Obj(o["Key"], o["Size"], o["LastModified"]) for o in page.get("Contents", []))
+    return found
+
+
+def group_by_folder(objects: list[Obj], prefix: str) -> dict[str, list[Obj]]:
+    """`<prefix><folder>/...` objects by folder (a run id)."""
+    groups: dict[str, list[Obj]] = {}
+    for obj in objects:
+        folder, sep, _ = obj.key[len(prefix):].partition("/")
+        if sep and folder:
+            groups.setdefault(folder, []).append(obj)
+    return groups
+
+
+def newest(objects: Iterable[Obj]) -> datetime:
+    return max(o.modified for o in objects)
+
+
+def local_obj(path: Path, key: str) -> Obj:
+    """A local file as an Obj; its age is the later of mtime and ctime (a move into the cache keeps the
+    mtime of the stage's output but sets the ctime)."""
+    info = path.stat()
+    return Obj(key, info.st_size, datetime.fromtimestamp(max(info.st_mtime, info.st_ctime), UTC))
+
+
+def tree_size(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):  # a file removed while we walk
+                total += (Path(root) / name).lstat().st_size
+    return total
+
+
+# ---------------------------------------------------------------- the registry
+
+
+@dataclass
+class ModelStore:
+    """One model's objects in the registry, by role."""
+
+    name: str
+    claims: dict[int, Obj] = field(default_factory=dict)
+    manifests: dict[int, Obj] = field(default_factory=dict)
+    files: dict[int, list[Obj]] = field(default_factory=dict)
+    pointers: dict[str, dict] = field(default_factory=dict)
+
+
+def scan_model(registry, name: str) -> ModelStore:
+    """One listing of `<prefix>/<name>/`, sorted into claims, manifests, files and alias pointers."""
+    base = registry._key(name) + "/"
+    store = ModelStore(name)
+    for obj in list_objects(registry.client, registry.bucket, base):
+        parts = obj.key[len(base):].split("/")
+        if parts[0] == "_claims" and len(parts) == 2 and parts[1].isdigit():
+            store.claims[int(parts[1])] = obj
+        elif parts[0].isdigit() and parts[1:] == ["manifest.json"]:
+            store.manifests[int(parts[0])] = obj
+        elif parts[0].isdigit():
+            store.files.setdefault(int(parts[0]), []).append(obj)
+        elif parts[0] == "aliases" and len(parts) == 2 and parts[1].endswith(".json"):
+            body = registry.client.get_object(Bucket=registry.bucket, Key=obj.key)["Body"].read()
+            store.pointers[parts[1].removesuffix(".json")] = json.loads(body)
+    return store
+
+
+def version_keys(store: ModelStore, number: int, keep_claim: bool) -> tuple[str, ...]:
+    """A version's keys in deletion order: manifest first (readers stop seeing it), files, then claim."""
+    keys = [store.manifests[number].key] if number in store.manifests else []
+    keys += [o.key for o in store.files.get(number, [])]
+    if number in store.claims and not keep_claim:
+        keys.append(store.claims[number].key)
+    return tuple(keys)
+
+
+def version_size(store: ModelStore, number: int) -> int:
+    objects = [store.manifests.get(number), store.claims.get(number), *store.files.get(number, [])]
+    return sum(o.size for o in objects if o is not None)
+
+
+def still_unpinned(registry, name: str, version: int, alias_history: int) -> Callable[[], str | None]:
+    """A re-check just before deletion: an alias moved onto `version` since the plan was made."""
+    def check() -> str | None:
+        pinned = pinned_versions(scan_model(registry, name).pointers, alias_history)
+        return f"an alias points at {name} v{version} now" if version in pinned else None
+    return check
+
+
+@dataclass
+class RegistryPlan:
+    deletions: list[Deletion]
+    kept_manifests: list[dict]  # manifests of the versions that stay: their lineage protects runs and data
+
+
+def plan_registry(registry, reports_bucket: str, rules: GcParams, now: datetime) -> RegistryPlan:
+    """Versions beyond the retention rules (with their model cards) and orphan claims, every model."""
+    plan = RegistryPlan([], [])
+    for name in registry.models():
+        store = scan_model(registry, name)
+        cards = {o.key: o for o in list_objects(registry.client, reports_bucket, f"{MODEL_CARDS}{name}/")}
+        published = {n: obj.modified for n, obj in store.manifests.items()}
+        top_claim = max(store.claims, default=None)
+        doomed = select_versions(published, pinned_versions(store.pointers, rules.alias_history), rules, now)
+        for number in doomed:
+            recheck = still_unpinned(registry, name, number, rules.alias_history)
+            plan.deletions.append(Deletion(
+                "version", f"s3://{registry.bucket}/{registry._key(name, str(number))}/", version_size(store, number),
+                "beyond the retention rules, not aliased", registry.bucket,
+                version_keys(store, number, keep_claim=number == top_claim), still_wanted=recheck))
+            card = cards.get(f"{MODEL_CARDS}{name}/{number}.md")
+            if card:
+                plan.deletions.append(Deletion("model-card", f"s3://{reports_bucket}/{card.key}", card.size,
+                                               f"card of deleted {name} v{number}", reports_bucket, (card.key,),
+                                               still_wanted=recheck))
+        files_newest = {n: newest(objs) for n, objs in store.files.items()}
+        claims = {n: o.modified for n, o in store.claims.items()}
+        grace = timedelta(hours=rules.grace_hours)
+        for number in select_orphans(claims, files_newest, set(published), now, grace):
+            keys = version_keys(store, number, keep_claim=number == top_claim)
+            if keys:
+                plan.deletions.append(Deletion(
+                    "orphan-claim", f"s3://{registry.bucket}/{registry._key(name, str(number))}/",
+                    version_size(store, number), "claimed but never published", registry.bucket, keys))
+        plan.kept_manifests += [registry.manifest(name, n) for n in sorted(set(published) - set(doomed))]
+    return plan
+
+
+def lineage_runs(manifests: list[dict]) -> set[str]:
+    """Flow run ids that produced the given versions (`metadata.flow_run.id`)."""
+    runs = {((m.get("metadata") or {}).get("flow_run") or {}).get("id") for m in manifests}
+    return {str(run) for run in runs if run}
+
+
+def lineage_locks(manifests: list[dict]) -> list[object]:
+    """The parsed dvc.lock each version's lineage recorded (a string is parsed as YAML)."""
+    locks = [(m.get("metadata") or {}).get("dvc_lock") for m in manifests]
+    return [yaml.safe_load(lock) if isinstance(lock, str) else lock for lock in locks if lock]
+
+
+# ---------------------------------------------------------------- runs: workspaces, Data Docs, run folders
+
+
+def plan_folders(client, bucket: str, prefix: str, kind: str, protected: set[str], rules: GcParams,
+                 now: datetime) -> tuple[list[Deletion], list[str]]:
+    """Per-run folders under `s3://bucket/prefix<run id>/` past `keep_days`; (deletions, run ids kept)."""
+    groups = group_by_folder(list_objects(client, bucket, prefix), prefix)
+    doomed = select_runs({run: newest(objs) for run, objs in groups.items()}, protected, now, rules.keep_days)
+    deletions = [Deletion(kind, f"s3://{bucket}/{prefix}{run}/", sum(o.size for o in groups[run]),
+                          f"run older than {rules.keep_days} days", bucket, tuple(o.key for o in groups[run]))
+                 for run in doomed]
+    return deletions, sorted(set(groups) - set(doomed))
+
+
+def plan_workspaces(folder: Path, rules: GcParams, now: datetime) -> tuple[list[Deletion], list[Path]]:
+    """Failed runs' workspaces (a successful run removes its own) past `keep_days`; (deletions, kept)."""
+    found = {p.name: p for p in folder.iterdir() if p.is_dir()} if folder.is_dir() else {}
+    ages = {name: datetime.fromtimestamp(path.stat().st_mtime, UTC) for name, path in found.items()}
+    doomed = select_runs(ages, set(), now, rules.keep_days)
+    deletions = [Deletion("workspace", str(found[name]), tree_size(found[name]),
+                          f"failed run's checkout older than {rules.keep_days} days", path=found[name])
+                 for name in doomed]
+    return deletions, [found[name] for name in sorted(set(found) - set(doomed))]
+
+
+# ---------------------------------------------------------------- DVC cache and remote
+
+
+@dataclass(frozen=True)
+class DvcStore:
+    """Where DVC keeps content-addressed objects: the local cache and the default remote (S3 or none)."""
+
+    cache: Path  # <cache dir>/files/md5
+    run_cache: Path  # <cache dir>/runs
+    bucket: str | None
+    prefix: str  # "<remote path>/files/md5/" inside the bucket
+
+
+def dvc_store(root: Path) -> DvcStore:
+    """The cache and remote DVC uses in the checkout `root` (its config and config.local)."""
+    from urllib.parse import urlsplit
+
+    from dvc.repo import Repo
+
+    repo = Repo(str(root), uninitialized=True)
+    try:
+        cache, legacy = Path(repo.cache.local.path), Path(repo.cache.legacy.path)
+        remote = repo.config["core"].get("remote")
+        url = repo.config["remote"][remote]["url"] if remote else ""
+    finally:
+        repo.close()
+    parts = urlsplit(url)
+    bucket = parts.netloc if parts.scheme == "s3" else None  # another kind of remote: only the cache is collected
+    path = parts.path.strip("/")
+    return DvcStore(cache, legacy / "runs", bucket, f"{path}/files/md5/" if path else "files/md5/")
+
+
+def cache_objects(cache: Path) -> dict[str, Obj]:
+    """md5 -> object of every file in the local cache's `files/md5/<2>/<rest>` layout."""
+    found = {}
+    for shard in (cache.iterdir() if cache.is_dir() else []):
+        for path in (shard.iterdir() if shard.is_dir() and len(shard.name) == 2 else []):
+            digest = shard.name + path.name
+            if path.is_file() and MD5.match(digest):
+                found[digest] = local_obj(path, str(path))
+    return found
+
+
+def remote_objects(client, store: DvcStore) -> dict[str, Obj]:
+    """md5 -> object of the remote's `files/md5/<2>/<rest>` keys."""
+    found = {}
+    for obj in list_objects(client, store.bucket, store.prefix) if store.bucket else []:
+        digest = "".join(obj.key[len(store.prefix):].split("/"))
+        if MD5.match(digest):
+            found[digest] = obj
+    return found
+
+
+def dir_reader(client, store: DvcStore) -> Callable[[str], list | None]:
+    """Read a `.dir` object (a JSON list of {md5, relpath}) from the cache, else from the remote."""
+    def read(digest: str) -> list | None:
+        local = store.cache / digest[:2] / digest[2:]
+        try:
+            if local.is_file():
+                return json.loads(local.read_text())
+            if store.bucket:
+                key = f"{store.prefix}{digest[:2]}/{digest[2:]}"
+                return json.loads(client.get_object(Bucket=store.bucket, Key=key)["Body"].read())
+        except Exception as exc:  # noqa: BLE001 - a missing or broken listing keeps only the .dir itself
+            logger.warning("DVC directory object %s unreadable (%s): its files count as unused", digest, exc)
+        return None
+    return read
+
+
+def read_yaml(path: Path) -> object:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def checkout_records(root: Path) -> list[object]:
+    """The checkout's dvc.lock and .dvc files (what `dvc gc --workspace` would keep)."""
+    records = [read_yaml(root / "dvc.lock")]
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in {"node_modules", "__pycache__"}]
+        records += [read_yaml(Path(folder) / name) for name in files if name.endswith(".dvc")]
+    return [r for r in records if r]
+
+
+def run_cache_entries(folder: Path) -> dict[Path, tuple[object, datetime]]:
+    """DVC's run-cache: `runs/<2>/<stage key>/<entry>` YAML files, each a single stage's lock."""
+    entries = {}
+    for path in folder.glob("*/*/*") if folder.is_dir() else []:
+        if path.is_file():
+            entries[path] = (read_yaml(path), local_obj(path, str(path)).modified)
+    return entries
+
+
+def plan_dvc(client, store: DvcStore, records: list[object], rules: GcParams, now: datetime) -> list[Deletion]:
+    """Cache and remote objects no kept record needs, and the run-cache entries that name them."""
+    entries = run_cache_entries(store.run_cache)
+    recent = [entry for entry, modified in entries.values()
+              if entry and not older_than(modified, now, timedelta(days=rules.keep_days))]
+    used = used_hashes([*records, *recent], dir_reader(client, store))
+    grace = timedelta(hours=rules.grace_hours)
+    deletions = []
+    cached = cache_objects(store.cache)
+    for digest in select_objects(cached, used, now, grace):
+        deletions.append(Deletion("dvc-cache", cached[digest].key, cached[digest].size,
+                                  "no kept run or version uses it", path=Path(cached[digest].key)))
+    remote = remote_objects(client, store)
+    for digest in select_objects(remote, used, now, grace):
+        deletions.append(Deletion("dvc-remote", f"s3://{store.bucket}/{remote[digest].key}", remote[digest].size,
+                                  "no kept run or version uses it", store.bucket, (remote[digest].key,)))
+    for path, (entry, _) in sorted(entries.items()):
+        if not lock_hashes((entry or {}).get("outs")) <= used:
+            deletions.append(Deletion("dvc-run-cache", str(path), path.stat().st_size,
+                                      "names an output that is deleted", path=path))
+    return deletions
+
+
+# ---------------------------------------------------------------- the whole plan, and applying it
+
+
+def collect(settings: Settings, rules: GcParams, root: Path, now: datetime) -> list[Deletion]:
+    """Everything the rules delete, registry first: the versions that stay protect runs and DVC data."""
+    from tasks.registry import Registry
+
+    client = s3_client(settings)
+    registry = Registry(client, settings.registry_bucket, settings.registry_prefix)
+    kept = plan_registry(registry, settings.reports_bucket, rules, now)
+    protected = lineage_runs(kept.kept_manifests)
+    docs, _ = plan_folders(client, settings.reports_bucket, DATA_DOCS, "data-docs", protected, rules, now)
+    runs, kept_runs = plan_folders(client, settings.dvc_bucket, RUN_FOLDERS, "run-folder", protected, rules, now)
+    workspaces, kept_workspaces = plan_workspaces(settings.state_dir.resolve() / "workspaces", rules, now)
+    records = [*checkout_records(root), *lineage_locks(kept.kept_manifests),
+               *[read_yaml(path / "dvc.lock") for path in kept_workspaces],
+               *run_folder_locks(client, settings, kept_runs)]
+    dvc = plan_dvc(client, dvc_store(root), [r for r in records if r], rules, now)
+    return [*kept.deletions, *docs, *runs, *workspaces, *dvc]
+
+
+def run_folder_locks(client, settings: Settings, runs: list[str]) -> list[object]:
+    """The dvc.lock a remote train stage left in each kept run folder (flows/remote_train.py)."""
+    locks = []
+    for run in runs:
+        with contextlib.suppress(Exception):  # a folder without a lock protects nothing
+            body = client.get_object(Bucket=settings.dvc_bucket, Key=f"{RUN_FOLDERS}{run}/dvc.lock")["Body"].read()
+            locks.append(yaml.safe_load(body))
+    return locks
+
+
+def delete(client, deletion: Deletion) -> None:
+    """Delete one planned item; S3 keys in order, the first alone (a version's manifest)."""
+    if deletion.path is not None:
+        if deletion.path.is_dir():
+            shutil.rmtree(deletion.path)
+        else:
+            deletion.path.unlink(missing_ok=True)
+        return
+    first, *rest = deletion.keys
+    client.delete_object(Bucket=deletion.bucket, Key=first)
+    for start in range(0, len(rest), DELETE_BATCH):
+        batch = [{"Key": key} for key in rest[start:start + DELETE_BATCH]]
+        errors = client.delete_objects(Bucket=deletion.bucket, Delete={"Objects": batch, "Quiet": True}).get("Errors")
+        if errors:
+            first_error = errors[0]
+            raise RuntimeError(f"{len(errors)} keys not deleted, the first {first_error.get('Key')}: "
+                               f"{first_error.get('Message')}")
+
+
+def say(line: str) -> None:
+    """One line to stdout (in a flow: the run's log, as the flow logs prints) and to `flowtune.gc` logging."""
+    print(line, flush=True)
+    logger.info(line)
+
+
+def apply_one(client, deletion: Deletion, report: Report) -> None:
+    line = f"{deletion.kind:<13} {human(deletion.size):>10}  {deletion.where}  ({deletion.reason})"
+    skip = deletion.still_wanted() if deletion.still_wanted else None
+    if skip:
+        report.skipped.append(f"{deletion.where}: {skip}")
+        say(f"kept          {line}: {skip}")
+        return
+    try:
+        delete(client, deletion)
+    except Exception as exc:  # noqa: BLE001 - one failure must not stop the rest; it is reported and fails the run
+        report.failed.append(f"{deletion.where}: {exc}")
+        say(f"FAILED        {line}: {exc}")
+        return
+    say(f"deleted       {line}")
+
+
+def vacuum(settings: Settings) -> None:
+    """Ask the local SeaweedFS master to compact volumes now: deleted objects free disk only then."""
+    if settings.s3_endpoint_url:  # someone else's S3: it reclaims space on its own terms
+        return
+    url = f"http://{settings.s3_host}:{settings.seaweed_master_port}/vol/vacuum"
+    try:
+        with urllib.request.urlopen(url, timeout=600) as response:
+            response.read()
+        say(f"SeaweedFS vacuumed ({url})")
+    except OSError as exc:
+        say(f"SeaweedFS vacuum not possible ({url}: {exc}); its master compacts on its own within 15 min")
+
+
+def run_gc(settings: Settings, rules: GcParams, root: Path = Path("."), *, apply: bool = False,
+           now: datetime | None = None) -> Report:
+    """Plan with the rules and print the plan (dry run), or delete it (`apply`); one line per item."""
+    report = Report(collect(settings, rules, root, now or datetime.now(UTC)), apply)
+    client = s3_client(settings)
+    for deletion in report.deletions:
+        if apply:
+            apply_one(client, deletion, report)
+        else:
+            say(f"would delete  {deletion.kind:<13} {human(deletion.size):>10}  {deletion.where}  ({deletion.reason})")
+    counts = ", ".join(f"{kind} {n} ({human(size)})" for kind, (n, size) in report.by_kind().items()) or "nothing"
+    say(f"{'deleted' if apply else 'would delete'} {len(report.deletions)} items, {human(report.total)} in total: "
+        f"{counts}" + ("" if apply else "  (dry run: `flowtune gc --apply` deletes)"))
+    if apply and report.deletions:
+        vacuum(settings)
+    return report
+
+
+def summary_markdown(report: Report) -> str:
+    """The flow run's artifact: what was deleted, per kind, and what failed or was kept back."""
+    rows = [f"| {kind} | {n} | {human(size)} |" for kind, (n, size) in report.by_kind().items()]
+    done = len(report.deletions) - len(report.failed) - len(report.skipped)
+    lines = ["# Storage garbage collection", "",
+             f"Deleted {done} of {len(report.deletions)} planned items ({human(report.total)} planned).", "",
+             "| kind | items | size |", "|---|---:|---:|", *rows, ""]
+    lines += [f"- failed: {line}" for line in report.failed] + [f"- kept back: {line}" for line in report.skipped]
+    return "\n".join(lines) + "\n"
+
+
+class GcError(RuntimeError):
+    """Some planned deletions failed; the message lists them."""
+
+
+@flow(name="flowtune-gc", log_prints=True)
+def garbage_collect(params_file: str = "params.yaml") -> dict:
+    """Apply the retention rules of `params_file` (section `gc:`) to everything flowtune stored."""
+    settings = Settings()
+    report = run_gc(settings, load_params(params_file).gc, apply=True)
+    create_markdown_artifact(key="gc-summary", markdown=summary_markdown(report), description="flowtune gc")
+    if report.failed:
+        raise GcError(f"{len(report.failed)} deletions failed: " + "; ".join(report.failed[:5]))
+    return {"deleted": len(report.deletions) - len(report.skipped), "bytes": report.total}

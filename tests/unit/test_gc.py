@@ -1,0 +1,158 @@
+"""`flowtune gc`'s rules as pure functions: what stays and what goes, given lists and ages."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows import gc, services
+from tasks.params import GcParams, load_params
+from tests.helpers import ROOT
+
+NOW = datetime(2027, 6, 1, 12, tzinfo=UTC)
+RULES = GcParams(keep_days=14, keep_versions=2, keep_version_days=30, alias_history=1, grace_hours=1)
+A, B, C, D = ("a" * 32, "b" * 32 + ".dir", "c" * 32, "d" * 32)
+
+
+def days_ago(days: float) -> datetime:
+    return NOW - timedelta(days=days)
+
+
+def test_the_rules_come_from_the_params_files_and_reject_unknown_keys():
+    for name in ("params.yaml", "params-sentiment.yaml"):
+        assert load_params(ROOT / name).gc.keep_versions >= 1
+    with pytest.raises(ValueError, match="keep_dayz"):
+        GcParams(**RULES.model_dump(), keep_dayz=3)
+    with pytest.raises(ValueError, match="keep_versions"):  # never "keep none": the newest version always stays
+        GcParams(**{**RULES.model_dump(), "keep_versions": 0})
+
+
+def test_versions_beyond_the_policy_go_but_never_the_newest_the_young_or_the_aliased():
+    published = {1: days_ago(200), 2: days_ago(100), 3: days_ago(90), 4: days_ago(60), 5: days_ago(20), 6: days_ago(1)}
+    pointers = {"champion": {"version": 2, "history": [1, 3]}, "staging": {"version": 4, "history": []}}
+    pinned = gc.pinned_versions(pointers, RULES.alias_history)
+    assert pinned == {2, 3, 4}  # targets, and the last history entry (rollback goes to v3 first)
+    # v6 and v5: newest two, and v5 is younger than 30 days; v2, v3, v4: aliased; v1: nothing keeps it
+    assert gc.select_versions(published, pinned, RULES, NOW) == [1]
+    assert gc.select_versions(published, set(), RULES, NOW) == [1, 2, 3, 4]
+
+
+def test_alias_history_depth_zero_keeps_only_the_targets_and_a_long_history_its_tail():
+    pointers = {"champion": {"version": 9, "history": [1, 2, 3, 4]}}
+    assert gc.pinned_versions(pointers, 0) == {9}
+    assert gc.pinned_versions(pointers, 2) == {9, 3, 4}
+    assert gc.pinned_versions(pointers, 10) == {9, 1, 2, 3, 4}
+
+
+def test_a_single_version_is_never_deleted_however_old():
+    assert gc.select_versions({1: days_ago(1000)}, set(), RULES, NOW) == []
+
+
+def test_orphan_claims_go_after_the_grace_period_with_their_files():
+    claims = {1: days_ago(5), 2: days_ago(5), 3: NOW - timedelta(minutes=10), 4: days_ago(3)}
+    files = {2: days_ago(4), 4: NOW - timedelta(minutes=5), 7: days_ago(2)}  # v7: files whose claim is gone
+    # v1 is published; v3 and v4 may be a registration in progress (newest object inside the grace)
+    assert gc.select_orphans(claims, files, {1}, NOW, timedelta(hours=1)) == [2, 7]
+
+
+def test_runs_past_keep_days_go_unless_they_made_a_kept_version():
+    runs = {"old": days_ago(15), "old-but-registered": days_ago(40), "new": days_ago(2)}
+    assert gc.select_runs(runs, {"old-but-registered"}, NOW, 14) == ["old"]
+
+
+def test_lock_hashes_finds_every_md5_of_a_lock_a_dvc_file_and_a_run_cache_entry():
+    lock = {"schema": "2.0", "stages": {"ingest": {"deps": [{"path": "tasks/ingest.py", "md5": A}],
+                                                   "outs": [{"path": "data/raw", "hash": "md5", "md5": B}]}}}
+    dvc_file = {"outs": [{"md5": C, "path": "x"}]}
+    assert gc.lock_hashes(lock) == {A, B}
+    assert gc.lock_hashes(dvc_file) == {C}
+    assert gc.lock_hashes({"md5": "not-a-hash", "outs": None}) == set()
+
+
+def test_used_hashes_opens_directory_objects():
+    listings = {B: [{"md5": C, "relpath": "train.jsonl"}, {"md5": D, "relpath": "dev.jsonl"}]}
+    assert gc.used_hashes([{"outs": [{"md5": B}]}, {"md5": A}], listings.get) == {A, B, C, D}
+    # an unreadable listing keeps the .dir object itself only
+    assert gc.used_hashes([{"outs": [{"md5": B}]}], lambda digest: None) == {B}
+
+
+def test_unused_objects_go_only_after_the_grace_period():
+    objects = {A: gc.Obj("k/a", 10, days_ago(3)), C: gc.Obj("k/c", 10, days_ago(3)),
+               D: gc.Obj("k/d", 10, NOW - timedelta(minutes=30))}
+    assert gc.select_objects(objects, {A}, NOW, timedelta(hours=1)) == [C]  # D: a stage may be writing it
+
+
+def test_cache_objects_reads_the_dvc3_layout(tmp_path: Path):
+    shard = tmp_path / "files" / "md5" / "aa"
+    shard.mkdir(parents=True)
+    (shard / ("a" * 30)).write_bytes(b"12345")
+    (shard / "not-a-hash").write_bytes(b"x")
+    (tmp_path / "files" / "md5" / "aa" / ("a" * 30 + ".tmp")).write_bytes(b"x")
+    found = gc.cache_objects(tmp_path / "files" / "md5")
+    assert list(found) == [A] and found[A].size == 5
+
+
+def test_failed_workspaces_past_keep_days_go_with_their_size(tmp_path: Path):
+    for name, age in (("run-old", 20), ("run-new", 1)):
+        folder = tmp_path / name
+        (folder / "data").mkdir(parents=True)
+        (folder / "data" / "f.bin").write_bytes(b"x" * 100)
+        stamp = (datetime.now(UTC) - timedelta(days=age)).timestamp()
+        os.utime(folder, (stamp, stamp))
+    deletions, kept = gc.plan_workspaces(tmp_path, RULES, datetime.now(UTC))
+    assert [(d.kind, Path(d.where).name, d.size) for d in deletions] == [("workspace", "run-old", 100)]
+    assert kept == [tmp_path / "run-new"]
+    assert gc.plan_workspaces(tmp_path / "none", RULES, NOW) == ([], [])
+
+
+def test_checkout_records_read_dvc_lock_and_dvc_files_but_not_hidden_folders(tmp_path: Path):
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"stages": {"s": {"outs": [{"md5": A}]}}}))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.dvc").write_text(yaml.safe_dump({"outs": [{"md5": C}]}))
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "y.dvc").write_text(yaml.safe_dump({"outs": [{"md5": D}]}))
+    assert gc.used_hashes(gc.checkout_records(tmp_path), lambda digest: None) == {A, C}
+
+
+def test_lineage_gives_the_runs_and_locks_of_kept_versions():
+    manifests = [{"metadata": {"flow_run": {"id": "r1"}, "dvc_lock": {"stages": {}}}},
+                 {"metadata": {"flow_run": {"id": None}, "dvc_lock": "stages: {}\n"}}, {"metadata": {}}]
+    assert gc.lineage_runs(manifests) == {"r1"}
+    assert gc.lineage_locks(manifests) == [{"stages": {}}, {"stages": {}}]
+
+
+def test_folders_group_by_run_id():
+    objects = [gc.Obj("data-docs/r1/raw/index.html", 5, days_ago(1)), gc.Obj("data-docs/r1/clean/x", 7, days_ago(2)),
+               gc.Obj("data-docs/r2/raw/index.html", 1, days_ago(3)), gc.Obj("data-docs/stray", 1, days_ago(3))]
+    groups = gc.group_by_folder(objects, "data-docs/")
+    assert {run: gc.newest(objs) for run, objs in groups.items()} == {"r1": days_ago(1), "r2": days_ago(3)}
+
+
+def test_report_totals_by_kind_and_human_sizes():
+    report = gc.Report([gc.Deletion("version", "v1", 3 << 20, "r"), gc.Deletion("version", "v2", 1 << 20, "r"),
+                        gc.Deletion("workspace", "w", 512, "r")], applied=False)
+    assert report.total == (4 << 20) + 512
+    assert report.by_kind() == {"version": (2, 4 << 20), "workspace": (1, 512)}
+    assert [gc.human(n) for n in (512, 1536, 3 << 20, 5 << 30)] == ["512 B", "1.5 KiB", "3.0 MiB", "5.0 GiB"]
+    assert "| version | 2 | 4.0 MiB |" in gc.summary_markdown(report)
+
+
+def test_seaweedfs_sizes_its_volumes_from_the_disk_and_reclaims_deleted_space(tmp_path: Path):
+    settings = services.Settings(_env_file=None, state_dir=tmp_path, s3_access_key_id="k", s3_secret_access_key="s")
+    command = services.seaweedfs(settings).command
+    assert "-volume.max=0" in command  # 0 = as many 64 MiB volumes as the free disk holds
+    assert "-master.volumeSizeLimitMB=64" in command  # small: every bucket (collection) gets volumes of its own
+    assert "-master.garbageThreshold=0.1" in command
+    assert not [flag for flag in command if flag.startswith("-volume.max=") and flag != "-volume.max=0"]
+
+
+def test_the_cli_has_a_dry_run_by_default():
+    from flows.cli import build_parser
+
+    args = build_parser().parse_args(["gc"])
+    assert (args.apply, args.keep_days, args.params_file) == (False, None, "params.yaml")
+    assert build_parser().parse_args(["gc", "--apply", "--keep-days", "3"]).keep_days == 3
