@@ -30,7 +30,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_url = f"{settings.ui_url}/runs/flow-run/{state.state_details.flow_run_id}"
     print("\n=== flowtune run finished:", state.type.value)
     print(f"Prefect UI (flow run): {run_url}")
-    if state.is_completed():
+    if state.is_completed() and state.result().get("unchanged"):
+        print(f"Registry:              {state.result()['message']}")
+    elif state.is_completed():
         result = state.result()
         print(f"Registered model:      {result['model']} v{result['version']} "
               f"(s3://{settings.registry_bucket}/{settings.registry_prefix}/{result['model']}/{result['version']}/, "

@@ -18,6 +18,9 @@ class Decision:
 
     promote: bool
     reasons: list[str] = field(default_factory=list)
+    # The champion version the candidate was compared against (None: there was none). Registration moves
+    # the alias only if it still points there (compare-and-swap).
+    champion_version: int | None = None
 
     def as_markdown(self) -> str:
         verdict = "**PROMOTE**" if self.promote else "**REJECT**"
@@ -44,7 +47,8 @@ def decide(candidate: dict, champion: dict | None, params: GateParams) -> Decisi
     else:
         checks.append(overall_check(candidate, champion, params))
         checks += entity_checks(candidate, champion, params)
-    return Decision(promote=all(ok for ok, _ in checks), reasons=[reason for _, reason in checks])
+    return Decision(promote=all(ok for ok, _ in checks), reasons=[reason for _, reason in checks],
+                    champion_version=None if champion is None else champion.get("version"))
 
 
 def is_classifier(metrics: dict) -> bool:

@@ -14,11 +14,12 @@ see flows/workspace.py).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -31,7 +32,7 @@ from flows.remote_train import train_elsewhere
 from flows.steps import DATA_STAGES, STAGES, check_storage_task, dvc_pull, dvc_push, run_settings, run_stage
 from flows.workspace import DEFAULT_PARAMS, Workspace, run_workspace
 from tasks.params import Params, load_params
-from tasks.registry import Registry
+from tasks.registry import AliasConflict, Registry, directory_digest
 from tasks.settings import Settings, s3_client
 
 
@@ -54,24 +55,106 @@ def save_decision(path: Path, decision: Decision, champion: dict | None) -> None
     write_json(path, {"promote": decision.promote, "reasons": decision.reasons, "champion": champion_summary})
 
 
-@task(name="register", task_run_name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20])
-def register(params: Params, registry: Registry, decision: Decision, settings: Settings) -> int:
-    """Publish the candidate as a new immutable version and point `champion` at it."""
+class RegistrationRefused(RuntimeError):
+    """Registration would record something untrue (e.g. params.yaml changed during the run)."""
+
+
+def final_error(task, task_run, state) -> bool:
+    """Prefect `retry_condition_fn`: retry I/O errors, never a conflict or a refusal (retrying cannot fix those)."""
+    try:
+        state.result()
+    except (AliasConflict, RegistrationRefused):
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return True
+
+
+def params_fingerprint() -> str:
+    """sha256 of ./params.yaml: the flow reads it once at start, every `dvc repro` reads it again."""
+    return hashlib.sha256(Path(DEFAULT_PARAMS).read_bytes()).hexdigest()
+
+
+def check_params_unchanged(started_with: str) -> None:
+    now = params_fingerprint()
+    if now != started_with:
+        raise RegistrationRefused(
+            f"params.yaml changed during this run (sha256 {started_with[:12]} at start, {now[:12]} now): the model, "
+            "metrics, lineage and gate thresholds could describe different params, so nothing was registered. "
+            "Re-run once the edit is done.")
+
+
+@task(name="check-unchanged", task_run_name="check-unchanged", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=[5, 20])
+def known_version(params: Params, registry: Registry) -> int | None:
+    """The registered version that already holds the candidate's weights (same content digest), or None."""
+    return registry.find_digest(params.registry.model_name, directory_digest(Path(params.paths.model)))
+
+
+def report_unchanged(params: Params, registry: Registry, version: int) -> dict:
+    """Nothing to register: say so in the log and the registration artifact; the run's result."""
+    name = params.registry.model_name
+    champion = registry.get_alias(name, "champion")
+    if champion == version:
+        message = f"unchanged: champion is v{version} (same weights)"
+    else:
+        message = (f"unchanged: the candidate is v{version} (same weights), which is not champion (champion is "
+                   f"{'v' + str(champion) if champion else 'unset'}); nothing was published or moved. "
+                   f"`flowtune registry promote {name}@{version}` makes it champion again")
+    get_run_logger().info(message)
+    create_markdown_artifact(key="registered-model", markdown=f"# `{name}`: {message}\n",
+                             description="Model registry: nothing new to register")
+    return {"model": name, "version": version, "unchanged": True, "message": message,
+            "flow_run_id": str(flow_run.get_id())}
+
+
+@task(name="publish-version", task_run_name="publish-version", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=[5, 20], retry_condition_fn=final_error)
+def publish_version(params: Params, registry: Registry, decision: Decision, settings: Settings,
+                    started_with: str) -> tuple[int, str]:
+    """Publish the candidate (idempotent: a retry of this flow run finishes the same version); (version, card)."""
     from flows.lineage import build_lineage, staged_model_dir
 
-    name = params.registry.model_name
+    check_params_unchanged(started_with)
     lineage = build_lineage(params, decision, settings)
     with staged_model_dir(params, lineage) as model_dir:
-        version = registry.publish(name, model_dir, lineage)
-        card = (model_dir / "README.md").read_text(encoding="utf-8")
-    registry.set_alias(name, "champion", version)
-    card_url = reports.publish_model_card(settings, name, version, card)
+        version = registry.publish(params.registry.model_name, model_dir, lineage, run_id=str(flow_run.get_id()))
+        return version, (model_dir / "README.md").read_text(encoding="utf-8")
+
+
+@task(name="move-champion", task_run_name="move-champion", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=[5, 20], retry_condition_fn=final_error)
+def move_champion(params: Params, registry: Registry, decision: Decision, version: int) -> None:
+    """Point `champion` at `version` only if it still points where the gate looked (compare-and-swap)."""
+    registry.set_alias(params.registry.model_name, "champion", version, expected=decision.champion_version)
+
+
+@task(name="publish-model-card", task_run_name="publish-model-card", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=[5, 20])
+def publish_card(settings: Settings, name: str, version: int, card: str) -> str:
+    return reports.publish_model_card(settings, name, version, card)
+
+
+def register(params: Params, registry: Registry, decision: Decision, settings: Settings, started_with: str) -> int:
+    """Publish the candidate as a version, point `champion` at it, then copy its card to the reports bucket.
+
+    Each step retries on its own, so a failure after the publish never publishes again; the card copy
+    is a convenience (the card is inside the version too), so its failure is a warning, not a failed run.
+    """
+    name = params.registry.model_name
+    version, card = publish_version(params, registry, decision, settings, started_with)
+    move_champion(params, registry, decision, version)
+    try:
+        card_link = f"[{name} v{version}]({publish_card(settings, name, version, card)})"
+    except Exception as exc:  # noqa: BLE001 - the version and alias are in place; only the copy is missing
+        get_run_logger().warning("model card not copied to the reports bucket (%s); it is in the version itself", exc)
+        card_link = f"README.md inside v{version} (the reports-bucket copy failed)"
     uri = f"s3://{registry.bucket}/{registry.prefix}/{name}/{version}/"
+    metrics = json.loads(Path(params.paths.eval_metrics).read_text())
     create_markdown_artifact(
         key="registered-model",
         markdown=f"# Registered `{name}` v{version}\n\n- location: `{uri}`\n- alias: `champion`\n"
-        f"- {headline(lineage['metrics'])}: {lineage['metrics']['f1']:.4f}\n"
-        f"- model card: [{name} v{version}]({card_url})\n\n---\n\n{card}",
+        f"- {headline(metrics)}: {metrics['f1']:.4f}\n- model card: {card_link}\n\n---\n\n{card}",
         description="Model registry: the new version and its model card",
     )
     return version
@@ -108,20 +191,28 @@ def training_pipeline(push: bool = True, workspace: Workspace = "in-place", revi
                       params_file: str = DEFAULT_PARAMS, data_source: str | None = None, train_on: str | None = None):
     """Pull, reproduce every stage, gate, register a passing model, push data and artifacts.
 
-    `workspace="in-place"` works in the current checkout and reads ./params.yaml, like `dvc repro`;
-    `"isolated"` works in a clean checkout of `revision` where `params_file` (a file of that commit)
-    and `data_source` (replacing `ingest.source`) may be chosen. `train_on` names a deployment of the
-    `flowtune-train-stage` flow (e.g. `flowtune-train-stage/gpu`) that trains on its own work pool.
+    `workspace="in-place"` works in the current checkout and reads ./params.yaml, like `dvc repro`
+    (holding the checkout for the whole run); `"isolated"` works in a clean checkout of `revision`
+    where `params_file` (a file of that commit) and `data_source` (replacing `ingest.source`) may be
+    chosen. `train_on` names a deployment of the `flowtune-train-stage` flow (e.g.
+    `flowtune-train-stage/gpu`) that trains on its own work pool.
+
+    A candidate whose weights a registered version already holds (a run where nothing changed) is
+    not gated nor published again: the run completes and says "unchanged".
     """
     with working_copy(workspace, revision, params_file, data_source) as (settings, params):
+        started_with = params_fingerprint()
         reproduce(STAGES, params, settings, train_on)
         registry = registry_of(settings)
-        decision = gate(params, registry, settings)
+        known = known_version(params, registry)
+        decision = None if known is not None else gate(params, registry, settings)
         if push:
             dvc_push()
+        if known is not None:
+            return report_unchanged(params, registry, known)
         if not decision.promote:
             return Failed(message="gate rejected the candidate: " + "; ".join(decision.reasons))
-        version = register(params, registry, decision, settings)
+        version = register(params, registry, decision, settings, started_with)
     return {"model": params.registry.model_name, "version": version, "flow_run_id": str(flow_run.get_id())}
 
 

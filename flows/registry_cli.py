@@ -83,7 +83,7 @@ def cmd_show(registry, args) -> None:
 def cmd_promote(registry, args) -> None:
     name, version = registry.resolve(args.ref)
     before = registry.get_alias(name, args.alias)
-    registry.set_alias(name, args.alias, version)
+    registry.set_alias(name, args.alias, version, expected=before)  # fails if someone moved it meanwhile
     print(f"{name}: alias {args.alias} -> v{version} (was {'v' + str(before) if before else 'unset'})")
 
 
@@ -92,7 +92,7 @@ def cmd_rollback(registry, args) -> None:
 
     name, _ = split_ref(args.name)
     before = registry.get_alias(name, args.alias)
-    version = registry.rollback(name, args.alias)
+    version = registry.rollback(name, args.alias, expected=before)
     print(f"{name}: alias {args.alias} rolled back v{before} -> v{version}")
 
 

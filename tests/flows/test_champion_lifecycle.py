@@ -19,7 +19,15 @@ import pytest
 from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
 from tests.browser import capture_flow_run
-from tests.helpers import clean_env, run_flow, scratch_clone, set_params, synthetic_splits, tiny_encoder
+from tests.helpers import (
+    clean_env,
+    latest_flow_run,
+    run_flow,
+    scratch_clone,
+    set_params,
+    synthetic_splits,
+    tiny_encoder,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,6 +47,11 @@ def lifecycle(tmp_path_factory, local_services: Settings):
     registry = Registry(s3_client(local_services), local_services.registry_bucket, local_services.registry_prefix)
     runs = {"first": run_flow(repo, local_services)}
     champion_after = {"first": registry.get_alias(name, "champion")}
+    runs["again"] = run_flow(repo, local_services)  # nothing changed: every stage skipped, same weights
+    champion_after["versions after again"] = registry.versions(name)
+    again = latest_flow_run(local_services.api_url)
+    champion_after["tasks of again"] = {t["name"] for t in httpx.post(
+        f"{local_services.api_url}/task_runs/filter", json={"flow_runs": {"id": {"any_": [again["id"]]}}}).json()}
     # Worse: one epoch at a learning rate too small to learn. The floor is lowered so that only the
     # comparison with the champion can reject it.
     set_params(repo, train={"epochs": 1, "learning_rate": 1e-7}, gate={"min_f1": 0.0})
@@ -59,6 +72,15 @@ def test_first_run_is_promoted(lifecycle) -> None:
     _, _, runs, champion_after, _ = lifecycle
     assert runs["first"].returncode == 0, output(runs["first"])[-4000:]
     assert champion_after["first"] == 1
+
+
+def test_a_run_where_nothing_changed_registers_nothing_and_says_unchanged(lifecycle) -> None:
+    _, name, runs, champion_after, registry = lifecycle
+    assert runs["again"].returncode == 0, output(runs["again"])[-4000:]
+    assert "unchanged: champion is v1 (same weights)" in output(runs["again"])
+    assert champion_after["versions after again"] == [1]
+    assert "check-unchanged" in champion_after["tasks of again"]
+    assert not {"gate", "publish-version", "move-champion"} & champion_after["tasks of again"]
 
 
 def test_a_worse_candidate_is_rejected_and_the_champion_stays(lifecycle, local_services: Settings) -> None:
