@@ -24,6 +24,11 @@ from tasks.settings import Settings
 
 DATA_STAGES = ("ingest", "validate", "clean", "validate_clean", "augment", "validate_augmented")
 STAGES = (*DATA_STAGES, "train", "evaluate")
+# The `gpu` slot's lease (Prefect 3.8 default: 300 s). A live run renews it every 0.75 x 60 = 45 s
+# from a background thread; when the flow dies, the server's repossessor (every 15 s) frees the slot
+# 60-75 s after the last renewal instead of up to 5 minutes. 60 s is the server's minimum (the API
+# rejects less), and it leaves 15 s for the renewal's own retries (3 tries, 1-10 s apart).
+ACCELERATOR_LEASE_S = 60
 
 
 class StageError(RuntimeError):
@@ -38,18 +43,61 @@ def venv_env() -> dict[str, str]:
 
 
 def run_logged(command: list[str], what: str) -> None:
-    """Run a command in the repo, streaming each output line into the Prefect task log."""
+    """Run a command in the repo, streaming each output line into the Prefect task log.
+
+    The command runs under `flows/supervise.py`, so none of its processes outlives this one: if this
+    process dies (SIGKILL, OOM) the supervisor stops the command's whole tree within seconds, and
+    when this thread is interrupted (ctrl-C, a cancelled run's SIGTERM) it is stopped here.
+    """
     logger = get_run_logger()
     logger.info("$ %s", " ".join(command))
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=venv_env())
+    # The thread that starts the supervisor must be the one that waits for it: the kernel sends the
+    # parent-death signal when the *thread* that forked exits, and Prefect may run tasks in worker
+    # threads. Its own session keeps the supervisor alive when the flow's process group is killed
+    # (Prefect's runner cancels with killpg), so it can still stop the stage.
+    process = subprocess.Popen(supervised(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=venv_env(), start_new_session=True)
+    try:
+        tail = stream_output(process, logger)
+        returncode = process.wait()
+    except BaseException:  # KeyboardInterrupt, Prefect's TerminationSignal, a logging error: stop the stage
+        stop_supervised(process)
+        raise
+    if returncode != 0:
+        output = "\n".join(tail)
+        raise StageError(f"{what} failed (exit {returncode}):\n{output}")
+
+
+def supervised(command: list[str]) -> list[str]:
+    """`command` wrapped in flows/supervise.py, with this process as the parent whose death stops it.
+
+    Run by path with -I -S (stdlib only, no site-packages, nothing from the cwd on sys.path): it starts
+    in milliseconds and works from any folder, a workspace checkout or a scratch DVC repo alike.
+    """
+    supervisor = Path(__file__).with_name("supervise.py")
+    return [sys.executable, "-I", "-S", str(supervisor), "--parent", str(os.getpid()), "--", *command]
+
+
+def stream_output(process: subprocess.Popen, logger) -> list[str]:
+    """Log each line of `process`'s output as it comes; the last 30 lines (for the error message)."""
     tail: list[str] = []
     assert process.stdout is not None
     for line in process.stdout:
         logger.info(line.rstrip())
         tail = (tail + [line.rstrip()])[-30:]
-    if process.wait() != 0:
-        output = "\n".join(tail)
-        raise StageError(f"{what} failed (exit {process.returncode}):\n{output}")
+    return tail
+
+
+def stop_supervised(process: subprocess.Popen) -> None:
+    """SIGTERM the supervisor (it stops the command's tree, SIGKILL after its grace) and wait for it."""
+    from flows.supervise import GRACE_S
+
+    process.terminate()
+    try:
+        process.wait(timeout=GRACE_S + 10)
+    except subprocess.TimeoutExpired:  # a stuck supervisor: never leave this call with it alive
+        process.kill()
+        process.wait()
 
 
 @task(name="check-storage", task_run_name="check-storage", cache_policy=NO_CACHE)
@@ -93,12 +141,17 @@ def holding_accelerator(stage: str):
     `flowtune services up` creates the limit with one slot per GPU, so two runs never train on one
     accelerator at once. Without the limit on the server (a test harness, a server set up by hand)
     Prefect logs a warning and the stage runs unthrottled.
+
+    The slot is a lease the holder renews; if the flow process dies, the slot comes free when the
+    lease expires (and the stage dies with the flow, see run_logged, so nothing still trains on it).
     """
     from contextlib import nullcontext
 
     from prefect.concurrency.sync import concurrency
 
-    return concurrency(ACCELERATOR_LIMIT, occupy=1) if stage == "train" else nullcontext()
+    if stage != "train":
+        return nullcontext()
+    return concurrency(ACCELERATOR_LIMIT, occupy=1, lease_duration=ACCELERATOR_LEASE_S)
 
 
 def publish_failed_contract(stage: str, params: Params, settings: Settings, run_id: str, started: float) -> None:

@@ -1,0 +1,195 @@
+"""No stage process outlives its flow: flows/supervise.py and run_logged, on real process trees.
+
+Each test starts a small tree of `sleep`s (one in a session of its own, as torchrun starts its
+workers; some ignoring SIGTERM) tagged with a unique environment variable, then finds its live
+members through /proc. Linux only (prctl, /proc); each test takes one to six seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from flows import steps
+from flows.supervise import exit_code, living_descendants, parse
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux prctl and /proc")
+
+SUPERVISE = str(ROOT / "flows" / "supervise.py")
+DEADLINE_S = 10  # the requirement: a killed flow leaves no process after this long
+# sh, a subshell with its own sleep, a sleep in a new session, a plain sleep; all ignore SIGTERM
+# (an ignored signal stays ignored across fork and exec), so stopping them needs the SIGKILL step.
+TREE = "setsid sleep 300 & sleep 300 & (sleep 300 & wait) & echo started; wait"
+STUBBORN_TREE = f"trap '' TERM; {TREE}"
+
+
+def tree_env(marker: str) -> dict[str, str]:
+    return {**os.environ, "FLOWTUNE_TREE_MARKER": marker, "PYTHONPATH": str(ROOT)}
+
+
+def tree_pids(marker: str) -> set[int]:
+    """Live (not zombie) processes whose environment carries `marker`."""
+    needle = f"FLOWTUNE_TREE_MARKER={marker}".encode()
+    found = set()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if needle in (entry / "environ").read_bytes() and " Z " not in (entry / "stat").read_text():
+                found.add(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def wait_until(condition, timeout_s: float) -> float:
+    """Seconds until `condition()` held; fails the test after `timeout_s`."""
+    start = time.monotonic()
+    while not condition():
+        assert time.monotonic() - start < timeout_s, f"still not true after {timeout_s} s"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def kill_everything(marker: str) -> None:
+    """Cleanup after a failed assertion: no test leaves its sleeps behind."""
+    for pid in tree_pids(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture()
+def marker():
+    value = uuid.uuid4().hex
+    yield value
+    kill_everything(value)
+
+
+def test_the_command_exit_code_and_output_pass_through(tmp_path):
+    result = subprocess.run([sys.executable, "-I", "-S", SUPERVISE, "--", "sh", "-c", "echo out; echo err >&2; exit 3"],
+                            capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
+
+
+def test_a_signal_that_ended_the_command_is_reported_like_a_shell():
+    assert exit_code(-signal.SIGKILL) == 137 and exit_code(0) == 0 and exit_code(2) == 2
+
+
+def test_malformed_command_lines_name_the_usage():
+    for argv in ([], ["sleep"], ["--"], ["--parent", "--", "x"], ["--bogus", "1", "--", "x"]):
+        with pytest.raises(SystemExit, match="usage: supervise.py"):
+            parse(argv)
+    assert parse(["--parent", "7", "--grace", "1.5", "--", "a", "--", "b"]) == (["a", "--", "b"], 7, 1.5)
+
+
+def test_a_killed_parent_leaves_no_process_of_the_tree(marker, tmp_path):
+    log = tmp_path / "tree.log"
+    # The parent starts the supervisor from a worker thread that then waits, as Prefect may run a task.
+    parent_code = (
+        "import os, subprocess, sys, threading, time\n"
+        "def spawn():\n"
+        f"    subprocess.Popen([sys.executable, '-I', '-S', {SUPERVISE!r}, '--parent', str(os.getpid()),\n"
+        f"                      '--grace', '1', '--', 'sh', '-c', {STUBBORN_TREE!r}],\n"
+        f"                     stdout=open({str(log)!r}, 'w'), start_new_session=True).wait()\n"
+        "threading.Thread(target=spawn).start()\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], env=tree_env(marker))
+    try:
+        # parent + supervisor + sh + subshell + 3 sleeps
+        wait_until(lambda: "started" in log.read_text() if log.exists() else False, 20)
+        wait_until(lambda: len(tree_pids(marker)) >= 7, 10)
+        parent.kill()
+        parent.wait()
+        took = wait_until(lambda: not tree_pids(marker), DEADLINE_S)
+    finally:
+        parent.kill()
+    assert took < DEADLINE_S
+
+
+def test_sigterm_stops_the_tree_including_sessions_of_its_own_and_processes_ignoring_sigterm(marker):
+    supervisor = subprocess.Popen([sys.executable, "-I", "-S", SUPERVISE, "--grace", "1", "--",
+                                   "sh", "-c", STUBBORN_TREE], env=tree_env(marker), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+    assert supervisor.stdout.readline() == "started\n"
+    wait_until(lambda: len(tree_pids(marker)) >= 6, 10)
+    supervisor.terminate()
+    output = supervisor.communicate(timeout=DEADLINE_S)[0]
+    assert supervisor.returncode == 128 + signal.SIGKILL  # sh ignored SIGTERM: the escalation ended it
+    assert "ignored SIGTERM for 1 s; sending SIGKILL" in output
+    assert not tree_pids(marker)
+
+
+def test_leftovers_of_a_command_that_exited_are_stopped(marker):
+    # The sleep keeps the output pipe open: without the cleanup, reading to EOF (run_logged) would hang.
+    result = subprocess.run([sys.executable, "-I", "-S", SUPERVISE, "--", "sh", "-c", "setsid sleep 300 & echo bye"],
+                            env=tree_env(marker), capture_output=True, text=True, timeout=DEADLINE_S)
+    assert (result.returncode, result.stdout) == (0, "bye\n")
+    assert not tree_pids(marker)
+
+
+def test_nothing_starts_when_the_parent_is_already_gone(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    witness = tmp_path / "ran"
+    result = subprocess.run([sys.executable, "-I", "-S", SUPERVISE, "--parent", str(dead.pid), "--",
+                             "touch", str(witness)], timeout=30)
+    assert result.returncode == 128 + signal.SIGTERM and not witness.exists()
+
+
+def test_living_descendants_skips_zombies():
+    child = subprocess.Popen(["true"])
+    wait_until(lambda: Path(f"/proc/{child.pid}/stat").read_text().split(") ")[1][0] == "Z", 10)
+    assert child.pid not in living_descendants(os.getpid())
+    child.wait()
+
+
+RUN_LOGGED = (
+    "import logging, sys\n"
+    "from flows import steps\n"
+    "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(message)s', force=True)\n"
+    "steps.get_run_logger = lambda: logging.getLogger('stage')  # outside a Prefect run\n"
+    "steps.run_logged(sys.argv[1:], 'the tree')\n"
+)
+
+
+def test_ctrl_c_in_the_flow_stops_the_stage_tree(marker):
+    flow = subprocess.Popen([sys.executable, "-c", RUN_LOGGED, "sh", "-c", TREE], env=tree_env(marker),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    guard = threading.Timer(60, flow.kill)  # a readline below never waits for the 300 s sleeps
+    guard.start()
+    try:
+        assert flow.stdout.readline().startswith("$ sh -c")
+        assert flow.stdout.readline() == "started\n"
+        wait_until(lambda: len(tree_pids(marker)) >= 7, 10)
+        flow.send_signal(signal.SIGINT)  # the supervisor has a session of its own: only the flow sees it
+        stderr = flow.communicate(timeout=DEADLINE_S)[1]
+    finally:
+        guard.cancel()
+        flow.kill()
+    assert "KeyboardInterrupt" in stderr
+    assert not tree_pids(marker)
+
+
+def test_run_logged_streams_the_output_and_names_a_failure(monkeypatch):
+    lines: list[str] = []
+
+    class Collect(logging.Logger):
+        def info(self, message, *args, **_kwargs):
+            lines.append(message % args if args else message)
+
+    monkeypatch.setattr(steps, "get_run_logger", lambda: Collect("stage"))
+    steps.run_logged(["sh", "-c", "echo one; echo two >&2"], "two lines")
+    assert lines == ["$ sh -c echo one; echo two >&2", "one", "two"]
+    with pytest.raises(steps.StageError, match=r"(?s)failing stage' failed \(exit 4\):\nwhy"):
+        steps.run_logged(["sh", "-c", "echo why; exit 4"], "'failing stage'")
