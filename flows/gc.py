@@ -545,11 +545,16 @@ def vacuum(settings: Settings) -> None:
     """Ask the local SeaweedFS master to compact volumes now: deleted objects free disk only then."""
     if settings.s3_endpoint_url:  # someone else's S3: it reclaims space on its own terms
         return
-    url = f"http://{settings.s3_host}:{settings.seaweed_master_port}/vol/vacuum"
+    from flows.services import seaweedfs
+
+    # The threshold must be explicit: without it this endpoint uses weed's built-in 0.3, not the
+    # master's -master.garbageThreshold (measured: 20% deleted, nothing reclaimed). Same value as the flag.
+    flag = next(f for f in seaweedfs(settings).command if f.startswith("-master.garbageThreshold="))
+    url = f"http://{settings.s3_host}:{settings.seaweed_master_port}/vol/vacuum?garbageThreshold={flag.split('=')[1]}"
     try:
         with urllib.request.urlopen(url, timeout=600) as response:
             response.read()
-        say(f"SeaweedFS vacuumed ({url})")
+        say(f"SeaweedFS compacted its volumes with at least {flag.split('=')[1]} garbage ({url})")
     except OSError as exc:
         say(f"SeaweedFS vacuum not possible ({url}: {exc}); its master compacts on its own within 15 min")
 
