@@ -96,6 +96,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     """Apply the retention rules (`gc:` of the params file): a dry run unless --apply."""
     from flows.gc import run_gc
+    from flows.storage import StorageError, check_storage
     from tasks.params import ParamsError, load_params
 
     try:
@@ -105,7 +106,13 @@ def cmd_gc(args: argparse.Namespace) -> int:
         return 1
     if args.keep_days is not None:
         rules = rules.model_copy(update={"keep_days": args.keep_days})
-    report = run_gc(Settings(), rules, apply=args.apply)
+    settings = Settings()
+    try:
+        check_storage(settings)
+    except (StorageError, RuntimeError) as exc:  # RuntimeError: no credentials set
+        print(f"flowtune gc: {exc}", file=sys.stderr)
+        return 1
+    report = run_gc(settings, rules, apply=args.apply)
     return 1 if report.failed else 0
 
 
