@@ -234,7 +234,14 @@ class Registry:
         if expected is not ANY and current["version"] != expected:
             raise AliasConflict(f"{name}: alias {alias!r} points at v{current['version']}, not {_label(expected)}: "
                                 "it moved since you looked; check `flowtune registry list` and re-run")
-        *history, previous = current["history"]
+        published = set(self.versions(name))
+        history = list(current["history"])
+        while history and history[-1] not in published:  # deleted by `flowtune gc` retention
+            history.pop()
+        if not history:
+            raise RegistryError(f"{name}: alias {alias!r} has no earlier version left to roll back to (the versions "
+                                f"it held before, {current['history']}, were deleted)")
+        previous = history.pop()
         self._write_alias(name, alias, {"version": previous, "history": history}, etag, f"roll back to v{previous}")
         return previous
 

@@ -65,3 +65,59 @@ def reliability(reliability_log: Reliability, request):
     def record(**row) -> None:
         reliability_log.record(request.node.nodeid, **row)
     return record
+
+
+def start_s3(settings):
+    """`services.up` from the private set's folder (it wires `.dvc/config.local` of the current
+    directory: never the repository's own)."""
+    import os
+
+    from flows import services
+
+    previous = Path.cwd()
+    os.chdir(settings.state_dir.parent)
+    try:
+        settings = services.ensure_credentials(settings)
+        services.up(settings)
+    finally:
+        os.chdir(previous)
+    return settings
+
+
+def kill_s3(settings) -> None:
+    """kill -9 the private SeaweedFS (its whole process group), as a crash or an OOM kill would."""
+    import os
+    import signal
+
+    from flows import services
+
+    pid = services.running_pid(settings, "seaweedfs")
+    assert pid is not None, "the private SeaweedFS is not running"
+    os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while services.running_pid(settings, "seaweedfs") is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def private_s3(tmp_path_factory, local_services):
+    """A SeaweedFS of this module's own (safe to kill), on free ports; Prefect stays the session's server.
+    Yields its Settings; stopped at the end of the module."""
+    from flows import services
+    from tests.conftest import dvc_workdir, private_settings
+
+    workdir = dvc_workdir(tmp_path_factory.mktemp("private-s3"))
+    settings = start_s3(private_settings(workdir, prefect_api_url=local_services.api_url, start_worker=False))
+    try:
+        yield settings
+    finally:
+        services.down(settings)
+
+
+@pytest.fixture
+def prefect_client_of(local_services):
+    """In-process flows and tasks talk to the session's Prefect server (not an ephemeral one)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: local_services.api_url}):
+        yield local_services

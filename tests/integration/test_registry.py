@@ -212,3 +212,12 @@ def test_rollback_walks_back_through_the_alias_history(registry: Registry, model
     assert [registry.rollback("ner", "champion") for _ in range(2)] == [2, 1]
     with pytest.raises(RegistryError, match="no earlier version"):
         registry.rollback("ner", "champion")
+
+
+def test_rollback_skips_versions_that_were_deleted(registry: Registry, model_dir: Path):
+    for i in range(3):
+        registry.set_alias("ner", "champion", registry.publish("ner", variant(model_dir, i), {}))
+    registry.client.delete_object(Bucket=registry.bucket, Key=registry._key("ner", "2", "manifest.json"))  # as gc does
+    assert registry.rollback("ner", "champion") == 1
+    with pytest.raises(RegistryError, match="no earlier version"):
+        registry.rollback("ner", "champion")

@@ -148,7 +148,7 @@ def test_seaweedfs_sets_or_disables_every_listener(tmp_path):
                  "-s3.port=21001", "-master.port=21002", "-volume.port=21003", "-filer.port=21004",
                  "-s3.port.grpc=31001", "-master.port.grpc=31002", "-volume.port.grpc=31003",
                  "-filer.port.grpc=31004", "-s3.port.iceberg=0", "-s3.port.lance=0", "-iam=false",
-                 "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=200"):
+                 "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=0"):
         assert flag in service.command
     assert sorted(service.ports) == [21001, 21002, 21003, 21004, 31001, 31002, 31003, 31004]
     assert "s3cr3t" not in " ".join(service.command)  # the secret goes through s3.json only
