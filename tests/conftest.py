@@ -7,6 +7,7 @@
 - `start_local_services`: a function `(workdir) -> Settings` starting another private set (the caller
   stops it with `flows.services.down(settings)`), for tests that need to stop or restart services.
 - `tiny_base`: a 2-layer, 32-wide random BERT with MiniLM's tokenizer, saved as a base model folder.
+- `reliability`: records this test's row of docs/RELIABILITY.md (a fault, what happened, numbers).
 """
 
 from __future__ import annotations
@@ -92,3 +93,20 @@ def tiny_base(tmp_path_factory) -> Path:
     from tests.helpers import tiny_encoder
 
     return tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def reliability_log():
+    from tests.reliability import Reliability
+
+    log = Reliability()
+    yield log
+    log.save()
+
+
+@pytest.fixture
+def reliability(reliability_log, request):
+    """`reliability(fault=..., happened=..., recovered=..., lost=..., **numbers)` records this test's row."""
+    def record(**row) -> None:
+        reliability_log.record(request.node.nodeid, **row)
+    return record

@@ -1,70 +1,17 @@
 """The fault-injection suite: real faults (kill -9, a stopped S3 or Prefect server, a full disk) on real
 services, each test asserting that nothing is lost and nothing half-visible.
 
-Each test records one row with the `reliability` fixture: the fault, what happened, whether the system
-recovered and whether anything was lost, plus the numbers it measured. At the end of the session the
-rows are written to `.pytest_cache/flowtune/reliability.json`; `python benchmarks/reliability_report.py`
-turns them into the table of docs/RELIABILITY.md, so the document shows what the tests saw.
+Each test records one row with the `reliability` fixture (tests/reliability.py): the fault, what
+happened, whether the system recovered and whether anything was lost, plus the numbers it measured.
+Here: a private SeaweedFS that tests may kill, and in-process flows on the session's Prefect server.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pytest
-
-from tests.helpers import ROOT
-
-REPORT = ROOT / ".pytest_cache" / "flowtune" / "reliability.json"
-
-
-@dataclass
-class Row:
-    fault: str
-    happened: str
-    recovered: bool
-    lost: str
-    numbers: dict = field(default_factory=dict)
-    test: str = ""
-
-
-class Reliability:
-    """Collects the rows of one session (tests call `record` once their assertions passed)."""
-
-    def __init__(self) -> None:
-        self.rows: list[Row] = []
-
-    def record(self, test: str, fault: str, happened: str, recovered: bool, lost: str, **numbers) -> None:
-        self.rows.append(Row(fault, happened, recovered, lost, numbers, test))
-
-    def save(self, path: Path = REPORT) -> None:
-        if not self.rows:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        previous = json.loads(path.read_text()) if path.exists() else {"rows": []}
-        ours = {row.test for row in self.rows}  # a partial re-run replaces only its own rows
-        rows = [r for r in previous["rows"] if r["test"] not in ours] + [asdict(r) for r in self.rows]
-        path.write_text(json.dumps({"written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}, indent=2))
-
-
-_SESSION = Reliability()
-
-
-@pytest.fixture(scope="session")
-def reliability_log() -> Reliability:
-    yield _SESSION
-    _SESSION.save()
-
-
-@pytest.fixture
-def reliability(reliability_log: Reliability, request):
-    """`reliability(fault=..., happened=..., recovered=..., lost=..., **numbers)` records this test's row."""
-    def record(**row) -> None:
-        reliability_log.record(request.node.nodeid, **row)
-    return record
 
 
 def start_s3(settings):
