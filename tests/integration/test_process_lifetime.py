@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,47 @@ def test_a_sigkilled_flow_leaves_no_stage_process_and_frees_the_dvc_lock(tmp_pat
     # Neither the repo lock ("Unable to acquire lock") nor the stage's rwlock ("is busy") is held.
     assert again.returncode == 0 and "stage-started" in again.stdout, again.stdout + again.stderr
     assert (repo / "nap.txt").read_text() == "rested\n"
+
+
+HOLDER = (
+    "import sys, time\n"
+    "from flows import steps\n"
+    "steps.ACCELERATOR_LIMIT = sys.argv[1]  # a limit of this test's own, not the session's `gpu`\n"
+    "with steps.holding_accelerator('train'):\n"
+    "    print('holding', flush=True)\n"
+    "    time.sleep(600)\n"
+)
+
+
+@pytest.mark.slow
+def test_the_gpu_slot_is_renewed_while_held_and_freed_soon_after_its_holder_is_killed(local_services,
+                                                                                      local_service_env):
+    """The numbers of steps.ACCELERATOR_LEASE_S: held past a lease's length, free <= 90 s after a SIGKILL."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.steps import ACCELERATOR_LEASE_S
+
+    limit = f"gpu-lease-{os.getpid()}-{time.monotonic_ns()}"
+    with temporary_settings(updates={PREFECT_API_URL: local_services.api_url}), \
+            get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit, limit=1))
+
+        def active() -> int:
+            return client.read_global_concurrency_limit_by_name(limit).active_slots
+
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, limit], stdout=subprocess.PIPE, text=True,
+                                  env={**os.environ, **local_service_env, "PYTHONPATH": str(ROOT)})
+        try:
+            assert holder.stdout.readline() == "holding\n"
+            held_since = time.monotonic()
+            time.sleep(ACCELERATOR_LEASE_S + 10)  # past the first lease: only a renewal keeps the slot
+            assert active() == 1 and holder.poll() is None
+            holder.kill()
+            holder.wait()
+            killed = time.monotonic()
+            took = wait_until(lambda: active() == 0, ACCELERATOR_LEASE_S + 30)
+        finally:
+            holder.kill()
+    print(f"slot held {killed - held_since:.0f} s while alive; free {took:.0f} s after the SIGKILL")

@@ -193,3 +193,23 @@ def test_run_logged_streams_the_output_and_names_a_failure(monkeypatch):
     assert lines == ["$ sh -c echo one; echo two >&2", "one", "two"]
     with pytest.raises(steps.StageError, match=r"(?s)failing stage' failed \(exit 4\):\nwhy"):
         steps.run_logged(["sh", "-c", "echo why; exit 4"], "'failing stage'")
+
+
+def test_a_worker_polls_while_online_with_a_recent_heartbeat():
+    import datetime
+
+    from prefect.client.schemas.objects import Worker, WorkerStatus
+
+    from flows.remote_train import polling_workers
+
+    now = datetime.datetime(2026, 12, 1, 3, 0, tzinfo=datetime.UTC)
+
+    def worker(name: str, status: WorkerStatus, beat_s_ago: float | None, interval: int | None = 10) -> Worker:
+        beat = None if beat_s_ago is None else now - datetime.timedelta(seconds=beat_s_ago)
+        return Worker(name=name, work_pool_id=uuid.uuid4(), status=status, last_heartbeat_time=beat,
+                      heartbeat_interval_seconds=interval)
+
+    workers = [worker("fresh", WorkerStatus.ONLINE, 25), worker("missed-three", WorkerStatus.ONLINE, 31),
+               worker("offline", WorkerStatus.OFFLINE, 1), worker("never", WorkerStatus.ONLINE, None),
+               worker("default-interval", WorkerStatus.ONLINE, 89, interval=None)]
+    assert polling_workers(workers, now) == ["fresh", "default-interval"]
