@@ -55,7 +55,10 @@ def run_logged(command: list[str], what: str) -> None:
     # The thread that starts the supervisor must be the one that waits for it: the kernel sends the
     # parent-death signal when the *thread* that forked exits, and Prefect may run tasks in worker
     # threads. Its own session keeps the supervisor alive when the flow's process group is killed
-    # (Prefect's runner cancels with killpg), so it can still stop the stage.
+    # (Prefect's runner cancels with killpg), so it can still stop the stage. The except below runs
+    # only in the thread that gets the KeyboardInterrupt or Prefect's TerminationSignal, the main one,
+    # where flowtune's flows call their tasks; a submitted task's stage stops when the process dies
+    # (the runner SIGKILLs 30 s after its SIGTERM).
     process = subprocess.Popen(supervised(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env=venv_env(), start_new_session=True)
     try:
