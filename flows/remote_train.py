@@ -135,8 +135,14 @@ def require_polling_worker(client: SyncPrefectClient, deployment: str) -> None:
     workers) are not checked: the timeout still bounds the wait for them.
     """
     from prefect.client.schemas.objects import WorkPoolStatus
+    from prefect.exceptions import ObjectNotFound
 
-    pool_name = client.read_deployment_by_name(deployment).work_pool_name
+    try:
+        pool_name = client.read_deployment_by_name(deployment).work_pool_name
+    except ObjectNotFound:
+        raise StageError(f"train stage: no deployment {deployment!r} on this Prefect server; `train_on` takes "
+                         f"'<flow>/<deployment>' as `prefect deployment ls` lists it (e.g. flowtune-train-stage/gpu, "
+                         f"created by `flowtune deploy`).") from None
     if not pool_name:
         return
     pool = client.read_work_pool(pool_name)

@@ -73,6 +73,11 @@ def test_no_polling_worker_fails_at_once_naming_the_pool_and_the_fix(client, tmp
     assert runs_of(client, deployment) == []  # nothing was queued to wait for a worker that never comes
 
 
+def test_an_unknown_deployment_is_named(client):
+    with pytest.raises(StageError, match="no deployment 'sleeper/nowhere' on this Prefect server"):
+        run_remote("sleeper/nowhere", {}, timeout_s=600)
+
+
 def test_a_paused_pool_fails_at_once_with_how_to_resume(client, tmp_path):
     from prefect.client.schemas.actions import WorkPoolUpdate
 
