@@ -28,7 +28,7 @@ from prefect.states import Failed
 from flows import reports
 from flows.champion import champion_metrics
 from flows.gate import Decision, decide, headline
-from flows.remote_train import train_elsewhere
+from flows.remote_train import DEFAULT_TRAIN_TIMEOUT_S, train_elsewhere
 from flows.steps import DATA_STAGES, STAGES, check_storage_task, dvc_pull, dvc_push, run_settings, run_stage
 from flows.workspace import DEFAULT_PARAMS, Workspace, run_workspace
 from tasks.params import Params, load_params
@@ -160,14 +160,16 @@ def register(params: Params, registry: Registry, decision: Decision, settings: S
     return version
 
 
-def reproduce(stages: tuple[str, ...], params: Params, settings: Settings, train_on: str | None = None) -> None:
-    """Pull, then one task per stage; with `train_on`, the train stage runs through that deployment."""
+def reproduce(stages: tuple[str, ...], params: Params, settings: Settings, train_on: str | None = None,
+              train_timeout_s: float = DEFAULT_TRAIN_TIMEOUT_S) -> None:
+    """Pull, then one task per stage; with `train_on`, the train stage runs through that deployment
+    (cancelled, and the run failed, if it has not finished after `train_timeout_s`)."""
     check_storage_task(settings)
     dvc_pull()
     for stage in stages:
         if stage == "train" and train_on:
             dvc_push()  # the other machine pulls the train stage's inputs from the remote
-            train_elsewhere(train_on, params, settings)
+            train_elsewhere(train_on, params, settings, train_timeout_s)
         else:
             run_stage(stage, params, settings)
 
@@ -188,21 +190,23 @@ def registry_of(settings: Settings) -> Registry:
 
 @flow(name="flowtune-pipeline", log_prints=True)
 def training_pipeline(push: bool = True, workspace: Workspace = "in-place", revision: str = "HEAD",
-                      params_file: str = DEFAULT_PARAMS, data_source: str | None = None, train_on: str | None = None):
+                      params_file: str = DEFAULT_PARAMS, data_source: str | None = None, train_on: str | None = None,
+                      train_timeout_s: float = DEFAULT_TRAIN_TIMEOUT_S):
     """Pull, reproduce every stage, gate, register a passing model, push data and artifacts.
 
     `workspace="in-place"` works in the current checkout and reads ./params.yaml, like `dvc repro`
     (holding the checkout for the whole run); `"isolated"` works in a clean checkout of `revision`
     where `params_file` (a file of that commit) and `data_source` (replacing `ingest.source`) may be
     chosen. `train_on` names a deployment of the `flowtune-train-stage` flow (e.g.
-    `flowtune-train-stage/gpu`) that trains on its own work pool.
+    `flowtune-train-stage/gpu`) that trains on its own work pool; it fails at once if no worker polls
+    that pool, and is cancelled after `train_timeout_s` seconds.
 
     A candidate whose weights a registered version already holds (a run where nothing changed) is
     not gated nor published again: the run completes and says "unchanged".
     """
     with working_copy(workspace, revision, params_file, data_source) as (settings, params):
         started_with = params_fingerprint()
-        reproduce(STAGES, params, settings, train_on)
+        reproduce(STAGES, params, settings, train_on, train_timeout_s)
         registry = registry_of(settings)
         known = known_version(params, registry)
         decision = None if known is not None else gate(params, registry, settings)

@@ -9,7 +9,9 @@ and evaluate stages run again (DVC has the rest), so each later run costs about 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -21,7 +23,6 @@ from tasks.settings import Settings, s3_client
 from tests.browser import capture_flow_run
 from tests.helpers import (
     clean_env,
-    latest_flow_run,
     run_flow,
     scratch_clone,
     set_params,
@@ -47,11 +48,14 @@ def lifecycle(tmp_path_factory, local_services: Settings):
     registry = Registry(s3_client(local_services), local_services.registry_bucket, local_services.registry_prefix)
     runs = {"first": run_flow(repo, local_services)}
     champion_after = {"first": registry.get_alias(name, "champion")}
-    runs["again"] = run_flow(repo, local_services)  # nothing changed: every stage skipped, same weights
+    # Nothing changed: every stage skipped, same weights. A second `flowtune run` in the same checkout
+    # meanwhile must wait for the lock and give up naming the first.
+    runs["again"], runs["concurrent"] = two_runs_in_one_checkout(repo)
     champion_after["versions after again"] = registry.versions(name)
-    again = latest_flow_run(local_services.api_url)
+    again = re.search(r"/runs/flow-run/([0-9a-f-]{36})", runs["again"].stdout)
     champion_after["tasks of again"] = {t["name"] for t in httpx.post(
-        f"{local_services.api_url}/task_runs/filter", json={"flow_runs": {"id": {"any_": [again["id"]]}}}).json()}
+        f"{local_services.api_url}/task_runs/filter",
+        json={"flow_runs": {"id": {"any_": [again.group(1) if again else "none"]}}}).json()}
     # Worse: one epoch at a learning rate too small to learn. The floor is lowered so that only the
     # comparison with the champion can reject it.
     set_params(repo, train={"epochs": 1, "learning_rate": 1e-7}, gate={"min_f1": 0.0})
@@ -62,6 +66,22 @@ def lifecycle(tmp_path_factory, local_services: Settings):
     runs["better"] = run_flow(repo, local_services)
     champion_after["better"] = registry.get_alias(name, "champion")
     return repo, name, runs, champion_after, registry
+
+
+def two_runs_in_one_checkout(repo: Path) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    """`flowtune run` twice at once in `repo` (services already wired by an earlier `run_flow`); the second
+    starts once the first holds the checkout, and waits at most 5 s for it."""
+    lock = repo / ".dvc" / "tmp" / "flowtune-run.lock"
+    before = lock.read_text()
+    sh = {"cwd": repo, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    first = subprocess.Popen([".venv/bin/flowtune", "run"], env=clean_env(PYTHONPATH=str(repo)), **sh)
+    deadline = time.monotonic() + 120
+    while lock.read_text() == before and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # the holder writes its flow run id once it has the lock
+    second = subprocess.run([".venv/bin/flowtune", "run"], timeout=600, capture_output=True,
+                            env=clean_env(PYTHONPATH=str(repo), FLOWTUNE_RUN_LOCK_TIMEOUT_S="5"), cwd=repo, text=True)
+    out, err = first.communicate(timeout=1200)
+    return subprocess.CompletedProcess(first.args, first.returncode, out, err), second
 
 
 def output(result: subprocess.CompletedProcess) -> str:
@@ -81,6 +101,20 @@ def test_a_run_where_nothing_changed_registers_nothing_and_says_unchanged(lifecy
     assert champion_after["versions after again"] == [1]
     assert "check-unchanged" in champion_after["tasks of again"]
     assert not {"gate", "publish-version", "move-champion"} & champion_after["tasks of again"]
+
+
+def test_a_second_run_in_the_same_checkout_waits_then_names_the_holder(lifecycle, reliability) -> None:
+    repo, _, runs, champion_after, _ = lifecycle
+    assert runs["concurrent"].returncode == 1, output(runs["concurrent"])[-4000:]
+    assert "is in use by another flowtune run (flow run" in output(runs["concurrent"])
+    assert "waited 5 s" in output(runs["concurrent"])
+    assert runs["again"].returncode == 0 and champion_after["versions after again"] == [1]
+    status = subprocess.run([".venv/bin/dvc", "status"], cwd=repo, capture_output=True, text=True, check=True)
+    assert "up to date" in status.stdout.lower()  # the checkout is consistent after all of this module's runs
+    reliability(fault="two `flowtune run` at once in one checkout",
+                happened="the second waited for the checkout lock (5 s here; FLOWTUNE_RUN_LOCK_TIMEOUT_S, 600 s by "
+                         "default), then failed naming the holder's flow run and pid; the first completed",
+                recovered=True, lost="nothing (one version; dvc status clean)")
 
 
 def test_a_worse_candidate_is_rejected_and_the_champion_stays(lifecycle, local_services: Settings) -> None:
