@@ -76,9 +76,10 @@ HOLDER = (
 
 
 @pytest.mark.slow
-def test_the_gpu_slot_is_renewed_while_held_and_freed_soon_after_its_holder_is_killed(local_services,
-                                                                                      local_service_env):
-    """The numbers of steps.ACCELERATOR_LEASE_S: held past a lease's length, free <= 90 s after a SIGKILL."""
+def test_the_gpu_slot_is_renewed_while_held(local_services, local_service_env):
+    """A live holder keeps its slot past a lease's length (steps.ACCELERATOR_LEASE_S) plus the server's
+    15 s repossessor loop: only a renewal explains that. How soon a SIGKILLed holder's slot comes free is
+    measured in tests/faults/test_killed_mid_train.py, on the real flow and train stage."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -97,13 +98,10 @@ def test_the_gpu_slot_is_renewed_while_held_and_freed_soon_after_its_holder_is_k
                                   env={**os.environ, **local_service_env, "PYTHONPATH": str(ROOT)})
         try:
             assert holder.stdout.readline() == "holding\n"
-            held_since = time.monotonic()
-            time.sleep(ACCELERATOR_LEASE_S + 10)  # past the first lease: only a renewal keeps the slot
+            # past the first lease and the repossessor's next pass: an unrenewed lease would be gone
+            time.sleep(ACCELERATOR_LEASE_S + 16)
             assert active() == 1 and holder.poll() is None
-            holder.kill()
-            holder.wait()
-            killed = time.monotonic()
-            took = wait_until(lambda: active() == 0, ACCELERATOR_LEASE_S + 30)
         finally:
             holder.kill()
-    print(f"slot held {killed - held_since:.0f} s while alive; free {took:.0f} s after the SIGKILL")
+            holder.wait()
+            client.delete_global_concurrency_limit_by_name(limit)
