@@ -29,7 +29,16 @@ from flows import reports
 from flows.champion import champion_metrics
 from flows.gate import Decision, decide, headline
 from flows.remote_train import DEFAULT_TRAIN_TIMEOUT_S, train_elsewhere
-from flows.steps import DATA_STAGES, STAGES, check_storage_task, dvc_pull, dvc_push, run_settings, run_stage
+from flows.steps import (
+    DATA_STAGES,
+    STAGES,
+    check_storage_task,
+    dvc_pull,
+    dvc_push,
+    run_settings,
+    run_stage,
+    stages_up_to_date,
+)
 from flows.workspace import DEFAULT_PARAMS, Workspace, run_workspace
 from tasks.params import Params, load_params
 from tasks.registry import AliasConflict, Registry, directory_digest
@@ -166,8 +175,11 @@ def reproduce(stages: tuple[str, ...], params: Params, settings: Settings, train
     (cancelled, and the run failed, if it has not finished after `train_timeout_s`)."""
     check_storage_task(settings)
     dvc_pull()
+    up_to_date = stages_up_to_date(stages)
     for stage in stages:
-        if stage == "train" and train_on:
+        if up_to_date:
+            run_stage(stage, params, settings, up_to_date=True)
+        elif stage == "train" and train_on:
             dvc_push()  # the other machine pulls the train stage's inputs from the remote
             train_elsewhere(train_on, params, settings, train_timeout_s)
         else:

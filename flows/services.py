@@ -261,7 +261,11 @@ def prefect_server(settings: Settings) -> Service:
            # 4200 and shows "Can't connect to Server API" on any other port.
            "PREFECT_SERVER_API_HOST": settings.prefect_host, "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
            # Links in notifications (`flow_run|ui_url`) are built from this; unset, they read "None".
-           "PREFECT_UI_URL": settings.ui_url}
+           "PREFECT_UI_URL": settings.ui_url,
+           # Concurrency leases (the `gpu` slot) on disk under PREFECT_HOME: with Prefect's default
+           # in-memory storage a server restart forgets a held slot's lease, the slot stays taken for
+           # ever and every later train stage waits on it (tests/faults/test_prefect_restart.py).
+           "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem"}
     # PREFECT_API_URL is the clients' setting; the server must not think it is a client of itself.
     return Service("prefect-server", command, {settings.prefect_port: "API/UI"}, host=settings.prefect_host,
                    env=env, unset_env=("PREFECT_API_URL",))

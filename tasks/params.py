@@ -174,7 +174,7 @@ class RegistryParams(Section):
 class GcParams(Section):
     """Retention rules of `flowtune gc` (flows/gc.py): what it keeps, by age and by count."""
 
-    keep_days: int = Field(ge=1)  # runs' workspaces, Data Docs, run folders and DVC data younger than this stay
+    keep_days: int = Field(ge=0)  # runs' workspaces, Data Docs, run folders and DVC data younger than this stay
     keep_versions: int = Field(ge=1)  # newest registered versions per model that always stay (>= 1: never all)
     keep_version_days: int = Field(ge=0)  # versions registered less than this many days ago stay
     alias_history: int = Field(ge=0)  # last versions of each alias's history that stay (rollback targets)

@@ -46,10 +46,10 @@ def kill_s3(settings) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def private_s3(tmp_path_factory, local_services):
-    """A SeaweedFS of this module's own (safe to kill), on free ports; Prefect stays the session's server.
-    Yields its Settings; stopped at the end of the module."""
+    """A SeaweedFS of the fault suite's own (safe to kill: every test that kills it starts it again), on
+    free ports; Prefect stays the session's server. Yields its Settings; stopped at the end of the session."""
     from flows import services
     from tests.conftest import dvc_workdir, private_settings
 
