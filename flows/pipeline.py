@@ -192,8 +192,33 @@ def working_copy(workspace: Workspace, revision: str, params_file: str,
     """Inside the run's workspace (flows/workspace.py): its settings and the params it runs with."""
     settings = run_settings()
     with run_workspace(workspace, str(flow_run.get_id() or "local"), settings, revision=revision,
-                       params_file=params_file, data_source=data_source):
+                       params_file=params_file, data_source=data_source, on_stale_holder=crash_dead_holder):
         yield settings, load_params(DEFAULT_PARAMS)
+
+
+def crash_dead_holder(holder: dict) -> None:
+    """Mark Crashed the flow run that died holding this checkout (kill -9, the OOM killer).
+
+    Such a run stays Running on the server for ever, since no process is left to report its end (a
+    worker does this for the runs it starts; nobody does it for `flowtune run`). A failure here is
+    only logged: it must not stop the run that found the leftover.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    dead = holder.get("flow_run_id")
+    if not dead or dead == "local":
+        return
+    message = (f"its process (pid {holder.get('pid')}) died while holding the checkout; found by flow run "
+               f"{flow_run.get_id()}")
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(dead).state
+            if state is not None and not state.is_final():
+                client.set_flow_run_state(dead, Crashed(message=message), force=True)
+                get_run_logger().warning("flow run %s was %s: marked Crashed (%s)", dead, state.name, message)
+    except Exception as exc:  # noqa: BLE001 - bookkeeping of another run; this one goes on
+        get_run_logger().warning("could not mark the dead flow run %s Crashed: %s", dead, exc)
 
 
 def registry_of(settings: Settings) -> Registry:

@@ -23,7 +23,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, get_args
@@ -54,12 +54,13 @@ def _lock_holder(path: Path) -> str:
     except (OSError, ValueError):
         holder = {}
     if not holder:
-        return "holder unknown"
+        return "holder unknown"  # it has the lock but has not written its name yet
     return f"flow run {holder.get('flow_run_id')}, pid {holder.get('pid')}, since {holder.get('since')}"
 
 
 @contextlib.contextmanager
-def checkout_lock(repo: Path, run_id: str, timeout_s: float) -> Iterator[None]:
+def checkout_lock(repo: Path, run_id: str, timeout_s: float,
+                  on_stale_holder: Callable[[dict], None] | None = None) -> Iterator[None]:
     """Hold the checkout for one flow run: an exclusive flock on `<repo>/.dvc/tmp/flowtune-run.lock`.
 
     DVC's own lock covers one command at a time; between two stages, or between train and registration,
@@ -67,6 +68,9 @@ def checkout_lock(repo: Path, run_id: str, timeout_s: float) -> Iterator[None]:
     up to `timeout_s`, then fails naming the holder. The kernel frees the lock when the holder dies, even
     by SIGKILL, so a crashed run never leaves the checkout locked. The descriptor is not inherited by
     stage processes (Python opens files non-inheritable).
+
+    The holder is written into the file and erased on release, so a holder found there on acquiring
+    died holding the lock: `on_stale_holder` gets it (e.g. to mark its flow run Crashed).
     """
     path = repo / RUN_LOCK
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,12 +87,31 @@ def checkout_lock(repo: Path, run_id: str, timeout_s: float) -> Iterator[None]:
                         "(FLOWTUNE_RUN_LOCK_TIMEOUT_S). Let it finish or stop it, or run in an isolated workspace"
                     ) from None
                 time.sleep(0.5)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"flow_run_id": run_id, "pid": os.getpid(),
-                                 "since": datetime.now(UTC).isoformat(timespec="seconds")}))
-        handle.flush()
-        yield
+        stale = _read_holder(handle)
+        _write_holder(handle, {"flow_run_id": run_id, "pid": os.getpid(),
+                               "since": datetime.now(UTC).isoformat(timespec="seconds")})
+        if stale and on_stale_holder:
+            on_stale_holder(stale)
+        try:
+            yield
+        finally:
+            _write_holder(handle, None)
+
+
+def _read_holder(handle) -> dict | None:
+    handle.seek(0)
+    try:
+        return json.loads(handle.read() or "null")
+    except ValueError:
+        return None
+
+
+def _write_holder(handle, holder: dict | None) -> None:
+    handle.seek(0)
+    handle.truncate()
+    if holder:
+        handle.write(json.dumps(holder))
+    handle.flush()
 
 
 def git(repo: Path, *args: str) -> str:
@@ -170,10 +193,12 @@ def prepare(repo: Path, workspace: Path, commit: str, params_file: str, data_sou
 
 @contextlib.contextmanager
 def run_workspace(mode: Workspace, run_id: str, settings: Settings, *, revision: str = "HEAD",
-                  params_file: str = DEFAULT_PARAMS, data_source: str | None = None) -> Iterator[Path]:
+                  params_file: str = DEFAULT_PARAMS, data_source: str | None = None,
+                  on_stale_holder: Callable[[dict], None] | None = None) -> Iterator[Path]:
     """Work in the chosen workspace (the process's current directory for the duration).
 
-    Changing directory is safe: a worker runs each flow run in a process of its own.
+    Changing directory is safe: a worker runs each flow run in a process of its own. An in-place run
+    holds the checkout (`checkout_lock`, which passes a dead holder to `on_stale_holder`).
     """
     repo = Path.cwd()
     if mode not in MODES:
@@ -182,7 +207,7 @@ def run_workspace(mode: Workspace, run_id: str, settings: Settings, *, revision:
         if params_file != DEFAULT_PARAMS or data_source:
             raise WorkspaceError("params_file and data_source apply to an isolated workspace only: an in-place "
                                  "run reads ./params.yaml, as `dvc repro` does (pass workspace='isolated')")
-        with checkout_lock(repo, run_id, settings.run_lock_timeout_s):
+        with checkout_lock(repo, run_id, settings.run_lock_timeout_s, on_stale_holder):
             yield repo
         return
     workspace = settings.state_dir.resolve() / "workspaces" / run_id

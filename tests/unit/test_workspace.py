@@ -136,8 +136,13 @@ def test_a_second_in_place_run_waits_then_names_the_holder(repo: Path):
     finally:
         holder.kill()
         holder.wait()
-    with checkout_lock(repo, "run-3", timeout_s=5.0):  # a SIGKILLed holder leaves nothing locked
+    stale: list[dict] = []
+    with checkout_lock(repo, "run-3", timeout_s=5.0, on_stale_holder=stale.append):  # SIGKILL left no lock
         assert "run-3" in (repo / ".dvc" / "tmp" / "flowtune-run.lock").read_text()
+    assert [(h["flow_run_id"], h["pid"]) for h in stale] == [("run-holder", holder.pid)]  # it died holding it
+    with checkout_lock(repo, "run-4", timeout_s=5.0, on_stale_holder=stale.append):  # run-3 released cleanly
+        pass
+    assert len(stale) == 1 and (repo / ".dvc" / "tmp" / "flowtune-run.lock").read_text() == ""
 
 
 def test_an_in_place_run_holds_the_checkout_for_its_whole_duration(inside: Path):
