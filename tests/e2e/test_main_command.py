@@ -23,6 +23,9 @@ from tests.helpers import clean_env, port_settings, scratch_clone
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 STAGES = ["ingest", "validate", "clean", "validate_clean", "augment", "validate_augmented", "train", "evaluate"]
+# Every task of a run that registers, in order (flows/pipeline.py).
+TASKS = ["check-storage", "dvc-pull", "dvc-status", *STAGES, "check-unchanged", "gate", "dvc-push", "publish-version",
+         "move-champion", "publish-model-card"]
 
 
 class Run:
@@ -62,10 +65,9 @@ def test_prefect_ui_shows_the_run_steps_and_gate(main_run: Run, tmp_path: Path):
     the "Task Runs" tab and the gate decision card on "Artifacts" (the run graph is a canvas: not readable)."""
     link = re.search(r"Prefect UI \(flow run\): (http://\S+)/runs/flow-run/([0-9a-f-]{36})", main_run.output)
     assert link, f"make run printed no flow run link:\n{main_run.output[-2000:]}"
-    tasks = ["check-storage", "dvc-pull", *STAGES, "gate", "dvc-push", "register"]
     # Raises (an AssertionError) naming what is missing and where the screenshots are.
-    seen = capture_flow_run(link[1], link[2], tmp_path / "ui", tasks, "gate-decision", "Evaluation gate")
-    assert seen["tasks_visible"] == tasks and seen["artifact_key_visible"], f"screenshots: {seen['screenshots']}"
+    seen = capture_flow_run(link[1], link[2], tmp_path / "ui", TASKS, "gate-decision", "Evaluation gate")
+    assert seen["tasks_visible"] == TASKS and seen["artifact_key_visible"], f"screenshots: {seen['screenshots']}"
     assert all(shot.stat().st_size > 10_000 for shot in seen["screenshots"]), f"blank? {seen['screenshots']}"
 
 
@@ -126,7 +128,7 @@ def test_prefect_server_lists_the_run_with_steps_and_artifacts(main_run: Run):
     run_id = runs[0]["id"]
     tasks = httpx.post(f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}).json()
     names = {t["name"] for t in tasks}
-    assert set(STAGES) | {"check-storage", "dvc-pull", "gate", "dvc-push", "register"} == names
+    assert set(TASKS) == names
     artifacts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
     keys = {a["key"] for a in artifacts}
     expected = {"ingest", "data-contract", "data-contract-clean", "data-contract-augmented", "cleaning",
@@ -145,7 +147,7 @@ def test_walltime_benchmark_splits_the_run_by_step(main_run: Run):
     report = main_run.sh(".venv/bin/python", "benchmarks/pipeline_walltime.py")
     (main_run.repo / "walltime.md").write_text(report)  # kept for docs/BENCHMARKS.md
     assert "(COMPLETED), total" in report
-    for step in [*STAGES, "gate", "register"]:
+    for step in [*STAGES, "gate", "publish-version"]:
         assert f"| {step} | " in report
     assert "Strict IOB2 entity F1 on test: 0." in report
 
@@ -155,6 +157,16 @@ def digest_tree(folder: Path) -> dict[str, str]:
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*")) if p.is_file() and ".gitignore" not in p.name and p.name != "README.md"
     }
+
+
+def test_z_a_second_run_with_nothing_changed_registers_nothing(main_run: Run):
+    """The nightly case: `flowtune run` again on the same checkout; every stage is up to date, the weights
+    are v1's, so nothing is published and the run says so."""
+    again = main_run.sh(".venv/bin/flowtune", "run")
+    assert "=== flowtune run finished: COMPLETED" in again
+    assert "unchanged: champion is v1 (same weights)" in again
+    registry = registry_for(main_run)
+    assert registry.versions("wnut16-ner") == [1] and registry.get_alias("wnut16-ner", "champion") == 1
 
 
 def test_zz_delete_data_and_cache_then_pull_restores_everything(main_run: Run):

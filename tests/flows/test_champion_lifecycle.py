@@ -140,7 +140,7 @@ def test_the_rejection_is_obvious_in_the_prefect_ui(lifecycle, local_services: S
     seen = capture_flow_run(local_services.ui_url, rejected["id"], tmp_path / "ui", ["train", "evaluate", "gate"],
                             "gate-decision", "Evaluation gate")
     assert "Failed" in seen["text"]["task-runs"], f"state not shown; screenshots: {seen['screenshots']}"
-    assert "register" not in seen["tasks_shown"]
+    assert "publish-version" not in seen["tasks_shown"]
 
 
 def test_a_better_candidate_is_promoted_and_rollback_restores_the_old_champion(lifecycle) -> None:

@@ -62,7 +62,7 @@ def test_prefect_shows_why_and_nothing_trained(leaky_run, local_services: Settin
     tasks = httpx.post(f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [run["id"]]}}}).json()
     states = {t["name"]: t["state_type"] for t in tasks}
     assert states["validate"] == "FAILED"
-    assert not {"clean", "train", "register"} & set(states)
+    assert not {"clean", "train", "publish-version"} & set(states)
     logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run["id"]]}}}).json()
     assert any("also_in_train" in entry["message"] for entry in logs)
 

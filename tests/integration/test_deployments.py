@@ -218,7 +218,7 @@ def test_the_train_stage_can_run_on_another_work_pool(deployed: Deployed, nightl
     assert remote["state_type"] == "COMPLETED" and remote["work_pool_name"] == gpu_pool_worker
     trained_there, trained_here = (deployed.task_names(run_id) for run_id in (remote["id"], main))
     assert "train" in trained_there and "evaluate" not in trained_there
-    assert {"train (on flowtune-train-stage/gpu)", "evaluate", "register"} <= trained_here
+    assert {"train (on flowtune-train-stage/gpu)", "evaluate", "publish-version"} <= trained_here
     registry = deployed.registry()
     (new,) = set(registry.versions(deployed.model_name)) - set(versions_before)
     assert registry.manifest(deployed.model_name, new)["metadata"]["training"]["train_sentences"] > 0
