@@ -173,21 +173,12 @@ def restart_mid_stage(run: FlowProcess, settings) -> dict:
             "seconds_server_down": round(time.monotonic() - stopped_at, 1)}
 
 
-def leases_survive_restart(settings) -> bool:
-    """Whether our Prefect server keeps concurrency leases on disk (Prefect's default keeps them in memory,
-    so a restart forgets the lease of a held slot and the slot is never freed)."""
-    key = "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"
-    storage = services.prefect_server(settings).env.get(key) or os.environ.get(key, "")
-    return storage.endswith(".filesystem")
-
-
 def test_prefect_server_restarted_mid_run_ends_the_run_and_a_rerun_completes(
-        private_prefect, train_clone, reliability, request) -> None:
+        private_prefect, train_clone, reliability) -> None:
     settings, repo = private_prefect, train_clone
-    if not leases_survive_restart(settings):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "flows/services.py starts the Prefect server with in-memory lease storage: the restart forgets the "
-            "first run's `gpu` lease, active_slots stays 1 and the re-run waits for the slot forever")))
+    # What lets the re-run get the `gpu` slot: leases on disk survive the restart (in memory, the default,
+    # the restart forgot the held slot's lease and the re-run waited for it for ever).
+    assert services.prefect_server(settings).env["PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"].endswith(".filesystem")
     run = FlowProcess(repo, settings)
     timings = restart_mid_stage(run, settings)
     exit_code = run.finish(timeout_s=RUN_BOUND_S)
