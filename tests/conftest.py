@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tasks.settings import Settings
-from tests.helpers import ROOT, find_free_port
+from tests.helpers import ROOT, discard_services, find_free_port
 
 
 @pytest.fixture(scope="session")
@@ -72,11 +72,9 @@ def start_local_services() -> Callable[[Path], Settings]:
 @pytest.fixture(scope="session")
 def local_services(tmp_path_factory) -> Iterator[Settings]:
     """Private SeaweedFS + Prefect server for the whole session; yields their Settings."""
-    from flows import services
-
     settings = start_private_services(tmp_path_factory.mktemp("services"))
     yield settings
-    services.down(settings)
+    discard_services(settings)
 
 
 @pytest.fixture(scope="session")

@@ -50,15 +50,15 @@ def kill_s3(settings) -> None:
 def private_s3(tmp_path_factory, local_services):
     """A SeaweedFS of the fault suite's own (safe to kill: every test that kills it starts it again), on
     free ports; Prefect stays the session's server. Yields its Settings; stopped at the end of the session."""
-    from flows import services
     from tests.conftest import dvc_workdir, private_settings
+    from tests.helpers import discard_services
 
     workdir = dvc_workdir(tmp_path_factory.mktemp("private-s3"))
     settings = start_s3(private_settings(workdir, prefect_api_url=local_services.api_url, start_worker=False))
     try:
         yield settings
     finally:
-        services.down(settings)
+        discard_services(settings)
 
 
 @pytest.fixture

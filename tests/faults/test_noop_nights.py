@@ -16,7 +16,15 @@ import pytest
 
 from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
-from tests.helpers import clean_env, run_flow, scratch_clone, set_params, synthetic_splits, tiny_encoder
+from tests.helpers import (
+    clean_env,
+    discard_services,
+    run_flow,
+    scratch_clone,
+    set_params,
+    synthetic_splits,
+    tiny_encoder,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,11 +47,9 @@ def stored_bytes(settings: Settings, repo: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory, start_local_services) -> Settings:
-    from flows.services import down
-
     settings = start_local_services(tmp_path_factory.mktemp("nights-services"))
     yield settings
-    down(settings)
+    discard_services(settings)
 
 
 def nights_in_process(repo: Path, settings: Settings, monkeypatch) -> list[float]:

@@ -44,12 +44,12 @@ def lock(*labels: str) -> dict:
 @pytest.fixture(scope="module")
 def services(tmp_path_factory, start_local_services) -> Settings:
     """A private SeaweedFS (+ Prefect server) for this module: gc sweeps whole buckets."""
-    from flows.services import down
+    from tests.helpers import discard_services
 
     workdir = tmp_path_factory.mktemp("gc-services")
     settings = start_local_services(workdir)
     yield settings.model_copy(update={"registry_prefix": f"gc-{uuid.uuid4().hex[:8]}"})
-    down(settings)
+    discard_services(settings)
 
 
 def test_every_bucket_takes_writes_and_the_volume_count_follows_the_disk(services: Settings):
