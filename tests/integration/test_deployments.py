@@ -158,11 +158,12 @@ def test_nightly_runs_work_in_their_own_checkouts(deployed: Deployed, nightly_ru
     workspaces = deployed.repo / ".flowtune/workspaces"
     assert not workspaces.exists() or not list(workspaces.iterdir())  # removed after success
     registry = deployed.registry()
-    assert registry.versions(deployed.model_name) == [1, 2]
+    # Same data, same seed: the second night trains the same weights and registers nothing ("unchanged").
+    assert registry.versions(deployed.model_name) == [1]
     head = deployed.sh("git", "rev-parse", "HEAD").strip()
     run_ids = {run["id"] for key, run in nightly_runs.items() if key != "status_before"}
-    lineages = [registry.manifest(deployed.model_name, v)["metadata"] for v in (1, 2)]
-    assert {lineage["flow_run"]["id"] for lineage in lineages} == run_ids
+    lineages = [registry.manifest(deployed.model_name, 1)["metadata"]]
+    assert {lineage["flow_run"]["id"] for lineage in lineages} <= run_ids
     assert all(lineage["git"]["commit"] == head for lineage in lineages)
     assert all(lineage["params"]["ingest"]["source"] == "data/external/synthetic" for lineage in lineages)
 
@@ -170,8 +171,9 @@ def test_nightly_runs_work_in_their_own_checkouts(deployed: Deployed, nightly_ru
 def test_each_registered_version_links_its_model_card(deployed: Deployed, nightly_runs):
     run_ids = [run["id"] for key, run in nightly_runs.items() if key != "status_before"]
     query = {"artifacts": {"key": {"any_": ["registered-model"]}}, "flow_runs": {"id": {"any_": run_ids}}}
-    cards = [artifact["data"] for artifact in deployed.post("artifacts/filter", query)]
-    assert len(cards) == 2
+    cards = [artifact["data"] for artifact in deployed.post("artifacts/filter", query)
+             if "unchanged: champion is v1" not in artifact["data"]]
+    assert len(cards) == 1
     for card in cards:
         url = re.search(r"model card: \[[^\]]+\]\((http://\S+\.md)\)", card)[1]
         public = httpx.get(url, timeout=30)  # no credentials: the reports bucket is readable by a browser
