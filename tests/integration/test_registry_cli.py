@@ -36,7 +36,8 @@ def published(tmp_path_factory, local_services: Settings, tiny_base: Path):
     metrics = evaluate.run(evaluate_params(), model, data / "test.jsonl", work / "e.json", work / "p.jsonl", 16)
     registry = Registry(s3_client(local_services), local_services.registry_bucket, local_services.registry_prefix)
     name = f"cli-{uuid.uuid4().hex[:8]}"
-    for _ in range(3):
+    for index in range(3):  # three versions: each with a file of its own (same weights would be one version)
+        (model / "revision.txt").write_text(f"{index}\n")
         registry.publish(name, model, {"metrics": metrics, "registered_at": "2026-11-23T12:00:00"})
     registry.set_alias(name, "champion", 1)
     registry.set_alias(name, "champion", 2)
