@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from flows.names import ACCELERATOR_LIMIT, PIPELINE_FLOW, TRAIN_POOL, WORK_POOL
 from flows.registry_cli import add_predict_parser, add_registry_parser
 from tasks.settings import Settings
 
@@ -59,7 +60,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         print(f"flowtune deploy: the Prefect API at {settings.api_url} is not usable ({exc}); "
               "run `flowtune services up` first", file=sys.stderr)
         return 1
-    from flows.services import TRAIN_POOL, service_env
+    from flows.services import service_env
 
     env = {**os.environ, **service_env(settings)}
     prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
@@ -70,9 +71,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                        capture_output=True)
     result = subprocess.run([*prefect, "deploy", "--all"], env=env)
     if result.returncode == 0:
-        print(f"deployments created on {settings.ui_url}/deployments (worker pool flowtune-local, "
-              f"'gpu' limit {slots} slot(s)); run one now with "
-              "`prefect deployment run flowtune-pipeline/nightly` (PREFECT_API_URL set as above)")
+        print(f"deployments created on {settings.ui_url}/deployments (worker pool {WORK_POOL}, "
+              f"'{ACCELERATOR_LIMIT}' limit {slots} slot(s)); run one now with "
+              f"`prefect deployment run {PIPELINE_FLOW}/nightly` (PREFECT_API_URL set as above)")
     return result.returncode
 
 

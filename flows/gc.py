@@ -37,6 +37,7 @@ import yaml
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from flows.names import GC_FLOW
 from tasks.params import GcParams, load_params
 from tasks.settings import Settings, s3_client
 
@@ -592,7 +593,7 @@ class GcError(RuntimeError):
     """Some planned deletions failed; the message lists them."""
 
 
-@flow(name="flowtune-gc", log_prints=True)
+@flow(name=GC_FLOW, log_prints=True)
 def garbage_collect(params_file: str = "params.yaml") -> dict:
     """Apply the retention rules of `params_file` (section `gc:`) to everything flowtune stored."""
     settings = Settings()

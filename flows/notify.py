@@ -8,7 +8,9 @@ works for scheduled runs with nobody watching.
 
 from __future__ import annotations
 
-FLOWS = ("flowtune-pipeline", "flowtune-data-refresh", "flowtune-evaluate-champion")
+from flows.names import DATA_REFRESH_FLOW, EVALUATE_CHAMPION_FLOW, PIPELINE_FLOW
+
+FLOWS = (PIPELINE_FLOW, DATA_REFRESH_FLOW, EVALUATE_CHAMPION_FLOW)
 BLOCK_NAME = "flowtune-failures"
 AUTOMATION_NAME = "flowtune: flow run failed"
 SUBJECT = "flowtune run {{ flow_run.name }} ({{ flow.name }}) is {{ flow_run.state.name }}"

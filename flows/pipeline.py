@@ -28,6 +28,7 @@ from prefect.states import Failed
 from flows import reports
 from flows.champion import champion_metrics
 from flows.gate import Decision, decide, headline
+from flows.names import DATA_REFRESH_FLOW, EVALUATE_CHAMPION_FLOW, PIPELINE_FLOW
 from flows.remote_train import DEFAULT_TRAIN_TIMEOUT_S, train_elsewhere
 from flows.steps import (
     DATA_STAGES,
@@ -225,7 +226,7 @@ def registry_of(settings: Settings) -> Registry:
     return Registry(s3_client(settings), settings.registry_bucket, settings.registry_prefix)
 
 
-@flow(name="flowtune-pipeline", log_prints=True)
+@flow(name=PIPELINE_FLOW, log_prints=True)
 def training_pipeline(push: bool = True, workspace: Workspace = "in-place", revision: str = "HEAD",
                       params_file: str = DEFAULT_PARAMS, data_source: str | None = None, train_on: str | None = None,
                       train_timeout_s: float = DEFAULT_TRAIN_TIMEOUT_S):
@@ -257,7 +258,7 @@ def training_pipeline(push: bool = True, workspace: Workspace = "in-place", revi
     return {"model": params.registry.model_name, "version": version, "flow_run_id": str(flow_run.get_id())}
 
 
-@flow(name="flowtune-data-refresh", log_prints=True)
+@flow(name=DATA_REFRESH_FLOW, log_prints=True)
 def data_refresh(push: bool = True, workspace: Workspace = "in-place", revision: str = "HEAD",
                       params_file: str = DEFAULT_PARAMS, data_source: str | None = None) -> dict:
     """Import, validate, clean and augment (no training), then push the new data to the DVC remote."""
@@ -281,7 +282,7 @@ def evaluate_champion_task(params: Params, registry: Registry, alias: str) -> di
     return metrics
 
 
-@flow(name="flowtune-evaluate-champion", log_prints=True)
+@flow(name=EVALUATE_CHAMPION_FLOW, log_prints=True)
 def evaluate_champion(alias: str = "champion", workspace: Workspace = "in-place", revision: str = "HEAD",
                       params_file: str = DEFAULT_PARAMS, data_source: str | None = None) -> dict:
     """Score the registered model behind `alias` on the current test data (rebuilt or pulled by DVC)."""

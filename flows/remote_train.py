@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows import reports
+from flows.names import TRAIN_STAGE_FLOW
 from flows.steps import StageError, check_storage_task, dvc_pull, dvc_push, run_logged, run_settings, run_stage
 from flows.workspace import DEFAULT_PARAMS, run_workspace
 from tasks.params import Params, load_params
@@ -49,7 +50,7 @@ def lock_key(run_id: str) -> str:
     return f"flowtune-runs/{run_id}/{LOCK}"
 
 
-@flow(name="flowtune-train-stage", log_prints=True)
+@flow(name=TRAIN_STAGE_FLOW, log_prints=True)
 def train_stage(revision: str, params_yaml: str, dvc_lock: str) -> str:
     """Train the commit `revision` with these params and upstream data (named by `dvc_lock`), push the model.
 
@@ -141,7 +142,7 @@ def require_polling_worker(client: SyncPrefectClient, deployment: str) -> None:
         pool_name = client.read_deployment_by_name(deployment).work_pool_name
     except ObjectNotFound:
         raise StageError(f"train stage: no deployment {deployment!r} on this Prefect server; `train_on` takes "
-                         f"'<flow>/<deployment>' as `prefect deployment ls` lists it (e.g. flowtune-train-stage/gpu, "
+                         f"'<flow>/<deployment>' as `prefect deployment ls` lists it (e.g. {TRAIN_STAGE_FLOW}/gpu, "
                          f"created by `flowtune deploy`).") from None
     if not pool_name:
         return

@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from flows.names import ACCELERATOR_LIMIT, TRAIN_POOL, WORK_POOL  # noqa: F401 - TRAIN_POOL: re-exported
 from tasks.settings import Settings, s3_client
 
 ENV_FILE = Path(".env")
@@ -64,9 +65,6 @@ SECRET_KEY_ENV = "FLOWTUNE_S3_SECRET_ACCESS_KEY"
 
 # A word each service's command line contains: a pid file whose pid was reused is not believed.
 MARKERS = {"seaweedfs": "weed", "prefect-server": "prefect", "prefect-worker": "prefect"}
-WORK_POOL = "flowtune-local"  # also named in prefect.yaml
-TRAIN_POOL = "flowtune-gpu"  # the train-stage deployment's pool (prefect.yaml); its workers run elsewhere
-ACCELERATOR_LIMIT = "gpu"  # the global concurrency limit the train stage holds (flows/pipeline.py)
 WORKER_TIMEOUT_S = 60.0
 
 # Handles of the processes this interpreter started: they outlive the call that started them, and

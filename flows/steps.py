@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows import reports
-from flows.services import ACCELERATOR_LIMIT
+from flows.names import ACCELERATOR_LIMIT
 from flows.storage import check_storage
 from tasks.params import Params
 from tasks.settings import Settings

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from flows.services import TRAIN_POOL, WORK_POOL
+from flows.names import TRAIN_POOL, WORK_POOL
 from tests.helpers import ROOT
 
 DEPLOYMENTS = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]

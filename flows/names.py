@@ -1,0 +1,21 @@
+"""Names that the flows, the services and prefect.yaml must agree on, in one place.
+
+prefect.yaml repeats the pool and flow names (YAML cannot import them); tests/unit/test_deployment_config.py
+checks its pools and flows against the code.
+"""
+
+from __future__ import annotations
+
+# Work pools
+WORK_POOL = "flowtune-local"  # the local process worker's pool (`flowtune services up` starts its worker)
+TRAIN_POOL = "flowtune-gpu"  # the train-stage deployment's pool (prefect.yaml); its workers run elsewhere
+
+# The global concurrency limit the train stage holds: one slot per GPU (flows/steps.py, flows/services/)
+ACCELERATOR_LIMIT = "gpu"
+
+# Flow names (`prefect deployment run <flow>/<deployment>`; notifications filter on them)
+PIPELINE_FLOW = "flowtune-pipeline"
+DATA_REFRESH_FLOW = "flowtune-data-refresh"
+EVALUATE_CHAMPION_FLOW = "flowtune-evaluate-champion"
+TRAIN_STAGE_FLOW = "flowtune-train-stage"
+GC_FLOW = "flowtune-gc"
