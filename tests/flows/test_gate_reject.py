@@ -1,7 +1,8 @@
 """The flow against real services: a candidate below the gate's floor is never registered.
 
-The run uses a tiny randomly initialised BERT (built here from the packaged MiniLM tokenizer) so that
-every stage really runs, fast; its F1 cannot reach a floor of 1.0, so the gate must reject it.
+Every stage really runs, fast: synthetic pre-split data, no augmentation, and a tiny randomly
+initialised BERT (built here from the packaged MiniLM tokenizer). Its F1 cannot reach a floor of 1.0, so
+the gate must reject it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 
 from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
-from tests.helpers import run_flow, scratch_clone, set_params, tiny_encoder
+from tests.helpers import run_flow, scratch_clone, set_params, synthetic_splits, tiny_encoder
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -22,8 +23,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def rejected_run(tmp_path_factory, local_services: Settings):
     repo = scratch_clone(tmp_path_factory.mktemp("clone"))
+    synthetic_splits(repo / "data/external/synthetic")
     encoder = tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))
-    set_params(repo, train={"base_model": str(encoder), "epochs": 1, "batch_size": 32},
+    set_params(repo, ingest={"source": "data/external/synthetic"},
+               validate={"entity_types": ["person", "geo-loc"], "reference_profile": None},
+               augment={"methods": []},
+               train={"base_model": str(encoder), "max_length": 32, "epochs": 1, "batch_size": 32},
                gate={"min_f1": 1.0}, registry={"model_name": "gate-reject-test"})
     result = run_flow(repo, local_services)
     return repo, result, result.stdout + result.stderr
