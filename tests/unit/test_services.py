@@ -13,6 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from flows import services
+from flows.services import definitions
 from tasks.settings import Settings
 
 PORTS = {"s3_port": 21001, "seaweed_master_port": 21002, "seaweed_volume_port": 21003,
@@ -268,5 +269,6 @@ def test_the_ui_is_told_where_the_api_is(tmp_path):
 
 @pytest.mark.parametrize(("listing", "slots"), [("", 1), ("GPU 0: H100 (UUID: a)\nGPU 1: H100 (UUID: b)\n", 2)])
 def test_one_accelerator_slot_per_gpu_and_one_without(monkeypatch, listing: str, slots: int):
-    monkeypatch.setattr(services.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, listing, ""))
+    # accelerator_slots looks `subprocess` up in flows/services/definitions.py
+    monkeypatch.setattr(definitions.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, listing, ""))
     assert services.accelerator_slots() == slots

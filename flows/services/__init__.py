@@ -1,0 +1,230 @@
+"""Local services for flowtune: SeaweedFS (the S3 API for DVC and the registry), a Prefect server and
+a Prefect worker of the process work pool `flowtune-local` (it runs deployed and scheduled flow runs).
+
+`up`, `down` and `status` are idempotent. `up` leaves a service alone when its pid file points at a
+live process of that service, and otherwise starts it in its own process group in the background,
+logging to `<state_dir>/logs/<name>.log` with its pid in `<state_dir>/<name>.pid`. Data stays under
+`<state_dir>/` (git-ignored), so `down` then `up` keeps objects, models and flow runs.
+
+- S3 credentials: taken from the settings / `.env`; generated once into `./.env` (mode 0600) when
+  missing. SeaweedFS gets them through `<state_dir>/s3.json`, so anonymous requests are denied.
+- Every SeaweedFS listener (HTTP and gRPC of master, volume, filer and S3) comes from the settings and
+  the Iceberg/Lance listeners are off, so two checkouts with different ports can run side by side.
+- Prefect server: SQLite under `<state_dir>/prefect/` by default. To use PostgreSQL, set
+  `PREFECT_SERVER_DATABASE_CONNECTION_URL=postgresql+asyncpg://USER:PASS@HOST:5432/DB` in the
+  environment or in `./.env` (the server runs in the current directory and reads it); it is passed
+  through untouched.
+- Existing services: with `FLOWTUNE_S3_ENDPOINT_URL` set, SeaweedFS is not started: the endpoint and
+  its buckets are only checked (and DVC is wired to it). With `PREFECT_API_URL` pointing anywhere but
+  the local `prefect_host:prefect_port`, the Prefect server is not started, only health-checked.
+- DVC: `.dvc/config.local` (mode 0600) points the default remote `storage` at the S3 endpoint.
+- Worker: `prefect worker start --pool flowtune-local --type process` in this checkout (it creates the
+  pool on first start), also against an external Prefect API; `FLOWTUNE_START_WORKER=false` skips it.
+  `up` also creates the global concurrency limit `gpu` (one slot per GPU, one on a CPU-only machine)
+  that the train stage holds.
+
+The code: flows/services/config.py (credentials, `.env`, `.dvc/config.local`, `service_env`),
+flows/services/processes.py (pid files, start/stop, health waiting), flows/services/definitions.py
+(SeaweedFS, Prefect server and worker, buckets, the `gpu` limit, health checks); this module holds
+the commands and re-exports what the rest of flowtune uses (`from flows import services`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from flows.names import ACCELERATOR_LIMIT, TRAIN_POOL, WORK_POOL
+from flows.services.config import (
+    ACCESS_KEY_ENV,
+    DVC_REMOTE,
+    ENV_FILE,
+    SECRET_KEY_ENV,
+    _state,
+    dvc_local_config,
+    ensure_credentials,
+    prefect_is_local,
+    s3_identities,
+    s3_is_local,
+    service_env,
+    wire_dvc_remote,
+    write_private,
+)
+from flows.services.definitions import (
+    EXTERNAL_TIMEOUT_S,
+    PREFECT_TIMEOUT_S,
+    S3_TIMEOUT_S,
+    WORKER_TIMEOUT_S,
+    _healthy,
+    accelerator_slots,
+    buckets,
+    ensure_accelerator_limit,
+    prefect_check,
+    prefect_server,
+    prefect_worker,
+    s3_check_buckets,
+    s3_ensure_buckets,
+    seaweedfs,
+    worker_check,
+    worker_name,
+)
+from flows.services.processes import (
+    LOG_MARKER,
+    MARKERS,
+    STOP_GRACE_BY_SERVICE,
+    STOP_GRACE_S,
+    ConfigError,
+    Service,
+    ServiceError,
+    _group_alive,
+    _locked,
+    check_ports,
+    log_tail,
+    running_pid,
+    start,
+    stop,
+    wait_healthy,
+)
+from tasks.settings import Settings
+
+__all__ = [
+    # commands
+    "up", "down", "status", "start_worker", "format_status", "services_main", "main",
+    # names (flows/names.py)
+    "ACCELERATOR_LIMIT", "TRAIN_POOL", "WORK_POOL",
+    # config
+    "ACCESS_KEY_ENV", "DVC_REMOTE", "ENV_FILE", "SECRET_KEY_ENV", "dvc_local_config", "ensure_credentials",
+    "prefect_is_local", "s3_identities", "s3_is_local", "service_env", "wire_dvc_remote", "write_private",
+    # definitions
+    "EXTERNAL_TIMEOUT_S", "PREFECT_TIMEOUT_S", "S3_TIMEOUT_S", "WORKER_TIMEOUT_S", "accelerator_slots", "buckets",
+    "ensure_accelerator_limit", "prefect_check", "prefect_server", "prefect_worker", "s3_check_buckets",
+    "s3_ensure_buckets", "seaweedfs", "worker_check", "worker_name",
+    # processes
+    "LOG_MARKER", "MARKERS", "STOP_GRACE_BY_SERVICE", "STOP_GRACE_S", "ConfigError", "Service", "ServiceError",
+    "_group_alive",  # tests/helpers.py
+    "check_ports", "log_tail", "running_pid", "start", "stop", "wait_healthy",
+]
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _services_to_start(settings: Settings) -> list[Service]:
+    """The local services that `up` must start now (not external, not already running)."""
+    wanted = ([seaweedfs(settings)] if s3_is_local(settings) else []) + \
+             ([prefect_server(settings)] if prefect_is_local(settings) else [])
+    return [service for service in wanted if running_pid(settings, service.name) is None]
+
+
+def up(settings: Settings | None = None) -> dict:
+    """Start what is not running, wait until healthy, create the buckets and wire the DVC remote.
+
+    Returns the endpoints: `s3_endpoint`, `buckets`, `prefect_api_url`, `prefect_ui_url`, and
+    `dvc_config` (the written `.dvc/config.local`, None outside a DVC repository). Nothing is
+    exported to this process's environment; use `service_env` for client processes.
+    """
+    settings = ensure_credentials(settings or Settings())
+    with _locked(settings):
+        if s3_is_local(settings):
+            write_private(_state(settings) / "s3.json", json.dumps(s3_identities(settings), indent=2))
+            (_state(settings) / "seaweedfs").mkdir(exist_ok=True)
+        to_start = _services_to_start(settings)
+        for service in to_start:  # all ports first: a clash must not leave half the services started
+            check_ports(service)
+        for service in to_start:  # both start together: Prefect's start-up is the long one
+            start(settings, service)
+        if s3_is_local(settings):
+            wait_healthy(settings, "seaweedfs", s3_ensure_buckets, S3_TIMEOUT_S, managed=True)
+        else:
+            wait_healthy(settings, "s3", s3_check_buckets, EXTERNAL_TIMEOUT_S, managed=False)
+        dvc_config = wire_dvc_remote(settings)
+        local_prefect = prefect_is_local(settings)
+        wait_healthy(settings, "prefect-server" if local_prefect else "prefect", prefect_check,
+                     PREFECT_TIMEOUT_S if local_prefect else EXTERNAL_TIMEOUT_S, managed=local_prefect)
+        start_worker(settings)
+        slots = ensure_accelerator_limit(settings)
+    return {"gpu_slots": slots,
+            "s3_endpoint": settings.endpoint_url, "buckets": buckets(settings),
+            "prefect_api_url": settings.api_url, "prefect_ui_url": settings.ui_url,
+            "dvc_config": str(dvc_config) if dvc_config else None}
+
+
+def start_worker(settings: Settings) -> None:
+    """Start the worker (once the Prefect API answers) unless it runs already or is switched off."""
+    if not settings.start_worker:
+        return
+    if running_pid(settings, "prefect-worker") is None:
+        start(settings, prefect_worker(settings))
+    wait_healthy(settings, "prefect-worker", worker_check, WORKER_TIMEOUT_S, managed=True)
+
+
+def down(settings: Settings | None = None) -> None:
+    """Stop the local services, all at once (SeaweedFS alone needs about 15 s). Data stays.
+
+    Stopping the worker also stops the flow runs it is executing (they are its child processes)."""
+    settings = settings or Settings()
+    if not settings.state_dir.exists():
+        return  # never started here: nothing to stop, and no state dir to create
+    with _locked(settings):
+        stop(settings, "prefect-worker", "prefect-server", "seaweedfs")
+
+
+def status(settings: Settings | None = None) -> dict[str, dict]:
+    """Per service: `pid` (None if not running here or external), `url` and `healthy`."""
+    settings = settings or Settings()
+    s3_ok = bool(settings.s3_access_key_id and settings.s3_secret_access_key) and \
+        _healthy(s3_check_buckets, settings)
+    report = {
+        "seaweedfs": {"pid": running_pid(settings, "seaweedfs"), "url": settings.endpoint_url, "healthy": s3_ok},
+        "prefect-server": {"pid": running_pid(settings, "prefect-server"), "url": settings.ui_url,
+                           "healthy": _healthy(prefect_check, settings)},
+    }
+    if settings.start_worker:
+        report["prefect-worker"] = {"pid": running_pid(settings, "prefect-worker"),
+                                    "url": f"pool {WORK_POOL} as {worker_name(settings)}",
+                                    "healthy": _healthy(worker_check, settings)}
+    return report
+
+
+def format_status(report: dict[str, dict]) -> str:
+    """One readable line per service: name, pid, healthy, url."""
+    return "\n".join(f"{name:<15} pid={state['pid'] or '-':<8} healthy={'yes' if state['healthy'] else 'no':<4} "
+                     f"{state['url']}" for name, state in report.items())
+
+
+def services_main(argv: list[str] | None = None) -> int:
+    """`flowtune services up|down|status`; exit status 0 when the command succeeded / all are healthy."""
+    parser = argparse.ArgumentParser(prog="flowtune services",
+                                     description="Start, stop or inspect the local services: SeaweedFS (S3), "
+                                                 "Prefect server and worker.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("up", help="start what is not running, create buckets, wire the DVC remote")
+    sub.add_parser("down", help="stop the local services (data stays)")
+    sub.add_parser("status", help="pid, url and health of each service (exit 1 if one is unhealthy)")
+    action = parser.parse_args(argv).action
+    settings = Settings()
+    try:
+        if action == "up":
+            settings = ensure_credentials(settings)  # here, not only inside up: status below needs them
+            info = up(settings)
+            print(format_status(status(settings)))
+            print(f"buckets: {', '.join(info['buckets'])}; Prefect UI: {info['prefect_ui_url']}")
+            print(f"concurrency limit '{ACCELERATOR_LIMIT}': {info['gpu_slots']} slot(s); "
+                  "create the deployments with `flowtune deploy`")
+            print(f"DVC remote '{DVC_REMOTE}': " + (f"wired in {info['dvc_config']}" if info["dvc_config"]
+                                                    else "not wired (no .dvc/ in this directory)"))
+            return 0
+        if action == "down":
+            down(settings)
+            print(f"services stopped (data kept under {settings.state_dir}/)")
+            return 0
+        report = status(settings)
+        print(format_status(report))
+        return 0 if all(state["healthy"] for state in report.values()) else 1
+    except ServiceError as exc:
+        print(f"flowtune services {action}: {exc}", file=sys.stderr)
+        return 1
+
+
+main = services_main  # `python -m flows.services` (flows/services/__main__.py), `flowtune services`
