@@ -17,12 +17,12 @@ import httpx
 import pytest
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
+from flows.steps import STAGES
 from tests.browser import capture_flow_run
 from tests.helpers import clean_env, port_settings, scratch_clone
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-STAGES = ["ingest", "validate", "clean", "validate_clean", "augment", "validate_augmented", "train", "evaluate"]
 # Every task of a run that registers, in order (flows/pipeline.py).
 TASKS = ["check-storage", "dvc-pull", "dvc-status", *STAGES, "check-unchanged", "gate", "dvc-push", "publish-version",
          "move-champion", "publish-model-card"]

@@ -1,5 +1,7 @@
-"""dvc.yaml, params.yaml and tasks/ agree: every stage's module exists, every key exists."""
+"""dvc.yaml, params.yaml, tasks/ and flows/ agree: every stage's module exists, every key exists, every
+stage lists exactly the code it runs, and the flows run the stages dvc.yaml declares."""
 
+import ast
 import importlib
 import re
 from pathlib import Path
@@ -7,11 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows import reports, steps
 from tasks.params import ParamsError, load_params
 
 ROOT = Path(__file__).resolve().parents[2]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+PACKAGES = ("tasks", "flows")  # the project's own code; every other import is a pinned dependency
 
 
 def lookup(key: str):
@@ -90,3 +94,84 @@ def test_top_level_plots_use_declared_paths():
     for plot in DVC.get("plots", []):
         for spec in plot.values():
             assert set(spec["y"]) <= declared
+
+
+# ------------------------------------------------------------------- each stage lists the code it runs
+
+
+def stage_module(spec: dict) -> str:
+    return re.fullmatch(r"python -m (tasks\.\w+)( --[\w-]+ \w+)*", spec["cmd"]).group(1)
+
+
+def module_files(name: str) -> set[Path]:
+    """The project files Python runs to import dotted `name`: each package's __init__.py, then the module."""
+    parts = name.split(".")
+    if parts[0] not in PACKAGES:
+        return set()
+    folders = [ROOT.joinpath(*parts[:i]) for i in range(1, len(parts) + 1)]
+    return {file for folder in folders for file in (folder.with_suffix(".py"), folder / "__init__.py")
+            if file.is_file()}
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every module name `path` may import, function-local imports included (`from a import b`: a and a.b)."""
+    package = ".".join(path.relative_to(ROOT).parent.parts)
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            anchor = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            base = ".".join(part for part in (anchor, node.module) if part)
+            names |= {base, *(f"{base}.{alias.name}" for alias in node.names)}
+    return names
+
+
+def import_closure(module: str) -> set[str]:
+    """The project files (repo-relative) that `python -m module` can run, following imports transitively."""
+    todo, seen = list(module_files(module)), set()
+    while todo:
+        path = todo.pop()
+        if path not in seen:
+            seen.add(path)
+            todo += [file for name in imported_names(path) for file in module_files(name)]
+    return {path.relative_to(ROOT).as_posix() for path in seen}
+
+
+def code_deps(deps: list[str]) -> set[str]:
+    """The .py files a stage's deps name: a file, or every .py file under a package directory."""
+    files = {dep for dep in deps if dep.endswith(".py")}
+    for folder in (ROOT / dep for dep in deps if dep.split("/")[0] in PACKAGES and (ROOT / dep).is_dir()):
+        files |= {path.relative_to(ROOT).as_posix() for path in folder.rglob("*.py")}
+    return files
+
+
+@pytest.mark.parametrize("stage", list(DVC["stages"]))
+def test_stage_deps_are_exactly_the_code_its_module_imports(stage: str):
+    """DVC reruns a stage only when a dep changes: a missing file leaves stale outputs, an extra one reruns
+    the stage for nothing."""
+    spec = DVC["stages"][stage]
+    imported, listed = import_closure(stage_module(spec)), code_deps(spec["deps"])
+    assert imported == listed, (f"stage {stage!r}: missing from deps {sorted(imported - listed)}, "
+                                f"superfluous in deps {sorted(listed - imported)}")
+
+
+@pytest.mark.parametrize("stage", list(DVC["stages"]))
+def test_stage_code_deps_are_its_own_module_then_sorted(stage: str):
+    spec = DVC["stages"][stage]
+    code = [dep for dep in spec["deps"] if dep.split("/")[0] in PACKAGES]
+    own = f"{stage_module(spec).replace('.', '/')}.py"
+    assert code[0] == own and code[1:] == sorted(code[1:]), f"stage {stage!r}: code deps {code}"
+
+
+# ------------------------------------------------------------------ the flows run dvc.yaml's stages
+
+
+def test_the_flows_stage_lists_are_dvc_yamls():
+    stages = list(DVC["stages"])
+    assert list(steps.STAGES) == stages
+    assert list(steps.DATA_STAGES) == stages[:stages.index("train")]
+    contracts = {stage: spec["cmd"].partition(" --data ")[2] for stage, spec in DVC["stages"].items()
+                 if stage_module(spec) == "tasks.validate"}
+    assert reports.CONTRACT_STAGES == contracts
+
