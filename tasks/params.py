@@ -61,14 +61,14 @@ class ValidateParams(Section):
     entity_types: list[str]
     min_sentences: int = Field(ge=1)
     max_tokens_per_sentence: int = Field(ge=1)
-    max_subword_pieces: int | None = Field(default=None, ge=1)
-    max_duplicate_share: float = Field(default=0.10, ge=0, le=1)
-    reference_profile: str | None = None
-    entity_share_ratio: tuple[float, float] = (0.33, 3.0)
+    max_subword_pieces: int | None = Field(ge=1)  # None: not checked
+    max_duplicate_share: float = Field(ge=0, le=1)
+    reference_profile: str | None  # None: no entity-distribution check
+    entity_share_ratio: tuple[float, float]
     labels: list[str]  # sequence-classification: the declared classes ([] = derived from the data)
     class_share: tuple[float, float]  # bounds on each class's share of a split's examples
     # Per checkpoint (raw, clean, augmented): the checks that only warn there.
-    soft: dict[Literal["raw", "clean", "augmented"], list[ContractCheck]] = {}
+    soft: dict[Literal["raw", "clean", "augmented"], list[ContractCheck]]
 
     def soft_checks(self, checkpoint: str) -> list[str]:
         return list(self.soft.get(checkpoint, []))

@@ -10,7 +10,8 @@ from tasks.records import NerRecord, write_jsonl
 from tasks.validate import ContractError, run
 
 PARAMS = ValidateParams(entity_types=["person", "geo-loc"], min_sentences=3, max_tokens_per_sentence=50,
-                        labels=[], class_share=(0.0, 1.0))
+                        max_subword_pieces=None, max_duplicate_share=0.10, reference_profile=None,
+                        entity_share_ratio=(0.33, 3.0), labels=[], class_share=(0.0, 1.0), soft={})
 
 
 def good(n: int = 4, prefix: str = "f") -> list[NerRecord]:
@@ -52,8 +53,7 @@ def test_bad_record_fails_with_its_id(tmp_path: Path, bad: NerRecord, expected: 
 
 
 def test_too_few_sentences(tmp_path: Path):
-    params = ValidateParams(entity_types=["person", "geo-loc"], min_sentences=100, max_tokens_per_sentence=50,
-                        labels=[], class_share=(0.0, 1.0))
+    params = PARAMS.model_copy(update={"min_sentences": 100})
     expected = r"row_count \(expect_table_row_count_to_be_between on sentences\): observed 6, expected min_value=100"
     with pytest.raises(ContractError, match=expected):
         run(params, write(tmp_path, good()), tmp_path / "report.json")

@@ -5,12 +5,14 @@ import ast
 import importlib
 import re
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from flows import reports, steps
-from tasks.params import ParamsError, load_params
+from tasks.params import Params, ParamsError, load_params
 
 ROOT = Path(__file__).resolve().parents[2]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -175,3 +177,24 @@ def test_the_flows_stage_lists_are_dvc_yamls():
                  if stage_module(spec) == "tasks.validate"}
     assert reports.CONTRACT_STAGES == contracts
 
+
+# ------------------------------------------------------------------ defaults live only in params files
+
+
+def types_in(annotation) -> list:
+    """`annotation` and every type argument inside it (list[X] | None: X too)."""
+    return [annotation, *(found for arg in get_args(annotation) for found in types_in(arg))]
+
+
+def models(model: type[BaseModel]) -> list[type[BaseModel]]:
+    """`model` and every pydantic model its fields can hold, depth first."""
+    nested = [kind for field in model.model_fields.values() for kind in types_in(field.annotation)
+              if isinstance(kind, type) and issubclass(kind, BaseModel)]
+    return [model, *(found for sub in nested for found in models(sub))]
+
+
+def test_params_models_have_no_defaults():
+    """params.yaml is the one home of a default: a key missing there is an error, not a silent fallback."""
+    defaulted = [f"{model.__name__}.{name}" for model in models(Params)
+                 for name, field in model.model_fields.items() if not field.is_required()]
+    assert defaulted == [], f"fields with a default in tasks/params.py: {defaulted}"
