@@ -58,12 +58,16 @@ gonna gotta wanna lol lmao omg rofl haha hahaha yeah yes yep nope okay
 
 @dataclass(frozen=True)
 class SynonymParams:
-    """The knobs of a synonym swap. Invariant (checked): 0 < swap_prob <= 1, copies >= 0, max_attempts >= 1."""
+    """The knobs of a synonym swap. Invariant (checked): 0 < swap_prob <= 1, copies >= 0, max_attempts >= 1.
+
+    No defaults: the stage takes every value from params.yaml (`augment.synonym`, whose schema also asks
+    copies >= 1); the core itself accepts copies=0 (no new records).
+    """
 
     swap_prob: float  # probability that each eligible word is swapped
     copies: int  # new records wanted per source record
     seed: int
-    max_attempts: int = 3  # tries per copy to get a changed sentence that is not a duplicate
+    max_attempts: int  # tries per copy to get a changed sentence that is not a duplicate
 
     def __post_init__(self) -> None:
         if not 0 < self.swap_prob <= 1:
@@ -225,7 +229,7 @@ class SynonymSwap:
     name = "synonym"
 
     def __init__(self, swap_prob: float, copies: int, seed: int,
-                 synonyms: Mapping[str, Sequence[str]] | None = None, *, max_attempts: int = 3,
+                 synonyms: Mapping[str, Sequence[str]] | None = None, *, max_attempts: int,
                  cache_path: Path | None = None) -> None:
         """`synonyms=None` loads the WordNet table (file cache at `cache_path` if given); a given mapping
         (tests, custom lexicons) is cleaned with the same rules as the WordNet table."""

@@ -61,7 +61,8 @@ def record(spec: str, rid: str = "r1", meta: dict | None = None) -> NerRecord:
 
 def swap_all(records: list[NerRecord], copies: int = 1, seed: int = 0, synonyms: dict | None = None):
     """Swap every eligible word (swap_prob=1) with the fake dict."""
-    return SynonymSwap(1.0, copies, seed, synonyms=SYNONYMS if synonyms is None else synonyms).augment(records)
+    table = SYNONYMS if synonyms is None else synonyms
+    return SynonymSwap(1.0, copies, seed, synonyms=table, max_attempts=3).augment(records)
 
 
 # ------------------------------------------------------------------------------------------- word rules
@@ -130,7 +131,7 @@ def test_outcomes_count_one_per_copy_and_duplicates_are_dropped():
 
 def test_copies_differ_from_source_and_each_other():
     source = record("quick storm buy big quick storm", "s")
-    new, counts = SynonymSwap(0.5, 6, seed=3, synonyms=SYNONYMS).augment([source])
+    new, counts = SynonymSwap(0.5, 6, seed=3, synonyms=SYNONYMS, max_attempts=3).augment([source])
     token_tuples = [r.tokens for r in new]
     assert source.tokens not in token_tuples
     assert len(set(token_tuples)) == len(token_tuples)
@@ -147,7 +148,7 @@ def test_tiny_swap_probability_leaves_sentences_unchanged():
     {"swap_prob": 0.0}, {"swap_prob": 1.5}, {"copies": -1}, {"max_attempts": 0},
 ])
 def test_invalid_parameters_are_rejected(kwargs):
-    args = {"swap_prob": 0.5, "copies": 1, "seed": 0, "synonyms": SYNONYMS} | kwargs
+    args = {"swap_prob": 0.5, "copies": 1, "seed": 0, "synonyms": SYNONYMS, "max_attempts": 3} | kwargs
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         SynonymSwap(**args)
 
@@ -184,9 +185,9 @@ def corpus(n: int = 60) -> list[NerRecord]:
 
 def test_same_seed_same_output_other_seed_other_output():
     records = corpus()
-    first = SynonymSwap(0.5, 2, seed=7, synonyms=SYNONYMS).augment(records)
-    again = SynonymSwap(0.5, 2, seed=7, synonyms=SYNONYMS).augment(records)
-    other = SynonymSwap(0.5, 2, seed=8, synonyms=SYNONYMS).augment(records)
+    first = SynonymSwap(0.5, 2, seed=7, synonyms=SYNONYMS, max_attempts=3).augment(records)
+    again = SynonymSwap(0.5, 2, seed=7, synonyms=SYNONYMS, max_attempts=3).augment(records)
+    other = SynonymSwap(0.5, 2, seed=8, synonyms=SYNONYMS, max_attempts=3).augment(records)
     assert first == again
     assert [r.tokens for r in first[0]] != [r.tokens for r in other[0]]
 
@@ -194,7 +195,7 @@ def test_same_seed_same_output_other_seed_other_output():
 @pytest.mark.parametrize("shards", [2, 3, 7])
 def test_shards_concatenated_equal_one_run(shards):
     records = corpus()
-    swap = SynonymSwap(0.5, 2, seed=11, synonyms=SYNONYMS)
+    swap = SynonymSwap(0.5, 2, seed=11, synonyms=SYNONYMS, max_attempts=3)
     whole, whole_counts = swap.augment(records)
     size = -(-len(records) // shards)
     parts = [swap.augment(records[i:i + size]) for i in range(0, len(records), size)]
@@ -205,7 +206,7 @@ def test_shards_concatenated_equal_one_run(shards):
 
 def test_output_for_a_record_does_not_depend_on_its_position():
     records = corpus()
-    swap = SynonymSwap(0.5, 2, seed=11, synonyms=SYNONYMS)
+    swap = SynonymSwap(0.5, 2, seed=11, synonyms=SYNONYMS, max_attempts=3)
     forward, _ = swap.augment(records)
     backward, _ = swap.augment(records[::-1])
     assert sorted(forward, key=lambda r: r.id) == sorted(backward, key=lambda r: r.id)
@@ -254,7 +255,7 @@ def sentences(draw) -> NerRecord:
 @given(source=sentences(), swap_prob=st.floats(0.01, 1.0), copies=st.integers(0, 3), seed=st.integers(0, 2**32))
 def test_property_labels_and_entities_survive(source, swap_prob, copies, seed):
     assert iob2_errors(source.tags) == []  # the strategy itself is sound
-    new, counts = SynonymSwap(swap_prob, copies, seed, synonyms=SYNONYMS).augment([source])
+    new, counts = SynonymSwap(swap_prob, copies, seed, synonyms=SYNONYMS, max_attempts=3).augment([source])
     assert sum(counts.values()) == copies
     assert len(new) == counts[ACCEPTED]
     for copy in new:
@@ -404,7 +405,7 @@ def test_real_wordnet_synonyms():
     assert all(syn.valid_synonym(s, word) and s.islower() for word, synonyms in table.items() for s in synonyms)
 
     source = record("Quick BUY of Apple/B-company shares")
-    [new], _ = SynonymSwap(1.0, 1, seed=0).augment([source])
+    [new], _ = SynonymSwap(1.0, 1, seed=0, max_attempts=3).augment([source])
     assert new.tokens[0] in {"Speedy", "Agile", "Nimble"}
     assert new.tokens[1:] == ("PURCHASE", "of", "Apple", "shares")  # plurals are no WordNet lemma
     assert new.tags == source.tags
