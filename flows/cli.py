@@ -7,7 +7,8 @@ import os
 import sys
 
 from flows.names import ACCELERATOR_LIMIT, PIPELINE_FLOW, TRAIN_POOL, WORK_POOL
-from flows.registry_cli import add_predict_parser, add_registry_parser
+from flows.predict_cli import add_predict_parser
+from flows.registry_cli import add_registry_parser
 from tasks.settings import Settings
 
 

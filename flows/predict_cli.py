@@ -1,0 +1,193 @@
+"""`flowtune predict`: tag sentences (NER) or classify texts with a registered model or a model folder.
+
+The input readers (CoNLL / JSONL sentences, CSV / JSONL texts, or plain lines) and the prediction
+writers live here; a registry reference is resolved and downloaded through flows/registry_cli.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from flows.registry_cli import open_registry
+
+
+def read_sentences(args) -> tuple[list, bool]:
+    """Records to tag and whether they carry gold tags: --input FILE (CoNLL, or JSONL by its .jsonl
+    extension; '-' = CoNLL on stdin), or whitespace-tokenized text lines."""
+    from tasks.records import NerRecord
+
+    if not args.input:
+        lines = args.text or sys.stdin.read().splitlines()
+        words = [line.split() for line in lines if line.strip()]
+        return [NerRecord(f"line:{i + 1}", tuple(w), ("O",) * len(w)) for i, w in enumerate(words)], False
+    if args.input != "-":
+        return read_input_file(Path(args.input))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "stdin.conll"
+        path.write_text(sys.stdin.read(), encoding="utf-8")
+        return read_input_file(path)
+
+
+def read_input_file(path: Path) -> tuple[list, bool]:
+    """A tagged file goes through the validating readers; a tokens-only one (CoNLL with one column,
+    JSONL rows without `tags`) is read as sentences to tag."""
+    from tasks.records import InputFormatError, NerRecord, read_records
+
+    if not path.is_file():
+        raise InputFormatError(f"{path}: input file not found")
+    text = path.read_text(encoding="utf-8-sig")
+    first = next((line for line in text.splitlines() if line.strip() and not line.startswith("-DOCSTART-")), "")
+    jsonl = path.suffix == ".jsonl"
+    tagged = "tags" in json.loads(first) if jsonl and first else len(first.split()) > 1
+    if tagged:
+        return read_records(path, "jsonl" if jsonl else "conll"), True
+    if jsonl:
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [NerRecord(str(r.get("id", f"{path.name}:{i + 1}")), tuple(r["tokens"]), ("O",) * len(r["tokens"]))
+                for i, r in enumerate(rows)], False
+    sentences = [block.split("\n") for block in text.replace("\r\n", "\n").split("\n\n") if block.strip()]
+    return [NerRecord(f"{path.name}:{i + 1}", tuple(w.strip() for w in lines if w.strip()),
+                      ("O",) * sum(1 for w in lines if w.strip())) for i, lines in enumerate(sentences)], False
+
+
+def write_predictions(records, predicted, fmt: str, out) -> None:
+    for record, tags in zip(records, predicted, strict=True):
+        if fmt == "jsonl":
+            out.write(json.dumps({"id": record.id, "tokens": list(record.tokens), "tags": tags}, ensure_ascii=False)
+                      + "\n")
+        else:
+            out.write("".join(f"{token}\t{tag}\n" for token, tag in zip(record.tokens, tags, strict=True)) + "\n")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tasks.records import InputFormatError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(args.model)
+        if not model_dir.is_dir():
+            registry = open_registry()
+            name, version = registry.resolve(args.model)
+            model_dir = registry.download(name, version, Path(tmp))
+        try:
+            if is_sequence_classifier(model_dir):
+                return predict_classes(args, model_dir)
+            return predict_entities(args, model_dir)
+        except InputFormatError as exc:
+            sys.exit(f"flowtune predict: error: {exc}")
+
+
+def is_sequence_classifier(model_dir: Path) -> bool:
+    """What the saved model is, from its config: a text classifier or (otherwise) a tagger."""
+    from transformers import AutoConfig
+
+    architectures = AutoConfig.from_pretrained(model_dir).architectures or []
+    return any(name.endswith("ForSequenceClassification") for name in architectures)
+
+
+def output_stream(args):
+    return open(args.output, "w", encoding="utf-8") if args.output else contextlib.nullcontext(sys.stdout)
+
+
+def predict_entities(args: argparse.Namespace, model_dir: Path) -> int:
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from tasks.modeling import predict_tags
+
+    records, tagged = read_sentences(args)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
+    predicted = predict_tags(model, tokenizer, [r.tokens for r in records], args.batch_size, args.max_length)
+    with output_stream(args) as out:
+        write_predictions(records, predicted, args.format or "conll", out)
+    if tagged:  # the input had gold tags: say how the model did on them
+        from tasks.evaluate import score
+
+        scores = score([r.tags for r in records], predicted)
+        print(f"gold tags in the input: strict F1 {scores['f1']:.4f}, precision {scores['precision']:.4f}, "
+              f"recall {scores['recall']:.4f} on {scores['sentences']} sentences", file=sys.stderr)
+    return 0
+
+
+def read_texts(args, multi_label: bool = False) -> tuple[list, bool]:
+    """Texts to classify and whether they carry gold labels: --input FILE (.csv or .jsonl with a `text`
+    column, `label` optional: for a multi-label model, labels joined by | or a JSON list), or one text
+    per argument / stdin line."""
+    from tasks.textdata import TextExample, read_text_examples
+
+    if not args.input:
+        lines = args.text or sys.stdin.read().splitlines()
+        return [TextExample(f"line:{i + 1}", line.strip(), "") for i, line in enumerate(lines) if line.strip()], False
+    path = Path(args.input)
+    labelled = has_column(path, "label")
+    return read_text_examples(path, "text", "label" if labelled else None, "|" if multi_label else None), labelled
+
+
+def has_column(path: Path, column: str) -> bool:
+    """Whether the first row of a .csv/.jsonl input has `column` (a missing file is the reader's to report)."""
+    import csv
+
+    if not path.is_file():
+        return False
+    with open(path, newline="", encoding="utf-8") as handle:
+        if path.suffix.lower() == ".csv":
+            return column in (csv.DictReader(handle).fieldnames or [])
+        first = next((line for line in handle if line.strip()), "{}")
+    try:
+        return column in json.loads(first)
+    except json.JSONDecodeError:
+        return False  # the reader names the line
+
+
+def predict_classes(args: argparse.Namespace, model_dir: Path) -> int:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tasks.records import InputFormatError
+    from tasks.textclass import classification_metrics, encode_texts, is_multi_label, predict_proba, predicted_labels
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    multi_label = is_multi_label(model)
+    examples, labelled = read_texts(args, multi_label)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    unknown = sorted({label for e in examples for label in e.labels} - set(labels)) if labelled else []
+    if unknown:
+        raise InputFormatError(f"{args.input}: labels {unknown} are not classes of the model ({labels})")
+    encoded, _ = encode_texts(tokenizer, examples, args.max_length)
+    probabilities = predict_proba(model, encoded, args.batch_size, tokenizer.pad_token_id)
+    predicted = predicted_labels(probabilities, labels, multi_label)
+    with output_stream(args) as out:
+        for example, row, chosen in zip(examples, probabilities, predicted, strict=True):
+            if args.format == "jsonl":
+                scores = {label: round(float(p), 6) for label, p in zip(labels, row, strict=True)}
+                out.write(json.dumps({"id": example.id, "text": example.text, "label": chosen,
+                                      "probabilities": scores}, ensure_ascii=False) + "\n")
+            else:  # the label (multi-label: labels joined by |) and its probability (each label's)
+                shown = "|".join(f"{float(row[labels.index(c)]):.4f}" for c in chosen.split("|") if c)
+                out.write(f"{chosen or '(none)'}\t{shown or '-'}\t{example.text}\n")
+    if labelled:
+        result = classification_metrics([e.label for e in examples], probabilities, labels, multi_label)
+        print(f"gold labels in the input: macro-F1 {result['f1']:.4f}, accuracy {result['accuracy']:.4f} on "
+              f"{result['examples']} texts", file=sys.stderr)
+    return 0
+
+
+def add_predict_parser(sub) -> None:
+    pred = sub.add_parser("predict", help="tag sentences (NER) or classify texts with a registered model or a "
+                                          "model folder")
+    pred.add_argument("--model", required=True, help="a model folder, or NAME / NAME@VERSION / NAME:ALIAS")
+    pred.add_argument("--input", help="NER: a CoNLL or .jsonl file of tokenized sentences ('-' = CoNLL on stdin); "
+                                      "classifier: a .csv or .jsonl file with a `text` column (`label` optional)")
+    pred.add_argument("--format", choices=["conll", "jsonl"],
+                      help="output format: conll (NER default; a classifier writes label<TAB>probability<TAB>text) "
+                           "or jsonl")
+    pred.add_argument("--output", help="write here instead of stdout")
+    pred.add_argument("--batch-size", type=int, default=32)
+    pred.add_argument("--max-length", type=int, default=128, help="sub-word pieces per window")
+    pred.add_argument("text", nargs="*", help="whitespace-tokenized sentences, or texts for a classifier "
+                                              "(default without --input: stdin lines)")
+    pred.set_defaults(func=cmd_predict)
