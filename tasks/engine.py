@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -32,7 +33,74 @@ import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
 from tasks import checkpoints
-from tasks.modeling import IGNORE_INDEX, Example, collate, length_grouped_batches, random_batches
+
+IGNORE_INDEX = -100  # label value that torch's cross-entropy skips
+
+
+@dataclass(frozen=True)
+class Example:
+    """One model input: a window of a sentence (token classification) or a text (sequence classification).
+
+    `sentence` indexes the source row; `word_ids` map pieces to that row's words (token classification
+    only, empty otherwise); `labels` is one entry per piece, or a classifier's label row (see its kind)."""
+
+    sentence: int
+    input_ids: list[int]
+    word_ids: list[int | None]
+    labels: list[int] | None = None
+
+
+def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad a batch to its own longest example (dynamic padding), not to max_length."""
+    width = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        input_ids[row, : len(example.input_ids)] = torch.tensor(example.input_ids)
+        attention_mask[row, : len(example.input_ids)] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if all(e.labels is not None for e in examples):
+        # A multi-label classifier's 0/1 row can be longer than a short text's pieces.
+        labels = torch.full((len(examples), max(width, *(len(e.labels) for e in examples))), IGNORE_INDEX,
+                            dtype=torch.long)
+        for row, example in enumerate(examples):
+            labels[row, : len(example.labels)] = torch.tensor(example.labels)
+        batch["labels"] = labels
+    return batch
+
+
+def random_batches(count: int, batch_size: int, seed: int) -> list[list[int]]:
+    """Batches of shuffled indices (any lengths together), reproducible for a given seed."""
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, count, batch_size)]
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Shuffled batches of indices with similar lengths, so dynamic padding wastes little.
+
+    Shuffle, cut into chunks of 50 batches, sort each chunk by length, cut into batches and shuffle
+    the batch order: random from epoch to epoch (pass seed + epoch), reproducible for a given seed.
+    """
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        group = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA for prediction; a no-op context on CPU (CPU bf16 is slower on most machines)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Shared helpers for token classification: base model lookup, encoding, windowing, batching, prediction.
+"""Token classification helpers: base model lookup, encoding, windowing, prediction (batching: tasks/engine.py).
 
 Words are the unit of labelling; sub-word pieces are an implementation detail of the encoder. Every
 helper here keeps one rule: a word's label and prediction live on its first piece, and every word
@@ -8,16 +8,15 @@ never truncated).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from seqeval.metrics import f1_score
 from seqeval.scheme import IOB2
 
-IGNORE_INDEX = -100  # label value that torch's cross-entropy skips
+from tasks.engine import IGNORE_INDEX, Example, autocast, collate, model_device
+
 SPECIAL_TOKENS_PER_WINDOW = 2  # [CLS] ... [SEP]
 PACKAGED_MODEL = "minilm"
 
@@ -103,16 +102,6 @@ def word_windows(piece_counts: Sequence[int], max_pieces: int) -> list[tuple[int
     return windows
 
 
-@dataclass(frozen=True)
-class Example:
-    """One window of one sentence, ready for the model. word_ids index words of the whole sentence."""
-
-    sentence: int
-    input_ids: list[int]
-    word_ids: list[int | None]
-    labels: list[int] | None = None
-
-
 def encode_words(tokenizer, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
     """Piece ids per word per sentence, from one fast-tokenizer call over the whole dataset.
 
@@ -163,59 +152,6 @@ def build_examples(
             input_ids = [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]
             examples.append(Example(sentence, input_ids, word_ids, labels))
     return examples
-
-
-def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad a batch to its own longest example (dynamic padding), not to max_length."""
-    width = max(len(e.input_ids) for e in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, example in enumerate(examples):
-        input_ids[row, : len(example.input_ids)] = torch.tensor(example.input_ids)
-        attention_mask[row, : len(example.input_ids)] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if all(e.labels is not None for e in examples):
-        # A multi-label classifier's 0/1 row can be longer than a short text's pieces.
-        labels = torch.full((len(examples), max(width, *(len(e.labels) for e in examples))), IGNORE_INDEX,
-                            dtype=torch.long)
-        for row, example in enumerate(examples):
-            labels[row, : len(example.labels)] = torch.tensor(example.labels)
-        batch["labels"] = labels
-    return batch
-
-
-def random_batches(count: int, batch_size: int, seed: int) -> list[list[int]]:
-    """Batches of shuffled indices (any lengths together), reproducible for a given seed."""
-    order = list(range(count))
-    random.Random(seed).shuffle(order)
-    return [order[i : i + batch_size] for i in range(0, count, batch_size)]
-
-
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
-    """Shuffled batches of indices with similar lengths, so dynamic padding wastes little.
-
-    Shuffle, cut into chunks of 50 batches, sort each chunk by length, cut into batches and shuffle
-    the batch order: random from epoch to epoch (pass seed + epoch), reproducible for a given seed.
-    """
-    rng = random.Random(seed)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    chunk = batch_size * 50
-    batches = []
-    for start in range(0, len(order), chunk):
-        group = sorted(order[start : start + chunk], key=lambda i: lengths[i])
-        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; a no-op context on CPU (CPU bf16 is slower on most machines)."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def predict_label_ids(

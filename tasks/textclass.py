@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from tasks import checkpoints, engine
-from tasks.modeling import Example, autocast, collate, model_device, resolve_base_model
+from tasks.engine import Example, autocast, collate, model_device
+from tasks.modeling import resolve_base_model
 from tasks.records import atomic_write_text, write_json
 from tasks.textdata import LABEL_JOIN, TextExample, load_examples
 

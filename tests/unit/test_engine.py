@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from transformers import pipeline
 
 from tasks import checkpoints, engine, train
-from tasks.modeling import IGNORE_INDEX, align_labels, continuation_ids
+from tasks.engine import IGNORE_INDEX
+from tasks.modeling import align_labels, continuation_ids
 from tasks.records import write_jsonl
 from tests.helpers import synthetic, train_params
 
@@ -101,7 +102,7 @@ def test_a_labelled_piece_weighs_the_same_whatever_its_batch(tiny_base) -> None:
     batch's own count (the old way) it is not: length-grouped batches skewed the weights ~3x."""
     from transformers import AutoModelForTokenClassification
 
-    from tasks.modeling import Example
+    from tasks.engine import Example
 
     torch.manual_seed(0)
     model = AutoModelForTokenClassification.from_pretrained(tiny_base, num_labels=3, hidden_dropout_prob=0.0,

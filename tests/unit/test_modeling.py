@@ -1,4 +1,5 @@
-"""Pure helpers of tasks.modeling on handwritten data, plus prediction on a tiny random BERT."""
+"""Pure helpers of tasks.modeling (and the engine's batching) on handwritten data, plus prediction on a tiny
+random BERT."""
 
 from __future__ import annotations
 
@@ -6,14 +7,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
 
+from tasks.engine import IGNORE_INDEX, Example, collate, length_grouped_batches
 from tasks.modeling import (
-    IGNORE_INDEX,
-    Example,
     align_labels,
     build_examples,
-    collate,
     encode_words,
-    length_grouped_batches,
     predict_tags,
     resolve_base_model,
     word_windows,
