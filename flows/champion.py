@@ -1,21 +1,30 @@
-"""The champion, re-evaluated on the candidate's test set, so the gate compares like with like."""
+"""The champion, re-evaluated on the candidate's test set, so the gate compares like with like.
+
+It is scored by the candidate's code: `python -m tasks.evaluate --model-dir ...` runs in the run's
+working copy (the current directory), the same code that `dvc repro` used for the candidate, never the
+worker's own copy of `tasks/` (DECISIONS 33).
+"""
 
 from __future__ import annotations
 
+import json
+import sys
 import tempfile
 from pathlib import Path
 
-from tasks import evaluate
+from flows.steps import run_logged
 from tasks.params import Params
 from tasks.registry import Registry
 
 
-def champion_metrics(params: Params, registry: Registry, alias: str = "champion") -> dict | None:
+def champion_metrics(params: Params, registry: Registry, alias: str = "champion",
+                     params_file: str | Path = "params.yaml") -> dict | None:
     """Metrics of the model behind `alias` on the current test split, or None when there is none.
 
     A champion that cannot label this test set (the entity types or classes changed) comes back with an
     `incomparable` reason instead of scores: the gate then rejects, since nothing shows the candidate
-    is not worse (a new label set belongs under a new `registry.model_name`).
+    is not worse (a new label set belongs under a new `registry.model_name`). Any other failure to
+    score it raises (`flows.steps.StageError`, with the end of the evaluation's output).
     """
     name = params.registry.model_name
     version = registry.get_alias(name, alias)
@@ -24,10 +33,8 @@ def champion_metrics(params: Params, registry: Registry, alias: str = "champion"
     with tempfile.TemporaryDirectory(prefix="flowtune-champion-") as tmp:
         work = Path(tmp)
         model_dir = registry.download(name, version, work / "model")
-        try:
-            metrics = evaluate.run(params.evaluate, model_dir, Path(params.paths.augmented) / "test.jsonl",
-                                   work / "eval.json", work / "predictions.jsonl", params.train.max_length,
-                                   task=params.task)
-        except ValueError as exc:
-            return {"version": version, "incomparable": str(exc)}
+        out = work / "eval.json"
+        run_logged([sys.executable, "-m", "tasks.evaluate", "--params", str(params_file),
+                    "--model-dir", str(model_dir), "--out", str(out)], f"scoring {name} v{version} ({alias})")
+        metrics = json.loads(out.read_text())
     return {"version": version, **metrics}

@@ -7,6 +7,7 @@ DVC is the build system: it alone decides what is stale, so dvc.lock stays true 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run
 
 from flows import reports
@@ -52,7 +54,7 @@ def run_logged(command: list[str], what: str) -> None:
     process dies (SIGKILL, OOM) the supervisor stops the command's whole tree within seconds, and
     when this thread is interrupted (ctrl-C, a cancelled run's SIGTERM) it is stopped here.
     """
-    logger = get_run_logger()
+    logger = run_logger()
     logger.info("$ %s", " ".join(command))
     # The thread that starts the supervisor must be the one that waits for it: the kernel sends the
     # parent-death signal when the *thread* that forked exits, and Prefect may run tasks in worker
@@ -72,6 +74,14 @@ def run_logged(command: list[str], what: str) -> None:
     if returncode != 0:
         output = "\n".join(tail)
         raise StageError(f"{what} failed (exit {returncode}):\n{output}")
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run's logger inside a flow or task run; outside one (a script, a test), flowtune's."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("flowtune")
 
 
 def supervised(command: list[str]) -> list[str]:

@@ -23,11 +23,16 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from tasks import analysis, behaviour
 from tasks.modeling import predict_tags
-from tasks.params import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, EvaluateParams, Params
+from tasks.params import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, EvaluateParams, Params, ParamsError
 from tasks.records import NerRecord, atomic_write_text, load_jsonl, write_json
 from tasks.stage import run_stage
 
 SUMMARY_ROWS = {"micro avg", "macro avg", "weighted avg"}
+
+
+class LabelSetMismatch(ValueError):
+    """The test data holds a tag or class the model does not know: the model cannot be scored on it (a
+    champion trained on another label set is *incomparable*, not worse)."""
 
 
 def check_tags(records: Sequence[NerRecord], labels: set[str]) -> None:
@@ -35,7 +40,7 @@ def check_tags(records: Sequence[NerRecord], labels: set[str]) -> None:
     for record in records:
         unknown = sorted(set(record.tags) - labels)
         if unknown:
-            raise ValueError(
+            raise LabelSetMismatch(
                 f"record {record.id}: tag {unknown[0]!r} is not a label of the model ({sorted(labels)}); "
                 "was the model trained with the same entity types?"
             )
@@ -136,7 +141,7 @@ def run_classifier(params: EvaluateParams, model_dir: Path, test_path: Path, met
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     unknown = next((e for e in examples if not set(e.labels) <= set(labels)), None)
     if unknown:
-        raise ValueError(f"example {unknown.id}: label {unknown.label!r} is not a class of the model ({labels}); "
+        raise LabelSetMismatch(f"example {unknown.id}: label {unknown.label!r} is not a class of the model ({labels}); "
                          "was the model trained with the same classes?")
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     multi_label = textclass.is_multi_label(model)
@@ -203,7 +208,11 @@ def write_predictions(path: Path, records: Sequence[NerRecord], predicted: Seque
     atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
 
 
-def step(params: Params, _args) -> str:
+def step(params: Params, args) -> str:
+    if args.model_dir:
+        if args.out is None:
+            raise ParamsError("--model-dir needs --out FILE (where to write its metrics)")
+        return score_other_model(params, args.model_dir, args.out)
     paths = params.paths
     metrics = run(params.evaluate, Path(paths.model), Path(paths.augmented) / "test.jsonl",
                   Path(paths.eval_metrics), Path(paths.predictions), params.train.max_length, Path(paths.confusion),
@@ -213,8 +222,30 @@ def step(params: Params, _args) -> str:
     return f"f1 {metrics['f1']:.4f} (strict IOB2) on {metrics['sentences']} sentences"
 
 
+def score_other_model(params: Params, model_dir: Path, out: Path) -> str:
+    """Score a model that is not this pipeline's output (the registry's champion) on this run's test
+    split with this checkout's code, so the gate compares candidate and champion by the same code.
+
+    `out` gets the metrics, or `{"incomparable": reason}` when the model's labels differ from the
+    data's; predictions go beside it. Any other error fails the command.
+    """
+    try:
+        metrics = run(params.evaluate, model_dir, Path(params.paths.augmented) / "test.jsonl", out,
+                      out.with_name(out.stem + "-predictions.jsonl"), params.train.max_length, task=params.task)
+    except LabelSetMismatch as exc:
+        write_json(out, {"incomparable": str(exc)})
+        return f"incomparable: {exc}"
+    return f"{model_dir}: f1 {metrics['f1']:.4f}"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model-dir", type=Path, help="score this model folder instead of the pipeline's "
+                        "(written to --out, not to the pipeline's outputs)")
+    parser.add_argument("--out", type=Path, help="with --model-dir: the metrics file to write")
+
+
 def main(argv: list[str] | None = None) -> None:
-    run_stage("evaluate", step, argv)
+    run_stage("evaluate", step, argv, add_arguments=add_arguments)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -97,6 +98,7 @@ def test_champion_is_rescored_on_the_current_test_split(registry: Registry, tiny
     import yaml
 
     from flows.champion import champion_metrics
+    from flows.steps import StageError
     from tasks import evaluate, train
     from tasks.params import load_params
     from tasks.records import NerRecord, write_jsonl
@@ -115,17 +117,22 @@ def test_champion_is_rescored_on_the_current_test_split(registry: Registry, tiny
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     params = load_params(tmp_path / "params.yaml")
     name = params.registry.model_name
-    assert champion_metrics(params, registry) is None  # nothing registered yet
+    score = functools.partial(champion_metrics, params, registry, params_file=tmp_path / "params.yaml")
+    assert score() is None  # nothing registered yet
 
     registry.set_alias(name, "champion", registry.publish(name, model, {"metrics": {"f1": 0.99}}))
     expected = evaluate.run(params.evaluate, model, data / "test.jsonl", tmp_path / "e.json", tmp_path / "p.jsonl", 16)
-    rescored = champion_metrics(params, registry)
+    rescored = score()  # by `python -m tasks.evaluate --model-dir` in the current directory's code
     timing = ("latency",)  # measured anew on each run
     assert {k: v for k, v in rescored.items() if k not in timing} == \
         {"version": 1, **{k: v for k, v in expected.items() if k not in timing}}  # scored now, not the recorded 0.99
 
     write_jsonl(data / "test.jsonl", [NerRecord("t:0", ("acme",), ("B-company",))])
-    assert "B-company" in champion_metrics(params, registry)["incomparable"]
+    assert "B-company" in score()["incomparable"]
+
+    (data / "test.jsonl").write_text("not json\n")  # any other failure is an error, not "incomparable"
+    with pytest.raises(StageError, match=r"(?s)scoring .* v1 \(champion\) failed.*test\.jsonl:1: not valid JSON"):
+        score()
 
 
 def test_same_weights_publish_nothing_new(registry: Registry, model_dir: Path):
