@@ -5,7 +5,8 @@ x processes` windows, drawn by length-grouped shuffling (similar lengths togethe
 wastes little). Each process takes its share of the global batch (`batch[rank::world]`) and splits
 it, sorted by length, into `gradient_accumulation_steps` micro-batches (similar lengths together).
 
-Loss. The loss of a step is the summed cross-entropy over every labelled piece of the global batch
+Loss. The task kind hands the loop its loss (`Loss`: summed over the labelled positions of a batch),
+so the loop never asks what it is training. The loss of a step is that sum over the global batch
 divided by the number of labelled pieces in the global batch (counted on the host, no communication).
 Each micro-batch backpropagates its share of that sum, so the gradient is the same whether a global
 batch runs in one piece, in micro-batches, or across processes (DDP averages over processes, which
@@ -22,19 +23,22 @@ import os
 import random
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
 from tasks import checkpoints
 
 IGNORE_INDEX = -100  # label value that torch's cross-entropy skips
+
+# Summed loss of a batch: (logits, labels padded with IGNORE_INDEX) -> a scalar. Summed, not averaged:
+# the loop divides by the global batch's labelled pieces itself (see "Loss" above).
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -248,27 +252,14 @@ class Loop:
     processes: Processes
     params: object
     pad_id: int
+    loss: Loss  # the task kind's summed loss: the loop itself is the same for every kind
     best_state: dict | None = None  # CPU copy of the best epoch's weights
-    multi_label: bool = False  # a multi-label sequence classifier: sigmoid + binary cross-entropy
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     if device.type == "cuda":  # pinned host memory lets the copy overlap with compute
         return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
     return {k: v.to(device) for k, v in batch.items()}
-
-
-def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
-    """Summed loss over labelled positions. Token classification: logits [batch, pieces, classes] against
-    labels [batch, pieces]. Sequence classification: logits [batch, classes]; an example's label sits in
-    position 0 of its labels row (the rest is padding), so one engine serves both tasks. Multi-label:
-    the row starts with the example's 0/1 vector over the classes, one binary decision each."""
-    if multi_label:
-        classes = logits.shape[-1]
-        return F.binary_cross_entropy_with_logits(logits.float(), labels[:, :classes].float(), reduction="sum")
-    if logits.dim() == 2:
-        return F.cross_entropy(logits.float(), labels[:, 0], ignore_index=IGNORE_INDEX, reduction="sum")
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
 
 
 def micro_step(loop: Loop, examples: Sequence[Example], indices: list[int], scale: float, sync: bool):
@@ -279,7 +270,7 @@ def micro_step(loop: Loop, examples: Sequence[Example], indices: list[int], scal
     with loop.runner.no_sync() if no_sync else nullcontext():
         with torch.autocast(loop.device.type, dtype=loop.precision.dtype, enabled=loop.precision.dtype is not None):
             logits = loop.runner(**batch).logits
-        summed = summed_cross_entropy(logits, labels, loop.multi_label)
+        summed = loop.loss(logits, labels)
         loss = summed * scale
         (loop.scaler.scale(loss) if loop.scaler else loss).backward()
     return summed.detach()
@@ -325,7 +316,8 @@ def train_step(loop: Loop, examples: Sequence[Example], batch: list[int], denomi
     return summed / total
 
 
-def make_loop(model, params, device: torch.device, processes: Processes, pad_id: int, total_steps: int) -> Loop:
+def make_loop(model, params, device: torch.device, processes: Processes, pad_id: int, total_steps: int,
+              loss: Loss) -> Loop:
     precision = choose_precision(params.precision, device)
     optimizer = build_optimizer(model, params.learning_rate, params.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(params.warmup_ratio * total_steps), total_steps)
@@ -336,9 +328,7 @@ def make_loop(model, params, device: torch.device, processes: Processes, pad_id:
     if params.compile:
         runner = torch.compile(runner, dynamic=True)
     scaler = torch.amp.GradScaler("cuda") if precision.scaled else None
-    multi_label = getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification"
-    return Loop(model, runner, optimizer, scheduler, scaler, precision, device, processes, params, pad_id,
-                multi_label=multi_label)
+    return Loop(model, runner, optimizer, scheduler, scaler, precision, device, processes, params, pad_id, loss)
 
 
 class ProgressReport:
@@ -458,7 +448,8 @@ def end_epoch(loop: Loop, progress: Progress, loss: float, score: float | None) 
 
 def fit(loop: Loop, examples: Sequence[Example], score, folder: Path | None, fingerprint: str,
         saved: dict | None = None) -> Progress:
-    """The epoch loop, from the start or from a checkpoint. `score(model)` is dev entity F1 or None."""
+    """The epoch loop, from the start or from a checkpoint. `score(model)` is the kind's dev score, or None
+    without dev data (then the last epoch wins)."""
     progress = restore(loop, saved) if saved else Progress()
     if saved and loop.processes.main:
         print(f"train: resuming from {folder} at epoch {progress.epoch}, step {progress.step_in_epoch} "

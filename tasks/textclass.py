@@ -1,12 +1,11 @@
-"""Text classification (one label per text) on the same machinery as NER: data, metrics, fine-tuning.
+"""Text classification (one label per text, or a label set): metrics, the model, encoding, prediction.
 
 - Data: `TextExample`s (tasks/textdata.py: CSV/JSONL reading, cleaning, the contract's tables).
 - Metrics (pure functions): accuracy, per-class and macro precision/recall/F1, a confusion table and
   the expected calibration error of the predicted class's probability.
-- Training: `AutoModelForSequenceClassification` on `tasks.engine` (the same loop as NER: length-grouped
-  dynamic padding, accumulation, AMP on GPU, DDP, checkpoints, early stopping), selecting the epoch by
-  dev macro-F1. A text longer than `max_length` pieces is truncated (a sequence classifier sees one
-  window); `fit` reports how many were.
+- Model: `AutoModelForSequenceClassification`; a text longer than `max_length` pieces is truncated (a
+  sequence classifier sees one window). Training is the shared skeleton (tasks/train.py: `fit`) with
+  this kind's pieces (tasks/kinds/textclass.py), selecting the epoch by dev macro-F1.
 """
 
 from __future__ import annotations
@@ -18,11 +17,10 @@ from pathlib import Path
 
 import torch
 
-from tasks import checkpoints, engine
 from tasks.engine import Example, autocast, collate, model_device
 from tasks.modeling import resolve_base_model
-from tasks.records import atomic_write_text, write_json
-from tasks.textdata import LABEL_JOIN, TextExample, load_examples
+from tasks.records import atomic_write_text
+from tasks.textdata import LABEL_JOIN, TextExample
 
 MULTI_LABEL = "multi_label_classification"  # transformers' problem_type of a multi-label classifier
 THRESHOLD = 0.5  # a multi-label classifier predicts every class at or above this probability
@@ -139,13 +137,6 @@ def predict_proba(model: torch.nn.Module, examples: Sequence[Example], batch_siz
     return torch.stack(rows) if rows else torch.empty(0)  # type: ignore[arg-type]
 
 
-def evaluate(model, examples: Sequence[Example], gold: Sequence[str], labels: list[str], batch_size: int,
-             pad_id: int) -> dict:
-    """`classification_metrics` of the model's predictions for encoded examples."""
-    return classification_metrics(gold, predict_proba(model, examples, batch_size, pad_id), labels,
-                                  is_multi_label(model))
-
-
 def predicted_labels(probabilities: torch.Tensor, labels: Sequence[str], multi_label: bool) -> list[str]:
     """The most probable class per row, or (multi-label) every class at or above THRESHOLD, joined by `|`."""
     if multi_label:
@@ -209,52 +200,3 @@ def write_predictions(path: Path, examples: Sequence[TextExample], predicted: Se
                        ensure_ascii=False) for e, p, row in zip(examples, predicted, probabilities, strict=True)]
     atomic_write_text(Path(path), "".join(row + "\n" for row in rows))
 
-
-def fit(params, labels: list[str], data_dir: Path, model_dir: Path, metrics_path: Path, curve_path: Path,
-        checkpoint_dir: Path | None = None, multi_label: bool = False) -> dict:
-    """Fine-tune on data_dir/train.jsonl, keep the epoch with the best dev macro-F1, save it; the metrics."""
-    from tasks.train import plain_model, save_model, seed_everything, threads_per_process, training_metrics, write_curve
-
-    processes = engine.join_processes()
-    try:
-        seed_everything(params.seed)
-        torch.set_num_threads(threads_per_process(params, processes))
-        files = [Path(data_dir) / "train.jsonl", Path(data_dir) / "dev.jsonl"]
-        train_set, dev_set = (load_examples(f) for f in files)
-        label2id = {label: i for i, label in enumerate(labels)}
-        for example in [*train_set, *dev_set]:
-            if not set(example.labels) <= label2id.keys() or not (multi_label or example.labels):
-                raise ValueError(f"{example.id}: label {example.label!r} is not one of {labels}")
-        model, tokenizer = load_classifier(params, labels, multi_label)
-        device = engine.pick_device(processes)
-        engine.configure_device(device)
-        model.to(device)
-        train_examples, truncated = encode_texts(tokenizer, train_set, params.max_length, label2id, multi_label)
-        dev_examples, _ = encode_texts(tokenizer, dev_set, params.max_length)
-        per_step = params.batch_size * params.gradient_accumulation_steps * processes.world
-        loop = engine.make_loop(model, params, device, processes, tokenizer.pad_token_id,
-                                -(-len(train_examples) // per_step) * params.epochs)
-        torch.manual_seed(params.seed + processes.rank)
-
-        def dev_macro_f1(trained) -> float | None:
-            if not dev_set:
-                return None
-            gold = [e.label for e in dev_set]
-            return evaluate(trained, dev_examples, gold, labels, params.batch_size * 2,
-                            tokenizer.pad_token_id)["macro_f1"]
-
-        identity = checkpoints.fingerprint(params, labels, files) + f"/{processes.world}"
-        progress = engine.fit(loop, train_examples, dev_macro_f1, checkpoint_dir, identity,
-                              checkpoints.load(checkpoint_dir, identity))
-        if not processes.main:
-            return {}
-        model.load_state_dict(loop.best_state)
-        save_model(plain_model(model), tokenizer, Path(model_dir))
-        metrics = training_metrics(progress, params, device, model, len(train_set), bool(dev_set), processes)
-        metrics = {**metrics, "dev_macro_f1": metrics.pop("dev_f1"), "truncated_texts": truncated}
-        write_json(Path(metrics_path), metrics)
-        write_curve(Path(curve_path), progress.curve)
-        checkpoints.clear(checkpoint_dir)
-        return metrics
-    finally:
-        engine.leave_processes()

@@ -1,12 +1,14 @@
-"""Train step: fine-tune a BERT-style encoder for IOB2 token classification.
+"""Train step: fine-tune a BERT-style encoder for the configured task kind (NER or text classification).
 
-Data handling lives here (label ids, tokenization once into cached windows, the label list in the
-model config); the loop itself is tasks/engine.py (accumulation, DDP, mixed precision, early
-stopping, resumable checkpoints). After each epoch the model is scored on dev with seqeval strict
-IOB2 entity F1 over words; the best epoch's weights are saved (safetensors + tokenizer) into a
-temporary sibling folder that is then renamed into place, so a failed run never leaves a
-half-written model directory. With `train.lora.enabled` the adapters are merged before saving, so
-the output is a plain model that `transformers.pipeline("token-classification", ...)` loads as is.
+One training skeleton (`fit`) serves every kind. The kind (tasks/kinds/) brings what differs: reading
+and checking the rows, the model and its head, encoding rows into examples, the loss, and the dev
+score that picks the epoch (strict IOB2 entity F1 for NER, macro-F1 for classifiers). The loop itself
+is tasks/engine.py (accumulation, DDP, mixed precision, early stopping, resumable checkpoints). The
+best epoch's weights are saved (safetensors + tokenizer) into a temporary sibling folder that is then
+renamed into place, so a failed run never leaves a half-written model directory. With
+`train.lora.enabled` (any kind) LoRA adapters train on the attention projections and the new head in
+full; the adapters are merged before saving, so the output is a plain model that `transformers`
+loads as is (`pipeline("token-classification" | "text-classification", ...)`, tasks/evaluate.py).
 
 `train.processes: N` (N > 1) makes the stage relaunch itself under torchrun with N processes.
 """
@@ -20,45 +22,21 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from tasks import checkpoints, engine
-from tasks.iob import label_list, split_tag
-from tasks.modeling import (
-    Example,
-    build_examples,
-    continuation_ids,
-    encode_words,
-    predict_label_ids,
-    resolve_base_model,
-    strict_f1,
-)
-from tasks.params import SEQUENCE_CLASSIFICATION, Params, ParamsError, TrainParams, load_params
-from tasks.records import NerRecord, atomic_write_text, load_jsonl, write_json
+from tasks.kinds import TaskKind
+from tasks.kinds.ner import NerKind, entity_types_in
+from tasks.kinds.textclass import TextClassKind, labels_in
+from tasks.params import SEQUENCE_CLASSIFICATION, LoraParams, Params, ParamsError, TrainParams, load_params
+from tasks.records import atomic_write_text, load_jsonl, write_json
 from tasks.stage import run_stage
-
-
-def label_ids(records: Sequence[NerRecord], label2id: dict[str, int]) -> list[list[int]]:
-    """Tag ids per record; a tag outside the label list is an error naming the record and tag."""
-    result = []
-    for record in records:
-        unknown = [tag for tag in record.tags if tag not in label2id]
-        if unknown:
-            raise ValueError(
-                f"record {record.id}: tag {unknown[0]!r} is not in the label list "
-                f"{list(label2id)} (check validate.entity_types)"
-            )
-        result.append([label2id[tag] for tag in record.tags])
-    return result
-
-
-def entity_types_in(records: Sequence[NerRecord]) -> list[str]:
-    """Entity types used in the records, sorted (used when validate.entity_types is empty)."""
-    return sorted({entity for r in records for tag in r.tags if (entity := split_tag(tag)[1])})
+from tasks.textdata import load_examples
 
 
 def seed_everything(seed: int) -> None:
@@ -97,34 +75,22 @@ def write_curve(path: Path, rows: Sequence[tuple[int, float, float | None]]) -> 
     atomic_write_text(Path(path), "\n".join(lines) + "\n")
 
 
-def load_model(params: TrainParams, labels: list[str]):
-    """The base encoder with a fresh token-classification head for `labels` (LoRA-wrapped if asked), and
-    its fast tokenizer."""
-    base = resolve_base_model(params.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    if not tokenizer.is_fast:
-        raise ValueError(f"{base}: a fast tokenizer (tokenizer.json) is needed for word alignment")
-    model = AutoModelForTokenClassification.from_pretrained(
-        base,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-        hidden_dropout_prob=params.dropout,
-        attention_probs_dropout_prob=params.dropout,
-        # A fine-tuned checkpoint with another label set may serve as base: re-initialise its head.
-        ignore_mismatched_sizes=True,
-    )
-    if params.lora.enabled:
-        model = with_lora(model, params.lora)
-    return model, tokenizer
+def plain_model(model):
+    """The model to save: LoRA adapters merged into the weights (a plain transformers model)."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
-def with_lora(model, lora):
-    """LoRA adapters on the attention projections; the new classification head trains in full."""
+def threads_per_process(params: TrainParams, processes: engine.Processes) -> int:
+    return params.num_threads or max(1, (os.cpu_count() or 1) // processes.local_world)
+
+
+def with_lora(model, lora: LoraParams, task_type: str):
+    """LoRA adapters on the attention projections; the new head (`classifier`) trains in full. The
+    same for every kind, only peft's task type differs (it picks how the wrapper calls the model)."""
     from peft import LoraConfig, TaskType, get_peft_model  # imported lazily: only LoRA runs need peft
 
     config = LoraConfig(
-        task_type=TaskType.TOKEN_CLS,
+        task_type=TaskType[task_type],
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
@@ -137,115 +103,119 @@ def with_lora(model, lora):
         raise ValueError(f"train.lora: {exc}") from None
 
 
-def plain_model(model):
-    """The model to save: LoRA adapters merged into the weights (a plain transformers model)."""
-    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+def load_model(kind: TaskKind[Any], params: TrainParams):
+    """The kind's model (base encoder + fresh head) and tokenizer, LoRA-wrapped when asked."""
+    model, tokenizer = kind.load_model(params)
+    if params.lora.enabled:
+        model = with_lora(model, params.lora, kind.lora_task_type)
+    return model, tokenizer
 
 
-def encode(
-    tokenizer,
-    records: Sequence[NerRecord],
-    max_length: int,
-    labels: list[list[int]] | None = None,
-    continuation: list[int] | None = None,
-) -> list[Example]:
-    """Tokenize once into cached windows; every epoch reuses them."""
-    pieces = encode_words(tokenizer, [r.tokens for r in records])
-    return build_examples(tokenizer, pieces, max_length, labels, continuation)
+def model_on_device(kind: TaskKind[Any], params: TrainParams, processes: engine.Processes):
+    """The kind's model (LoRA-wrapped when asked) on this process's device, its tokenizer, the device."""
+    model, tokenizer = load_model(kind, params)
+    device = engine.pick_device(processes)
+    engine.configure_device(device)
+    return model.to(device), tokenizer, device
 
 
-def dev_f1(
-    model,
-    examples: Sequence[Example],
-    records: Sequence[NerRecord],
-    labels: list[str],
-    batch_size: int,
-    pad_id: int,
-) -> float | None:
-    """Strict IOB2 entity F1 on dev over words; None when there is no dev sentence."""
-    if not records:
-        return None
-    predicted = predict_label_ids(model, examples, [len(r.tokens) for r in records], batch_size, pad_id)
-    return strict_f1([list(r.tags) for r in records], [[labels[i] for i in row] for row in predicted])
+def save_best(loop: engine.Loop, tokenizer, model_dir: Path) -> None:
+    """Save the best epoch's weights (not the last epoch's), LoRA adapters merged."""
+    loop.model.load_state_dict(loop.best_state)
+    save_model(plain_model(loop.model), tokenizer, model_dir)
 
 
-def threads_per_process(params: TrainParams, processes: engine.Processes) -> int:
-    return params.num_threads or max(1, (os.cpu_count() or 1) // processes.local_world)
+@dataclass(frozen=True)
+class Outputs:
+    """Where a training run writes: the model folder, train.json, the curve CSV, resumable state."""
+
+    model_dir: Path
+    metrics_path: Path
+    curve_path: Path
+    checkpoint_dir: Path | None = None  # None: no checkpoints, a rerun starts over
 
 
-def run(
-    params: TrainParams,
-    entity_types: list[str],
-    data_dir: Path,
-    model_dir: Path,
-    metrics_path: Path,
-    curve_path: Path,
-    checkpoint_dir: Path | None = None,
-) -> dict:
-    """Fine-tune on data_dir/train.jsonl, select the epoch by dev F1, save it; returns the metrics.
+def fit(kind: TaskKind[Any], params: TrainParams, data_dir: Path, outputs: Outputs) -> dict:
+    """Fine-tune on data_dir/train.jsonl, keep the epoch with the best dev score (data_dir/dev.jsonl),
+    save it; returns the metrics written to train.json ({} on processes other than the main one).
 
     With a checkpoint_dir, the loop saves resumable state there and a rerun with the same inputs
     continues from it; the state is removed once the model is saved.
     """
     processes = engine.join_processes()
     try:
-        return train_and_save(params, entity_types, Path(data_dir), Path(model_dir), Path(metrics_path),
-                              Path(curve_path), checkpoint_dir and Path(checkpoint_dir), processes)
+        return fit_in_process(kind, params, Path(data_dir), outputs, processes)
     finally:
         engine.leave_processes()
 
 
-def train_and_save(params, entity_types, data_dir, model_dir, metrics_path, curve_path, checkpoint_dir,
+def run(params: TrainParams, entity_types: list[str], data_dir: Path, model_dir: Path, metrics_path: Path,
+        curve_path: Path, checkpoint_dir: Path | None = None) -> dict:
+    """`fit` for NER over `entity_types`: the call of benchmarks and tests that train a tagger."""
+    outputs = Outputs(Path(model_dir), Path(metrics_path), Path(curve_path), checkpoint_dir and Path(checkpoint_dir))
+    return fit(NerKind(entity_types), params, Path(data_dir), outputs)
+
+
+def read_checked(kind: TaskKind[Any], train_file: Path, dev_file: Path) -> tuple[list, list]:
+    """Train and dev rows, their labels checked: a bad label fails here, before any training."""
+    train_rows, dev_rows = kind.read(train_file), kind.read(dev_file)
+    if not train_rows:
+        raise ValueError(f"{train_file} has nothing to train on")
+    kind.check_labels(train_rows)
+    kind.check_labels(dev_rows)
+    return train_rows, dev_rows
+
+
+def optimizer_steps(examples: int, params: TrainParams, processes: engine.Processes) -> int:
+    """Steps of the whole run (the learning-rate schedule's length): global batches per epoch x epochs."""
+    per_step = params.batch_size * params.gradient_accumulation_steps * processes.world
+    return -(-examples // per_step) * params.epochs
+
+
+def fit_in_process(kind: TaskKind[Any], params: TrainParams, data_dir: Path, outputs: Outputs,
                    processes: engine.Processes) -> dict:
     seed_everything(params.seed)
     torch.set_num_threads(threads_per_process(params, processes))
-    labels = label_list(entity_types)
-    label2id = {label: i for i, label in enumerate(labels)}
-    train_records = load_jsonl(data_dir / "train.jsonl")
-    dev_records = load_jsonl(data_dir / "dev.jsonl")
-    if not train_records:
-        raise ValueError(f"{data_dir}/train.jsonl has no sentences to train on")
-    train_labels = label_ids(train_records, label2id)
-    label_ids(dev_records, label2id)  # fail before training, not after it
-
-    model, tokenizer = load_model(params, labels)
-    device = engine.pick_device(processes)
-    engine.configure_device(device)
-    model.to(device)
-    continuation = continuation_ids(labels) if params.label_all_pieces else None
-    train_examples = encode(tokenizer, train_records, params.max_length, train_labels, continuation)
-    dev_examples = encode(tokenizer, dev_records, params.max_length)
-    steps_per_epoch = -(-len(train_examples) // (params.batch_size * params.gradient_accumulation_steps
-                                                  * processes.world))
+    files = [data_dir / "train.jsonl", data_dir / "dev.jsonl"]
+    train_rows, dev_rows = read_checked(kind, *files)
+    model, tokenizer, device = model_on_device(kind, params, processes)
+    # Tokenized once: every epoch reuses the examples.
+    train_set = kind.encode(tokenizer, train_rows, params, with_labels=True)
+    dev_examples = kind.encode(tokenizer, dev_rows, params, with_labels=False).examples
     loop = engine.make_loop(model, params, device, processes, tokenizer.pad_token_id,
-                            steps_per_epoch * params.epochs)
+                            optimizer_steps(len(train_set.examples), params, processes), kind.loss)
     torch.manual_seed(params.seed + processes.rank)  # dropout masks differ across processes
 
     def score(trained) -> float | None:
-        return dev_f1(trained, dev_examples, dev_records, labels, params.batch_size * 2, tokenizer.pad_token_id)
+        return kind.dev_score(trained, dev_examples, dev_rows, params.batch_size * 2, tokenizer.pad_token_id)
 
-    identity = checkpoints.fingerprint(params, labels, [data_dir / "train.jsonl", data_dir / "dev.jsonl"]
-                                       ) + f"/{processes.world}"
-    saved = checkpoints.load(checkpoint_dir, identity)
-    progress = engine.fit(loop, train_examples, score, checkpoint_dir, identity, saved)
+    # The world size is part of the identity: a checkpoint holds one RNG state per process.
+    identity = checkpoints.fingerprint(params, kind.labels, files) + f"/{processes.world}"
+    saved = checkpoints.load(outputs.checkpoint_dir, identity)
+    progress = engine.fit(loop, train_set.examples, score, outputs.checkpoint_dir, identity, saved)
     if not processes.main:
         return {}
-    model.load_state_dict(loop.best_state)
-    save_model(plain_model(model), tokenizer, model_dir)
-    metrics = training_metrics(progress, params, device, model, len(train_records), bool(dev_records), processes)
-    write_json(metrics_path, metrics)
-    write_curve(curve_path, progress.curve)
-    checkpoints.clear(checkpoint_dir)
+    save_best(loop, tokenizer, outputs.model_dir)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    score = progress.best_score if dev_rows else None
+    metrics = training_metrics(progress, params, device, trainable, len(train_rows), processes, score)
+    # `dev_f1` is the selection score's generic name (as in the curve); a kind whose score has a name
+    # of its own (classifiers: dev_macro_f1) reports it under that name too, as train.json always has.
+    metrics = {**metrics, kind.score_name: score, **train_set.metrics}
+    write_json(outputs.metrics_path, metrics)
+    write_curve(outputs.curve_path, progress.curve)
+    checkpoints.clear(outputs.checkpoint_dir)
     return metrics
 
 
-def training_metrics(progress: engine.Progress, params: TrainParams, device, model, sentences: int,
-                     has_dev: bool, processes: engine.Processes) -> dict:
+def training_metrics(progress: engine.Progress, params: TrainParams, device, trainable: int, rows: int,
+                     processes: engine.Processes, score: float | None) -> dict:
+    """What train.json reports for any kind; `score`: the best epoch's dev score (None without dev rows)."""
     return {
         "best_epoch": progress.best_epoch,
-        "dev_f1": progress.best_score if has_dev else None,
+        "dev_f1": score,
         "train_seconds": round(progress.seconds, 3),
-        "train_sentences": sentences,
+        "train_sentences": rows,
         # Real (non-pad) word pieces per second of optimisation, dev scoring and checkpoints excluded.
         "train_tokens_per_second": round(progress.tokens / max(progress.seconds, 1e-9), 1),
         "device": device.type,
@@ -254,7 +224,7 @@ def training_metrics(progress: engine.Progress, params: TrainParams, device, mod
         "epochs_run": len(progress.curve),
         "stopped_early": progress.stopped_early,
         "optimizer_steps": progress.global_step,
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "trainable_parameters": trainable,
     }
 
 
@@ -265,25 +235,24 @@ def relaunch_under_torchrun(processes: int, argv: list[str]) -> None:
     sys.exit(subprocess.run(command, check=False).returncode)
 
 
-def step(params: Params, _args) -> str:
-    data_dir = Path(params.paths.augmented)
-    paths = params.paths
-    outputs = (data_dir, Path(paths.model), Path(paths.train_metrics), Path(paths.train_plots),
-               Path(paths.train_checkpoints))
+def task_kind(params: Params, train_file: Path) -> TaskKind[Any]:
+    """The configured kind with its labels: those declared in params, else those the train split uses."""
     if params.task == SEQUENCE_CLASSIFICATION:
-        from tasks import textclass, textdata
+        classes = params.validate_.labels or labels_in(load_examples(train_file))
+        return TextClassKind(list(classes), params.multi_label)
+    return NerKind(params.validate_.entity_types or entity_types_in(load_jsonl(train_file)))
 
-        train_set = textdata.load_examples(data_dir / "train.jsonl")
-        classes = params.validate_.labels or sorted({label for e in train_set for label in e.labels})
-        metrics = textclass.fit(params.train, list(classes), *outputs, multi_label=params.multi_label)
-        score = f"dev macro-F1 {metrics.get('dev_macro_f1')}"
-    else:
-        entity_types = params.validate_.entity_types or entity_types_in(load_jsonl(data_dir / "train.jsonl"))
-        metrics = run(params.train, entity_types, *outputs)
-        score = f"dev_f1 {metrics.get('dev_f1')}"
+
+def step(params: Params, _args) -> str:
+    paths = params.paths
+    data_dir = Path(paths.augmented)
+    kind = task_kind(params, data_dir / "train.jsonl")
+    outputs = Outputs(Path(paths.model), Path(paths.train_metrics), Path(paths.train_plots),
+                      Path(paths.train_checkpoints))
+    metrics = fit(kind, params.train, data_dir, outputs)
     if not metrics:
         return "done (rank > 0)"
-    return f"best epoch {metrics['best_epoch']} {score} -> {paths.model}"
+    return f"best epoch {metrics['best_epoch']} {kind.score_name} {metrics.get(kind.score_name)} -> {paths.model}"
 
 
 def processes_wanted(argv: list[str]) -> int:

@@ -12,6 +12,7 @@ from transformers import pipeline
 
 from tasks import checkpoints, engine, train
 from tasks.engine import IGNORE_INDEX
+from tasks.kinds.ner import token_cross_entropy
 from tasks.modeling import align_labels, continuation_ids
 from tasks.records import write_jsonl
 from tests.helpers import synthetic, train_params
@@ -108,7 +109,8 @@ def test_a_labelled_piece_weighs_the_same_whatever_its_batch(tiny_base) -> None:
     model = AutoModelForTokenClassification.from_pretrained(tiny_base, num_labels=3, hidden_dropout_prob=0.0,
                                                             attention_probs_dropout_prob=0.0)
     params = train_params(tiny_base, max_grad_norm=1e9, weight_decay=0.0)
-    loop = engine.make_loop(model, params, torch.device("cpu"), engine.Processes(rank=0, world=1), 0, 10)
+    loop = engine.make_loop(model, params, torch.device("cpu"), engine.Processes(rank=0, world=1), 0, 10,
+                            token_cross_entropy)
     loop.optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     loop.scheduler = type("Constant", (), {"step": lambda self: None})()
     short = Example(0, [101, 2198, 102], [None, 0, None], [IGNORE_INDEX, 1, IGNORE_INDEX])

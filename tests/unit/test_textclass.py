@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from tasks import textclass, textdata
+from tasks import textclass, textdata, train
+from tasks.kinds.textclass import TextClassKind
 from tasks.records import InputFormatError, NerRecord
 from tasks.textclass import expected_calibration_error, scores
 from tasks.textdata import TextExample, mentions, read_text_examples
@@ -87,12 +88,17 @@ def sentences(count: int, seed: int) -> list[TextExample]:
     return rows
 
 
+def train_classifier(params, labels: list[str], folder: Path, multi_label: bool = False) -> dict:
+    """The train step's fit for a classifier on folder/data; model, train.json and curve.csv in folder."""
+    outputs = train.Outputs(folder / "model", folder / "train.json", folder / "curve.csv")
+    return train.fit(TextClassKind(labels, multi_label), params, folder / "data", outputs)
+
+
 def test_a_sequence_classifier_trains_on_the_shared_engine(tmp_path: Path, tiny_base: Path):
     textdata.write_examples(tmp_path / "data/train.jsonl", sentences(64, 1))
     textdata.write_examples(tmp_path / "data/dev.jsonl", sentences(16, 2))
     params = train_params(tiny_base, epochs=4, learning_rate=5e-3, batch_size=8, max_length=8)
-    metrics = textclass.fit(params, ["none", "person"], tmp_path / "data", tmp_path / "model",
-                            tmp_path / "train.json", tmp_path / "curve.csv")
+    metrics = train_classifier(params, ["none", "person"], tmp_path)
     assert metrics["dev_macro_f1"] >= 0.9 and metrics["truncated_texts"] == 64  # 10 pieces > max_length 8
     assert json.loads((tmp_path / "train.json").read_text())["best_epoch"] == metrics["best_epoch"]
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
@@ -111,8 +117,7 @@ def test_the_evaluate_stage_scores_a_classifier_and_writes_its_confusion_plot(tm
     textdata.write_examples(tmp_path / "data/dev.jsonl", sentences(16, 2))
     textdata.write_examples(tmp_path / "data/test.jsonl", sentences(20, 3))
     params = train_params(tiny_base, epochs=4, learning_rate=5e-3, batch_size=8, max_length=16, dropout=0.0)
-    textclass.fit(params, ["none", "person"], tmp_path / "data", tmp_path / "model", tmp_path / "train.json",
-                  tmp_path / "curve.csv")
+    train_classifier(params, ["none", "person"], tmp_path)
     evaluate_params = load_params(ROOT / "params-sentiment.yaml").evaluate.model_copy(update={"latency_sentences": 5})
     metrics = evaluate.run(evaluate_params, tmp_path / "model", tmp_path / "data/test.jsonl", tmp_path / "eval.json",
                            tmp_path / "predictions.jsonl", 16, tmp_path / "confusion.csv", "sequence-classification")
@@ -178,8 +183,7 @@ def test_a_multi_label_classifier_learns_label_sets_and_predict_serves_it(tmp_pa
     textdata.write_examples(tmp_path / "data/train.jsonl", mentions_both(160, 1))
     textdata.write_examples(tmp_path / "data/dev.jsonl", mentions_both(24, 2))
     params = train_params(tiny_base, epochs=8, learning_rate=1e-2, batch_size=8, max_length=16, dropout=0.0)
-    metrics = textclass.fit(params, ["person", "place"], tmp_path / "data", tmp_path / "model",
-                            tmp_path / "train.json", tmp_path / "curve.csv", multi_label=True)
+    metrics = train_classifier(params, ["person", "place"], tmp_path, multi_label=True)
     assert metrics["dev_macro_f1"] >= 0.7
     losses = [float(line.split(",")[1]) for line in (tmp_path / "curve.csv").read_text().splitlines()[1:]]
     assert losses[-1] < 0.6 * losses[0]  # binary cross-entropy starts near ln 2 = 0.69 per decision

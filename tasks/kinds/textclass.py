@@ -1,0 +1,80 @@
+"""Text classification (one label per text, or a label set), as the training skeleton needs it.
+
+A text longer than `max_length` pieces is truncated (a sequence classifier sees one window); train.json
+reports how many training texts were. The dev score is macro-F1 over the classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from tasks.engine import IGNORE_INDEX, Example
+from tasks.kinds import Encoded
+from tasks.params import TrainParams
+from tasks.textclass import classification_metrics, encode_texts, load_classifier, predict_proba
+from tasks.textdata import TextExample, load_examples
+
+
+def labels_in(examples: Sequence[TextExample]) -> list[str]:
+    """Classes used in the examples, sorted (used when validate.labels is empty)."""
+    return sorted({label for e in examples for label in e.labels})
+
+
+def class_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of logits [batch, classes]; an example's class id sits in position 0 of its
+    label row (the rest is padding)."""
+    return F.cross_entropy(logits.float(), labels[:, 0], ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def binary_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed binary cross-entropy of logits [batch, classes]: the label row starts with the example's 0/1
+    vector over the classes, one yes/no decision each."""
+    classes = logits.shape[-1]
+    return F.binary_cross_entropy_with_logits(logits.float(), labels[:, :classes].float(), reduction="sum")
+
+
+@dataclass(frozen=True)
+class TextClassKind:
+    """Sequence classification into `labels`; `multi_label`: each text carries any subset of them."""
+
+    labels: list[str]
+    multi_label: bool = False
+    score_name: ClassVar[str] = "dev_macro_f1"
+    lora_task_type: ClassVar[str] = "SEQ_CLS"
+
+    def read(self, path: Path) -> list[TextExample]:
+        return load_examples(path)
+
+    def check_labels(self, rows: Sequence[TextExample]) -> None:
+        known = set(self.labels)
+        for example in rows:
+            # A single-label example must carry a label; a multi-label one may carry none.
+            if not set(example.labels) <= known or not (self.multi_label or example.labels):
+                raise ValueError(f"{example.id}: label {example.label!r} is not one of {self.labels}")
+
+    def load_model(self, params: TrainParams):
+        return load_classifier(params, self.labels, self.multi_label)
+
+    def encode(self, tokenizer, rows: Sequence[TextExample], params: TrainParams, with_labels: bool) -> Encoded:
+        label2id = {label: i for i, label in enumerate(self.labels)} if with_labels else None
+        examples, truncated = encode_texts(tokenizer, rows, params.max_length, label2id, self.multi_label)
+        return Encoded(examples, {"truncated_texts": truncated})
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return (binary_cross_entropy if self.multi_label else class_cross_entropy)(logits, labels)
+
+    def dev_score(self, model, examples: Sequence[Example], rows: Sequence[TextExample], batch_size: int,
+                  pad_id: int) -> float | None:
+        """Macro-F1 on dev (every class weighs the same)."""
+        if not rows:
+            return None
+        probabilities = predict_proba(model, examples, batch_size, pad_id)
+        return classification_metrics([e.label for e in rows], probabilities, self.labels,
+                                      self.multi_label)["macro_f1"]
+
