@@ -195,8 +195,9 @@ def fit_in_process(kind: TaskKind[Any], params: TrainParams, data_dir: Path, out
     progress = engine.fit(loop, train_set.examples, score, outputs.checkpoint_dir, identity, saved)
     if not processes.main:
         return {}
-    save_best(loop, tokenizer, outputs.model_dir)
+    # Counted before saving: merging LoRA adapters into the weights removes them from the model.
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    save_best(loop, tokenizer, outputs.model_dir)
     score = progress.best_score if dev_rows else None
     metrics = training_metrics(progress, params, device, trainable, len(train_rows), processes, score)
     # `dev_f1` is the selection score's generic name (as in the curve); a kind whose score has a name
