@@ -4,7 +4,7 @@ tweets with MiniLM; `dvc plots show` draws the confusion matrix; the saved model
 
 Shortened for CI only where it costs time and proves nothing new: one epoch, synonym augmentation
 only (back-translation of texts is covered in tests/data). The flow path of the same example, with the
-gate, the registry and `flowtune predict`, is tests/flows/test_text_classification_flow.py.
+gate, the registry and `flowtune predict`, is tests/integration/flows/test_text_classification_flow.py.
 """
 
 from __future__ import annotations
