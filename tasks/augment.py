@@ -23,11 +23,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from tasks.io import iter_splits, write_json, write_jsonl
 from tasks.iob import iob2_errors
 from tasks.params import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, AugmentParams, Params
-from tasks.records import NerRecord, iter_splits, load_jsonl, write_json, write_jsonl
+from tasks.records import NerRecord, load_jsonl
 from tasks.stage import run_stage
-from tasks.textdata import as_example, as_sentence
+from tasks.textdata import as_example, as_sentence, load_examples
 
 DROP_DUPLICATE = "dropped_duplicate"  # repeats a train sentence or an earlier new one
 DROP_EVALUATION = "dropped_equals_dev_or_test"  # would leak an evaluation sentence into train
@@ -135,8 +136,6 @@ def load_split(path: Path, texts: bool) -> list[NerRecord]:
     the dev/test protection below serve both tasks."""
     if not texts:
         return load_jsonl(path)
-    from tasks.textdata import load_examples
-
     return [as_sentence(e) for e in load_examples(path)]
 
 

@@ -1,5 +1,6 @@
 """Clean step: unicode normalization, invisible characters, empty tokens, BIO repair, length limits,
-exact and near duplicates. Texts (`task: sequence-classification`): tasks/textdata.py.
+exact and near duplicates (the text rules: tasks/text.py). Texts (`task: sequence-classification`):
+tasks/textdata.py.
 
 Every change is counted by kind, so the report shows what cleaning did to the data. Dev and test are
 cleaned with the same rules as train (they must look like what the model will see), but duplicates
@@ -8,26 +9,16 @@ are only removed within a split: moving sentences between splits is the import s
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections import Counter
 from pathlib import Path
 
+from tasks.io import iter_splits, write_json, write_jsonl
 from tasks.iob import iob2_errors, to_iob2
 from tasks.params import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, CleanParams, Params
-from tasks.records import NerRecord, iter_splits, load_jsonl, write_json, write_jsonl
+from tasks.records import NerRecord, load_jsonl
 from tasks.stage import run_stage
-
-# Zero-width and control characters carry no meaning for a tagger but make identical words differ.
-_INVISIBLE = re.compile(r"[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200d\u2060\ufeff]")
-_WHITESPACE = re.compile(r"\s+")
-
-
-def normalize_token(token: str, form: str) -> str:
-    """NFC/NFKC/... normalization, invisible characters removed, inner whitespace collapsed."""
-    token = unicodedata.normalize(form, token)
-    token = _INVISIBLE.sub("", token)
-    return _WHITESPACE.sub(" ", token).strip()
+from tasks.text import near_duplicate_key_of_tokens, normalize_token
+from tasks.textdata import clean_examples, load_examples
 
 
 def clean_record(record: NerRecord, params: CleanParams, counts: Counter) -> NerRecord | None:
@@ -65,11 +56,6 @@ def repair_bio(tags: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(to_iob2(tags, "iob1"))
 
 
-def near_duplicate_key(tokens: tuple[str, ...]) -> tuple[str, ...]:
-    """Words ignoring letter case and punctuation-only tokens: "Hi , Bob !" ~ "hi bob"."""
-    return tuple(t.casefold() for t in tokens if any(ch.isalnum() for ch in t))
-
-
 def keep_length(record: NerRecord, params: CleanParams, counts: Counter) -> bool:
     if len(record.tokens) < params.min_tokens:
         counts["too_short_dropped"] += 1
@@ -102,7 +88,7 @@ def clean_split(records: list[NerRecord], params: CleanParams, counts: Counter) 
         cleaned = cleaned and fix_labels(cleaned, params, counts)
         if cleaned is None or not keep_length(cleaned, params, counts):
             continue
-        key, near_key = (cleaned.tokens, cleaned.tags), near_duplicate_key(cleaned.tokens)
+        key, near_key = (cleaned.tokens, cleaned.tags), near_duplicate_key_of_tokens(cleaned.tokens)
         if params.drop_exact_duplicates and key in exact:
             counts["duplicates_dropped"] += 1
             continue
@@ -118,8 +104,6 @@ def clean_split(records: list[NerRecord], params: CleanParams, counts: Counter) 
 def run(params: CleanParams, src: Path, dst: Path, report_path: Path, task: str = TOKEN_CLASSIFICATION) -> dict:
     """Clean every split of `src` into `dst`; write a per-split count report."""
     if task == SEQUENCE_CLASSIFICATION:
-        from tasks.textdata import clean_examples, load_examples
-
         load, clean = load_examples, clean_examples
     else:
         load, clean = load_jsonl, clean_split

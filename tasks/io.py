@@ -1,0 +1,88 @@
+"""Files between stages, whatever the task: the split names, atomic writes, JSON and JSONL, decoding input.
+
+Everything here is independent of what a row holds (an NER sentence, a labelled text): a stage writes
+`<folder>/<split>.jsonl` with one JSON object per row, atomically, so a failed step never leaves a
+partial file where the next step would read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+SPLITS = ("train", "dev", "test")
+
+
+class InputFormatError(ValueError):
+    """An input file does not match its format; the message names the file and line."""
+
+
+class JsonRow(Protocol):
+    """A row a stage writes: one JSON object per line."""
+
+    def to_json(self) -> dict: ...
+
+
+def iter_splits(folder: Path) -> Iterator[tuple[str, Path]]:
+    for split in SPLITS:
+        yield split, Path(folder) / f"{split}.jsonl"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text so readers see either the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        # A failed write (disk full) names no file; the user must learn which output could not be written.
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
+def write_json(path: Path, payload: dict) -> None:
+    atomic_write_text(Path(path), json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[JsonRow]) -> int:
+    """Write rows atomically (temporary file in the same folder, then rename). Returns the count."""
+    lines = [json.dumps(row.to_json(), ensure_ascii=False) for row in rows]
+    atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+# Byte-order marks we decode; any other file must be UTF-8.
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+
+
+def read_text(path: Path) -> str:
+    """The file's text with LF line ends. UTF-8 (BOM optional) or UTF-16 with a BOM; CRLF and CR accepted.
+
+    Undecodable bytes and NUL bytes are errors naming the line: a NUL usually means UTF-16 without a BOM.
+    """
+    data = path.read_bytes()
+    encoding = "utf-8"
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            data, encoding = data[len(bom):], name
+            break
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line_no = data[: exc.start].count(b"\n") + 1
+        raise InputFormatError(
+            f"{path}:{line_no}: not valid {encoding.upper()} (byte offset {exc.start}); re-encode the file as UTF-8"
+        ) from None
+    if "\x00" in text:
+        line_no = text[: text.index("\x00")].count("\n") + 1
+        raise InputFormatError(f"{path}:{line_no}: NUL byte in the text (a UTF-16 file without a byte-order "
+                               "mark?); re-encode the file as UTF-8")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
