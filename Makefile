@@ -13,6 +13,7 @@ test: setup
 
 lint: setup
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports
 
 services-up: setup
 	.venv/bin/flowtune services up
