@@ -67,9 +67,10 @@ def train_and_score(work: Path, data: Path, params, seed: int, epochs: int | Non
                         work / "curve.csv")
     scores = evaluate.run(params.evaluate, model_dir, data / "test.jsonl", work / "eval.json", work / "pred.jsonl",
                           train_params.max_length)
-    print(f"{data.name} seed {seed}: test F1 {scores['f1']:.4f}, {metrics['train_sentences']} train sentences, "
+    f1 = scores.headline.value
+    print(f"{data.name} seed {seed}: test F1 {f1:.4f}, {metrics['train_sentences']} train sentences, "
           f"{metrics['train_seconds']:.0f} s", file=sys.stderr, flush=True)  # partial results survive an interrupt
-    return scores["f1"], metrics["train_seconds"], metrics["train_sentences"]
+    return f1, metrics["train_seconds"], metrics["train_sentences"]
 
 
 def main() -> None:

@@ -199,7 +199,7 @@ def run_flowtune(params, data: dict, labels: list[str], device: torch.device) ->
     windows = build_examples(tokenizer, encode_words(tokenizer, [r.tokens for r in data["train"]]), params.max_length)
     tokens = sum(len(e.input_ids) for e in windows) * params.epochs
     return {"train_seconds": tokens / metrics["train_tokens_per_second"], "real_tokens": tokens,
-            "dev_f1": metrics["dev_f1"], "test_f1": scores["f1"],
+            "dev_f1": metrics["dev_f1"], "test_f1": scores.headline.value,
             "reported_train_seconds": metrics["train_seconds"], "best_epoch": metrics["best_epoch"]}
 
 

@@ -7,22 +7,23 @@ worker's own copy of `tasks/` (DECISIONS 33).
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from pathlib import Path
 
+from flows.gate import Champion
 from flows.steps import run_logged
+from tasks.metrics import read_outcome
 from tasks.params import Params
 from tasks.registry import Registry
 
 
 def champion_metrics(params: Params, registry: Registry, alias: str = "champion",
-                     params_file: str | Path = "params.yaml") -> dict | None:
-    """Metrics of the model behind `alias` on the current test split, or None when there is none.
+                     params_file: str | Path = "params.yaml") -> Champion | None:
+    """The model behind `alias` with its report on the current test split, or None when there is none.
 
     A champion that cannot label this test set (the entity types or classes changed) comes back with an
-    `incomparable` reason instead of scores: the gate then rejects, since nothing shows the candidate
+    `Incomparable` reason instead of a report: the gate then rejects, since nothing shows the candidate
     is not worse (a new label set belongs under a new `registry.model_name`). Any other failure to
     score it raises (`flows.steps.StageError`, with the end of the evaluation's output).
     """
@@ -36,5 +37,4 @@ def champion_metrics(params: Params, registry: Registry, alias: str = "champion"
         out = work / "eval.json"
         run_logged([sys.executable, "-m", "tasks.evaluate", "--params", str(params_file),
                     "--model-dir", str(model_dir), "--out", str(out)], f"scoring {name} v{version} ({alias})")
-        metrics = json.loads(out.read_text())
-    return {"version": version, **metrics}
+        return Champion(version, read_outcome(out))

@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 from prefect.runtime import flow_run
 
-from flows.gate import Decision, is_classifier, per_group
+from flows.gate import Decision
+from tasks.metrics import EvalReport
 from tasks.params import Params
 from tasks.settings import Settings
 
@@ -30,14 +31,15 @@ def git_state() -> dict:
 
 
 def build_lineage(params: Params, decision: Decision, settings: Settings) -> dict:
-    """Lineage for the registry: code, data and params hashes, metrics, gate and flow run. No secrets."""
+    """Lineage for the registry: code, data and params hashes, metrics (the evaluation report, read and so
+    checked before anything is published), gate and flow run. No secrets."""
     run_id = flow_run.get_id()
     lock_path = Path("dvc.lock")
     return {
         "git": git_state(),
         "dvc_lock": yaml.safe_load(lock_path.read_text()) if lock_path.exists() else None,
         "params": params.model_dump(by_alias=True),
-        "metrics": json.loads(Path(params.paths.eval_metrics).read_text()),
+        "metrics": EvalReport.read(Path(params.paths.eval_metrics)).model_dump(mode="json"),
         "training": json.loads(Path(params.paths.train_metrics).read_text()),
         "gate": {"promote": decision.promote, "reasons": decision.reasons},
         "flow_run": {"id": str(run_id) if run_id else None,
@@ -59,73 +61,60 @@ def staged_model_dir(params: Params, lineage: dict) -> Iterator[Path]:
 
 
 def model_card(params: Params, lineage: dict) -> str:
-    """A markdown model card: what it was trained on and how, how well it does, what it is not for."""
-    metrics, training, train = lineage["metrics"], lineage["training"], params.train
-    classifier = is_classifier(metrics)
-    kind = "class" if classifier else "entity"
-    rows = [f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
-            for name, m in sorted(per_group(metrics).items())]
-    latency = metrics.get("latency", {})
+    """A markdown model card: what it was trained on and how, how well it does, what it is not for.
+
+    `lineage["metrics"]` is an evaluation report (eval.json's layout, either the current one or the one
+    of versions registered before `tasks.metrics.EvalReport`)."""
+    report, training, train = EvalReport.model_validate(lineage["metrics"]), lineage["training"], params.train
+    rows = [f"| {name} | {m.precision:.4f} | {m.recall:.4f} | {m.f1:.4f} | {m.support} |"
+            for name, m in sorted(report.groups.items())]
+    latency = report.latency
     return "\n".join([
-        *card_title(params, classifier, bool(metrics.get("multi_label"))), "",
+        f"# {params.registry.model_name}: {report.task}", "",
+        f"Fine-tuned by flowtune; it predicts {report.predicts}. Load it with `flowtune predict --model <this "
+        "folder>`, or with transformers (`from_pretrained(<this folder>)`: config.json names its architecture).", "",
         "## Training", "",
         f"- base encoder: `{train.base_model}`; data: `{params.ingest.source}` (train split, after cleaning and "
         f"augmentation with {', '.join(params.augment.methods) or 'none'}), "
-        f"{training.get('train_sentences')} {'texts' if classifier else 'sentences'}",
+        f"{training.get('train_sentences')} {report.units}",
         f"- {training.get('epochs_run')} epochs (best: {training.get('best_epoch')}), batch {train.batch_size}, "
         f"learning rate {train.learning_rate}, on {training.get('device')} in {training.get('train_seconds')} s",
         f"- code: git {lineage['git'].get('commit')}; flow run: {lineage['flow_run'].get('url')}", "",
-        *(classifier_summary(metrics) if classifier else ner_summary(metrics)), "",
-        f"| {kind} | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|", *rows, "",
-        *behaviour_lines(metrics),
-        f"Latency at batch 1: p50 {latency.get('p50_ms')} ms, p95 {latency.get('p95_ms')} ms per "
-        f"{'text' if classifier else 'sentence'} ({latency.get('device')}).", "",
+        "## Evaluation (test split)", "", evaluation_summary(report), "",
+        f"| {report.group} | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|", *rows, "",
+        *behaviour_lines(report),
+        f"Latency at batch 1: p50 {latency.p50_ms if latency else None} ms, p95 {latency.p95_ms if latency else None} "
+        f"ms per {report.unit} ({latency.device if latency else None}).", "",
         "## Gate decision", "", *[f"- {reason}" for reason in lineage["gate"]["reasons"]], "",
         "## Intended use and limits", "",
-        *intended_use(classifier),
+        *intended_use(report),
     ]) + "\n"
 
 
-def card_title(params: Params, classifier: bool, multi_label: bool = False) -> list[str]:
-    if classifier:
-        kind = "any number of classes per text, each predicted at probability >= 0.5" if multi_label else \
-            "one class per text"
-        return [f"# {params.registry.model_name}: text classification", "",
-                f"Sequence classification ({kind}) fine-tuned by flowtune; load it with "
-                "`transformers.pipeline(\"text-classification\", model=<this folder>)` or `flowtune predict`."]
-    return [f"# {params.registry.model_name}: named-entity recognition", "",
-            "Token classification (IOB2 tags) fine-tuned by flowtune; load it with "
-            "`transformers.pipeline(\"token-classification\", model=<this folder>)`."]
+def evaluation_summary(report: EvalReport) -> str:
+    """One paragraph: the headline score, what it covers, the other scores and the calibration."""
+    score = report.headline
+    other = ", ".join(f"{key} {format_detail(value)}" for key, value in sorted(report.details.items()))
+    calibration = f"; expected calibration error {report.calibration.ece:.4f}" if report.calibration else ""
+    also = f" Also: {other}." if other else ""
+    return (f"{score.name[:1].upper()}{score.name[1:]} {score.value:.4f} (precision {score.precision:.4f}, recall "
+            f"{score.recall:.4f}) on {report.count} {report.units}{calibration}.{also}")
 
 
-def ner_summary(metrics: dict) -> list[str]:
-    return ["## Evaluation (test split, seqeval strict IOB2)", "",
-            f"Entity F1 {metrics['f1']:.4f} (precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}) "
-            f"on {metrics['sentences']} sentences; conlleval-style F1 {metrics.get('f1_default', float('nan')):.4f}."]
+def format_detail(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def classifier_summary(metrics: dict) -> list[str]:
-    return ["## Evaluation (test split)", "",
-            f"Macro-F1 {metrics['f1']:.4f} (precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}), "
-            f"{'exact-match ' if metrics.get('multi_label') else ''}accuracy {metrics['accuracy']:.4f} on "
-            f"{metrics['examples']} texts; expected calibration error "
-            f"{metrics['ece']:.4f}."]
+def behaviour_lines(report: EvalReport) -> list[str]:
+    checks = report.behaviour.checks() if report.behaviour else {}
+    lines = [f"- {name}: {r.passed}/{r.cases} passed" for name, r in checks.items()]
+    return ["Behavioural checks:", *lines, ""] if lines else []
 
 
-def behaviour_lines(metrics: dict) -> list[str]:
-    checks = [f"- {name}: {r['passed']}/{r['cases']} passed" for name, r in metrics.get("behaviour", {}).items()]
-    return ["Behavioural checks:", *checks, ""] if checks else []
-
-
-def intended_use(classifier: bool) -> list[str]:
-    if classifier:
-        return ["- Labels short English texts like its training data (for the default data: tweets) with the classes "
-                "above. Expect lower scores on other domains, languages or long documents.",
-                "- Scores come from a small test split: differences of a few F1 points between versions can be noise.",
-                "- Sentiment of sarcasm, irony and mixed statements is often wrong; do not use it alone for decisions "
-                "about people."]
-    return ["- Tags the entity types above in short English texts like its training data (for the default data: "
-            "tweets). Expect lower scores on other domains, languages or much longer documents.",
+def intended_use(report: EvalReport) -> list[str]:
+    return [f"- Predicts the {report.group}s above ({report.predicts}) for short English texts like its training "
+            "data (for the default data: tweets). Expect lower scores on other domains, languages or much longer "
+            "documents.",
             "- Scores come from a small test split: differences of a few F1 points between versions can be noise.",
-            "- Not for decisions about people without human review: names and places are recognised imperfectly, "
-            "and unevenly across name origins."]
+            "- Not for decisions about people without human review: errors are uneven across the people and the "
+            "kinds of text (names of other origins, sarcasm, irony) the data holds few of."]

@@ -27,7 +27,7 @@ from prefect.states import Failed
 
 from flows import reports
 from flows.champion import champion_metrics
-from flows.gate import Decision, decide, headline
+from flows.gate import Champion, Decision, decide
 from flows.names import DATA_REFRESH_FLOW, EVALUATE_CHAMPION_FLOW, PIPELINE_FLOW
 from flows.remote_train import DEFAULT_TRAIN_TIMEOUT_S, train_elsewhere
 from flows.steps import (
@@ -41,6 +41,7 @@ from flows.steps import (
     stages_up_to_date,
 )
 from flows.workspace import DEFAULT_PARAMS, Workspace, run_workspace
+from tasks.metrics import EvalReport
 from tasks.params import Params, load_params
 from tasks.registry import AliasConflict, Registry, directory_digest
 from tasks.settings import Settings, s3_client
@@ -48,7 +49,7 @@ from tasks.settings import Settings, s3_client
 
 @task(name="gate", task_run_name="gate", cache_policy=NO_CACHE)
 def gate(params: Params, registry: Registry, settings: Settings) -> Decision:
-    candidate = json.loads(Path(params.paths.eval_metrics).read_text())
+    candidate = EvalReport.read(Path(params.paths.eval_metrics))
     champion = champion_metrics(params, registry)  # re-scored on this run's test split
     decision = decide(candidate, champion, params.gate)
     create_markdown_artifact(key="gate-decision", markdown=decision.as_markdown(), description="Evaluation gate")
@@ -56,12 +57,17 @@ def gate(params: Params, registry: Registry, settings: Settings) -> Decision:
     return decision
 
 
-def save_decision(path: Path, decision: Decision, champion: dict | None) -> None:
+def save_decision(path: Path, decision: Decision, champion: Champion | None) -> None:
     """The last run's decision, in the git-ignored state folder: it belongs to that flow run, not to the
     DVC pipeline (data/ holds only what `dvc pull` can restore)."""
     from tasks.records import write_json
 
-    champion_summary = None if champion is None else {k: champion.get(k) for k in ("version", "f1", "incomparable")}
+    champion_summary = None
+    if champion is not None:
+        scored = isinstance(champion.report, EvalReport)
+        champion_summary = {"version": champion.version,
+                            "f1": champion.report.headline.value if scored else None,
+                            "incomparable": None if scored else champion.report.incomparable}
     write_json(path, {"promote": decision.promote, "reasons": decision.reasons, "champion": champion_summary})
 
 
@@ -160,11 +166,11 @@ def register(params: Params, registry: Registry, decision: Decision, settings: S
         get_run_logger().warning("model card not copied to the reports bucket (%s); it is in the version itself", exc)
         card_link = f"README.md inside v{version} (the reports-bucket copy failed)"
     uri = f"s3://{registry.bucket}/{registry.prefix}/{name}/{version}/"
-    metrics = json.loads(Path(params.paths.eval_metrics).read_text())
+    score = EvalReport.read(Path(params.paths.eval_metrics)).headline
     create_markdown_artifact(
         key="registered-model",
         markdown=f"# Registered `{name}` v{version}\n\n- location: `{uri}`\n- alias: `champion`\n"
-        f"- {headline(metrics)}: {metrics['f1']:.4f}\n- model card: {card_link}\n\n---\n\n{card}",
+        f"- {score.name}: {score.value:.4f}\n- model card: {card_link}\n\n---\n\n{card}",
         description="Model registry: the new version and its model card",
     )
     return version
@@ -272,14 +278,14 @@ def data_refresh(push: bool = True, workspace: Workspace = "in-place", revision:
 
 @task(name="evaluate-champion", task_run_name="evaluate-champion", cache_policy=NO_CACHE)
 def evaluate_champion_task(params: Params, registry: Registry, alias: str) -> dict:
-    metrics = champion_metrics(params, registry, alias)
-    if metrics is None:
+    """The champion's version and report (eval.json's layout) on the current test data."""
+    champion = champion_metrics(params, registry, alias)
+    if champion is None:
         raise ValueError(f"no model behind {params.registry.model_name}:{alias} in the registry")
-    if "incomparable" in metrics:
-        raise ValueError(f"{params.registry.model_name}:{alias} cannot label this test set: {metrics['incomparable']}")
-    create_markdown_artifact(key="champion-evaluation", markdown=reports.champion_markdown(params, alias, metrics),
+    # champion_markdown raises for a champion that cannot label this test set
+    create_markdown_artifact(key="champion-evaluation", markdown=reports.champion_markdown(params, alias, champion),
                              description="Champion on the current test data")
-    return metrics
+    return {"version": champion.version, **champion.report.model_dump(mode="json")}
 
 
 @flow(name=EVALUATE_CHAMPION_FLOW, log_prints=True)

@@ -63,14 +63,16 @@ def cmd_show(registry, args) -> None:
     print(f"registered {metadata.get('registered_at')}   flow run {(metadata.get('flow_run') or {}).get('url')}")
     print(f"git {(metadata.get('git') or {}).get('commit')}   training {metadata.get('training', {}).get('device')}, "
           f"{metadata.get('training', {}).get('train_seconds')} s")
-    if metrics:
-        from flows.gate import headline, is_classifier, per_group
+    if metrics:  # eval.json's layout, either today's or that of versions registered before EvalReport
+        from tasks.metrics import EvalReport
 
-        print(f"\n{headline(metrics)} {metrics['f1']:.4f}  precision {metrics['precision']:.4f}  "
-              f"recall {metrics['recall']:.4f}")
-        rows = [[t, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", m["support"]]
-                for t, m in sorted(per_group(metrics).items())]
-        print_table(["class" if is_classifier(metrics) else "entity", "precision", "recall", "F1", "support"], rows)
+        report = EvalReport.model_validate(metrics)
+        score = report.headline
+        print(f"\n{score.name} {score.value:.4f}  precision {score.precision:.4f}  recall {score.recall:.4f}  "
+              f"on {report.count} {report.units}")
+        rows = [[name, f"{m.precision:.4f}", f"{m.recall:.4f}", f"{m.f1:.4f}", m.support]
+                for name, m in sorted(report.groups.items())]
+        print_table([report.group, "precision", "recall", "F1", "support"], rows)
     gate = metadata.get("gate")
     if gate:
         print(f"\ngate: {'promote' if gate['promote'] else 'reject'}")

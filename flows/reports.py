@@ -13,7 +13,8 @@ from pathlib import Path
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from flows.gate import headline, is_classifier, per_group
+from flows.gate import Champion
+from tasks.metrics import EvalReport
 from tasks.params import Params
 from tasks.settings import Settings, s3_client
 
@@ -136,79 +137,70 @@ def _score(value: str) -> str:
 
 
 def _evaluate(params: Params) -> dict:
-    metrics = _load(params.paths.eval_metrics)
-    if is_classifier(metrics):
-        return _evaluate_classifier(metrics)
-    rows = [{"entity": "ALL (micro)", "precision": metrics["precision"], "recall": metrics["recall"],
-             "f1": metrics["f1"], "support": sum(t["support"] for t in metrics["per_type"].values())}]
-    rows += [{"entity": name, **scores} for name, scores in sorted(metrics["per_type"].items())]
-    create_table_artifact(key="evaluation", table=rows, description="seqeval strict IOB2, test split")
-    create_markdown_artifact(key="evaluation-details", markdown=evaluation_details(metrics),
-                             description="Confusion, slices, behavioural checks, latency")
-    return {k: metrics[k] for k in ("f1", "precision", "recall")}
+    report = EvalReport.read(Path(params.paths.eval_metrics))
+    score = report.headline
+    rows = [{report.group: f"ALL ({score.name})", "precision": score.precision, "recall": score.recall,
+             "f1": score.value, "support": sum(g.support for g in report.groups.values())}]
+    rows += [{report.group: name, **scores.model_dump()} for name, scores in sorted(report.groups.items())]
+    create_table_artifact(key="evaluation", table=rows, description=f"{score.name} by {report.group}, test split")
+    create_markdown_artifact(key="evaluation-details", markdown=evaluation_details(report),
+                             description="Other scores, confusion, calibration, slices, behavioural checks, latency")
+    return {"f1": score.value, "precision": score.precision, "recall": score.recall}
 
 
-def _evaluate_classifier(metrics: dict) -> dict:
-    rows = [{"class": "ALL (macro)", "precision": metrics["precision"], "recall": metrics["recall"],
-             "f1": metrics["f1"], "support": metrics["examples"]}]
-    rows += [{"class": name, **scores} for name, scores in sorted(metrics["per_class"].items())]
-    create_table_artifact(key="evaluation", table=rows, description="Text classification, test split")
-    create_markdown_artifact(key="evaluation-details", markdown=evaluation_details(metrics),
-                             description="Confusion, calibration, latency")
-    return {k: metrics[k] for k in ("f1", "accuracy", "ece")}
+def latency_lines(report: EvalReport) -> list[str]:
+    latency = report.latency
+    if latency is None:
+        return ["", "- latency: not measured", f"- model size on disk: {report.model_size_mb} MB"]
+    throughput = latency.batch_sentences_per_second or 0
+    return ["", f"- latency at batch 1 ({latency.device}): p50 {latency.p50_ms} ms, "
+            f"p95 {latency.p95_ms} ms per {report.unit}; batch {latency.batch_size}: {throughput:.1f} per second",
+            f"- model size on disk: {report.model_size_mb} MB"]
 
 
-def classifier_details(metrics: dict) -> list[str]:
-    """Markdown lines: accuracy, calibration and the class confusion table."""
+def evaluation_details(report: EvalReport) -> str:
+    """Markdown: the headline and the other scores, calibration, the confusion table, scores by slice,
+    behavioural pass rates, latency and size (each section the report has)."""
+    score = report.headline
     lines = ["# Evaluation details", "",
-             f"- macro-F1 {metrics['f1']:.4f} (precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}); "
-             f"accuracy {metrics['accuracy']:.4f} on {metrics['examples']} texts",
-             *([f"- multi-label: micro-F1 {metrics['micro_f1']:.4f}; accuracy is the exact label-set match; the "
-                "confusion rows are per class (tp, fp, fn, tn)"] if metrics.get("multi_label") else []),
-             f"- expected calibration error {metrics['ece']:.4f} (10 bins; 0 = the predicted class's probability is "
-             "its chance of being right)", ""]
-    return lines + confusion_markdown(metrics["confusion"], "Class confusion")
+             f"- {score.name} {score.value:.4f} (precision {score.precision:.4f}, recall {score.recall:.4f}) on "
+             f"{report.count} {report.units}; the model predicts {report.predicts}",
+             *[f"- {key}: {_detail(value)}" for key, value in sorted(report.details.items())],
+             *([f"- expected calibration error {report.calibration.ece:.4f} ({report.calibration.bins} bins; 0 = the "
+                "predicted probability is the chance of being right)"] if report.calibration else []), ""]
+    if report.confusion:
+        lines += confusion_markdown(report.confusion, f"{report.group[:1].upper()}{report.group[1:]} confusion")
+    for kind, groups in report.slices.items():
+        columns = list(dict.fromkeys(column for row in groups.values() for column in row))
+        lines += ["", f"## Scores by {kind}", "", "| slice | " + " | ".join(columns) + " |",
+                  "|---|" + "---:|" * len(columns)]
+        lines += [f"| {name} | " + " | ".join(_detail(row.get(c, "")) for c in columns) + " |"
+                  for name, row in groups.items()]
+    checks = report.behaviour.checks() if report.behaviour else {}
+    if checks:
+        lines += ["", "## Behavioural checks", "", "| check | cases | passed | pass rate |", "|---|---:|---:|---:|"]
+        for name, row in checks.items():
+            shown = "n/a" if row.pass_rate is None else f"{row.pass_rate:.2%}"
+            lines.append(f"| {name} | {row.cases} | {row.passed} | {shown} |")
+    return "\n".join(lines + latency_lines(report))
 
 
-def latency_lines(metrics: dict) -> list[str]:
-    latency = metrics["latency"]
-    throughput = latency["batch_sentences_per_second"] or 0
-    return ["", f"- latency at batch 1 ({latency['device']}): p50 {latency['p50_ms']} ms, "
-            f"p95 {latency['p95_ms']} ms per {'text' if is_classifier(metrics) else 'sentence'}; "
-            f"batch {latency['batch_size']}: {throughput:.1f} per second",
-            f"- model size on disk: {metrics['model_size_mb']} MB"]
+def _detail(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def evaluation_details(metrics: dict) -> str:
-    """Markdown: lenient scores, confusion table, slices, behavioural pass rates, latency and size
-    (for a classifier: accuracy, calibration, confusion, latency and size)."""
-    if is_classifier(metrics):
-        return "\n".join(classifier_details(metrics) + latency_lines(metrics))
-    lines = ["# Evaluation details", "",
-             f"- strict IOB2 F1 {metrics['f1']:.4f}; conlleval-style (lenient) F1 {metrics['f1_default']:.4f}, "
-             f"precision {metrics['precision_default']:.4f}, recall {metrics['recall_default']:.4f}",
-             f"- token accuracy {metrics['token_accuracy']:.4f} on {metrics['sentences']} sentences", ""]
-    lines += confusion_markdown(metrics["confusion"])
-    for kind, groups in metrics["slices"].items():
-        lines += ["", f"## F1 by {kind}", "", "| slice | sentences | F1 |", "|---|---:|---:|"]
-        lines += [f"| {name} | {row['sentences']} | {row['f1']:.4f} |" for name, row in groups.items()]
-    lines += ["", "## Behavioural checks", "", "| check | cases | passed | pass rate |", "|---|---:|---:|---:|"]
-    for name, row in metrics["behaviour"].items():
-        shown = "n/a" if row["pass_rate"] is None else f"{row['pass_rate']:.2%}"
-        lines.append(f"| {name} | {row['cases']} | {row['passed']} | {shown} |")
-    return "\n".join(lines + latency_lines(metrics))
-
-
-def champion_markdown(params: Params, alias: str, metrics: dict) -> str:
+def champion_markdown(params: Params, alias: str, champion: Champion) -> str:
     """The registered model behind `alias` scored on the current test data, with its details."""
-    kind = "class" if is_classifier(metrics) else "entity"
-    head = [f"# `{params.registry.model_name}:{alias}` (v{metrics['version']}) on the current test data", "",
-            f"- {headline(metrics)} **{metrics['f1']:.4f}** (precision {metrics['precision']:.4f}, "
-            f"recall {metrics['recall']:.4f})", "", f"| {kind} | precision | recall | F1 | support |",
-            "|---|---:|---:|---:|---:|"]
-    head += [f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
-             for name, m in sorted(per_group(metrics).items())]
-    return "\n".join(head) + "\n\n" + evaluation_details(metrics)
+    report = champion.report
+    if not isinstance(report, EvalReport):
+        raise ValueError(f"{params.registry.model_name}:{alias} cannot label this test set: {report.incomparable}")
+    score = report.headline
+    head = [f"# `{params.registry.model_name}:{alias}` (v{champion.version}) on the current test data", "",
+            f"- {score.name} **{score.value:.4f}** (precision {score.precision:.4f}, recall {score.recall:.4f})", "",
+            f"| {report.group} | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+    head += [f"| {name} | {m.precision:.4f} | {m.recall:.4f} | {m.f1:.4f} | {m.support} |"
+             for name, m in sorted(report.groups.items())]
+    return "\n".join(head) + "\n\n" + evaluation_details(report)
 
 
 def confusion_markdown(table: dict[str, dict[str, int]], title: str = "Entity confusion") -> list[str]:

@@ -6,6 +6,7 @@ papers. Beside the scores, eval.json holds an entity-type confusion table, F1 by
 pass rates (tasks/behaviour.py), latency on this machine and the model's size on disk.
 
 With `task: sequence-classification` the same step scores a text classifier (`run_classifier`).
+Either way eval.json is a `tasks.metrics.EvalReport`.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from seqeval.scheme import IOB2
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from tasks import analysis, behaviour
+from tasks.metrics import Behaviour, Calibration, EvalReport, GroupScore, Headline, Incomparable, Latency
 from tasks.modeling import predict_tags
 from tasks.params import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, EvaluateParams, Params, ParamsError
-from tasks.records import NerRecord, atomic_write_text, load_jsonl, write_json
+from tasks.records import NerRecord, atomic_write_text, load_jsonl
 from tasks.stage import run_stage
 
 SUMMARY_ROWS = {"micro avg", "macro avg", "weighted avg"}
@@ -86,9 +88,9 @@ def run(
     max_length: int,
     confusion_path: Path | None = None,
     task: str = TOKEN_CLASSIFICATION,
-) -> dict:
-    """Predict the test split with the saved model, write metrics json, predictions JSONL and (with
-    `confusion_path`) the gold/predicted pairs of the confusion plot."""
+) -> EvalReport:
+    """Predict the test split with the saved model, write the report (eval.json), predictions JSONL and
+    (with `confusion_path`) the gold/predicted pairs of the confusion plot."""
     if task == SEQUENCE_CLASSIFICATION:
         return run_classifier(params, model_dir, test_path, metrics_path, predictions_path, max_length,
                               confusion_path)
@@ -106,31 +108,36 @@ def run(
     predicted = tag([r.tokens for r in records])
     batch_seconds = time.perf_counter() - started
     gold = [list(r.tags) for r in records]
-    metrics = score(gold, predicted)
-    metrics["confusion"] = analysis.confusion(gold, predicted)
-    metrics["slices"] = analysis.slices(records, predicted)
+    scores = score(gold, predicted)
     checklist = params.checklist
-    metrics["behaviour"] = {
-        "name_invariance": behaviour.name_invariance(records, predicted, tag, checklist.name_type,
-                                                     checklist.max_cases, checklist.seed),
-        "minimum_functionality": behaviour.minimum_functionality(Path(checklist.mft_file), labels, tag),
-    }
-    metrics["latency"] = latency(tag, [r.tokens for r in records][: params.latency_sentences])
-    metrics["latency"].update(batch_size=params.batch_size, device=model.device.type,
-                              batch_sentences_per_second=len(records) / batch_seconds if records else None)
-    metrics["model_size_mb"] = model_size_mb(model_dir)
+    timed = latency(tag, [r.tokens for r in records][: params.latency_sentences])
+    timed.update(batch_size=params.batch_size, device=model.device.type,
+                 batch_sentences_per_second=len(records) / batch_seconds if records else None)
+    report = EvalReport(
+        task=TOKEN_CLASSIFICATION, predicts="IOB2 entity tags, one per word",
+        headline=Headline(name="strict entity F1", value=scores["f1"], precision=scores["precision"],
+                          recall=scores["recall"]),
+        unit="sentence", count=scores["sentences"], group="entity type", groups=scores["per_type"],
+        behaviour=Behaviour(
+            name_invariance=behaviour.name_invariance(records, predicted, tag, checklist.name_type,
+                                                      checklist.max_cases, checklist.seed),
+            minimum_functionality=behaviour.minimum_functionality(Path(checklist.mft_file), labels, tag)),
+        latency=Latency(**timed), model_size_mb=model_size_mb(model_dir),
+        confusion=analysis.confusion(gold, predicted), slices=analysis.slices(records, predicted),
+        details={key: scores[key] for key in ("f1_default", "precision_default", "recall_default", "token_accuracy")},
+    )
     write_predictions(predictions_path, records, predicted)
     if confusion_path:
-        write_confusion_plot(confusion_path, [(g, p) for g, row in metrics["confusion"].items() for p, n in row.items()
+        write_confusion_plot(confusion_path, [(g, p) for g, row in report.confusion.items() for p, n in row.items()
                                               for _ in range(n)])
-    write_json(metrics_path, metrics)
-    return metrics
+    report.write(metrics_path)
+    return report
 
 
 def run_classifier(params: EvaluateParams, model_dir: Path, test_path: Path, metrics_path: Path,
-                   predictions_path: Path, max_length: int, confusion_path: Path | None) -> dict:
-    """The sequence-classification evaluation: accuracy, macro and per-class scores, confusion, ECE,
-    latency; `f1` is the headline (macro-F1) that the gate and the registry read for either task."""
+                   predictions_path: Path, max_length: int, confusion_path: Path | None) -> EvalReport:
+    """The sequence-classification evaluation: macro-F1 (the headline), per-class scores, accuracy,
+    confusion, calibration (ECE), latency."""
     from transformers import AutoModelForSequenceClassification
 
     from tasks import textclass, textdata
@@ -155,17 +162,37 @@ def run_classifier(params: EvaluateParams, model_dir: Path, test_path: Path, met
     probabilities = classify([e.text for e in examples])
     batch_seconds = time.perf_counter() - started
     metrics = textclass.classification_metrics([e.label for e in examples], probabilities, labels, multi_label)
-    metrics["latency"] = latency(classify, [e.text for e in examples][: params.latency_sentences])
-    metrics["latency"].update(batch_size=params.batch_size, device=model.device.type,
-                              batch_sentences_per_second=len(examples) / batch_seconds if examples else None)
-    metrics["model_size_mb"] = model_size_mb(model_dir)
+    timed = latency(classify, [e.text for e in examples][: params.latency_sentences])
+    timed.update(batch_size=params.batch_size, device=model.device.type,
+                 batch_sentences_per_second=len(examples) / batch_seconds if examples else None)
+    report = classifier_report(metrics, Latency(**timed), model_size_mb(model_dir))
     predicted = textclass.predicted_labels(probabilities, labels, multi_label)
     textclass.write_predictions(predictions_path, examples, predicted, probabilities, labels)
     if confusion_path:  # multi-label: label sets against label sets
         write_confusion_plot(confusion_path, [(e.label or "(none)", p or "(none)")
                                               for e, p in zip(examples, predicted, strict=True)])
-    write_json(metrics_path, metrics)
-    return metrics
+    report.write(metrics_path)
+    return report
+
+
+CLASSIFIER_DETAILS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "micro_f1", "multi_label")
+
+
+def classifier_report(metrics: dict, timed: Latency | None = None, size_mb: float | None = None) -> EvalReport:
+    """The report of `textclass.classification_metrics`: macro-F1 as the headline; accuracy (multi-label:
+    the exact label-set match), the macro scores and the multi-label micro-F1 as details."""
+    multi_label = bool(metrics["multi_label"])
+    return EvalReport(
+        task=SEQUENCE_CLASSIFICATION,
+        predicts="any number of classes per text, each at probability >= 0.5" if multi_label else "one class per text",
+        headline=Headline(name="macro-F1", value=metrics["f1"], precision=metrics["precision"],
+                          recall=metrics["recall"]),
+        unit="text", count=metrics["examples"], group="class",
+        groups={name: GroupScore(**row) for name, row in metrics["per_class"].items()},
+        calibration=Calibration(ece=metrics["ece"]), latency=timed, model_size_mb=size_mb,
+        confusion=metrics["confusion"],
+        details={key: metrics[key] for key in CLASSIFIER_DETAILS if key in metrics},
+    )
 
 
 def model_size_mb(model_dir: Path) -> float:
@@ -214,28 +241,31 @@ def step(params: Params, args) -> str:
             raise ParamsError("--model-dir needs --out FILE (where to write its metrics)")
         return score_other_model(params, args.model_dir, args.out)
     paths = params.paths
-    metrics = run(params.evaluate, Path(paths.model), Path(paths.augmented) / "test.jsonl",
-                  Path(paths.eval_metrics), Path(paths.predictions), params.train.max_length, Path(paths.confusion),
-                  params.task)
-    if params.task == SEQUENCE_CLASSIFICATION:
-        return f"macro-F1 {metrics['f1']:.4f}, accuracy {metrics['accuracy']:.4f} on {metrics['examples']} texts"
-    return f"f1 {metrics['f1']:.4f} (strict IOB2) on {metrics['sentences']} sentences"
+    report = run(params.evaluate, Path(paths.model), Path(paths.augmented) / "test.jsonl",
+                 Path(paths.eval_metrics), Path(paths.predictions), params.train.max_length, Path(paths.confusion),
+                 params.task)
+    return summary(report)
+
+
+def summary(report: EvalReport) -> str:
+    """One line: the headline score and how many rows it covers."""
+    return f"{report.headline.name} {report.headline.value:.4f} on {report.count} {report.units}"
 
 
 def score_other_model(params: Params, model_dir: Path, out: Path) -> str:
     """Score a model that is not this pipeline's output (the registry's champion) on this run's test
     split with this checkout's code, so the gate compares candidate and champion by the same code.
 
-    `out` gets the metrics, or `{"incomparable": reason}` when the model's labels differ from the
-    data's; predictions go beside it. Any other error fails the command.
+    `out` gets the report, or `{"incomparable": reason}` (`tasks.metrics.Incomparable`) when the model's
+    labels differ from the data's; predictions go beside it. Any other error fails the command.
     """
     try:
-        metrics = run(params.evaluate, model_dir, Path(params.paths.augmented) / "test.jsonl", out,
-                      out.with_name(out.stem + "-predictions.jsonl"), params.train.max_length, task=params.task)
+        report = run(params.evaluate, model_dir, Path(params.paths.augmented) / "test.jsonl", out,
+                     out.with_name(out.stem + "-predictions.jsonl"), params.train.max_length, task=params.task)
     except LabelSetMismatch as exc:
-        write_json(out, {"incomparable": str(exc)})
+        Incomparable(incomparable=str(exc)).write(out)
         return f"incomparable: {exc}"
-    return f"{model_dir}: f1 {metrics['f1']:.4f}"
+    return f"{model_dir}: {summary(report)}"
 
 
 def add_arguments(parser) -> None:

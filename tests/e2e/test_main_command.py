@@ -111,7 +111,8 @@ def test_registered_model_loads_and_tags_held_out_text(main_run: Run, tmp_path: 
     secret = main_run.settings().secret_key()
     assert secret not in json.dumps(lineage) and secret not in main_run.output
     card = (model_dir / "README.md").read_text()
-    assert f"Entity F1 {recorded['f1']:.4f}" in card and "## Intended use and limits" in card and secret not in card
+    assert f"Strict entity F1 {recorded['f1']:.4f}" in card and "## Intended use and limits" in card
+    assert secret not in card
 
 
 def test_dvc_has_nothing_left_to_do(main_run: Run):
@@ -140,7 +141,7 @@ def test_prefect_server_lists_the_run_with_steps_and_artifacts(main_run: Run):
     assert {row["augmenter"] for row in augmentation} == {"synonym", "backtranslation"}
     assert all(row["added"] > 0 for row in augmentation)
     details = next(a["data"] for a in artifacts if a["key"] == "evaluation-details")
-    assert "## Entity confusion" in details and "name_invariance" in details and "latency at batch 1" in details
+    assert "## Entity type confusion" in details and "name_invariance" in details and "latency at batch 1" in details
 
 
 def test_walltime_benchmark_splits_the_run_by_step(main_run: Run):

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory, local_services: Settings, tiny_base: Path):
-    """Three versions of one tiny model (v2 champion after v1), its test file and its eval metrics."""
+    """Three versions of one tiny model (v2 champion after v1), its test file and its evaluation report; and
+    `<name>-old`, a version whose metadata holds an eval.json of the layout before EvalReport."""
     work = tmp_path_factory.mktemp("registry-cli")
     data = work / "data"
     from tasks.records import write_jsonl
@@ -33,7 +34,8 @@ def published(tmp_path_factory, local_services: Settings, tiny_base: Path):
     model = work / "model"
     train.run(train_params(tiny_base, epochs=2, learning_rate=5e-3), ["person", "geo-loc"], data, model,
               work / "t.json", work / "c.csv")
-    metrics = evaluate.run(evaluate_params(), model, data / "test.jsonl", work / "e.json", work / "p.jsonl", 16)
+    report = evaluate.run(evaluate_params(), model, data / "test.jsonl", work / "e.json", work / "p.jsonl", 16)
+    metrics = report.model_dump(mode="json")
     registry = Registry(s3_client(local_services), local_services.registry_bucket, local_services.registry_prefix)
     name = f"cli-{uuid.uuid4().hex[:8]}"
     for index in range(3):  # three versions: each with a file of its own (same weights would be one version)
@@ -41,6 +43,8 @@ def published(tmp_path_factory, local_services: Settings, tiny_base: Path):
         registry.publish(name, model, {"metrics": metrics, "registered_at": "2026-11-23T12:00:00"})
     registry.set_alias(name, "champion", 1)
     registry.set_alias(name, "champion", 2)
+    old = json.loads((ROOT / "tests/fixtures/eval_json_before_report/ner.json").read_text())
+    registry.publish(f"{name}-old", model, {"metrics": old, "registered_at": "2026-11-01T12:00:00"})
     (work / ".env").write_text(client_env_file(local_services))
     return work, name, metrics
 
@@ -81,6 +85,19 @@ def test_show_is_readable_and_errors_name_what_is_wrong(published) -> None:
     assert missing.returncode == 1 and "has no published version 9" in missing.stderr
     bad = flowtune(work, "registry", "show", "../etc")
     assert bad.returncode == 1 and "invalid model name" in bad.stderr
+
+
+def test_show_reads_metrics_registered_before_the_report(published) -> None:
+    work, name, _ = published
+    old = json.loads((ROOT / "tests/fixtures/eval_json_before_report/ner.json").read_text())
+    shown = flowtune(work, "registry", "show", f"{name}-old@1")
+    assert shown.returncode == 0, shown.stderr
+    assert f"strict entity F1 {old['f1']:.4f}  precision {old['precision']:.4f}" in shown.stdout
+    assert f"on {old['sentences']} sentences" in shown.stdout
+    person = old["per_type"]["person"]
+    assert any(line.split() == ["person", f"{person['precision']:.4f}", f"{person['recall']:.4f}",
+                                f"{person['f1']:.4f}", str(person["support"])] for line in shown.stdout.splitlines())
+    assert f"{old['f1']:.4f}" in flowtune(work, "registry", "list", f"{name}-old").stdout
 
 
 def test_pull_verifies_and_writes_a_loadable_model(published) -> None:

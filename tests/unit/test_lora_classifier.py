@@ -56,7 +56,7 @@ def test_it_learns_and_the_saved_model_evaluates(trained) -> None:
     assert model.config.id2label == dict(enumerate(CLASSES))
     result = evaluate.run(evaluate_params(), folder / "model", folder / "data/test.jsonl", folder / "eval.json",
                           folder / "predictions.jsonl", 16, None, "sequence-classification")
-    assert result["task"] == "sequence-classification" and result["examples"] == 40
-    assert 0 <= result["f1"] <= 1 and set(result["per_class"]) == set(CLASSES)
+    assert result.task == "sequence-classification" and result.count == 40
+    assert 0 <= result.headline.value <= 1 and set(result.groups) == set(CLASSES)
     predictions = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 40 and set(predictions[0]["probabilities"]) == set(CLASSES)

@@ -11,6 +11,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 
 from tasks import textclass, textdata, train
 from tasks.kinds.textclass import TextClassKind
+from tasks.metrics import EvalReport
 from tasks.records import InputFormatError, NerRecord
 from tasks.textclass import expected_calibration_error, scores
 from tasks.textdata import TextExample, mentions, read_text_examples
@@ -119,16 +120,20 @@ def test_the_evaluate_stage_scores_a_classifier_and_writes_its_confusion_plot(tm
     params = train_params(tiny_base, epochs=4, learning_rate=5e-3, batch_size=8, max_length=16, dropout=0.0)
     train_classifier(params, ["none", "person"], tmp_path)
     evaluate_params = load_params(ROOT / "params-sentiment.yaml").evaluate.model_copy(update={"latency_sentences": 5})
-    metrics = evaluate.run(evaluate_params, tmp_path / "model", tmp_path / "data/test.jsonl", tmp_path / "eval.json",
-                           tmp_path / "predictions.jsonl", 16, tmp_path / "confusion.csv", "sequence-classification")
-    assert metrics["task"] == "sequence-classification" and metrics["f1"] == metrics["macro_f1"] >= 0.9
-    assert metrics["examples"] == 20 and set(metrics["per_class"]) == {"none", "person"}
-    assert metrics["latency"]["sentences"] == 5 and metrics["model_size_mb"] > 0
-    assert json.loads((tmp_path / "eval.json").read_text())["ece"] == metrics["ece"]
+    report = evaluate.run(evaluate_params, tmp_path / "model", tmp_path / "data/test.jsonl", tmp_path / "eval.json",
+                          tmp_path / "predictions.jsonl", 16, tmp_path / "confusion.csv", "sequence-classification")
+    assert (report.task, report.headline.name, report.unit, report.group) == \
+        ("sequence-classification", "macro-F1", "text", "class")
+    assert report.headline.value == report.details["macro_f1"] >= 0.9 and report.details["multi_label"] is False
+    assert report.count == 20 and set(report.groups) == {"none", "person"} and report.behaviour is None
+    assert report.latency.sentences == 5 and report.model_size_mb > 0
+    written = json.loads((tmp_path / "eval.json").read_text())
+    assert written["calibration"]["ece"] == report.calibration.ece and written["f1"] == report.headline.value
+    assert EvalReport.read(tmp_path / "eval.json") == report
     rows = (tmp_path / "confusion.csv").read_text().splitlines()
     assert rows[0] == "actual,predicted" and len(rows) == 21
     hits = sum(1 for row in rows[1:] if row.split(",")[0] == row.split(",")[1])
-    assert hits == round(metrics["accuracy"] * 20)
+    assert hits == round(report.details["accuracy"] * 20)
     predictions = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert predictions[0]["id"] == "3:0" and set(predictions[0]["probabilities"]) == {"none", "person"}
     assert abs(sum(predictions[0]["probabilities"].values()) - 1) < 1e-4

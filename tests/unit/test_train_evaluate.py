@@ -10,6 +10,7 @@ import pytest
 from transformers import AutoModelForTokenClassification
 
 from tasks import evaluate, train
+from tasks.metrics import EvalReport
 from tasks.records import NerRecord, write_jsonl
 from tests.helpers import evaluate_params, train_params
 
@@ -72,21 +73,26 @@ def test_train_then_evaluate_writes_loadable_model_and_metrics(tiny_base: Path, 
         out / "pred.jsonl",
         16,
     )
-    assert set(result) == {
-        "f1", "precision", "recall", "f1_default", "precision_default", "recall_default", "token_accuracy",
-        "sentences", "per_type", "confusion", "slices", "behaviour", "latency", "model_size_mb",
+    assert result == EvalReport.read(out / "eval.json")
+    assert set(json.loads((out / "eval.json").read_text())) == {
+        "task", "predicts", "headline", "f1", "precision", "recall", "unit", "count", "group", "groups",
+        "f1_default", "precision_default", "recall_default", "token_accuracy", "confusion", "slices", "behaviour",
+        "latency", "model_size_mb",
     }
-    gold_entities = sum(row["support"] for row in result["per_type"].values())
-    assert sum(n for row, counts in result["confusion"].items() if row != "(spurious)" for n in counts.values()) \
+    assert (result.task, result.headline.name, result.unit, result.group) == \
+        ("token-classification", "strict entity F1", "sentence", "entity type")
+    assert result.calibration is None
+    gold_entities = sum(row.support for row in result.groups.values())
+    assert sum(n for row, counts in result.confusion.items() if row != "(spurious)" for n in counts.values()) \
         == gold_entities  # every gold entity lands in exactly one cell
-    assert sum(s["sentences"] for s in result["slices"]["length"].values()) == 5
-    assert result["latency"]["sentences"] == 3 and result["latency"]["p95_ms"] >= result["latency"]["p50_ms"] > 0
-    functionality = result["behaviour"]["minimum_functionality"]
+    assert sum(s["sentences"] for s in result.slices["length"].values()) == 5
+    assert result.latency.sentences == 3 and result.latency.p95_ms >= result.latency.p50_ms > 0
+    functionality = result.behaviour.minimum_functionality
     # Only person/geo-loc/no-entity sentences apply to this model; the other types are skipped.
-    assert (functionality["cases"], functionality["skipped"]) == (12, 6)
-    assert len(functionality["failed_ids"]) == functionality["cases"] - functionality["passed"]
-    assert result["model_size_mb"] > 0
-    assert result["sentences"] == 5
+    assert (functionality.cases, functionality.skipped) == (12, 6)
+    assert len(functionality.failed_ids) == functionality.cases - functionality.passed
+    assert result.model_size_mb > 0
+    assert result.count == 5
     predictions = [json.loads(line) for line in (out / "pred.jsonl").read_text().splitlines()]
     assert all(len(p["predicted"]) == len(p["tokens"]) == len(p["tags"]) for p in predictions)
     assert {"id", "tokens", "tags", "predicted"} == set(predictions[0])
