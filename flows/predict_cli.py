@@ -113,10 +113,10 @@ def predict_entities(args: argparse.Namespace, model_dir: Path) -> int:
     return 0
 
 
-def read_texts(args, multi_label: bool = False) -> tuple[list, bool]:
+def read_texts(args, label_separator: str | None = None) -> tuple[list, bool]:
     """Texts to classify and whether they carry gold labels: --input FILE (.csv or .jsonl with a `text`
-    column, `label` optional: for a multi-label model, labels joined by | or a JSON list), or one text
-    per argument / stdin line."""
+    column, `label` optional: with a `label_separator` (a multi-label model), labels joined by it or a JSON
+    list), or one text per argument / stdin line."""
     from tasks.textdata import TextExample, read_text_examples
 
     if not args.input:
@@ -124,7 +124,7 @@ def read_texts(args, multi_label: bool = False) -> tuple[list, bool]:
         return [TextExample(f"line:{i + 1}", line.strip(), "") for i, line in enumerate(lines) if line.strip()], False
     path = Path(args.input)
     labelled = has_column(path, "label")
-    return read_text_examples(path, "text", "label" if labelled else None, "|" if multi_label else None), labelled
+    return read_text_examples(path, "text", "label" if labelled else None, label_separator), labelled
 
 
 def has_column(path: Path, column: str) -> bool:
@@ -144,22 +144,16 @@ def has_column(path: Path, column: str) -> bool:
 
 
 def predict_classes(args: argparse.Namespace, model_dir: Path) -> int:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from tasks.records import InputFormatError
-    from tasks.textclass import classification_metrics, encode_texts, is_multi_label, predict_proba, predicted_labels
+    from tasks.textclass import SavedClassifier
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    multi_label = is_multi_label(model)
-    examples, labelled = read_texts(args, multi_label)
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    classifier = SavedClassifier.load(model_dir)
+    examples, labelled = read_texts(args, classifier.label_separator)
+    labels = classifier.labels
     unknown = sorted({label for e in examples for label in e.labels} - set(labels)) if labelled else []
     if unknown:
         raise InputFormatError(f"{args.input}: labels {unknown} are not classes of the model ({labels})")
-    encoded, _ = encode_texts(tokenizer, examples, args.max_length)
-    probabilities = predict_proba(model, encoded, args.batch_size, tokenizer.pad_token_id)
-    predicted = predicted_labels(probabilities, labels, multi_label)
+    probabilities, predicted = classifier.classify(examples, args.batch_size, args.max_length)
     with output_stream(args) as out:
         for example, row, chosen in zip(examples, probabilities, predicted, strict=True):
             if args.format == "jsonl":
@@ -170,7 +164,7 @@ def predict_classes(args: argparse.Namespace, model_dir: Path) -> int:
                 shown = "|".join(f"{float(row[labels.index(c)]):.4f}" for c in chosen.split("|") if c)
                 out.write(f"{chosen or '(none)'}\t{shown or '-'}\t{example.text}\n")
     if labelled:
-        result = classification_metrics([e.label for e in examples], probabilities, labels, multi_label)
+        result = classifier.metrics([e.label for e in examples], probabilities)
         print(f"gold labels in the input: macro-F1 {result['f1']:.4f}, accuracy {result['accuracy']:.4f} on "
               f"{result['examples']} texts", file=sys.stderr)
     return 0

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -190,6 +192,42 @@ def _prf(true_positive: int, false_positive: int, false_negative: int) -> dict:
     recall = _ratio(true_positive, true_positive + false_negative)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1, "support": true_positive + false_negative}
+
+
+@dataclass(frozen=True)
+class SavedClassifier:
+    """A saved classifier ready to classify texts (`flowtune predict`): a multi-label one predicts label
+    sets joined by LABEL_JOIN, and reads gold label sets joined the same way."""
+
+    model: Any
+    tokenizer: Any
+    labels: list[str]  # the classes in id order
+    multi_label: bool
+
+    @classmethod
+    def load(cls, model_dir: Path) -> SavedClassifier:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+        return cls(model, tokenizer, [model.config.id2label[i] for i in range(model.config.num_labels)],
+                   is_multi_label(model))
+
+    @property
+    def label_separator(self) -> str | None:
+        """How an input cell holds several labels; None: one label per text."""
+        return LABEL_JOIN if self.multi_label else None
+
+    def classify(self, examples: Sequence[TextExample], batch_size: int,
+                 max_length: int) -> tuple[torch.Tensor, list[str]]:
+        """Class probabilities (one row per example) and the predicted label (set) of each."""
+        encoded, _ = encode_texts(self.tokenizer, examples, max_length)
+        probabilities = predict_proba(self.model, encoded, batch_size, self.tokenizer.pad_token_id)
+        return probabilities, predicted_labels(probabilities, self.labels, self.multi_label)
+
+    def metrics(self, gold: Sequence[str], probabilities: torch.Tensor) -> dict:
+        """`classification_metrics` of these predictions against gold labels."""
+        return classification_metrics(gold, probabilities, self.labels, self.multi_label)
 
 
 def write_predictions(path: Path, examples: Sequence[TextExample], predicted: Sequence[str],
