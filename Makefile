@@ -8,8 +8,11 @@ run: setup
 	.venv/bin/flowtune services up
 	.venv/bin/flowtune run
 
+# Two workers by default (TEST_WORKERS=1 for one): much of a run waits on services, subprocesses and
+# leases, so two overlap on a 2-core machine. --dist loadfile keeps each file's module fixtures on one worker.
+TEST_WORKERS ?= 2
 test: setup
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	.venv/bin/ruff check .

@@ -35,21 +35,31 @@ def _bindable(port: int) -> bool:
             return False
 
 
+def _worker_block() -> range:
+    """This pytest-xdist worker's own block of base ports in [10000, 20000): with `make test`'s two
+    workers, each starting its own services, two workers can never pick the same port (the +10000
+    twins fall in [20000, 30000), so they cannot meet another worker's base ports either)."""
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    size = 10000 // count
+    return range(10000 + index * size, 10000 + (index + 1) * size)
+
+
 def find_free_port() -> int:
     """A free port whose +10000 twin (SeaweedFS's gRPC port) is free too, never handed out twice.
 
     Both lie outside the kernel's ephemeral range: there, any outgoing connection (weed's own gRPC
     clients while it starts, boto3, httpx) can take the port between this check and the server's bind.
     """
-    ephemeral = _ephemeral_ports()
+    ephemeral, block = _ephemeral_ports(), _worker_block()
     for _ in range(2000):
-        port = random.randint(10000, 55535)
+        port = random.randint(block.start, block.stop - 1)
         pair = (port, port + 10000)
         if any(p in ephemeral or p in _handed_out or not _bindable(p) for p in pair):
             continue
         _handed_out.update(pair)
         return port
-    raise RuntimeError("no free port pair outside the ephemeral range")
+    raise RuntimeError(f"no free port pair in {block} outside the ephemeral range")
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -7,6 +7,7 @@ document shows what the tests saw.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,7 +41,11 @@ class Reliability:
         if not self.rows:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        previous = json.loads(path.read_text()) if path.exists() else {"rows": []}
-        ours = {row.test for row in self.rows}  # a partial re-run replaces only its own rows
-        rows = [r for r in previous["rows"] if r["test"] not in ours] + [asdict(r) for r in self.rows]
-        path.write_text(json.dumps({"written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}, indent=2))
+        # Each pytest-xdist worker saves its own rows at its end: one at a time, each merging into the file.
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            previous = json.loads(path.read_text()) if path.exists() else {"rows": []}
+            ours = {row.test for row in self.rows}  # a partial re-run replaces only its own rows
+            rows = [r for r in previous["rows"] if r["test"] not in ours] + [asdict(r) for r in self.rows]
+            text = json.dumps({"written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}, indent=2)
+            path.write_text(text)
