@@ -70,7 +70,7 @@ def model_card(params: Params, lineage: dict) -> str:
             for name, m in sorted(report.groups.items())]
     latency = report.latency
     return "\n".join([
-        f"# {params.registry.model_name}: {report.task}", "",
+        f"# {params.registry.model_name}: {report.title}", "",
         f"Fine-tuned by flowtune; it predicts {report.predicts}. Load it with `flowtune predict --model <this "
         "folder>`, or with transformers (`from_pretrained(<this folder>)`: config.json names its architecture).", "",
         "## Training", "",

@@ -114,7 +114,7 @@ def run(
     timed.update(batch_size=params.batch_size, device=model.device.type,
                  batch_sentences_per_second=len(records) / batch_seconds if records else None)
     report = EvalReport(
-        task=TOKEN_CLASSIFICATION, predicts="IOB2 entity tags, one per word",
+        task=TOKEN_CLASSIFICATION, title="named-entity recognition", predicts="IOB2 entity tags, one per word",
         headline=Headline(name="strict entity F1", value=scores["f1"], precision=scores["precision"],
                           recall=scores["recall"]),
         unit="sentence", count=scores["sentences"], group="entity type", groups=scores["per_type"],
@@ -183,7 +183,7 @@ def classifier_report(metrics: dict, timed: Latency | None = None, size_mb: floa
     the exact label-set match), the macro scores and the multi-label micro-F1 as details."""
     multi_label = bool(metrics["multi_label"])
     return EvalReport(
-        task=SEQUENCE_CLASSIFICATION,
+        task=SEQUENCE_CLASSIFICATION, title="text classification",
         predicts="any number of classes per text, each at probability >= 0.5" if multi_label else "one class per text",
         headline=Headline(name="macro-F1", value=metrics["f1"], precision=metrics["precision"],
                           recall=metrics["recall"]),

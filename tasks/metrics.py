@@ -104,7 +104,7 @@ class Incomparable(BaseModel):
 
 # eval.json keys of the report's own fields; every other top-level key is a detail.
 _HEADLINE_KEYS = ("f1", "precision", "recall")
-_FIELD_KEYS = frozenset({"task", "predicts", "headline", "unit", "count", "group", "groups", "behaviour",
+_FIELD_KEYS = frozenset({"task", "title", "predicts", "headline", "unit", "count", "group", "groups", "behaviour",
                          "calibration", "latency", "model_size_mb", "confusion", "slices", *_HEADLINE_KEYS})
 
 
@@ -115,6 +115,7 @@ class EvalReport(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     task: str  # params' `task`, e.g. "token-classification"; shown, never branched on
+    title: str  # the task in words, for people: "named-entity recognition", "text classification"
     predicts: str  # what the model outputs, in words: "IOB2 entity tags, one per word", "one class per text"
     headline: Headline
     unit: str  # what one scored row is, singular: "sentence", "text"
@@ -205,9 +206,11 @@ def read_outcome(path: Path) -> EvalReport | Incomparable:
 # "sequence-classification". Examples: tests/fixtures/eval_json_before_report/.
 
 _LEGACY = {
-    "token-classification": {"headline": "strict entity F1", "unit": "sentence", "group": "entity type",
+    "token-classification": {"title": "named-entity recognition",
+                             "headline": "strict entity F1", "unit": "sentence", "group": "entity type",
                              "groups": "per_type", "count": "sentences"},
-    "sequence-classification": {"headline": "macro-F1", "unit": "text", "group": "class",
+    "sequence-classification": {"title": "text classification",
+                                "headline": "macro-F1", "unit": "text", "group": "class",
                                 "groups": "per_class", "count": "examples"},
 }
 _LEGACY_PREDICTS = {("token-classification", False): "IOB2 entity tags, one per word",
@@ -224,7 +227,7 @@ def _from_legacy(data: dict) -> dict:
     legacy = _LEGACY[task]
     if legacy["count"] not in rest:
         raise ValueError(f"an eval.json without a `headline` needs {legacy['count']!r} (the rows scored)")
-    layout = {"task": task, "predicts": _LEGACY_PREDICTS[task, bool(rest.get("multi_label"))],
+    layout = {"task": task, "title": legacy["title"], "predicts": _LEGACY_PREDICTS[task, bool(rest.get("multi_label"))],
               "headline": legacy["headline"], "unit": legacy["unit"], "group": legacy["group"],
               "count": rest.pop(legacy["count"]), "groups": rest.pop(legacy["groups"], {})}
     if "ece" in rest:

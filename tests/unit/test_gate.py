@@ -21,7 +21,8 @@ def metrics(f1: float, **per_type: tuple[float, int]) -> EvalReport:
     """An NER report: strict entity F1, per entity type, with behavioural checks."""
     groups = {t: {"precision": score, "recall": score, "f1": score, "support": support}
               for t, (score, support) in per_type.items()}
-    return EvalReport(task="token-classification", predicts="IOB2 entity tags, one per word",
+    return EvalReport(task="token-classification", title="named-entity recognition",
+                      predicts="IOB2 entity tags, one per word",
                       headline=Headline(name="strict entity F1", value=f1, precision=f1, recall=f1),
                       unit="sentence", count=100, group="entity type", groups=groups, behaviour=PASSING,
                       latency=Latency(p95_ms=20.0))
@@ -107,7 +108,7 @@ def classifier(macro_f1: float, **per_class: tuple[float, int]) -> EvalReport:
     """A text classifier's report: macro-F1, per class, calibration, no behavioural checks."""
     groups = {c: {"precision": score, "recall": score, "f1": score, "support": support}
               for c, (score, support) in per_class.items()}
-    return EvalReport(task="sequence-classification", predicts="one class per text",
+    return EvalReport(task="sequence-classification", title="text classification", predicts="one class per text",
                       headline=Headline(name="macro-F1", value=macro_f1, precision=macro_f1, recall=macro_f1),
                       unit="text", count=130, group="class", groups=groups, calibration={"ece": 0.05},
                       latency=Latency(p95_ms=5.0))

@@ -15,7 +15,7 @@ OLD_FORMAT = Path(__file__).parents[1] / "fixtures" / "eval_json_before_report"
 
 def ner_report() -> EvalReport:
     return EvalReport(
-        task="token-classification", predicts="IOB2 entity tags, one per word",
+        task="token-classification", title="named-entity recognition", predicts="IOB2 entity tags, one per word",
         headline=Headline(name="strict entity F1", value=0.5, precision=0.6, recall=0.43),
         unit="sentence", count=286, group="entity type",
         groups={"person": GroupScore(precision=0.7, recall=0.5, f1=0.5833, support=40)},
@@ -34,7 +34,7 @@ def test_a_report_round_trips_through_eval_json(tmp_path: Path) -> None:
     report = ner_report()
     report.write(tmp_path / "eval.json")
     assert EvalReport.read(tmp_path / "eval.json") == report
-    classifier = EvalReport(task="sequence-classification", predicts="one class per text",
+    classifier = EvalReport(task="sequence-classification", title="text classification", predicts="one class per text",
                             headline=Headline(name="macro-F1", value=0.7, precision=0.71, recall=0.69),
                             unit="text", count=10, group="class", groups={}, calibration=Calibration(ece=0.05),
                             details={"accuracy": 0.8, "multi_label": False})
@@ -123,7 +123,7 @@ def test_the_incomparable_outcome_reads_apart_from_a_report(tmp_path: Path) -> N
 @pytest.mark.parametrize(("content", "message"), [
     ({"f1": 0.5, "precision": 0.5, "recall": 0.5, "per_type": {}}, "needs 'sentences'"),
     ({"task": "question-answering", "f1": 0.5}, "unknown task 'question-answering'"),
-    ({"headline": "F1", "f1": 0.5, "task": "x", "predicts": "y", "unit": "row", "count": 1, "group": "g",
+    ({"headline": "F1", "f1": 0.5, "task": "x", "title": "t", "predicts": "y", "unit": "row", "count": 1, "group": "g",
       "groups": {}}, "the headline score needs precision, recall"),
 ])
 def test_a_file_that_is_no_report_is_named(tmp_path: Path, content: dict, message: str) -> None:

@@ -18,14 +18,14 @@ def lineage_of(report: EvalReport, reasons: list[str], train_sentences: int) -> 
 def test_model_card_reports_data_training_scores_gate_and_limits() -> None:
     params = load_params(ROOT / "params.yaml")
     report = EvalReport(
-        task="token-classification", predicts="IOB2 entity tags, one per word",
+        task="token-classification", title="named-entity recognition", predicts="IOB2 entity tags, one per word",
         headline=Headline(name="strict entity F1", value=0.5, precision=0.6, recall=0.43), unit="sentence",
         count=286, group="entity type",
         groups={"person": {"precision": 0.7, "recall": 0.5, "f1": 0.5833, "support": 40}},
         behaviour={"name_invariance": {"cases": 30, "passed": 27, "pass_rate": 0.9}},
         latency=Latency(p50_ms=9.1, p95_ms=14.2, device="cpu"), details={"f1_default": 0.52})
     card = model_card(params, lineage_of(report, decide(report, None, params.gate).reasons, 4105))
-    assert card.startswith(f"# {params.registry.model_name}: token-classification")
+    assert card.startswith(f"# {params.registry.model_name}: named-entity recognition")
     assert "it predicts IOB2 entity tags, one per word" in card and "flowtune predict --model" in card
     assert "| entity type | precision | recall | F1 | support |" in card
     assert "| person | 0.7000 | 0.5000 | 0.5833 | 40 |" in card
@@ -40,13 +40,13 @@ def test_model_card_reports_data_training_scores_gate_and_limits() -> None:
 def test_a_classifier_card_reports_macro_f1_per_class_and_calibration() -> None:
     params = load_params(ROOT / "params-sentiment.yaml")
     report = EvalReport(
-        task="sequence-classification", predicts="one class per text",
+        task="sequence-classification", title="text classification", predicts="one class per text",
         headline=Headline(name="macro-F1", value=0.71, precision=0.72, recall=0.70), unit="text", count=516,
         group="class", groups={"neutral": {"precision": 0.5, "recall": 0.4, "f1": 0.4444, "support": 84}},
         calibration={"ece": 0.04}, latency=Latency(p50_ms=5.0, p95_ms=7.5, device="cpu"),
         details={"accuracy": 0.78, "multi_label": False})
     card = model_card(params, lineage_of(report, decide(report, None, params.gate).reasons, 7326))
-    assert card.startswith(f"# {params.registry.model_name}: sequence-classification")
+    assert card.startswith(f"# {params.registry.model_name}: text classification")
     assert "it predicts one class per text" in card and "| class | precision |" in card
     assert "| neutral | 0.5000 | 0.4000 | 0.4444 | 84 |" in card
     assert "Macro-F1 0.7100 (precision 0.7200, recall 0.7000) on 516 texts; expected calibration error 0.0400. " \

@@ -14,7 +14,7 @@ OLD_FORMAT = Path(__file__).parents[1] / "fixtures" / "eval_json_before_report"
 
 def test_classifier_details_show_accuracy_calibration_and_the_class_confusion() -> None:
     report = EvalReport(
-        task="sequence-classification", predicts="one class per text",
+        task="sequence-classification", title="text classification", predicts="one class per text",
         headline=Headline(name="macro-F1", value=0.7, precision=0.71, recall=0.69), unit="text", count=10,
         group="class", groups={}, calibration={"ece": 0.05}, latency=LATENCY, model_size_mb=90.9,
         confusion={"negative": {"negative": 3, "positive": 1}, "positive": {"negative": 1, "positive": 5}},
@@ -32,7 +32,7 @@ def test_classifier_details_show_accuracy_calibration_and_the_class_confusion() 
 
 def test_ner_details_keep_entity_confusion_slices_and_behaviour() -> None:
     report = EvalReport(
-        task="token-classification", predicts="IOB2 entity tags, one per word",
+        task="token-classification", title="named-entity recognition", predicts="IOB2 entity tags, one per word",
         headline=Headline(name="strict entity F1", value=0.5, precision=0.5, recall=0.5), unit="sentence",
         count=3, group="entity type", groups={},
         confusion={"person": {"person": 2, "(missed)": 1}}, slices={"length": {"1-10": {"sentences": 3, "f1": 0.5}}},

@@ -66,9 +66,9 @@ def test_the_classifier_is_trained_gated_and_registered(sentiment) -> None:
     metrics = metadata["metrics"]
     assert metrics["task"] == "sequence-classification"
     assert metrics["f1"] == metrics["macro_f1"] >= 0.6
-    assert set(metrics["per_class"]) == {"negative", "neutral", "positive"}
-    assert sum(sum(row.values()) for row in metrics["confusion"].values()) == metrics["examples"]
-    assert 0.0 <= metrics["ece"] <= 1.0 and metrics["latency"]["p95_ms"] > 0
+    assert set(metrics["groups"]) == {"negative", "neutral", "positive"}
+    assert sum(sum(row.values()) for row in metrics["confusion"].values()) == metrics["count"]
+    assert 0.0 <= metrics["calibration"]["ece"] <= 1.0 and metrics["latency"]["p95_ms"] > 0
     assert any(r.startswith("candidate macro-F1") for r in metadata["gate"]["reasons"])
     assert metadata["params"]["task"] == "sequence-classification"
 
@@ -79,7 +79,7 @@ def test_the_flow_run_shows_the_class_scores(sentiment, local_services: Settings
     runs = httpx.post(f"{local_services.api_url}/flow_runs/filter", json=query).json()
     artifacts = httpx.post(f"{local_services.api_url}/artifacts/filter",
                            json={"artifacts": {"flow_run_id": {"any_": [r["id"] for r in runs]}}}).json()
-    evaluation = [a for a in artifacts if a["key"] == "evaluation" and "ALL (macro)" in str(a["data"])]
+    evaluation = [a for a in artifacts if a["key"] == "evaluation" and "ALL (macro-F1)" in str(a["data"])]
     assert evaluation, sorted({a["key"] for a in artifacts})
     assert "neutral" in str(evaluation[0]["data"])
     cards = [a for a in artifacts if a["key"] == "registered-model" and sentiment[1] in a["data"]]
