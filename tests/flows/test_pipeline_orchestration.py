@@ -29,6 +29,7 @@ import flows.steps
 from flows.names import TRAIN_STAGE_FLOW
 from flows.pipeline import training_pipeline
 from flows.steps import STAGES, StageError
+from tasks.metrics import EvalReport, Headline, Latency
 from tasks.params import load_params
 from tasks.registry import ANY, AliasConflict, directory_digest
 
@@ -44,12 +45,12 @@ def write_model(folder: Path, weights: bytes) -> Path:
     return folder
 
 
-def eval_metrics(f1: float) -> dict:
-    """An evaluate stage's report, as much of it as the gate, the lineage and the model card read."""
-    return {"f1": f1, "precision": f1, "recall": f1, "f1_default": f1, "sentences": 40, "per_type": {},
-            "latency": {"p50_ms": 1.0, "p95_ms": 2.0, "device": "cpu"},
-            "behaviour": {"name_invariance": {"pass_rate": None, "passed": 0, "cases": 0},
-                          "minimum_functionality": {"pass_rate": None, "passed": 0, "cases": 0}}}
+def write_report(path: Path, f1: float) -> None:
+    """An evaluate stage's report (eval.json) with this headline score, measured latency, no per-group scores."""
+    EvalReport(task="token-classification", title="named-entity recognition", predicts="IOB2 entity tags, one per word",
+               unit="sentence", count=40,
+               headline=Headline(name="strict entity F1", value=f1, precision=f1, recall=f1),
+               group="entity type", groups={}, latency=Latency(p50_ms=1.0, p95_ms=2.0, device="cpu")).write(path)
 
 
 class FakeCommands:
@@ -74,8 +75,7 @@ class FakeCommands:
     def __call__(self, command: list[str], what: str) -> None:
         if "tasks.evaluate" in command:  # the champion, scored by the candidate's code
             self.log.append("score champion")
-            out = Path(command[command.index("--out") + 1])
-            out.write_text(json.dumps(eval_metrics(self.champion_f1)))
+            write_report(Path(command[command.index("--out") + 1]), self.champion_f1)
             return
         self.log.append(" ".join(command))
         if command[:3] == ["dvc", "repro", "--single-item"]:
@@ -93,7 +93,7 @@ class FakeCommands:
         if stage == "train":
             self.train()
         elif stage == "evaluate":
-            Path(paths.eval_metrics).write_text(json.dumps(eval_metrics(self.f1)))
+            write_report(Path(paths.eval_metrics), self.f1)
 
     def train(self) -> None:
         paths = self.params.paths
@@ -173,6 +173,9 @@ def world(tmp_path, monkeypatch) -> SimpleNamespace:
 
     for module in (flows.steps, flows.champion, flows.remote_train):
         monkeypatch.setattr(module, "run_logged", run_logged)
+    # A failing step fails the test at once instead of after its retries' 5 + 20 s delays.
+    for name in ("dvc_pull", "dvc_push", "known_version", "publish_version", "move_champion", "publish_card"):
+        monkeypatch.setattr(flows.pipeline, name, getattr(flows.pipeline, name).with_options(retry_delay_seconds=0))
     monkeypatch.setattr(flows.steps, "check_storage", lambda settings: None)
     monkeypatch.setattr(flows.pipeline, "stages_up_to_date", lambda stages: False)
     monkeypatch.setattr(flows.pipeline, "registry_of", lambda settings: world.registry)
