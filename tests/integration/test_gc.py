@@ -18,7 +18,7 @@ from tasks.params import GcParams
 from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # the module starts services of its own (~35 s)
 
 NAME = "gc-model"
 # Injected "now": two days on, every S3 object is past keep_days (1) and grace (1 h). S3 LastModified

@@ -37,6 +37,7 @@ def scratch_dvc_repo(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_a_sigkilled_flow_leaves_no_stage_process_and_frees_the_dvc_lock(tmp_path):
     repo = scratch_dvc_repo(tmp_path)
     marker = f"lifetime-{os.getpid()}-{tmp_path.name}"

@@ -94,6 +94,7 @@ def test_bad_names_rejected(registry: Registry, model_dir: Path, name: str):
         registry.publish(name, model_dir, {})
 
 
+@pytest.mark.slow  # trains a tiny model, then scores it in a subprocess (~20-60 s)
 def test_champion_is_rescored_on_the_current_test_split(registry: Registry, tiny_base: Path, tmp_path: Path):
     import yaml
 

@@ -14,7 +14,7 @@ from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
 from tests.helpers import ROOT, clean_env, client_env_file, evaluate_params, synthetic, train_params
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # trains and publishes models (~2 min in all)
 
 
 @pytest.fixture(scope="module")

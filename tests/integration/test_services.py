@@ -84,6 +84,7 @@ def test_status_script_reports_every_service(local_services: Settings):
 # ---------------------------------------------------------------- a private set: the whole life cycle
 
 
+@pytest.mark.slow  # starts, restarts and stops a set of services of its own (~90 s)
 def test_up_is_idempotent_wires_dvc_and_down_stops_everything(tmp_path: Path, start_local_services):
     started = time.monotonic()
     settings = start_local_services(tmp_path)

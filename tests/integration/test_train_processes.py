@@ -22,6 +22,8 @@ from tasks import checkpoints
 from tasks.records import write_jsonl
 from tests.helpers import ROOT, clean_env, synthetic
 
+pytestmark = pytest.mark.slow  # real training subprocesses (torchrun, a SIGKILL and a resume): ~40 s each
+
 STAGE = [sys.executable, "-m", "tasks.train", "--params", "params.yaml"]
 
 

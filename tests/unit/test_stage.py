@@ -40,6 +40,7 @@ def test_unknown_params_key_is_named(tmp_path: Path):
     assert "clean.unicode_fom" in result.stderr
 
 
+@pytest.mark.slow  # the validate stage in a subprocess (Great Expectations): ~17 s each
 @pytest.mark.parametrize("data", ["raw", "clean", "augmented"])
 def test_contract_failure_names_the_checkpoint_and_record(tmp_path: Path, data: str):
     folder = tmp_path / {"raw": "data/raw", "clean": "data/clean", "augmented": "data/augmented"}[data]
@@ -56,6 +57,7 @@ def test_contract_failure_names_the_checkpoint_and_record(tmp_path: Path, data: 
     assert "f.conll:9 token 0 'Bob': tag='B-villain'" in result.stderr
 
 
+@pytest.mark.slow  # ~16 s, as above
 def test_soft_failure_is_printed_as_a_warning_and_the_stage_succeeds(tmp_path: Path):
     folder = tmp_path / "data" / "raw"
     folder.mkdir(parents=True)
