@@ -1,5 +1,5 @@
 # The README's quickstart: `make run` (whole pipeline, services included) and `make test`.
-.PHONY: setup run test services-up services-down lint
+.PHONY: setup run test test-fast services-up services-down lint
 
 setup:
 	@bash infra/local/bootstrap.sh
@@ -13,6 +13,10 @@ run: setup
 TEST_WORKERS ?= 2
 test: setup
 	.venv/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# Every test not marked `slow` (those train real models, clone the repo or start services of their own).
+test-fast: setup
+	.venv/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: setup
 	.venv/bin/ruff check .
