@@ -89,6 +89,47 @@ def test_external_s3_without_keys_is_an_error_not_invented_keys(tmp_path, monkey
     assert not Path(".env").exists()
 
 
+@pytest.fixture
+def permissive_umask():
+    """umask 0: a file or directory created without an explicit mode would be world-readable."""
+    previous = os.umask(0)
+    yield
+    os.umask(previous)
+
+
+@pytest.fixture
+def no_chmod(monkeypatch):
+    """Secret files must get their mode when created (os.open / mkdir), not from a chmod afterwards:
+    in between, another user could open them. With chmod disabled only a creation mode can pass."""
+    monkeypatch.setattr(os, "fchmod", lambda fd, mode: None)
+    monkeypatch.setattr(os, "chmod", lambda path, mode, **kwargs: None)
+
+
+def test_secret_files_are_created_0600_not_chmodded_afterwards(tmp_path, monkeypatch, permissive_umask, no_chmod):
+    monkeypatch.chdir(tmp_path)
+    settings = services.ensure_credentials(make_settings(tmp_path))
+    assert mode(Path(".env")) == 0o600
+    services.write_private(tmp_path / ".flowtune" / "s3.json", json.dumps(services.s3_identities(settings)))
+    assert mode(tmp_path / ".flowtune" / "s3.json") == 0o600
+    (tmp_path / ".dvc").mkdir()
+    assert mode(services.wire_dvc_remote(settings, tmp_path)) == 0o600
+
+
+def test_the_state_dir_is_created_0700(tmp_path, permissive_umask, no_chmod):
+    settings = make_settings(tmp_path)
+    with services._locked(settings):
+        assert mode(settings.state_dir) == 0o700
+    assert mode(services.private_dir(tmp_path / "deeper" / "state")) == 0o700
+
+
+def test_an_older_world_readable_state_dir_is_tightened(tmp_path):
+    state = tmp_path / ".flowtune"
+    state.mkdir(mode=0o755)
+    os.chmod(state, 0o755)
+    services.private_dir(state)
+    assert mode(state) == 0o700
+
+
 # ---------------------------------------------------------------- config files
 
 
