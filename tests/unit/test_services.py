@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import socket
 import stat
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -73,6 +76,34 @@ def test_existing_env_lines_and_values_are_kept(tmp_path, monkeypatch):
     assert lines[2] == f"FLOWTUNE_S3_SECRET_ACCESS_KEY={settings.secret_key()}"
     assert len(lines) == 3
     assert mode(Path(".env")) == 0o600  # it holds a secret now
+
+
+def test_two_concurrent_first_starts_generate_one_key_pair(tmp_path, monkeypatch):
+    """Two `services up` at once on a fresh folder: one key pair in .env, and both use it."""
+    from flows.services import config
+
+    real_token_hex = config.secrets.token_hex
+
+    def slow_token_hex(nbytes: int) -> str:
+        time.sleep(0.3)  # widen the read-then-append window: without the lock both threads are in it
+        return real_token_hex(nbytes)
+
+    monkeypatch.setattr(config.secrets, "token_hex", slow_token_hex)
+    env_file = tmp_path / ".env"
+    start = threading.Barrier(2)
+
+    def first_start() -> Settings:
+        start.wait()
+        return services.ensure_credentials(make_settings(tmp_path), env_file)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = [future.result() for future in [pool.submit(first_start) for _ in range(2)]]
+    lines = env_file.read_text().splitlines()
+    assert sum(line.startswith("FLOWTUNE_S3_ACCESS_KEY_ID=") for line in lines) == 1, lines
+    assert sum(line.startswith("FLOWTUNE_S3_SECRET_ACCESS_KEY=") for line in lines) == 1, lines
+    keys = {(result.s3_access_key_id, result.secret_key()) for result in results}
+    assert len(keys) == 1 and f"FLOWTUNE_S3_SECRET_ACCESS_KEY={results[0].secret_key()}" in lines
+    assert mode(env_file) == 0o600
 
 
 def test_given_credentials_need_no_env_file(tmp_path, monkeypatch):
