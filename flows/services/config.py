@@ -1,10 +1,9 @@
 """Credentials and configuration of the local services.
 
-S3 keys from the settings / `.env` (generated once into `./.env`, mode 0600, under a lock on that file,
-when missing), the
-SeaweedFS identities file, DVC's `.dvc/config.local` pointing the `storage` remote at the S3 endpoint,
-whether S3 and Prefect are ours to start or someone else's, and the environment a client process
-needs (`service_env`).
+S3 keys from the settings / `.env` (generated once into `./.env`, mode 0600, under a lock on that
+file, when missing), the SeaweedFS identities file, DVC's `.dvc/config.local` pointing the `storage`
+remote at the S3 endpoint, whether S3 and Prefect are ours to start or someone else's, and the
+environment a client process needs (`service_env`).
 """
 
 from __future__ import annotations
