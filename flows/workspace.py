@@ -124,7 +124,9 @@ def git(repo: Path, *args: str) -> str:
 def resolve_revision(repo: Path, revision: str) -> str:
     """The full commit id `revision` (branch, tag, sha, HEAD) names in `repo`."""
     try:
-        return git(repo, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+        # --end-of-options: a revision from a deployment parameter is never read as an option, even
+        # one starting with "-" (the ^{commit} suffix already spoils such options; this says it to git).
+        return git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}")
     except WorkspaceError:
         raise WorkspaceError(f"revision {revision!r} is not a commit of {repo}") from None
 
