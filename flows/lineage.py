@@ -15,6 +15,7 @@ import yaml
 from prefect.runtime import flow_run
 
 from flows.gate import Decision
+from flows.redact import scrub_urls
 from tasks.metrics import EvalReport
 from tasks.params import Params
 from tasks.settings import Settings
@@ -32,10 +33,11 @@ def git_state() -> dict:
 
 def build_lineage(params: Params, decision: Decision, settings: Settings) -> dict:
     """Lineage for the registry: code, data and params hashes, metrics (the evaluation report, read and so
-    checked before anything is published), gate and flow run. No secrets."""
+    checked before anything is published), gate and flow run. No secrets: every URL in it loses its
+    credentials (a PREFECT_API_URL with user:password, a data source URL with a token)."""
     run_id = flow_run.get_id()
     lock_path = Path("dvc.lock")
-    return {
+    return scrub_urls({
         "git": git_state(),
         "dvc_lock": yaml.safe_load(lock_path.read_text()) if lock_path.exists() else None,
         "params": params.model_dump(by_alias=True),
@@ -45,7 +47,7 @@ def build_lineage(params: Params, decision: Decision, settings: Settings) -> dic
         "flow_run": {"id": str(run_id) if run_id else None,
                      "url": f"{settings.ui_url}/runs/flow-run/{run_id}" if run_id else None},
         "registered_at": datetime.now(UTC).isoformat(),
-    }
+    })
 
 
 @contextlib.contextmanager
@@ -69,7 +71,7 @@ def model_card(params: Params, lineage: dict) -> str:
     rows = [f"| {name} | {m.precision:.4f} | {m.recall:.4f} | {m.f1:.4f} | {m.support} |"
             for name, m in sorted(report.groups.items())]
     latency = report.latency
-    return "\n".join([
+    return scrub_urls("\n".join([  # the card is public (reports bucket): no URL keeps its credentials
         f"# {params.registry.model_name}: {report.title}", "",
         f"Fine-tuned by flowtune; it predicts {report.predicts}. Load it with `flowtune predict --model <this "
         "folder>`, or with transformers (`from_pretrained(<this folder>)`: config.json names its architecture).", "",
@@ -88,7 +90,7 @@ def model_card(params: Params, lineage: dict) -> str:
         "## Gate decision", "", *[f"- {reason}" for reason in lineage["gate"]["reasons"]], "",
         "## Intended use and limits", "",
         *intended_use(report),
-    ]) + "\n"
+    ])) + "\n"
 
 
 def evaluation_summary(report: EvalReport) -> str:

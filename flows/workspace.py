@@ -124,7 +124,9 @@ def git(repo: Path, *args: str) -> str:
 def resolve_revision(repo: Path, revision: str) -> str:
     """The full commit id `revision` (branch, tag, sha, HEAD) names in `repo`."""
     try:
-        return git(repo, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+        # --end-of-options: a revision from a deployment parameter is never read as an option, even
+        # one starting with "-" (the ^{commit} suffix already spoils such options; this says it to git).
+        return git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}")
     except WorkspaceError:
         raise WorkspaceError(f"revision {revision!r} is not a commit of {repo}") from None
 
@@ -178,8 +180,9 @@ def use_data_source(workspace: Path, data_source: str) -> None:
 def prepare(repo: Path, workspace: Path, commit: str, params_file: str, data_source: str | None,
             settings: Settings) -> None:
     """Check out `commit`, give it this checkout's settings and DVC remote, apply the parameters."""
-    from flows.services import ENV_FILE, wire_dvc_remote, write_private
+    from flows.services import ENV_FILE, private_dir, wire_dvc_remote, write_private
 
+    private_dir(settings.state_dir.resolve())  # the workspaces get a copy of .env: keep other users out
     checkout(repo, commit, workspace)
     if (repo / ENV_FILE).exists():  # same services and credentials (git-ignored, so not in the clone)
         write_private(workspace / ENV_FILE, (repo / ENV_FILE).read_text())

@@ -29,8 +29,10 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# Used with fullmatch only: `$` also matches before a final "\n", so match() would let "champion\n"
+# through, and a name or alias becomes an S3 key.
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+ALIAS_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 MAX_ALIAS_HISTORY = 50
 ANY = object()  # set_alias/rollback `expected`: whatever the alias points at when it is read
 # Written anew by each registration (metrics, lineage with a timestamp, model card): not part of a
@@ -70,13 +72,13 @@ def manifest_digest(manifest: dict) -> str:
 
 
 def check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name) or ".." in name:
+    if not NAME_PATTERN.fullmatch(name) or ".." in name:
         raise RegistryError(f"invalid model name {name!r}: expected lowercase [a-z0-9._-], 1-64 chars, no '..'")
     return name
 
 
 def check_alias(alias: str) -> str:
-    if not ALIAS_PATTERN.match(alias):
+    if not ALIAS_PATTERN.fullmatch(alias):
         raise RegistryError(f"invalid alias {alias!r}: expected lowercase [a-z0-9_-], starting with a letter")
     return alias
 
@@ -254,13 +256,13 @@ class Registry:
         prefix = self._key(name, "aliases") + "/"
         response = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
         names = [o["Key"][len(prefix):].removesuffix(".json") for o in response.get("Contents", [])]
-        return {alias: self.get_alias(name, alias) for alias in sorted(names) if ALIAS_PATTERN.match(alias)}
+        return {alias: self.get_alias(name, alias) for alias in sorted(names) if ALIAS_PATTERN.fullmatch(alias)}
 
     def models(self) -> list[str]:
         """Names of the models that have at least a claimed version."""
         response = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix.strip("/") + "/", Delimiter="/")
         labels = [e["Prefix"].rstrip("/").rsplit("/", 1)[-1] for e in response.get("CommonPrefixes", [])]
-        return sorted(label for label in labels if NAME_PATTERN.match(label))
+        return sorted(label for label in labels if NAME_PATTERN.fullmatch(label))
 
     def _read_alias(self, name: str, alias: str) -> tuple[dict | None, str | None]:
         """The alias pointer and its ETag (the token a compare-and-swap write must match); (None, None)."""

@@ -4,7 +4,9 @@ a Prefect worker of the process work pool `flowtune-local` (it runs deployed and
 `up`, `down` and `status` are idempotent. `up` leaves a service alone when its pid file points at a
 live process of that service, and otherwise starts it in its own process group in the background,
 logging to `<state_dir>/logs/<name>.log` with its pid in `<state_dir>/<name>.pid`. Data stays under
-`<state_dir>/` (git-ignored), so `down` then `up` keeps objects, models and flow runs.
+`<state_dir>/` (git-ignored, mode 0700: only its owner may read the objects, the Prefect DB and the
+logs), so `down` then `up` keeps objects, models and flow runs. Every file holding a secret (`.env`,
+`.dvc/config.local`, `<state_dir>/s3.json`) is created 0600.
 
 - S3 credentials: taken from the settings / `.env`; generated once into `./.env` (mode 0600) when
   missing. SeaweedFS gets them through `<state_dir>/s3.json`, so anonymous requests are denied.
@@ -81,6 +83,7 @@ from flows.services.processes import (
     _locked,
     check_ports,
     log_tail,
+    private_dir,
     running_pid,
     start,
     stop,
@@ -103,7 +106,7 @@ __all__ = [
     # processes
     "LOG_MARKER", "MARKERS", "STOP_GRACE_BY_SERVICE", "STOP_GRACE_S", "ConfigError", "Service", "ServiceError",
     "_group_alive",  # tests/helpers.py
-    "check_ports", "log_tail", "running_pid", "start", "stop", "wait_healthy",
+    "check_ports", "log_tail", "private_dir", "running_pid", "start", "stop", "wait_healthy",
 ]
 
 

@@ -1,15 +1,18 @@
 """Credentials and configuration of the local services.
 
-S3 keys from the settings / `.env` (generated once into `./.env`, mode 0600, when missing), the
-SeaweedFS identities file, DVC's `.dvc/config.local` pointing the `storage` remote at the S3 endpoint,
-whether S3 and Prefect are ours to start or someone else's, and the environment a client process
-needs (`service_env`).
+S3 keys from the settings / `.env` (generated once into `./.env`, mode 0600, under a lock on that
+file, when missing), the SeaweedFS identities file, DVC's `.dvc/config.local` pointing the `storage`
+remote at the S3 endpoint, whether S3 and Prefect are ours to start or someone else's, and the
+environment a client process needs (`service_env`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -33,23 +36,58 @@ def ensure_credentials(settings: Settings, env_file: Path = ENV_FILE) -> Setting
     """
     if settings.s3_access_key_id and settings.s3_secret_access_key:
         return settings
+    access, secret = _known_keys(settings, env_file)
+    if access is None or secret is None:
+        if settings.s3_endpoint_url:
+            raise ConfigError(f"FLOWTUNE_S3_ENDPOINT_URL={settings.s3_endpoint_url} is set but "
+                              f"{ACCESS_KEY_ENV} / {SECRET_KEY_ENV} are not: set both in .env")
+        access, secret = _generate_missing_keys(settings, env_file)
+    return settings.model_copy(update={"s3_access_key_id": access, "s3_secret_access_key": SecretStr(secret)})
+
+
+def _known_keys(settings: Settings, env_file: Path) -> tuple[str | None, str | None]:
+    """The access key and secret from `settings`, else from `env_file`; None where neither has one."""
     from dotenv import dotenv_values
 
     stored = {k: v for k, v in dotenv_values(env_file).items() if v} if env_file.exists() else {}
     access = settings.s3_access_key_id or stored.get(ACCESS_KEY_ENV)
     secret = (settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key
               else stored.get(SECRET_KEY_ENV))
-    if (access is None or secret is None) and settings.s3_endpoint_url:
-        raise ConfigError(f"FLOWTUNE_S3_ENDPOINT_URL={settings.s3_endpoint_url} is set but "
-                           f"{ACCESS_KEY_ENV} / {SECRET_KEY_ENV} are not: set both in .env")
-    new: dict[str, str] = {}
-    if access is None:
-        access = new[ACCESS_KEY_ENV] = f"flowtune-{secrets.token_hex(4)}"
-    if secret is None:
-        secret = new[SECRET_KEY_ENV] = secrets.token_hex(24)
-    if new:
-        _append_private(env_file, "".join(f"{k}={v}\n" for k, v in new.items()))
-    return settings.model_copy(update={"s3_access_key_id": access, "s3_secret_access_key": SecretStr(secret)})
+    return access, secret
+
+
+def _generate_missing_keys(settings: Settings, env_file: Path) -> tuple[str, str]:
+    """Generate and append the missing keys while holding a lock on `env_file`.
+
+    Two first-time `services up` at once would otherwise both find no keys and both append a pair:
+    `.env` would hold two, and the SeaweedFS started by one would reject the other's. Under the lock
+    the second one re-reads the file and finds the first one's keys.
+    """
+    with _locked_file(env_file):
+        access, secret = _known_keys(settings, env_file)
+        new: dict[str, str] = {}
+        if access is None:
+            access = new[ACCESS_KEY_ENV] = f"flowtune-{secrets.token_hex(4)}"
+        if secret is None:
+            secret = new[SECRET_KEY_ENV] = secrets.token_hex(24)
+        if new:
+            _append_private(env_file, "".join(f"{k}={v}\n" for k, v in new.items()))
+    return access, secret
+
+
+@contextlib.contextmanager
+def _locked_file(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` itself (created 0600: it is about to hold a secret).
+
+    flock belongs to the open file description, so it also excludes other threads of this process;
+    the kernel drops it if the holder dies.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _append_private(path: Path, text: str) -> None:

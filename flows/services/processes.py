@@ -120,10 +120,26 @@ def check_ports(service: Service) -> None:
                 "by another process; stop it or choose other ports in .env (see infra/local/README.md)")
 
 
+def private_dir(path: Path) -> Path:
+    """Create `path` (and its parents) as a directory only its owner may enter: mode 0700 from the start.
+
+    The state dir holds stored objects, the Prefect DB, logs and the S3 identities: on a shared machine
+    another user must not read them. A directory left 0755 by an older flowtune is tightened.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)  # the mode is given at creation: no moment where it is world-readable
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+    return path
+
+
 def start(settings: Settings, service: Service) -> int:
     """Start `service` in the background in its own process group; return its pid."""
     log = _log_file(settings, service.name)
-    log.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.state_dir)
+    log.parent.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in service.unset_env} | service.env
     with open(log, "ab") as handle:
         # A marker per start: a crash report shows this start's output, not an older one.
@@ -210,7 +226,7 @@ def wait_healthy(settings: Settings, name: str, check: Callable[[Settings], None
 @contextlib.contextmanager
 def _locked(settings: Settings) -> Iterator[None]:
     """Serialize up/down on one state dir: two concurrent `up`s must not both start a server."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.state_dir)
     with open(settings.state_dir / "services.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -84,12 +85,26 @@ def test_status_script_reports_every_service(local_services: Settings):
 # ---------------------------------------------------------------- a private set: the whole life cycle
 
 
+def assert_private_state(workdir: Path, settings: Settings) -> None:
+    """The state dir is 0700; the known secret files, and any other file holding the S3 secret, are 0600."""
+    state = settings.state_dir.resolve()
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    for secret_file in (workdir / ".env", workdir / ".dvc" / "config.local", state / "s3.json"):
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600, secret_file
+    secret = settings.secret_key().encode()
+    for path in workdir.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_size < 50_000_000 \
+                and secret in path.read_bytes():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, f"{path} holds the S3 secret"
+
+
 @pytest.mark.slow  # starts, restarts and stops a set of services of its own (~90 s)
 def test_up_is_idempotent_wires_dvc_and_down_stops_everything(tmp_path: Path, start_local_services):
     started = time.monotonic()
     settings = start_local_services(tmp_path)
     cold_s = time.monotonic() - started
     try:
+        assert_private_state(tmp_path, settings)
         report = services.status(settings)
         pids = {name: state["pid"] for name, state in report.items()}
         assert all(state["healthy"] for state in report.values()), report

@@ -11,7 +11,9 @@ from tests.helpers import ROOT
 
 COMPOSE = ROOT / "infra/compose/docker-compose.yml"
 VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(:?[-?][^}]*)?\}")
-SECRETS = {"POSTGRES_PASSWORD", "FLOWTUNE_S3_ACCESS_KEY_ID", "FLOWTUNE_S3_SECRET_ACCESS_KEY"}
+SECRETS = {"POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "FLOWTUNE_S3_ACCESS_KEY_ID",
+           "FLOWTUNE_S3_SECRET_ACCESS_KEY"}
+BUCKETS = ("flowtune-dvc", "flowtune-registry", "flowtune-reports")
 
 
 def compose() -> dict:
@@ -57,6 +59,66 @@ def test_secrets_are_required_and_every_variable_is_documented() -> None:
     assert {name for name, _ in uses} <= documented
     assert all(not line.split("=", 1)[1] for line in (ROOT / "infra/compose/.env.example").read_text().splitlines()
                if line.split("=")[0] in SECRETS)  # the example holds no secret values
+
+
+def with_defaults(text: str) -> str:
+    """`text` as compose reads it with no variable set: `${NAME:-default}` becomes `default`."""
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", text)
+
+
+def test_every_port_is_published_on_loopback_by_default() -> None:
+    published = [(name, port) for name, service in compose()["services"].items()
+                 for port in service.get("ports", [])]
+    assert published, "no port published: the test would prove nothing"
+    for name, port in published:
+        assert with_defaults(str(port)).startswith("127.0.0.1:"), f"{name} publishes {port} beyond this host"
+
+
+def policy(name: str) -> dict:
+    return json.loads(compose()["configs"][name]["content"])
+
+
+def mounted_configs(service: dict) -> dict[str, str]:
+    return {config["source"]: config["target"] for config in service.get("configs", [])}
+
+
+def test_anonymous_readers_may_only_get_report_objects() -> None:
+    """No listing (s3:ListBucket), no writes, no other bucket: `mc anonymous set download` allowed listing."""
+    init = compose()["services"]["bucket-init"]
+    command = " ".join(init["command"])
+    target = mounted_configs(init)["reports-anonymous-read"]
+    assert f"mc anonymous set-json {target} store/flowtune-reports" in command
+    assert "anonymous set download" not in command and "anonymous set public" not in command
+    [statement] = policy("reports-anonymous-read")["Statement"]
+    assert statement["Effect"] == "Allow" and statement["Principal"] == {"AWS": ["*"]}
+    assert statement["Action"] == ["s3:GetObject"]
+    assert statement["Resource"] == ["arn:aws:s3:::flowtune-reports/*"]
+
+
+def test_the_worker_has_a_user_limited_to_the_three_buckets_not_the_root_keys() -> None:
+    services = compose()["services"]
+    root_variables = set(VARIABLE.findall(" ".join(map(str, services["s3"]["environment"].values()))))
+    worker_variables = set(VARIABLE.findall(" ".join(map(str, services["worker"]["environment"].values()))))
+    assert {name for name, _ in root_variables} == {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}
+    assert not {name for name, _ in root_variables} & {name for name, _ in worker_variables}
+    assert {"FLOWTUNE_S3_ACCESS_KEY_ID", "FLOWTUNE_S3_SECRET_ACCESS_KEY"} <= {name for name, _ in worker_variables}
+    init = services["bucket-init"]
+    command = " ".join(init["command"])
+    target = mounted_configs(init)["worker-policy"]
+    for step in ('mc admin user add store "$$FLOWTUNE_S3_ACCESS_KEY_ID" "$$FLOWTUNE_S3_SECRET_ACCESS_KEY"',
+                 f"mc admin policy create store flowtune-worker {target}",
+                 'mc admin policy attach store flowtune-worker --user "$$FLOWTUNE_S3_ACCESS_KEY_ID"'):
+        assert step in command, step
+    allowed = {bucket: set() for bucket in BUCKETS}
+    for statement in policy("worker-policy")["Statement"]:
+        assert statement["Effect"] == "Allow" and "Principal" not in statement
+        assert all(action.startswith("s3:") and "*" not in action for action in statement["Action"])
+        for resource in statement["Resource"]:
+            bucket = resource.removeprefix("arn:aws:s3:::").removesuffix("/*")
+            assert bucket in allowed, f"the worker may reach {resource}"
+            allowed[bucket] |= set(statement["Action"])
+    for bucket, actions in allowed.items():  # enough for DVC, the registry and the reports
+        assert {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"} <= actions, bucket
 
 
 def test_k8s_job_template_declares_every_placeholder_and_requests_a_gpu() -> None:

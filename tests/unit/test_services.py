@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import socket
 import stat
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +78,34 @@ def test_existing_env_lines_and_values_are_kept(tmp_path, monkeypatch):
     assert mode(Path(".env")) == 0o600  # it holds a secret now
 
 
+def test_two_concurrent_first_starts_generate_one_key_pair(tmp_path, monkeypatch):
+    """Two `services up` at once on a fresh folder: one key pair in .env, and both use it."""
+    from flows.services import config
+
+    real_token_hex = config.secrets.token_hex
+
+    def slow_token_hex(nbytes: int) -> str:
+        time.sleep(0.3)  # widen the read-then-append window: without the lock both threads are in it
+        return real_token_hex(nbytes)
+
+    monkeypatch.setattr(config.secrets, "token_hex", slow_token_hex)
+    env_file = tmp_path / ".env"
+    start = threading.Barrier(2)
+
+    def first_start() -> Settings:
+        start.wait()
+        return services.ensure_credentials(make_settings(tmp_path), env_file)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = [future.result() for future in [pool.submit(first_start) for _ in range(2)]]
+    lines = env_file.read_text().splitlines()
+    assert sum(line.startswith("FLOWTUNE_S3_ACCESS_KEY_ID=") for line in lines) == 1, lines
+    assert sum(line.startswith("FLOWTUNE_S3_SECRET_ACCESS_KEY=") for line in lines) == 1, lines
+    keys = {(result.s3_access_key_id, result.secret_key()) for result in results}
+    assert len(keys) == 1 and f"FLOWTUNE_S3_SECRET_ACCESS_KEY={results[0].secret_key()}" in lines
+    assert mode(env_file) == 0o600
+
+
 def test_given_credentials_need_no_env_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     settings = with_keys(tmp_path)
@@ -87,6 +118,47 @@ def test_external_s3_without_keys_is_an_error_not_invented_keys(tmp_path, monkey
     with pytest.raises(services.ConfigError, match="FLOWTUNE_S3_ACCESS_KEY_ID"):
         services.ensure_credentials(make_settings(tmp_path, s3_endpoint_url="https://s3.example.com"))
     assert not Path(".env").exists()
+
+
+@pytest.fixture
+def permissive_umask():
+    """umask 0: a file or directory created without an explicit mode would be world-readable."""
+    previous = os.umask(0)
+    yield
+    os.umask(previous)
+
+
+@pytest.fixture
+def no_chmod(monkeypatch):
+    """Secret files must get their mode when created (os.open / mkdir), not from a chmod afterwards:
+    in between, another user could open them. With chmod disabled only a creation mode can pass."""
+    monkeypatch.setattr(os, "fchmod", lambda fd, mode: None)
+    monkeypatch.setattr(os, "chmod", lambda path, mode, **kwargs: None)
+
+
+def test_secret_files_are_created_0600_not_chmodded_afterwards(tmp_path, monkeypatch, permissive_umask, no_chmod):
+    monkeypatch.chdir(tmp_path)
+    settings = services.ensure_credentials(make_settings(tmp_path))
+    assert mode(Path(".env")) == 0o600
+    services.write_private(tmp_path / ".flowtune" / "s3.json", json.dumps(services.s3_identities(settings)))
+    assert mode(tmp_path / ".flowtune" / "s3.json") == 0o600
+    (tmp_path / ".dvc").mkdir()
+    assert mode(services.wire_dvc_remote(settings, tmp_path)) == 0o600
+
+
+def test_the_state_dir_is_created_0700(tmp_path, permissive_umask, no_chmod):
+    settings = make_settings(tmp_path)
+    with services._locked(settings):
+        assert mode(settings.state_dir) == 0o700
+    assert mode(services.private_dir(tmp_path / "deeper" / "state")) == 0o700
+
+
+def test_an_older_world_readable_state_dir_is_tightened(tmp_path):
+    state = tmp_path / ".flowtune"
+    state.mkdir(mode=0o755)
+    os.chmod(state, 0o755)
+    services.private_dir(state)
+    assert mode(state) == 0o700
 
 
 # ---------------------------------------------------------------- config files
