@@ -133,6 +133,7 @@ def test_dropout_is_applied_while_training(tiny_base, data, tmp_path) -> None:
     assert losses(tmp_path / "on") != pytest.approx(losses(tmp_path / "off"), rel=1e-3)
 
 
+@pytest.mark.slow  # torch.compile: ~20 s on CPU
 def test_compiled_training_follows_the_eager_path(tiny_base, data, tmp_path) -> None:
     """`train.compile: true` (torch.compile, dynamic shapes for dynamic padding) computes the same losses."""
     common = dict(epochs=1, dropout=0.0, learning_rate=5e-3, batch_size=8)

@@ -75,7 +75,7 @@ def test_train_then_evaluate_writes_loadable_model_and_metrics(tiny_base: Path, 
     )
     assert result == EvalReport.read(out / "eval.json")
     assert set(json.loads((out / "eval.json").read_text())) == {
-        "task", "predicts", "headline", "f1", "precision", "recall", "unit", "count", "group", "groups",
+        "task", "title", "predicts", "headline", "f1", "precision", "recall", "unit", "count", "group", "groups",
         "f1_default", "precision_default", "recall_default", "token_accuracy", "confusion", "slices", "behaviour",
         "latency", "model_size_mb",
     }
