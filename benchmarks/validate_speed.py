@@ -19,9 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tasks.ingest import read_splits, resolve_source  # noqa: E402
+from tasks.kinds.ner.contract import validate_records  # noqa: E402
+from tasks.kinds.ner.records import NerRecord  # noqa: E402
 from tasks.params import load_params  # noqa: E402
-from tasks.records import NerRecord  # noqa: E402
-from tasks.validate import load_tokenizer, validate_records  # noqa: E402
+from tasks.validate import load_tokenizer  # noqa: E402
 
 
 def scaled_splits(base: dict[str, list[NerRecord]], sentences: int) -> dict[str, list[NerRecord]]:

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from tasks.ingest import read_splits, resolve_source
+from tasks.kinds.ner.records import NerRecord
 from tasks.params import load_params
-from tasks.records import NerRecord
 from tasks.settings import Settings
 from tests.helpers import latest_flow_run, run_flow, scratch_clone, set_params
 
