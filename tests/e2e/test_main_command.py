@@ -85,7 +85,7 @@ def test_prints_where_to_look(main_run: Run):
 
 
 def test_registered_model_loads_and_tags_held_out_text(main_run: Run, tmp_path: Path):
-    from tasks.evaluate import score
+    from tasks.kinds.ner.evaluate import score
     from tasks.kinds.ner.modeling import predict_tags
     from tasks.kinds.ner.records import load_jsonl
 
