@@ -25,8 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tasks import augment, clean, evaluate, ingest, train  # noqa: E402
+from tasks.io import write_jsonl  # noqa: E402
+from tasks.kinds import kind_for  # noqa: E402
+from tasks.kinds.ner.kind import NerKind  # noqa: E402
+from tasks.kinds.ner.records import load_jsonl  # noqa: E402
 from tasks.params import load_params  # noqa: E402
-from tasks.records import load_jsonl, write_jsonl  # noqa: E402
 
 CONFIGS = {"none": [], "synonym": ["synonym"], "backtranslation": ["backtranslation"],
            "both": ["synonym", "backtranslation"]}
@@ -34,8 +37,8 @@ CONFIGS = {"none": [], "synonym": ["synonym"], "backtranslation": ["backtranslat
 
 def prepare(work: Path, params) -> tuple[Path, dict[str, list]]:
     """Import and clean the default data; each augmenter's new train records (computed once)."""
-    ingest.run(params.ingest, work / "raw")
-    clean.run(params.clean, work / "raw", work / "clean", work / "clean.json")
+    ingest.run(params.ingest, work / "raw", kind_for(params))
+    clean.run(params.clean, work / "raw", work / "clean", work / "clean.json", kind_for(params))
     train_records = load_jsonl(work / "clean" / "train.jsonl")
     generated = {}
     for method in ("synonym", "backtranslation"):
@@ -63,10 +66,10 @@ def train_and_score(work: Path, data: Path, params, seed: int, epochs: int | Non
     """(test strict F1, training seconds, train sentences) for one training run."""
     train_params = params.train.model_copy(update={"seed": seed, **({"epochs": epochs} if epochs else {})})
     model_dir = work / f"model-{data.name}-{seed}"
-    metrics = train.run(train_params, params.validate_.entity_types, data, model_dir, work / "train.json",
-                        work / "curve.csv")
+    metrics = train.fit(NerKind(params.validate_.entity_types), train_params, data,
+                        train.Outputs(model_dir, work / "train.json", work / "curve.csv"))
     scores = evaluate.run(params.evaluate, model_dir, data / "test.jsonl", work / "eval.json", work / "pred.jsonl",
-                          train_params.max_length)
+                          train_params.max_length, kind=kind_for(params))
     f1 = scores.headline.value
     print(f"{data.name} seed {seed}: test F1 {f1:.4f}, {metrics['train_sentences']} train sentences, "
           f"{metrics['train_seconds']:.0f} s", file=sys.stderr, flush=True)  # partial results survive an interrupt

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from tasks.augmenters.backtranslation import OUTCOMES, BackTranslation, source_text  # noqa: E402
 from tasks.augmenters.translators import FastTranslateBackend, NativeEngine  # noqa: E402
 from tasks.ingest import resolve_source  # noqa: E402
-from tasks.records import NerRecord, read_records  # noqa: E402
+from tasks.kinds.ner.records import NerRecord, read_records  # noqa: E402
 
 ROUNDS = 4
 _ENGINE: NativeEngine | None = None  # one per pool process, loaded by its initializer

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from tasks.augmenters.synonyms import ACCEPTED, SynonymSwap, clear_table_cache, load_synonym_table  # noqa: E402
 from tasks.ingest import resolve_source  # noqa: E402
-from tasks.records import NerRecord, read_records  # noqa: E402
+from tasks.kinds.ner.records import NerRecord, read_records  # noqa: E402
 
 
 def corpus(sentences: int) -> list[NerRecord]:

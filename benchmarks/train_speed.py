@@ -11,7 +11,7 @@ test F1 on test). Every mode fine-tunes the packaged MiniLM encoder with the sam
 learning rate, warmup, weight decay, gradient clipping, dropout, max_length and seed (params.yaml's
 `train:` section, with --epochs/--batch-size/--threads overriding it):
 
-- flowtune: `tasks.train.run` (windows instead of truncation, length-grouped batches, dynamic padding;
+- flowtune: `tasks.train.fit` (windows instead of truncation, length-grouped batches, dynamic padding;
   best epoch by dev F1), test F1 with `tasks.evaluate.run`.
 - hf-trainer: transformers' run_ner.py recipe: truncation at max_length, labels on first pieces,
   DataCollatorForTokenClassification (dynamic padding, random sampler), `Trainer` defaults otherwise.
@@ -45,18 +45,19 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoModelForTokenClassification, AutoTokenizer  # noqa: E402
 
+from tasks.basemodel import resolve_base_model  # noqa: E402
+from tasks.io import write_jsonl  # noqa: E402
 from tasks.iob import label_list, split_tag  # noqa: E402
-from tasks.modeling import (  # noqa: E402
+from tasks.kinds.ner.modeling import (  # noqa: E402
     IGNORE_INDEX,
     autocast,
     build_examples,
     encode_words,
     first_piece_positions,
-    resolve_base_model,
     strict_f1,
 )
+from tasks.kinds.ner.records import read_records  # noqa: E402
 from tasks.params import load_params  # noqa: E402
-from tasks.records import read_records, write_jsonl  # noqa: E402
 
 MODES = ("flowtune", "hf-trainer", "naive-pad128")
 DATA = ROOT / "data" / "external" / "wnut17"
@@ -184,16 +185,19 @@ def sync(device: torch.device) -> float:
 
 def run_flowtune(params, data: dict, labels: list[str], device: torch.device) -> dict:
     from tasks import evaluate, train
+    from tasks.kinds import kind_for
+    from tasks.kinds.ner.kind import NerKind
 
     entity_types = [label[2:] for label in labels[1::2]]
     with tempfile.TemporaryDirectory(prefix="train_speed-") as tmp:
         work = Path(tmp)
         for split, records in data.items():
             write_jsonl(work / "data" / f"{split}.jsonl", records)
-        metrics = train.run(params, entity_types, work / "data", work / "model", work / "train.json",
-                            work / "curve.csv")
+        metrics = train.fit(NerKind(entity_types), params, work / "data",
+                            train.Outputs(work / "model", work / "train.json", work / "curve.csv"))
         scores = evaluate.run(load_params(ROOT / "params.yaml").evaluate, work / "model", work / "data" / "test.jsonl",
-                              work / "eval.json", work / "pred.jsonl", params.max_length)
+                              work / "eval.json", work / "pred.jsonl", params.max_length,
+                              kind=kind_for(load_params(ROOT / "params.yaml")))
         tokenizer = AutoTokenizer.from_pretrained(work / "model")
     # The same windows flowtune trains on: their pieces are its real tokens (it reports only the rate).
     windows = build_examples(tokenizer, encode_words(tokenizer, [r.tokens for r in data["train"]]), params.max_length)

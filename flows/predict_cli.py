@@ -19,7 +19,7 @@ from flows.registry_cli import open_registry
 def read_sentences(args) -> tuple[list, bool]:
     """Records to tag and whether they carry gold tags: --input FILE (CoNLL, or JSONL by its .jsonl
     extension; '-' = CoNLL on stdin), or whitespace-tokenized text lines."""
-    from tasks.records import NerRecord
+    from tasks.kinds.ner.records import NerRecord
 
     if not args.input:
         lines = args.text or sys.stdin.read().splitlines()
@@ -36,7 +36,8 @@ def read_sentences(args) -> tuple[list, bool]:
 def read_input_file(path: Path) -> tuple[list, bool]:
     """A tagged file goes through the validating readers; a tokens-only one (CoNLL with one column,
     JSONL rows without `tags`) is read as sentences to tag."""
-    from tasks.records import InputFormatError, NerRecord, read_records
+    from tasks.io import InputFormatError
+    from tasks.kinds.ner.records import NerRecord, read_records
 
     if not path.is_file():
         raise InputFormatError(f"{path}: input file not found")
@@ -65,7 +66,7 @@ def write_predictions(records, predicted, fmt: str, out) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tasks.records import InputFormatError
+    from tasks.io import InputFormatError
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(args.model)
@@ -96,7 +97,7 @@ def output_stream(args):
 def predict_entities(args: argparse.Namespace, model_dir: Path) -> int:
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from tasks.modeling import predict_tags
+    from tasks.kinds.ner.modeling import predict_tags
 
     records, tagged = read_sentences(args)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -105,7 +106,7 @@ def predict_entities(args: argparse.Namespace, model_dir: Path) -> int:
     with output_stream(args) as out:
         write_predictions(records, predicted, args.format or "conll", out)
     if tagged:  # the input had gold tags: say how the model did on them
-        from tasks.evaluate import score
+        from tasks.kinds.ner.evaluate import score
 
         scores = score([r.tags for r in records], predicted)
         print(f"gold tags in the input: strict F1 {scores['f1']:.4f}, precision {scores['precision']:.4f}, "
@@ -117,7 +118,7 @@ def read_texts(args, label_separator: str | None = None) -> tuple[list, bool]:
     """Texts to classify and whether they carry gold labels: --input FILE (.csv or .jsonl with a `text`
     column, `label` optional: with a `label_separator` (a multi-label model), labels joined by it or a JSON
     list), or one text per argument / stdin line."""
-    from tasks.textdata import TextExample, read_text_examples
+    from tasks.kinds.textclass.data import TextExample, read_text_examples
 
     if not args.input:
         lines = args.text or sys.stdin.read().splitlines()
@@ -144,8 +145,8 @@ def has_column(path: Path, column: str) -> bool:
 
 
 def predict_classes(args: argparse.Namespace, model_dir: Path) -> int:
-    from tasks.records import InputFormatError
-    from tasks.textclass import SavedClassifier
+    from tasks.io import InputFormatError
+    from tasks.kinds.textclass.modeling import SavedClassifier
 
     classifier = SavedClassifier.load(model_dir)
     examples, labelled = read_texts(args, classifier.label_separator)

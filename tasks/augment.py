@@ -6,7 +6,7 @@ earlier new one, or any dev/test sentence (no leakage through augmentation). Tra
 original sentences followed by the accepted new ones, each carrying its origin in `meta`
 (`augmenter`, `source_id`). Dev and test are copied byte for byte: augmentation never touches
 evaluation data. Texts of a classification task go through the same augmenters as all-O sentences
-that carry their label (tasks/textdata.py).
+that carry their label (tasks/kinds/textclass/data.py).
 
 With `FLOWTUNE_AUGMENT_SHARDS` > 1 the train split is cut into shards augmented in parallel on a
 Dask cluster (a local one, or `FLOWTUNE_DASK_ADDRESS`). Every augmenter's output for a sentence
@@ -21,14 +21,17 @@ import shutil
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tasks.io import iter_splits, write_json, write_jsonl
 from tasks.iob import iob2_errors
-from tasks.params import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, AugmentParams, Params
-from tasks.records import NerRecord, load_jsonl
+from tasks.kinds import kind_for
+from tasks.params import AugmentParams, Params
+from tasks.sentence import Sentence
 from tasks.stage import run_stage
-from tasks.textdata import as_example, as_sentence, load_examples
+
+if TYPE_CHECKING:
+    from tasks.kinds.base import TaskKind
 
 DROP_DUPLICATE = "dropped_duplicate"  # repeats a train sentence or an earlier new one
 DROP_EVALUATION = "dropped_equals_dev_or_test"  # would leak an evaluation sentence into train
@@ -37,7 +40,7 @@ DROP_EVALUATION = "dropped_equals_dev_or_test"  # would leak an evaluation sente
 class Augmenter(Protocol):
     name: str
 
-    def augment(self, records: Sequence[NerRecord]) -> tuple[list[NerRecord], Counter]: ...
+    def augment(self, records: Sequence[Sentence]) -> tuple[list[Sentence], Counter]: ...
 
 
 class AugmentError(RuntimeError):
@@ -73,13 +76,13 @@ def _cached_augmenter(method: str, params_json: str) -> Augmenter:
     return build_augmenter(method, AugmentParams.model_validate_json(params_json))
 
 
-def augment_shard(method: str, params_json: str, records: list[NerRecord]) -> tuple[list[NerRecord], Counter]:
+def augment_shard(method: str, params_json: str, records: list[Sentence]) -> tuple[list[Sentence], Counter]:
     """Run one augmenter over one shard (in this process or on a Dask worker)."""
     return _cached_augmenter(method, params_json).augment(records)
 
 
-def generate(method: str, params: AugmentParams, train: list[NerRecord], shards: int = 1,
-             dask_address: str | None = None) -> tuple[list[NerRecord], Counter]:
+def generate(method: str, params: AugmentParams, train: list[Sentence], shards: int = 1,
+             dask_address: str | None = None) -> tuple[list[Sentence], Counter]:
     """New records and outcome counts of one augmenter over the whole train split."""
     if shards <= 1 or len(train) < 2:
         return augment_shard(method, params.model_dump_json(), train)
@@ -94,7 +97,7 @@ def generate(method: str, params: AugmentParams, train: list[NerRecord], shards:
     return records, counts
 
 
-def check_labels(record: NerRecord, method: str) -> None:
+def check_labels(record: Sentence, method: str) -> None:
     """Invariant of every augmenter: one tag per token and a valid IOB2 sequence."""
     if len(record.tokens) != len(record.tags) or iob2_errors(record.tags):
         raise AugmentError(f"augmenter {method!r} produced an invalid record {record.id!r} "
@@ -102,8 +105,8 @@ def check_labels(record: NerRecord, method: str) -> None:
                            "this is a bug: please report it with the source record")
 
 
-def merge(train: list[NerRecord], generated: dict[str, list[NerRecord]], evaluation: set[tuple[str, ...]],
-          counts: dict[str, Counter]) -> list[NerRecord]:
+def merge(train: list[Sentence], generated: dict[str, list[Sentence]], evaluation: set[tuple[str, ...]],
+          counts: dict[str, Counter]) -> list[Sentence]:
     """Train followed by the new records that repeat no train, new, dev or test sentence.
 
     Drops are added to `counts[method]` by reason. Invariant: no sentence of the output appears in
@@ -131,19 +134,16 @@ def copy_exact(source: Path, target: Path) -> None:
     tmp.replace(target)
 
 
-def load_split(path: Path, texts: bool) -> list[NerRecord]:
-    """A split as sentences; texts become all-O sentences (tasks/textdata.py), so every augmenter and
-    the dev/test protection below serve both tasks."""
-    if not texts:
-        return load_jsonl(path)
-    return [as_sentence(e) for e in load_examples(path)]
+def load_split(path: Path, kind: TaskKind) -> list[Sentence]:
+    """A split as the kind's sentences (texts become all-O sentences, tasks/kinds/textclass/data.py), so every
+    augmenter and the dev/test protection below serve every kind."""
+    return [kind.as_sentence(row) for row in kind.read(path)]
 
 
 def run(params: AugmentParams, src: Path, dst: Path, report_path: Path, shards: int = 1,
-        dask_address: str | None = None, task: str = TOKEN_CLASSIFICATION) -> dict:
+        dask_address: str | None = None, *, kind: TaskKind) -> dict:
     """Write `<dst>/<split>.jsonl`: augmented train, exact copies of dev and test; return the report."""
-    texts = task == SEQUENCE_CLASSIFICATION
-    splits = {split: load_split(path, texts) for split, path in iter_splits(src)}
+    splits = {split: load_split(path, kind) for split, path in iter_splits(src)}
     train = splits["train"]
     evaluation = {r.tokens for split in ("dev", "test") for r in splits[split]}
     generated, counts = {}, {}
@@ -151,7 +151,7 @@ def run(params: AugmentParams, src: Path, dst: Path, report_path: Path, shards: 
         generated[method], counts[method] = generate(method, params, train, shards, dask_address)
     merged = merge(train, generated, evaluation, counts)
     Path(dst).mkdir(parents=True, exist_ok=True)
-    write_jsonl(Path(dst) / "train.jsonl", [as_example(r) for r in merged] if texts else merged)
+    write_jsonl(Path(dst) / "train.jsonl", [kind.from_sentence(r) for r in merged])
     for split in ("dev", "test"):
         copy_exact(Path(src) / f"{split}.jsonl", Path(dst) / f"{split}.jsonl")
     added = Counter(r.meta.get("augmenter") for r in merged[len(train):])
@@ -172,7 +172,7 @@ def step(params: Params, _args) -> str:
     settings = Settings()
     paths = params.paths
     report = run(params.augment, Path(paths.clean), Path(paths.augmented), Path(paths.augment_report),
-                 settings.augment_shards, settings.dask_address, params.task)
+                 settings.augment_shards, settings.dask_address, kind=kind_for(params))
     return json.dumps({k: report[k] for k in ("added", "sentences", "by_method")})
 
 

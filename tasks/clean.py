@@ -1,6 +1,6 @@
-"""Clean step: unicode normalization, invisible characters, empty tokens, BIO repair, length limits,
-exact and near duplicates (the text rules: tasks/text.py). Texts (`task: sequence-classification`):
-tasks/textdata.py.
+"""Clean step: the kind's cleaning rules over every split (NER: tasks/kinds/ner/clean.py: unicode
+normalization, invisible characters, empty tokens, BIO repair, length limits, exact and near duplicates;
+texts: tasks/kinds/textclass/data.py).
 
 Every change is counted by kind, so the report shows what cleaning did to the data. Dev and test are
 cleaned with the same rules as train (they must look like what the model will see), but duplicates
@@ -11,107 +11,24 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tasks.io import iter_splits, write_json, write_jsonl
-from tasks.iob import iob2_errors, to_iob2
-from tasks.params import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, CleanParams, Params
-from tasks.records import NerRecord, load_jsonl
+from tasks.kinds import kind_for
+from tasks.params import CleanParams, Params
 from tasks.stage import run_stage
-from tasks.text import near_duplicate_key_of_tokens, normalize_token
-from tasks.textdata import clean_examples, load_examples
+
+if TYPE_CHECKING:
+    from tasks.kinds.base import TaskKind
 
 
-def clean_record(record: NerRecord, params: CleanParams, counts: Counter) -> NerRecord | None:
-    """Normalize tokens and drop empty ones (with their tag); None when nothing is left.
-
-    Dropping an empty token that carried B-X would leave a following I-X orphaned, so the next
-    token inherits the B- prefix: the entity survives and the sequence stays valid IOB2.
-    """
-    tokens: list[str] = []
-    tags: list[str] = []
-    promote_next = False
-    for token, tag in zip(record.tokens, record.tags, strict=True):
-        cleaned = normalize_token(token, params.unicode_form)
-        if cleaned != token:
-            counts["tokens_normalized"] += 1
-        if not cleaned:
-            counts["empty_tokens_dropped"] += 1
-            promote_next = promote_next or tag.startswith("B-")
-            continue
-        if promote_next and tag.startswith("I-"):
-            tag = "B-" + tag[2:]
-        promote_next = False
-        tokens.append(cleaned)
-        tags.append(tag)
-    if not tokens:
-        counts["empty_sentences_dropped"] += 1
-        return None
-    return NerRecord(record.id, tuple(tokens), tuple(tags), record.meta)
-
-
-def repair_bio(tags: tuple[str, ...]) -> tuple[str, ...]:
-    """IOB2 repair: an I-X that does not continue an X entity becomes B-X (the conlleval reading).
-
-    Invariant: the result is valid IOB2 for any sequence of O, B-* and I-* tags."""
-    return tuple(to_iob2(tags, "iob1"))
-
-
-def keep_length(record: NerRecord, params: CleanParams, counts: Counter) -> bool:
-    if len(record.tokens) < params.min_tokens:
-        counts["too_short_dropped"] += 1
-        return False
-    if params.max_tokens is not None and len(record.tokens) > params.max_tokens:
-        counts["too_long_dropped"] += 1
-        return False
-    return True
-
-
-def fix_labels(record: NerRecord, params: CleanParams, counts: Counter) -> NerRecord | None:
-    """Apply the `bio_repair` policy to a record with an invalid IOB2 sequence."""
-    if not iob2_errors(record.tags):
-        return record
-    if params.bio_repair == "drop":
-        counts["invalid_bio_dropped"] += 1
-        return None
-    counts["bio_repaired"] += 1
-    return NerRecord(record.id, record.tokens, repair_bio(record.tags), record.meta)
-
-
-def clean_split(records: list[NerRecord], params: CleanParams, counts: Counter) -> list[NerRecord]:
-    """Clean each record, apply the label and length policies, drop exact and near duplicates (the
-    first occurrence stays). Every change is counted by kind in `counts`."""
-    exact: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
-    near: set[tuple[str, ...]] = set()
-    kept = []
-    for record in records:
-        cleaned = clean_record(record, params, counts)
-        cleaned = cleaned and fix_labels(cleaned, params, counts)
-        if cleaned is None or not keep_length(cleaned, params, counts):
-            continue
-        key, near_key = (cleaned.tokens, cleaned.tags), near_duplicate_key_of_tokens(cleaned.tokens)
-        if params.drop_exact_duplicates and key in exact:
-            counts["duplicates_dropped"] += 1
-            continue
-        if params.drop_near_duplicates and near_key in near:
-            counts["near_duplicates_dropped"] += 1
-            continue
-        exact.add(key)
-        near.add(near_key)
-        kept.append(cleaned)
-    return kept
-
-
-def run(params: CleanParams, src: Path, dst: Path, report_path: Path, task: str = TOKEN_CLASSIFICATION) -> dict:
-    """Clean every split of `src` into `dst`; write a per-split count report."""
-    if task == SEQUENCE_CLASSIFICATION:
-        load, clean = load_examples, clean_examples
-    else:
-        load, clean = load_jsonl, clean_split
+def run(params: CleanParams, src: Path, dst: Path, report_path: Path, kind: TaskKind) -> dict:
+    """Clean every split of `src` into `dst` by the kind's rules; write a per-split count report."""
     report: dict = {"splits": {}}
     for split, path in iter_splits(src):
         counts: Counter = Counter()
-        records = load(path)
-        kept = clean(records, params, counts)
+        records = kind.read(path)
+        kept = kind.clean(records, params, counts)
         write_jsonl(Path(dst) / f"{split}.jsonl", kept)
         report["splits"][split] = {"input": len(records), "output": len(kept), **counts}
     write_json(report_path, report)
@@ -120,7 +37,8 @@ def run(params: CleanParams, src: Path, dst: Path, report_path: Path, task: str 
 
 def step(params: Params, _args) -> str:
     paths = params.paths
-    report = run(params.clean, Path(paths.raw), Path(paths.clean), Path(paths.clean_report), params.task)
+    report = run(params.clean, Path(paths.raw), Path(paths.clean), Path(paths.clean_report),
+                 kind_for(params))
     return str(report["splits"])
 
 

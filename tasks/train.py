@@ -30,13 +30,11 @@ import numpy as np
 import torch
 
 from tasks import checkpoints, engine
-from tasks.kinds import TaskKind
-from tasks.kinds.ner import NerKind, entity_types_in
-from tasks.kinds.textclass import TextClassKind, labels_in
-from tasks.params import SEQUENCE_CLASSIFICATION, LoraParams, Params, ParamsError, TrainParams, load_params
-from tasks.records import atomic_write_text, load_jsonl, write_json
+from tasks.io import atomic_write_text, write_json
+from tasks.kinds import kind_for
+from tasks.kinds.base import TrainingKind
+from tasks.params import LoraParams, Params, ParamsError, TrainParams, load_params
 from tasks.stage import run_stage
-from tasks.textdata import load_examples
 
 
 def seed_everything(seed: int) -> None:
@@ -103,7 +101,7 @@ def with_lora(model, lora: LoraParams, task_type: str):
         raise ValueError(f"train.lora: {exc}") from None
 
 
-def load_model(kind: TaskKind[Any], params: TrainParams):
+def load_model(kind: TrainingKind[Any], params: TrainParams):
     """The kind's model (base encoder + fresh head) and tokenizer, LoRA-wrapped when asked."""
     model, tokenizer = kind.load_model(params)
     if params.lora.enabled:
@@ -111,7 +109,7 @@ def load_model(kind: TaskKind[Any], params: TrainParams):
     return model, tokenizer
 
 
-def model_on_device(kind: TaskKind[Any], params: TrainParams, processes: engine.Processes):
+def model_on_device(kind: TrainingKind[Any], params: TrainParams, processes: engine.Processes):
     """The kind's model (LoRA-wrapped when asked) on this process's device, its tokenizer, the device."""
     model, tokenizer = load_model(kind, params)
     device = engine.pick_device(processes)
@@ -135,7 +133,7 @@ class Outputs:
     checkpoint_dir: Path | None = None  # None: no checkpoints, a rerun starts over
 
 
-def fit(kind: TaskKind[Any], params: TrainParams, data_dir: Path, outputs: Outputs) -> dict:
+def fit(kind: TrainingKind[Any], params: TrainParams, data_dir: Path, outputs: Outputs) -> dict:
     """Fine-tune on data_dir/train.jsonl, keep the epoch with the best dev score (data_dir/dev.jsonl),
     save it; returns the metrics written to train.json ({} on processes other than the main one).
 
@@ -149,14 +147,7 @@ def fit(kind: TaskKind[Any], params: TrainParams, data_dir: Path, outputs: Outpu
         engine.leave_processes()
 
 
-def run(params: TrainParams, entity_types: list[str], data_dir: Path, model_dir: Path, metrics_path: Path,
-        curve_path: Path, checkpoint_dir: Path | None = None) -> dict:
-    """`fit` for NER over `entity_types`: the call of benchmarks and tests that train a tagger."""
-    outputs = Outputs(Path(model_dir), Path(metrics_path), Path(curve_path), checkpoint_dir and Path(checkpoint_dir))
-    return fit(NerKind(entity_types), params, Path(data_dir), outputs)
-
-
-def read_checked(kind: TaskKind[Any], train_file: Path, dev_file: Path) -> tuple[list, list]:
+def read_checked(kind: TrainingKind[Any], train_file: Path, dev_file: Path) -> tuple[list, list]:
     """Train and dev rows, their labels checked: a bad label fails here, before any training."""
     train_rows, dev_rows = kind.read(train_file), kind.read(dev_file)
     if not train_rows:
@@ -172,7 +163,7 @@ def optimizer_steps(examples: int, params: TrainParams, processes: engine.Proces
     return -(-examples // per_step) * params.epochs
 
 
-def fit_in_process(kind: TaskKind[Any], params: TrainParams, data_dir: Path, outputs: Outputs,
+def fit_in_process(kind: TrainingKind[Any], params: TrainParams, data_dir: Path, outputs: Outputs,
                    processes: engine.Processes) -> dict:
     seed_everything(params.seed)
     torch.set_num_threads(threads_per_process(params, processes))
@@ -236,18 +227,10 @@ def relaunch_under_torchrun(processes: int, argv: list[str]) -> None:
     sys.exit(subprocess.run(command, check=False).returncode)
 
 
-def task_kind(params: Params, train_file: Path) -> TaskKind[Any]:
-    """The configured kind with its labels: those declared in params, else those the train split uses."""
-    if params.task == SEQUENCE_CLASSIFICATION:
-        classes = params.validate_.labels or labels_in(load_examples(train_file))
-        return TextClassKind(list(classes), params.multi_label)
-    return NerKind(params.validate_.entity_types or entity_types_in(load_jsonl(train_file)))
-
-
 def step(params: Params, _args) -> str:
     paths = params.paths
     data_dir = Path(paths.augmented)
-    kind = task_kind(params, data_dir / "train.jsonl")
+    kind = kind_for(params).training(data_dir / "train.jsonl")
     outputs = Outputs(Path(paths.model), Path(paths.train_metrics), Path(paths.train_plots),
                       Path(paths.train_checkpoints))
     metrics = fit(kind, params.train, data_dir, outputs)

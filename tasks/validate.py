@@ -1,27 +1,25 @@
-"""Validate step: a Great Expectations suite over NER records (or labelled texts), as a data contract.
+"""Validate step: a Great Expectations suite over the kind's rows, as a data contract.
 
-NER data is nested (a sentence is a list of tokens and tags) and GX validates tables, so the records
-become two tables: one row per sentence and one row per token. The suite is built in code from
-params.yaml, runs on every split (tasks/contract.py), and a failure stops the pipeline before anything
-is trained, with up to five example records (file:line ids) per failed expectation.
+GX validates tables: the kind turns its rows into tables with their expectations (NER: sentences, tokens,
+entity profile, tasks/kinds/ner/contract.py; texts: texts and classes, tasks/kinds/textclass/data.py).
+The suite is built in code from params.yaml, runs on every split (tasks/contract.py), and a failure stops
+the pipeline before anything is trained, with up to five example records (file:line ids) per failed
+expectation.
 """
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from tasks import textdata
-from tasks.contract import ContractError, Outcome, named, run_contract
+from tasks.contract import ContractError, Outcome, run_contract
 from tasks.io import iter_splits, write_json
-from tasks.iob import entity_spans, iob2_errors, label_list
-from tasks.params import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, Params, ValidateParams
-from tasks.records import NerRecord, load_jsonl
+from tasks.kinds import kind_for
+from tasks.params import Params, ValidateParams
 from tasks.stage import run_stage
-from tasks.text import has_control_character
+
+if TYPE_CHECKING:
+    from tasks.kinds.base import TaskKind
 
 CHECKPOINTS = ("raw", "clean", "augmented")  # where in the pipeline the contract runs
 
@@ -34,184 +32,16 @@ def checkpoint_paths(params, data: str) -> tuple[str, str, str]:
             "augmented": (paths.augmented, paths.contract_augmented, paths.data_docs_augmented)}[data]
 
 
-def sentence_table(split: str, records: list[NerRecord], train_ids: dict[tuple[str, ...], str],
-                   pieces: list[int] | None = None) -> pd.DataFrame:
-    """One row per sentence: id, split, lengths in words and in sub-word pieces (0 when not counted),
-    first IOB2 problem ('' when valid), whether it repeats an earlier sentence of its split, and the id
-    of the identical train sentence for a dev/test row ('' when none: the leakage check)."""
-    rows, seen = [], set()
-    pieces = pieces or [0] * len(records)
-    for r, n_pieces in zip(records, pieces, strict=True):
-        problems = iob2_errors(r.tags)
-        leaked_from = train_ids.get(r.tokens, "") if split != "train" else ""
-        rows.append({
-            "id": r.id,
-            "split": split,
-            "n_tokens": len(r.tokens),
-            "n_tags": len(r.tags),
-            "n_pieces": n_pieces,
-            "iob2_problem": problems[0] if problems else "",
-            "is_duplicate": r.tokens in seen,
-            "also_in_train": leaked_from,
-        })
-        seen.add(r.tokens)
-    return pd.DataFrame(rows, columns=["id", "split", "n_tokens", "n_tags", "n_pieces", "iob2_problem",
-                                       "is_duplicate", "also_in_train"])
-
-
-def count_pieces(tokenizer, splits: dict[str, list[NerRecord]]) -> dict[str, list[int]]:
-    """Sub-word pieces per sentence, special tokens included: what the encoder sees of it.
-
-    With pre-split words each word is encoded on its own, so a sentence's count is the sum over its
-    words plus the special tokens: each distinct word is encoded once (a corpus repeats most words).
-    """
-    words = sorted({token for rs in splits.values() for r in rs for token in r.tokens})
-    encoded = tokenizer([[w] for w in words], is_split_into_words=True, add_special_tokens=False,
-                        truncation=False, verbose=False)["input_ids"] if words else []
-    pieces = {word: len(ids) for word, ids in zip(words, encoded, strict=True)}
-    special = tokenizer.num_special_tokens_to_add(pair=False)
-    return {split: [special + sum(pieces[t] for t in r.tokens) for r in rs] for split, rs in splits.items()}
-
-
-def token_table(splits: dict[str, list[NerRecord]]) -> pd.DataFrame:
-    """One row per distinct (token, tag) pair, with its first occurrence as id and its count.
-
-    Every token check is a property of the token or the tag alone, so checking each distinct pair
-    once is the same check as on every token, at a fraction of the rows; the examples of a failure
-    then show different offending tokens rather than one token five times.
-    """
-    first: dict[tuple[str, str], str] = {}
-    counts: Counter = Counter()
-    for records in splits.values():
-        for r in records:
-            for i, pair in enumerate(zip(r.tokens, r.tags)):  # noqa: B905 (the sentence table reports length mismatches)
-                counts[pair] += 1
-                if pair not in first:
-                    first[pair] = f"{r.id} token {i} {pair[0]!r}"
-    rows = [{"id": where, "token": tok, "tag": tag, "occurrences": counts[(tok, tag)],
-             "token_blank": not tok.strip(), "token_control": has_control_character(tok)}
-            for (tok, tag), where in first.items()]
-    return pd.DataFrame(rows, columns=["id", "token", "tag", "occurrences", "token_blank", "token_control"])
-
-
-def entity_profile(records: list[NerRecord]) -> dict[str, float]:
-    """Each entity type's share of all entity mentions (the distribution a reference is compared to)."""
-    counts = Counter(label for r in records for label, _, _ in entity_spans(r.tags))
-    total = sum(counts.values())
-    return {label: count / total for label, count in sorted(counts.items())} if total else {}
-
-
-def profile_table(records: list[NerRecord], reference: dict[str, float]) -> pd.DataFrame:
-    """One row per reference entity type: its share in `records` over its reference share (1.0 = same;
-    0.0 = the type vanished, as after a broken import that tags everything O)."""
-    observed = entity_profile(records)
-    rows = [{"id": f"entity type {label!r}", "share": observed.get(label, 0.0), "reference_share": ref,
-             "ratio": observed.get(label, 0.0) / ref} for label, ref in reference.items() if ref > 0]
-    return pd.DataFrame(rows, columns=["id", "share", "reference_share", "ratio"])
-
-
-def sentence_expectations(params: ValidateParams) -> list:
-    import great_expectations as gx
-
-    e = gx.expectations
-    return [
-        named("row_count", e.ExpectTableRowCountToBeBetween(min_value=params.min_sentences)),
-        named("length_match", e.ExpectColumnPairValuesToBeEqual(column_A="n_tokens", column_B="n_tags")),
-        named("sentence_length", e.ExpectColumnValuesToBeBetween(
-            column="n_tokens", min_value=1, max_value=params.max_tokens_per_sentence)),
-        *([named("subword_length", e.ExpectColumnValuesToBeBetween(
-            column="n_pieces", max_value=params.max_subword_pieces))] if params.max_subword_pieces else []),
-        named("iob2_valid", e.ExpectColumnValuesToBeInSet(column="iob2_problem", value_set=[""])),
-        named("no_leakage", e.ExpectColumnValuesToBeInSet(column="also_in_train", value_set=[""])),
-        named("duplicate_share", e.ExpectColumnMeanToBeBetween(
-            column="is_duplicate", max_value=params.max_duplicate_share)),
-    ]
-
-
-def token_expectations(params: ValidateParams) -> list:
-    import great_expectations as gx
-
-    e = gx.expectations
-    expected = [
-        named("token_not_blank", e.ExpectColumnValuesToBeInSet(column="token_blank", value_set=[False])),
-        named("no_control_characters", e.ExpectColumnValuesToBeInSet(column="token_control", value_set=[False])),
-    ]
-    if params.entity_types:
-        expected.append(named("tag_in_label_set", e.ExpectColumnValuesToBeInSet(
-            column="tag", value_set=label_list(params.entity_types))))
-    return expected
-
-
-def profile_expectations(params: ValidateParams) -> list:
-    import great_expectations as gx
-
-    low, high = params.entity_share_ratio
-    return [named("entity_distribution",
-                  gx.expectations.ExpectColumnValuesToBeBetween(column="ratio", min_value=low, max_value=high))]
-
-
-def load_reference(path: str | None) -> dict[str, float]:
-    """The committed entity-type profile to compare against; {} (no distribution check) when unset."""
-    if not path:
-        return {}
-    try:
-        return json.loads(Path(path).read_text())["entity_share"]
-    except (OSError, KeyError, ValueError) as exc:
-        raise ContractError(f"{path}: cannot read the reference entity profile ({exc}); expected JSON "
-                            '{"entity_share": {"<type>": <share>, ...}}') from exc
-
-
-def contract_tables(splits: dict[str, list[NerRecord]], params: ValidateParams,
-                    tokenizer=None) -> dict[str, tuple[pd.DataFrame, list]]:
-    """The tables the contract checks, each with its expectations: sentences, tokens and (with a
-    reference profile) entity types. `tokenizer` counts sub-word pieces (None: not checked)."""
-    train_ids = {r.tokens: r.id for r in splits.get("train", [])}
-    pieces = count_pieces(tokenizer, splits) if tokenizer is not None else {}
-    sentences = pd.concat([sentence_table(s, rs, train_ids, pieces.get(s)) for s, rs in splits.items()],
-                          ignore_index=True)
-    tables = {"sentences": (sentences, sentence_expectations(params)),
-              "tokens": (token_table(splits), token_expectations(params))}
-    reference = load_reference(params.reference_profile)
-    if reference:
-        everything = [r for rs in splits.values() for r in rs]
-        tables["entity_profile"] = (profile_table(everything, reference), profile_expectations(params))
-    return tables
-
-
-def validate_records(splits: dict[str, list[NerRecord]], params: ValidateParams, tokenizer=None,
-                     docs_dir: Path | None = None) -> list[Outcome]:
-    """Run the sentence, token and entity-profile suites over all splits together."""
-    return run_contract(contract_tables(splits, params, tokenizer), docs_dir)
-
-
-def data_profile(splits: dict[str, list[NerRecord]]) -> dict:
-    """Numbers that describe the data, per split where it matters, for `dvc metrics diff` between revisions."""
-    records = [r for rs in splits.values() for r in rs]
-    return {
-        "sentences": {split: len(rs) for split, rs in splits.items()},
-        "tokens": {split: sum(len(r.tokens) for r in rs) for split, rs in splits.items()},
-        "entities": {split: sum(len(entity_spans(r.tags)) for r in rs) for split, rs in splits.items()},
-        "duplicate_share": {split: round(1 - len({r.tokens for r in rs}) / len(rs), 6) if rs else 0.0
-                            for split, rs in splits.items()},
-        "max_sentence_tokens": max((len(r.tokens) for r in records), default=0),
-        "entity_share": {label: round(share, 6) for label, share in entity_profile(records).items()},
-    }
-
-
 def run(params: ValidateParams, data_dir: Path, report_path: Path, tokenizer=None,
-        docs_dir: Path | None = None, checkpoint: str = "raw", task: str = TOKEN_CLASSIFICATION) -> dict:
+        docs_dir: Path | None = None, checkpoint: str = "raw", *, kind: TaskKind) -> dict:
     """Validate `<data_dir>/<split>.jsonl`, write the report (and Data Docs), raise ContractError on failure.
 
-    `checkpoint` (raw, clean, augmented) selects which checks only warn (`validate.soft`); `task`
-    which suite runs: sentences + tokens + entity profile, or texts + classes (tasks/textdata.py)."""
-    if task == SEQUENCE_CLASSIFICATION:
-        splits = {split: textdata.load_examples(path) for split, path in iter_splits(data_dir)}
-        outcomes = run_contract(textdata.contract_tables(splits, params, tokenizer), docs_dir)
-        profile = textdata.data_profile(splits)
-    else:
-        splits = {split: load_jsonl(path) for split, path in iter_splits(data_dir)}
-        outcomes = validate_records(splits, params, tokenizer, docs_dir)
-        profile = data_profile(splits)
+    `checkpoint` (raw, clean, augmented) selects which checks only warn (`validate.soft`); `kind` which
+    tables and suites run: sentences + tokens + entity profile (tasks/kinds/ner/contract.py), or texts +
+    classes (tasks/kinds/textclass/data.py)."""
+    splits = {split: kind.read(path) for split, path in iter_splits(data_dir)}
+    outcomes = run_contract(kind.contract_tables(splits, params, tokenizer), docs_dir)
+    profile = kind.data_profile(splits)
     soft = params.soft_checks(checkpoint)
     failed = [o for o in outcomes if not o.success and o.check not in soft]
     warnings = [o for o in outcomes if not o.success and o.check in soft]
@@ -238,7 +68,7 @@ def load_tokenizer(params: Params):
         return None
     from transformers import AutoTokenizer
 
-    from tasks.modeling import resolve_base_model
+    from tasks.basemodel import resolve_base_model
 
     return AutoTokenizer.from_pretrained(resolve_base_model(params.train.base_model))
 
@@ -246,7 +76,7 @@ def load_tokenizer(params: Params):
 def step(params: Params, args) -> str:
     data_dir, report_path, docs_dir = checkpoint_paths(params, args.data)
     report = run(params.validate_, Path(data_dir), Path(report_path), load_tokenizer(params), Path(docs_dir),
-                 args.data, params.task)
+                 args.data, kind=kind_for(params))
     summary = f"{report['evaluated']} expectations checked on {args.data} data {report['sentences']}"
     warnings = [Outcome(**{k: v for k, v in e.items() if k != "severity"})
                 for e in report["expectations"] if not e["success"]]

@@ -111,7 +111,7 @@ def tiny_encoder(dest: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from tasks.modeling import resolve_base_model
+    from tasks.basemodel import resolve_base_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("minilm"))
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
@@ -128,7 +128,7 @@ PLACES = ["paris", "london", "berlin", "rome", "lagos", "lima", "oslo", "tokyo"]
 
 def synthetic(count: int, seed: int) -> list:
     """`<name> went to <place> today`-style sentences: a tiny model can learn them in a few epochs."""
-    from tasks.records import NerRecord
+    from tasks.kinds.ner.records import NerRecord
 
     rng = random.Random(seed)
     records = []
@@ -289,3 +289,24 @@ def discard_services(settings) -> None:
     deadline = time.monotonic() + 10
     while any(services._group_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def train_ner(params, entity_types: list[str], data_dir: Path, model_dir: Path, metrics_path: Path, curve_path: Path,
+              checkpoint_dir: Path | None = None) -> dict:
+    """`tasks.train.fit` for NER over `entity_types` (the training kind of `tasks.kinds.ner`)."""
+    from tasks import train
+    from tasks.kinds.ner.kind import NerKind
+
+    outputs = train.Outputs(Path(model_dir), Path(metrics_path), Path(curve_path),
+                            checkpoint_dir and Path(checkpoint_dir))
+    return train.fit(NerKind(entity_types), params, Path(data_dir), outputs)
+
+
+def kind(task: str = "token-classification", multi_label: bool = False):
+    """The stages' task kind (`tasks.kinds.kind_for`) of the project's params file for `task`."""
+    from tasks.kinds import kind_for
+    from tasks.params import load_params
+
+    params_file = {"token-classification": "params.yaml", "sequence-classification": "params-sentiment.yaml"}[task]
+    params = load_params(ROOT / params_file)
+    return kind_for(params.model_copy(update={"multi_label": multi_label}))

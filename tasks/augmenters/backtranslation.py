@@ -23,7 +23,7 @@ from functools import lru_cache
 
 from tasks.augmenters.translators import Translator
 from tasks.iob import entity_spans, iob2_errors
-from tasks.records import NerRecord
+from tasks.sentence import Sentence
 
 ACCEPTED = "accepted"
 ENTITY_LOST = "entity_lost"  # an entity's words are not in the translation
@@ -65,7 +65,7 @@ class Placement:
     tokens: tuple[str, ...]
 
 
-def source_entities(record: NerRecord) -> list[tuple[str, tuple[str, ...]]]:
+def source_entities(record: Sentence) -> list[tuple[str, tuple[str, ...]]]:
     """The record's entities as (type, tokens), in sentence order (from its IOB2 tags)."""
     return [(kind, tuple(record.tokens[start:end])) for kind, start, end in entity_spans(record.tags)]
 
@@ -155,7 +155,7 @@ class Result:
     tags: tuple[str, ...] = ()
 
 
-def source_text(record: NerRecord) -> str:
+def source_text(record: Sentence) -> str:
     """The text sent to the translator: the tokens joined by single spaces."""
     return " ".join(record.tokens)
 
@@ -164,7 +164,7 @@ def _squash(text: str) -> str:
     return "".join(text.split()).casefold()
 
 
-def back_translate(record: NerRecord, translation: str, min_ratio: float = 0.5, max_ratio: float = 2.0) -> Result:
+def back_translate(record: Sentence, translation: str, min_ratio: float = 0.5, max_ratio: float = 2.0) -> Result:
     """Turn a record's round-trip translation into new tokens and tags, or a drop reason.
 
     Checks, in order: empty, unchanged, the entities (lost / changed / duplicated), then the length ratio.
@@ -185,7 +185,7 @@ def back_translate(record: NerRecord, translation: str, min_ratio: float = 0.5, 
     return Result(ACCEPTED, tuple(tokens), tuple(tags))
 
 
-def check_source(record: NerRecord) -> None:
+def check_source(record: Sentence) -> None:
     """Raise ValueError naming the record when it breaks the record contract (lengths, IOB2)."""
     if len(record.tokens) != len(record.tags):
         raise ValueError(f"record {record.id!r}: {len(record.tokens)} tokens but {len(record.tags)} tags; "
@@ -196,10 +196,10 @@ def check_source(record: NerRecord) -> None:
                          "back-translation needs validated records")
 
 
-def new_record(source: NerRecord, result: Result, name: str) -> NerRecord:
+def new_record(source: Sentence, result: Result, name: str) -> Sentence:
     """The augmented record: id `<source id>~<name>0`, the source's meta plus where it came from."""
     meta = {**source.meta, "augmenter": name, "source_id": source.id}
-    return NerRecord(f"{source.id}~{name}0", result.tokens, result.tags, meta)
+    return Sentence(f"{source.id}~{name}0", result.tokens, result.tags, meta)
 
 
 class BackTranslation:
@@ -217,7 +217,7 @@ class BackTranslation:
         self.batch_size, self.workers = batch_size, workers
         self.min_ratio, self.max_ratio = min_ratio, max_ratio
 
-    def augment(self, records: Sequence[NerRecord]) -> tuple[list[NerRecord], Counter]:
+    def augment(self, records: Sequence[Sentence]) -> tuple[list[Sentence], Counter]:
         """Return only NEW records (never the inputs) and counts by outcome ('accepted' + each drop reason).
 
         Invariant: each new record depends only on its source's content, so running shards and

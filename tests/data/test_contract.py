@@ -5,13 +5,20 @@ from pathlib import Path
 
 import pytest
 
+from tasks import validate
+from tasks.io import write_jsonl
+from tasks.kinds.ner.records import NerRecord
 from tasks.params import ValidateParams
-from tasks.records import NerRecord, write_jsonl
-from tasks.validate import ContractError, run
+from tasks.validate import ContractError
+from tests.helpers import kind
 
 PARAMS = ValidateParams(entity_types=["person", "geo-loc"], min_sentences=3, max_tokens_per_sentence=50,
                         max_subword_pieces=None, max_duplicate_share=0.10, reference_profile=None,
                         entity_share_ratio=(0.33, 3.0), labels=[], class_share=(0.0, 1.0), soft={})
+
+
+def run(*args, **kwargs) -> dict:
+    return validate.run(*args, kind=kind(), **kwargs)
 
 
 def good(n: int = 4, prefix: str = "f") -> list[NerRecord]:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tasks import ingest, validate
-from tasks.records import load_jsonl
+from tasks.kinds.ner.records import load_jsonl
 from tests.helpers import ROOT
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from tasks.ingest import read_splits, resolve_source
+from tasks.kinds.ner.contract import validate_records
 from tasks.params import load_params
-from tasks.validate import load_tokenizer, validate_records
-from tests.helpers import ROOT
+from tasks.validate import load_tokenizer
+from tests.helpers import ROOT, kind
 
 PARAMS = load_params(ROOT / "params.yaml")
 WNUT17_TYPES = ["person", "location", "group", "creative-work", "corporation", "product"]
@@ -21,7 +22,7 @@ def failures(outcomes) -> list[str]:
 
 
 def test_default_wnut16_passes_with_its_reference_profile(tmp_path: Path):
-    splits, _ = read_splits(resolve_source(PARAMS.ingest.source), PARAMS.ingest)
+    splits, _ = read_splits(resolve_source(PARAMS.ingest.source), PARAMS.ingest, kind())
     outcomes = validate_records(splits, PARAMS.validate_, load_tokenizer(PARAMS), tmp_path / "docs")
     assert failures(outcomes) == []
     assert (tmp_path / "docs" / "index.html").exists()
@@ -29,7 +30,7 @@ def test_default_wnut16_passes_with_its_reference_profile(tmp_path: Path):
 
 @pytest.mark.slow
 def test_wnut17_official_splits_pass():
-    splits, _ = read_splits(ROOT / "data" / "external" / "wnut17", PARAMS.ingest)
+    splits, _ = read_splits(ROOT / "data" / "external" / "wnut17", PARAMS.ingest, kind())
     assert {s: len(rs) for s, rs in splits.items()} == {"train": 3394, "dev": 1009, "test": 1287}
     params = PARAMS.validate_.model_copy(update={"entity_types": WNUT17_TYPES, "reference_profile": None})
     assert failures(validate_records(splits, params, load_tokenizer(PARAMS))) == []

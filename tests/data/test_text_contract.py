@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 
 from tasks import augment, clean, ingest
+from tasks.kinds.textclass.data import TextExample, load_examples, write_examples
 from tasks.params import load_params
-from tasks.textdata import TextExample, load_examples, write_examples
 from tasks.validate import ContractError, load_tokenizer, run
-from tests.helpers import ROOT
+from tests.helpers import ROOT, kind
 
 PARAMS = load_params(ROOT / "params-sentiment.yaml")
 CONTRACT = PARAMS.validate_.model_copy(update={"min_sentences": 3, "class_share": (0.2, 0.8)})
 TASK = "sequence-classification"
+KIND = kind(TASK)
 WORDS = {"positive": "lovely", "negative": "awful", "neutral": "ordinary"}
 
 
@@ -35,7 +36,7 @@ def write(folder: Path, train=None, dev=None, test=None) -> Path:
 
 
 def check(folder: Path, params=CONTRACT) -> dict:
-    return run(params, folder, folder / "report.json", checkpoint="clean", task=TASK)  # every check is hard
+    return run(params, folder, folder / "report.json", checkpoint="clean", kind=KIND)  # every check is hard
 
 
 def test_good_texts_pass_and_the_report_profiles_them(tmp_path: Path):
@@ -78,20 +79,20 @@ def test_the_declared_classes_are_the_label_set(tmp_path: Path):
 
 def test_the_vader_tweets_import_clean_and_pass_their_contract(tmp_path: Path):
     """The default data of the classification example, through ingest, validate and clean as in the DAG."""
-    report = ingest.run(PARAMS.ingest, tmp_path / "raw", TASK)
+    report = ingest.run(PARAMS.ingest, tmp_path / "raw", KIND)
     assert report["sentences"] == 4200 and sum(report["splits"].values()) == 4200
-    raw = run(PARAMS.validate_, tmp_path / "raw", tmp_path / "raw.json", load_tokenizer(PARAMS), task=TASK)
+    raw = run(PARAMS.validate_, tmp_path / "raw", tmp_path / "raw.json", load_tokenizer(PARAMS), kind=KIND)
     assert raw["success"], [e for e in raw["expectations"] if not e["success"]]
-    cleaned = clean.run(PARAMS.clean, tmp_path / "raw", tmp_path / "clean", tmp_path / "clean.json", TASK)
+    cleaned = clean.run(PARAMS.clean, tmp_path / "raw", tmp_path / "clean", tmp_path / "clean.json", KIND)
     assert 0 < cleaned["splits"]["train"]["near_duplicates_dropped"] < 200
-    assert run(PARAMS.validate_, tmp_path / "clean", tmp_path / "clean_report.json", task=TASK)["success"]
+    assert run(PARAMS.validate_, tmp_path / "clean", tmp_path / "clean_report.json", kind=KIND)["success"]
 
 
 def test_augmented_texts_keep_their_label_and_never_touch_evaluation_data(tmp_path: Path):
     source = write(tmp_path / "clean", train=texts("train") + [TextExample("t:big", "a big day for Alice", "positive")],
                    dev=texts("dev") + [TextExample("d:large", "a large day for Alice", "positive")])
     params = PARAMS.augment.model_copy(update={"methods": ["synonym"]})
-    report = augment.run(params, source, tmp_path / "augmented", tmp_path / "augment.json", task=TASK)
+    report = augment.run(params, source, tmp_path / "augmented", tmp_path / "augment.json", kind=KIND)
     for split in ("dev", "test"):
         assert (tmp_path / "augmented" / f"{split}.jsonl").read_bytes() == (source / f"{split}.jsonl").read_bytes()
     originals = {e.id: e for e in load_examples(source / "train.jsonl")}

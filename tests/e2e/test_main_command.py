@@ -85,9 +85,9 @@ def test_prints_where_to_look(main_run: Run):
 
 
 def test_registered_model_loads_and_tags_held_out_text(main_run: Run, tmp_path: Path):
-    from tasks.evaluate import score
-    from tasks.modeling import predict_tags
-    from tasks.records import load_jsonl
+    from tasks.kinds.ner.evaluate import score
+    from tasks.kinds.ner.modeling import predict_tags
+    from tasks.kinds.ner.records import load_jsonl
 
     registry = registry_for(main_run)
     version = registry.get_alias("wnut16-ner", "champion")

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.records import NerRecord, load_jsonl, write_jsonl
+from tasks.io import write_jsonl
+from tasks.kinds.ner.records import NerRecord, load_jsonl
 from tests.helpers import ROOT, clean_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

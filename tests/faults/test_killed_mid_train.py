@@ -25,7 +25,7 @@ import pytest
 
 from flows import services
 from flows.steps import ACCELERATOR_LEASE_S
-from tasks.records import write_jsonl
+from tasks.io import write_jsonl
 from tests.helpers import clean_env, client_env_file, scratch_clone, set_params, synthetic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from flows import services
-from tasks.records import write_jsonl
+from tasks.io import write_jsonl
 from tests.conftest import private_settings
 from tests.helpers import clean_env, client_env_file, scratch_clone, set_params, synthetic
 

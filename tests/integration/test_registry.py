@@ -100,17 +100,19 @@ def test_champion_is_rescored_on_the_current_test_split(registry: Registry, tiny
 
     from flows.champion import champion_metrics
     from flows.steps import StageError
-    from tasks import evaluate, train
+    from tasks import evaluate
+    from tasks.io import write_jsonl
+    from tasks.kinds import kind_for
+    from tasks.kinds.ner.records import NerRecord
     from tasks.params import load_params
-    from tasks.records import NerRecord, write_jsonl
-    from tests.helpers import ROOT, synthetic, train_params
+    from tests.helpers import ROOT, synthetic, train_ner, train_params
 
     data = tmp_path / "data"
     write_jsonl(data / "train.jsonl", synthetic(32, 1))
     write_jsonl(data / "dev.jsonl", synthetic(8, 2))
     write_jsonl(data / "test.jsonl", synthetic(12, 3))
     model = tmp_path / "model"
-    train.run(train_params(tiny_base, epochs=1), ["person", "geo-loc"], data, model, tmp_path / "t.json",
+    train_ner(train_params(tiny_base, epochs=1), ["person", "geo-loc"], data, model, tmp_path / "t.json",
               tmp_path / "c.csv")
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["paths"]["augmented"] = str(data)
@@ -122,7 +124,8 @@ def test_champion_is_rescored_on_the_current_test_split(registry: Registry, tiny
     assert score() is None  # nothing registered yet
 
     registry.set_alias(name, "champion", registry.publish(name, model, {"metrics": {"f1": 0.99}}))
-    expected = evaluate.run(params.evaluate, model, data / "test.jsonl", tmp_path / "e.json", tmp_path / "p.jsonl", 16)
+    expected = evaluate.run(params.evaluate, model, data / "test.jsonl", tmp_path / "e.json", tmp_path / "p.jsonl", 16,
+                            kind=kind_for(params))
     rescored = score()  # by `python -m tasks.evaluate --model-dir` in the current directory's code
     untimed = {"latency": None}  # measured anew on each run
     assert rescored.version == 1

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks import evaluate, train
+from tasks import evaluate
 from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
-from tests.helpers import ROOT, clean_env, client_env_file, evaluate_params, synthetic, train_params
+from tests.helpers import ROOT, clean_env, client_env_file, evaluate_params, kind, synthetic, train_ner, train_params
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # trains and publishes models (~2 min in all)
 
@@ -23,7 +23,7 @@ def published(tmp_path_factory, local_services: Settings, tiny_base: Path):
     `<name>-old`, a version whose metadata holds an eval.json of the layout before EvalReport."""
     work = tmp_path_factory.mktemp("registry-cli")
     data = work / "data"
-    from tasks.records import write_jsonl
+    from tasks.io import write_jsonl
 
     write_jsonl(data / "train.jsonl", synthetic(32, 1))
     write_jsonl(data / "dev.jsonl", synthetic(8, 2))
@@ -32,9 +32,10 @@ def published(tmp_path_factory, local_services: Settings, tiny_base: Path):
     (work / "test.conll").write_text("".join(
         "".join(f"{t}\t{g}\n" for t, g in zip(r.tokens, r.tags, strict=True)) + "\n" for r in test_records))
     model = work / "model"
-    train.run(train_params(tiny_base, epochs=2, learning_rate=5e-3), ["person", "geo-loc"], data, model,
+    train_ner(train_params(tiny_base, epochs=2, learning_rate=5e-3), ["person", "geo-loc"], data, model,
               work / "t.json", work / "c.csv")
-    report = evaluate.run(evaluate_params(), model, data / "test.jsonl", work / "e.json", work / "p.jsonl", 16)
+    report = evaluate.run(evaluate_params(), model, data / "test.jsonl", work / "e.json", work / "p.jsonl", 16,
+                          kind=kind())
     metrics = report.model_dump(mode="json")
     registry = Registry(s3_client(local_services), local_services.registry_bucket, local_services.registry_prefix)
     name = f"cli-{uuid.uuid4().hex[:8]}"

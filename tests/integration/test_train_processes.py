@@ -19,7 +19,7 @@ import yaml
 from safetensors.torch import load_file
 
 from tasks import checkpoints
-from tasks.records import write_jsonl
+from tasks.io import write_jsonl
 from tests.helpers import ROOT, clean_env, synthetic
 
 pytestmark = pytest.mark.slow  # real training subprocesses (torchrun, a SIGKILL and a resume): ~40 s each

@@ -9,7 +9,7 @@ import pytest
 
 from tasks.augmenters.backtranslation import ACCEPTED, BackTranslation
 from tasks.augmenters.translators import FastTranslateBackend, MarianBackend, Translator, native_api
-from tasks.records import NerRecord
+from tasks.kinds.ner.records import NerRecord
 
 pytestmark = pytest.mark.integration
 

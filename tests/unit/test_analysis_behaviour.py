@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.analysis import MISSED, SPURIOUS, confusion, length_bucket, slices
-from tasks.behaviour import minimum_functionality, name_invariance, swapped_names
-from tasks.records import NerRecord
+from tasks.kinds.ner.analysis import MISSED, SPURIOUS, confusion, length_bucket, slices
+from tasks.kinds.ner.behaviour import minimum_functionality, name_invariance, swapped_names
+from tasks.kinds.ner.records import NerRecord
 
 
 def record(rid: str, text: str, tags: str, **meta) -> NerRecord:

@@ -28,7 +28,7 @@ from tasks.augmenters.backtranslation import (
 )
 from tasks.augmenters.translators import Translator, TranslatorUnavailable, native_api
 from tasks.iob import iob2_errors
-from tasks.records import NerRecord
+from tasks.kinds.ner.records import NerRecord
 
 
 def record(spec: str, rid: str = "r1", meta: dict | None = None) -> NerRecord:

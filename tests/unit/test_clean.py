@@ -3,10 +3,10 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tasks.clean import clean_record, clean_split, repair_bio
 from tasks.iob import iob2_errors
+from tasks.kinds.ner.clean import clean_record, clean_split, repair_bio
+from tasks.kinds.ner.records import NerRecord
 from tasks.params import CleanParams
-from tasks.records import NerRecord
 from tasks.text import normalize_token
 
 PARAMS = CleanParams(unicode_form="NFC", drop_exact_duplicates=True, drop_near_duplicates=False, bio_repair="repair",

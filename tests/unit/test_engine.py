@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import pipeline
 
-from tasks import checkpoints, engine, train
+from tasks import checkpoints, engine
 from tasks.engine import IGNORE_INDEX
-from tasks.kinds.ner import token_cross_entropy
-from tasks.modeling import align_labels, continuation_ids
-from tasks.records import write_jsonl
-from tests.helpers import synthetic, train_params
+from tasks.io import write_jsonl
+from tasks.kinds.ner.kind import token_cross_entropy
+from tasks.kinds.ner.modeling import align_labels, continuation_ids
+from tests.helpers import synthetic, train_ner, train_params
 
 TYPES = ["person", "geo-loc"]
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def data(tmp_path_factory) -> Path:
 
 def fit(base: Path, data: Path, out: Path, checkpoint_dir: Path | None = None, **overrides) -> dict:
     params = train_params(base, **overrides)
-    return train.run(params, TYPES, data, out / "model", out / "train.json", out / "curve.csv", checkpoint_dir)
+    return train_ner(params, TYPES, data, out / "model", out / "train.json", out / "curve.csv", checkpoint_dir)
 
 
 def weights(model_dir: Path) -> dict[str, torch.Tensor]:

@@ -3,8 +3,10 @@ from pathlib import Path
 import pytest
 
 from tasks import ingest
+from tasks.io import InputFormatError
+from tasks.kinds.ner.records import NerRecord, load_jsonl, read_records
 from tasks.params import IngestParams
-from tasks.records import InputFormatError, NerRecord, load_jsonl, read_records
+from tests.helpers import kind
 
 
 def params(**overrides) -> IngestParams:
@@ -47,7 +49,7 @@ def test_builtin_source_resolves_to_packaged_wnut16():
 def test_run_on_user_conll_file_writes_splits(tmp_path: Path):
     source = tmp_path / "mine.conll"
     source.write_text("".join(f"Alice{i}\tB-person\nruns\tO\n\n" for i in range(50)))
-    report = ingest.run(params(source=str(source)), tmp_path / "raw")
+    report = ingest.run(params(source=str(source)), tmp_path / "raw", kind())
     assert report["sentences"] == 50
     loaded = sum(len(load_jsonl(tmp_path / "raw" / f"{s}.jsonl")) for s in ("train", "dev", "test"))
     assert loaded == 50
@@ -57,13 +59,13 @@ def test_run_on_user_conll_file_writes_splits(tmp_path: Path):
 
 def test_missing_source_names_the_file(tmp_path: Path):
     with pytest.raises(InputFormatError, match=r"nope\.conll: input file not found"):
-        ingest.run(params(source=str(tmp_path / "nope.conll")), tmp_path / "raw")
+        ingest.run(params(source=str(tmp_path / "nope.conll")), tmp_path / "raw", kind())
     assert not (tmp_path / "raw").exists()
 
 
 def test_fractions_must_leave_room_for_test(tmp_path: Path):
     with pytest.raises(ValueError, match="room for test"):
-        ingest.run(params(train_fraction=0.8, dev_fraction=0.2), tmp_path / "raw")
+        ingest.run(params(train_fraction=0.8, dev_fraction=0.2), tmp_path / "raw", kind())
 
 
 def write_presplit(folder: Path, sizes: dict[str, int]) -> Path:
@@ -75,7 +77,7 @@ def write_presplit(folder: Path, sizes: dict[str, int]) -> Path:
 
 def test_presplit_folder_keeps_its_splits(tmp_path: Path):
     source = write_presplit(tmp_path / "bench", {"train": 7, "dev": 3, "test": 2})
-    report = ingest.run(params(source=str(source)), tmp_path / "raw")
+    report = ingest.run(params(source=str(source)), tmp_path / "raw", kind())
     assert report["splits"] == {"train": 7, "dev": 3, "test": 2}
     assert [r.tokens[0] for r in load_jsonl(tmp_path / "raw" / "dev.jsonl")] == ["dev0", "dev1", "dev2"]
     assert (tmp_path / "raw" / "test.source.conll").read_bytes() == (source / "test.conll").read_bytes()
@@ -84,5 +86,5 @@ def test_presplit_folder_keeps_its_splits(tmp_path: Path):
 def test_presplit_folder_missing_a_split_is_named(tmp_path: Path):
     source = write_presplit(tmp_path / "bench", {"train": 7, "dev": 3})
     with pytest.raises(InputFormatError, match=r"bench: a pre-split source needs exactly one test\.\* file.*none"):
-        ingest.run(params(source=str(source)), tmp_path / "raw")
+        ingest.run(params(source=str(source)), tmp_path / "raw", kind())
     assert not (tmp_path / "raw").exists()

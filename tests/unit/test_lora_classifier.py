@@ -10,9 +10,10 @@ import pytest
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
-from tasks import evaluate, textdata, train
-from tasks.kinds.textclass import TextClassKind
-from tests.helpers import evaluate_params, synthetic_texts, train_params
+from tasks import evaluate, train
+from tasks.kinds.textclass import data as textdata
+from tasks.kinds.textclass.kind import TextClassKind
+from tests.helpers import evaluate_params, kind, synthetic_texts, train_params
 
 CLASSES = ["negative", "neutral", "positive"]
 LORA = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}
@@ -55,7 +56,7 @@ def test_it_learns_and_the_saved_model_evaluates(trained) -> None:
     model = AutoModelForSequenceClassification.from_pretrained(folder / "model")
     assert model.config.id2label == dict(enumerate(CLASSES))
     result = evaluate.run(evaluate_params(), folder / "model", folder / "data/test.jsonl", folder / "eval.json",
-                          folder / "predictions.jsonl", 16, None, "sequence-classification")
+                          folder / "predictions.jsonl", 16, None, kind=kind("sequence-classification"))
     assert result.task == "sequence-classification" and result.count == 40
     assert 0 <= result.headline.value <= 1 and set(result.groups) == set(CLASSES)
     predictions = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]

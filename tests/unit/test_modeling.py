@@ -1,4 +1,4 @@
-"""Pure helpers of tasks.modeling (and the engine's batching) on handwritten data, plus prediction on a tiny
+"""Pure helpers of tasks.kinds.ner.modeling (and the engine's batching) on handwritten data, plus prediction on a tiny
 random BERT."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
 
+from tasks.basemodel import resolve_base_model
 from tasks.engine import IGNORE_INDEX, Example, collate, length_grouped_batches
-from tasks.modeling import (
+from tasks.kinds.ner.modeling import (
     align_labels,
     build_examples,
     encode_words,
     predict_tags,
-    resolve_base_model,
     word_windows,
 )
 

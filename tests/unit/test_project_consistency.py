@@ -18,17 +18,20 @@ ROOT = Path(__file__).resolve().parents[2]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 PACKAGES = ("tasks", "flows")  # the project's own code; every other import is a pinned dependency
+# Each params file of the project, with the task kind it picks (tasks/kinds/<kind>/).
+PARAMS_FILES = {name: yaml.safe_load((ROOT / name).read_text()) for name in ("params.yaml", "params-sentiment.yaml")}
+KINDS = sorted(folder.name for folder in (ROOT / "tasks" / "kinds").iterdir() if (folder / "__init__.py").is_file())
 
 
-def lookup(key: str):
-    node = PARAMS
+def lookup(key: str, params: dict = PARAMS):
+    node = params
     for part in key.split("."):
         node = node[part]
     return node
 
 
-def interpolate(text: str) -> str:
-    return re.sub(r"\$\{([^}]+)\}", lambda m: str(lookup(m.group(1))), text)
+def interpolate(text: str, params: dict = PARAMS) -> str:
+    return re.sub(r"\$\{([^}]+)\}", lambda m: str(lookup(m.group(1), params)), text)
 
 
 def test_params_file_loads():
@@ -148,14 +151,39 @@ def code_deps(deps: list[str]) -> set[str]:
     return files
 
 
+def kind_package(kind: str) -> set[str]:
+    """Every .py file of a task kind's package (tasks/kinds/<kind>/)."""
+    return {path.relative_to(ROOT).as_posix() for path in (ROOT / "tasks" / "kinds" / kind).rglob("*.py")}
+
+
+def stage_closure(module: str, kind: str) -> set[str]:
+    """The files `python -m module` runs with the params' kind: its import closure and, when it asks
+    `tasks.kinds.kind_for` for its kind (imported by name there, invisible to the AST), the closure of
+    `tasks.kinds.<kind>.task`."""
+    closure = import_closure(module)
+    if "tasks/kinds/__init__.py" in closure:
+        closure |= import_closure(f"tasks.kinds.{kind}.task")
+    return closure
+
+
+@pytest.mark.parametrize("params_file", list(PARAMS_FILES))
 @pytest.mark.parametrize("stage", list(DVC["stages"]))
-def test_stage_deps_are_exactly_the_code_its_module_imports(stage: str):
+def test_stage_deps_are_exactly_the_code_its_module_imports(stage: str, params_file: str):
     """DVC reruns a stage only when a dep changes: a missing file leaves stale outputs, an extra one reruns
-    the stage for nothing."""
-    spec = DVC["stages"][stage]
-    imported, listed = import_closure(stage_module(spec)), code_deps(spec["deps"])
-    assert imported == listed, (f"stage {stage!r}: missing from deps {sorted(imported - listed)}, "
-                                f"superfluous in deps {sorted(listed - imported)}")
+    the stage for nothing. A stage's kind code is `tasks/kinds/${kind}` (the whole package of the params'
+    kind, never the other kind's: a classifier-only change does not rerun an NER stage); its other code
+    deps are the core files it runs with any kind (docs/DECISIONS.md, 36)."""
+    spec, params = DVC["stages"][stage], PARAMS_FILES[params_file]
+    module, kind = stage_module(spec), params["kind"]
+    others = set().union(*(kind_package(other) for other in KINDS if other != kind))
+    core = set().union(*(stage_closure(module, any_kind) - kind_package(any_kind) for any_kind in KINDS))
+    runs = stage_closure(module, kind)
+    assert not runs & others, f"stage {stage!r} with kind {kind!r} imports another kind: {sorted(runs & others)}"
+    listed = code_deps([interpolate(dep, params) for dep in spec["deps"]])
+    expected = core | (kind_package(kind) if "tasks/kinds/__init__.py" in runs else set())
+    assert runs <= expected
+    assert listed == expected, (f"stage {stage!r} ({params_file}): missing from deps {sorted(expected - listed)}, "
+                                f"superfluous in deps {sorted(listed - expected)}")
 
 
 @pytest.mark.parametrize("stage", list(DVC["stages"]))

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.records import InputFormatError, NerRecord, load_jsonl, read_records, write_jsonl
+from tasks.io import InputFormatError, write_jsonl
+from tasks.kinds.ner.records import NerRecord, load_jsonl, read_records
 
 
 def test_conll_four_columns_and_docstart(tmp_path: Path):

@@ -32,7 +32,7 @@ from tasks.augmenters.synonyms import (
     load_synonym_table,
 )
 from tasks.iob import iob2_errors
-from tasks.records import NerRecord
+from tasks.kinds.ner.records import NerRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 

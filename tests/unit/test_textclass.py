@@ -9,13 +9,16 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from tasks import textclass, textdata, train
-from tasks.kinds.textclass import TextClassKind
+from tasks import train
+from tasks.io import InputFormatError
+from tasks.kinds.ner.records import NerRecord
+from tasks.kinds.textclass import data as textdata
+from tasks.kinds.textclass import modeling as textclass
+from tasks.kinds.textclass.data import TextExample, mentions, read_text_examples
+from tasks.kinds.textclass.kind import TextClassKind
+from tasks.kinds.textclass.modeling import expected_calibration_error, scores
 from tasks.metrics import EvalReport
-from tasks.records import InputFormatError, NerRecord
-from tasks.textclass import expected_calibration_error, scores
-from tasks.textdata import TextExample, mentions, read_text_examples
-from tests.helpers import NAMES, PLACES, train_params
+from tests.helpers import NAMES, PLACES, kind, train_params
 
 
 def test_csv_and_jsonl_with_configurable_columns(tmp_path: Path):
@@ -121,7 +124,8 @@ def test_the_evaluate_stage_scores_a_classifier_and_writes_its_confusion_plot(tm
     train_classifier(params, ["none", "person"], tmp_path)
     evaluate_params = load_params(ROOT / "params-sentiment.yaml").evaluate.model_copy(update={"latency_sentences": 5})
     report = evaluate.run(evaluate_params, tmp_path / "model", tmp_path / "data/test.jsonl", tmp_path / "eval.json",
-                          tmp_path / "predictions.jsonl", 16, tmp_path / "confusion.csv", "sequence-classification")
+                          tmp_path / "predictions.jsonl", 16, tmp_path / "confusion.csv",
+                          kind=kind("sequence-classification"))
     assert (report.task, report.headline.name, report.unit, report.group) == \
         ("sequence-classification", "macro-F1", "text", "class")
     assert report.headline.value == report.details["macro_f1"] >= 0.9 and report.details["multi_label"] is False
@@ -151,7 +155,7 @@ def test_a_test_label_the_model_does_not_know_is_named(tmp_path: Path, tiny_base
     params = load_params(ROOT / "params-sentiment.yaml").evaluate
     with pytest.raises(ValueError, match=r"example x:1: label 'place' is not a class of the model"):
         evaluate.run(params, tmp_path / "model", tmp_path / "test.jsonl", tmp_path / "eval.json",
-                     tmp_path / "p.jsonl", 16, None, "sequence-classification")
+                     tmp_path / "p.jsonl", 16, None, kind=kind("sequence-classification"))
     assert not (tmp_path / "eval.json").exists()
 
 

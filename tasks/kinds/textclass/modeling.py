@@ -1,11 +1,11 @@
 """Text classification (one label per text, or a label set): metrics, the model, encoding, prediction.
 
-- Data: `TextExample`s (tasks/textdata.py: CSV/JSONL reading, cleaning, the contract's tables).
+- Data: `TextExample`s (tasks/kinds/textclass/data.py: CSV/JSONL reading, cleaning, the contract's tables).
 - Metrics (pure functions): accuracy, per-class and macro precision/recall/F1, a confusion table and
   the expected calibration error of the predicted class's probability.
 - Model: `AutoModelForSequenceClassification`; a text longer than `max_length` pieces is truncated (a
   sequence classifier sees one window). Training is the shared skeleton (tasks/train.py: `fit`) with
-  this kind's pieces (tasks/kinds/textclass.py), selecting the epoch by dev macro-F1.
+  this kind's pieces (tasks/kinds/textclass/kind.py), selecting the epoch by dev macro-F1.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
+from tasks.basemodel import resolve_base_model
 from tasks.engine import Example, autocast, collate, model_device
-from tasks.modeling import resolve_base_model
-from tasks.records import atomic_write_text
-from tasks.textdata import LABEL_JOIN, TextExample
+from tasks.io import atomic_write_text
+from tasks.kinds.textclass.data import LABEL_JOIN, TextExample
 
 MULTI_LABEL = "multi_label_classification"  # transformers' problem_type of a multi-label classifier
 THRESHOLD = 0.5  # a multi-label classifier predicts every class at or above this probability

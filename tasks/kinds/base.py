@@ -1,0 +1,139 @@
+"""The TaskKind seam: what differs between NER and text classification, as protocols.
+
+A stage gets its kind once (`tasks.kinds.kind_for(params)`) and then calls only these methods: reading the
+source and the splits (ingest, every later stage), cleaning, the data contract's tables (validate), the
+augmenters' adapter (augment), training (`TrainingKind`: model, encoding, loss, dev score; train) and
+evaluation (an `EvalReport` under the kind's names; evaluate). Implementations:
+`tasks.kinds.ner.task.Ner` and `tasks.kinds.textclass.task.TextClass`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from tasks.engine import Example
+from tasks.metrics import EvalReport
+from tasks.params import CleanParams, EvaluateParams, IngestParams, TrainParams, ValidateParams
+from tasks.sentence import Sentence
+
+Row = TypeVar("Row")  # one labelled row of a split: a NerRecord, a TextExample
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Rows turned into engine examples, with counts about the encoding worth reporting in train.json."""
+
+    examples: list[Example]
+    metrics: dict[str, Any] = field(default_factory=dict)  # e.g. {"truncated_texts": 3}
+
+
+class TrainingKind(Protocol[Row]):
+    """The kind-specific pieces of training; everything else (loop, LoRA, saving) is shared."""
+
+    @property
+    def labels(self) -> list[str]:
+        """The model's output labels in id order (also part of a checkpoint's identity)."""
+        ...
+
+    @property
+    def score_name(self) -> str:
+        """The dev score's key in train.json, e.g. "dev_f1"."""
+        ...
+
+    @property
+    def lora_task_type(self) -> str:
+        """peft's `TaskType` name for this kind's head, e.g. "TOKEN_CLS"."""
+        ...
+
+    def read(self, path: Path) -> list[Row]:
+        """The rows of one split file (data_dir/train.jsonl, data_dir/dev.jsonl)."""
+        ...
+
+    def check_labels(self, rows: Sequence[Row]) -> None:
+        """Raise ValueError naming the row when a label is not one of `labels` (before any training)."""
+        ...
+
+    def load_model(self, params: TrainParams) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        """The base encoder with a fresh head for `labels`, and its tokenizer."""
+        ...
+
+    def encode(self, tokenizer: PreTrainedTokenizerBase, rows: Sequence[Row], params: TrainParams,
+               with_labels: bool) -> Encoded:
+        """Engine examples of the rows; label rows only `with_labels` (dev is scored, not trained on)."""
+        ...
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Summed loss over the labelled positions of a batch (`engine.Loss`)."""
+        ...
+
+    def dev_score(self, model: torch.nn.Module, examples: Sequence[Example], rows: Sequence[Row],
+                  batch_size: int, pad_id: int) -> float | None:
+        """The score that picks the best epoch (higher is better); None when there are no dev rows."""
+        ...
+
+
+class TaskKind(Protocol[Row]):
+    """One task kind for every stage, built from the params by `tasks.kinds.kind_for`."""
+
+    @property
+    def task(self) -> str:
+        """The params' `task` value this kind implements (also `EvalReport.task`)."""
+        ...
+
+    # ------------------------------------------------------------------ ingest
+    def check_source(self, params: IngestParams) -> None:
+        """Raise ValueError when `ingest.source` cannot hold this kind's data (before anything is read)."""
+        ...
+
+    def source_reader(self, params: IngestParams) -> Callable[[Path], list[Row]]:
+        """Path -> rows of a user-supplied file (CoNLL/JSONL records, CSV/JSONL texts)."""
+        ...
+
+    # ------------------------------------------------------------------ every stage: the splits between stages
+    def read(self, path: Path) -> list[Row]:
+        """The rows of one split file (`<data folder>/<split>.jsonl`)."""
+        ...
+
+    # ------------------------------------------------------------------ clean
+    def clean(self, rows: list[Row], params: CleanParams, counts: Counter) -> list[Row]:
+        """The kept, cleaned rows of one split; `counts` gets what was dropped or changed, by reason."""
+        ...
+
+    # ------------------------------------------------------------------ validate
+    def contract_tables(self, splits: dict[str, list[Row]], params: ValidateParams, tokenizer=None) -> list:
+        """(table, expectations) pairs of the data contract (tasks/contract.py) over all splits."""
+        ...
+
+    def data_profile(self, splits: dict[str, list[Row]]) -> dict:
+        """Numbers that describe the data (contract report, `dvc metrics diff`)."""
+        ...
+
+    # ------------------------------------------------------------------ augment
+    def as_sentence(self, row: Row) -> Sentence:
+        """The row as a tagged sentence for the augmenters (tasks/augmenters/)."""
+        ...
+
+    def from_sentence(self, sentence: Sentence) -> Row:
+        """Back from an (augmented) sentence."""
+        ...
+
+    # ------------------------------------------------------------------ train
+    def training(self, train_file: Path) -> TrainingKind[Row]:
+        """The training pieces, with the labels the params declare, else those the train split uses."""
+        ...
+
+    # ------------------------------------------------------------------ evaluate
+    def evaluate(self, params: EvaluateParams, model_dir: Path, test_path: Path, predictions_path: Path,
+                 max_length: int) -> tuple[EvalReport, list[tuple[str, str]]]:
+        """Score the saved model on the test split: the report (the kind's headline, unit, group, title,
+        predicts) and the (actual, predicted) pairs of the confusion plot; predictions are written to
+        `predictions_path`. Raise `tasks.metrics.LabelSetMismatch` when the test data holds a label the
+        model does not know."""
+        ...

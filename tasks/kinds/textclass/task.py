@@ -1,0 +1,83 @@
+"""The text-classification kind for every stage (tasks/kinds/base.py: `TaskKind`), built by
+`tasks.kinds.kind_for`. Multi-label (params `multi_label`) is a property of this kind alone.
+
+Each stage needs a few of these pieces: the heavy ones (torch, the classifier) are imported by the method
+that uses them, so that importing the kind stays cheap for the stages that do not.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from tasks.kinds.textclass import data
+from tasks.kinds.textclass.data import TextExample
+from tasks.metrics import EvalReport
+from tasks.params import (
+    BUILTIN_SOURCE,
+    SEQUENCE_CLASSIFICATION,
+    CleanParams,
+    EvaluateParams,
+    IngestParams,
+    Params,
+    ValidateParams,
+)
+from tasks.sentence import Sentence
+
+
+@dataclass(frozen=True)
+class TextClass:
+    """Texts with one class each, or (`multi_label`) any set of classes; `labels`: validate.labels (empty: those
+    of the train split)."""
+
+    labels: list[str]
+    multi_label: bool
+    task: ClassVar[str] = SEQUENCE_CLASSIFICATION
+
+    def check_source(self, params: IngestParams) -> None:
+        if params.source == BUILTIN_SOURCE:
+            raise ValueError(f"ingest.source {BUILTIN_SOURCE!r} is NER data; sequence-classification needs a CSV or "
+                             "JSONL file (e.g. data/external/vader_tweets/tweets.csv) or a folder of train/dev/test "
+                             "files")
+
+    def source_reader(self, params: IngestParams) -> Callable[[Path], list[TextExample]]:
+        """CSV or JSONL texts (`ingest.text_column`, `ingest.label_column`); multi-label: a CSV cell's labels
+        split at `ingest.label_separator`."""
+        separator = params.label_separator if self.multi_label else None
+        return lambda path: data.read_examples(path, params.text_column, params.label_column, separator)
+
+    def read(self, path: Path) -> list[TextExample]:
+        return data.load_examples(path)
+
+    def clean(self, rows: list[TextExample], params: CleanParams, counts: Counter) -> list[TextExample]:
+        return data.clean_examples(rows, params, counts)
+
+    def contract_tables(self, splits: dict[str, list[TextExample]], params: ValidateParams, tokenizer=None) -> list:
+        return data.contract_tables(splits, params, tokenizer)
+
+    def data_profile(self, splits: dict[str, list[TextExample]]) -> dict:
+        return data.data_profile(splits)
+
+    def as_sentence(self, row: TextExample) -> Sentence:
+        return data.as_sentence(row)
+
+    def from_sentence(self, sentence: Sentence) -> TextExample:
+        return data.as_example(sentence)
+
+    def training(self, train_file: Path):
+        from tasks.kinds.textclass.kind import TextClassKind, labels_in
+
+        return TextClassKind(list(self.labels or labels_in(data.load_examples(train_file))), self.multi_label)
+
+    def evaluate(self, params: EvaluateParams, model_dir: Path, test_path: Path, predictions_path: Path,
+                 max_length: int) -> tuple[EvalReport, list[tuple[str, str]]]:
+        from tasks.kinds.textclass.evaluate import evaluate
+
+        return evaluate(params, model_dir, test_path, predictions_path, max_length)
+
+
+def kind(params: Params) -> TextClass:
+    return TextClass(list(params.validate_.labels), params.multi_label)
