@@ -11,8 +11,8 @@ logs), so `down` then `up` keeps objects, models and flow runs. Every file holdi
 - S3 credentials: taken from the settings / `.env`; generated once into `./.env` (mode 0600) when
   missing. SeaweedFS gets them through `<state_dir>/s3.json`, so anonymous requests are denied.
   Its own ports (master, volume, filer) demand JWTs signed with keys generated once into
-  `<state_dir>/security.toml` (0600, read by weed from its working directory): only the S3 gateway
-  reaches stored data.
+  `<state_dir>/security.toml` (0600, read by weed from its working directory), and its gRPC ports
+  mutual TLS with a per-install CA (`<state_dir>/tls/`): only the S3 gateway reaches stored data.
 - Prefect API: basic auth with `PREFECT_API_AUTH_STRING` (`admin:<random>`), generated once into
   `./.env` with the S3 keys and given to the server as `PREFECT_SERVER_API_AUTH_STRING`; the worker,
   `flowtune run` and `service_env` clients send it. The UI asks for that whole string.

@@ -242,6 +242,55 @@ def seaweed_security(cors_origin: str, keys: dict[str, str]) -> str:
             f'[jwt.filer_signing.read]\nkey = "{keys["filer_read"]}"\nexpires_after_seconds = 10\n')
 
 
+def seaweed_grpc_tls(tls: dict[str, Path]) -> str:
+    """The `security.toml` part that turns on mutual TLS for every gRPC port (master, volume, filer, S3):
+    without a certificate signed by our CA, `weed shell` or any gRPC client is refused. weed's
+    processes all present the one certificate, as server and as client."""
+    import json  # a JSON string is a valid TOML basic string: paths with quotes or backslashes stay intact
+
+    cert = f'cert = {json.dumps(str(tls["cert"]))}\nkey = {json.dumps(str(tls["key"]))}\n'
+    parts = [f'[grpc]\nca = {json.dumps(str(tls["ca"]))}\n']
+    parts += [f"[grpc.{role}]\n{cert}" for role in ("master", "volume", "filer", "s3", "client")]
+    return "\n".join(parts)
+
+
+def _grpc_certificates(folder: Path) -> dict[str, Path]:
+    """A throw-away CA and one certificate it signs (server and client use), written 0600 under
+    `folder`. The CA's key is not kept: nothing else will ever be signed by it."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509  # a dependency of Prefect, so always installed with flowtune
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flowtune-seaweedfs-ca")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now)
+          .not_valid_after(now + datetime.timedelta(days=3650))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flowtune-seaweedfs")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    files = {"ca": folder / "ca.crt", "cert": folder / "weed.crt", "key": folder / "weed.key"}
+    write_private(files["ca"], ca.public_bytes(pem).decode())
+    write_private(files["cert"], leaf.public_bytes(pem).decode())
+    write_private(files["key"], key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()).decode())
+    return files
+
+
 def ensure_seaweed_security(settings: Settings) -> Path:
     """Write `<state_dir>/security.toml` (0600) with new random keys unless it exists; its path.
 
@@ -252,7 +301,8 @@ def ensure_seaweed_security(settings: Settings) -> Path:
     path = private_dir(_state(settings)) / SEAWEED_SECURITY_FILE
     if not path.exists():
         keys = {name: secrets.token_hex(32) for name in ("write", "read", "filer_write", "filer_read")}
-        write_private(path, seaweed_security(_origin(settings.ui_url), keys))
+        tls = _grpc_certificates(private_dir(path.parent / "tls"))
+        write_private(path, seaweed_security(_origin(settings.ui_url), keys) + "\n" + seaweed_grpc_tls(tls))
     return path
 
 

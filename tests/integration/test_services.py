@@ -170,12 +170,18 @@ def test_a_crash_during_start_raises_with_the_log(tmp_path: Path):
 # ---------------------------------------------------------------- only the S3 port reaches stored data
 
 
-def _weed_shell(settings: Settings, command: str) -> str:
-    """Run one `weed shell` command against the test SeaweedFS (over its loopback gRPC ports)."""
+def _weed_shell(settings: Settings, command: str, cwd: Path, timeout_s: float = 60) -> str:
+    """Run one `weed shell` command against the test SeaweedFS over its loopback gRPC ports. weed reads
+    `./security.toml` from `cwd`: from the state dir it presents our client certificate, elsewhere none.
+    A shell refused by every server keeps retrying: after `timeout_s` its output so far is returned."""
     weed = Path(sys.executable).parent / "weed"
-    result = subprocess.run([str(weed), "shell", f"-master=127.0.0.1:{settings.seaweed_master_port}",
-                             f"-filer=127.0.0.1:{settings.seaweed_filer_port}"],
-                            input=command + "\n", capture_output=True, text=True, timeout=60)
+    try:
+        result = subprocess.run([str(weed), "shell", f"-master=127.0.0.1:{settings.seaweed_master_port}",
+                                 f"-filer=127.0.0.1:{settings.seaweed_filer_port}"], cwd=cwd,
+                                input=command + "\n", capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as stuck:
+        return "(timed out) " + "".join(part.decode(errors="replace") if isinstance(part, bytes) else part or ""
+                                        for part in (stuck.stdout, stuck.stderr))
     return result.stdout + result.stderr
 
 
@@ -183,7 +189,7 @@ def _volume_file_id(settings: Settings, bucket: str, key: str) -> str:
     """The volume file id ("3,01637037d6") holding the object's bytes, from the filer's metadata."""
     import re
 
-    listing = _weed_shell(settings, f"fs.meta.cat /buckets/{bucket}/{key}")
+    listing = _weed_shell(settings, f"fs.meta.cat /buckets/{bucket}/{key}", cwd=settings.state_dir.resolve())
     found = re.search(r'"file_id":\s*"([0-9]+,[0-9a-f]+)"', listing) or \
         re.search(r'"fileId":\s*"([0-9]+,[0-9a-f]+)"', listing)
     assert found, listing
@@ -221,6 +227,19 @@ def test_the_volume_port_refuses_reads_and_writes_without_a_token(local_services
     overwritten = httpx.post(f"{volume}/{file_id}", files={"file": ("forged", b"forged")})
     assert overwritten.status_code in {401, 403}, overwritten.text
     assert s3_client(settings).get_object(Bucket=bucket, Key="volume/kept.txt")["Body"].read() == b"stored bytes"
+
+
+def test_the_grpc_ports_refuse_clients_without_our_certificate(local_services: Settings, tmp_path: Path):
+    """`weed shell` (gRPC to master and filer) could list, read and delete filer entries; mutual TLS
+    refuses it unless it presents a certificate signed by the install's own CA."""
+    settings, bucket = local_services, local_services.registry_bucket
+    s3_client(settings).put_object(Bucket=bucket, Key="grpc/kept.txt", Body=b"kept")
+    outsider = _weed_shell(settings, f"fs.ls /buckets/{bucket}/grpc", cwd=tmp_path, timeout_s=15)
+    assert "kept.txt" not in outsider, outsider
+    insider = _weed_shell(settings, f"fs.ls /buckets/{bucket}/grpc", cwd=settings.state_dir.resolve())
+    assert "kept.txt" in insider, insider  # the same command with the certificate: the check is real
+    _weed_shell(settings, f"fs.rm /buckets/{bucket}/grpc/kept.txt", cwd=tmp_path, timeout_s=15)
+    assert s3_client(settings).get_object(Bucket=bucket, Key="grpc/kept.txt")["Body"].read() == b"kept"
 
 
 def test_anonymous_s3_may_only_get_report_objects(local_services: Settings):

@@ -216,6 +216,13 @@ def test_seaweed_security_is_private_random_per_install_and_kept(tmp_path, permi
     assert len(set(keys)) == 4 and all(len(key) == 64 for key in keys)
     assert config["cors"]["allowed_origins"]["values"] == first.ui_url  # not weed's default "*"
     assert config["filer"]["expose_directory_metadata"]["enabled"] is False
+    # gRPC: mutual TLS on every port weed serves, with a CA of this install; key and certificates 0600
+    assert {role: config["grpc"][role]["cert"] for role in ("master", "volume", "filer", "s3", "client")} == \
+        dict.fromkeys(("master", "volume", "filer", "s3", "client"), str(path.parent / "tls" / "weed.crt"))
+    for name in ("ca.crt", "weed.crt", "weed.key"):
+        assert mode(path.parent / "tls" / name) == 0o600
+    assert mode(path.parent / "tls") == 0o700
+    assert config["grpc"]["ca"] == str(path.parent / "tls" / "ca.crt")
     text = path.read_text()
     assert services.ensure_seaweed_security(first).read_text() == text  # a restart keeps the keys
     assert keys[0] not in services.ensure_seaweed_security(second).read_text()  # another install: new keys
