@@ -88,17 +88,22 @@ def test_status_script_reports_every_service(local_services: Settings):
 
 
 def assert_private_state(workdir: Path, settings: Settings) -> None:
-    """The state dir is 0700; the known secret files, and any other file holding the S3 secret, are 0600."""
+    """The state dir is 0700; the known secret files, and any other file holding the S3 secret, are 0600;
+    the Prefect auth string is in `.env` only (not in a log, the Prefect DB or a profile)."""
     state = settings.state_dir.resolve()
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     for secret_file in (workdir / ".env", workdir / ".dvc" / "config.local", state / "s3.json",
                         state / "security.toml"):
         assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600, secret_file
-    secret = settings.secret_key().encode()
+    secrets_ = {"the S3 secret": settings.secret_key().encode(),
+                "the Prefect auth string": settings.prefect_api_auth_string.get_secret_value().encode()}
     for path in workdir.rglob("*"):
-        if path.is_file() and not path.is_symlink() and path.stat().st_size < 50_000_000 \
-                and secret in path.read_bytes():
-            assert stat.S_IMODE(path.stat().st_mode) == 0o600, f"{path} holds the S3 secret"
+        if path.is_file() and not path.is_symlink() and path.stat().st_size < 50_000_000:
+            content = path.read_bytes()
+            for what, secret in secrets_.items():
+                if secret in content:
+                    assert stat.S_IMODE(path.stat().st_mode) == 0o600, f"{path} holds {what}"
+                    assert path.name == ".env" or what != "the Prefect auth string", f"{path} holds {what}"
 
 
 @pytest.mark.slow  # starts, restarts and stops a set of services of its own (~90 s)
