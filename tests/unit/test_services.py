@@ -136,6 +136,20 @@ def test_the_login_hint_names_the_file_not_the_password(tmp_path, monkeypatch, c
     assert settings.prefect_api_auth_string.get_secret_value().partition(":")[2] not in hint
 
 
+def test_services_up_prints_how_to_log_in_never_the_password(tmp_path, monkeypatch, capsys):
+    """`flowtune services up` output (services started: stubbed) names the user and the file."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FLOWTUNE_STATE_DIR", str(tmp_path / ".flowtune"))
+    monkeypatch.setattr(services, "up", lambda settings: {
+        "buckets": services.buckets(settings), "prefect_ui_url": settings.ui_url, "gpu_slots": 1, "dvc_config": None})
+    monkeypatch.setattr(services, "status", lambda settings: {})
+    assert services.services_main(["up"]) == 0
+    printed = capsys.readouterr().out
+    password = Settings().prefect_api_auth_string.get_secret_value().partition(":")[2]
+    assert "Prefect UI login" in printed and "'admin'" in printed and str(tmp_path / ".env") in printed
+    assert password not in printed
+
+
 def test_given_credentials_need_no_env_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     settings = with_keys(tmp_path)
