@@ -238,12 +238,15 @@ def synthetic_texts(path: Path, count: int = 450) -> Path:
 
 
 def client_env_file(settings) -> str:
-    """A `.env` that points a checkout at already running services instead of starting its own."""
+    """A `.env` that points a checkout at already running services instead of starting its own (with
+    the Prefect API's auth string when it has one)."""
+    from flows.services import prefect_auth_env
+
+    auth = "".join(f"{name}={value}\n" for name, value in prefect_auth_env(settings).items())
     return (f"FLOWTUNE_S3_ENDPOINT_URL={settings.endpoint_url}\n"
             f"FLOWTUNE_S3_ACCESS_KEY_ID={settings.s3_access_key_id}\n"
             f"FLOWTUNE_S3_SECRET_ACCESS_KEY={settings.secret_key()}\n"
-            f"PREFECT_API_URL={settings.api_url}\n"
-            f"PREFECT_API_AUTH_STRING={settings.prefect_api_auth_string.get_secret_value()}\n"
+            f"PREFECT_API_URL={settings.api_url}\n{auth}"
             # a client of those services: no worker of its own (nobody would stop it)
             "FLOWTUNE_START_WORKER=false\n")
 
