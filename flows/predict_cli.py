@@ -15,6 +15,9 @@ from pathlib import Path
 
 from flows.registry_cli import open_registry
 
+# Windows for a model saved before flowtune recorded its training `max_length` (tasks/train.py save_best).
+DEFAULT_MAX_LENGTH = 128
+
 
 def read_sentences(args) -> tuple[list, bool]:
     """Records to tag and whether they carry gold tags: --input FILE (CoNLL, or JSONL by its .jsonl
@@ -74,12 +77,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
             registry = open_registry()
             name, version = registry.resolve(args.model)
             model_dir = registry.download(name, version, Path(tmp))
+        if args.max_length is None:
+            args.max_length = trained_max_length(model_dir)
         try:
             if is_sequence_classifier(model_dir):
                 return predict_classes(args, model_dir)
             return predict_entities(args, model_dir)
         except InputFormatError as exc:
             sys.exit(f"flowtune predict: error: {exc}")
+
+
+def trained_max_length(model_dir: Path) -> int:
+    """The window length the model was trained with (config.json's `flowtune` block), else the old default."""
+    from tasks.train import FLOWTUNE_CONFIG_KEY
+
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    return int(config.get(FLOWTUNE_CONFIG_KEY, {}).get("max_length", DEFAULT_MAX_LENGTH))
 
 
 def is_sequence_classifier(model_dir: Path) -> bool:
@@ -182,7 +195,8 @@ def add_predict_parser(sub) -> None:
                            "or jsonl")
     pred.add_argument("--output", help="write here instead of stdout")
     pred.add_argument("--batch-size", type=int, default=32)
-    pred.add_argument("--max-length", type=int, default=128, help="sub-word pieces per window")
+    pred.add_argument("--max-length", type=int, help="sub-word pieces per window (default: what the model was "
+                      f"trained with, as its config.json records; {DEFAULT_MAX_LENGTH} for older models)")
     pred.add_argument("text", nargs="*", help="whitespace-tokenized sentences, or texts for a classifier "
                                               "(default without --input: stdin lines)")
     pred.set_defaults(func=cmd_predict)

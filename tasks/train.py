@@ -117,10 +117,17 @@ def model_on_device(kind: TrainingKind[Any], params: TrainParams, processes: eng
     return model.to(device), tokenizer, device
 
 
-def save_best(loop: engine.Loop, tokenizer, model_dir: Path) -> None:
-    """Save the best epoch's weights (not the last epoch's), LoRA adapters merged."""
+# config.json key of what flowtune records about a saved model beyond Hugging Face's own fields.
+FLOWTUNE_CONFIG_KEY = "flowtune"
+
+
+def save_best(loop: engine.Loop, tokenizer, model_dir: Path, max_length: int) -> None:
+    """Save the best epoch's weights (not the last epoch's), LoRA adapters merged, recording in config.json
+    the window length it was trained with (`flowtune predict` then windows text the same way)."""
     loop.model.load_state_dict(loop.best_state)
-    save_model(plain_model(loop.model), tokenizer, model_dir)
+    model = plain_model(loop.model)
+    setattr(model.config, FLOWTUNE_CONFIG_KEY, {"max_length": max_length})
+    save_model(model, tokenizer, model_dir)
 
 
 @dataclass(frozen=True)
@@ -188,7 +195,7 @@ def fit_in_process(kind: TrainingKind[Any], params: TrainParams, data_dir: Path,
         return {}
     # Counted before saving: merging LoRA adapters into the weights removes them from the model.
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    save_best(loop, tokenizer, outputs.model_dir)
+    save_best(loop, tokenizer, outputs.model_dir, params.max_length)
     score = progress.best_score if dev_rows else None
     metrics = training_metrics(progress, params, device, trainable, len(train_rows), processes, score)
     # `dev_f1` is the selection score's generic name (as in the curve); a kind whose score has a name

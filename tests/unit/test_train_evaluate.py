@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForTokenClassification
 
+from flows.predict_cli import DEFAULT_MAX_LENGTH, trained_max_length
 from tasks import evaluate, train
 from tasks.io import write_jsonl
 from tasks.kinds.ner.records import NerRecord
@@ -65,6 +66,7 @@ def test_train_then_evaluate_writes_loadable_model_and_metrics(tiny_base: Path, 
     assert model.config.id2label[1] == "B-person"
     assert (out / "model" / "model.safetensors").is_file()
     assert not list(out.glob(".model.*"))  # no staging folder left behind
+    assert trained_max_length(out / "model") == 16  # recorded in config.json: `flowtune predict` windows the same
 
     result = evaluate.run(
         evaluate_params(),
@@ -166,3 +168,8 @@ def test_failed_save_keeps_the_previous_model_and_no_partial_dir(tmp_path: Path)
     assert [p.name for p in model_dir.iterdir()] == ["old.json"]
     train.save_model(_Saves(fail=False), _Saves(fail=False), model_dir)
     assert [p.name for p in model_dir.iterdir()] == ["new.json"]
+
+
+def test_a_model_saved_before_max_length_was_recorded_gets_the_old_default(tmp_path: Path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertForTokenClassification"]}))
+    assert trained_max_length(tmp_path) == DEFAULT_MAX_LENGTH
