@@ -13,12 +13,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from flows.steps import STAGES
 from tests.browser import capture_flow_run
-from tests.helpers import api_post, clean_env, port_settings, scratch_clone
+from tests.helpers import clean_env, port_settings, scratch_clone
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -65,9 +66,7 @@ def test_prefect_ui_shows_the_run_steps_and_gate(main_run: Run, tmp_path: Path):
     link = re.search(r"Prefect UI \(flow run\): (http://\S+)/runs/flow-run/([0-9a-f-]{36})", main_run.output)
     assert link, f"make run printed no flow run link:\n{main_run.output[-2000:]}"
     # Raises (an AssertionError) naming what is missing and where the screenshots are.
-    auth = main_run.settings().prefect_api_auth_string
-    seen = capture_flow_run(link[1], link[2], tmp_path / "ui", TASKS, "gate-decision", "Evaluation gate",
-                            auth_string=auth.get_secret_value() if auth else None)
+    seen = capture_flow_run(link[1], link[2], tmp_path / "ui", TASKS, "gate-decision", "Evaluation gate")
     assert seen["tasks_visible"] == TASKS and seen["artifact_key_visible"], f"screenshots: {seen['screenshots']}"
     assert all(shot.stat().st_size > 10_000 for shot in seen["screenshots"]), f"blank? {seen['screenshots']}"
 
@@ -124,14 +123,14 @@ def test_dvc_has_nothing_left_to_do(main_run: Run):
 
 
 def test_prefect_server_lists_the_run_with_steps_and_artifacts(main_run: Run):
-    settings = main_run.settings()
-    runs = api_post(settings, "flow_runs/filter", json={"limit": 5}).json()
+    api = main_run.settings().api_url
+    runs = httpx.post(f"{api}/flow_runs/filter", json={"limit": 5}).json()
     assert [r["state_type"] for r in runs] == ["COMPLETED"]
     run_id = runs[0]["id"]
-    tasks = api_post(settings, "task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}).json()
+    tasks = httpx.post(f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}).json()
     names = {t["name"] for t in tasks}
     assert set(TASKS) == names
-    artifacts = api_post(settings, "artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
+    artifacts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
     keys = {a["key"] for a in artifacts}
     expected = {"ingest", "data-contract", "data-contract-clean", "data-contract-augmented", "cleaning",
                 "augmentation", "training", "evaluation", "evaluation-details", "data-docs-raw", "data-docs-clean",
