@@ -8,11 +8,11 @@ run: setup
 	.venv/bin/flowtune services up
 	.venv/bin/flowtune run
 
-# Two workers by default (TEST_WORKERS=1 for one): much of a run waits on services, subprocesses and
-# leases, so two overlap on a 2-core machine. --dist loadfile keeps each file's module fixtures on one worker.
+# One process: the e2e run's training must not share the two cores with other tests (under
+# pytest-xdist -n 2 it took 45 min instead of 17 and hit its timeout). `make test-fast` uses workers.
 TEST_WORKERS ?= 2
 test: setup
-	.venv/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	.venv/bin/python -m pytest
 
 # Every test not marked `slow` (those train real models, clone the repo or start services of their own).
 test-fast: setup
