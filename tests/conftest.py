@@ -8,6 +8,7 @@
   stops it with `flows.services.down(settings)`), for tests that need to stop or restart services.
 - `tiny_base`: a 2-layer, 32-wide random BERT with MiniLM's tokenizer, saved as a base model folder.
 - `reliability`: records this test's row of docs/RELIABILITY.md (a fault, what happened, numbers).
+- `background_lane`: the lane whose long e2e runs started with the session (tests/lanes.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,44 @@ import pytest
 
 from tasks.settings import Settings
 from tests.helpers import ROOT, discard_services, find_free_port
+from tests.lanes import Lane, background_of
+
+# Idle OpenMP threads sleep instead of spinning: the background lane's training shares the two cores
+# with the tests, and spinning threads steal them from each other. Set before anything imports torch;
+# subprocesses inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+_LANE = pytest.StashKey[Lane]()
+
+
+def _lane(config: pytest.Config) -> Lane:
+    if _LANE not in config.stash:
+        config.stash[_LANE] = Lane(lambda name: config._tmp_path_factory.mktemp(name))
+    return config.stash[_LANE]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests of background runs go last, so that their runs overlap everything else (a stable sort)."""
+    items.sort(key=lambda item: background_of(item) is not None)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the selected background runs now. Not in an xdist worker: every worker would start them."""
+    if session.config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    for item in session.items:
+        if (background := background_of(item)) is not None:
+            _lane(session.config).start(background)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _LANE in session.config.stash:
+        session.config.stash[_LANE].stop()
+
+
+@pytest.fixture(scope="session")
+def background_lane(pytestconfig: pytest.Config) -> Lane:
+    return _lane(pytestconfig)
 
 
 @pytest.fixture(scope="session")

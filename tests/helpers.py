@@ -310,3 +310,19 @@ def kind(task: str = "token-classification", multi_label: bool = False):
     params_file = {"token-classification": "params.yaml", "sequence-classification": "params-sentiment.yaml"}[task]
     params = load_params(ROOT / params_file)
     return kind_for(params.model_copy(update={"multi_label": multi_label}))
+
+
+def stop_worker(process: subprocess.Popen) -> None:
+    """Stop a `prefect worker` started with `start_new_session=True`: SIGTERM, then SIGKILL after 5 s.
+
+    A Prefect 3 worker often spends a full 30 s in its own shutdown after SIGTERM; a test's worker has
+    no work left by then, so waiting longer only costs the suite time.
+    """
+    import signal
+
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)

@@ -1,7 +1,8 @@
 """The README's main command, from a fresh clone, on the real default data, with real services.
 
-One module-scoped run of `make run` in a scratch clone (own ports, own state), then each test checks
-one promise of the README against what that run left behind.
+One run of `make run` in a scratch clone (own ports, own state), started in the background when the
+test session starts (tests/lanes.py), then each test checks one promise of the README against what that
+run left behind.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 from flows.steps import STAGES
 from tests.browser import capture_flow_run
 from tests.helpers import clean_env, port_settings, scratch_clone
+from tests.lanes import Background, Job, Lane
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -44,17 +46,24 @@ class Run:
         return Settings(_env_file=self.repo / ".env", state_dir=self.repo / ".flowtune")
 
 
-@pytest.fixture(scope="module")
-def main_run(tmp_path_factory) -> Run:
-    repo = scratch_clone(tmp_path_factory.mktemp("clone"))
+def start_make_run(workdir: Path) -> Job:
+    repo = scratch_clone(workdir)
     ports = port_settings()
     (repo / ".env").write_text("".join(f"{k}={v}\n" for k, v in ports.items()))
     env = clean_env(PYTHONPATH=str(repo))
-    result = subprocess.run(["make", "run"], cwd=repo, env=env, capture_output=True, text=True, timeout=3000)
-    run = Run(repo, env, result.stdout + result.stderr)
-    (repo / "make-run.log").write_text(run.output)
+    return Job(repo, ["make", "run"], env, timeout_s=3000, teardown=[".venv/bin/flowtune", "services", "down"])
+
+
+# Started when the session starts; these tests run last (tests/lanes.py).
+BACKGROUND = Background("make-run", start_make_run)
+
+
+@pytest.fixture(scope="module")
+def main_run(background_lane: Lane) -> Run:
+    finished = background_lane.result(BACKGROUND)
+    run = Run(finished.repo, finished.env, finished.output)
     try:
-        assert result.returncode == 0, f"make run failed:\n{run.output[-6000:]}"
+        assert finished.returncode == 0, f"make run failed:\n{run.output[-6000:]}"
         yield run
     finally:
         run.sh(".venv/bin/flowtune", "services", "down", check=False)

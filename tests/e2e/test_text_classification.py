@@ -18,21 +18,28 @@ import pytest
 from transformers import pipeline
 
 from tests.helpers import clean_env, scratch_clone, set_params
+from tests.lanes import Background, Job, Lane
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def reproduced(tmp_path_factory) -> Path:
-    repo = scratch_clone(tmp_path_factory.mktemp("clone"))
+def start_dvc_repro(workdir: Path) -> Job:
+    repo = scratch_clone(workdir)
     shutil.copyfile(repo / "params-sentiment.yaml", repo / "params.yaml")
     set_params(repo, augment={"methods": ["synonym"]}, train={"epochs": 1})
     env = clean_env(PYTHONPATH=str(repo), PATH=f"{repo / '.venv/bin'}:{clean_env()['PATH']}")
-    result = subprocess.run([".venv/bin/dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True,
-                            timeout=2400)
-    (repo / "dvc-repro.log").write_text(result.stdout + result.stderr)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
-    return repo
+    return Job(repo, [".venv/bin/dvc", "repro"], env, timeout_s=2400)
+
+
+# Started when the session starts, after the main command's run; these tests run last (tests/lanes.py).
+BACKGROUND = Background("dvc-repro", start_dvc_repro)
+
+
+@pytest.fixture(scope="module")
+def reproduced(background_lane: Lane) -> Path:
+    finished = background_lane.result(BACKGROUND)
+    assert finished.returncode == 0, finished.output[-6000:]
+    return finished.repo
 
 
 def test_every_stage_ran_on_the_real_tweets(reproduced: Path) -> None:

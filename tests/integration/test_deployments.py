@@ -10,9 +10,7 @@ evaluation and a data refresh then run side by side, in workspaces of their own.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -31,6 +29,7 @@ from tests.helpers import (
     port_settings,
     scratch_clone,
     set_params,
+    stop_worker,
     synthetic_splits,
     tiny_encoder,
 )
@@ -202,12 +201,7 @@ def gpu_pool_worker(deployed: Deployed):
                               cwd=deployed.repo, env={**deployed.env, "PREFECT_API_URL": deployed.api},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     yield TRAIN_POOL
-    os.killpg(worker.pid, signal.SIGTERM)
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:  # a worker still finishing its own shutdown: it has no work left
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=30)
+    stop_worker(worker)
 
 
 def test_the_train_stage_can_run_on_another_work_pool(deployed: Deployed, nightly_runs, gpu_pool_worker: str):

@@ -9,7 +9,6 @@ timeout and the remote run is cancelled.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 from flows.remote_train import run_remote
 from flows.steps import StageError
 from tasks.settings import Settings
+from tests.helpers import stop_worker
 
 pytestmark = pytest.mark.integration
 
@@ -118,12 +118,7 @@ def worker(local_service_env: dict[str, str], tmp_path: Path) -> Iterator:
 
     yield start
     for process in started:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_worker(process)
 
 
 @pytest.mark.slow
