@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from flows.registry_cli import open_registry
+from flows.registry_cli import one_line_errors, open_registry
 
 # Windows for a model saved before flowtune recorded its training `max_length` (tasks/train.py save_best).
 DEFAULT_MAX_LENGTH = 128
@@ -39,24 +39,35 @@ def read_sentences(args) -> tuple[list, bool]:
 def read_input_file(path: Path) -> tuple[list, bool]:
     """A tagged file goes through the validating readers; a tokens-only one (CoNLL with one column,
     JSONL rows without `tags`) is read as sentences to tag."""
-    from tasks.io import InputFormatError
+    from tasks.io import InputFormatError, jsonl_lines, read_jsonl_objects, read_text
     from tasks.kinds.ner.records import NerRecord, read_records
 
     if not path.is_file():
         raise InputFormatError(f"{path}: input file not found")
-    text = path.read_text(encoding="utf-8-sig")
-    first = next((line for line in text.splitlines() if line.strip() and not line.startswith("-DOCSTART-")), "")
+    text = read_text(path)
     jsonl = path.suffix == ".jsonl"
-    tagged = "tags" in json.loads(first) if jsonl and first else len(first.split()) > 1
-    if tagged:
-        return read_records(path, "jsonl" if jsonl else "conll"), True
     if jsonl:
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        return [NerRecord(str(r.get("id", f"{path.name}:{i + 1}")), tuple(r["tokens"]), ("O",) * len(r["tokens"]))
-                for i, r in enumerate(rows)], False
-    sentences = [block.split("\n") for block in text.replace("\r\n", "\n").split("\n\n") if block.strip()]
+        rows = read_jsonl_objects(path, '{"tokens": ["..."]}')  # errors name the line
+        if rows and "tags" in rows[0][1]:
+            return read_records(path, "jsonl"), True
+        return [untagged(path, line_no, row) for line_no, row in rows], False
+    first = next((line for _, line in jsonl_lines(text) if not line.startswith("-DOCSTART-")), "")
+    if len(first.split()) > 1:
+        return read_records(path, "conll"), True
+    sentences = [block.split("\n") for block in text.split("\n\n") if block.strip()]
     return [NerRecord(f"{path.name}:{i + 1}", tuple(w.strip() for w in lines if w.strip()),
                       ("O",) * sum(1 for w in lines if w.strip())) for i, lines in enumerate(sentences)], False
+
+
+def untagged(path: Path, line_no: int, row: dict):
+    """A JSONL sentence to tag: `tokens` (a list of strings) and an optional `id`."""
+    from tasks.io import InputFormatError
+    from tasks.kinds.ner.records import NerRecord
+
+    tokens = row.get("tokens")
+    if not isinstance(tokens, list) or not all(isinstance(token, str) for token in tokens):
+        raise InputFormatError(f"{path}:{line_no}: expected 'tokens', a list of strings, got {tokens!r}"[:300])
+    return NerRecord(str(row.get("id", f"{path.name}:{line_no}")), tuple(tokens), ("O",) * len(tokens))
 
 
 def write_predictions(records, predicted, fmt: str, out) -> None:
@@ -69,22 +80,17 @@ def write_predictions(records, predicted, fmt: str, out) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tasks.io import InputFormatError
-
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, one_line_errors("predict"):
         model_dir = Path(args.model)
         if not model_dir.is_dir():
             registry = open_registry()
             name, version = registry.resolve(args.model)
-            model_dir = registry.download(name, version, Path(tmp))
+            model_dir = registry.download(name, version, Path(tmp) / "model")
         if args.max_length is None:
             args.max_length = trained_max_length(model_dir)
-        try:
-            if is_sequence_classifier(model_dir):
-                return predict_classes(args, model_dir)
-            return predict_entities(args, model_dir)
-        except InputFormatError as exc:
-            sys.exit(f"flowtune predict: error: {exc}")
+        if is_sequence_classifier(model_dir):
+            return predict_classes(args, model_dir)
+        return predict_entities(args, model_dir)
 
 
 def trained_max_length(model_dir: Path) -> int:
@@ -142,19 +148,27 @@ def read_texts(args, label_separator: str | None = None) -> tuple[list, bool]:
 
 
 def has_column(path: Path, column: str) -> bool:
-    """Whether the first row of a .csv/.jsonl input has `column` (a missing file is the reader's to report)."""
+    """Whether the first row of a .csv/.jsonl input has `column` (a missing or malformed file is the
+    reader's to report)."""
     import csv
+    import io
+
+    from tasks.io import InputFormatError, jsonl_lines, read_text
 
     if not path.is_file():
         return False
-    with open(path, newline="", encoding="utf-8") as handle:
-        if path.suffix.lower() == ".csv":
-            return column in (csv.DictReader(handle).fieldnames or [])
-        first = next((line for line in handle if line.strip()), "{}")
+    try:
+        text = read_text(path)
+    except InputFormatError:
+        return False
+    if path.suffix.lower() == ".csv":
+        header = next(csv.reader(io.StringIO(text, newline="")), [])
+        return column in [name.strip() for name in header]
+    first = next((line for _, line in jsonl_lines(text)), "{}")
     try:
         return column in json.loads(first)
-    except json.JSONDecodeError:
-        return False  # the reader names the line
+    except (json.JSONDecodeError, TypeError):
+        return False
 
 
 def predict_classes(args: argparse.Namespace, model_dir: Path) -> int:

@@ -3,19 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from tasks.settings import Settings
 
 
 def open_registry():
+    """The registry of the configured storage, checked first (one request): an unreachable endpoint, wrong
+    keys or a missing bucket fail here with flows.storage's message."""
+    from flows.storage import check_bucket
     from tasks.registry import Registry
     from tasks.settings import s3_client
 
     settings = Settings()
+    check_bucket(settings, settings.registry_bucket)
     return Registry(s3_client(settings), settings.registry_bucket, settings.registry_prefix)
+
+
+@contextlib.contextmanager
+def one_line_errors(command: str) -> Iterator[None]:
+    """What the user can fix (an unknown model, version or alias, a malformed input file, storage that is
+    down or refuses the keys) ends the command with one line naming it and exit status 1, no traceback."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from flows.storage import StorageError, storage_problem
+    from tasks.io import InputFormatError
+    from tasks.registry import RegistryError
+
+    try:
+        yield
+    except (RegistryError, StorageError, InputFormatError) as exc:
+        sys.exit(f"flowtune {command}: error: {exc}")
+    except (BotoCoreError, ClientError) as exc:  # storage failed after the first check
+        settings = Settings()
+        sys.exit(f"flowtune {command}: error: {storage_problem(settings, settings.registry_bucket, exc)}")
 
 
 def print_table(header: list[str], rows: list[list]) -> None:
@@ -107,12 +132,8 @@ ACTIONS = {"list": cmd_list, "show": cmd_show, "promote": cmd_promote, "rollback
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
-    from tasks.registry import RegistryError
-
-    try:
+    with one_line_errors(f"registry {args.action}"):
         ACTIONS[args.action](open_registry(), args)
-    except RegistryError as exc:
-        sys.exit(f"flowtune registry {args.action}: error: {exc}")
     return 0
 
 

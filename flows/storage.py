@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from tasks.settings import Settings, s3_client
 
@@ -15,25 +22,30 @@ class StorageError(RuntimeError):
 
 def check_storage(settings: Settings) -> None:
     """Check the endpoint answers, the credentials are accepted and both buckets exist."""
-    client = s3_client(settings)
-    endpoint = settings.endpoint_url
     for bucket in (settings.dvc_bucket, settings.registry_bucket):
-        try:
-            client.head_bucket(Bucket=bucket)
-        except EndpointConnectionError:
-            raise StorageError(
-                f"S3 endpoint {endpoint} is unreachable: expected a running S3 server there "
-                "(start the local one with `flowtune services up`, or set FLOWTUNE_S3_ENDPOINT_URL)"
-            ) from None
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "?")
-            if code in CREDENTIAL_ERRORS:
-                raise StorageError(
-                    f"S3 endpoint {endpoint} rejected the credentials for bucket {bucket!r} ({code}): "
-                    "check FLOWTUNE_S3_ACCESS_KEY_ID / FLOWTUNE_S3_SECRET_ACCESS_KEY in .env"
-                ) from None
-            if code in {"404", "NoSuchBucket"}:
-                raise StorageError(
-                    f"bucket {bucket!r} does not exist at {endpoint} (`flowtune services up` creates it)"
-                ) from None
-            raise StorageError(f"S3 endpoint {endpoint}, bucket {bucket!r}: unexpected error {code}") from None
+        check_bucket(settings, bucket)
+
+
+def check_bucket(settings: Settings, bucket: str) -> None:
+    """One HEAD request: StorageError naming the endpoint, the bucket and the fix if it fails."""
+    try:
+        s3_client(settings).head_bucket(Bucket=bucket)
+    except (BotoCoreError, ClientError) as exc:
+        raise StorageError(storage_problem(settings, bucket, exc)) from None
+
+
+def storage_problem(settings: Settings, bucket: str, exc: Exception) -> str:
+    """What a boto error means for the user, in one line with the fix."""
+    endpoint = settings.endpoint_url
+    if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ReadTimeoutError | ConnectTimeoutError):
+        return (f"S3 endpoint {endpoint} is unreachable: expected a running S3 server there "
+                "(start the local one with `flowtune services up`, or set FLOWTUNE_S3_ENDPOINT_URL)")
+    if not isinstance(exc, ClientError):
+        return f"S3 endpoint {endpoint}, bucket {bucket!r}: {type(exc).__name__}: {exc}"
+    code = exc.response.get("Error", {}).get("Code", "?")
+    if code in CREDENTIAL_ERRORS:
+        return (f"S3 endpoint {endpoint} rejected the credentials for bucket {bucket!r} ({code}): "
+                "check FLOWTUNE_S3_ACCESS_KEY_ID / FLOWTUNE_S3_SECRET_ACCESS_KEY in .env")
+    if code in {"404", "NoSuchBucket"}:
+        return f"bucket {bucket!r} does not exist at {endpoint} (`flowtune services up` creates it)"
+    return f"S3 endpoint {endpoint}, bucket {bucket!r}: unexpected error {code}"

@@ -48,6 +48,39 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def jsonl_lines(text: str) -> Iterator[tuple[int, str]]:
+    """The non-blank lines of JSONL text with their 1-based numbers.
+
+    Split on LF only: `str.splitlines()` also splits on U+2028, U+2029, U+0085 and a few control
+    characters, which `json.dumps(ensure_ascii=False)` leaves unescaped inside strings.
+    """
+    for line_no, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            yield line_no, line
+
+
+def read_jsonl_objects(path: Path, example: str) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a user's JSONL file (any encoding `read_text`
+    takes); a line that is not a JSON object is an error naming it. `example` shows the expected shape."""
+    rows = []
+    for line_no, line in jsonl_lines(read_text(path)):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputFormatError(f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                                   f"expected one object such as {example} per line") from None
+        if not isinstance(row, dict):
+            raise InputFormatError(f"{path}:{line_no}: expected a JSON object such as {example}, "
+                                   f"got {type(row).__name__}")
+        rows.append((line_no, row))
+    return rows
+
+
+def read_jsonl_rows(path: Path) -> list[dict]:
+    """The JSON objects a stage wrote with `write_jsonl` (one per line)."""
+    return [json.loads(line) for _, line in jsonl_lines(Path(path).read_text(encoding="utf-8"))]
+
+
 def write_json(path: Path, payload: dict) -> None:
     atomic_write_text(Path(path), json.dumps(payload, indent=2, sort_keys=True) + "\n")
 

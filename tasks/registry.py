@@ -23,7 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
+import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,23 +180,40 @@ class Registry:
         return json.loads(body)
 
     def download(self, name: str, version: int, dest: Path) -> Path:
-        """Fetch a version's files into `dest`, verifying each file's sha256 against the manifest."""
+        """Fetch a version's files into `dest`, verifying each file's sha256 against the manifest.
+
+        The files land in a staging folder next to `dest`, which then replaces `dest` whole: a failed or
+        interrupted download leaves `dest` as it was, and a folder never mixes two versions' files.
+        """
         manifest = self.manifest(name, version)
-        dest = Path(dest)
-        for relative, expected in manifest["files"].items():
-            target = (dest / relative).resolve()
-            if dest.resolve() not in target.parents:
-                raise RegistryError(f"manifest of {name} v{version} has an unsafe path {relative!r}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self.client.download_file(self.bucket, self._key(name, str(version), "files", relative), str(target))
-            if sha256_of(target) != expected["sha256"]:
-                target.unlink()
-                raise RegistryError(f"{name} v{version}: checksum mismatch for {relative}")
+        dest = Path(dest).absolute()
+        if dest.exists() and not dest.is_dir():
+            raise RegistryError(f"{dest} exists and is not a folder")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staged = Path(tempfile.mkdtemp(prefix=f".{dest.name}.download-", dir=dest.parent))
+        try:
+            for relative, expected in manifest["files"].items():
+                self._download_file(name, version, relative, expected["sha256"], staged)
+            _swap_in(staged, dest)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
         return dest
+
+    def _download_file(self, name: str, version: int, relative: str, sha256: str, folder: Path) -> None:
+        target = (folder / relative).resolve()
+        if folder.resolve() not in target.parents:
+            raise RegistryError(f"manifest of {name} v{version} has an unsafe path {relative!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.client.download_file(self.bucket, self._key(name, str(version), "files", relative), str(target))
+        if sha256_of(target) != sha256:
+            raise RegistryError(f"{name} v{version}: checksum mismatch for {relative}")
 
     def resolve(self, ref: str) -> tuple[str, int]:
         """(name, version) of a reference such as `wnut16-ner`, `wnut16-ner@3` or `wnut16-ner:champion`."""
         name, target = split_ref(ref)
+        if not self.versions(name):
+            raise RegistryError(f"no model named {name!r} in the registry (models: {self.models()})")
         if target.isdigit():
             if int(target) not in self.versions(name):
                 raise RegistryError(f"{name} has no published version {target} (versions: {self.versions(name)})")
@@ -349,3 +370,18 @@ class Registry:
             return True
         except ClientError:
             return False
+
+
+def _swap_in(staged: Path, dest: Path) -> None:
+    """Replace folder `dest` (if any) by `staged`: two renames in one parent folder, the old one removed after."""
+    if not dest.exists():
+        os.replace(staged, dest)
+        return
+    old = dest.with_name(f".{dest.name}.replaced-{uuid.uuid4().hex[:8]}")
+    os.replace(dest, old)
+    try:
+        os.replace(staged, dest)
+    except BaseException:
+        os.replace(old, dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

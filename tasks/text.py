@@ -24,8 +24,9 @@ def normalize_token(token: str, form: str) -> str:
 
 def has_control_character(token: str) -> bool:
     """Control (Cc) or format (Cf: zero-width, bidi marks) characters: invisible, and they split
-    differently in tokenizers than they look."""
-    return any(unicodedata.category(ch) in ("Cc", "Cf") for ch in token)
+    differently in tokenizers than they look. Tab and line breaks are whitespace to a tokenizer (as in
+    BERT's), so a text of several lines has none."""
+    return any(unicodedata.category(ch) in ("Cc", "Cf") and ch not in "\t\n\r" for ch in token)
 
 
 def near_duplicate_key_of_tokens(tokens: tuple[str, ...]) -> tuple[str, ...]:

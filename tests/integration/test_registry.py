@@ -88,6 +88,31 @@ def test_tampered_file_fails_download(registry: Registry, model_dir: Path, tmp_p
         registry.download("ner", 1, tmp_path / "out")
 
 
+def test_a_download_replaces_the_folder_whole_or_leaves_it_as_it_was(registry: Registry, model_dir: Path,
+                                                                    tmp_path: Path):
+    registry.publish("ner", model_dir, {})
+    (model_dir / "extra.txt").write_text("only in v2\n")
+    registry.publish("ner", model_dir, {})
+    dest = tmp_path / "pulled"
+    registry.download("ner", 2, dest)
+    registry.download("ner", 1, dest)  # over v2: v2's extra file must not survive
+    v1_files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert v1_files == ["config.json", "sub/weights.bin"]
+    key = registry._key("ner", "2", "files", "sub/weights.bin")
+    registry.client.put_object(Bucket=registry.bucket, Key=key, Body=b"tampered")
+    with pytest.raises(RegistryError, match="checksum mismatch for sub/weights.bin"):
+        registry.download("ner", 2, dest)  # fails half-way: v1 stays, whole
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()) == v1_files
+    assert (dest / "sub" / "weights.bin").read_bytes() == (model_dir / "sub" / "weights.bin").read_bytes()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
+
+
+def test_an_unknown_model_is_named(registry: Registry, model_dir: Path):
+    registry.publish("ner", model_dir, {})
+    with pytest.raises(RegistryError, match=r"no model named 'nosuch' in the registry \(models: \['ner'\]\)"):
+        registry.resolve("nosuch:champion")
+
+
 @pytest.mark.parametrize("name", ["", "../etc", "UPPER", "a/b", "x" * 65])
 def test_bad_names_rejected(registry: Registry, model_dir: Path, name: str):
     with pytest.raises(RegistryError, match="invalid model name"):

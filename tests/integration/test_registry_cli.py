@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -86,6 +87,53 @@ def test_show_is_readable_and_errors_name_what_is_wrong(published) -> None:
     assert missing.returncode == 1 and "has no published version 9" in missing.stderr
     bad = flowtune(work, "registry", "show", "../etc")
     assert bad.returncode == 1 and "invalid model name" in bad.stderr
+
+
+def one_line_error(result: subprocess.CompletedProcess, command: str) -> str:
+    """The command failed as a user-fixable error should: exit 1, one line on stderr, no traceback."""
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"flowtune {command}: error: "), result.stderr
+    return lines[0]
+
+
+def test_unknown_models_versions_and_aliases_are_one_line_errors(published) -> None:
+    work, name, _ = published
+    for command, args in (("registry show", ["registry", "show", "nosuch"]),
+                          ("registry pull", ["registry", "pull", "nosuch:champion"]),
+                          ("predict", ["predict", "--model", "nosuch", "some text"])):
+        assert "no model named 'nosuch' in the registry" in one_line_error(flowtune(work, *args), command)
+    assert "has no published version 9" in one_line_error(flowtune(work, "registry", "pull", f"{name}@9"),
+                                                           "registry pull")
+    assert f"model {name!r} has no alias 'staging'" in one_line_error(
+        flowtune(work, "predict", "--model", f"{name}:staging", "x"), "predict")
+
+
+def test_storage_down_or_wrong_keys_are_one_line_errors(published, free_port) -> None:
+    work, name, _ = published
+    env_file = (work / ".env").read_text()
+    down = work / "down"
+    down.mkdir()
+    (down / ".env").write_text(re.sub(r"FLOWTUNE_S3_ENDPOINT_URL=\S+", f"FLOWTUNE_S3_ENDPOINT_URL=http://127.0.0.1:"
+                                      f"{free_port()}", env_file))
+    wrong = work / "wrong-keys"
+    wrong.mkdir()
+    (wrong / ".env").write_text(re.sub(r"FLOWTUNE_S3_SECRET_ACCESS_KEY=\S+", "FLOWTUNE_S3_SECRET_ACCESS_KEY=wrong",
+                                       env_file))
+    for folder, problem in ((down, "is unreachable"), (wrong, "rejected the credentials")):
+        for command, args in (("registry show", ["registry", "show", name]),
+                              ("registry pull", ["registry", "pull", name]),
+                              ("predict", ["predict", "--model", name, "some text"])):
+            assert problem in one_line_error(flowtune(folder, *args), command)
+    assert "wrong" not in flowtune(wrong, "registry", "show", name).stderr  # the key itself is never printed
+
+
+def test_a_malformed_input_file_is_a_one_line_error(published) -> None:
+    work, name, _ = published
+    (work / "broken.jsonl").write_text('{"tokens": ["a"]}\n{"tokens": ["b"\n')
+    message = one_line_error(flowtune(work, "predict", "--model", f"{name}:champion", "--input", "broken.jsonl"),
+                             "predict")
+    assert "broken.jsonl:2: not valid JSON" in message
 
 
 def test_show_reads_metrics_registered_before_the_report(published) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.io import InputFormatError, read_text
+from tasks.io import InputFormatError, jsonl_lines, read_text
 from tasks.iob import to_iob2
 from tasks.sentence import Sentence
 
@@ -71,9 +71,7 @@ def _conll_columns(path: Path, line_no: int, line: str, separator: str | None) -
 def read_jsonl(path: Path) -> list[NerRecord]:
     """Read JSONL rows `{"tokens": [...], "tags": [...]}` with an optional `id` and `meta`."""
     records = []
-    for line_no, line in enumerate(read_text(path).split("\n"), start=1):
-        if not line.strip():
-            continue
+    for line_no, line in jsonl_lines(read_text(path)):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:

@@ -11,7 +11,7 @@ which keeps the label out of their way (DECISIONS 26).
 from __future__ import annotations
 
 import csv
-import json
+import io
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasks.contract import named
-from tasks.io import InputFormatError, write_jsonl
+from tasks.io import InputFormatError, read_jsonl_objects, read_jsonl_rows, read_text, write_jsonl
 from tasks.params import CleanParams, ValidateParams
 from tasks.sentence import Sentence
 from tasks.text import has_control_character, near_duplicate_key_of_text, normalize_token
@@ -93,23 +93,16 @@ def _example(row: dict, where: str, default_id: str, text_column: str, label_col
 def read_text_examples(path: Path, text_column: str = "text", label_column: str | None = "label",
                        separator: str | None = None) -> list[TextExample]:
     """Examples from a .csv (header row) or .jsonl file; ids default to `<file stem>:<line>`. Without a
-    `label_column`, texts to classify (label ''); with a `separator`, multi-label examples."""
+    `label_column`, texts to classify (label ''); with a `separator`, multi-label examples.
+
+    UTF-8 with or without a byte-order mark (Excel writes one), or UTF-16 with one; any other bytes are
+    an error naming their line (tasks.io.read_text).
+    """
     path = Path(path)
     if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = [(reader.line_num, row) for reader in [csv.DictReader(handle)] for row in reader]
+        rows = csv_rows(path)
     elif path.suffix.lower() == ".jsonl":
-        rows = []
-        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputFormatError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise InputFormatError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-            rows.append((line_no, row))
+        rows = read_jsonl_objects(path, '{"text": "...", "label": "..."}')
     else:
         raise InputFormatError(f"{path}: expected a .csv or .jsonl file")
     examples = [_example(row, f"{path}:{line_no}", f"{path.stem}:{line_no}", text_column, label_column, separator)
@@ -117,6 +110,59 @@ def read_text_examples(path: Path, text_column: str = "text", label_column: str 
     if not examples:
         raise InputFormatError(f"{path}: no examples")
     return examples
+
+
+def csv_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line where the row starts, {column: value}) for each row after the header; blank lines skipped.
+
+    Strict: a row must have exactly the header's fields (an unquoted comma in a text would otherwise
+    shift the label), and a quoted field must close (an open quote would otherwise swallow later rows).
+    """
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), strict=True)
+    header: list[str] | None = None
+    rows, start = [], 1
+    try:
+        for fields in reader:
+            line_no, start = start, reader.line_num + 1
+            if not fields or fields == [""]:
+                continue
+            if header is None:
+                header = _csv_header(path, line_no, fields)
+            elif len(fields) != len(header):
+                raise InputFormatError(f"{path}:{line_no}: {_field_count_problem(fields, header)}")
+            else:
+                rows.append((line_no, dict(zip(header, fields, strict=True))))
+    except csv.Error as exc:
+        raise InputFormatError(f"{path}:{start}: {_csv_problem(exc, start, reader.line_num)}") from None
+    return rows
+
+
+def _field_count_problem(fields: list[str], header: list[str]) -> str:
+    got = f"{len(fields)} field{'s' if len(fields) != 1 else ''}, but the header has {len(header)} ({','.join(header)})"
+    if len(fields) > len(header):
+        return f'{got}; quote a text that holds a comma, e.g. "hello, world",positive'
+    return f"{got}; every row needs a value for each column"
+
+
+def _csv_header(path: Path, line_no: int, fields: list[str]) -> list[str]:
+    header = [name.strip() for name in fields]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated or "" in header:
+        raise InputFormatError(f"{path}:{line_no}: the header must name each column once, got {fields}")
+    return header
+
+
+def _csv_problem(exc: csv.Error, start: int, end: int) -> str:
+    """What a `csv.Error` means for the user, for a row starting on line `start` and read to `end`."""
+    reason = str(exc)
+    if "unexpected end of data" in reason or "field larger than field limit" in reason:
+        return ("a quoted field opens in this row and never closes (it runs to line "
+                f"{end}); close the quote, and double any quote inside a text (\"\")")
+    if "expected after" in reason:
+        spans = f" (the row runs to line {end})" if end > start else ""
+        return (f"a quoted field must end with a quote followed by a comma or the line's end{spans}; "
+                'double a quote inside a quoted text ("")')
+    return f"not valid CSV ({reason})"
 
 
 def mentions(records: Sequence[Sentence], entity_type: str) -> list[TextExample]:
@@ -132,7 +178,7 @@ def write_examples(path: Path, examples: Sequence[TextExample]) -> None:
 
 def load_examples(path: Path) -> list[TextExample]:
     """Examples a previous stage wrote (labels already in their canonical form)."""
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl_rows(path)
     return [TextExample(row["id"], row["text"], row["label"], row.get("meta", {})) for row in rows]
 
 
