@@ -130,7 +130,7 @@ def load_model(params, labels: list[str], device: torch.device):
     model = AutoModelForTokenClassification.from_pretrained(
         base, num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
-        hidden_dropout_prob=params.dropout, attention_probs_dropout_prob=params.dropout,
+        hidden_dropout_prob=params.dropout, attention_probs_dropout_prob=params.dropout, use_safetensors=True,
     )
     return model.to(device), AutoTokenizer.from_pretrained(base)
 

@@ -120,7 +120,7 @@ def predict_entities(args: argparse.Namespace, model_dir: Path) -> int:
 
     records, tagged = read_sentences(args)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
+    model = AutoModelForTokenClassification.from_pretrained(model_dir, use_safetensors=True).eval()
     predicted = predict_tags(model, tokenizer, [r.tokens for r in records], args.batch_size, args.max_length)
     with output_stream(args) as out:
         write_predictions(records, predicted, args.format or "conll", out)

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tasks.names import model_name_problem
 
 
 class Section(BaseModel):
@@ -57,7 +59,7 @@ class IngestParams(Section):
 # The data contract's checks by name: `validate.soft` lists those that only warn.
 ContractCheck = Literal["row_count", "length_match", "sentence_length", "subword_length", "iob2_valid", "no_leakage",
                         "duplicate_share", "token_not_blank", "no_control_characters", "tag_in_label_set",
-                        "entity_distribution", "text_not_blank", "label_in_set", "class_balance"]
+                        "entity_distribution", "train_has_entities", "text_not_blank", "label_in_set", "class_balance"]
 
 
 class ValidateParams(Section):
@@ -171,7 +173,14 @@ class GateParams(Section):
 
 
 class RegistryParams(Section):
-    model_name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    model_name: str  # checked when params load, not after training: tasks/names.py
+
+    @field_validator("model_name")
+    @classmethod
+    def _valid_model_name(cls, name: str) -> str:
+        if problem := model_name_problem(name):
+            raise ValueError(problem)
+        return name
 
 
 class GcParams(Section):

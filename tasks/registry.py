@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -33,10 +32,10 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
+from tasks.names import ALIAS_PATTERN, NAME_PATTERN, alias_problem, model_name_problem
+
 # Used with fullmatch only: `$` also matches before a final "\n", so match() would let "champion\n"
 # through, and a name or alias becomes an S3 key.
-NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-ALIAS_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 MAX_ALIAS_HISTORY = 50
 ANY = object()  # set_alias/rollback `expected`: whatever the alias points at when it is read
 # Written anew by each registration (metrics, lineage with a timestamp, model card): not part of a
@@ -76,14 +75,14 @@ def manifest_digest(manifest: dict) -> str:
 
 
 def check_name(name: str) -> str:
-    if not NAME_PATTERN.fullmatch(name) or ".." in name:
-        raise RegistryError(f"invalid model name {name!r}: expected lowercase [a-z0-9._-], 1-64 chars, no '..'")
+    if problem := model_name_problem(name):
+        raise RegistryError(problem)
     return name
 
 
 def check_alias(alias: str) -> str:
-    if not ALIAS_PATTERN.fullmatch(alias):
-        raise RegistryError(f"invalid alias {alias!r}: expected lowercase [a-z0-9_-], starting with a letter")
+    if problem := alias_problem(alias):
+        raise RegistryError(problem)
     return alias
 
 

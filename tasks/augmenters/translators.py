@@ -127,7 +127,7 @@ class MarianBackend:
             raise TranslatorUnavailable(f"{folder}: Marian model directory not found (expected a save_pretrained "
                                         "folder with config.json, weights and tokenizer files)")
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = MarianMTModel.from_pretrained(folder).to(self.device).eval()
+        model = MarianMTModel.from_pretrained(folder, use_safetensors=True).to(self.device).eval()
         return model, tokenizer
 
     def round_trip(self, texts: Sequence[str]) -> list[str]:

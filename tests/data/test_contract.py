@@ -145,3 +145,13 @@ def test_a_check_soft_on_raw_data_is_hard_after_cleaning(tmp_path: Path):
     params = PARAMS.model_copy(update={"soft": {"raw": ["duplicate_share"]}})
     with pytest.raises(ContractError, match="duplicate_share"):
         run(params, write(tmp_path, train), tmp_path / "report.json", checkpoint="clean")
+
+
+def test_a_train_split_without_any_entity_fails_even_without_a_reference_profile(tmp_path: Path):
+    """A broken import that tags everything O: nothing to learn. No reference profile needed to see it."""
+    all_o = [NerRecord(f"f.conll:{i}", ("Alice", "visits", f"Paris{i}"), ("O", "O", "O")) for i in range(4)]
+    assert PARAMS.reference_profile is None
+    with pytest.raises(ContractError, match=r"train_has_entities .*\n.*train split: mentions=0"):
+        run(PARAMS, write(tmp_path, all_o), tmp_path / "report.json")
+    dev_and_test_only = write(tmp_path / "ok", good(), dev=all_o[:1], test=all_o[1:2])  # only train must have some
+    assert run(PARAMS, dev_and_test_only, tmp_path / "ok" / "report.json")["success"]

@@ -27,6 +27,21 @@ def test_bad_aliases_are_refused(alias: str) -> None:
         check_alias(alias)
 
 
+@pytest.mark.parametrize("name", ["ner\n", "a..b", "My Model"])
+def test_a_bad_model_name_in_params_fails_when_params_load(name: str, tmp_path: Path) -> None:
+    """Not after an hour of training, at the registration step: the first stage to load params says so."""
+    import yaml
+
+    from tasks.params import ParamsError, load_params
+    from tests.helpers import ROOT
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["registry"]["model_name"] = name
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match=r"params\.yaml: registry\.model_name: Value error, invalid model name"):
+        load_params(tmp_path / "params.yaml")
+
+
 def test_good_names_and_aliases_pass_unchanged() -> None:
     assert check_name("ner-wnut17.v2") == "ner-wnut17.v2" and check_alias("champion") == "champion"
 

@@ -125,3 +125,49 @@ def test_every_test_named_in_security_md_exists() -> None:
     assert len(named) >= 10
     for path, test in named:
         assert re.search(rf"^def {test}\(", (ROOT / path).read_text(), re.MULTILINE), f"{path}::{test}"
+
+
+# ---------------------------------------------------------------- model loading
+
+def model_loads() -> list[tuple[str, int, bool]]:
+    """(file, line, passes use_safetensors=True) for each `<model class>.from_pretrained(...)` in our code
+    (tokenizers and configs hold no pickles)."""
+    import ast
+
+    calls = []
+    for folder in ("tasks", "flows", "benchmarks"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr == "from_pretrained" and isinstance(node.func.value, ast.Name)
+                        and not node.func.value.id.endswith(("Tokenizer", "Config"))):
+                    safe = any(k.arg == "use_safetensors" and isinstance(k.value, ast.Constant)
+                               and k.value.value is True for k in node.keywords)
+                    calls.append((str(path.relative_to(ROOT)), node.lineno, safe))
+    return calls
+
+
+def test_every_model_is_loaded_from_safetensors_only() -> None:
+    calls = model_loads()
+    assert len(calls) >= 6, calls  # the scan sees our loaders
+    assert [c for c in calls if not c[2]] == []
+
+
+def test_a_model_folder_holding_only_a_pickle_is_refused(tmp_path: Path, tiny_base: Path) -> None:
+    """`pytorch_model.bin` is a pickle: loading a downloaded one may run its code. Refused, not loaded."""
+    import argparse
+
+    import torch
+    from transformers import AutoConfig, BertForTokenClassification
+
+    from flows.predict_cli import predict_entities
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_base, folder)
+    (folder / "model.safetensors").unlink()
+    config = AutoConfig.from_pretrained(folder, num_labels=3, id2label={0: "O", 1: "B-person", 2: "I-person"})
+    config.save_pretrained(folder)
+    torch.save(BertForTokenClassification(config).state_dict(), folder / "pytorch_model.bin")
+    args = argparse.Namespace(input=None, text=["hello world"], batch_size=8, max_length=32, format=None, output=None)
+    with pytest.raises(OSError, match="model.safetensors"):
+        predict_entities(args, folder)

@@ -96,6 +96,20 @@ def profile_table(records: list[NerRecord], reference: dict[str, float]) -> pd.D
     return pd.DataFrame(rows, columns=["id", "share", "reference_share", "ratio"])
 
 
+def mention_table(train: list[NerRecord]) -> pd.DataFrame:
+    """The train split's entity mentions: a tagger cannot learn from a split without any, whatever the
+    reference profile says (or when there is none)."""
+    mentions = sum(1 for r in train for _ in entity_spans(r.tags))
+    return pd.DataFrame([{"id": "train split", "mentions": mentions}], columns=["id", "mentions"])
+
+
+def mention_expectations() -> list:
+    import great_expectations as gx
+
+    return [named("train_has_entities",
+                  gx.expectations.ExpectColumnValuesToBeBetween(column="mentions", min_value=1))]
+
+
 def sentence_expectations(params: ValidateParams) -> list:
     import great_expectations as gx
 
@@ -157,6 +171,8 @@ def contract_tables(splits: dict[str, list[NerRecord]], params: ValidateParams,
                           ignore_index=True)
     tables = {"sentences": (sentences, sentence_expectations(params)),
               "tokens": (token_table(splits), token_expectations(params))}
+    if "train" in splits:
+        tables["train_mentions"] = (mention_table(splits["train"]), mention_expectations())
     reference = load_reference(params.reference_profile)
     if reference:
         everything = [r for rs in splits.values() for r in rs]

@@ -77,7 +77,7 @@ def evaluate(params: EvaluateParams, model_dir: Path, test_path: Path, predictio
     type, behaviour, slices), the predictions JSONL and the confusion plot's (gold, predicted) tag pairs."""
     records = load_jsonl(Path(test_path))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForTokenClassification.from_pretrained(model_dir)
+    model = AutoModelForTokenClassification.from_pretrained(model_dir, use_safetensors=True)
     labels = set(model.config.label2id)
     check_tags(records, labels)
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))

@@ -89,6 +89,7 @@ class NerKind:
             attention_probs_dropout_prob=params.dropout,
             # A fine-tuned checkpoint with another label set may serve as base: re-initialise its head.
             ignore_mismatched_sizes=True,
+            use_safetensors=True,  # never unpickle a .bin (arbitrary code on load)
         )
         return model, tokenizer
 

@@ -34,7 +34,7 @@ def evaluate(params: EvaluateParams, model_dir: Path, test_path: Path, predictio
     confusion, calibration (ECE), latency."""
     examples = textdata.load_examples(Path(test_path))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     unknown = next((e for e in examples if not set(e.labels) <= set(labels)), None)
     if unknown:

@@ -113,7 +113,7 @@ def load_classifier(params, labels: list[str], multi_label: bool = False):
         base, num_labels=len(labels), id2label=dict(enumerate(labels)),
         problem_type=MULTI_LABEL if multi_label else "single_label_classification",
         label2id={label: i for i, label in enumerate(labels)}, hidden_dropout_prob=params.dropout,
-        attention_probs_dropout_prob=params.dropout, ignore_mismatched_sizes=True)
+        attention_probs_dropout_prob=params.dropout, ignore_mismatched_sizes=True, use_safetensors=True)
     return model, AutoTokenizer.from_pretrained(base)
 
 
@@ -209,7 +209,7 @@ class SavedClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True).eval()
         return cls(model, tokenizer, [model.config.id2label[i] for i in range(model.config.num_labels)],
                    is_multi_label(model))
 
