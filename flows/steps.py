@@ -41,10 +41,12 @@ class StageError(RuntimeError):
 
 
 def venv_env() -> dict[str, str]:
-    """This interpreter's bin folder first on PATH: `dvc` and the stages' `python -m tasks.<step>`
-    then run in the same environment as the flow, even when the venv is not activated."""
+    """This interpreter's bin folder first on PATH, and this interpreter for the stages (infra/local/python):
+    `dvc` and every `python -m tasks.<step>` then run in the flow's environment, even in a workspace that
+    has no .venv of its own."""
     bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+    return {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+            "FLOWTUNE_PYTHON": sys.executable}
 
 
 def run_logged(command: list[str], what: str) -> None:

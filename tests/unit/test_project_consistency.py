@@ -57,7 +57,7 @@ def test_the_classification_example_has_every_key_of_params_yaml_and_keeps_the_p
 @pytest.mark.parametrize("stage", list(DVC["stages"]))
 def test_stage_module_and_params_exist(stage: str):
     spec = DVC["stages"][stage]
-    module = re.fullmatch(r"python -m (tasks\.\w+)( --[\w-]+ \w+)*", spec["cmd"]).group(1)
+    module = re.fullmatch(r"infra/local/python -m (tasks\.\w+)( --[\w-]+ \w+)*", spec["cmd"]).group(1)
     assert hasattr(importlib.import_module(module), "main")
     assert f"{module.replace('.', '/')}.py" in spec["deps"], "a stage depends on its own code"
     for key in spec["params"]:
@@ -105,7 +105,7 @@ def test_top_level_plots_use_declared_paths():
 
 
 def stage_module(spec: dict) -> str:
-    return re.fullmatch(r"python -m (tasks\.\w+)( --[\w-]+ \w+)*", spec["cmd"]).group(1)
+    return re.fullmatch(r"infra/local/python -m (tasks\.\w+)( --[\w-]+ \w+)*", spec["cmd"]).group(1)
 
 
 def module_files(name: str) -> set[Path]:
