@@ -78,14 +78,33 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return result.returncode
 
 
+WEBHOOK_URL_ENV = "FLOWTUNE_WEBHOOK_URL"
+
+
+def webhook_url_from_user(args: argparse.Namespace) -> str:
+    """The webhook URL from the environment or stdin (a prompt that does not echo on a terminal): never
+    from the command line, where shell history and `ps` would keep its token."""
+    import getpass
+
+    if args.webhook_url:
+        sys.exit("flowtune notify: error: the webhook URL carries a token; pass it on stdin or in "
+                 f"{WEBHOOK_URL_ENV}, not on the command line (shell history, `ps`)")
+    url = os.environ.get(WEBHOOK_URL_ENV) or (
+        getpass.getpass("webhook URL (not echoed): ") if sys.stdin.isatty() else sys.stdin.readline()).strip()
+    if not url.startswith(("http://", "https://")):
+        sys.exit(f"flowtune notify: error: expected an http(s) webhook URL on stdin or in {WEBHOOK_URL_ENV}")
+    return url
+
+
 def cmd_notify(args: argparse.Namespace) -> int:
     """Install the failure-notification automation (flows/notify.py) on our Prefect server."""
     settings = Settings()
+    url = webhook_url_from_user(args)
     _prefect_env(settings)
     from flows.notify import AUTOMATION_NAME, FLOWS, install
 
     try:
-        automation_id = install(args.webhook_url)
+        automation_id = install(url)
     except Exception as exc:  # noqa: BLE001 - any client error means the server is not usable
         print(f"flowtune notify: {type(exc).__name__}: {exc} (is the Prefect server at {settings.api_url} up? "
               "`flowtune services up`)", file=sys.stderr)
@@ -133,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.set_defaults(func=cmd_deploy)
     notify = sub.add_parser("notify", help="post to a webhook when a flowtune flow run fails or crashes "
                             "(a Prefect automation with a Custom Webhook block)")
-    notify.add_argument("--webhook-url", required=True, help="receives JSON {subject, text}")
+    notify.add_argument("--webhook-url", help=argparse.SUPPRESS)  # refused: its token would be on the command line
+    notify.epilog = (f"The webhook (it receives JSON {{subject, text}}) is read from {WEBHOOK_URL_ENV} or stdin, "
+                     "and kept in a Prefect secret.")
     notify.set_defaults(func=cmd_notify)
     gc = sub.add_parser("gc", help="delete what the retention rules (`gc:` in params.yaml) no longer keep: failed "
                         "workspaces, old registry versions (never an aliased one), orphan claims, old Data Docs and "

@@ -33,11 +33,16 @@ def failure_automation(block_id, flows: tuple[str, ...] = FLOWS):
 
 
 def install(webhook_url: str) -> str:
-    """Save the webhook block and (re)create the automation; the automation's id."""
+    """Save the webhook block and (re)create the automation; the automation's id.
+
+    The URL (it usually carries a token: Slack, Teams, ntfy) is kept in the block's `secrets`, Prefect's
+    secret storage: the API and the UI show it masked, and the block's plain `url` field is only the
+    placeholder the server fills in when it sends.
+    """
     from prefect.automations import Automation
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
-    block = CustomWebhookNotificationBlock(name=BLOCK_NAME, url=webhook_url,
+    block = CustomWebhookNotificationBlock(name=BLOCK_NAME, url="{{webhook_url}}", secrets={"webhook_url": webhook_url},
                                            json_data={"subject": "{{subject}}", "text": "{{body}}"})
     block_id = block.save(BLOCK_NAME, overwrite=True)
     try:

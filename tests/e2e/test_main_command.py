@@ -162,6 +162,52 @@ def test_walltime_benchmark_splits_the_run_by_step(main_run: Run):
     assert "Strict IOB2 entity F1 on test: 0." in report
 
 
+def prefect_rows(api: str, what: str) -> list[dict]:
+    """Every row of a Prefect `/<what>/filter` endpoint (artifacts, logs), page by page."""
+    rows, offset = [], 0
+    while page := httpx.post(f"{api}/{what}/filter", json={"limit": 200, "offset": offset}).json():
+        rows += page
+        offset += len(page)
+    return rows
+
+
+def stored_objects(run: Run) -> dict[str, bytes]:
+    """Every object of the three buckets (registry: weights, lineage, cards, manifests, aliases; reports:
+    Data Docs; DVC: data and models), up to 20 MB each (weights above that hold no text)."""
+    from tasks.settings import s3_client
+
+    settings = run.settings()
+    client, objects = s3_client(settings), {}
+    for bucket in (settings.registry_bucket, settings.reports_bucket, settings.dvc_bucket):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for item in page.get("Contents", []):
+                if item["Size"] <= 20_000_000:
+                    body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"]
+                    objects[f"s3://{bucket}/{item['Key']}"] = body.read()
+    return objects
+
+
+def test_no_secret_in_logs_artifacts_lineage_cards_data_docs_or_tracked_files(main_run: Run):
+    """The S3 secret lives in .env, .dvc/config.local and .flowtune/s3.json (all 0600) and nowhere else a
+    run writes: not in its output or service logs, Prefect's logs and artifacts, the registry (lineage,
+    model card), the Data Docs, or any file DVC tracks."""
+    secret = main_run.settings().secret_key()
+    api = main_run.settings().api_url
+    places: dict[str, bytes] = {"make run output": main_run.output.encode()}
+    places |= {str(log): log.read_bytes() for log in (main_run.repo / ".flowtune").rglob("*.log")}
+    places |= {f"Prefect artifact {a['key']} ({a['id']})": json.dumps(a).encode()
+               for a in prefect_rows(api, "artifacts")}
+    places |= {f"Prefect log line {row['id']}": row["message"].encode() for row in prefect_rows(api, "logs")}
+    places |= stored_objects(main_run)
+    places |= {str(path): path.read_bytes() for path in (main_run.repo / "data").rglob("*")
+               if path.is_file() and path.stat().st_size <= 20_000_000}
+    kinds = {"log": any(k.endswith(".log") for k in places), "artifact": any("artifact" in k for k in places),
+             "lineage": any(k.endswith("lineage.json") for k in places),
+             "data docs": any("data_docs" in k and k.endswith(".html") for k in places)}
+    assert all(kinds.values()), kinds  # the scan reached each kind of place
+    assert [where for where, content in places.items() if secret.encode() in content] == []
+
+
 def digest_tree(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()

@@ -249,7 +249,14 @@ def test_a_failed_run_is_posted_to_the_notification_webhook(deployed: Deployed):
     server = HTTPServer(("127.0.0.1", find_free_port()), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        deployed.sh(".venv/bin/flowtune", "notify", "--webhook-url", f"http://127.0.0.1:{server.server_port}/hook")
+        url = f"http://127.0.0.1:{server.server_port}/hook?token=s3cr3t-hook-token"
+        refused = subprocess.run([".venv/bin/flowtune", "notify", "--webhook-url", url], cwd=deployed.repo,
+                                 env=deployed.env, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 1 and "not on the command line" in refused.stderr
+        subprocess.run([".venv/bin/flowtune", "notify"], input=url + "\n", cwd=deployed.repo, env=deployed.env,
+                       check=True, capture_output=True, text=True, timeout=120)  # from stdin
+        block = deployed.post("block_documents/filter", {"block_documents": {"name": {"any_": ["flowtune-failures"]}}})
+        assert len(block) == 1 and "s3cr3t-hook-token" not in json.dumps(block), block  # masked by the API
         failing = deployed.start("flowtune-pipeline", "nightly", data_source="/no/such/tweets.conll")
         run = deployed.wait(failing)[failing]
         assert run["state_type"] == "FAILED"
