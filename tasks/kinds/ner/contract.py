@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -18,6 +19,9 @@ from tasks.iob import entity_spans, iob2_errors, label_list
 from tasks.kinds.ner.records import NerRecord
 from tasks.params import ValidateParams
 from tasks.text import has_control_character
+
+if TYPE_CHECKING:
+    from tasks.basemodel import PieceCounter
 
 
 def sentence_table(split: str, records: list[NerRecord], train_ids: dict[tuple[str, ...], str],
@@ -45,18 +49,16 @@ def sentence_table(split: str, records: list[NerRecord], train_ids: dict[tuple[s
                                        "is_duplicate", "also_in_train"])
 
 
-def count_pieces(tokenizer, splits: dict[str, list[NerRecord]]) -> dict[str, list[int]]:
+def count_pieces(counter: PieceCounter, splits: dict[str, list[NerRecord]]) -> dict[str, list[int]]:
     """Sub-word pieces per sentence, special tokens included: what the encoder sees of it.
 
     With pre-split words each word is encoded on its own, so a sentence's count is the sum over its
     words plus the special tokens: each distinct word is encoded once (a corpus repeats most words).
     """
     words = sorted({token for rs in splits.values() for r in rs for token in r.tokens})
-    encoded = tokenizer([[w] for w in words], is_split_into_words=True, add_special_tokens=False,
-                        truncation=False, verbose=False)["input_ids"] if words else []
-    pieces = {word: len(ids) for word, ids in zip(words, encoded, strict=True)}
-    special = tokenizer.num_special_tokens_to_add(pair=False)
-    return {split: [special + sum(pieces[t] for t in r.tokens) for r in rs] for split, rs in splits.items()}
+    pieces = dict(zip(words, counter.word_pieces(words), strict=True)) if words else {}
+    return {split: [counter.special_tokens + sum(pieces[t] for t in r.tokens) for r in rs]
+            for split, rs in splits.items()}
 
 
 def token_table(splits: dict[str, list[NerRecord]]) -> pd.DataFrame:
@@ -162,11 +164,11 @@ def load_reference(path: str | None) -> dict[str, float]:
 
 
 def contract_tables(splits: dict[str, list[NerRecord]], params: ValidateParams,
-                    tokenizer=None) -> dict[str, tuple[pd.DataFrame, list]]:
+                    counter: PieceCounter | None = None) -> dict[str, tuple[pd.DataFrame, list]]:
     """The tables the contract checks, each with its expectations: sentences, tokens and (with a
-    reference profile) entity types. `tokenizer` counts sub-word pieces (None: not checked)."""
+    reference profile) entity types. `counter` counts sub-word pieces (None: not checked)."""
     train_ids = {r.tokens: r.id for r in splits.get("train", [])}
-    pieces = count_pieces(tokenizer, splits) if tokenizer is not None else {}
+    pieces = count_pieces(counter, splits) if counter is not None else {}
     sentences = pd.concat([sentence_table(s, rs, train_ids, pieces.get(s)) for s, rs in splits.items()],
                           ignore_index=True)
     tables = {"sentences": (sentences, sentence_expectations(params)),
@@ -180,10 +182,10 @@ def contract_tables(splits: dict[str, list[NerRecord]], params: ValidateParams,
     return tables
 
 
-def validate_records(splits: dict[str, list[NerRecord]], params: ValidateParams, tokenizer=None,
+def validate_records(splits: dict[str, list[NerRecord]], params: ValidateParams, counter: PieceCounter | None = None,
                      docs_dir: Path | None = None) -> list[Outcome]:
     """Run the sentence, token and entity-profile suites over all splits together."""
-    return run_contract(contract_tables(splits, params, tokenizer), docs_dir)
+    return run_contract(contract_tables(splits, params, counter), docs_dir)
 
 
 def data_profile(splits: dict[str, list[NerRecord]]) -> dict:

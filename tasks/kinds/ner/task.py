@@ -41,10 +41,10 @@ class Ner:
 
         return clean_split(rows, params, counts)
 
-    def contract_tables(self, splits: dict[str, list[NerRecord]], params: ValidateParams, tokenizer=None) -> list:
+    def contract_tables(self, splits: dict[str, list[NerRecord]], params: ValidateParams, counter=None) -> list:
         from tasks.kinds.ner.contract import contract_tables
 
-        return contract_tables(splits, params, tokenizer)
+        return contract_tables(splits, params, counter)
 
     def data_profile(self, splits: dict[str, list[NerRecord]]) -> dict:
         from tasks.kinds.ner.contract import data_profile

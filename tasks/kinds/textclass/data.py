@@ -27,6 +27,8 @@ from tasks.text import has_control_character, near_duplicate_key_of_text, normal
 if TYPE_CHECKING:
     import pandas as pd
 
+    from tasks.basemodel import PieceCounter
+
 # ---------------------------------------------------------------- records
 
 LABEL_JOIN = "|"  # joins the labels of a multi-label example (sorted), so one string identifies the set
@@ -342,21 +344,20 @@ def declared_labels(params: ValidateParams, splits: dict[str, list[TextExample]]
     return list(params.labels) or sorted({label for e in splits.get("train", []) for label in e.labels})
 
 
-def count_text_pieces(tokenizer, splits: dict[str, list[TextExample]]) -> dict[str, list[int]]:
+def count_text_pieces(counter: PieceCounter, splits: dict[str, list[TextExample]]) -> dict[str, list[int]]:
     """Sub-word pieces per text, special tokens included."""
-    return {split: [len(ids) for ids in tokenizer([e.text for e in examples], truncation=False,
-                                                  verbose=False)["input_ids"]] if examples else []
+    return {split: counter.text_pieces([e.text for e in examples]) if examples else []
             for split, examples in splits.items()}
 
 
 def contract_tables(splits: dict[str, list[TextExample]], params: ValidateParams,
-                    tokenizer=None) -> dict[str, tuple[pd.DataFrame, list]]:
+                    counter: PieceCounter | None = None) -> dict[str, tuple[pd.DataFrame, list]]:
     """The tables the text contract checks, each with its expectations: texts and classes."""
     import pandas as pd
 
     labels = declared_labels(params, splits)
     train_ids = {e.text: e.id for e in splits.get("train", [])}
-    pieces = count_text_pieces(tokenizer, splits) if tokenizer is not None else {}
+    pieces = count_text_pieces(counter, splits) if counter is not None else {}
     texts = pd.concat([text_table(s, es, train_ids, pieces.get(s)) for s, es in splits.items()], ignore_index=True)
     return {"texts": (texts, text_expectations(params)),
             "labels": (label_table(splits), label_expectations(labels)),

@@ -55,8 +55,8 @@ class TextClass:
     def clean(self, rows: list[TextExample], params: CleanParams, counts: Counter) -> list[TextExample]:
         return data.clean_examples(rows, params, counts)
 
-    def contract_tables(self, splits: dict[str, list[TextExample]], params: ValidateParams, tokenizer=None) -> list:
-        return data.contract_tables(splits, params, tokenizer)
+    def contract_tables(self, splits: dict[str, list[TextExample]], params: ValidateParams, counter=None) -> list:
+        return data.contract_tables(splits, params, counter)
 
     def data_profile(self, splits: dict[str, list[TextExample]]) -> dict:
         return data.data_profile(splits)
