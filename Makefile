@@ -8,11 +8,11 @@ run: setup
 	.venv/bin/flowtune services up
 	.venv/bin/flowtune run
 
-# One process: the e2e run's training must not share the two cores with other tests (under
-# pytest-xdist -n 2 it took 45 min instead of 17 and hit its timeout). `make test-fast` uses workers.
+# Two workers; whole files per worker, in collection order, so that the two long e2e runs (tests/lanes.py)
+# start first, one per worker, while the rest of the suite follows (docs/DECISIONS.md 37).
 TEST_WORKERS ?= 2
 test: setup
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Every test not marked `slow` (those train real models, clone the repo or start services of their own).
 test-fast: setup

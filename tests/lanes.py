@@ -1,15 +1,15 @@
-"""A background lane for the long e2e runs: they start when the test session starts, their tests run last.
+"""A background lane for the long e2e runs: the README's `make run` and the text-classification `dvc repro`.
 
-Why: the README's `make run` takes about 20 minutes on two cores (training is 87% of it) and the
-text-classification `dvc repro` about 8, while the rest of the suite is mostly waiting on services and
-subprocesses. Run one after the other, the suite took 66 minutes; overlapped, the long runs hide behind
-the rest. The lane runs its jobs one at a time: two trainings at once on two cores slow each other down
-more than they gain. (pytest-xdist was tried first: with both workers running CPU-bound tests, the e2e
-training took 45 minutes instead of 17.)
+In one process (`pytest` alone), a lane's runs start when the session's collection ends and their tests
+run last, so the runs overlap everything else, which mostly waits on services and subprocesses. Under
+pytest-xdist (`make test`: two workers, whole files, collection order kept), their tests run first
+instead: each long run takes one worker from the start while the other worker goes on with the rest,
+and the run starts when its fixture first asks (an xdist worker never starts runs at collection: each
+worker would). The lane runs its jobs one at a time; `stop()` at session end kills what still runs and
+runs each job's teardown.
 
 A test module opts in with a module-level `BACKGROUND = Background(name, prepare)`; its fixture calls
-`lane.result(BACKGROUND)`, which waits for the run (or starts it then, under pytest-xdist or when the
-session did not select the module at collection time).
+`lane.result(BACKGROUND)`, which waits for the run (starting it if it has not started).
 """
 
 from __future__ import annotations
