@@ -86,18 +86,24 @@ def run_stages(folder: Path, monkeypatch) -> tuple[str | None, str | None]:
     return None, None
 
 
-@pytest.mark.parametrize("fixture", sorted(BAD))
-def test_bad_input_stops_before_training_with_its_message(fixture: str, tmp_path: Path, monkeypatch):
-    stage, message = run_stages(project(tmp_path, FIXTURES / "bad" / fixture), monkeypatch)
-    expected_stage, pattern = BAD[fixture]
-    assert (stage, message is not None) == (expected_stage, True), f"{fixture} passed {expected_stage}"
+def assert_stopped_with(folder: Path, monkeypatch, expected: tuple[str, str]) -> None:
+    """Ingest then validate in the project `folder` stop at `expected` = (stage, message pattern), with one
+    `<stage>: error: ...` message and nothing half-written."""
+    stage, message = run_stages(folder, monkeypatch)
+    expected_stage, pattern = expected
+    assert (stage, message is not None) == (expected_stage, True), f"{folder} passed {expected_stage}"
     assert message.startswith(f"{stage}: error: "), message
     assert re.search(pattern, message), message
     if stage == "ingest":  # nothing half-imported is left for a later stage to read
-        assert not (tmp_path / "data" / "raw").exists()
+        assert not (folder / "data" / "raw").exists()
     else:  # the contract report records the failure that stopped the run
-        report = yaml.safe_load((tmp_path / "data" / "reports" / "contract_raw.json").read_text())
+        report = yaml.safe_load((folder / "data" / "reports" / "contract_raw.json").read_text())
         assert report["success"] is False and report["failed"] >= 1
+
+
+@pytest.mark.parametrize("fixture", sorted(BAD))
+def test_bad_input_stops_before_training_with_its_message(fixture: str, tmp_path: Path, monkeypatch):
+    assert_stopped_with(project(tmp_path, FIXTURES / "bad" / fixture), monkeypatch, BAD[fixture])
 
 
 def test_every_bad_fixture_has_an_expected_message():

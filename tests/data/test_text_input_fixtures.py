@@ -9,14 +9,13 @@ half-written.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tasks.kinds.textclass.data import load_examples
-from tests.data.test_input_fixtures import run_stages
+from tests.data.test_input_fixtures import assert_stopped_with, run_stages
 from tests.helpers import ROOT
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -81,16 +80,7 @@ def imported(folder: Path) -> list:
 
 @pytest.mark.parametrize("fixture", sorted(BAD))
 def test_bad_text_input_stops_before_training_with_its_message(fixture: str, tmp_path: Path, monkeypatch):
-    stage, message = run_stages(project(tmp_path, FIXTURES / "text_bad" / fixture), monkeypatch)
-    expected_stage, pattern = BAD[fixture]
-    assert (stage, message is not None) == (expected_stage, True), f"{fixture} passed {expected_stage}"
-    assert message.startswith(f"{stage}: error: "), message
-    assert re.search(pattern, message), message
-    if stage == "ingest":  # nothing half-imported is left for a later stage to read
-        assert not (tmp_path / "data" / "raw").exists()
-    else:  # the contract report records the failure that stopped the run
-        report = yaml.safe_load((tmp_path / "data" / "reports" / "contract_raw.json").read_text())
-        assert report["success"] is False and report["failed"] >= 1
+    assert_stopped_with(project(tmp_path, FIXTURES / "text_bad" / fixture), monkeypatch, BAD[fixture])
 
 
 def test_every_bad_text_fixture_has_an_expected_message():
