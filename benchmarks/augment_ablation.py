@@ -66,7 +66,7 @@ def train_and_score(work: Path, data: Path, params, seed: int, epochs: int | Non
     """(test strict F1, training seconds, train sentences) for one training run."""
     train_params = params.train.model_copy(update={"seed": seed, **({"epochs": epochs} if epochs else {})})
     model_dir = work / f"model-{data.name}-{seed}"
-    metrics = train.fit(NerKind(params.validate_.entity_types), train_params, data,
+    metrics = train.fit(NerKind(params.task.labels), train_params, data,
                         train.Outputs(model_dir, work / "train.json", work / "curve.csv"))
     scores = evaluate.run(params.evaluate, model_dir, data / "test.jsonl", work / "eval.json", work / "pred.jsonl",
                           train_params.max_length, kind=kind_for(params))

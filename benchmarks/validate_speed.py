@@ -46,7 +46,7 @@ def main(sizes: list[int]) -> None:
     # Warm-up: importing GX and building its first context costs seconds once per process; measure
     # the per-sentence cost without it (the stage pays it once, whatever the data size).
     start = time.perf_counter()
-    validate_records(scaled_splits(base, 1_000), params.validate_, counter)
+    validate_records(scaled_splits(base, 1_000), params.validate_, params.task.labels, counter)
     print(f"one-off start-up (GX import, first context) + 1,000 sentences: {time.perf_counter() - start:.1f} s\n")
     print("| sentences | tokens | seconds | sentences/s | time per sentence vs smallest |")
     print("|---:|---:|---:|---:|---:|")
@@ -55,7 +55,7 @@ def main(sizes: list[int]) -> None:
         splits = scaled_splits(base, size)
         tokens = sum(len(r.tokens) for records in splits.values() for r in records)
         start = time.perf_counter()
-        outcomes = validate_records(splits, params.validate_, counter)
+        outcomes = validate_records(splits, params.validate_, params.task.labels, counter)
         seconds = time.perf_counter() - start
         assert all(o.success for o in outcomes), [o.describe() for o in outcomes if not o.success]
         per_sentence = seconds / size

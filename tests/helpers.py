@@ -169,8 +169,9 @@ def synthetic_splits(folder: Path, count: int = 300) -> Path:
 
 
 def train_params(base: Path, **overrides):
-    """TrainParams for a tiny encoder: seconds per run, one thread, nothing written but the model."""
-    from tasks.params import TrainParams
+    """Train params for a tiny encoder: seconds per run, one thread, nothing written but the model. NER's
+    schema: the common keys, which every kind reads, plus label_all_pieces."""
+    from tasks.kinds.ner.params import NerTrainParams
 
     values = {
         "base_model": str(base),
@@ -195,17 +196,18 @@ def train_params(base: Path, **overrides):
         "log_every_steps": 0,
         "lora": {"enabled": False, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]},
     }
-    return TrainParams(**{**values, **overrides})
+    return NerTrainParams(**{**values, **overrides})
 
 
 def evaluate_params(**overrides):
-    """EvaluateParams for small tests: the repo's minimum-functionality file, a few latency samples."""
-    from tasks.params import EvaluateParams
+    """Evaluate params for small tests: the repo's minimum-functionality file, a few latency samples. NER's
+    schema (the common keys plus the checklist, which text classification ignores)."""
+    from tasks.kinds.ner.params import NerEvaluateParams
 
     values = {"batch_size": 4, "latency_sentences": 3,
               "checklist": {"name_type": "person", "max_cases": 50, "seed": 13,
                             "mft_file": str(ROOT / "data/reference/checklist_mft.jsonl")}}
-    return EvaluateParams(**{**values, **overrides})
+    return NerEvaluateParams(**{**values, **overrides})
 
 
 def set_params(repo: Path, params_file: str = "params.yaml", **sections: dict) -> None:
@@ -309,7 +311,9 @@ def kind(task: str = "token-classification", multi_label: bool = False):
 
     params_file = {"token-classification": "params.yaml", "sequence-classification": "params-sentiment.yaml"}[task]
     params = load_params(ROOT / params_file)
-    return kind_for(params.model_copy(update={"multi_label": multi_label}))
+    if multi_label:
+        params = params.model_copy(update={"task": params.task.model_copy(update={"multi_label": True})})
+    return kind_for(params)
 
 
 def stop_worker(process: subprocess.Popen) -> None:

@@ -2,9 +2,9 @@
 (tasks/kinds/base.py: `TaskKind`).
 
 `kind_for(params)` is the only place that looks at which kind the params ask for. It imports the chosen
-kind's package by name (`params.kind`: "ner" | "textclass", checked against `task` by tasks/params.py), so
+kind's package by name (`params.task.kind`: "ner" | "textclass", whose schema tasks/params.py loaded), so
 that no stage imports a kind statically: a stage's code is its own module, the core and
-`tasks/kinds/${kind}` (dvc.yaml), and a classifier-only change never reruns an NER stage (docs/DECISIONS.md).
+`tasks/kinds/${task.kind}` (dvc.yaml), and a classifier-only change never reruns an NER stage (docs/DECISIONS.md).
 """
 
 from __future__ import annotations
@@ -18,5 +18,5 @@ if TYPE_CHECKING:  # annotations only: importing the protocols would pull torch 
 
 
 def kind_for(params: Params) -> TaskKind[Any]:
-    """The task kind the params ask for: `tasks.kinds.<params.kind>.task.kind(params)`."""
-    return import_module(f"tasks.kinds.{params.kind}.task").kind(params)
+    """The task kind the params ask for: `tasks.kinds.<params.task.kind>.task.kind(params)`."""
+    return import_module(f"tasks.kinds.{params.task.kind}.task").kind(params)

@@ -7,18 +7,18 @@ import pytest
 
 from tasks import validate
 from tasks.io import write_jsonl
+from tasks.kinds.ner.params import NerValidateParams
 from tasks.kinds.ner.records import NerRecord
-from tasks.params import ValidateParams
+from tasks.kinds.ner.task import Ner
 from tasks.validate import ContractError
-from tests.helpers import kind
 
-PARAMS = ValidateParams(entity_types=["person", "geo-loc"], min_sentences=3, max_tokens_per_sentence=50,
-                        max_subword_pieces=None, max_duplicate_share=0.10, reference_profile=None,
-                        entity_share_ratio=(0.33, 3.0), labels=[], class_share=(0.0, 1.0), soft={})
+PARAMS = NerValidateParams(min_sentences=3, max_tokens_per_sentence=50, max_subword_pieces=None,
+                           max_duplicate_share=0.10, reference_profile=None, entity_share_ratio=(0.33, 3.0), soft={})
 
 
 def run(*args, **kwargs) -> dict:
-    return validate.run(*args, kind=kind(), **kwargs)
+    """The NER contract with the entity types person and geo-loc (task.labels)."""
+    return validate.run(*args, kind=Ner(["person", "geo-loc"]), **kwargs)
 
 
 def good(n: int = 4, prefix: str = "f") -> list[NerRecord]:
@@ -92,7 +92,7 @@ def test_control_character_in_a_token_is_named(tmp_path: Path):
         run(PARAMS, write(tmp_path, good() + [bad]), tmp_path / "report.json")
 
 
-def profiled(tmp_path: Path, shares: dict[str, float]) -> ValidateParams:
+def profiled(tmp_path: Path, shares: dict[str, float]) -> NerValidateParams:
     reference = tmp_path / "profile.json"
     reference.write_text(json.dumps({"entity_share": shares}))
     return PARAMS.model_copy(update={"reference_profile": str(reference)})
@@ -136,8 +136,10 @@ def test_a_soft_check_warns_without_stopping(tmp_path: Path):
 def test_unknown_soft_check_is_rejected():
     from pydantic import ValidationError
 
-    with pytest.raises(ValidationError, match="duplicates_share"):
-        ValidateParams.model_validate({**PARAMS.model_dump(), "soft": {"raw": ["duplicates_share"]}})
+    with pytest.raises(ValidationError, match="soft.raw: unknown check.*'duplicates_share'; this kind's checks: row"):
+        NerValidateParams.model_validate({**PARAMS.model_dump(), "soft": {"raw": ["duplicates_share"]}})
+    with pytest.raises(ValidationError, match="'label_in_set'"):  # a text-classification check
+        NerValidateParams.model_validate({**PARAMS.model_dump(), "soft": {"raw": ["label_in_set"]}})
 
 
 def test_a_check_soft_on_raw_data_is_hard_after_cleaning(tmp_path: Path):

@@ -67,7 +67,8 @@ def project(folder: Path, source: Path, tag_scheme: str = "iob2") -> Path:
     """A scratch project: the repo's params.yaml with the fixture as source and the fixtures' label set."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["ingest"].update(source=str(source), tag_scheme=tag_scheme, format="auto")
-    params["validate"].update(entity_types=["person", "location"], min_sentences=1, max_tokens_per_sentence=200,
+    params["task"]["labels"] = ["person", "location"]
+    params["validate"].update(min_sentences=1, max_tokens_per_sentence=200,
                               max_subword_pieces=400, soft={},
                               reference_profile=str(FIXTURES / "reference_profile.json"))
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

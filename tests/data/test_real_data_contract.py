@@ -23,7 +23,8 @@ def failures(outcomes) -> list[str]:
 
 def test_default_wnut16_passes_with_its_reference_profile(tmp_path: Path):
     splits, _ = read_splits(resolve_source(PARAMS.ingest.source), PARAMS.ingest, kind())
-    outcomes = validate_records(splits, PARAMS.validate_, load_piece_counter(PARAMS), tmp_path / "docs")
+    outcomes = validate_records(splits, PARAMS.validate_, PARAMS.task.labels, load_piece_counter(PARAMS),
+                                tmp_path / "docs")
     assert failures(outcomes) == []
     assert (tmp_path / "docs" / "index.html").exists()
 
@@ -32,5 +33,5 @@ def test_default_wnut16_passes_with_its_reference_profile(tmp_path: Path):
 def test_wnut17_official_splits_pass():
     splits, _ = read_splits(ROOT / "data" / "external" / "wnut17", PARAMS.ingest, kind())
     assert {s: len(rs) for s, rs in splits.items()} == {"train": 3394, "dev": 1009, "test": 1287}
-    params = PARAMS.validate_.model_copy(update={"entity_types": WNUT17_TYPES, "reference_profile": None})
-    assert failures(validate_records(splits, params, load_piece_counter(PARAMS))) == []
+    params = PARAMS.validate_.model_copy(update={"reference_profile": None})
+    assert failures(validate_records(splits, params, WNUT17_TYPES, load_piece_counter(PARAMS))) == []

@@ -67,8 +67,7 @@ def project(folder: Path, source: Path, soft: dict | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((ROOT / "params-sentiment.yaml").read_text())
     params["ingest"].update(source=str(source), format="auto")
-    params["validate"].update(labels=["negative", "neutral", "positive"], min_sentences=1, class_share=[0.0, 1.0],
-                              max_tokens_per_sentence=200, soft=soft or {})
+    params["validate"].update(min_sentences=1, class_share=[0.0, 1.0], max_tokens_per_sentence=200, soft=soft or {})
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return folder
 

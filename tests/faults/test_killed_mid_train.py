@@ -60,7 +60,7 @@ def clone(tmp_path_factory, tiny_base, local_services) -> Path:
     """A scratch clone whose train stage has its inputs: a tiny BERT, some seconds of training on one
     thread, a checkpoint every few steps."""
     repo = scratch_clone(tmp_path_factory.mktemp("killed-mid-train"))
-    set_params(repo, validate={"entity_types": ["person", "geo-loc"]},
+    set_params(repo, task={"labels": ["person", "geo-loc"]},
                train={"base_model": str(tiny_base), "max_length": 16, "epochs": 3, "batch_size": 4,
                       "num_threads": 1, "log_every_steps": 5, "checkpoint_every_steps": 5})
     write_jsonl(repo / "data/augmented/train.jsonl", synthetic(200, 1))

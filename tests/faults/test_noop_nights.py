@@ -77,11 +77,11 @@ def test_twenty_noop_nights_register_one_version_and_gc_keeps_storage_flat(tmp_p
     synthetic_splits(repo / "data/external/synthetic", count=120)
     name = f"nights-{uuid.uuid4().hex[:8]}"
     set_params(repo, ingest={"source": "data/external/synthetic"},
-               validate={"entity_types": ["person", "geo-loc"], "reference_profile": None},
+               task={"labels": ["person", "geo-loc"]}, validate={"reference_profile": None},
                augment={"methods": ["synonym"]},
                train={"base_model": str(tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))), "max_length": 32,
                       "batch_size": 8, "learning_rate": 5e-3, "epochs": 1},
-               gate={"min_f1": 0.0, "min_functionality": 0.0, "min_name_invariance": 0.0},
+               gate={"min_f1": 0.0, "min_behaviour": {"name_invariance": 0.0, "minimum_functionality": 0.0}},
                registry={"model_name": name},
                gc={"keep_days": 0, "grace_hours": 0})  # "old" = anything not needed now: the test cannot wait days
     first = run_flow(repo, services)

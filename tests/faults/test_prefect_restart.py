@@ -79,7 +79,7 @@ def up_from(folder: Path, settings) -> float:
 def train_clone(tmp_path_factory, tiny_base, private_prefect) -> Path:
     """A scratch clone whose train stage has its inputs and trains a tiny BERT for some seconds."""
     repo = scratch_clone(tmp_path_factory.mktemp("clone"))
-    set_params(repo, validate={"entity_types": ["person", "geo-loc"]},
+    set_params(repo, task={"labels": ["person", "geo-loc"]},
                train={"base_model": str(tiny_base), "max_length": 16, "epochs": 4, "batch_size": 4,
                       "num_threads": 1, "log_every_steps": 1, "checkpoint_every_steps": 5})
     write_jsonl(repo / "data/augmented/train.jsonl", synthetic(48, 1))

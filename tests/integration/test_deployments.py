@@ -95,11 +95,11 @@ def deployed(tmp_path_factory) -> Deployed:
     repo = scratch_clone(tmp_path_factory.mktemp("clone"))
     data = synthetic_splits(tmp_path_factory.mktemp("incoming") / "synthetic")
     model_name = f"deployed-{uuid.uuid4().hex[:8]}"
-    set_params(repo, validate={"entity_types": ["person", "geo-loc"], "reference_profile": None},
+    set_params(repo, task={"labels": ["person", "geo-loc"]}, validate={"reference_profile": None},
                augment={"methods": ["synonym"]},
                train={"base_model": str(tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))), "max_length": 32,
                       "batch_size": 8, "learning_rate": 5e-3, "epochs": 2},
-               gate={"min_f1": 0.0, "min_functionality": 0.0, "min_name_invariance": 0.0,
+               gate={"min_f1": 0.0, "min_behaviour": {"name_invariance": 0.0, "minimum_functionality": 0.0},
                      "max_latency_ms_p95": 10000},
                registry={"model_name": model_name})
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]

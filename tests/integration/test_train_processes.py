@@ -31,7 +31,7 @@ def workdir(root: Path, base: Path, **train) -> Path:
     """A folder holding params.yaml (the repo's, with a tiny training setup) and the augmented data."""
     root.mkdir(parents=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["validate"]["entity_types"] = ["person", "geo-loc"]
+    params["task"]["labels"] = ["person", "geo-loc"]
     tiny = dict(base_model=str(base), max_length=16, epochs=3, batch_size=4, learning_rate=5e-3, dropout=0.0,
                 num_threads=1, checkpoint_every_steps=5, log_every_steps=1)
     params["train"].update({**tiny, **train})

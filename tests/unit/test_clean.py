@@ -5,11 +5,11 @@ from hypothesis import strategies as st
 
 from tasks.iob import iob2_errors
 from tasks.kinds.ner.clean import clean_record, clean_split, repair_bio
+from tasks.kinds.ner.params import NerCleanParams
 from tasks.kinds.ner.records import NerRecord
-from tasks.params import CleanParams
 from tasks.text import normalize_token
 
-PARAMS = CleanParams(unicode_form="NFC", drop_exact_duplicates=True, drop_near_duplicates=False, bio_repair="repair",
+PARAMS = NerCleanParams(unicode_form="NFC", drop_exact_duplicates=True, drop_near_duplicates=False, bio_repair="repair",
                      min_tokens=1, max_tokens=None)
 
 

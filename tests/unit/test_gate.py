@@ -10,7 +10,8 @@ from tasks.metrics import Behaviour, EvalReport, Headline, Incomparable, Latency
 from tasks.params import GateParams
 
 GATE = GateParams(min_f1=0.3, max_regression=0.02, max_entity_regression=0.10, min_entity_support=20,
-                  max_latency_ms_p95=100, min_name_invariance=0.8, min_functionality=0.5)
+                  max_latency_ms_p95=100, min_behaviour={"name_invariance": 0.8, "minimum_functionality": 0.5})
+CLASSIFIER_GATE = GATE.model_copy(update={"min_behaviour": {}})  # as params-sentiment.yaml: no behavioural floors
 PASSING = Behaviour(name_invariance={"cases": 10, "passed": 9, "pass_rate": 0.9},
                     minimum_functionality={"cases": 10, "passed": 6, "pass_rate": 0.6})
 CHECKS_BEFORE_CHAMPION = 4  # floor, latency, name invariance, minimum functionality
@@ -88,7 +89,7 @@ def test_markdown_shows_verdict_and_reasons():
         ({"latency": None}, False, "latency was not measured"),
         ({"behaviour": Behaviour(name_invariance={"cases": 10, "passed": 7, "pass_rate": 0.7},
                                 minimum_functionality=PASSING.minimum_functionality)},
-         False, "name_invariance pass rate 70.00% (7/10) < gate.min_name_invariance 80.00%"),
+         False, "name_invariance pass rate 70.00% (7/10) < gate.min_behaviour.name_invariance 80.00%"),
         ({"behaviour": Behaviour(name_invariance={"cases": 0, "passed": 0, "pass_rate": None},
                                 minimum_functionality=PASSING.minimum_functionality)},
          True, "name_invariance: no cases in this test set"),
@@ -132,11 +133,11 @@ def classifier(macro_f1: float, **per_class: tuple[float, int]) -> EvalReport:
     ids=["no-champion", "below-floor", "better", "worse", "class-regressed", "class-low-support", "class-missing"],
 )
 def test_decide_on_classifiers(candidate, current, promote, failing):
-    decision = decide(candidate, None if current is None else Champion(2, current), GATE)
+    decision = decide(candidate, None if current is None else Champion(2, current), CLASSIFIER_GATE)
     assert decision.promote is promote, decision.reasons
     assert decision.reasons[0].startswith(f"candidate macro-F1 {candidate.headline.value:.4f}")
-    # no NER behaviour checks: one line says so, and nothing is "not measured"
-    assert decision.reasons[2] == "behavioural checks (name invariance, minimum functionality): none for this task"
+    # no behavioural floors: one line says so, and nothing is "not measured"
+    assert decision.reasons[2] == "no behavioural floors (gate.min_behaviour is empty)"
     assert ("no champion yet" in decision.reasons[3]) is (current is None)
     if failing:
         assert any(failing in reason for reason in decision.reasons), decision.reasons
@@ -144,7 +145,7 @@ def test_decide_on_classifiers(candidate, current, promote, failing):
 
 def test_a_classifier_is_gated_on_macro_f1_and_each_class_without_ner_behaviour_checks():
     better = decide(classifier(0.70, negative=(0.6, 40), positive=(0.8, 90)),
-                    Champion(2, classifier(0.65, negative=(0.55, 40), positive=(0.75, 90))), GATE)
+                    Champion(2, classifier(0.65, negative=(0.55, 40), positive=(0.75, 90))), CLASSIFIER_GATE)
     assert better.promote, better.reasons
     assert "candidate macro-F1 0.7000 >= floor gate.min_f1 0.3000" in better.reasons[0]
     assert "latency p95 5.0 ms per text <= gate.max_latency_ms_p95" in better.reasons[1]
@@ -155,11 +156,21 @@ def test_a_classifier_is_gated_on_macro_f1_and_each_class_without_ner_behaviour_
     # Better on macro-F1 overall, but one class collapsed: rejected, and that class is the reason.
     collapsed = decide(classifier(0.66, negative=(0.30, 40), positive=(0.95, 90), neutral=(0.7, 3)),
                        Champion(2, classifier(0.65, negative=(0.55, 40), positive=(0.75, 90), neutral=(0.6, 3))),
-                       GATE)
+                       CLASSIFIER_GATE)
     assert not collapsed.promote
     failing = [r for r in collapsed.reasons if r.startswith("negative:")]
     assert failing and "-0.2500" in failing[0]
     assert any("not compared per class" in r and "neutral (3)" in r for r in collapsed.reasons)
+
+
+def test_a_floor_on_a_check_the_evaluation_did_not_run_fails_the_gate():
+    """gate.min_behaviour names checks by the kind's names; a floor the report cannot meet is a failure, not a
+    silent pass (e.g. a classifier run with NER's floors)."""
+    decision = decide(classifier(0.70), None, GATE)
+    assert not decision.promote
+    assert "name_invariance was not measured; gate.min_behaviour.name_invariance needs it" in decision.reasons
+    with pytest.raises(ValueError, match=r"pass-rate floors must lie in \[0, 1\]: name_invariance"):
+        GateParams(**{**GATE.model_dump(), "min_behaviour": {"name_invariance": 80}})
 
 
 @pytest.mark.parametrize("name", ["ner.json", "textclass.json", "multilabel.json"])

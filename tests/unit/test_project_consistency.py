@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel
 
 from flows import reports, steps
-from tasks.params import Params, ParamsError, load_params
+from tasks.params import Params, ParamsError, load_params, schema_of
 
 ROOT = Path(__file__).resolve().parents[2]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -44,14 +44,41 @@ def key_paths(node, prefix: str = "") -> set[str]:
     return {path for key, value in node.items() for path in key_paths(value, f"{prefix}.{key}" if prefix else key)}
 
 
-def test_the_classification_example_has_every_key_of_params_yaml_and_keeps_the_paths():
-    """params-sentiment.yaml replaces params.yaml (flow `params_file`, or `cp` for dvc repro): it must load,
-    have the same keys, and write the same paths (dvc.yaml interpolates them)."""
-    example = yaml.safe_load((ROOT / "params-sentiment.yaml").read_text())
-    assert key_paths(example) == key_paths(PARAMS)
+def schema_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """The dotted keys a params model reads (its sections' fields by their YAML names)."""
+    keys = set()
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{field.alias or name}"
+        sections = [t for t in types_in(field.annotation) if isinstance(t, type) and issubclass(t, BaseModel)]
+        keys |= schema_keys(sections[0], f"{key}.") if sections else {key}
+    return keys
+
+
+def test_each_params_file_has_exactly_its_kinds_keys_and_the_same_paths():
+    """params-sentiment.yaml replaces params.yaml (flow `params_file`, or `cp` for dvc repro): it loads into the
+    text-classification schema, which has no key of NER's own, and writes the same paths (dvc.yaml
+    interpolates them)."""
+    common = schema_keys(Params)
+    own = {kind: schema_keys(schema_of({"task": {"kind": kind}})) - common for kind in KINDS}
+    assert own["ner"] and own["textclass"] and not own["ner"] & own["textclass"]
+    assert {"ingest.tag_scheme", "clean.bio_repair", "train.label_all_pieces", "evaluate.checklist.name_type",
+            "validate.reference_profile"} <= own["ner"]
+    assert {"task.multi_label", "ingest.text_column", "validate.class_share"} <= own["textclass"]
+    example = PARAMS_FILES["params-sentiment.yaml"]
     assert example["paths"] == PARAMS["paths"]
     loaded = load_params(ROOT / "params-sentiment.yaml")
-    assert loaded.task == "sequence-classification" and loaded.validate_.labels == ["negative", "neutral", "positive"]
+    assert loaded.task.kind == "textclass" and loaded.task.labels == ["negative", "neutral", "positive"]
+
+
+def test_a_key_of_another_kind_is_rejected_with_its_name(tmp_path: Path):
+    example = PARAMS_FILES["params-sentiment.yaml"]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(dict(example, clean=dict(example["clean"], bio_repair="repair"))))
+    with pytest.raises(ParamsError, match=r"params\.yaml: clean\.bio_repair: Extra inputs are not permitted"):
+        load_params(path)
+    path.write_text(yaml.safe_dump(dict(example, task={"kind": "sentiment", "labels": []})))
+    with pytest.raises(ParamsError, match=r"params\.yaml: task\.kind: expected one of ner, textclass, got 'sentiment'"):
+        load_params(path)
 
 
 @pytest.mark.parametrize("stage", list(DVC["stages"]))
@@ -61,7 +88,8 @@ def test_stage_module_and_params_exist(stage: str):
     assert hasattr(importlib.import_module(module), "main")
     assert f"{module.replace('.', '/')}.py" in spec["deps"], "a stage depends on its own code"
     for key in spec["params"]:
-        lookup(key)  # raises KeyError when dvc.yaml names a missing key
+        for params in PARAMS_FILES.values():  # only keys every kind has
+            lookup(key, params)  # raises KeyError when dvc.yaml names a missing key
 
 
 @pytest.mark.parametrize("stage", list(DVC["stages"]))
@@ -170,11 +198,11 @@ def stage_closure(module: str, kind: str) -> set[str]:
 @pytest.mark.parametrize("stage", list(DVC["stages"]))
 def test_stage_deps_are_exactly_the_code_its_module_imports(stage: str, params_file: str):
     """DVC reruns a stage only when a dep changes: a missing file leaves stale outputs, an extra one reruns
-    the stage for nothing. A stage's kind code is `tasks/kinds/${kind}` (the whole package of the params'
+    the stage for nothing. A stage's kind code is `tasks/kinds/${task.kind}` (the whole package of the params'
     kind, never the other kind's: a classifier-only change does not rerun an NER stage); its other code
     deps are the core files it runs with any kind (docs/DECISIONS.md, 36)."""
     spec, params = DVC["stages"][stage], PARAMS_FILES[params_file]
-    module, kind = stage_module(spec), params["kind"]
+    module, kind = stage_module(spec), params["task"]["kind"]
     others = set().union(*(kind_package(other) for other in KINDS if other != kind))
     core = set().union(*(stage_closure(module, any_kind) - kind_package(any_kind) for any_kind in KINDS))
     runs = stage_closure(module, kind)
@@ -223,6 +251,7 @@ def models(model: type[BaseModel]) -> list[type[BaseModel]]:
 
 def test_params_models_have_no_defaults():
     """params.yaml is the one home of a default: a key missing there is an error, not a silent fallback."""
-    defaulted = [f"{model.__name__}.{name}" for model in models(Params)
+    schemas = [schema_of({"task": {"kind": kind}}) for kind in KINDS]
+    defaulted = [f"{model.__name__}.{name}" for schema in schemas for model in models(schema)
                  for name, field in model.model_fields.items() if not field.is_required()]
     assert defaulted == [], f"fields with a default in tasks/params.py: {defaulted}"

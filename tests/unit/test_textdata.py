@@ -101,5 +101,5 @@ def test_multi_label_cells_are_read_as_sorted_label_sets(tmp_path: Path):
 
 def test_a_single_label_cell_with_the_reserved_separator_points_at_multi_label(tmp_path: Path):
     path = write_csv(tmp_path / "s.csv", [("1", "sun", "weather|mood")])
-    with pytest.raises(InputFormatError, match=r"s\.csv:2: .* set multi_label: true for such data"):
+    with pytest.raises(InputFormatError, match=r"s\.csv:2: .* set task\.multi_label: true for such data"):
         read_examples(path, "text", "label")

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections import Counter
 
 from tasks.iob import iob2_errors, to_iob2
+from tasks.kinds.ner.params import NerCleanParams
 from tasks.kinds.ner.records import NerRecord
-from tasks.params import CleanParams
 from tasks.text import near_duplicate_key_of_tokens, normalize_token
 
 
-def clean_record(record: NerRecord, params: CleanParams, counts: Counter) -> NerRecord | None:
+def clean_record(record: NerRecord, params: NerCleanParams, counts: Counter) -> NerRecord | None:
     """Normalize tokens and drop empty ones (with their tag); None when nothing is left.
 
     Dropping an empty token that carried B-X would leave a following I-X orphaned, so the next
@@ -47,7 +47,7 @@ def repair_bio(tags: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(to_iob2(tags, "iob1"))
 
 
-def keep_length(record: NerRecord, params: CleanParams, counts: Counter) -> bool:
+def keep_length(record: NerRecord, params: NerCleanParams, counts: Counter) -> bool:
     if len(record.tokens) < params.min_tokens:
         counts["too_short_dropped"] += 1
         return False
@@ -57,7 +57,7 @@ def keep_length(record: NerRecord, params: CleanParams, counts: Counter) -> bool
     return True
 
 
-def fix_labels(record: NerRecord, params: CleanParams, counts: Counter) -> NerRecord | None:
+def fix_labels(record: NerRecord, params: NerCleanParams, counts: Counter) -> NerRecord | None:
     """Apply the `bio_repair` policy to a record with an invalid IOB2 sequence."""
     if not iob2_errors(record.tags):
         return record
@@ -68,7 +68,7 @@ def fix_labels(record: NerRecord, params: CleanParams, counts: Counter) -> NerRe
     return NerRecord(record.id, record.tokens, repair_bio(record.tags), record.meta)
 
 
-def clean_split(records: list[NerRecord], params: CleanParams, counts: Counter) -> list[NerRecord]:
+def clean_split(records: list[NerRecord], params: NerCleanParams, counts: Counter) -> list[NerRecord]:
     """Clean each record, apply the label and length policies, drop exact and near duplicates (the
     first occurrence stays). Every change is counted by kind in `counts`."""
     exact: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,8 +17,8 @@ import pandas as pd
 
 from tasks.contract import ContractError, Outcome, named, run_contract
 from tasks.iob import entity_spans, iob2_errors, label_list
+from tasks.kinds.ner.params import NerValidateParams
 from tasks.kinds.ner.records import NerRecord
-from tasks.params import ValidateParams
 from tasks.text import has_control_character
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ def mention_expectations() -> list:
                   gx.expectations.ExpectColumnValuesToBeBetween(column="mentions", min_value=1))]
 
 
-def sentence_expectations(params: ValidateParams) -> list:
+def sentence_expectations(params: NerValidateParams) -> list:
     import great_expectations as gx
 
     e = gx.expectations
@@ -130,7 +131,7 @@ def sentence_expectations(params: ValidateParams) -> list:
     ]
 
 
-def token_expectations(params: ValidateParams) -> list:
+def token_expectations(entity_types: Sequence[str]) -> list:
     import great_expectations as gx
 
     e = gx.expectations
@@ -138,13 +139,13 @@ def token_expectations(params: ValidateParams) -> list:
         named("token_not_blank", e.ExpectColumnValuesToBeInSet(column="token_blank", value_set=[False])),
         named("no_control_characters", e.ExpectColumnValuesToBeInSet(column="token_control", value_set=[False])),
     ]
-    if params.entity_types:
+    if entity_types:
         expected.append(named("tag_in_label_set", e.ExpectColumnValuesToBeInSet(
-            column="tag", value_set=label_list(params.entity_types))))
+            column="tag", value_set=label_list(entity_types))))
     return expected
 
 
-def profile_expectations(params: ValidateParams) -> list:
+def profile_expectations(params: NerValidateParams) -> list:
     import great_expectations as gx
 
     low, high = params.entity_share_ratio
@@ -163,16 +164,17 @@ def load_reference(path: str | None) -> dict[str, float]:
                             '{"entity_share": {"<type>": <share>, ...}}') from exc
 
 
-def contract_tables(splits: dict[str, list[NerRecord]], params: ValidateParams,
+def contract_tables(splits: dict[str, list[NerRecord]], params: NerValidateParams, entity_types: Sequence[str],
                     counter: PieceCounter | None = None) -> dict[str, tuple[pd.DataFrame, list]]:
-    """The tables the contract checks, each with its expectations: sentences, tokens and (with a
-    reference profile) entity types. `counter` counts sub-word pieces (None: not checked)."""
+    """The tables the contract checks, each with its expectations: sentences, tokens (tags of `entity_types`;
+    empty: any) and (with a reference profile) entity types. `counter` counts sub-word pieces (None: not
+    checked)."""
     train_ids = {r.tokens: r.id for r in splits.get("train", [])}
     pieces = count_pieces(counter, splits) if counter is not None else {}
     sentences = pd.concat([sentence_table(s, rs, train_ids, pieces.get(s)) for s, rs in splits.items()],
                           ignore_index=True)
     tables = {"sentences": (sentences, sentence_expectations(params)),
-              "tokens": (token_table(splits), token_expectations(params))}
+              "tokens": (token_table(splits), token_expectations(entity_types))}
     if "train" in splits:
         tables["train_mentions"] = (mention_table(splits["train"]), mention_expectations())
     reference = load_reference(params.reference_profile)
@@ -182,10 +184,10 @@ def contract_tables(splits: dict[str, list[NerRecord]], params: ValidateParams,
     return tables
 
 
-def validate_records(splits: dict[str, list[NerRecord]], params: ValidateParams, counter: PieceCounter | None = None,
-                     docs_dir: Path | None = None) -> list[Outcome]:
+def validate_records(splits: dict[str, list[NerRecord]], params: NerValidateParams, entity_types: Sequence[str],
+                     counter: PieceCounter | None = None, docs_dir: Path | None = None) -> list[Outcome]:
     """Run the sentence, token and entity-profile suites over all splits together."""
-    return run_contract(contract_tables(splits, params, counter), docs_dir)
+    return run_contract(contract_tables(splits, params, entity_types, counter), docs_dir)
 
 
 def data_profile(splits: dict[str, list[NerRecord]]) -> dict:

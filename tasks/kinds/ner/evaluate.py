@@ -21,9 +21,10 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 from tasks.io import atomic_write_text
 from tasks.kinds.ner import analysis, behaviour
 from tasks.kinds.ner.modeling import predict_tags
+from tasks.kinds.ner.params import NerEvaluateParams
 from tasks.kinds.ner.records import NerRecord, load_jsonl
 from tasks.metrics import Behaviour, EvalReport, Headline, LabelSetMismatch, Latency, latency, model_size_mb
-from tasks.params import TOKEN_CLASSIFICATION, EvaluateParams
+from tasks.params import TOKEN_CLASSIFICATION
 
 TASK = TOKEN_CLASSIFICATION
 SUMMARY_ROWS = {"micro avg", "macro avg", "weighted avg"}
@@ -71,7 +72,7 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> 
     }
 
 
-def evaluate(params: EvaluateParams, model_dir: Path, test_path: Path, predictions_path: Path,
+def evaluate(params: NerEvaluateParams, model_dir: Path, test_path: Path, predictions_path: Path,
              max_length: int) -> tuple[EvalReport, list[tuple[str, str]]]:
     """Tag the test split with the saved model: the report (strict entity F1 as the headline, per entity
     type, behaviour, slices), the predictions JSONL and the confusion plot's (gold, predicted) tag pairs."""

@@ -26,12 +26,13 @@ from tasks.kinds.ner.modeling import (
     predict_label_ids,
     strict_f1,
 )
+from tasks.kinds.ner.params import NerTrainParams
 from tasks.kinds.ner.records import NerRecord, load_jsonl
 from tasks.params import TrainParams
 
 
 def entity_types_in(records: Sequence[NerRecord]) -> list[str]:
-    """Entity types used in the records, sorted (used when validate.entity_types is empty)."""
+    """Entity types used in the records, sorted (used when task.labels is empty)."""
     return sorted({entity for r in records for tag in r.tags if (entity := split_tag(tag)[1])})
 
 
@@ -68,7 +69,7 @@ class NerKind:
             if unknown:
                 raise ValueError(
                     f"record {record.id}: tag {unknown[0]!r} is not in the label list "
-                    f"{list(label2id)} (check validate.entity_types)"
+                    f"{list(label2id)} (check task.labels)"
                 )
             result.append([label2id[tag] for tag in record.tags])
         return result
@@ -93,7 +94,7 @@ class NerKind:
         )
         return model, tokenizer
 
-    def encode(self, tokenizer, rows: Sequence[NerRecord], params: TrainParams, with_labels: bool) -> Encoded:
+    def encode(self, tokenizer, rows: Sequence[NerRecord], params: NerTrainParams, with_labels: bool) -> Encoded:
         """Tokenize once into cached windows; every epoch reuses them."""
         labels = self.label_ids(rows) if with_labels else None
         # "Label all pieces": a word's later pieces learn its I- label instead of being ignored.

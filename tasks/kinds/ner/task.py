@@ -12,39 +12,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from tasks.kinds.ner.params import NerCleanParams, NerEvaluateParams, NerIngestParams, NerParams, NerValidateParams
 from tasks.kinds.ner.records import NerRecord, load_jsonl, read_records
 from tasks.metrics import EvalReport
-from tasks.params import TOKEN_CLASSIFICATION, CleanParams, EvaluateParams, IngestParams, Params, ValidateParams
+from tasks.params import TOKEN_CLASSIFICATION
 from tasks.sentence import Sentence
 
 
 @dataclass(frozen=True)
 class Ner:
-    """Sentences of tokens with IOB2 tags over `entity_types` (validate.entity_types; empty: those of the train
-    split)."""
+    """Sentences of tokens with IOB2 tags over `entity_types` (task.labels; empty: those of the train split)."""
 
     entity_types: list[str]
     task: ClassVar[str] = TOKEN_CLASSIFICATION
 
-    def check_source(self, params: IngestParams) -> None:
+    def check_source(self, params: NerIngestParams) -> None:
         """Any CoNLL/JSONL source, and the builtin WNUT-16 set, hold NER data."""
 
-    def source_reader(self, params: IngestParams) -> Callable[[Path], list[NerRecord]]:
+    def source_reader(self, params: NerIngestParams) -> Callable[[Path], list[NerRecord]]:
         """CoNLL or JSONL records (`ingest.format`), tags converted to IOB2 from `ingest.tag_scheme`."""
         return lambda path: read_records(path, params.format, params.tag_scheme)
 
     def read(self, path: Path) -> list[NerRecord]:
         return load_jsonl(path)
 
-    def clean(self, rows: list[NerRecord], params: CleanParams, counts: Counter) -> list[NerRecord]:
+    def clean(self, rows: list[NerRecord], params: NerCleanParams, counts: Counter) -> list[NerRecord]:
         from tasks.kinds.ner.clean import clean_split
 
         return clean_split(rows, params, counts)
 
-    def contract_tables(self, splits: dict[str, list[NerRecord]], params: ValidateParams, counter=None) -> list:
+    def contract_tables(self, splits: dict[str, list[NerRecord]], params: NerValidateParams, counter=None) -> list:
         from tasks.kinds.ner.contract import contract_tables
 
-        return contract_tables(splits, params, counter)
+        return contract_tables(splits, params, self.entity_types, counter)
 
     def data_profile(self, splits: dict[str, list[NerRecord]]) -> dict:
         from tasks.kinds.ner.contract import data_profile
@@ -62,12 +62,12 @@ class Ner:
 
         return NerKind(self.entity_types or entity_types_in(load_jsonl(train_file)))
 
-    def evaluate(self, params: EvaluateParams, model_dir: Path, test_path: Path, predictions_path: Path,
+    def evaluate(self, params: NerEvaluateParams, model_dir: Path, test_path: Path, predictions_path: Path,
                  max_length: int) -> tuple[EvalReport, list[tuple[str, str]]]:
         from tasks.kinds.ner.evaluate import evaluate
 
         return evaluate(params, model_dir, test_path, predictions_path, max_length)
 
 
-def kind(params: Params) -> Ner:
-    return Ner(list(params.validate_.entity_types))
+def kind(params: NerParams) -> Ner:
+    return Ner(list(params.task.labels))

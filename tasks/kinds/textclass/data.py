@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from tasks.contract import named
 from tasks.io import InputFormatError, read_jsonl_objects, read_jsonl_rows, read_text, write_jsonl
+from tasks.kinds.textclass.params import TextclassValidateParams
 from tasks.params import CleanParams, ValidateParams
 from tasks.sentence import Sentence
 from tasks.text import has_control_character, near_duplicate_key_of_text, normalize_token
@@ -88,7 +89,7 @@ def _example(row: dict, where: str, default_id: str, text_column: str, label_col
         raise InputFormatError(f"{where}: {label_column!r} must be one label (text or integer), got {label!r}")
     if LABEL_JOIN in str(label):
         raise InputFormatError(f"{where}: {label_column!r} is {label!r}, but '|' separates the labels of a "
-                               "multi-label example; set multi_label: true for such data")
+                               "multi-label example; set task.multi_label: true for such data")
     return TextExample(str(row.get("id") or default_id), text.strip(), str(label).strip())
 
 
@@ -331,7 +332,7 @@ def label_expectations(labels: Sequence[str]) -> list:
     return [named("label_in_set", gx.expectations.ExpectColumnValuesToBeInSet(column="label", value_set=list(labels)))]
 
 
-def class_expectations(params: ValidateParams) -> list:
+def class_expectations(params: TextclassValidateParams) -> list:
     import great_expectations as gx
 
     low, high = params.class_share
@@ -339,9 +340,9 @@ def class_expectations(params: ValidateParams) -> list:
         column="share", min_value=low, max_value=high))]
 
 
-def declared_labels(params: ValidateParams, splits: dict[str, list[TextExample]]) -> list[str]:
-    """`validate.labels`, or (when empty) the labels of the train split, sorted."""
-    return list(params.labels) or sorted({label for e in splits.get("train", []) for label in e.labels})
+def declared_labels(labels: Sequence[str], splits: dict[str, list[TextExample]]) -> list[str]:
+    """`labels` (task.labels), or (when empty) the labels of the train split, sorted."""
+    return list(labels) or sorted({label for e in splits.get("train", []) for label in e.labels})
 
 
 def count_text_pieces(counter: PieceCounter, splits: dict[str, list[TextExample]]) -> dict[str, list[int]]:
@@ -350,12 +351,13 @@ def count_text_pieces(counter: PieceCounter, splits: dict[str, list[TextExample]
             for split, examples in splits.items()}
 
 
-def contract_tables(splits: dict[str, list[TextExample]], params: ValidateParams,
+def contract_tables(splits: dict[str, list[TextExample]], params: TextclassValidateParams, labels: Sequence[str],
                     counter: PieceCounter | None = None) -> dict[str, tuple[pd.DataFrame, list]]:
-    """The tables the text contract checks, each with its expectations: texts and classes."""
+    """The tables the text contract checks, each with its expectations: texts and classes (`labels`, task.labels;
+    empty: those of the train split)."""
     import pandas as pd
 
-    labels = declared_labels(params, splits)
+    labels = declared_labels(labels, splits)
     train_ids = {e.text: e.id for e in splits.get("train", [])}
     pieces = count_text_pieces(counter, splits) if counter is not None else {}
     texts = pd.concat([text_table(s, es, train_ids, pieces.get(s)) for s, es in splits.items()], ignore_index=True)

@@ -22,7 +22,7 @@ from tasks.params import TrainParams
 
 
 def labels_in(examples: Sequence[TextExample]) -> list[str]:
-    """Classes used in the examples, sorted (used when validate.labels is empty)."""
+    """Classes used in the examples, sorted (used when task.labels is empty)."""
     return sorted({label for e in examples for label in e.labels})
 
 

@@ -1,5 +1,5 @@
 """The text-classification kind for every stage (tasks/kinds/base.py: `TaskKind`), built by
-`tasks.kinds.kind_for`. Multi-label (params `multi_label`) is a property of this kind alone.
+`tasks.kinds.kind_for`. Multi-label (params `task.multi_label`) is a property of this kind alone.
 
 Each stage needs a few of these pieces: the heavy ones (torch, the classifier) are imported by the method
 that uses them, so that importing the kind stays cheap for the stages that do not.
@@ -15,35 +15,28 @@ from typing import ClassVar
 
 from tasks.kinds.textclass import data
 from tasks.kinds.textclass.data import TextExample
+from tasks.kinds.textclass.params import TextclassIngestParams, TextclassParams, TextclassValidateParams
 from tasks.metrics import EvalReport
-from tasks.params import (
-    BUILTIN_SOURCE,
-    SEQUENCE_CLASSIFICATION,
-    CleanParams,
-    EvaluateParams,
-    IngestParams,
-    Params,
-    ValidateParams,
-)
+from tasks.params import BUILTIN_SOURCE, SEQUENCE_CLASSIFICATION, CleanParams, EvaluateParams
 from tasks.sentence import Sentence
 
 
 @dataclass(frozen=True)
 class TextClass:
-    """Texts with one class each, or (`multi_label`) any set of classes; `labels`: validate.labels (empty: those
-    of the train split)."""
+    """Texts with one class each, or (`multi_label`) any set of classes; `labels`: task.labels (empty: those of
+    the train split)."""
 
     labels: list[str]
     multi_label: bool
     task: ClassVar[str] = SEQUENCE_CLASSIFICATION
 
-    def check_source(self, params: IngestParams) -> None:
+    def check_source(self, params: TextclassIngestParams) -> None:
         if params.source == BUILTIN_SOURCE:
             raise ValueError(f"ingest.source {BUILTIN_SOURCE!r} is NER data; sequence-classification needs a CSV or "
                              "JSONL file (e.g. data/external/vader_tweets/tweets.csv) or a folder of train/dev/test "
                              "files")
 
-    def source_reader(self, params: IngestParams) -> Callable[[Path], list[TextExample]]:
+    def source_reader(self, params: TextclassIngestParams) -> Callable[[Path], list[TextExample]]:
         """CSV or JSONL texts (`ingest.text_column`, `ingest.label_column`); multi-label: a CSV cell's labels
         split at `ingest.label_separator`."""
         separator = params.label_separator if self.multi_label else None
@@ -55,8 +48,9 @@ class TextClass:
     def clean(self, rows: list[TextExample], params: CleanParams, counts: Counter) -> list[TextExample]:
         return data.clean_examples(rows, params, counts)
 
-    def contract_tables(self, splits: dict[str, list[TextExample]], params: ValidateParams, counter=None) -> list:
-        return data.contract_tables(splits, params, counter)
+    def contract_tables(self, splits: dict[str, list[TextExample]], params: TextclassValidateParams,
+                        counter=None) -> list:
+        return data.contract_tables(splits, params, self.labels, counter)
 
     def data_profile(self, splits: dict[str, list[TextExample]]) -> dict:
         return data.data_profile(splits)
@@ -79,5 +73,5 @@ class TextClass:
         return evaluate(params, model_dir, test_path, predictions_path, max_length)
 
 
-def kind(params: Params) -> TextClass:
-    return TextClass(list(params.validate_.labels), params.multi_label)
+def kind(params: TextclassParams) -> TextClass:
+    return TextClass(list(params.task.labels), params.task.multi_label)

@@ -39,11 +39,11 @@ def lifecycle(tmp_path_factory, local_services: Settings):
     synthetic_splits(repo / "data/external/synthetic")
     name = f"lifecycle-{uuid.uuid4().hex[:8]}"
     set_params(repo, ingest={"source": "data/external/synthetic"},
-               validate={"entity_types": ["person", "geo-loc"], "reference_profile": None},
+               task={"labels": ["person", "geo-loc"]}, validate={"reference_profile": None},
                augment={"methods": ["synonym"]},
                train={"base_model": str(tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))), "max_length": 32,
                       "batch_size": 8, "learning_rate": 5e-3, "epochs": 2},
-               gate={"min_f1": 0.3, "min_functionality": 0.0, "min_name_invariance": 0.0},
+               gate={"min_f1": 0.3, "min_behaviour": {"name_invariance": 0.0, "minimum_functionality": 0.0}},
                registry={"model_name": name})
     registry = Registry(s3_client(local_services), local_services.registry_bucket, local_services.registry_prefix)
     runs = {"first": run_flow(repo, local_services)}

@@ -26,7 +26,7 @@ def rejected_run(tmp_path_factory, local_services: Settings):
     synthetic_splits(repo / "data/external/synthetic")
     encoder = tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))
     set_params(repo, ingest={"source": "data/external/synthetic"},
-               validate={"entity_types": ["person", "geo-loc"], "reference_profile": None},
+               task={"labels": ["person", "geo-loc"]}, validate={"reference_profile": None},
                augment={"methods": []},
                train={"base_model": str(encoder), "max_length": 32, "epochs": 1, "batch_size": 32},
                gate={"min_f1": 1.0}, registry={"model_name": "gate-reject-test"})

@@ -70,7 +70,7 @@ def test_the_classifier_is_trained_gated_and_registered(sentiment) -> None:
     assert sum(sum(row.values()) for row in metrics["confusion"].values()) == metrics["count"]
     assert 0.0 <= metrics["calibration"]["ece"] <= 1.0 and metrics["latency"]["p95_ms"] > 0
     assert any(r.startswith("candidate macro-F1") for r in metadata["gate"]["reasons"])
-    assert metadata["params"]["task"] == "sequence-classification"
+    assert metadata["params"]["task"]["kind"] == "textclass"
 
 
 def test_the_flow_run_shows_the_class_scores(sentiment, local_services: Settings) -> None:

@@ -1,0 +1,42 @@
+"""The text-classification keys of a params file: the common sections (tasks/params.py) plus what only
+text classification reads."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from tasks.params import COMMON_CHECKS, IngestParams, Params, TaskParams, ValidateParams, unknown_checks
+
+CHECKS = COMMON_CHECKS + ("text_not_blank", "label_in_set", "class_balance")
+
+
+class TextclassTaskParams(TaskParams):
+    kind: Literal["textclass"]
+    # true: each text has any number of labels (sigmoid + binary cross-entropy); false: exactly one (softmax)
+    multi_label: bool
+
+
+class TextclassIngestParams(IngestParams):
+    text_column: str = Field(min_length=1)  # the CSV header / JSONL keys of each example's text and label
+    label_column: str = Field(min_length=1)
+    label_separator: str = Field(min_length=1)  # multi_label: between the labels of a CSV cell
+
+
+class TextclassValidateParams(ValidateParams):
+    class_share: tuple[float, float]  # bounds on each class's share of a split's examples
+
+    @field_validator("soft")
+    @classmethod
+    def _known_checks(cls, soft: dict[str, list[str]]) -> dict[str, list[str]]:
+        return unknown_checks(soft, CHECKS)
+
+
+class TextclassParams(Params):
+    task: TextclassTaskParams
+    ingest: TextclassIngestParams
+    validate_: TextclassValidateParams = Field(alias="validate")
+
+
+SCHEMA = TextclassParams
