@@ -256,6 +256,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 def schema_of(raw: dict) -> type[Params]:
     """The params model of the kind that `task.kind` names: `tasks.kinds.<kind>.params.SCHEMA`."""
     task = raw.get("task")
+    if isinstance(task, str):  # the layout before the task: section (docs/DECISIONS.md, 41)
+        raise ParamsError(f"task: {task!r} is the old layout; write a section `task: {{kind: ner | textclass, "
+                          "labels: [...]}` (labels: the former validate.entity_types or validate.labels; "
+                          "text classification also moves multi_label there) and drop the top-level kind")
     kind = task.get("kind") if isinstance(task, dict) else None
     kinds = get_args(Kind)
     if kind not in kinds:

@@ -79,6 +79,10 @@ def test_a_key_of_another_kind_is_rejected_with_its_name(tmp_path: Path):
     path.write_text(yaml.safe_dump(dict(example, task={"kind": "sentiment", "labels": []})))
     with pytest.raises(ParamsError, match=r"params\.yaml: task\.kind: expected one of ner, textclass, got 'sentiment'"):
         load_params(path)
+    path.write_text(yaml.safe_dump(dict(example, task="sequence-classification", kind="textclass")))
+    with pytest.raises(ParamsError, match=r"params\.yaml: task: 'sequence-classification' is the old layout; write "
+                                          r"a section `task: \{kind: ner \| textclass, labels: \[\.\.\.\]\}`"):
+        load_params(path)
 
 
 @pytest.mark.parametrize("stage", list(DVC["stages"]))
