@@ -171,3 +171,12 @@ def test_a_model_folder_holding_only_a_pickle_is_refused(tmp_path: Path, tiny_ba
     args = argparse.Namespace(input=None, text=["hello world"], batch_size=8, max_length=32, format=None, output=None)
     with pytest.raises(OSError, match="model.safetensors"):
         predict_entities(args, folder)
+
+
+def test_dvc_sends_no_usage_analytics() -> None:
+    """Offline by default: DVC's analytics would post every command's usage to dvc.org from each stage."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / ".dvc" / "config")
+    assert config.get("core", "analytics") == "false"
