@@ -56,6 +56,9 @@ def private_prefect(tmp_path_factory, local_services):
                                 s3_access_key_id=local_services.s3_access_key_id,
                                 s3_secret_access_key=local_services.s3_secret_access_key)
     assert services.prefect_is_local(settings) and not services.s3_is_local(settings)
+    # Its API login, generated into its folder's .env: every client below (the flow, the API calls) sends it.
+    settings = services.ensure_credentials(settings, workdir / ".env")
+    assert settings.prefect_api_auth_string is not None
     up_from(workdir, settings)
     try:
         yield settings
