@@ -31,18 +31,18 @@ def seconds_between(start: str | None, end: str | None) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
-def latest_run(api: str, flow_name: str) -> dict:
+def latest_run(api: httpx.Client, flow_name: str) -> dict:
     query = {"flows": {"name": {"any_": [flow_name]}}, "sort": "START_TIME_DESC", "limit": 1}
-    runs = httpx.post(f"{api}/flow_runs/filter", json=query, timeout=30).raise_for_status().json()
+    runs = api.post("flow_runs/filter", json=query).raise_for_status().json()
     if not runs:
-        raise SystemExit(f"no run of flow {flow_name!r} on {api}")
+        raise SystemExit(f"no run of flow {flow_name!r} on {api.base_url}")
     return runs[0]
 
 
-def step_times(api: str, run_id: str) -> list[tuple[str, float]]:
+def step_times(api: httpx.Client, run_id: str) -> list[tuple[str, float]]:
     """(task run name, seconds) in start order; retried tasks count their whole span."""
     query = {"task_runs": {"flow_run_id": {"any_": [run_id]}}, "sort": "EXPECTED_START_TIME_ASC"}
-    tasks = httpx.post(f"{api}/task_runs/filter", json=query, timeout=30).raise_for_status().json()
+    tasks = api.post("task_runs/filter", json=query).raise_for_status().json()
     return [(t["name"], seconds_between(t["start_time"], t["end_time"])) for t in tasks]
 
 
@@ -61,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", help="flow run id (default: the latest run of the flow)")
     parser.add_argument("--flow", default="flowtune-pipeline")
     args = parser.parse_args(argv)
-    api = Settings().api_url
-    run = (httpx.get(f"{api}/flow_runs/{args.run_id}", timeout=30).raise_for_status().json()
+    from flows.services import prefect_auth_header
+
+    settings = Settings()
+    # The local server wants its basic auth (PREFECT_API_AUTH_STRING in .env) on every call.
+    api = httpx.Client(base_url=settings.api_url.rstrip("/") + "/", headers=prefect_auth_header(settings), timeout=30)
+    run = (api.get(f"flow_runs/{args.run_id}").raise_for_status().json()
            if args.run_id else latest_run(api, args.flow))
     metrics = ROOT / "data" / "metrics" / "eval.json"
     f1 = json.loads(metrics.read_text())["f1"] if metrics.exists() else None

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     prefect_host: str = "127.0.0.1"
     prefect_port: int = 4200
     prefect_api_url: str | None = Field(default=None, validation_alias="PREFECT_API_URL")
+    # Basic auth of the Prefect API, "user:password" (Prefect's own client setting, so `prefect` commands
+    # run in this checkout read it from `.env` too). `flowtune services up` generates it for a local server.
+    prefect_api_auth_string: SecretStr | None = Field(default=None, validation_alias="PREFECT_API_AUTH_STRING")
 
     @property
     def endpoint_url(self) -> str:

@@ -33,11 +33,23 @@ class UICheckError(AssertionError):
     """What the flow run page should show and does not (an AssertionError, so pytest reports it as a failure)."""
 
 
+def log_in(page, ui_url: str, auth_string: str, timeout_ms: float) -> None:
+    """Type the auth string into the UI's login page (a server with basic auth shows it instead of any
+    page) and wait until the UI has left it: the UI keeps the string in localStorage for later calls."""
+    page.goto(f"{ui_url.rstrip('/')}/login", wait_until="domcontentloaded", timeout=timeout_ms)
+    field = page.locator("input[type=password]").first
+    field.fill(auth_string, timeout=timeout_ms)
+    field.press("Enter")
+    page.wait_for_url(lambda url: "/login" not in url, timeout=timeout_ms)
+
+
 def capture_flow_run(ui_url: str, flow_run_id: str, out_dir: Path, expect_tasks: list[str],
                      expect_artifact_key: str, expect_artifact_description: str | None = None,
-                     timeout_s: float = 60.0) -> dict[str, Any]:
+                     timeout_s: float = 60.0, auth_string: str | None = None) -> dict[str, Any]:
     """Open `<ui_url>/runs/flow-run/<flow_run_id>`, screenshot its "Task Runs" and "Artifacts" tabs into
     `out_dir`, and check that every name in `expect_tasks` and the artifact card are on screen.
+    `auth_string` ("admin:<password>", the server's PREFECT_API_AUTH_STRING): log in first, through the
+    UI's own login page, as a person would.
 
     Returns {"url", "tasks_visible", "tasks_missing", "tasks_shown", "artifact_key_visible",
     "artifact_description", "artifact_keys_shown", "screenshots", "text" (visible text per tab), "seconds"}.
@@ -84,6 +96,9 @@ def capture_flow_run(ui_url: str, flow_run_id: str, out_dir: Path, expect_tasks:
             found["text"][name] = page.inner_text("body")
 
         try:
+            if auth_string:
+                step = "logging in"
+                log_in(page, ui_url, auth_string, left_ms())
             step = f"loading {url}"
             page.goto(url, wait_until="domcontentloaded", timeout=left_ms())
             page.locator(TABLIST).wait_for(timeout=left_ms())  # the run header rendered (a 404 page has none)

@@ -73,11 +73,13 @@ def free_port() -> Callable[[], int]:
 
 def private_settings(workdir: Path, **overrides) -> Settings:
     """Settings for services of our own under `workdir`, on free ports, ignoring the user's .env and
-    FLOWTUNE_* / PREFECT_API_URL variables (which could point at the user's own services)."""
+    FLOWTUNE_* / PREFECT_API_URL / PREFECT_API_AUTH_STRING variables (which could point at the user's
+    own services)."""
     ports = {name: find_free_port() for name in
              ("s3_port", "seaweed_master_port", "seaweed_volume_port", "seaweed_filer_port", "prefect_port")}
     fields = {"state_dir": workdir / ".flowtune", "s3_endpoint_url": None, "prefect_api_url": None,
-              "s3_access_key_id": None, "s3_secret_access_key": None, **ports, **overrides}
+              "s3_access_key_id": None, "s3_secret_access_key": None, "prefect_api_auth_string": None,
+              **ports, **overrides}
     return Settings(_env_file=None, **fields)
 
 

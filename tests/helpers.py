@@ -240,11 +240,15 @@ def synthetic_texts(path: Path, count: int = 450) -> Path:
 
 
 def client_env_file(settings) -> str:
-    """A `.env` that points a checkout at already running services instead of starting its own."""
+    """A `.env` that points a checkout at already running services instead of starting its own (with
+    the Prefect API's auth string when it has one)."""
+    from flows.services import prefect_auth_env
+
+    auth = "".join(f"{name}={value}\n" for name, value in prefect_auth_env(settings).items())
     return (f"FLOWTUNE_S3_ENDPOINT_URL={settings.endpoint_url}\n"
             f"FLOWTUNE_S3_ACCESS_KEY_ID={settings.s3_access_key_id}\n"
             f"FLOWTUNE_S3_SECRET_ACCESS_KEY={settings.secret_key()}\n"
-            f"PREFECT_API_URL={settings.api_url}\n"
+            f"PREFECT_API_URL={settings.api_url}\n{auth}"
             # a client of those services: no worker of its own (nobody would stop it)
             "FLOWTUNE_START_WORKER=false\n")
 
@@ -260,13 +264,35 @@ def run_flow(repo: Path, settings, *run_args: str) -> subprocess.CompletedProces
     return subprocess.run([".venv/bin/flowtune", "run", *run_args], **sh)
 
 
-def latest_flow_run(api_url: str, flow_name: str = "flowtune-pipeline") -> dict:
-    """The most recent run of `flow_name` on the Prefect server at `api_url`."""
+def api_client(settings):
+    """An httpx client of the Prefect API of `settings` with its basic auth (the server refuses calls
+    without it): `api_client(settings).post("flow_runs/filter", json=...)`. Use it as a context manager."""
     import httpx
 
+    from flows.services import prefect_auth_header
+
+    return httpx.Client(base_url=settings.api_url.rstrip("/") + "/", headers=prefect_auth_header(settings),
+                        timeout=30)
+
+
+def api_post(settings, path: str, json=None, **kwargs):
+    """POST to the Prefect API of `settings` with its auth (a closed client afterwards); the Response."""
+    with api_client(settings) as client:
+        return client.post(path, json=json, **kwargs)
+
+
+def api_get(settings, path: str, **kwargs):
+    """GET from the Prefect API of `settings` with its auth; the Response."""
+    with api_client(settings) as client:
+        return client.get(path, **kwargs)
+
+
+def latest_flow_run(settings, flow_name: str = "flowtune-pipeline") -> dict:
+    """The most recent run of `flow_name` on the Prefect server of `settings`."""
     query = {"flows": {"name": {"any_": [flow_name]}}, "sort": "START_TIME_DESC", "limit": 1}
-    runs = httpx.post(f"{api_url}/flow_runs/filter", json=query).json()
-    assert runs, f"no run of {flow_name} on {api_url}"
+    with api_client(settings) as client:
+        runs = client.post("flow_runs/filter", json=query).json()
+    assert runs, f"no run of {flow_name} on {settings.api_url}"
     return runs[0]
 
 

@@ -10,6 +10,12 @@ logs), so `down` then `up` keeps objects, models and flow runs. Every file holdi
 
 - S3 credentials: taken from the settings / `.env`; generated once into `./.env` (mode 0600) when
   missing. SeaweedFS gets them through `<state_dir>/s3.json`, so anonymous requests are denied.
+  Its own ports (master, volume, filer) demand JWTs signed with keys generated once into
+  `<state_dir>/security.toml` (0600, read by weed from its working directory), and its gRPC ports
+  mutual TLS with a per-install CA (`<state_dir>/tls/`): only the S3 gateway reaches stored data.
+- Prefect API: basic auth with `PREFECT_API_AUTH_STRING` (`admin:<random>`), generated once into
+  `./.env` with the S3 keys and given to the server as `PREFECT_SERVER_API_AUTH_STRING`; the worker,
+  `flowtune run` and `service_env` clients send it. The UI asks for that whole string.
 - Every SeaweedFS listener (HTTP and gRPC of master, volume, filer and S3) comes from the settings and
   the Iceberg/Lance listeners are off, so two checkouts with different ports can run side by side.
 - Prefect server: SQLite under `<state_dir>/prefect/` by default. To use PostgreSQL, set
@@ -40,12 +46,17 @@ import sys
 from flows.names import ACCELERATOR_LIMIT, TRAIN_POOL, WORK_POOL
 from flows.services.config import (
     ACCESS_KEY_ENV,
+    AUTH_STRING_ENV,
     DVC_REMOTE,
     ENV_FILE,
+    PREFECT_USER,
     SECRET_KEY_ENV,
     _state,
     dvc_local_config,
     ensure_credentials,
+    ensure_seaweed_security,
+    prefect_auth_env,
+    prefect_auth_header,
     prefect_is_local,
     s3_identities,
     s3_is_local,
@@ -93,11 +104,13 @@ from tasks.settings import Settings
 
 __all__ = [
     # commands
-    "up", "down", "status", "start_worker", "format_status", "services_main", "main",
+    "up", "down", "status", "start_worker", "format_status", "services_main", "main", "ui_login_hint",
     # names (flows/names.py)
     "ACCELERATOR_LIMIT", "TRAIN_POOL", "WORK_POOL",
     # config
-    "ACCESS_KEY_ENV", "DVC_REMOTE", "ENV_FILE", "SECRET_KEY_ENV", "dvc_local_config", "ensure_credentials",
+    "ACCESS_KEY_ENV", "AUTH_STRING_ENV", "DVC_REMOTE", "ENV_FILE", "PREFECT_USER", "SECRET_KEY_ENV",
+    "dvc_local_config", "ensure_credentials",
+    "ensure_seaweed_security", "prefect_auth_env", "prefect_auth_header",
     "prefect_is_local", "s3_identities", "s3_is_local", "service_env", "wire_dvc_remote", "write_private",
     # definitions
     "EXTERNAL_TIMEOUT_S", "PREFECT_TIMEOUT_S", "S3_TIMEOUT_S", "WORKER_TIMEOUT_S", "accelerator_slots", "buckets",
@@ -131,6 +144,7 @@ def up(settings: Settings | None = None) -> dict:
     with _locked(settings):
         if s3_is_local(settings):
             write_private(_state(settings) / "s3.json", json.dumps(s3_identities(settings), indent=2))
+            ensure_seaweed_security(settings)
             (_state(settings) / "seaweedfs").mkdir(exist_ok=True)
         to_start = _services_to_start(settings)
         for service in to_start:  # all ports first: a clash must not leave half the services started
@@ -213,6 +227,8 @@ def services_main(argv: list[str] | None = None) -> int:
             info = up(settings)
             print(format_status(status(settings)))
             print(f"buckets: {', '.join(info['buckets'])}; Prefect UI: {info['prefect_ui_url']}")
+            if settings.prefect_api_auth_string:
+                print(ui_login_hint())
             print(f"concurrency limit '{ACCELERATOR_LIMIT}': {info['gpu_slots']} slot(s); "
                   "create the deployments with `flowtune deploy`")
             print(f"DVC remote '{DVC_REMOTE}': " + (f"wired in {info['dvc_config']}" if info["dvc_config"]
@@ -228,6 +244,12 @@ def services_main(argv: list[str] | None = None) -> int:
     except ServiceError as exc:
         print(f"flowtune services {action}: {exc}", file=sys.stderr)
         return 1
+
+
+def ui_login_hint() -> str:
+    """How to log in to the Prefect UI, naming where the password is, never the password itself."""
+    return (f"Prefect UI login: it asks for '{PREFECT_USER}:<password>', the whole value of {AUTH_STRING_ENV} "
+            f"in {ENV_FILE.resolve()} (user '{PREFECT_USER}')")
 
 
 main = services_main  # `python -m flows.services` (flows/services/__main__.py), `flowtune services`

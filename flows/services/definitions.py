@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flows.names import ACCELERATOR_LIMIT, WORK_POOL
-from flows.services.config import _state, service_env
+from flows.services.config import AUTH_STRING_ENV, _origin, _state, prefect_auth_header, service_env
 from flows.services.processes import ConfigError, Service, ServiceError
 from tasks.settings import Settings, s3_client
 
@@ -57,6 +57,8 @@ def seaweedfs(settings: Settings) -> Service:
         f"-filer.port.grpc={settings.seaweed_filer_port + 10000}",
         # On by default on fixed ports (8181, 9101): a second instance would clash; we need neither.
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-iam=false", "-master.telemetry=false",
+        # CORS: only the Prefect UI's origin, not weed's default `*` (any web page could call these ports).
+        f"-filer.allowedOrigins={_origin(settings.ui_url)}", f"-s3.allowedOrigins={_origin(settings.ui_url)}",
         # Small volumes, as many as the disk holds. Each bucket is a collection that grows 7 volumes of
         # its own; with weed's default 30 GiB volumes and 8 slots a second bucket gets "No writable
         # volumes". `-volume.max=0` sizes the slot count from the free disk at start (free / 64 MiB:
@@ -71,7 +73,8 @@ def seaweedfs(settings: Settings) -> Service:
         # A single node has no peers to drain to: the default 10 s pause would only slow `down`.
         "-volume.preStopSeconds=0",
     ]
-    # cwd: anything weed writes beside its data stays out of the repository.
+    # cwd: weed reads ./security.toml (JWT keys, flows/services/config.py `ensure_seaweed_security`) from
+    # here, and anything it writes beside its data stays out of the repository.
     return Service("seaweedfs", command, {**http, **grpc}, cwd=state)
 
 
@@ -89,6 +92,9 @@ def prefect_server(settings: Settings) -> Service:
            # in-memory storage a server restart forgets a held slot's lease, the slot stays taken for
            # ever and every later train stage waits on it (tests/faults/test_prefect_restart.py).
            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem"}
+    auth = settings.prefect_api_auth_string
+    if auth:  # basic auth on every API call but GET /health: nobody else on the machine starts runs
+        env["PREFECT_SERVER_API_AUTH_STRING"] = auth.get_secret_value()
     # PREFECT_API_URL is the clients' setting; the server must not think it is a client of itself.
     return Service("prefect-server", command, {settings.prefect_port: "API/UI"}, host=settings.prefect_host,
                    env=env, unset_env=("PREFECT_API_URL",))
@@ -153,17 +159,21 @@ def s3_check_buckets(settings: Settings) -> None:
 
 
 def prefect_check(settings: Settings) -> None:
-    """`GET <api_url>/health` answers 200 (with PREFECT_API_KEY as bearer token when set)."""
-    response = _api(settings, "GET", "health")
+    """The API answers an authenticated call (`/health` alone would answer even a wrong auth string)."""
+    response = _api(settings, "GET", "admin/version")
+    if response.status_code == 401:
+        raise ConfigError(f"the Prefect API at {settings.api_url} refused our credentials (HTTP 401): set "
+                          f"{AUTH_STRING_ENV} in .env to its auth string")
     if response.status_code != 200:
         raise ServiceError(f"HTTP {response.status_code}")
 
 
 def _api(settings: Settings, method: str, path: str, **kwargs):
+    """A call to the Prefect API with the credentials Prefect's client would send (auth string first)."""
     import httpx
 
     key = os.environ.get("PREFECT_API_KEY")
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    headers = prefect_auth_header(settings) or ({"Authorization": f"Bearer {key}"} if key else {})
     return httpx.request(method, f"{settings.api_url.rstrip('/')}/{path}", headers=headers, timeout=10, **kwargs)
 
 

@@ -14,13 +14,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from flows.steps import STAGES
 from tests.browser import capture_flow_run
-from tests.helpers import clean_env, port_settings, scratch_clone, set_params
+from tests.helpers import api_post, clean_env, port_settings, scratch_clone, set_params
 from tests.lanes import Background, Job, Lane
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -81,7 +80,9 @@ def test_prefect_ui_shows_the_run_steps_and_gate(main_run: Run, tmp_path: Path):
     link = re.search(r"Prefect UI \(flow run\): (http://\S+)/runs/flow-run/([0-9a-f-]{36})", main_run.output)
     assert link, f"make run printed no flow run link:\n{main_run.output[-2000:]}"
     # Raises (an AssertionError) naming what is missing and where the screenshots are.
-    seen = capture_flow_run(link[1], link[2], tmp_path / "ui", TASKS, "gate-decision", "Evaluation gate")
+    auth = main_run.settings().prefect_api_auth_string
+    seen = capture_flow_run(link[1], link[2], tmp_path / "ui", TASKS, "gate-decision", "Evaluation gate",
+                            auth_string=auth.get_secret_value() if auth else None)
     assert seen["tasks_visible"] == TASKS and seen["artifact_key_visible"], f"screenshots: {seen['screenshots']}"
     assert all(shot.stat().st_size > 10_000 for shot in seen["screenshots"]), f"blank? {seen['screenshots']}"
 
@@ -138,14 +139,14 @@ def test_dvc_has_nothing_left_to_do(main_run: Run):
 
 
 def test_prefect_server_lists_the_run_with_steps_and_artifacts(main_run: Run):
-    api = main_run.settings().api_url
-    runs = httpx.post(f"{api}/flow_runs/filter", json={"limit": 5}).json()
+    settings = main_run.settings()
+    runs = api_post(settings, "flow_runs/filter", json={"limit": 5}).json()
     assert [r["state_type"] for r in runs] == ["COMPLETED"]
     run_id = runs[0]["id"]
-    tasks = httpx.post(f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}).json()
+    tasks = api_post(settings, "task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}).json()
     names = {t["name"] for t in tasks}
     assert set(TASKS) == names
-    artifacts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
+    artifacts = api_post(settings, "artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
     keys = {a["key"] for a in artifacts}
     expected = {"ingest", "data-contract", "data-contract-clean", "data-contract-augmented", "cleaning",
                 "augmentation", "training", "evaluation", "evaluation-details", "data-docs-raw", "data-docs-clean",
@@ -168,10 +169,10 @@ def test_walltime_benchmark_splits_the_run_by_step(main_run: Run):
     assert "Strict IOB2 entity F1 on test: 0." in report
 
 
-def prefect_rows(api: str, what: str) -> list[dict]:
-    """Every row of a Prefect `/<what>/filter` endpoint (artifacts, logs), page by page."""
+def prefect_rows(settings, what: str) -> list[dict]:
+    """Every row of a Prefect `/<what>/filter` endpoint (artifacts, logs), page by page, logged in."""
     rows, offset = [], 0
-    while page := httpx.post(f"{api}/{what}/filter", json={"limit": 200, "offset": offset}).json():
+    while page := api_post(settings, f"{what}/filter", json={"limit": 200, "offset": offset}).raise_for_status().json():
         rows += page
         offset += len(page)
     return rows
@@ -194,16 +195,18 @@ def stored_objects(run: Run) -> dict[str, bytes]:
 
 
 def test_no_secret_in_logs_artifacts_lineage_cards_data_docs_or_tracked_files(main_run: Run):
-    """The S3 secret lives in .env, .dvc/config.local and .flowtune/s3.json (all 0600) and nowhere else a
-    run writes: not in its output or service logs, Prefect's logs and artifacts, the registry (lineage,
-    model card), the Data Docs, or any file DVC tracks."""
-    secret = main_run.settings().secret_key()
-    api = main_run.settings().api_url
+    """The S3 secret and the Prefect API's password live in .env, .dvc/config.local and .flowtune/s3.json
+    (all 0600) and nowhere else a run writes: not in its output or service logs, Prefect's logs and
+    artifacts, the registry (lineage, model card), the Data Docs, or any file DVC tracks."""
+    settings = main_run.settings()
+    secrets = {"S3 secret": settings.secret_key(),
+               "Prefect password": settings.prefect_api_auth_string.get_secret_value().partition(":")[2]}
+    assert all(len(secret) >= 16 for secret in secrets.values()), "a short secret would match by chance"
     places: dict[str, bytes] = {"make run output": main_run.output.encode()}
     places |= {str(log): log.read_bytes() for log in (main_run.repo / ".flowtune").rglob("*.log")}
     places |= {f"Prefect artifact {a['key']} ({a['id']})": json.dumps(a).encode()
-               for a in prefect_rows(api, "artifacts")}
-    places |= {f"Prefect log line {row['id']}": row["message"].encode() for row in prefect_rows(api, "logs")}
+               for a in prefect_rows(settings, "artifacts")}
+    places |= {f"Prefect log line {row['id']}": row["message"].encode() for row in prefect_rows(settings, "logs")}
     places |= stored_objects(main_run)
     places |= {str(path): path.read_bytes() for path in (main_run.repo / "data").rglob("*")
                if path.is_file() and path.stat().st_size <= 20_000_000}
@@ -211,7 +214,9 @@ def test_no_secret_in_logs_artifacts_lineage_cards_data_docs_or_tracked_files(ma
              "lineage": any(k.endswith("lineage.json") for k in places),
              "data docs": any("data_docs" in k and k.endswith(".html") for k in places)}
     assert all(kinds.values()), kinds  # the scan reached each kind of place
-    assert [where for where, content in places.items() if secret.encode() in content] == []
+    found = [(name, where) for name, secret in secrets.items() for where, content in places.items()
+             if secret.encode() in content]
+    assert found == []
 
 
 def digest_tree(folder: Path) -> dict[str, str]:

@@ -54,7 +54,8 @@ def private_s3(tmp_path_factory, local_services):
     from tests.helpers import discard_services
 
     workdir = dvc_workdir(tmp_path_factory.mktemp("private-s3"))
-    settings = start_s3(private_settings(workdir, prefect_api_url=local_services.api_url, start_worker=False))
+    settings = start_s3(private_settings(workdir, prefect_api_url=local_services.api_url, start_worker=False,
+                                         prefect_api_auth_string=local_services.prefect_api_auth_string))
     try:
         yield settings
     finally:
@@ -64,7 +65,8 @@ def private_s3(tmp_path_factory, local_services):
 @pytest.fixture
 def prefect_client_of(local_services):
     """In-process flows and tasks talk to the session's Prefect server (not an ephemeral one)."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: local_services.api_url}):
+    with temporary_settings(updates={PREFECT_API_URL: local_services.api_url,
+                                     PREFECT_API_AUTH_STRING: local_services.prefect_api_auth_string}):
         yield local_services

@@ -12,10 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.helpers import ROOT, clean_env
+from flows.services import prefect_auth_env
+from tests.helpers import ROOT, api_get, clean_env
 
 pytestmark = [pytest.mark.integration]
 
@@ -47,12 +47,13 @@ def test_a_run_that_died_holding_the_checkout_is_marked_crashed(tmp_path: Path, 
 
     api = prefect_client_of.api_url
     holder = subprocess.Popen([sys.executable, "-c", HOLDER], cwd=tmp_path, stdout=subprocess.PIPE, text=True,
-                              env=clean_env(PREFECT_API_URL=api, PYTHONPATH=str(ROOT)))
+                              env=clean_env(PREFECT_API_URL=api, PYTHONPATH=str(ROOT),
+                                            **prefect_auth_env(prefect_client_of)))
     assert holder.stdout.readline().strip() == "holding"
     dead_run = json.loads((tmp_path / ".dvc" / "tmp" / "flowtune-run.lock").read_text())["flow_run_id"]
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
-    assert httpx.get(f"{api}/flow_runs/{dead_run}").json()["state_type"] == "RUNNING"  # stuck for ever
+    assert api_get(prefect_client_of, f"flow_runs/{dead_run}").json()["state_type"] == "RUNNING"  # stuck for ever
 
     monkeypatch.chdir(tmp_path)
 
@@ -66,7 +67,7 @@ def test_a_run_that_died_holding_the_checkout_is_marked_crashed(tmp_path: Path, 
 
     started = time.monotonic()
     assert next_run(return_state=True).is_completed()
-    state = httpx.get(f"{api}/flow_runs/{dead_run}").json()["state"]
+    state = api_get(prefect_client_of, f"flow_runs/{dead_run}").json()["state"]
     assert state["type"] == "CRASHED" and f"pid {holder.pid}" in state["message"], state
     reliability(fault="`flowtune run` killed with SIGKILL (the flow process itself)",
                 happened="its flow run stayed Running on the server; the next run in that checkout found it in the "

@@ -20,13 +20,12 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from flows import services
 from flows.steps import ACCELERATOR_LEASE_S
 from tasks.io import write_jsonl
-from tests.helpers import clean_env, client_env_file, scratch_clone, set_params, synthetic
+from tests.helpers import api_get, api_post, clean_env, client_env_file, scratch_clone, set_params, synthetic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")]
@@ -117,7 +116,7 @@ def stage_processes(repo: Path) -> dict[int, str]:
 
 
 def active_gpu_slots(settings) -> int:
-    limit = httpx.get(f"{settings.api_url}/v2/concurrency_limits/{services.ACCELERATOR_LIMIT}", timeout=30)
+    limit = api_get(settings, f"v2/concurrency_limits/{services.ACCELERATOR_LIMIT}")
     limit.raise_for_status()
     return limit.json()["active_slots"]
 
@@ -136,9 +135,9 @@ def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def flow_run_states(api_url: str) -> list[str]:
+def flow_run_states(settings) -> list[str]:
     query = {"flows": {"name": {"any_": [FLOW_NAME]}}, "sort": "START_TIME_ASC"}
-    return [run["state_name"] for run in httpx.post(f"{api_url}/flow_runs/filter", json=query, timeout=30).json()]
+    return [run["state_name"] for run in api_post(settings, "flow_runs/filter", json=query).json()]
 
 
 def test_a_flow_sigkilled_mid_train_leaves_nothing_and_a_rerun_resumes(local_services, clone, reliability):
@@ -175,7 +174,7 @@ def test_a_flow_sigkilled_mid_train_leaves_nothing_and_a_rerun_resumes(local_ser
     assert again.returncode == 0 and "Running stage 'train'" in again.stdout, again.stdout + again.stderr
     slot_s = time.monotonic() - killed + wait_until(lambda: active_gpu_slots(settings) == 0,
                                                     SLOT_DEADLINE_S, "the gpu slot is free", 0.5)
-    killed_state = flow_run_states(settings.api_url)[-1]
+    killed_state = flow_run_states(settings)[-1]
 
     rerun, rerun_started = Flow(repo, settings), time.monotonic()
     try:
@@ -184,7 +183,7 @@ def test_a_flow_sigkilled_mid_train_leaves_nothing_and_a_rerun_resumes(local_ser
         rerun.cleanup()
     print(f"re-run took {time.monotonic() - rerun_started:.1f} s")
     assert exit_code == 0, rerun.output[-4000:]
-    assert flow_run_states(settings.api_url)[-1] == "Completed"
+    assert flow_run_states(settings)[-1] == "Completed"
     resumed = re.search(r"train: resuming from \S+ at epoch (\d+), step (\d+) \(global step (\d+)\)", rerun.output)
     assert resumed, "the re-run did not resume from the checkpoint:\n" + rerun.output[-4000:]
     resumed_from = int(resumed.group(3))

@@ -55,13 +55,14 @@ def services(tmp_path_factory, start_local_services) -> Settings:
 def nights_in_process(repo: Path, settings: Settings, monkeypatch) -> list[float]:
     """NIGHTS runs of the pipeline flow in this process (what `flowtune run` calls, without starting a
     Python each time), in `repo` against `settings`' Prefect server; each must say "unchanged"."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from flows.pipeline import training_pipeline
 
     monkeypatch.chdir(repo)
     seconds = []
-    with temporary_settings(updates={PREFECT_API_URL: settings.api_url}):
+    with temporary_settings(updates={PREFECT_API_URL: settings.api_url,
+                                     PREFECT_API_AUTH_STRING: settings.prefect_api_auth_string}):
         for night in range(NIGHTS):
             started = time.monotonic()
             state = training_pipeline(return_state=True)

@@ -15,13 +15,12 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from flows import services
 from tasks.io import write_jsonl
 from tests.conftest import private_settings
-from tests.helpers import clean_env, client_env_file, scratch_clone, set_params, synthetic
+from tests.helpers import api_get, api_post, clean_env, client_env_file, scratch_clone, set_params, synthetic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -57,6 +56,9 @@ def private_prefect(tmp_path_factory, local_services):
                                 s3_access_key_id=local_services.s3_access_key_id,
                                 s3_secret_access_key=local_services.s3_secret_access_key)
     assert services.prefect_is_local(settings) and not services.s3_is_local(settings)
+    # Its API login, generated into its folder's .env: every client below (the flow, the API calls) sends it.
+    settings = services.ensure_credentials(settings, workdir / ".env")
+    assert settings.prefect_api_auth_string is not None
     up_from(workdir, settings)
     try:
         yield settings
@@ -130,9 +132,9 @@ class FlowProcess:
         return "".join(self.lines)
 
 
-def flow_runs(api_url: str) -> list[dict]:
+def flow_runs(settings) -> list[dict]:
     query = {"flows": {"name": {"any_": [FLOW_NAME]}}, "sort": "START_TIME_ASC"}
-    return httpx.post(f"{api_url}/flow_runs/filter", json=query, timeout=30).json()
+    return api_post(settings, "flow_runs/filter", json=query).json()
 
 
 def stage_processes(repo: Path) -> list[str]:
@@ -149,7 +151,7 @@ def stage_processes(repo: Path) -> list[str]:
 
 def gpu_slots(settings) -> dict:
     """The `gpu` limit's slot count and active slots as the server sees them."""
-    limit = httpx.get(f"{settings.api_url}/v2/concurrency_limits/gpu", timeout=30).json()
+    limit = api_get(settings, "v2/concurrency_limits/gpu").json()
     return {key: limit.get(key) for key in ("limit", "active_slots")}
 
 
@@ -186,7 +188,7 @@ def test_prefect_server_restarted_mid_run_ends_the_run_and_a_rerun_completes(
 
     assert exit_code is not None, f"the run hung: still running {RUN_BOUND_S} s after the restart:\n" + \
         run.output[-4000:]
-    first = flow_runs(settings.api_url)[-1]
+    first = flow_runs(settings)[-1]
     assert first["state_type"] in {"COMPLETED", "FAILED", "CRASHED"}, first["state_type"]
     assert (exit_code == 0) == (first["state_type"] == "COMPLETED"), (exit_code, first["state_type"])
     assert stage_processes(repo) == []  # nothing of the first run still trains
@@ -196,7 +198,7 @@ def test_prefect_server_restarted_mid_run_ends_the_run_and_a_rerun_completes(
 
     rerun = FlowProcess(repo, settings)
     rerun_exit = rerun.finish(timeout_s=RERUN_BOUND_S)
-    second = flow_runs(settings.api_url)[-1]
+    second = flow_runs(settings)[-1]
     status = dvc_status(repo)
     recovered = rerun_exit == 0 and second["state_type"] == "COMPLETED" and "up to date" in status.lower()
     skipped = "Stage 'train' didn't change, skipping" in rerun.output

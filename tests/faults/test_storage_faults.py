@@ -15,14 +15,13 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from prefect import flow
 
 from flows.services import wire_dvc_remote
 from flows.steps import StageError, dvc_push
 from tests.faults.conftest import kill_s3, start_s3
-from tests.helpers import ROOT, clean_env
+from tests.helpers import ROOT, api_post, clean_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -87,7 +86,7 @@ def test_s3_killed_before_dvc_push_fails_cleanly_and_a_rerun_pushes_everything(
     assert isinstance(error, StageError), repr(error)
     message = str(error)
     assert message.startswith("dvc push failed (exit 255):") and "Traceback" not in message, message
-    attempts = push_attempts(prefect_client_of.api_url, state.state_details.flow_run_id)
+    attempts = push_attempts(prefect_client_of, state.state_details.flow_run_id)
     assert attempts == dvc_push.retries + 1  # the first try and every retry really ran, after their delays
     assert seconds_to_fail >= sum(RETRY_DELAYS_S)
 
@@ -121,10 +120,10 @@ def dvc_error(message: str) -> str:
     return re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", line)
 
 
-def push_attempts(api_url: str, flow_run_id) -> int:
+def push_attempts(settings, flow_run_id) -> int:
     """How many times the flow run's dvc-push task ran (Prefect's `run_count`)."""
     query = {"flow_runs": {"id": {"any_": [str(flow_run_id)]}}}
-    runs = httpx.post(f"{api_url}/task_runs/filter", json=query, timeout=30).json()
+    runs = api_post(settings, "task_runs/filter", json=query).json()
     return next(run["run_count"] for run in runs if run["name"] == "dvc-push")
 
 

@@ -51,13 +51,20 @@ class Deployed:
         assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         return result.stdout + result.stderr
 
+    def auth(self) -> dict[str, str]:
+        """The basic-auth header for the API: `services up` generated its string into the checkout's .env."""
+        from flows.services import prefect_auth_header
+        from tasks.settings import Settings
+
+        return prefect_auth_header(Settings(_env_file=self.repo / ".env"))
+
     def post(self, path: str, body: dict | None = None):
-        response = httpx.post(f"{self.api}/{path}", json=body or {}, timeout=30)
+        response = httpx.post(f"{self.api}/{path}", json=body or {}, headers=self.auth(), timeout=30)
         response.raise_for_status()
         return response.json()
 
     def get(self, path: str):
-        response = httpx.get(f"{self.api}/{path}", timeout=30)
+        response = httpx.get(f"{self.api}/{path}", headers=self.auth(), timeout=30)
         response.raise_for_status()
         return response.json()
 

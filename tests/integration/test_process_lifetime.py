@@ -83,12 +83,13 @@ def test_the_gpu_slot_is_renewed_while_held(local_services, local_service_env):
     measured in tests/faults/test_killed_mid_train.py, on the real flow and train stage."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from flows.steps import ACCELERATOR_LEASE_S
 
     limit = f"gpu-lease-{os.getpid()}-{time.monotonic_ns()}"
-    with temporary_settings(updates={PREFECT_API_URL: local_services.api_url}), \
+    with temporary_settings(updates={PREFECT_API_URL: local_services.api_url,
+                                     PREFECT_API_AUTH_STRING: local_services.prefect_api_auth_string}), \
             get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit, limit=1))
 

@@ -32,9 +32,10 @@ SLEEPER = "import time\nfrom prefect import flow\n\n\n@flow\ndef sleeper():\n   
 def client(local_services: Settings) -> Iterator:
     """A sync client of the private server; also the API the code under test talks to."""
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: local_services.api_url}):
+    with temporary_settings(updates={PREFECT_API_URL: local_services.api_url,
+                                     PREFECT_API_AUTH_STRING: local_services.prefect_api_auth_string}):
         with get_client(sync_client=True) as client:
             yield client
 

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from flows import services
 from tasks.settings import Settings, s3_client
-from tests.helpers import ROOT, clean_env
+from tests.helpers import ROOT, api_client, clean_env
 
 pytestmark = pytest.mark.integration
 
@@ -74,28 +74,36 @@ def test_status_script_reports_every_service(local_services: Settings):
         FLOWTUNE_STATE_DIR=str(local_services.state_dir.resolve()),
         FLOWTUNE_S3_PORT=str(local_services.s3_port), FLOWTUNE_PREFECT_PORT=str(local_services.prefect_port),
         FLOWTUNE_S3_ACCESS_KEY_ID=local_services.s3_access_key_id or "",
-        FLOWTUNE_S3_SECRET_ACCESS_KEY=local_services.secret_key(), PYTHON=sys.executable)
+        FLOWTUNE_S3_SECRET_ACCESS_KEY=local_services.secret_key(), PYTHON=sys.executable,
+        **services.prefect_auth_env(local_services))
     result = subprocess.run(["bash", "infra/local/status.sh"], check=False, cwd=ROOT, env=env,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("healthy=yes") == 3  # S3, Prefect server, worker
     assert local_services.secret_key() not in result.stdout + result.stderr
+    assert local_services.prefect_api_auth_string.get_secret_value() not in result.stdout + result.stderr
 
 
 # ---------------------------------------------------------------- a private set: the whole life cycle
 
 
 def assert_private_state(workdir: Path, settings: Settings) -> None:
-    """The state dir is 0700; the known secret files, and any other file holding the S3 secret, are 0600."""
+    """The state dir is 0700; the known secret files, and any other file holding the S3 secret, are 0600;
+    the Prefect auth string is in `.env` only (not in a log, the Prefect DB or a profile)."""
     state = settings.state_dir.resolve()
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
-    for secret_file in (workdir / ".env", workdir / ".dvc" / "config.local", state / "s3.json"):
+    for secret_file in (workdir / ".env", workdir / ".dvc" / "config.local", state / "s3.json",
+                        state / "security.toml"):
         assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600, secret_file
-    secret = settings.secret_key().encode()
+    secrets_ = {"the S3 secret": settings.secret_key().encode(),
+                "the Prefect auth string": settings.prefect_api_auth_string.get_secret_value().encode()}
     for path in workdir.rglob("*"):
-        if path.is_file() and not path.is_symlink() and path.stat().st_size < 50_000_000 \
-                and secret in path.read_bytes():
-            assert stat.S_IMODE(path.stat().st_mode) == 0o600, f"{path} holds the S3 secret"
+        if path.is_file() and not path.is_symlink() and path.stat().st_size < 50_000_000:
+            content = path.read_bytes()
+            for what, secret in secrets_.items():
+                if secret in content:
+                    assert stat.S_IMODE(path.stat().st_mode) == 0o600, f"{path} holds {what}"
+                    assert path.name == ".env" or what != "the Prefect auth string", f"{path} holds {what}"
 
 
 @pytest.mark.slow  # starts, restarts and stops a set of services of its own (~90 s)
@@ -162,3 +170,146 @@ def test_a_crash_during_start_raises_with_the_log(tmp_path: Path):
     message = str(info.value)
     assert "crashy exited during start-up" in message
     assert str(settings.state_dir / "logs" / "crashy.log") in message and "fatal: bad flag" in message
+
+
+# ---------------------------------------------------------------- only the S3 port reaches stored data
+
+
+def _weed_shell(settings: Settings, command: str, cwd: Path, timeout_s: float = 60) -> str:
+    """Run one `weed shell` command against the test SeaweedFS over its loopback gRPC ports. weed reads
+    `./security.toml` from `cwd`: from the state dir it presents our client certificate, elsewhere none.
+    A shell refused by every server keeps retrying: after `timeout_s` its output so far is returned."""
+    weed = Path(sys.executable).parent / "weed"
+    try:
+        result = subprocess.run([str(weed), "shell", f"-master=127.0.0.1:{settings.seaweed_master_port}",
+                                 f"-filer=127.0.0.1:{settings.seaweed_filer_port}"], cwd=cwd,
+                                input=command + "\n", capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as stuck:
+        return "(timed out) " + "".join(part.decode(errors="replace") if isinstance(part, bytes) else part or ""
+                                        for part in (stuck.stdout, stuck.stderr))
+    return result.stdout + result.stderr
+
+
+def _volume_file_id(settings: Settings, bucket: str, key: str) -> str:
+    """The volume file id ("3,01637037d6") holding the object's bytes, from the filer's metadata."""
+    import re
+
+    listing = _weed_shell(settings, f"fs.meta.cat /buckets/{bucket}/{key}", cwd=settings.state_dir.resolve())
+    found = re.search(r'"file_id":\s*"([0-9]+,[0-9a-f]+)"', listing) or \
+        re.search(r'"fileId":\s*"([0-9]+,[0-9a-f]+)"', listing)
+    assert found, listing
+    return found.group(1)
+
+
+def test_the_filer_port_refuses_reads_and_writes_without_a_token(local_services: Settings):
+    import httpx
+
+    settings, bucket = local_services, local_services.registry_bucket
+    s3_client(settings).put_object(Bucket=bucket, Key="filer/kept.txt", Body=b"via s3")
+    filer = f"http://127.0.0.1:{settings.seaweed_filer_port}/buckets/{bucket}"
+    for method, path in (("PUT", "filer/forged.txt"), ("POST", "filer/forged.txt"), ("GET", "filer/kept.txt"),
+                         ("GET", "filer/"), ("DELETE", "filer/kept.txt")):
+        response = httpx.request(method, f"{filer}/{path}", content=b"forged" if method in {"PUT", "POST"} else None)
+        assert response.status_code in {401, 403}, (method, path, response.status_code, response.text)
+    keys = [o["Key"] for o in s3_client(settings).list_objects_v2(Bucket=bucket, Prefix="filer/")["Contents"]]
+    assert keys == ["filer/kept.txt"]  # nothing written, nothing deleted
+    body = s3_client(settings).get_object(Bucket=bucket, Key="filer/kept.txt")["Body"].read()
+    assert body == b"via s3"  # the S3 API with keys still reads and writes
+
+
+def test_the_volume_port_refuses_reads_and_writes_without_a_token(local_services: Settings):
+    import httpx
+
+    settings, bucket = local_services, local_services.registry_bucket
+    s3_client(settings).put_object(Bucket=bucket, Key="volume/kept.txt", Body=b"stored bytes")
+    volume = f"http://127.0.0.1:{settings.seaweed_volume_port}"
+    file_id = _volume_file_id(settings, bucket, "volume/kept.txt")
+    read = httpx.get(f"{volume}/{file_id}")
+    assert read.status_code in {401, 403} and b"stored bytes" not in read.content, read.status_code
+    assigned = httpx.get(f"http://127.0.0.1:{settings.seaweed_master_port}/dir/assign").json()
+    written = httpx.post(f"{volume}/{assigned['fid']}", files={"file": ("forged", b"forged")})
+    assert written.status_code in {401, 403}, written.text
+    overwritten = httpx.post(f"{volume}/{file_id}", files={"file": ("forged", b"forged")})
+    assert overwritten.status_code in {401, 403}, overwritten.text
+    assert s3_client(settings).get_object(Bucket=bucket, Key="volume/kept.txt")["Body"].read() == b"stored bytes"
+
+
+def test_the_grpc_ports_refuse_clients_without_our_certificate(local_services: Settings, tmp_path: Path):
+    """`weed shell` (gRPC to master and filer) could list, read and delete filer entries; mutual TLS
+    refuses it unless it presents a certificate signed by the install's own CA."""
+    settings, bucket = local_services, local_services.registry_bucket
+    s3_client(settings).put_object(Bucket=bucket, Key="grpc/kept.txt", Body=b"kept")
+    outsider = _weed_shell(settings, f"fs.ls /buckets/{bucket}/grpc", cwd=tmp_path, timeout_s=15)
+    assert "kept.txt" not in outsider, outsider
+    insider = _weed_shell(settings, f"fs.ls /buckets/{bucket}/grpc", cwd=settings.state_dir.resolve())
+    assert "kept.txt" in insider, insider  # the same command with the certificate: the check is real
+    _weed_shell(settings, f"fs.rm /buckets/{bucket}/grpc/kept.txt", cwd=tmp_path, timeout_s=15)
+    assert s3_client(settings).get_object(Bucket=bucket, Key="grpc/kept.txt")["Body"].read() == b"kept"
+
+
+def test_anonymous_s3_may_only_get_report_objects(local_services: Settings):
+    settings, bucket = local_services, local_services.reports_bucket
+    s3_client(settings).put_object(Bucket=bucket, Key="docs/index.html", Body=b"<html>report</html>")
+    anonymous = boto3.client("s3", endpoint_url=settings.endpoint_url, region_name="us-east-1",
+                             config=Config(signature_version=UNSIGNED, s3={"addressing_style": "path"}))
+    assert anonymous.get_object(Bucket=bucket, Key="docs/index.html")["Body"].read() == b"<html>report</html>"
+    with pytest.raises(ClientError) as listing:
+        anonymous.list_objects_v2(Bucket=bucket)
+    assert error_code(listing) in {"AccessDenied", "403"}
+    with pytest.raises(ClientError) as writing:
+        anonymous.put_object(Bucket=bucket, Key="docs/index.html", Body=b"defaced")
+    assert error_code(writing) in {"AccessDenied", "403"}
+    with pytest.raises(ClientError) as deleting:
+        anonymous.delete_object(Bucket=bucket, Key="docs/index.html")
+    assert error_code(deleting) in {"AccessDenied", "403"}
+    with pytest.raises(ClientError) as other_bucket:
+        anonymous.get_object(Bucket=settings.registry_bucket, Key="filer/kept.txt")
+    assert error_code(other_bucket) in {"AccessDenied", "403", "NoSuchKey", "404"}
+    assert s3_client(settings).get_object(Bucket=bucket, Key="docs/index.html")["Body"].read() == b"<html>report</html>"
+
+
+def test_cors_allows_only_the_prefect_ui_origin(local_services: Settings):
+    import httpx
+
+    settings = local_services
+    preflight = {"Access-Control-Request-Method": "PUT"}
+    for port in (settings.s3_port, settings.seaweed_filer_port):
+        url = f"http://127.0.0.1:{port}/{settings.registry_bucket}/x"
+        evil = httpx.options(url, headers={"Origin": "http://evil.example", **preflight})
+        assert evil.headers.get("access-control-allow-origin") not in {"*", "http://evil.example"}, (port, evil.headers)
+    security = (settings.state_dir.resolve() / "security.toml")
+    assert stat.S_IMODE(security.stat().st_mode) == 0o600
+    assert '[cors.allowed_origins]\nvalues = "http://127.0.0.1:' in security.read_text()
+
+
+# ---------------------------------------------------------------- the Prefect API needs its auth string
+
+
+def test_the_prefect_api_refuses_calls_without_the_auth_string(local_services: Settings):
+    import base64
+
+    import httpx
+
+    api = local_services.api_url
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"admin:wrong").decode()}
+    for headers in ({}, wrong):
+        assert httpx.post(f"{api}/flows/filter", json={}, headers=headers).status_code == 401
+        deployment = {"name": "intruder", "flow_id": "00000000-0000-0000-0000-000000000000"}
+        assert httpx.post(f"{api}/deployments/", json=deployment, headers=headers).status_code == 401
+    with api_client(local_services) as client:
+        assert client.post("flows/filter", json={}).status_code == 200
+    assert httpx.get(f"{api}/health").status_code == 200  # liveness probes need no login
+
+
+def test_a_client_with_service_env_runs_a_flow_on_the_authenticated_server(local_services: Settings, tmp_path):
+    """A flow run in a subprocess, configured only by `service_env` (as the CLI and the worker are)."""
+    script = "from prefect import flow\n@flow(name='auth-probe')\ndef probe():\n    return 1\nprobe()\n"
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env=clean_env(**services.service_env(local_services)))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    query = {"flows": {"name": {"any_": ["auth-probe"]}}}
+    with api_client(local_services) as client:
+        runs = client.post("flow_runs/filter", json=query).json()
+    assert [run["state_type"] for run in runs] == ["COMPLETED"]
+    secret = local_services.prefect_api_auth_string.get_secret_value()
+    assert secret not in result.stdout + result.stderr

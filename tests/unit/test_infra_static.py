@@ -12,7 +12,7 @@ from tests.helpers import ROOT
 COMPOSE = ROOT / "infra/compose/docker-compose.yml"
 VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(:?[-?][^}]*)?\}")
 SECRETS = {"POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "FLOWTUNE_S3_ACCESS_KEY_ID",
-           "FLOWTUNE_S3_SECRET_ACCESS_KEY"}
+           "FLOWTUNE_S3_SECRET_ACCESS_KEY", "PREFECT_API_AUTH_STRING"}
 BUCKETS = ("flowtune-dvc", "flowtune-registry", "flowtune-reports")
 
 
@@ -149,3 +149,17 @@ def test_k8s_worker_manifests_are_consistent() -> None:
     assert {"create", "get", "watch"} <= verbs
     config = {c["configMapRef"]["name"] for c in pod["spec"]["containers"][0]["envFrom"]}
     assert config <= {m["metadata"]["name"] for m in by_kind["ConfigMap"]}
+    # the Prefect login comes from a Secret, never from the ConfigMap or a literal value
+    login = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}["PREFECT_API_AUTH_STRING"]
+    assert login["valueFrom"]["secretKeyRef"] == {"name": "flowtune-prefect-auth", "key": "auth-string"}
+    assert not any("AUTH" in key for m in by_kind["ConfigMap"] for key in m["data"])
+
+
+def test_the_compose_prefect_server_demands_a_login_and_the_worker_sends_it() -> None:
+    services = compose()["services"]
+    server, worker = services["prefect-server"]["environment"], services["worker"]["environment"]
+    assert server["PREFECT_SERVER_API_AUTH_STRING"].startswith("${PREFECT_API_AUTH_STRING:?")
+    assert worker["PREFECT_API_AUTH_STRING"] == server["PREFECT_SERVER_API_AUTH_STRING"]
+    # the health checks use the one endpoint that answers without a login
+    for name in ("prefect-server", "worker"):
+        assert "/api/health" in " ".join(services[name]["healthcheck"]["test"])

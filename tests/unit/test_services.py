@@ -27,18 +27,20 @@ PORTS = {"s3_port": 21001, "seaweed_master_port": 21002, "seaweed_volume_port": 
 def no_user_service_env(monkeypatch):
     """The user's FLOWTUNE_* / PREFECT_API_URL must not leak into these tests."""
     for key in list(os.environ):
-        if key.startswith("FLOWTUNE_") or key == "PREFECT_API_URL":
+        if key.startswith("FLOWTUNE_") or key in {"PREFECT_API_URL", "PREFECT_API_AUTH_STRING"}:
             monkeypatch.delenv(key)
 
 
 def make_settings(tmp_path: Path, **overrides) -> Settings:
     fields = {"state_dir": tmp_path / ".flowtune", "s3_endpoint_url": None, "prefect_api_url": None,
-              "s3_access_key_id": None, "s3_secret_access_key": None, **PORTS, **overrides}
+              "s3_access_key_id": None, "s3_secret_access_key": None, "prefect_api_auth_string": None,
+              **PORTS, **overrides}
     return Settings(_env_file=None, **fields)
 
 
 def with_keys(tmp_path: Path, **overrides) -> Settings:
-    return make_settings(tmp_path, s3_access_key_id="AKID", s3_secret_access_key=SecretStr("s3cr3t"), **overrides)
+    return make_settings(tmp_path, s3_access_key_id="AKID", s3_secret_access_key=SecretStr("s3cr3t"),
+                         prefect_api_auth_string=SecretStr("admin:p4ss"), **overrides)
 
 
 def mode(path: Path) -> int:
@@ -74,7 +76,8 @@ def test_existing_env_lines_and_values_are_kept(tmp_path, monkeypatch):
     lines = Path(".env").read_text().splitlines()
     assert lines[:2] == ["OTHER=1", "FLOWTUNE_S3_ACCESS_KEY_ID=mine"]
     assert lines[2] == f"FLOWTUNE_S3_SECRET_ACCESS_KEY={settings.secret_key()}"
-    assert len(lines) == 3
+    assert lines[3] == f"PREFECT_API_AUTH_STRING={settings.prefect_api_auth_string.get_secret_value()}"
+    assert len(lines) == 4
     assert mode(Path(".env")) == 0o600  # it holds a secret now
 
 
@@ -101,9 +104,50 @@ def test_two_concurrent_first_starts_generate_one_key_pair(tmp_path, monkeypatch
     lines = env_file.read_text().splitlines()
     assert sum(line.startswith("FLOWTUNE_S3_ACCESS_KEY_ID=") for line in lines) == 1, lines
     assert sum(line.startswith("FLOWTUNE_S3_SECRET_ACCESS_KEY=") for line in lines) == 1, lines
+    assert sum(line.startswith("PREFECT_API_AUTH_STRING=") for line in lines) == 1, lines
     keys = {(result.s3_access_key_id, result.secret_key()) for result in results}
     assert len(keys) == 1 and f"FLOWTUNE_S3_SECRET_ACCESS_KEY={results[0].secret_key()}" in lines
     assert mode(env_file) == 0o600
+
+
+def test_a_local_prefect_gets_a_generated_auth_string_an_external_one_none(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    local = services.ensure_credentials(make_settings(tmp_path))
+    user, _, password = local.prefect_api_auth_string.get_secret_value().partition(":")
+    assert user == services.PREFECT_USER and len(password) >= 32
+    assert Settings().prefect_api_auth_string == local.prefect_api_auth_string  # read back from .env
+    env = services.service_env(local)
+    assert env["PREFECT_API_AUTH_STRING"] == local.prefect_api_auth_string.get_secret_value()
+    server = services.prefect_server(local)
+    assert server.env["PREFECT_SERVER_API_AUTH_STRING"] == local.prefect_api_auth_string.get_secret_value()
+    assert services.prefect_worker(local).env["PREFECT_API_AUTH_STRING"] == env["PREFECT_API_AUTH_STRING"]
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "other")
+    external = services.ensure_credentials(make_settings(tmp_path, prefect_api_url="https://prefect.example.com/api"))
+    assert external.prefect_api_auth_string is None and "PREFECT_API_AUTH_STRING" not in Path(".env").read_text()
+    assert "PREFECT_API_AUTH_STRING" not in services.service_env(external)
+
+
+def test_the_login_hint_names_the_file_not_the_password(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    settings = services.ensure_credentials(make_settings(tmp_path))
+    hint = services.ui_login_hint()
+    assert str(tmp_path / ".env") in hint and "PREFECT_API_AUTH_STRING" in hint
+    assert settings.prefect_api_auth_string.get_secret_value().partition(":")[2] not in hint
+
+
+def test_services_up_prints_how_to_log_in_never_the_password(tmp_path, monkeypatch, capsys):
+    """`flowtune services up` output (services started: stubbed) names the user and the file."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FLOWTUNE_STATE_DIR", str(tmp_path / ".flowtune"))
+    monkeypatch.setattr(services, "up", lambda settings: {
+        "buckets": services.buckets(settings), "prefect_ui_url": settings.ui_url, "gpu_slots": 1, "dvc_config": None})
+    monkeypatch.setattr(services, "status", lambda settings: {})
+    assert services.services_main(["up"]) == 0
+    printed = capsys.readouterr().out
+    password = Settings().prefect_api_auth_string.get_secret_value().partition(":")[2]
+    assert "Prefect UI login" in printed and "'admin'" in printed and str(tmp_path / ".env") in printed
+    assert password not in printed
 
 
 def test_given_credentials_need_no_env_file(tmp_path, monkeypatch):
@@ -172,6 +216,39 @@ def test_s3_identities_hold_our_key_and_let_anonymous_only_read_reports(tmp_path
     # unsigned requests may GET Data Docs pages, nothing else (no list, no write, no data, no models)
     assert anonymous == {"name": "anonymous", "actions": [f"Read:{settings.reports_bucket}"]}
     assert "credentials" not in anonymous
+
+
+def test_seaweed_security_is_private_random_per_install_and_kept(tmp_path, permissive_umask, no_chmod):
+    import tomllib
+
+    first, second = make_settings(tmp_path / "a"), make_settings(tmp_path / "b")
+    path = services.ensure_seaweed_security(first)
+    assert mode(path) == 0o600 and path.name == "security.toml"
+    config = tomllib.loads(path.read_text())
+    keys = [config["jwt"]["signing"]["key"], config["jwt"]["signing"]["read"]["key"],
+            config["jwt"]["filer_signing"]["key"], config["jwt"]["filer_signing"]["read"]["key"]]
+    assert len(set(keys)) == 4 and all(len(key) == 64 for key in keys)
+    assert config["cors"]["allowed_origins"]["values"] == first.ui_url  # not weed's default "*"
+    assert config["filer"]["expose_directory_metadata"]["enabled"] is False
+    # gRPC: mutual TLS on every port weed serves, with a CA of this install; key and certificates 0600
+    assert {role: config["grpc"][role]["cert"] for role in ("master", "volume", "filer", "s3", "client")} == \
+        dict.fromkeys(("master", "volume", "filer", "s3", "client"), str(path.parent / "tls" / "weed.crt"))
+    for name in ("ca.crt", "weed.crt", "weed.key"):
+        assert mode(path.parent / "tls" / name) == 0o600
+    assert mode(path.parent / "tls") == 0o700
+    assert config["grpc"]["ca"] == str(path.parent / "tls" / "ca.crt")
+    text = path.read_text()
+    assert services.ensure_seaweed_security(first).read_text() == text  # a restart keeps the keys
+    assert keys[0] not in services.ensure_seaweed_security(second).read_text()  # another install: new keys
+
+
+def test_weed_runs_where_its_security_toml_is_and_restricts_cors(tmp_path):
+    settings = make_settings(tmp_path)
+    service = services.seaweedfs(settings)
+    assert service.cwd == settings.state_dir.resolve()  # weed reads ./security.toml
+    assert f"-filer.allowedOrigins={settings.ui_url}" in service.command
+    assert f"-s3.allowedOrigins={settings.ui_url}" in service.command
+    assert "-ip.bind=127.0.0.1" in service.command
 
 
 def test_write_private_is_0600_even_over_an_existing_file(tmp_path):
@@ -247,7 +324,7 @@ def test_service_env_for_clients(tmp_path):
     env = services.service_env(with_keys(tmp_path))
     assert env == {"PREFECT_API_URL": "http://127.0.0.1:21005/api",
                    "PREFECT_HOME": str((tmp_path / ".flowtune" / "prefect").resolve()),
-                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_AUTH_STRING": "admin:p4ss"}
 
 
 @pytest.mark.parametrize(("url", "local"), [

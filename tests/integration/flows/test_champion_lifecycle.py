@@ -15,13 +15,13 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
 from tests.browser import capture_flow_run
 from tests.helpers import (
+    api_post,
     clean_env,
     run_flow,
     scratch_clone,
@@ -51,8 +51,8 @@ def lifecycle(tmp_path_factory, local_services: Settings):
     runs["again"] = run_flow(repo, local_services)  # nothing changed: every stage skipped, same weights
     champion_after["versions after again"] = registry.versions(name)
     again = re.search(r"/runs/flow-run/([0-9a-f-]{36})", runs["again"].stdout)
-    champion_after["tasks of again"] = {t["name"] for t in httpx.post(
-        f"{local_services.api_url}/task_runs/filter",
+    champion_after["tasks of again"] = {t["name"] for t in api_post(
+        local_services, "task_runs/filter",
         json={"flow_runs": {"id": {"any_": [again.group(1) if again else "none"]}}}).json()}
     # Worse: one epoch at a learning rate too small to learn. The floor is lowered so that only the
     # comparison with the champion can reject it.
@@ -124,7 +124,7 @@ def test_a_worse_candidate_is_rejected_and_the_champion_stays(lifecycle, local_s
     assert "vs champion v1 on the same test set" in output(runs["worse"])
     assert champion_after["worse"] == 1 and champion_after["versions after worse"] == [1]  # nothing registered
     query = {"flows": {"name": {"any_": ["flowtune-pipeline"]}}, "sort": "START_TIME_DESC", "limit": 10}
-    failed = [r for r in httpx.post(f"{local_services.api_url}/flow_runs/filter", json=query).json()
+    failed = [r for r in api_post(local_services, "flow_runs/filter", json=query).json()
               if r["state_type"] == "FAILED" and "vs champion v1" in (r["state"]["message"] or "")]
     assert len(failed) == 1 and "gate rejected the candidate" in failed[0]["state"]["message"]  # the worse run
     saved = json.loads((lifecycle[0] / ".flowtune/last_gate.json").read_text())  # the last (better) run's decision
@@ -135,10 +135,11 @@ def test_the_rejection_is_obvious_in_the_prefect_ui(lifecycle, local_services: S
     """The rejected run's page, in headless Chromium: state Failed, its gate task, the gate-decision card."""
     query = {"flows": {"name": {"any_": ["flowtune-pipeline"]}}, "flow_runs": {"state": {"type": {"any_": ["FAILED"]}}},
              "sort": "START_TIME_DESC"}
-    failed = httpx.post(f"{local_services.api_url}/flow_runs/filter", json=query).json()
+    failed = api_post(local_services, "flow_runs/filter", json=query).json()
     rejected = next(r for r in failed if "vs champion v1" in (r["state"]["message"] or ""))  # this module's run
     seen = capture_flow_run(local_services.ui_url, rejected["id"], tmp_path / "ui", ["train", "evaluate", "gate"],
-                            "gate-decision", "Evaluation gate")
+                            "gate-decision", "Evaluation gate",
+                            auth_string=local_services.prefect_api_auth_string.get_secret_value())
     assert "Failed" in seen["text"]["task-runs"], f"state not shown; screenshots: {seen['screenshots']}"
     assert "publish-version" not in seen["tasks_shown"]
 

@@ -18,7 +18,7 @@ from tasks.kinds import kind_for
 from tasks.kinds.ner.records import NerRecord
 from tasks.params import load_params
 from tasks.settings import Settings
-from tests.helpers import latest_flow_run, run_flow, scratch_clone, set_params
+from tests.helpers import api_post, latest_flow_run, run_flow, scratch_clone, set_params
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -57,21 +57,20 @@ def test_the_run_fails_naming_the_leaked_sentence(leaky_run):
 
 
 def test_prefect_shows_why_and_nothing_trained(leaky_run, local_services: Settings):
-    api = local_services.api_url
-    run = latest_flow_run(api)
+    run = latest_flow_run(local_services)
     assert run["state_type"] == "FAILED"
-    tasks = httpx.post(f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [run["id"]]}}}).json()
+    tasks = api_post(local_services, "task_runs/filter", json={"flow_runs": {"id": {"any_": [run["id"]]}}}).json()
     states = {t["name"]: t["state_type"] for t in tasks}
     assert states["validate"] == "FAILED"
     assert not {"clean", "train", "publish-version"} & set(states)
-    logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run["id"]]}}}).json()
+    logs = api_post(local_services, "logs/filter", json={"logs": {"flow_run_id": {"any_": [run["id"]]}}}).json()
     assert any("also_in_train" in entry["message"] for entry in logs)
 
 
 def test_the_failed_contract_is_published_with_its_data_docs(leaky_run, local_services: Settings):
-    run = latest_flow_run(local_services.api_url)
-    artifacts = httpx.post(f"{local_services.api_url}/artifacts/filter",
-                           json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}).json()
+    run = latest_flow_run(local_services)
+    artifacts = api_post(local_services, "artifacts/filter",
+                         json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}).json()
     by_key = {a["key"]: a for a in artifacts}
     failed_rows = [row for row in json.loads(by_key["data-contract"]["data"]) if not row["success"]]
     assert [row["check"] for row in failed_rows] == ["no_leakage"]

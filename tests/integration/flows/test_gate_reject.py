@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import subprocess
 
-import httpx
 import pytest
 
 from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
-from tests.helpers import run_flow, scratch_clone, set_params, synthetic_splits, tiny_encoder
+from tests.helpers import api_post, run_flow, scratch_clone, set_params, synthetic_splits, tiny_encoder
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -56,13 +55,12 @@ def test_every_stage_ran_and_the_metrics_are_real(rejected_run):
 
 
 def test_prefect_records_a_failed_run_with_the_gate_decision(rejected_run, local_services: Settings):
-    api = local_services.api_url
     query = {"flows": {"name": {"any_": ["flowtune-pipeline"]}}, "sort": "START_TIME_DESC", "limit": 5}
-    runs = httpx.post(f"{api}/flow_runs/filter", json=query).json()
+    runs = api_post(local_services, "flow_runs/filter", json=query).json()
     ours = [r for r in runs if r["state_type"] == "FAILED"]
     assert ours, [(r["name"], r["state_type"]) for r in runs]
-    artifacts = httpx.post(f"{api}/artifacts/filter",
-                           json={"artifacts": {"flow_run_id": {"any_": [ours[0]["id"]]}}}).json()
+    artifacts = api_post(local_services, "artifacts/filter",
+                         json={"artifacts": {"flow_run_id": {"any_": [ours[0]["id"]]}}}).json()
     gate = [a for a in artifacts if a["key"] == "gate-decision"]
     assert gate and "reject" in gate[0]["data"].lower()
     assert "registered-model" not in {a["key"] for a in artifacts}

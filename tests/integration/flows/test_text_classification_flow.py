@@ -13,12 +13,11 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
-from tests.helpers import clean_env, run_flow, scratch_clone, set_params, synthetic_texts, tiny_encoder
+from tests.helpers import api_post, clean_env, run_flow, scratch_clone, set_params, synthetic_texts, tiny_encoder
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PARAMS_FILE = "params-sentiment.yaml"
@@ -76,9 +75,9 @@ def test_the_classifier_is_trained_gated_and_registered(sentiment) -> None:
 def test_the_flow_run_shows_the_class_scores(sentiment, local_services: Settings) -> None:
     query = {"flows": {"name": {"any_": ["flowtune-pipeline"]}},
              "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}, "sort": "START_TIME_DESC", "limit": 5}
-    runs = httpx.post(f"{local_services.api_url}/flow_runs/filter", json=query).json()
-    artifacts = httpx.post(f"{local_services.api_url}/artifacts/filter",
-                           json={"artifacts": {"flow_run_id": {"any_": [r["id"] for r in runs]}}}).json()
+    runs = api_post(local_services, "flow_runs/filter", json=query).json()
+    artifacts = api_post(local_services, "artifacts/filter",
+                         json={"artifacts": {"flow_run_id": {"any_": [r["id"] for r in runs]}}}).json()
     evaluation = [a for a in artifacts if a["key"] == "evaluation" and "ALL (macro-F1)" in str(a["data"])]
     assert evaluation, sorted({a["key"] for a in artifacts})
     assert "neutral" in str(evaluation[0]["data"])
