@@ -19,7 +19,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from flows.steps import STAGES
 from tests.browser import capture_flow_run
-from tests.helpers import api_post, clean_env, port_settings, scratch_clone, set_params
+from tests.helpers import ROOT, api_post, clean_env, port_settings, scratch_clone, set_params
 from tests.lanes import Background, Job, Lane
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -224,6 +224,44 @@ def digest_tree(folder: Path) -> dict[str, str]:
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*")) if p.is_file() and ".gitignore" not in p.name and p.name != "README.md"
     }
+
+
+def readme_commands(containing: str) -> list[str]:
+    """The commands of the README's bash block that holds `containing`: comments dropped, continued lines joined."""
+    blocks = re.findall(r"^```bash\n(.*?)^```", (ROOT / "README.md").read_text(), re.MULTILINE | re.DOTALL)
+    block = next(b for b in blocks if containing in b)
+    lines = block.replace("\\\n", " ").splitlines()
+    return [line.split("  #")[0].strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+# Commands that need more history than one `make run` leaves (one version, an alias never moved): as
+# written they must refuse in one line that says why, not fail otherwise.
+NEEDS_HISTORY = {"registry promote wnut16-ner@3": "has no published version 3",
+                 "registry rollback wnut16-ner": "has no earlier version to roll back to"}
+
+
+def test_the_readmes_registry_predict_and_gc_commands_work_as_written(main_run: Run):
+    """Docs and behaviour cannot drift apart: each command of the README's registry/predict and gc blocks,
+    exactly as printed there, in the clone `make run` left (the text-classification block is run the same
+    way by tests/e2e/test_text_classification.py)."""
+    commands = readme_commands("flowtune registry list") + readme_commands("flowtune gc --apply")
+    assert len(commands) == 11, commands
+    try:
+        for command in commands:
+            result = subprocess.run(["bash", "-c", command], cwd=main_run.repo, env=main_run.env,
+                                    capture_output=True, text=True, timeout=600)
+            refusal = next((why for needs, why in NEEDS_HISTORY.items() if needs in command), None)
+            if refusal:
+                assert result.returncode == 1 and refusal in result.stderr, (command, result.stderr)
+                assert len(result.stderr.strip().splitlines()) == 1, (command, result.stderr)
+            else:
+                assert result.returncode == 0, (command, result.stdout[-2000:], result.stderr[-2000:])
+        assert json.loads((main_run.repo / "model" / "config.json").read_text())["id2label"]
+        predictions = (main_run.repo / "pred.jsonl").read_text().splitlines()
+        assert len(predictions) == 1287 and set(json.loads(predictions[0])) == {"id", "tokens", "tags"}
+    finally:  # leave the clone as `make run` left it for the runs below
+        shutil.rmtree(main_run.repo / "model", ignore_errors=True)
+        (main_run.repo / "pred.jsonl").unlink(missing_ok=True)
 
 
 def test_z_a_second_run_with_nothing_changed_registers_nothing(main_run: Run):
