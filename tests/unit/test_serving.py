@@ -255,3 +255,40 @@ def test_storage_down_keeps_the_model_serving(tmp_path: Path, caplog):
         time.sleep(0.3)
         assert client.post("/v1/predict", json={"texts": ["a"]}).json()["version"] == 1
     assert "cannot resolve sentiment:champion: endpoint unreachable; still serving sentiment v1" in caplog.text
+
+
+# ------------------------------------------------------------------------ the real predictors, tiny models
+
+
+def saved(base: Path, folder: Path, model_class: str, labels: list[str]) -> Path:
+    import transformers
+
+    model = getattr(transformers, model_class).from_pretrained(
+        base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={k: i for i, k in enumerate(labels)})
+    model.save_pretrained(folder)
+    transformers.AutoTokenizer.from_pretrained(base).save_pretrained(folder)
+    return folder
+
+
+def test_a_classifier_folder_answers_in_predicts_jsonl_shape(tiny_base: Path, tmp_path: Path):
+    from flows.serving.predictors import load_predictor
+
+    labels = ["negative", "neutral", "positive"]
+    predictor = load_predictor(saved(tiny_base, tmp_path / "c", "AutoModelForSequenceClassification", labels), 4)
+    assert predictor.kind == "classifier"
+    answers = predictor.predict(["a good day", ["a", "bad", "day"]], ["t1", "t2"])
+    assert [a["id"] for a in answers] == ["t1", "t2"] and answers[1]["text"] == "a bad day"
+    for answer in answers:
+        assert set(answer) == {"id", "text", "label", "probabilities"} and answer["label"] in labels
+        assert list(answer["probabilities"]) == labels and abs(sum(answer["probabilities"].values()) - 1) < 1e-3
+
+
+def test_a_tagger_folder_answers_one_tag_per_token(tiny_base: Path, tmp_path: Path):
+    from flows.serving.predictors import load_predictor
+
+    labels = ["O", "B-person", "I-person"]
+    predictor = load_predictor(saved(tiny_base, tmp_path / "t", "AutoModelForTokenClassification", labels), 4)
+    assert predictor.kind == "tagger"
+    answers = predictor.predict(["Alice met  Bob", ["New York", "!"]], ["0", "1"])
+    assert [a["tokens"] for a in answers] == [["Alice", "met", "Bob"], ["New York", "!"]]
+    assert all(len(a["tags"]) == len(a["tokens"]) and set(a["tags"]) <= set(labels) for a in answers)
