@@ -9,6 +9,7 @@ import sys
 from flows.names import ACCELERATOR_LIMIT, PIPELINE_FLOW, TRAIN_POOL, WORK_POOL
 from flows.predict_cli import add_predict_parser
 from flows.registry_cli import add_registry_parser
+from flows.serve_cli import add_serve_parser
 from tasks.settings import Settings
 
 
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc.set_defaults(func=cmd_gc)
     add_registry_parser(sub)
     add_predict_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 

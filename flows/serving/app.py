@@ -1,0 +1,325 @@
+"""`flowtune serve`: a registered model (or a model folder) behind HTTP, with micro-batching and hot swap.
+
+- POST /v1/predict `{"texts": [...]}` or `{"tokens": [[...], ...]}` (optional `ids`): answers in the
+  shapes of `flowtune predict --format jsonl`, with the model name and version that answered.
+- GET /healthz (the process answers), /readyz (a model is loaded), /metrics (Prometheus), /docs (OpenAPI).
+- Hot swap: a thread polls the alias; a new version is downloaded (checksums verified), loaded and warmed
+  up next to the serving one, then replaces it in one assignment. Requests already batched finish on the
+  old model; a version that fails to load or to answer leaves the old one serving, and says why in the
+  log and in /metrics.
+"""
+
+from __future__ import annotations  # FastAPI resolves the endpoints' annotations from this module's globals
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, HTTPException, Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from flows.serving.batcher import MicroBatcher
+from flows.serving.predictors import Predictor, load_predictor
+
+log = logging.getLogger("flowtune.serve")
+
+# Request limits: beyond them the answer is a 4xx naming the field, before any model work.
+MAX_BODY_BYTES = 1_048_576
+MAX_ITEMS = 256  # texts or sentences per request
+MAX_TEXT_CHARS = 10_000
+MAX_TOKENS = 512  # tokens per pre-split sentence
+MAX_TOKEN_CHARS = 200
+WARM_UP = ["flowtune", "warm", "up"]  # one sentence every new model must answer before it serves
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
+Token = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TOKEN_CHARS)]
+
+
+class PredictRequest(BaseModel):
+    """Exactly one of `texts` (strings; a tagger splits them at whitespace) or `tokens` (pre-split sentences;
+    a classifier joins them with spaces); `ids`, when given, one per item, are echoed in the answers."""
+
+    model_config = ConfigDict(extra="forbid")
+    texts: list[Text] | None = Field(default=None, min_length=1, max_length=MAX_ITEMS)
+    tokens: list[Annotated[list[Token], Field(min_length=1, max_length=MAX_TOKENS)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_ITEMS)
+    ids: list[Annotated[str, StringConstraints(max_length=200)]] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind_of_input(self) -> PredictRequest:
+        if (self.texts is None) == (self.tokens is None):
+            raise ValueError("give exactly one of 'texts' (a list of strings) or 'tokens' (a list of token lists)")
+        if self.ids is not None and len(self.ids) != len(self.items):
+            raise ValueError(f"'ids' has {len(self.ids)} entries for {len(self.items)} items: one id per item")
+        return self
+
+    @property
+    def items(self) -> list:
+        return self.texts if self.texts is not None else self.tokens
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: int | None
+    predictions: list[dict]
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded model; replaced whole on a swap, never changed."""
+
+    name: str
+    version: int | None
+    predictor: Predictor
+    folder: Path | None  # the downloaded files (removed once another version serves)
+
+
+class ModelSource:
+    """Where the served model comes from: a registry reference (NAME, NAME@VERSION or NAME:ALIAS, watched)
+    or a model folder (loaded once)."""
+
+    def __init__(self, ref: str, registry_factory: Callable[[], object], work_dir: Path):
+        self.ref, self.folder = ref, Path(ref) if Path(ref).is_dir() else None
+        self._registry_factory, self._registry, self.work_dir = registry_factory, None, work_dir
+
+    @property
+    def watched(self) -> bool:
+        return self.folder is None
+
+    def registry(self):
+        if self._registry is None:
+            self._registry = self._registry_factory()
+        return self._registry
+
+    def target(self) -> tuple[str, int | None]:
+        """What should serve now: (name, version) of the reference, or (folder, None)."""
+        if self.folder is not None:
+            return str(self.folder), None
+        return self.registry().resolve(self.ref)
+
+    def fetch(self, name: str, version: int | None) -> Path:
+        """The model's files: a registry version downloaded and verified, or the folder itself."""
+        if version is None:
+            return Path(name)
+        return self.registry().download(name, version, self.work_dir / f"{name}-v{version}")
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of its own (several apps may live in one process)."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("flowtune_serve_requests", "Predict requests by HTTP status", ["status"],
+                                registry=self.registry)
+        self.latency = Histogram("flowtune_serve_request_seconds", "Predict request latency (queue + model)",
+                                 registry=self.registry)
+        self.batch_items = Histogram("flowtune_serve_batch_items", "Items per forward pass (micro-batch size)",
+                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=self.registry)
+        self.version = Gauge("flowtune_serve_model_version", "Version of the model that serves (0: a folder)",
+                             ["model"], registry=self.registry)
+        self.reloads = Counter("flowtune_serve_reloads", "Model loads by outcome (loaded, failed)", ["outcome"],
+                               registry=self.registry)
+        self.failed_version = Gauge("flowtune_serve_failed_version",
+                                    "Last version that failed to load or verify (0: none)", registry=self.registry)
+
+
+class ModelHolder:
+    """The serving model and the thread that keeps it in step with the reference."""
+
+    def __init__(self, source: ModelSource, metrics: Metrics, batch_size: int, max_length: int | None,
+                 poll_s: float, loader: Callable[[Path, int, int | None], Predictor] = load_predictor):
+        self.source, self.metrics, self.loader = source, metrics, loader
+        self.batch_size, self.max_length, self.poll_s = batch_size, max_length, poll_s
+        self.current: Served | None = None
+        self.failed: tuple[str, int | None] | None = None  # not retried until the reference moves again
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="flowtune-serve-watch", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=30)
+
+    def _watch(self) -> None:
+        while not self.stopping.is_set():
+            self.refresh()
+            if not self.source.watched and self.current is not None:
+                return  # a folder does not change
+            self.stopping.wait(self.poll_s)
+
+    def refresh(self) -> None:
+        """Load what the reference points at now, if it is new; any failure keeps the current model."""
+        try:
+            target = self.source.target()
+        except Exception as exc:  # noqa: BLE001 - storage down: keep serving, try again next poll
+            log.warning("cannot resolve %s: %s; still serving %s", self.source.ref, exc, self.describe())
+            return
+        if target in {self.failed, self.serving()}:
+            return
+        try:
+            served = self.load(*target)
+        except Exception as exc:  # noqa: BLE001 - a bad version must not stop the service
+            self.failed = target
+            self.metrics.reloads.labels("failed").inc()
+            self.metrics.failed_version.set(target[1] or 0)
+            log.error("version %s of %s failed to load or verify: %s; still serving %s", target[1], target[0],
+                      exc, self.describe())
+            return
+        self.swap(served)
+
+    def load(self, name: str, version: int | None) -> Served:
+        started = time.monotonic()
+        folder = self.source.fetch(name, version)
+        try:
+            predictor = self.loader(folder, self.batch_size, self.max_length)
+            answers = predictor.predict([WARM_UP], ["warm-up"])
+            if len(answers) != 1 or answers[0].get("id") != "warm-up":
+                raise ValueError(f"warm-up prediction malformed: {answers!r}"[:300])
+        except Exception:
+            if version is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        log.info("loaded %s v%s (%s) in %.1f s", name, version, predictor.kind, time.monotonic() - started)
+        return Served(name, version, predictor, folder if version is not None else None)
+
+    def swap(self, served: Served) -> None:
+        old, self.current = self.current, served  # one assignment: the next batch uses the new model
+        self.failed = None
+        self.metrics.failed_version.set(0)
+        self.metrics.reloads.labels("loaded").inc()
+        self.metrics.version.clear()
+        self.metrics.version.labels(served.name).set(served.version or 0)
+        log.info("now serving %s (was %s)", self.describe(), "nothing" if old is None else f"v{old.version}")
+        if old is not None and old.folder is not None:
+            shutil.rmtree(old.folder, ignore_errors=True)  # loaded in memory; batches in flight keep their model
+
+    def serving(self) -> tuple[str, int | None] | None:
+        current = self.current
+        return None if current is None else (current.name, current.version)
+
+    def describe(self) -> str:
+        current = self.current
+        return "nothing" if current is None else f"{current.name} v{current.version}"
+
+
+def run_batch(served: Served | None, items: list, ids: list) -> list[dict]:
+    if served is None:
+        raise LookupError("no model is loaded yet")
+    return served.predictor.predict(items, ids)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes is answered 413 before the app reads it all."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._too_large(send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise BodyTooLarge
+            return message
+
+        try:
+            return await self.app(scope, counted, send)
+        except BodyTooLarge:
+            return await self._too_large(send)
+
+    async def _too_large(self, send):
+        from starlette.responses import JSONResponse
+
+        response = JSONResponse({"detail": f"request body over {self.limit} bytes; send at most {MAX_ITEMS} "
+                                           "items per request"}, status_code=413)
+        await response({"type": "http"}, None, send)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def create_app(holder: ModelHolder, metrics: Metrics, max_batch_size: int, max_wait_ms: float):
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    batcher = MicroBatcher(lambda: holder.current, run_batch, max_batch_size, max_wait_ms,
+                           on_batch=metrics.batch_items.observe)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        holder.start()
+        yield
+        holder.stop()
+        await batcher.stop()
+
+    app = FastAPI(title="flowtune serve", lifespan=lifespan,
+                  description="Predictions of a registered flowtune model (NER tagger or text classifier).")
+
+    @app.post("/v1/predict", response_model=PredictResponse)
+    async def predict(request: PredictRequest, response: Response) -> PredictResponse:
+        started = time.perf_counter()
+        if holder.current is None:
+            metrics.requests.labels("503").inc()
+            raise HTTPException(503, "no model is loaded yet; see /readyz")
+        ids = request.ids or [str(i) for i in range(len(request.items))]
+        try:
+            answers, served = await batcher.submit(request.items, ids)
+        except Exception as exc:
+            metrics.requests.labels("500").inc()
+            log.exception("prediction failed")
+            raise HTTPException(500, f"prediction failed: {type(exc).__name__}: {exc}"[:300]) from exc
+        metrics.requests.labels("200").inc()
+        metrics.latency.observe(time.perf_counter() - started)
+        response.headers["X-Model-Version"] = str(served.version)
+        return PredictResponse(model=served.name, version=served.version, predictions=answers)
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz(response: Response) -> dict:
+        current = holder.current
+        if current is None:
+            response.status_code = 503
+            return {"ready": False, "model": holder.source.ref, "version": None}
+        return {"ready": True, "model": current.name, "version": current.version, "kind": current.predictor.kind}
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return BodyLimit(app, MAX_BODY_BYTES)
+
+
+def serve(ref: str, host: str, port: int, max_batch_size: int, max_wait_ms: float, poll_s: float,
+          max_length: int | None, registry_factory: Callable[[], object]) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with tempfile.TemporaryDirectory(prefix="flowtune-serve-") as work:
+        metrics = Metrics()
+        holder = ModelHolder(ModelSource(ref, registry_factory, Path(work)), metrics, max_batch_size, max_length,
+                             poll_s)
+        app = create_app(holder, metrics, max_batch_size, max_wait_ms)
+        uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,0 +1,175 @@
+"""`flowtune serve` for real: a tiny tagger published to the session's registry (SeaweedFS), the service
+started as the README says, answering, batching concurrent requests, swapping in a new champion under
+load without a failed request, and keeping the old model when the new one cannot load."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tasks.registry import Registry
+from tasks.settings import s3_client
+from tests.helpers import ROOT, clean_env, find_free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+LABELS = ["O", "B-person", "I-person"]
+
+
+def tiny_tagger(base: Path, folder: Path, seed: int) -> Path:
+    """A token classifier on the tiny encoder with its own random head (seed): another version's weights."""
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = AutoModelForTokenClassification.from_pretrained(
+        base, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)), label2id={k: i for i, k in enumerate(LABELS)})
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
+    return folder
+
+
+class Service:
+    """`flowtune serve` in a subprocess; its output collected by a thread."""
+
+    def __init__(self, settings, prefix: str, ref: str, port: int):
+        env = clean_env(FLOWTUNE_S3_ENDPOINT_URL=settings.endpoint_url,
+                        FLOWTUNE_S3_ACCESS_KEY_ID=settings.s3_access_key_id,
+                        FLOWTUNE_S3_SECRET_ACCESS_KEY=settings.secret_key(), FLOWTUNE_REGISTRY_PREFIX=prefix)
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [str(ROOT / ".venv/bin/flowtune"), "serve", "--model", ref, "--port", str(port), "--poll-s", "0.5",
+             "--max-wait-ms", "50", "--max-batch-size", "64"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True).start()
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_ready(self, timeout_s: float = 120) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"flowtune serve exited:\n{self.output[-3000:]}"
+            try:
+                response = httpx.get(f"{self.url}/readyz", timeout=2)
+                if response.status_code == 200:
+                    return response.json()
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"not ready after {timeout_s} s:\n{self.output[-3000:]}")
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"{self.url}/metrics").text
+        found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+        assert found, f"{name} not in /metrics:\n{text}"
+        return float(found[1])
+
+    def stop(self) -> int:
+        self.process.terminate()
+        try:
+            return self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+@pytest.fixture
+def published(local_services, tiny_base, tmp_path):
+    """A registry prefix of this test's own, with v1 of `tagger` as champion."""
+    prefix = f"test-serve-{uuid.uuid4().hex[:8]}"
+    registry = Registry(s3_client(local_services), local_services.registry_bucket, prefix)
+    registry.set_alias("tagger", "champion", registry.publish("tagger", tiny_tagger(tiny_base, tmp_path / "v1", 1), {}))
+    return registry, prefix
+
+
+def test_serve_answers_batches_and_swaps_the_champion_without_a_failed_request(local_services, tiny_base, tmp_path,
+                                                                             published):
+    registry, prefix = published
+    service = Service(local_services, prefix, "tagger:champion", find_free_port())
+    try:
+        assert service.wait_ready() == {"ready": True, "model": "tagger", "version": 1, "kind": "tagger"}
+        assert f"Uvicorn running on http://127.0.0.1:{service.url.rsplit(':', 1)[1]}" in service.output
+
+        # answers in predict's shapes: texts split at whitespace, or pre-split tokens; one tag per token
+        body = httpx.post(f"{service.url}/v1/predict", json={"texts": ["Alice flew to Paris", "hi"]}).json()
+        assert (body["model"], body["version"]) == ("tagger", 1)
+        assert [p["tokens"] for p in body["predictions"]] == [["Alice", "flew", "to", "Paris"], ["hi"]]
+        assert all(len(p["tags"]) == len(p["tokens"]) and set(p["tags"]) <= set(LABELS) for p in body["predictions"])
+        tokens = httpx.post(f"{service.url}/v1/predict", json={"tokens": [["New York", "!"]], "ids": ["s1"]}).json()
+        assert tokens["predictions"][0]["id"] == "s1" and tokens["predictions"][0]["tokens"] == ["New York", "!"]
+        bad = httpx.post(f"{service.url}/v1/predict", json={"texts": "not a list"})
+        assert bad.status_code == 422 and "texts" in bad.text
+
+        # 16 requests at once share forward passes
+        passes_before = service.metric("flowtune_serve_batch_items_count")
+        barrier = threading.Barrier(16)
+
+        def one(i: int) -> int:
+            barrier.wait()
+            return httpx.post(f"{service.url}/v1/predict", json={"texts": [f"request {i}"]}, timeout=60).status_code
+
+        threads = [threading.Thread(target=lambda i=i: statuses.append(one(i))) for i in range(16)]
+        statuses: list[int] = []
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert statuses == [200] * 16
+        assert service.metric("flowtune_serve_batch_items_count") - passes_before < 16
+
+        # the champion moves to v2 while a client keeps asking: every answer 200, versions 1 then 2
+        answers, ready, stop = [], [], threading.Event()
+
+        def keep_asking() -> None:
+            while not stop.is_set():
+                response = httpx.post(f"{service.url}/v1/predict", json={"texts": ["Bob is here"]}, timeout=60)
+                answers.append((response.status_code, response.json().get("version")))
+                ready.append(httpx.get(f"{service.url}/readyz").status_code)
+
+        client = threading.Thread(target=keep_asking)
+        client.start()
+        v2 = registry.publish("tagger", tiny_tagger(tiny_base, tmp_path / "v2", 2), {})
+        registry.set_alias("tagger", "champion", v2)
+        deadline = time.monotonic() + 60
+        while not (answers and answers[-1][1] == 2) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        stop.set()
+        client.join()
+        assert {status for status, _ in answers} == {200} and set(ready) == {200}
+        versions = [version for _, version in answers]
+        assert versions[0] == 1 and versions[-1] == 2 and versions == sorted(versions), versions
+
+        # a v3 whose weights cannot load (its files match its manifest): v2 keeps serving, and it says why
+        broken = tiny_tagger(tiny_base, tmp_path / "v3", 3)
+        (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+        registry.set_alias("tagger", "champion", registry.publish("tagger", broken, {}))
+        deadline = time.monotonic() + 60
+        while service.metric("flowtune_serve_failed_version") != 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert service.metric("flowtune_serve_failed_version") == 3
+        assert httpx.post(f"{service.url}/v1/predict", json={"texts": ["x"]}).json()["version"] == 2
+        assert httpx.get(f"{service.url}/readyz").json()["version"] == 2
+        assert "version 3 of tagger failed to load or verify" in service.output
+        assert "still serving tagger v2" in service.output
+    finally:
+        status = service.stop()
+    assert status == 0, service.output[-3000:]
+
+
+def test_an_unknown_model_stops_serve_with_one_line(local_services, published):
+    _, prefix = published
+    service = Service(local_services, prefix, "nope:champion", find_free_port())
+    assert service.process.wait(timeout=60) == 1
+    time.sleep(0.2)  # the reader thread takes the last lines
+    assert service.output.strip().splitlines()[-1].startswith("flowtune serve: error: no model named 'nope'")
