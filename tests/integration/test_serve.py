@@ -164,7 +164,8 @@ def test_serve_answers_batches_and_swaps_the_champion_without_a_failed_request(l
         assert "still serving tagger v2" in service.output
     finally:
         status = service.stop()
-    assert status == 0, service.output[-3000:]
+    # a graceful stop: uvicorn finishes the shutdown, then re-raises SIGTERM (the conventional exit status)
+    assert status in (0, -15) and "Application shutdown complete." in service.output, service.output[-3000:]
 
 
 def test_an_unknown_model_stops_serve_with_one_line(local_services, published):
