@@ -38,7 +38,8 @@ def random_head_tagger(dest: Path) -> Path:
     labels = ["O", "B-person", "I-person", "B-location", "I-location"]
     base = resolve_base_model("minilm")
     model = AutoModelForTokenClassification.from_pretrained(
-        base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={k: i for i, k in enumerate(labels)})
+        base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={k: i for i, k in enumerate(labels)},
+        use_safetensors=True)
     model.save_pretrained(dest)
     AutoTokenizer.from_pretrained(base).save_pretrained(dest)
     return dest
