@@ -58,15 +58,22 @@ class Deployed:
 
         return prefect_auth_header(Settings(_env_file=self.repo / ".env"))
 
-    def post(self, path: str, body: dict | None = None):
-        response = httpx.post(f"{self.api}/{path}", json=body or {}, headers=self.auth(), timeout=30)
+    def call(self, method: str, path: str, **kwargs):
+        """One API call, retried as Prefect's own client retries: the server answers 503 (429, 502) for errors
+        a client may retry, such as a busy SQLite database on a loaded machine."""
+        for attempt in range(6):
+            response = httpx.request(method, f"{self.api}/{path}", headers=self.auth(), timeout=30, **kwargs)
+            if response.status_code not in (429, 502, 503):
+                break
+            time.sleep(0.5 * 2 ** attempt)
         response.raise_for_status()
         return response.json()
 
+    def post(self, path: str, body: dict | None = None):
+        return self.call("POST", path, json=body or {})
+
     def get(self, path: str):
-        response = httpx.get(f"{self.api}/{path}", headers=self.auth(), timeout=30)
-        response.raise_for_status()
-        return response.json()
+        return self.call("GET", path)
 
     def deployment(self, flow: str, name: str) -> dict:
         return self.get(f"deployments/name/{flow}/{name}")
