@@ -2,18 +2,24 @@
 
 Usage:
     .venv/bin/python benchmarks/serve_throughput.py [--clients 32] [--requests 20] [--model DIR]
+    .venv/bin/python benchmarks/serve_throughput.py --variants [--clients 8] [--model DIR]
 
 Without --model, a token classifier is built from the packaged MiniLM encoder with a random head (the
 forward pass costs what a trained one's does). Each setting starts `flowtune serve --model DIR` in its
 own process; `--clients` threads each send `--requests` requests of one WNUT-16 test sentence. Prints a
 markdown table: max batch size, requests/s, p50/p95 latency (ms), mean items per forward pass, and the
 throughput relative to `--max-batch-size 1` (no batching) measured in the same run.
+
+With --variants: the same load against `flowtune serve` of the fp32 model and of each compressed variant
+(`--variant`, built beside a copy of the model; default batching), and, as the baseline, the
+`transformers.pipeline("token-classification")` of the fp32 model called in a loop by as many threads.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -63,11 +69,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def measure(model: Path, batch: int, wait_ms: float, texts: list[str], clients: int, requests: int) -> dict:
+def run_clients(client, clients: int) -> float:
+    """`client(n)` in `clients` threads at once; the seconds until the last one ends."""
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
+def measure(model: Path, batch: int, wait_ms: float, texts: list[str], clients: int, requests: int,
+            *options: str) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen([str(ROOT / ".venv/bin/flowtune"), "serve", "--model", str(model), "--port", str(port),
-                                "--max-batch-size", str(batch), "--max-wait-ms", str(wait_ms)],
+                                "--max-batch-size", str(batch), "--max-wait-ms", str(wait_ms), *options],
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -87,13 +105,7 @@ def measure(model: Path, batch: int, wait_ms: float, texts: list[str], clients: 
                     session.post(f"{url}/v1/predict", json={"texts": [text]}).raise_for_status()
                     latencies.append(time.perf_counter() - start)
 
-        started = time.perf_counter()
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        seconds = time.perf_counter() - started
+        seconds = run_clients(client, clients)
         metrics = httpx.get(f"{url}/metrics").text
         passes = float(next(line.split()[1] for line in metrics.splitlines()
                             if line.startswith("flowtune_serve_batch_items_count")))
@@ -107,15 +119,59 @@ def measure(model: Path, batch: int, wait_ms: float, texts: list[str], clients: 
             "items_per_pass": items / max(passes, 1)}
 
 
+def pipeline_loop(model: Path, texts: list[str], clients: int, requests: int) -> dict:
+    """The baseline: one `transformers.pipeline` shared by `clients` threads, one call per request."""
+    from transformers import pipeline
+
+    tagger = pipeline("token-classification", model=str(model), device=-1)
+    tagger(texts[0])
+    latencies: list[float] = []
+
+    def client(offset: int) -> None:
+        for i in range(requests):
+            start = time.perf_counter()
+            tagger(texts[(offset * requests + i) % len(texts)])
+            latencies.append(time.perf_counter() - start)
+
+    seconds = run_clients(client, clients)
+    cuts = statistics.quantiles(latencies, n=100)
+    return {"rps": len(latencies) / seconds, "p50": cuts[49] * 1000, "p95": cuts[94] * 1000}
+
+
+def compare_variants(source: Path, texts: list[str], clients: int, requests: int, scratch: Path) -> None:
+    from tasks.registry import VARIANTS_FOLDER
+    from tasks.variants import FROM_CANDIDATE, build
+
+    model = scratch / "served"  # a copy: the variants are built beside it, never into the user's folder
+    shutil.copytree(source, model, ignore=shutil.ignore_patterns(VARIANTS_FOLDER))
+    for name in FROM_CANDIDATE:
+        build(name, model, model / VARIANTS_FOLDER / name)
+    print(f"{clients} clients x {requests} requests of one sentence, `flowtune serve` with its default batching "
+          f"(32 items, 5 ms); {os.cpu_count()} CPUs\n")
+    print("| served model | requests/s | p50 ms | p95 ms | throughput vs pipeline loop |\n|---|---:|---:|---:|---:|")
+    baseline = pipeline_loop(model, texts, clients, requests)
+    rows = [("transformers.pipeline in a loop (fp32)", baseline)]
+    rows += [(f"flowtune serve {name}", measure(model, 32, 5.0, texts, clients, requests,
+                                                *(["--variant", name] if name != "fp32" else [])))
+             for name in ("fp32", *FROM_CANDIDATE)]
+    for name, result in rows:
+        print(f"| {name} | {result['rps']:.1f} | {result['p50']:.0f} | {result['p95']:.0f} | "
+              f"{result['rps'] / baseline['rps']:.2f}x |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=20, help="per client")
     parser.add_argument("--model", type=Path, help="a saved model folder (default: MiniLM + random tagger head)")
+    parser.add_argument("--variants", action="store_true", help="fp32 vs each variant vs a transformers.pipeline loop")
     args = parser.parse_args()
     texts = sentences()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or random_head_tagger(Path(tmp) / "model")
+        if args.variants:
+            compare_variants(model, texts, args.clients, args.requests, Path(tmp))
+            return
         print(f"{args.clients} clients x {args.requests} requests of one sentence; {os.cpu_count()} CPUs\n")
         print("| max batch | max wait ms | requests/s | p50 ms | p95 ms | items per pass | throughput vs no batching |")
         print("|---:|---:|---:|---:|---:|---:|---:|")

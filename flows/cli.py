@@ -1,4 +1,4 @@
-"""The `flowtune` command line: services, pipeline runs, the registry and predictions."""
+"""The `flowtune` command line: services, pipeline runs, sweeps, the registry and predictions."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from flows.names import ACCELERATOR_LIMIT, PIPELINE_FLOW, TRAIN_POOL, WORK_POOL
 from flows.predict_cli import add_predict_parser
 from flows.registry_cli import add_registry_parser
 from flows.serve_cli import add_serve_parser
+from flows.sweep_cli import add_sweep_parser
 from tasks.settings import Settings
 
 
@@ -167,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_registry_parser(sub)
     add_predict_parser(sub)
     add_serve_parser(sub)
+    add_sweep_parser(sub)
     return parser
 
 

@@ -16,8 +16,9 @@ from prefect.runtime import flow_run
 
 from flows.gate import Decision
 from flows.redact import scrub_urls
-from tasks.metrics import EvalReport
+from tasks.metrics import CompressionReport, EvalReport
 from tasks.params import Params
+from tasks.registry import VARIANTS_FOLDER
 from tasks.settings import Settings
 
 
@@ -44,18 +45,28 @@ def build_lineage(params: Params, decision: Decision, settings: Settings) -> dic
         "metrics": EvalReport.read(Path(params.paths.eval_metrics)).model_dump(mode="json"),
         "training": json.loads(Path(params.paths.train_metrics).read_text()),
         "gate": {"promote": decision.promote, "reasons": decision.reasons},
+        "compression": compression_of(params),
         "flow_run": {"id": str(run_id) if run_id else None,
                      "url": f"{settings.ui_url}/runs/flow-run/{run_id}" if run_id else None},
         "registered_at": datetime.now(UTC).isoformat(),
     })
 
 
+def compression_of(params: Params) -> dict | None:
+    """The compress stage's table (every variant, published or not), or None when the stage did not run."""
+    path = Path(params.paths.compression)
+    return CompressionReport.read(path).model_dump(mode="json") if path.is_file() else None
+
+
 @contextlib.contextmanager
 def staged_model_dir(params: Params, lineage: dict) -> Iterator[Path]:
-    """A temporary copy of the candidate with eval.json and lineage.json beside the weights."""
+    """A temporary copy of the candidate with eval.json and lineage.json beside the weights, and the variants
+    that passed the compress stage under `variants/<name>/` (tasks/registry.py: not part of the digest)."""
     with tempfile.TemporaryDirectory(prefix="flowtune-register-") as tmp:
         staged = Path(tmp) / "model"
         shutil.copytree(params.paths.model, staged)
+        for name in (lineage.get("compression") or {}).get("published", []):
+            shutil.copytree(Path(params.paths.variants) / name, staged / VARIANTS_FOLDER / name)
         shutil.copyfile(params.paths.eval_metrics, staged / "eval.json")
         (staged / "lineage.json").write_text(json.dumps(lineage, indent=2, default=str))
         (staged / "README.md").write_text(model_card(params, lineage), encoding="utf-8")
@@ -87,10 +98,27 @@ def model_card(params: Params, lineage: dict) -> str:
         *behaviour_lines(report),
         f"Latency at batch 1: p50 {latency.p50_ms if latency else None} ms, p95 {latency.p95_ms if latency else None} "
         f"ms per {report.unit} ({latency.device if latency else None}).", "",
+        *variant_lines(lineage.get("compression")),
         "## Gate decision", "", *[f"- {reason}" for reason in lineage["gate"]["reasons"]], "",
         "## Intended use and limits", "",
         *intended_use(report),
     ])) + "\n"
+
+
+def variant_lines(compression: dict | None) -> list[str]:
+    """The card's section on compressed variants: the compress stage's table and how to load one."""
+    if not compression:
+        return []
+    report = CompressionReport.model_validate(compression)
+    published = report.published
+    return ["## Compressed variants (CPU)", "",
+            f"Published in `variants/`: {', '.join(f'`{name}`' for name in published) or 'none'}. Each was scored on "
+            "the same test split and timed beside the fp32 model; the others missed a threshold (`compress:` "
+            "params).", "", report.as_markdown(), "",
+            "Use one with `flowtune predict --variant NAME` or `flowtune serve --variant NAME`; without flowtune, "
+            "`variants/onnx*/model.onnx` runs with onnxruntime and the folder's tokenizer, `variants/int8` loads "
+            "with transformers + torch, and `variants/student` (a distilled model with fewer layers) is a plain "
+            "transformers folder (README, \"Compressed variants\").", ""]
 
 
 def evaluation_summary(report: EvalReport) -> str:

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from flows.registry_cli import one_line_errors, open_registry
+from flows.registry_cli import model_folder, one_line_errors
 
 # Windows for a model saved before flowtune recorded its training `max_length` (tasks/train.py save_best).
 DEFAULT_MAX_LENGTH = 128
@@ -81,11 +81,7 @@ def write_predictions(records, predicted, fmt: str, out) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp, one_line_errors("predict"):
-        model_dir = Path(args.model)
-        if not model_dir.is_dir():
-            registry = open_registry()
-            name, version = registry.resolve(args.model)
-            model_dir = registry.download(name, version, Path(tmp) / "model")
+        model_dir = model_folder(args.model, Path(tmp) / "model", args.variant)
         if args.max_length is None:
             args.max_length = trained_max_length(model_dir)
         if is_sequence_classifier(model_dir):
@@ -95,7 +91,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def trained_max_length(model_dir: Path) -> int:
     """The window length the model was trained with (config.json's `flowtune` block), else the old default."""
-    from tasks.train import FLOWTUNE_CONFIG_KEY
+    from tasks.fitting import FLOWTUNE_CONFIG_KEY
 
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     return int(config.get(FLOWTUNE_CONFIG_KEY, {}).get("max_length", DEFAULT_MAX_LENGTH))
@@ -117,10 +113,11 @@ def predict_entities(args: argparse.Namespace, model_dir: Path) -> int:
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     from tasks.kinds.ner.modeling import predict_tags
+    from tasks.variants import load_model
 
     records, tagged = read_sentences(args)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForTokenClassification.from_pretrained(model_dir, use_safetensors=True).eval()
+    model = load_model(model_dir, AutoModelForTokenClassification)
     predicted = predict_tags(model, tokenizer, [r.tokens for r in records], args.batch_size, args.max_length)
     with output_stream(args) as out:
         write_predictions(records, predicted, args.format or "conll", out)
@@ -202,6 +199,8 @@ def add_predict_parser(sub) -> None:
     pred = sub.add_parser("predict", help="tag sentences (NER) or classify texts with a registered model or a "
                                           "model folder")
     pred.add_argument("--model", required=True, help="a model folder, or NAME / NAME@VERSION / NAME:ALIAS")
+    pred.add_argument("--variant", help="a compressed variant of the model (int8, onnx, onnx-int8, student: those the "
+                                        "version holds, see `registry show`) instead of its fp32 weights")
     pred.add_argument("--input", help="NER: a CoNLL or .jsonl file of tokenized sentences ('-' = CoNLL on stdin); "
                                       "classifier: a .csv or .jsonl file with a `text` column (`label` optional)")
     pred.add_argument("--format", choices=["conll", "jsonl"],

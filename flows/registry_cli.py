@@ -43,6 +43,18 @@ def one_line_errors(command: str) -> Iterator[None]:
         sys.exit(f"flowtune {command}: error: {storage_problem(settings, settings.registry_bucket, exc)}")
 
 
+def model_folder(ref: str, dest: Path, variant: str | None = None) -> Path:
+    """A model folder (`ref` itself, or one of its variants) or a registry reference, fetched into `dest`
+    without the variants it does not ask for."""
+    from tasks.registry import local_variant
+
+    if Path(ref).is_dir():
+        return local_variant(Path(ref), variant)
+    registry = open_registry()
+    name, version = registry.resolve(ref)
+    return registry.download(name, version, dest, variant=variant, with_variants=False)
+
+
 def print_table(header: list[str], rows: list[list]) -> None:
     """A plain aligned text table (readable in a terminal and in logs)."""
     cells = [header] + [[("" if c is None else str(c)) for c in row] for row in rows]
@@ -98,11 +110,34 @@ def cmd_show(registry, args) -> None:
         rows = [[name, f"{m.precision:.4f}", f"{m.recall:.4f}", f"{m.f1:.4f}", m.support]
                 for name, m in sorted(report.groups.items())]
         print_table([report.group, "precision", "recall", "F1", "support"], rows)
+    print_variants(manifest)
     gate = metadata.get("gate")
     if gate:
         print(f"\ngate: {'promote' if gate['promote'] else 'reject'}")
         for reason in gate["reasons"]:
             print(f"  - {reason}")
+
+
+def print_variants(manifest: dict) -> None:
+    """The version's compressed variants, with the numbers the compress stage measured for them."""
+    from tasks.registry import variants_in
+
+    held = variants_in(manifest)
+    table = manifest["metadata"].get("compression") or {}
+    measured = {row["variant"]: row for row in table.get("rows", [])}
+    if not held:
+        print("\nvariants: none" + ("" if table else " (registered before the compress stage)"))
+        return
+    print(f"\nvariants (CPU, {table.get('threads')} threads; pull or serve one with --variant NAME):")
+    rows = [[name, *_variant_numbers(measured.get(name, {}))] for name in ["fp32", *held]]
+    print_table(["variant", table.get("score_name", "score"), "p50 ms", "p95 ms", "speedup", "MB"], rows)
+
+
+def _variant_numbers(row: dict) -> list:
+    if not row:
+        return ["-"] * 5
+    return [f"{row['score']:.4f}", row["p50_ms"], row["p95_ms"], f"{row['speedup']}x" if row["speedup"] else "-",
+            row["size_mb"]]
 
 
 def cmd_promote(registry, args) -> None:
@@ -123,8 +158,9 @@ def cmd_rollback(registry, args) -> None:
 
 def cmd_pull(registry, args) -> None:
     name, version = registry.resolve(args.ref)
-    registry.download(name, version, Path(args.dest))
-    print(f"{name} v{version} -> {args.dest} (checksums verified)")
+    registry.download(name, version, Path(args.dest), variant=args.variant)
+    what = f"{name} v{version}" + (f" variant {args.variant}" if args.variant else "")
+    print(f"{what} -> {args.dest} (checksums verified)")
 
 
 ACTIONS = {"list": cmd_list, "show": cmd_show, "promote": cmd_promote, "rollback": cmd_rollback,
@@ -156,4 +192,6 @@ def add_registry_parser(sub) -> None:
                                   else "same as pull")
         pull.add_argument("ref", help="NAME, NAME@VERSION or NAME:ALIAS")
         pull.add_argument("--dest", default="model")
+        pull.add_argument("--variant", help="only this compressed variant of the version (e.g. onnx-int8; "
+                                            "`registry show` lists them), as a model folder of its own")
     reg.set_defaults(func=cmd_registry)

@@ -129,8 +129,9 @@ def run_remote(deployment: str, parameters: dict, timeout_s: float, poll_s: floa
         return finished
 
 
-def require_polling_worker(client: SyncPrefectClient, deployment: str) -> None:
-    """StageError naming the pool and how to start a worker, unless a worker polls `deployment`'s pool.
+def require_polling_worker(client: SyncPrefectClient, deployment: str, what: str = "train stage") -> None:
+    """StageError naming the pool and how to start a worker, unless a worker polls `deployment`'s pool
+    (`what` names the runs in the message: the train stage, a sweep's trials).
 
     A deployment without a work pool (served by `flow.serve()`) and push or managed pools (no
     workers) are not checked: the timeout still bounds the wait for them.
@@ -141,20 +142,20 @@ def require_polling_worker(client: SyncPrefectClient, deployment: str) -> None:
     try:
         pool_name = client.read_deployment_by_name(deployment).work_pool_name
     except ObjectNotFound:
-        raise StageError(f"train stage: no deployment {deployment!r} on this Prefect server; `train_on` takes "
-                         f"'<flow>/<deployment>' as `prefect deployment ls` lists it (e.g. {TRAIN_STAGE_FLOW}/gpu, "
-                         f"created by `flowtune deploy`).") from None
+        hint = ("`flowtune deploy` creates it." if what != "train stage" else "`train_on` takes '<flow>/<deployment>' "
+                f"as `prefect deployment ls` lists it (e.g. {TRAIN_STAGE_FLOW}/gpu, created by `flowtune deploy`).")
+        raise StageError(f"{what}: no deployment {deployment!r} on this Prefect server; {hint}") from None
     if not pool_name:
         return
     pool = client.read_work_pool(pool_name)
     if pool.is_push_pool or pool.is_managed_pool:
         return
     if pool.status == WorkPoolStatus.PAUSED:
-        raise StageError(f"train stage on {deployment!r}: its work pool {pool_name!r} is paused, so the run would "
+        raise StageError(f"{what} on {deployment!r}: its work pool {pool_name!r} is paused, so the run would "
                          f"never start. Resume it: `prefect work-pool resume {pool_name}`.")
     workers = client.read_workers_for_work_pool(pool_name)
     if not polling_workers(workers, now()):
-        raise StageError(no_worker_message(deployment, pool_name, workers))
+        raise StageError(no_worker_message(deployment, pool_name, workers, what))
 
 
 def polling_workers(workers: list[Worker], at: datetime.datetime) -> list[str]:
@@ -170,11 +171,11 @@ def polling_workers(workers: list[Worker], at: datetime.datetime) -> list[str]:
     return alive
 
 
-def no_worker_message(deployment: str, pool: str, workers: list[Worker]) -> str:
+def no_worker_message(deployment: str, pool: str, workers: list[Worker], what: str = "train stage") -> str:
     """What failed and how to fix it: start a worker for `pool`."""
     seen = ", ".join(f"{w.name} (last heartbeat {w.last_heartbeat_time:%Y-%m-%d %H:%M:%S} UTC)"
                      for w in workers if w.last_heartbeat_time)
-    return (f"train stage on {deployment!r}: no worker is polling its work pool {pool!r}, so the run would wait "
+    return (f"{what} on {deployment!r}: no worker is polling its work pool {pool!r}, so the run would wait "
             f"forever. Start one on the training machine, in a checkout of this repository wired to this Prefect "
             f"server (`flowtune services up` there, or PREFECT_API_URL set): `prefect worker start --pool {pool}`; "
             f"on Kubernetes, deploy the worker of infra/k8s/ (worker.yaml, see infra/k8s/README.md). "

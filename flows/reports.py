@@ -14,7 +14,8 @@ from pathlib import Path
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from flows.gate import Champion
-from tasks.metrics import EvalReport
+from tasks.io import INGEST_REPORT
+from tasks.metrics import FP32, CompressionReport, EvalReport
 from tasks.params import Params
 from tasks.settings import Settings, s3_client
 
@@ -39,7 +40,8 @@ def publish(stage: str, params: Params, settings: Settings | None = None, run_id
         if settings is not None:
             summary["data_docs"] = publish_data_docs(params, data, settings, run_id)
         return summary
-    publishers = {"ingest": _ingest, "clean": _clean, "augment": _augment, "train": _train, "evaluate": _evaluate}
+    publishers = {"ingest": _ingest, "clean": _clean, "augment": _augment, "train": _train, "evaluate": _evaluate,
+                  "teacher_logits": _teacher_logits, "distill": _distill, "compress": _compress}
     return publishers[stage](params)
 
 
@@ -78,8 +80,22 @@ def publish_model_card(settings: Settings, name: str, version: int, card: str) -
     return f"{settings.endpoint_url.rstrip('/')}/{settings.reports_bucket}/{key}"
 
 
+def publish_sweep_plots(settings: Settings, study: str, run_id: str, pages: dict[str, str]) -> dict[str, str]:
+    """A sweep's HTML plots in the reports bucket under `sweeps/<study>/<run_id>/`, each linked from the flow
+    run (a browser opens them without credentials, as the Data Docs); their URLs by name."""
+    client, urls = s3_client(settings), {}
+    for name, html in pages.items():
+        key = f"sweeps/{study}/{run_id}/{name}.html"
+        client.put_object(Bucket=settings.reports_bucket, Key=key, Body=html.encode(),
+                          ContentType="text/html; charset=utf-8")
+        urls[name] = f"{settings.endpoint_url.rstrip('/')}/{settings.reports_bucket}/{key}"
+        create_link_artifact(key=f"sweep-{name}", link=urls[name], link_text=f"{study}: {name.replace('-', ' ')}",
+                             description=f"Optuna study {study!r}: {name.replace('-', ' ')} (plotly HTML)")
+    return urls
+
+
 def _ingest(params: Params) -> dict:
-    report = _load(Path(params.paths.raw) / "ingest_report.json")
+    report = _load(Path(params.paths.raw) / INGEST_REPORT)
     rows = [{"split": split, "sentences": n} for split, n in report["splits"].items()]
     create_table_artifact(key="ingest", table=rows, description=f"Imported {report['source']}")
     return report
@@ -146,6 +162,36 @@ def _evaluate(params: Params) -> dict:
     create_markdown_artifact(key="evaluation-details", markdown=evaluation_details(report),
                              description="Other scores, confusion, calibration, slices, behavioural checks, latency")
     return {"f1": score.value, "precision": score.precision, "recall": score.recall}
+
+
+def _teacher_logits(params: Params) -> dict:
+    """Nothing to show: the teacher's logits are an intermediate file (its size says whether it is empty)."""
+    path = Path(params.paths.teacher_logits)
+    return {"teacher_logits": str(path), "bytes": path.stat().st_size if path.exists() else 0}
+
+
+def _distill(params: Params) -> dict:
+    """The student's training summary (distill.json), as a markdown artifact when distillation ran."""
+    metrics = _load(params.paths.student_metrics)
+    if metrics.get("enabled"):
+        lines = ["# Distillation", ""] + [f"- {k}: {v}" for k, v in sorted(metrics.items())]
+        create_markdown_artifact(key="distillation", markdown="\n".join(lines),
+                                 description="The student's training (judged by the compress stage)")
+    return metrics
+
+
+def _compress(params: Params) -> dict:
+    """The `compression` table: each variant against the fp32 candidate, and which ones are published."""
+    report = CompressionReport.read(Path(params.paths.compression))
+    rows = [{"variant": r.variant, report.score_name: round(r.score, 4), "drop": round(r.score_drop, 4),
+             "p50_ms": r.p50_ms, "p95_ms": r.p95_ms, "speedup": r.speedup,
+             f"{report.unit}s_per_s_batch_{report.batch_size}": r.rows_per_second, "size_mb": r.size_mb,
+             "agreement": r.agreement, "published": "-" if r.variant == FP32 else "yes" if r.passed else "no",
+             "why_not": "; ".join(r.reasons)} for r in report.rows]
+    create_table_artifact(key="compression", table=rows,
+                          description=f"Variants of the candidate on the CPU ({report.threads} threads, "
+                                      f"{' '.join(report.cpu_flags) or 'no int8 CPU flags'}); test split")
+    return {"published": report.published}
 
 
 def latency_lines(report: EvalReport) -> list[str]:

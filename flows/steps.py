@@ -26,7 +26,8 @@ from tasks.params import Params
 from tasks.settings import Settings
 
 DATA_STAGES = ("ingest", "validate", "clean", "validate_clean", "augment", "validate_augmented")
-STAGES = (*DATA_STAGES, "train", "evaluate")
+STAGES = (*DATA_STAGES, "train", "evaluate", "teacher_logits", "distill", "compress")
+TRAINING_STAGES = ("train", "distill")  # the stages that hold a `gpu` slot (holding_accelerator)
 # The `gpu` slot's lease (Prefect 3.8 default: 300 s). A live run renews it every 0.75 x 60 = 45 s
 # from a background thread; when the flow dies, the server's repossessor (every 15 s) frees the slot
 # 60-75 s after the last renewal, so 15-75 s after the death (measured: 42 s) instead of up to 5.25 min.
@@ -176,7 +177,7 @@ def run_stage(stage: str, params: Params, settings: Settings, up_to_date: bool =
 
 
 def holding_accelerator(stage: str):
-    """A slot of the global `gpu` limit for the train stage (waits for a free one); nothing for other stages.
+    """A slot of the global `gpu` limit for the training stages (waits for a free one); nothing for other stages.
 
     `flowtune services up` creates the limit with one slot per GPU, so two runs never train on one
     accelerator at once. Without the limit on the server (a test harness, a server set up by hand)
@@ -189,7 +190,7 @@ def holding_accelerator(stage: str):
 
     from prefect.concurrency.sync import concurrency
 
-    if stage != "train":
+    if stage not in TRAINING_STAGES:
         return nullcontext()
     return concurrency(ACCELERATOR_LIMIT, occupy=1, lease_duration=ACCELERATOR_LEASE_S)
 

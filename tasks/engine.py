@@ -99,7 +99,8 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    parameter = next(model.parameters(), None)  # an onnxruntime variant (tasks/variants.py) has none: CPU
+    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 def autocast(device: torch.device):
@@ -447,15 +448,19 @@ def end_epoch(loop: Loop, progress: Progress, loss: float, score: float | None) 
 
 
 def fit(loop: Loop, examples: Sequence[Example], score, folder: Path | None, fingerprint: str,
-        saved: dict | None = None) -> Progress:
+        saved: dict | None = None, after_epoch: Callable[[int, float | None], None] | None = None) -> Progress:
     """The epoch loop, from the start or from a checkpoint. `score(model)` is the kind's dev score, or None
-    without dev data (then the last epoch wins)."""
+    without dev data (then the last epoch wins). `after_epoch(epoch, score)` runs on the main process after
+    each epoch (a sweep's pruning hook, tasks/sweeping.py); an exception from it ends the loop."""
     progress = restore(loop, saved) if saved else Progress()
     if saved and loop.processes.main:
         print(f"train: resuming from {folder} at epoch {progress.epoch}, step {progress.step_in_epoch} "
               f"(global step {progress.global_step})", flush=True)
     while progress.epoch <= loop.params.epochs and not progress.stopped_early:
         loss = run_epoch(loop, examples, progress, folder, fingerprint)
-        end_epoch(loop, progress, loss, score(loop.model))
+        dev_score = score(loop.model)
+        end_epoch(loop, progress, loss, dev_score)
+        if after_epoch is not None and loop.processes.main:
+            after_epoch(progress.epoch - 1, dev_score)  # end_epoch moved on to the next epoch
         save_checkpoint(folder, loop, progress, fingerprint)
     return progress

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tasks.io import SPLITS, InputFormatError, write_json, write_jsonl
+from tasks.io import INGEST_REPORT, SPLITS, InputFormatError, write_json, write_jsonl
 from tasks.kinds import kind_for
 from tasks.params import BUILTIN_SOURCE, IngestParams, Params
 from tasks.stage import run_stage
@@ -90,15 +90,18 @@ def run(params: IngestParams, raw_dir: Path, kind: TaskKind) -> dict:
     if params.train_fraction + params.dev_fraction >= 1:
         raise ValueError("ingest.train_fraction + ingest.dev_fraction must leave room for test (< 1)")
     kind.check_source(params)
-    splits, files = read_splits(resolve_source(params.source), params, kind)
+    source = resolve_source(params.source)
+    splits, files = read_splits(source, params, kind)
     staging = raw_dir.with_name(raw_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     for name, path in files.items():
         shutil.copyfile(path, staging / f"{name}.source{path.suffix or '.txt'}")
     counts = {name: write_jsonl(staging / f"{name}.jsonl", rows) for name, rows in splits.items()}
-    report = {"source": params.source, "sentences": sum(counts.values()), "splits": counts}
-    write_json(staging / "ingest_report.json", report)
+    # Cleaning reads `split_by`: a folder's official dev/test splits are normalized, never thinned.
+    report = {"source": params.source, "sentences": sum(counts.values()), "splits": counts,
+              "split_by": "source" if source.is_dir() else "hash"}
+    write_json(staging / INGEST_REPORT, report)
     # Publish the whole folder at once: readers never see a half-imported data/raw.
     shutil.rmtree(raw_dir, ignore_errors=True)
     staging.rename(raw_dir)

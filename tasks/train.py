@@ -17,19 +17,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
-import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from tasks import checkpoints, engine
+from tasks import checkpoints, engine, sweeping
+from tasks.fitting import (
+    optimizer_steps,
+    read_checked,
+    save_best,
+    seed_everything,
+    threads_per_process,
+    training_metrics,
+)
 from tasks.io import atomic_write_text, write_json
 from tasks.kinds import kind_for
 from tasks.kinds.base import TrainingKind
@@ -37,49 +42,11 @@ from tasks.params import LoraParams, Params, ParamsError, TrainParams, load_para
 from tasks.stage import run_stage
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def save_model(model, tokenizer, model_dir: Path) -> None:
-    """Write model + tokenizer to a sibling temp dir, then swap it in (never a half-written dir)."""
-    model_dir = Path(model_dir)
-    staging = model_dir.with_name(f".{model_dir.name}.tmp")
-    previous = model_dir.with_name(f".{model_dir.name}.old")
-    for leftover in (staging, previous):
-        shutil.rmtree(leftover, ignore_errors=True)
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        if model_dir.exists():
-            model_dir.rename(previous)
-        staging.rename(model_dir)
-    except BaseException:
-        if previous.exists() and not model_dir.exists():
-            previous.rename(model_dir)  # put the last good model back
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    shutil.rmtree(previous, ignore_errors=True)
-
-
 def write_curve(path: Path, rows: Sequence[tuple[int, float, float | None]]) -> None:
     """`epoch,train_loss,dev_f1` CSV, one row per epoch (the shape DVC plots read)."""
     lines = ["epoch,train_loss,dev_f1"]
     lines += [f"{epoch},{loss:.6f},{'' if f1 is None else f'{f1:.6f}'}" for epoch, loss, f1 in rows]
     atomic_write_text(Path(path), "\n".join(lines) + "\n")
-
-
-def plain_model(model):
-    """The model to save: LoRA adapters merged into the weights (a plain transformers model)."""
-    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-
-
-def threads_per_process(params: TrainParams, processes: engine.Processes) -> int:
-    return params.num_threads or max(1, (os.cpu_count() or 1) // processes.local_world)
 
 
 def with_lora(model, lora: LoraParams, task_type: str):
@@ -117,19 +84,6 @@ def model_on_device(kind: TrainingKind[Any], params: TrainParams, processes: eng
     return model.to(device), tokenizer, device
 
 
-# config.json key of what flowtune records about a saved model beyond Hugging Face's own fields.
-FLOWTUNE_CONFIG_KEY = "flowtune"
-
-
-def save_best(loop: engine.Loop, tokenizer, model_dir: Path, max_length: int) -> None:
-    """Save the best epoch's weights (not the last epoch's), LoRA adapters merged, recording in config.json
-    the window length it was trained with (`flowtune predict` then windows text the same way)."""
-    loop.model.load_state_dict(loop.best_state)
-    model = plain_model(loop.model)
-    setattr(model.config, FLOWTUNE_CONFIG_KEY, {"max_length": max_length})
-    save_model(model, tokenizer, model_dir)
-
-
 @dataclass(frozen=True)
 class Outputs:
     """Where a training run writes: the model folder, train.json, the curve CSV, resumable state."""
@@ -140,38 +94,27 @@ class Outputs:
     checkpoint_dir: Path | None = None  # None: no checkpoints, a rerun starts over
 
 
-def fit(kind: TrainingKind[Any], params: TrainParams, data_dir: Path, outputs: Outputs) -> dict:
+EpochHook = Callable[[int, float | None], None]
+
+
+def fit(kind: TrainingKind[Any], params: TrainParams, data_dir: Path, outputs: Outputs,
+        after_epoch: EpochHook | None = None) -> dict:
     """Fine-tune on data_dir/train.jsonl, keep the epoch with the best dev score (data_dir/dev.jsonl),
     save it; returns the metrics written to train.json ({} on processes other than the main one).
 
     With a checkpoint_dir, the loop saves resumable state there and a rerun with the same inputs
-    continues from it; the state is removed once the model is saved.
+    continues from it; the state is removed once the model is saved. `after_epoch(epoch, dev_score)`: see
+    engine.fit (a sweep's trial reports its scores and may be pruned there).
     """
     processes = engine.join_processes()
     try:
-        return fit_in_process(kind, params, Path(data_dir), outputs, processes)
+        return fit_in_process(kind, params, Path(data_dir), outputs, processes, after_epoch)
     finally:
         engine.leave_processes()
 
 
-def read_checked(kind: TrainingKind[Any], train_file: Path, dev_file: Path) -> tuple[list, list]:
-    """Train and dev rows, their labels checked: a bad label fails here, before any training."""
-    train_rows, dev_rows = kind.read(train_file), kind.read(dev_file)
-    if not train_rows:
-        raise ValueError(f"{train_file} has nothing to train on")
-    kind.check_labels(train_rows)
-    kind.check_labels(dev_rows)
-    return train_rows, dev_rows
-
-
-def optimizer_steps(examples: int, params: TrainParams, processes: engine.Processes) -> int:
-    """Steps of the whole run (the learning-rate schedule's length): global batches per epoch x epochs."""
-    per_step = params.batch_size * params.gradient_accumulation_steps * processes.world
-    return -(-examples // per_step) * params.epochs
-
-
 def fit_in_process(kind: TrainingKind[Any], params: TrainParams, data_dir: Path, outputs: Outputs,
-                   processes: engine.Processes) -> dict:
+                   processes: engine.Processes, after_epoch: EpochHook | None = None) -> dict:
     seed_everything(params.seed)
     torch.set_num_threads(threads_per_process(params, processes))
     files = [data_dir / "train.jsonl", data_dir / "dev.jsonl"]
@@ -190,7 +133,7 @@ def fit_in_process(kind: TrainingKind[Any], params: TrainParams, data_dir: Path,
     # The world size is part of the identity: a checkpoint holds one RNG state per process.
     identity = checkpoints.fingerprint(params, kind.labels, files) + f"/{processes.world}"
     saved = checkpoints.load(outputs.checkpoint_dir, identity)
-    progress = engine.fit(loop, train_set.examples, score, outputs.checkpoint_dir, identity, saved)
+    progress = engine.fit(loop, train_set.examples, score, outputs.checkpoint_dir, identity, saved, after_epoch)
     if not processes.main:
         return {}
     # Counted before saving: merging LoRA adapters into the weights removes them from the model.
@@ -207,26 +150,6 @@ def fit_in_process(kind: TrainingKind[Any], params: TrainParams, data_dir: Path,
     return metrics
 
 
-def training_metrics(progress: engine.Progress, params: TrainParams, device, trainable: int, rows: int,
-                     processes: engine.Processes, score: float | None) -> dict:
-    """What train.json reports for any kind; `score`: the best epoch's dev score (None without dev rows)."""
-    return {
-        "best_epoch": progress.best_epoch,
-        "dev_f1": score,
-        "train_seconds": round(progress.seconds, 3),
-        "train_sentences": rows,
-        # Real (non-pad) word pieces per second of optimisation, dev scoring and checkpoints excluded.
-        "train_tokens_per_second": round(progress.tokens / max(progress.seconds, 1e-9), 1),
-        "device": device.type,
-        "processes": processes.world,
-        "precision": str(engine.choose_precision(params.precision, device).dtype or torch.float32).split(".")[-1],
-        "epochs_run": len(progress.curve),
-        "stopped_early": progress.stopped_early,
-        "optimizer_steps": progress.global_step,
-        "trainable_parameters": trainable,
-    }
-
-
 def relaunch_under_torchrun(processes: int, argv: list[str]) -> None:
     """`train.processes: N` from a plain command (dvc repro, the flow): rerun this stage under torchrun."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
@@ -240,7 +163,8 @@ def step(params: Params, _args) -> str:
     kind = kind_for(params).training(data_dir / "train.jsonl")
     outputs = Outputs(Path(paths.model), Path(paths.train_metrics), Path(paths.train_plots),
                       Path(paths.train_checkpoints))
-    metrics = fit(kind, params.train, data_dir, outputs)
+    # In a sweep's trial (flows/sweep.py) each epoch's dev score goes to the study, which may prune the trial.
+    metrics = fit(kind, params.train, data_dir, outputs, sweeping.epoch_hook(params.sweep.pruner))
     if not metrics:
         return "done (rank > 0)"
     return f"best epoch {metrics['best_epoch']} {kind.score_name} {metrics.get(kind.score_name)} -> {paths.model}"
@@ -262,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     wanted = processes_wanted(argv)
     if wanted > 1 and "WORLD_SIZE" not in os.environ:
         relaunch_under_torchrun(wanted, argv)
-    run_stage("train", step, argv)
+    run_stage("train", step, argv, user_errors=(sweeping.TrialPruned,))
 
 
 if __name__ == "__main__":

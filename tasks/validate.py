@@ -57,7 +57,7 @@ def run(params: ValidateParams, data_dir: Path, report_path: Path, counter=None,
     }
     write_json(report_path, report)
     if failed:
-        details = "\n".join(o.describe() for o in failed)
+        details = "\n".join(f"{o.describe()}\n    fix: {kind.contract_hint(o.check, checkpoint)}" for o in failed)
         raise ContractError(f"data contract failed for {data_dir} ({len(failed)} expectations):\n{details}")
     return report
 

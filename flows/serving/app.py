@@ -68,6 +68,7 @@ class PredictRequest(BaseModel):
 class PredictResponse(BaseModel):
     model: str
     version: int | None
+    variant: str | None = None  # the compressed variant that answered (None: the fp32 model)
     predictions: list[dict]
 
 
@@ -83,11 +84,13 @@ class Served:
 
 class ModelSource:
     """Where the served model comes from: a registry reference (NAME, NAME@VERSION or NAME:ALIAS, watched)
-    or a model folder (loaded once)."""
+    or a model folder (loaded once); with `variant`, that compressed variant of it (a new version that has
+    no such variant fails to load, and the one serving stays)."""
 
-    def __init__(self, ref: str, registry_factory: Callable[[], object], work_dir: Path):
+    def __init__(self, ref: str, registry_factory: Callable[[], object], work_dir: Path, variant: str | None = None):
         self.ref, self.folder = ref, Path(ref) if Path(ref).is_dir() else None
         self._registry_factory, self._registry, self.work_dir = registry_factory, None, work_dir
+        self.variant = variant
 
     @property
     def watched(self) -> bool:
@@ -106,9 +109,12 @@ class ModelSource:
 
     def fetch(self, name: str, version: int | None) -> Path:
         """The model's files: a registry version downloaded and verified, or the folder itself."""
+        from tasks.registry import local_variant
+
         if version is None:
-            return Path(name)
-        return self.registry().download(name, version, self.work_dir / f"{name}-v{version}")
+            return local_variant(Path(name), self.variant)
+        return self.registry().download(name, version, self.work_dir / f"{name}-v{version}", variant=self.variant,
+                                        with_variants=False)
 
 
 class Metrics:
@@ -291,7 +297,8 @@ def create_app(holder: ModelHolder, metrics: Metrics, max_batch_size: int, max_w
         metrics.requests.labels("200").inc()
         metrics.latency.observe(time.perf_counter() - started)
         response.headers["X-Model-Version"] = str(served.version)
-        return PredictResponse(model=served.name, version=served.version, predictions=answers)
+        return PredictResponse(model=served.name, version=served.version, variant=holder.source.variant,
+                               predictions=answers)
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -303,7 +310,8 @@ def create_app(holder: ModelHolder, metrics: Metrics, max_batch_size: int, max_w
         if current is None:
             response.status_code = 503
             return {"ready": False, "model": holder.source.ref, "version": None}
-        return {"ready": True, "model": current.name, "version": current.version, "kind": current.predictor.kind}
+        return {"ready": True, "model": current.name, "version": current.version, "variant": holder.source.variant,
+                "kind": current.predictor.kind}
 
     @app.get("/metrics")
     def prometheus() -> Response:
@@ -313,13 +321,13 @@ def create_app(holder: ModelHolder, metrics: Metrics, max_batch_size: int, max_w
 
 
 def serve(ref: str, host: str, port: int, max_batch_size: int, max_wait_ms: float, poll_s: float,
-          max_length: int | None, registry_factory: Callable[[], object]) -> None:
+          max_length: int | None, registry_factory: Callable[[], object], variant: str | None = None) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="flowtune-serve-") as work:
         metrics = Metrics()
-        holder = ModelHolder(ModelSource(ref, registry_factory, Path(work)), metrics, max_batch_size, max_length,
-                             poll_s)
+        source = ModelSource(ref, registry_factory, Path(work), variant)
+        holder = ModelHolder(source, metrics, max_batch_size, max_length, poll_s)
         app = create_app(holder, metrics, max_batch_size, max_wait_ms)
         uvicorn.run(app, host=host, port=port, log_level="info")

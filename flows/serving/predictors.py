@@ -70,5 +70,7 @@ def load_predictor(model_dir: Path, batch_size: int, max_length: int | None = No
         return Classifier(SavedClassifier.load(model_dir), length, batch_size)
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    model = AutoModelForTokenClassification.from_pretrained(model_dir, use_safetensors=True).eval()
+    from tasks.variants import load_model
+
+    model = load_model(model_dir, AutoModelForTokenClassification)
     return Tagger(model, AutoTokenizer.from_pretrained(model_dir), length, batch_size)

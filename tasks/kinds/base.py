@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import torch
+import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tasks.engine import Example
@@ -73,10 +74,34 @@ class TrainingKind(Protocol[Row]):
         """Summed loss over the labelled positions of a batch (`engine.Loss`)."""
         ...
 
+    def soft_loss(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
+                  temperature: float) -> torch.Tensor:
+        """Distillation's teacher term: KL(teacher || student) of the logits softened by `temperature`, summed
+        over the positions `loss` sums over (`labels` says which); 0 when the student matches the teacher."""
+        ...
+
     def dev_score(self, model: torch.nn.Module, examples: Sequence[Example], rows: Sequence[Row],
                   batch_size: int, pad_id: int) -> float | None:
         """The score that picks the best epoch (higher is better); None when there are no dev rows."""
         ...
+
+
+def softmax_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(softmax(teacher / T) || softmax(student / T)) over the last axis, one value per position."""
+    teacher_log = torch.log_softmax(teacher.float() / temperature, dim=-1)
+    student_log = torch.log_softmax(student.float() / temperature, dim=-1)
+    return (teacher_log.exp() * (teacher_log - student_log)).sum(-1)
+
+
+def bernoulli_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-class KL of the yes/no probabilities sigmoid(teacher / T) and sigmoid(student / T), summed over the
+    last axis: a multi-label head's classes are independent decisions, not one distribution. It is the binary
+    cross-entropy against the teacher's probabilities minus their entropy (the same gradient, 0 at a match)."""
+    teacher, student = teacher.float() / temperature, student.float() / temperature
+    target = torch.sigmoid(teacher)
+    cross = F.binary_cross_entropy_with_logits(student, target, reduction="none")
+    entropy = F.binary_cross_entropy_with_logits(teacher, target, reduction="none")
+    return (cross - entropy).sum(-1)
 
 
 class TaskKind(Protocol[Row]):
@@ -102,13 +127,24 @@ class TaskKind(Protocol[Row]):
         ...
 
     # ------------------------------------------------------------------ clean
-    def clean(self, rows: list[Row], params: CleanParams, counts: Counter) -> list[Row]:
-        """The kept, cleaned rows of one split; `counts` gets what was dropped or changed, by reason."""
+    def clean(self, rows: list[Row], params: CleanParams, counts: Counter, keep_every_row: bool = False
+              ) -> list[Row]:
+        """The kept, cleaned rows of one split; `counts` gets what was dropped or changed, by reason. An
+        official dev/test split (`keep_every_row`) is normalized only: no row is dropped, what would have
+        dropped one is counted as kept."""
+        ...
+
+    def near_duplicate_key(self, row: Row) -> tuple[str, ...]:
+        """The key of the near-duplicate check (words ignoring case and punctuation); () when no word."""
         ...
 
     # ------------------------------------------------------------------ validate
     def contract_tables(self, splits: dict[str, list[Row]], params: ValidateParams, counter=None) -> list:
         """(table, expectations) pairs of the data contract (tasks/contract.py) over all splits."""
+        ...
+
+    def contract_hint(self, check: str, checkpoint: str) -> str:
+        """The params change that fixes or accepts a failed `check` at `checkpoint` (one line)."""
         ...
 
     def data_profile(self, splits: dict[str, list[Row]]) -> dict:
@@ -131,8 +167,9 @@ class TaskKind(Protocol[Row]):
 
     # ------------------------------------------------------------------ evaluate
     def evaluate(self, params: EvaluateParams, model_dir: Path, test_path: Path, predictions_path: Path,
-                 max_length: int) -> tuple[EvalReport, list[tuple[str, str]]]:
-        """Score the saved model on the test split: the report (the kind's headline, unit, group, title,
+                 max_length: int, device: str | None = None) -> tuple[EvalReport, list[tuple[str, str]]]:
+        """Score the saved model (a transformers folder or a variant, tasks/variants.py; on `device`, by default
+        CUDA when there is one) on the test split: the report (the kind's headline, unit, group, title,
         predicts) and the (actual, predicted) pairs of the confusion plot; predictions are written to
         `predictions_path`. Raise `tasks.metrics.LabelSetMismatch` when the test data holds a label the
         model does not know."""

@@ -150,7 +150,7 @@ def test_prefect_server_lists_the_run_with_steps_and_artifacts(main_run: Run):
     keys = {a["key"] for a in artifacts}
     expected = {"ingest", "data-contract", "data-contract-clean", "data-contract-augmented", "cleaning",
                 "augmentation", "training", "evaluation", "evaluation-details", "data-docs-raw", "data-docs-clean",
-                "data-docs-augmented",
+                "data-docs-augmented", "compression",
                 "gate-decision", "registered-model"}
     assert expected <= keys
     augmentation = json.loads(next(a["data"] for a in artifacts if a["key"] == "augmentation"))
@@ -262,6 +262,34 @@ def test_the_readmes_registry_predict_and_gc_commands_work_as_written(main_run: 
     finally:  # leave the clone as `make run` left it for the runs below
         shutil.rmtree(main_run.repo / "model", ignore_errors=True)
         (main_run.repo / "pred.jsonl").unlink(missing_ok=True)
+
+
+def test_the_champion_holds_the_variants_that_passed_and_they_run_as_the_readme_shows(main_run: Run):
+    """`make run` registers the champion with its passing variants (issue #18); the README's variant commands
+    (pull, predict) and its load-without-flowtune snippet work as written."""
+    from tasks.metrics import CompressionReport
+    from tasks.registry import variants_in
+
+    report = CompressionReport.read(main_run.repo / "data" / "metrics" / "compression.json")
+    assert [row.variant for row in report.rows] == ["fp32", "int8", "onnx", "onnx-int8"]
+    manifest = registry_for(main_run).manifest("wnut16-ner", 1)
+    assert variants_in(manifest) == sorted(report.published)
+    assert manifest["metadata"]["compression"]["published"] == report.published
+    (main_run.repo / "compression.md").write_text(report.as_markdown())  # kept for docs/BENCHMARKS.md
+    assert "onnx-int8" in report.published, report.as_markdown()  # the README's example variant
+    try:
+        for command in readme_commands("--variant onnx-int8"):
+            result = subprocess.run(["bash", "-c", command], cwd=main_run.repo, env=main_run.env,
+                                    capture_output=True, text=True, timeout=600)
+            assert result.returncode == 0, (command, result.stdout[-2000:], result.stderr[-2000:])
+        assert "B-geo-loc" in result.stdout  # predict's CoNLL output, by the quantized ONNX model
+        snippet = re.search(r"^```python\n(import onnxruntime, transformers.*?)^```", (ROOT / "README.md").read_text(),
+                            re.MULTILINE | re.DOTALL).group(1)
+        ran = subprocess.run([".venv/bin/python", "-c", snippet + "\nprint(logits.shape, labels[1])"],
+                             cwd=main_run.repo, env=main_run.env, capture_output=True, text=True, timeout=300)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+    finally:
+        shutil.rmtree(main_run.repo / "model-onnx-int8", ignore_errors=True)
 
 
 def test_z_a_second_run_with_nothing_changed_registers_nothing(main_run: Run):

@@ -51,6 +51,7 @@ def stage_folder(root: Path, disk: Path) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["paths"].update(raw=str(root / "raw"), clean=str(disk / "clean"),
                            clean_report=str(root / "reports" / "clean.json"))
+    params["clean"]["decontaminate_train"] = False  # the synthetic splits share sentences; train must stay whole
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for split, count in (("train", 1500), ("dev", 10000), ("test", 100)):
         write_jsonl(root / "raw" / f"{split}.jsonl", records(count, split))

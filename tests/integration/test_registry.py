@@ -257,3 +257,28 @@ def test_rollback_skips_versions_that_were_deleted(registry: Registry, model_dir
     assert registry.rollback("ner", "champion") == 1
     with pytest.raises(RegistryError, match="no earlier version"):
         registry.rollback("ner", "champion")
+
+
+def test_variants_travel_inside_the_version_outside_its_digest(registry: Registry, model_dir: Path, tmp_path: Path):
+    from tasks.registry import local_variant, variants_in
+
+    digest = directory_digest(model_dir)
+    (model_dir / "variants" / "onnx").mkdir(parents=True)
+    (model_dir / "variants" / "onnx" / "model.onnx").write_bytes(b"onnx" * 100)
+    (model_dir / "variants" / "onnx" / "config.json").write_text("{}")
+    assert directory_digest(model_dir) == digest  # a no-op run finds its version whatever the variants
+    version = registry.publish("ner", model_dir, {})
+    manifest = registry.manifest("ner", version)
+    assert variants_in(manifest) == ["onnx"]
+
+    only = registry.download("ner", version, tmp_path / "onnx", variant="onnx")
+    assert sorted(p.name for p in only.iterdir()) == ["config.json", "model.onnx"]
+    bare = registry.download("ner", version, tmp_path / "bare", with_variants=False)
+    assert not (bare / "variants").exists() and (bare / "sub" / "weights.bin").is_file()
+    whole = registry.download("ner", version, tmp_path / "whole")
+    assert local_variant(whole, "onnx").joinpath("model.onnx").read_bytes() == b"onnx" * 100
+    with pytest.raises(RegistryError, match=r"ner v1 has no variant 'int8' \(variants: onnx;"):
+        registry.download("ner", version, tmp_path / "int8", variant="int8")
+    assert not (tmp_path / "int8").exists()
+    with pytest.raises(RegistryError, match=r"has no variant 'int8' \(variants: onnx\)"):
+        local_variant(whole, "int8")

@@ -39,14 +39,14 @@ def tiny_tagger(base: Path, folder: Path, seed: int) -> Path:
 class Service:
     """`flowtune serve` in a subprocess; its output collected by a thread."""
 
-    def __init__(self, settings, prefix: str, ref: str, port: int):
+    def __init__(self, settings, prefix: str, ref: str, port: int, *options: str):
         env = clean_env(FLOWTUNE_S3_ENDPOINT_URL=settings.endpoint_url,
                         FLOWTUNE_S3_ACCESS_KEY_ID=settings.s3_access_key_id,
                         FLOWTUNE_S3_SECRET_ACCESS_KEY=settings.secret_key(), FLOWTUNE_REGISTRY_PREFIX=prefix)
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
             [str(ROOT / ".venv/bin/flowtune"), "serve", "--model", ref, "--port", str(port), "--poll-s", "0.5",
-             "--max-wait-ms", "50", "--max-batch-size", "64"],
+             "--max-wait-ms", "50", "--max-batch-size", "64", *options],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True).start()
@@ -83,6 +83,36 @@ class Service:
             return self.process.wait()
 
 
+TEXTS = ["Alice flew to Paris", "Bob is here today"]
+
+
+def load(service: Service, clients: int, requests: int, until_version: int | None = None) -> list[tuple]:
+    """`clients` threads, each sending `requests` requests (and, with `until_version`, going on until that
+    version has answered them, at most 60 s) with the same texts: (status, version, predictions, /readyz)."""
+    answers: list[tuple] = []
+    deadline = time.monotonic() + 60
+    barrier = threading.Barrier(clients)
+
+    def client() -> None:
+        barrier.wait()
+        sent, seen = 0, None
+        while sent < requests or (until_version and seen != until_version and time.monotonic() < deadline):
+            response = httpx.post(f"{service.url}/v1/predict", json={"texts": TEXTS}, timeout=60)
+            body = response.json()
+            seen = body.get("version")
+            predictions = tuple(tuple(p["tags"]) for p in body.get("predictions", []))
+            answers.append((response.status_code, seen, predictions,
+                            httpx.get(f"{service.url}/readyz", timeout=60).status_code))
+            sent += 1
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
 @pytest.fixture
 def published(local_services, tiny_base, tmp_path):
     """A registry prefix of this test's own, with v1 of `tagger` as champion."""
@@ -97,7 +127,8 @@ def test_serve_answers_batches_and_swaps_the_champion_without_a_failed_request(l
     registry, prefix = published
     service = Service(local_services, prefix, "tagger:champion", find_free_port())
     try:
-        assert service.wait_ready() == {"ready": True, "model": "tagger", "version": 1, "kind": "tagger"}
+        assert service.wait_ready() == {"ready": True, "model": "tagger", "version": 1, "variant": None,
+                                        "kind": "tagger"}
         assert f"Uvicorn running on http://127.0.0.1:{service.url.rsplit(':', 1)[1]}" in service.output
 
         # answers in predict's shapes: texts split at whitespace, or pre-split tokens; one tag per token
@@ -110,45 +141,25 @@ def test_serve_answers_batches_and_swaps_the_champion_without_a_failed_request(l
         bad = httpx.post(f"{service.url}/v1/predict", json={"texts": "not a list"})
         assert bad.status_code == 422 and "texts" in bad.text
 
-        # 16 requests at once share forward passes
-        passes_before = service.metric("flowtune_serve_batch_items_count")
-        barrier = threading.Barrier(16)
-
-        def one(i: int) -> int:
-            barrier.wait()
-            return httpx.post(f"{service.url}/v1/predict", json={"texts": [f"request {i}"]}, timeout=60).status_code
-
-        threads = [threading.Thread(target=lambda i=i: statuses.append(one(i))) for i in range(16)]
-        statuses: list[int] = []
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert statuses == [200] * 16
-        assert service.metric("flowtune_serve_batch_items_count") - passes_before < 16
-
-        # the champion moves to v2 while a client keeps asking: every answer 200, versions 1 then 2
-        answers, ready, stop = [], [], threading.Event()
-
-        def keep_asking() -> None:
-            while not stop.is_set():
-                response = httpx.post(f"{service.url}/v1/predict", json={"texts": ["Bob is here"]}, timeout=60)
-                answers.append((response.status_code, response.json().get("version")))
-                ready.append(httpx.get(f"{service.url}/readyz").status_code)
-
-        client = threading.Thread(target=keep_asking)
-        client.start()
-        v2 = registry.publish("tagger", tiny_tagger(tiny_base, tmp_path / "v2", 2), {})
-        registry.set_alias("tagger", "champion", v2)
-        deadline = time.monotonic() + 60
-        while not (answers and answers[-1][1] == 2) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)
-        stop.set()
-        client.join()
-        assert {status for status, _ in answers} == {200} and set(ready) == {200}
-        versions = [version for _, version in answers]
-        assert versions[0] == 1 and versions[-1] == 2 and versions == sorted(versions), versions
+        # the load test: 1, 8 and 32 clients; while the 32 ask, the champion moves to v2
+        passes_before, requests_before = (service.metric("flowtune_serve_batch_items_count"),
+                                          service.metric("flowtune_serve_request_seconds_count"))
+        answers = load(service, 1, 20) + load(service, 8, 10)
+        move = threading.Timer(1.0, lambda: registry.set_alias(
+            "tagger", "champion", registry.publish("tagger", tiny_tagger(tiny_base, tmp_path / "v2", 2), {})))
+        move.start()
+        answers += load(service, 32, 8, until_version=2)
+        move.join()
+        assert {status for status, _, _, _ in answers} == {200}, [a for a in answers if a[0] != 200][:3]
+        assert {ready for _, _, _, ready in answers} == {200}  # /readyz green throughout, the swap included
+        # every answer from one whole model: one set of predictions per version, and the two versions differ
+        by_version: dict[int, set] = {}
+        for _, version, predictions, _ in answers:
+            by_version.setdefault(version, set()).add(predictions)
+        assert sorted(by_version) == [1, 2] and all(len(p) == 1 for p in by_version.values()), by_version
+        assert by_version[1] != by_version[2]
+        served = service.metric("flowtune_serve_request_seconds_count") - requests_before
+        assert service.metric("flowtune_serve_batch_items_count") - passes_before < served  # passes were shared
 
         # a v3 whose weights cannot load (its files match its manifest): v2 keeps serving, and it says why
         broken = tiny_tagger(tiny_base, tmp_path / "v3", 3)
@@ -174,3 +185,26 @@ def test_an_unknown_model_stops_serve_with_one_line(local_services, published):
     assert service.process.wait(timeout=60) == 1
     time.sleep(0.2)  # the reader thread takes the last lines
     assert service.output.strip().splitlines()[-1].startswith("flowtune serve: error: no model named 'nope'")
+
+
+def test_serve_a_variant_of_the_champion(local_services, published, tiny_base, tmp_path):
+    """`--variant`: the version's compressed variant answers (and says so); one it does not hold is a one-line
+    error at start."""
+    from tasks.variants import build
+
+    registry, prefix = published
+    v2 = tiny_tagger(tiny_base, tmp_path / "with-variant", 2)  # other weights: v1's digest ignores variants
+    build("int8", v2, v2 / "variants" / "int8")
+    registry.set_alias("tagger", "champion", registry.publish("tagger", v2, {}))
+    missing = Service(local_services, prefix, "tagger:champion", find_free_port(), "--variant", "onnx")
+    assert missing.process.wait(timeout=60) == 1
+    time.sleep(0.2)
+    assert "has no variant 'onnx' (variants: int8;" in missing.output.strip().splitlines()[-1]
+    service = Service(local_services, prefix, "tagger:champion", find_free_port(), "--variant", "int8")
+    try:
+        assert service.wait_ready()["variant"] == "int8"
+        body = httpx.post(f"{service.url}/v1/predict", json={"texts": TEXTS}).json()
+        assert (body["version"], body["variant"]) == (2, "int8")
+        assert [len(p["tags"]) for p in body["predictions"]] == [4, 4]
+    finally:
+        service.stop()

@@ -1,16 +1,22 @@
+import json
 from collections import Counter
+from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tasks import clean
+from tasks.io import InputFormatError, write_jsonl
 from tasks.iob import iob2_errors
 from tasks.kinds.ner.clean import clean_record, clean_split, repair_bio
 from tasks.kinds.ner.params import NerCleanParams
 from tasks.kinds.ner.records import NerRecord
+from tasks.kinds.ner.task import Ner
 from tasks.text import normalize_token
 
 PARAMS = NerCleanParams(unicode_form="NFC", drop_exact_duplicates=True, drop_near_duplicates=False, bio_repair="repair",
-                     min_tokens=1, max_tokens=None)
+                        min_tokens=1, max_tokens=None, decontaminate_train=False)
 
 
 def test_normalize_nfc_invisible_and_whitespace():
@@ -84,3 +90,62 @@ def test_bio_repair_always_gives_valid_iob2_with_the_same_types(tags):
     repaired = repair_bio(tuple(tags))
     assert iob2_errors(repaired) == []
     assert [t[2:] for t in repaired] == [t[2:] for t in tags]  # only B-/I- prefixes change
+
+
+# ------------------------------------------------------------------ official dev/test splits, decontamination
+
+
+def test_an_official_split_is_normalized_but_keeps_every_sentence_and_counts_what_it_kept():
+    params = PARAMS.model_copy(update={"drop_near_duplicates": True, "bio_repair": "drop", "max_tokens": 2})
+    records = [NerRecord("a", ("Cafe\u0301", "x"), ("O", "I-org")), NerRecord("b", ("Caf\u00e9", "X"), ("O", "B-org")),
+               NerRecord("c", ("Caf\u00e9", "X"), ("O", "B-org")), NerRecord("d", ("a", "b", "c"), ("O",) * 3)]
+    counts = Counter()
+    kept = clean_split(records, params, counts, keep_every_row=True)
+    assert [r.id for r in kept] == ["a", "b", "c", "d"]
+    assert kept[0].tokens == ("Caf\u00e9", "x") and kept[0].tags == ("O", "B-org")  # normalized, repaired
+    assert counts == Counter(tokens_normalized=1, bio_repaired=1, near_duplicates_kept=1, duplicates_kept=1,
+                             too_long_kept=1)
+    assert [r.id for r in clean_split(records, params, Counter())] == ["b"]  # the same rules drop in train
+
+
+def test_an_official_sentence_left_without_tokens_is_an_error_naming_it():
+    with pytest.raises(InputFormatError, match=r"record test\.conll:7: no visible token left .* never dropped"):
+        clean_split([NerRecord("test.conll:7", ("\u200b",), ("O",))], PARAMS, Counter(), keep_every_row=True)
+
+
+def raw_folder(folder: Path, train, dev, test, split_by: str | None) -> Path:
+    for split, records in (("train", train), ("dev", dev), ("test", test)):
+        write_jsonl(folder / f"{split}.jsonl", records)
+    if split_by:
+        (folder / "ingest_report.json").write_text(json.dumps({"split_by": split_by}))
+    return folder
+
+
+def sentence(record_id: str, *words: str) -> NerRecord:
+    return NerRecord(record_id, words, ("O",) * len(words))
+
+
+@pytest.mark.parametrize("split_by", ["source", "hash", None])
+def test_only_a_source_folders_dev_and_test_keep_their_duplicates(tmp_path: Path, split_by):
+    twice = [sentence("t1", "same", "words"), sentence("t2", "same", "words")]
+    raw = raw_folder(tmp_path / "raw", twice, twice, twice, split_by)
+    report = clean.run(PARAMS, raw, tmp_path / "clean", tmp_path / "clean.json", Ner([]))
+    official = split_by == "source"
+    assert report["split_by"] == ("source" if official else "hash")
+    assert {split: counts["output"] for split, counts in report["splits"].items()} == {
+        "train": 1, "dev": 2 if official else 1, "test": 2 if official else 1}
+    assert report["splits"]["test"].get("duplicates_kept", 0) == (1 if official else 0)
+
+
+def test_decontamination_drops_train_repeats_of_dev_and_test_on_the_near_duplicate_key(tmp_path: Path):
+    train = [sentence("t1", "Reuters", "LONDON", "1996-08-30"), sentence("t2", "a", "fresh", "one"),
+             sentence("t3", "-"), sentence("t4", "--")]
+    test = [sentence("x1", "REUTERS", "London", "1996-08-30", "."), sentence("x2", "-")]
+    raw = raw_folder(tmp_path / "raw", train, [sentence("d1", "dev")], test, "source")
+    report = clean.run(PARAMS.model_copy(update={"decontaminate_train": True}), raw, tmp_path / "clean",
+                       tmp_path / "clean.json", Ner([]))
+    kept = [r.id for r in Ner([]).read(tmp_path / "clean" / "train.jsonl")]
+    assert kept == ["t2", "t4"]  # a word-less sentence only matches an identical one
+    assert report["splits"]["train"][clean.DECONTAMINATED] == 2
+    assert report["splits"]["test"]["output"] == 2
+    assert json.loads((tmp_path / "clean.json").read_text()) == report

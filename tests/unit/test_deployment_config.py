@@ -22,11 +22,11 @@ def flow_of(entrypoint: str):
     return getattr(module, name)
 
 
-PIPELINES = [d for d in DEPLOYMENTS if d["name"] not in {"gpu", "gc"}]
+PIPELINES = [d for d in DEPLOYMENTS if d["name"] not in {"gpu", "gc", "sweep-trial"}]
 
 
 def test_the_deployments_are_there():
-    assert {d["name"] for d in DEPLOYMENTS} == {"nightly", "data-refresh", "champion-eval", "gpu", "gc"}
+    assert {d["name"] for d in DEPLOYMENTS} == {"nightly", "data-refresh", "champion-eval", "gpu", "gc", "sweep-trial"}
 
 
 @pytest.mark.parametrize("deployment", PIPELINES, ids=lambda d: d["name"])
@@ -70,3 +70,14 @@ def test_no_hyperparameter_is_a_deployment_parameter():
     knobs = set(yaml.safe_load((ROOT / "params.yaml").read_text())) - {"paths"}
     for deployment in DEPLOYMENTS:
         assert not knobs & set(deployment.get("parameters", {})), deployment["name"]
+
+
+def test_sweep_trials_are_a_deployment_on_the_local_pool_that_the_sweep_starts():
+    from flows.names import SWEEP_TRIAL_DEPLOYMENT
+
+    (trial,) = [d for d in DEPLOYMENTS if d["name"] == "sweep-trial"]
+    flow = flow_of(trial["entrypoint"])
+    assert f"{flow.name}/{trial['name']}" == SWEEP_TRIAL_DEPLOYMENT
+    assert trial["work_pool"]["name"] == WORK_POOL and "schedules" not in trial
+    expected = {"study", "trial_id", "trial_number", "overrides", "revision", "dvc_lock", "params_file", "data_source"}
+    assert set(inspect.signature(flow.fn).parameters) == expected

@@ -163,3 +163,25 @@ def test_the_compose_prefect_server_demands_a_login_and_the_worker_sends_it() ->
     # the health checks use the one endpoint that answers without a login
     for name in ("prefect-server", "worker"):
         assert "/api/health" in " ".join(services[name]["healthcheck"]["test"])
+
+
+def test_the_compose_service_serves_the_champion_on_loopback_when_ready() -> None:
+    serve = compose()["services"]["flowtune-serve"]
+    assert serve["ports"] == ["${PUBLISH_HOST:-127.0.0.1}:${FLOWTUNE_SERVE_PORT:-8000}:8000"]
+    assert "/readyz" in " ".join(serve["healthcheck"]["test"])  # healthy = a model loaded and warmed up
+    assert "flowtune serve --model" in serve["command"][-1] and "--variant" in serve["command"][-1]
+    assert not any("MINIO_ROOT" in str(value) for value in serve["environment"].values())  # not the root keys
+
+
+def test_k8s_serve_has_a_readiness_probe_and_a_service_that_selects_it() -> None:
+    documents = {d["kind"]: d for d in yaml.safe_load_all((ROOT / "infra/k8s/serve.yaml").read_text())}
+    assert all(d["metadata"]["namespace"] == "flowtune" for d in documents.values())
+    pod = documents["Deployment"]["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert documents["Service"]["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert {"name": "http", "containerPort": 8000} in container["ports"]
+    sources = [next(iter(source.values()))["name"] for source in container["envFrom"]]
+    assert sources == ["flowtune-serve", "flowtune-s3"]  # S3 keys from the Secret, never the ConfigMap
+    assert not any("KEY" in key for key in documents["ConfigMap"]["data"])

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from tasks import ingest
-from tasks.io import InputFormatError
+from tasks.io import InputFormatError, official_splits
 from tasks.kinds.ner.params import NerIngestParams
 from tasks.kinds.ner.records import NerRecord, load_jsonl, read_records
 from tests.helpers import kind
@@ -54,6 +54,7 @@ def test_run_on_user_conll_file_writes_splits(tmp_path: Path):
     assert loaded == 50
     assert (tmp_path / "raw" / "source.source.conll").read_bytes() == source.read_bytes()
     assert not (tmp_path / "raw.tmp").exists()
+    assert report["split_by"] == "hash" and not official_splits(tmp_path / "raw")  # cleaned alike (tasks/clean.py)
 
 
 def test_missing_source_names_the_file(tmp_path: Path):
@@ -80,6 +81,7 @@ def test_presplit_folder_keeps_its_splits(tmp_path: Path):
     assert report["splits"] == {"train": 7, "dev": 3, "test": 2}
     assert [r.tokens[0] for r in load_jsonl(tmp_path / "raw" / "dev.jsonl")] == ["dev0", "dev1", "dev2"]
     assert (tmp_path / "raw" / "test.source.conll").read_bytes() == (source / "test.conll").read_bytes()
+    assert report["split_by"] == "source" and official_splits(tmp_path / "raw")  # dev/test never thinned
 
 
 def test_presplit_folder_missing_a_split_is_named(tmp_path: Path):

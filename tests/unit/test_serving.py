@@ -116,10 +116,12 @@ class FakeRegistry:
     def resolve(self, ref: str) -> tuple[str, int]:
         return ref.partition(":")[0], self.version
 
-    def download(self, name: str, version: int, dest: Path) -> Path:
+    def download(self, name: str, version: int, dest: Path, variant: str | None = None,
+                 with_variants: bool = True) -> Path:
         self.downloads.append(version)
         dest.mkdir(parents=True)
         (dest / "version").write_text(str(version))
+        (dest / "variant").write_text(str(variant))
         return dest
 
 
@@ -142,10 +144,10 @@ def fake_loader(registry: FakeRegistry):
     return load
 
 
-def service(tmp_path: Path, registry: FakeRegistry, poll_s: float = 0.05):
+def service(tmp_path: Path, registry: FakeRegistry, poll_s: float = 0.05, variant: str | None = None):
     metrics = Metrics()
-    holder = ModelHolder(ModelSource("sentiment:champion", lambda: registry, tmp_path), metrics, 8, None, poll_s,
-                         loader=fake_loader(registry))
+    holder = ModelHolder(ModelSource("sentiment:champion", lambda: registry, tmp_path, variant), metrics, 8, None,
+                         poll_s, loader=fake_loader(registry))
     return holder, metrics, create_app(holder, metrics, max_batch_size=8, max_wait_ms=1)
 
 
@@ -171,7 +173,17 @@ def test_predict_answers_each_item_with_the_version_that_served_it(tmp_path: Pat
         assert default_ids[0]["id"] == "0"
         assert client.get("/healthz").json() == {"status": "ok"}
         assert client.get("/readyz").json() == {"ready": True, "model": "sentiment", "version": 1,
-                                                "kind": "classifier"}
+                                                "variant": None, "kind": "classifier"}
+
+
+def test_a_served_variant_is_what_is_downloaded_and_what_answers(tmp_path: Path):
+    registry = FakeRegistry(version=1)
+    holder, _, app = service(tmp_path, registry, variant="onnx-int8")
+    with TestClient(app) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200)
+        body = client.post("/v1/predict", json={"texts": ["good day"]}).json()
+        assert (body["version"], body["variant"]) == (1, "onnx-int8")
+        assert (holder.current.folder / "variant").read_text() == "onnx-int8"  # only that variant was fetched
 
 
 @pytest.mark.parametrize(("body", "status", "says"), [

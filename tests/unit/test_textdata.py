@@ -71,6 +71,24 @@ def test_cleaning_normalizes_and_counts_every_drop():
                              conflicting_labels_dropped=2, too_long_dropped=1, empty_texts_dropped=1)
 
 
+def test_an_official_split_keeps_every_text_and_counts_what_it_kept():
+    params = PARAMS.clean.model_copy(update={"max_tokens": 6})
+    examples = [
+        TextExample("1", "Great  game\u200b tonight", "positive"),
+        TextExample("2", "great game tonight!!", "positive"),
+        TextExample("3", "so so", "neutral"),
+        TextExample("4", "so so", "negative"),
+        TextExample("5", "one two three four five six seven", "neutral"),
+    ]
+    counts: Counter = Counter()
+    kept = clean_examples(examples, params, counts, keep_every_row=True)
+    assert [e.id for e in kept] == ["1", "2", "3", "4", "5"] and kept[0].text == "Great game tonight"
+    assert counts == Counter(texts_normalized=1, near_duplicates_kept=1, duplicates_kept=1,
+                             conflicting_labels_kept=2, too_long_kept=1)
+    with pytest.raises(InputFormatError, match=r"example 7: no visible text left .* never dropped"):
+        clean_examples([TextExample("7", "\u200b", "neutral")], params, Counter(), keep_every_row=True)
+
+
 def test_near_duplicate_key_ignores_case_and_punctuation():
     assert near_duplicate_key_of_text("Hi, Bob!!") == near_duplicate_key_of_text("hi bob") == ("hi", "bob")
     assert near_duplicate_key_of_text("hi bob") != near_duplicate_key_of_text("hi rob")

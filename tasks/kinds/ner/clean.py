@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from tasks.io import InputFormatError
 from tasks.iob import iob2_errors, to_iob2
 from tasks.kinds.ner.params import NerCleanParams
 from tasks.kinds.ner.records import NerRecord
@@ -47,45 +48,55 @@ def repair_bio(tags: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(to_iob2(tags, "iob1"))
 
 
-def keep_length(record: NerRecord, params: NerCleanParams, counts: Counter) -> bool:
+def length_problem(record: NerRecord, params: NerCleanParams) -> str | None:
+    """"too_short" or "too_long" by `clean.min_tokens` / `clean.max_tokens`; None when within them."""
     if len(record.tokens) < params.min_tokens:
-        counts["too_short_dropped"] += 1
-        return False
+        return "too_short"
     if params.max_tokens is not None and len(record.tokens) > params.max_tokens:
-        counts["too_long_dropped"] += 1
-        return False
-    return True
+        return "too_long"
+    return None
 
 
-def fix_labels(record: NerRecord, params: NerCleanParams, counts: Counter) -> NerRecord | None:
-    """Apply the `bio_repair` policy to a record with an invalid IOB2 sequence."""
+def fix_labels(record: NerRecord, params: NerCleanParams, counts: Counter, keep_every_row: bool = False
+               ) -> NerRecord | None:
+    """Apply the `bio_repair` policy to a record with an invalid IOB2 sequence. A row that must be kept
+    is repaired whatever the policy: the repair is the conlleval reading, as published scores read it."""
     if not iob2_errors(record.tags):
         return record
-    if params.bio_repair == "drop":
+    if params.bio_repair == "drop" and not keep_every_row:
         counts["invalid_bio_dropped"] += 1
         return None
     counts["bio_repaired"] += 1
     return NerRecord(record.id, record.tokens, repair_bio(record.tags), record.meta)
 
 
-def clean_split(records: list[NerRecord], params: NerCleanParams, counts: Counter) -> list[NerRecord]:
+def clean_split(records: list[NerRecord], params: NerCleanParams, counts: Counter,
+                keep_every_row: bool = False) -> list[NerRecord]:
     """Clean each record, apply the label and length policies, drop exact and near duplicates (the
-    first occurrence stays). Every change is counted by kind in `counts`."""
+    first occurrence stays). Every change is counted by kind in `counts`.
+
+    `keep_every_row` (an official dev or test split): tokens are normalized and labels repaired, but no
+    sentence is dropped, so scores stay comparable with published ones; what would have dropped one is
+    counted as `<reason>_kept`."""
     exact: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
     near: set[tuple[str, ...]] = set()
     kept = []
     for record in records:
         cleaned = clean_record(record, params, counts)
-        cleaned = cleaned and fix_labels(cleaned, params, counts)
-        if cleaned is None or not keep_length(cleaned, params, counts):
+        if cleaned is None and keep_every_row:
+            raise InputFormatError(f"record {record.id}: no visible token left after cleaning, but an official "
+                                   "dev/test sentence is never dropped; fix the sentence in the source file")
+        cleaned = cleaned and fix_labels(cleaned, params, counts, keep_every_row)
+        if cleaned is None:
             continue
         key, near_key = (cleaned.tokens, cleaned.tags), near_duplicate_key_of_tokens(cleaned.tokens)
-        if params.drop_exact_duplicates and key in exact:
-            counts["duplicates_dropped"] += 1
-            continue
-        if params.drop_near_duplicates and near_key in near:
-            counts["near_duplicates_dropped"] += 1
-            continue
+        problem = length_problem(cleaned, params) or (
+            "duplicates" if params.drop_exact_duplicates and key in exact else
+            "near_duplicates" if params.drop_near_duplicates and near_key in near else None)
+        if problem:
+            counts[f"{problem}_{'kept' if keep_every_row else 'dropped'}"] += 1
+            if not keep_every_row:
+                continue
         exact.add(key)
         near.add(near_key)
         kept.append(cleaned)

@@ -13,7 +13,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2
 from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -25,6 +24,7 @@ from tasks.kinds.ner.params import NerEvaluateParams
 from tasks.kinds.ner.records import NerRecord, load_jsonl
 from tasks.metrics import Behaviour, EvalReport, Headline, LabelSetMismatch, Latency, latency, model_size_mb
 from tasks.params import TOKEN_CLASSIFICATION
+from tasks.variants import load_model
 
 TASK = TOKEN_CLASSIFICATION
 SUMMARY_ROWS = {"micro avg", "macro avg", "weighted avg"}
@@ -73,15 +73,14 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> 
 
 
 def evaluate(params: NerEvaluateParams, model_dir: Path, test_path: Path, predictions_path: Path,
-             max_length: int) -> tuple[EvalReport, list[tuple[str, str]]]:
+             max_length: int, device: str | None = None) -> tuple[EvalReport, list[tuple[str, str]]]:
     """Tag the test split with the saved model: the report (strict entity F1 as the headline, per entity
     type, behaviour, slices), the predictions JSONL and the confusion plot's (gold, predicted) tag pairs."""
     records = load_jsonl(Path(test_path))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForTokenClassification.from_pretrained(model_dir, use_safetensors=True)
+    model = load_model(model_dir, AutoModelForTokenClassification, device)
     labels = set(model.config.label2id)
     check_tags(records, labels)
-    model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
     def tag(sentences: Sequence[Sequence[str]], batch_size: int = params.batch_size) -> list[list[str]]:
         return predict_tags(model, tokenizer, sentences, batch_size, max_length)

@@ -18,7 +18,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 from tasks.basemodel import resolve_base_model
 from tasks.engine import IGNORE_INDEX, Example
 from tasks.iob import label_list, split_tag
-from tasks.kinds.base import Encoded
+from tasks.kinds.base import Encoded, softmax_kl
 from tasks.kinds.ner.modeling import (
     build_examples,
     continuation_ids,
@@ -104,6 +104,12 @@ class NerKind:
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return token_cross_entropy(logits, labels)
+
+    def soft_loss(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
+                  temperature: float) -> torch.Tensor:
+        """The teacher term over the labelled pieces (a word's first piece), those the cross-entropy sums over."""
+        labelled = labels[:, : student.shape[1]] != IGNORE_INDEX
+        return softmax_kl(student[labelled], teacher[labelled], temperature).sum()
 
     def dev_score(self, model, examples: Sequence[Example], rows: Sequence[NerRecord], batch_size: int,
                   pad_id: int) -> float | None:

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 
 from tasks.params import (
     COMMON_CHECKS,
+    COMMON_HINTS,
     CleanParams,
     EvaluateParams,
     IngestParams,
@@ -21,6 +22,20 @@ from tasks.params import (
 
 CHECKS = COMMON_CHECKS + ("length_match", "iob2_valid", "token_not_blank", "tag_in_label_set", "entity_distribution",
                           "train_has_entities")
+HINTS = {
+    **COMMON_HINTS,
+    "length_match": "each record needs one tag per token: fix the records of `ingest.source` (no params key "
+                    "accepts it)",
+    "iob2_valid": "an IOB1 (BIOES) source needs `ingest.tag_scheme: iob1` (`bioes`); else add iob2_valid to "
+                  "`validate.soft.raw` and let `clean.bio_repair` repair or drop those sentences",
+    "token_not_blank": "add token_not_blank to `validate.soft.raw`: cleaning drops blank tokens",
+    "tag_in_label_set": "add the missing entity types to `task.labels` ([]: those of the train split), or set "
+                        "`ingest.tag_scheme` to the source's scheme",
+    "entity_distribution": "widen `validate.entity_share_ratio`, or set `validate.reference_profile` to your "
+                           "data's profile (null: not checked)",
+    "train_has_entities": "the train split has no entity: check `ingest.source` and `ingest.tag_scheme` (tags "
+                          "read from the wrong column or scheme)",
+}
 
 
 class NerTaskParams(TaskParams):

@@ -12,11 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from tasks.kinds.ner.params import NerCleanParams, NerEvaluateParams, NerIngestParams, NerParams, NerValidateParams
+from tasks.kinds.ner.params import (
+    HINTS,
+    NerCleanParams,
+    NerEvaluateParams,
+    NerIngestParams,
+    NerParams,
+    NerValidateParams,
+)
 from tasks.kinds.ner.records import NerRecord, load_jsonl, read_records
 from tasks.metrics import EvalReport
-from tasks.params import TOKEN_CLASSIFICATION
+from tasks.params import TOKEN_CLASSIFICATION, hint_for
 from tasks.sentence import Sentence
+from tasks.text import near_duplicate_key_of_tokens
 
 
 @dataclass(frozen=True)
@@ -36,15 +44,22 @@ class Ner:
     def read(self, path: Path) -> list[NerRecord]:
         return load_jsonl(path)
 
-    def clean(self, rows: list[NerRecord], params: NerCleanParams, counts: Counter) -> list[NerRecord]:
+    def clean(self, rows: list[NerRecord], params: NerCleanParams, counts: Counter, keep_every_row: bool = False
+              ) -> list[NerRecord]:
         from tasks.kinds.ner.clean import clean_split
 
-        return clean_split(rows, params, counts)
+        return clean_split(rows, params, counts, keep_every_row)
+
+    def near_duplicate_key(self, row: NerRecord) -> tuple[str, ...]:
+        return near_duplicate_key_of_tokens(row.tokens)
 
     def contract_tables(self, splits: dict[str, list[NerRecord]], params: NerValidateParams, counter=None) -> list:
         from tasks.kinds.ner.contract import contract_tables
 
         return contract_tables(splits, params, self.entity_types, counter)
+
+    def contract_hint(self, check: str, checkpoint: str) -> str:
+        return hint_for(HINTS, check, checkpoint)
 
     def data_profile(self, splits: dict[str, list[NerRecord]]) -> dict:
         from tasks.kinds.ner.contract import data_profile
@@ -63,10 +78,10 @@ class Ner:
         return NerKind(self.entity_types or entity_types_in(load_jsonl(train_file)))
 
     def evaluate(self, params: NerEvaluateParams, model_dir: Path, test_path: Path, predictions_path: Path,
-                 max_length: int) -> tuple[EvalReport, list[tuple[str, str]]]:
+                 max_length: int, device: str | None = None) -> tuple[EvalReport, list[tuple[str, str]]]:
         from tasks.kinds.ner.evaluate import evaluate
 
-        return evaluate(params, model_dir, test_path, predictions_path, max_length)
+        return evaluate(params, model_dir, test_path, predictions_path, max_length, device)
 
 
 def kind(params: NerParams) -> Ner:

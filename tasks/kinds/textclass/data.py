@@ -204,47 +204,60 @@ def read_examples(path, text_column: str, label_column: str, separator: str | No
 # ---------------------------------------------------------------- cleaning
 
 
-def clean_examples(examples: Sequence[TextExample], params: CleanParams, counts: Counter) -> list[TextExample]:
+def clean_examples(examples: Sequence[TextExample], params: CleanParams, counts: Counter,
+                   keep_every_row: bool = False) -> list[TextExample]:
     """Normalize each text, apply the length bounds (in words), drop texts that carry two labels in
     this split (every copy: neither label can be trusted) and exact/near duplicates (the first stays).
-    Every change is counted by kind in `counts`."""
+    Every change is counted by kind in `counts`.
+
+    `keep_every_row` (an official dev or test split): texts are normalized, but none is dropped, so scores
+    stay comparable with published ones; what would have dropped one is counted as `<reason>_kept`."""
+    drop_or_keep = "kept" if keep_every_row else "dropped"
     cleaned = []
     for example in examples:
         text = normalize_token(example.text, params.unicode_form)
         if text != example.text:
             counts["texts_normalized"] += 1
+        if not text and keep_every_row:
+            raise InputFormatError(f"example {example.id}: no visible text left after cleaning, but an official "
+                                   "dev/test example is never dropped; fix the text in the source file")
         if not text:
             counts["empty_texts_dropped"] += 1
             continue
         words = len(text.split())
         if words < params.min_tokens or (params.max_tokens is not None and words > params.max_tokens):
-            counts["too_short_dropped" if words < params.min_tokens else "too_long_dropped"] += 1
-            continue
+            counts[f"{'too_short' if words < params.min_tokens else 'too_long'}_{drop_or_keep}"] += 1
+            if not keep_every_row:
+                continue
         cleaned.append(TextExample(example.id, text, example.label, example.meta))
-    return drop_duplicates(drop_conflicts(cleaned, counts), params, counts)
+    return drop_duplicates(drop_conflicts(cleaned, counts, keep_every_row), params, counts, keep_every_row)
 
 
-def drop_conflicts(examples: list[TextExample], counts: Counter) -> list[TextExample]:
+def drop_conflicts(examples: list[TextExample], counts: Counter, keep_every_row: bool = False) -> list[TextExample]:
     labels: dict[str, set[str]] = {}
     for example in examples:
         labels.setdefault(example.text, set()).add(example.label)
     kept = [e for e in examples if len(labels[e.text]) == 1]
+    if keep_every_row:
+        counts["conflicting_labels_kept"] += len(examples) - len(kept)
+        return examples
     counts["conflicting_labels_dropped"] += len(examples) - len(kept)
     return kept
 
 
-def drop_duplicates(examples: list[TextExample], params: CleanParams, counts: Counter) -> list[TextExample]:
+def drop_duplicates(examples: list[TextExample], params: CleanParams, counts: Counter,
+                    keep_every_row: bool = False) -> list[TextExample]:
     exact: set[str] = set()
     near: set[tuple[str, ...]] = set()
     kept = []
     for example in examples:
         near_key = near_duplicate_key_of_text(example.text)
-        if params.drop_exact_duplicates and example.text in exact:
-            counts["duplicates_dropped"] += 1
-            continue
-        if params.drop_near_duplicates and near_key in near:
-            counts["near_duplicates_dropped"] += 1
-            continue
+        problem = ("duplicates" if params.drop_exact_duplicates and example.text in exact else
+                   "near_duplicates" if params.drop_near_duplicates and near_key in near else None)
+        if problem:
+            counts[f"{problem}_{'kept' if keep_every_row else 'dropped'}"] += 1
+            if not keep_every_row:
+                continue
         exact.add(example.text)
         near.add(near_key)
         kept.append(example)

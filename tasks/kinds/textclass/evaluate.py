@@ -24,23 +24,23 @@ from tasks.metrics import (
     model_size_mb,
 )
 from tasks.params import SEQUENCE_CLASSIFICATION, EvaluateParams
+from tasks.variants import load_model
 
 TASK = SEQUENCE_CLASSIFICATION
 
 
 def evaluate(params: EvaluateParams, model_dir: Path, test_path: Path, predictions_path: Path,
-             max_length: int) -> tuple[EvalReport, list[tuple[str, str]]]:
+             max_length: int, device: str | None = None) -> tuple[EvalReport, list[tuple[str, str]]]:
     """The sequence-classification evaluation: macro-F1 (the headline), per-class scores, accuracy,
     confusion, calibration (ECE), latency."""
     examples = textdata.load_examples(Path(test_path))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
+    model = load_model(model_dir, AutoModelForSequenceClassification, device)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     unknown = next((e for e in examples if not set(e.labels) <= set(labels)), None)
     if unknown:
         raise LabelSetMismatch(f"example {unknown.id}: label {unknown.label!r} is not a class of the model ({labels}); "
                          "was the model trained with the same classes?")
-    model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     multi_label = textclass.is_multi_label(model)
 
     def classify(texts: Sequence[str], batch_size: int = params.batch_size) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from tasks.engine import IGNORE_INDEX, Example
-from tasks.kinds.base import Encoded
+from tasks.kinds.base import Encoded, bernoulli_kl, softmax_kl
 from tasks.kinds.textclass.data import TextExample, load_examples
 from tasks.kinds.textclass.modeling import classification_metrics, encode_texts, load_classifier, predict_proba
 from tasks.params import TrainParams
@@ -68,6 +68,14 @@ class TextClassKind:
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return (binary_cross_entropy if self.multi_label else class_cross_entropy)(logits, labels)
+
+    def soft_loss(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
+                  temperature: float) -> torch.Tensor:
+        """The teacher term over the texts: softmax KL for one label per text, per-class sigmoid KL for label sets."""
+        if self.multi_label:
+            return bernoulli_kl(student, teacher, temperature).sum()
+        labelled = labels[:, 0] != IGNORE_INDEX
+        return softmax_kl(student[labelled], teacher[labelled], temperature).sum()
 
     def dev_score(self, model, examples: Sequence[Example], rows: Sequence[TextExample], batch_size: int,
                   pad_id: int) -> float | None:

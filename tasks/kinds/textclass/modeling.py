@@ -209,7 +209,9 @@ class SavedClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True).eval()
+        from tasks.variants import load_model
+
+        model = load_model(model_dir, AutoModelForSequenceClassification)
         return cls(model, tokenizer, [model.config.id2label[i] for i in range(model.config.num_labels)],
                    is_multi_label(model))
 

@@ -7,9 +7,16 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from tasks.params import COMMON_CHECKS, IngestParams, Params, TaskParams, ValidateParams, unknown_checks
+from tasks.params import COMMON_CHECKS, COMMON_HINTS, IngestParams, Params, TaskParams, ValidateParams, unknown_checks
 
 CHECKS = COMMON_CHECKS + ("text_not_blank", "label_in_set", "class_balance")
+HINTS = {
+    **COMMON_HINTS,
+    "text_not_blank": "add text_not_blank to `validate.soft.raw`: cleaning drops texts left empty",
+    "label_in_set": "add the missing classes to `task.labels` ([]: those of the train split), or check "
+                    "`ingest.label_column`",
+    "class_balance": "widen `validate.class_share`, or check `ingest.label_column` (and `task.multi_label`)",
+}
 
 
 class TextclassTaskParams(TaskParams):

@@ -15,10 +15,11 @@ from typing import ClassVar
 
 from tasks.kinds.textclass import data
 from tasks.kinds.textclass.data import TextExample
-from tasks.kinds.textclass.params import TextclassIngestParams, TextclassParams, TextclassValidateParams
+from tasks.kinds.textclass.params import HINTS, TextclassIngestParams, TextclassParams, TextclassValidateParams
 from tasks.metrics import EvalReport
-from tasks.params import BUILTIN_SOURCE, SEQUENCE_CLASSIFICATION, CleanParams, EvaluateParams
+from tasks.params import BUILTIN_SOURCE, SEQUENCE_CLASSIFICATION, CleanParams, EvaluateParams, hint_for
 from tasks.sentence import Sentence
+from tasks.text import near_duplicate_key_of_text
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,19 @@ class TextClass:
     def read(self, path: Path) -> list[TextExample]:
         return data.load_examples(path)
 
-    def clean(self, rows: list[TextExample], params: CleanParams, counts: Counter) -> list[TextExample]:
-        return data.clean_examples(rows, params, counts)
+    def clean(self, rows: list[TextExample], params: CleanParams, counts: Counter, keep_every_row: bool = False
+              ) -> list[TextExample]:
+        return data.clean_examples(rows, params, counts, keep_every_row)
+
+    def near_duplicate_key(self, row: TextExample) -> tuple[str, ...]:
+        return near_duplicate_key_of_text(row.text)
 
     def contract_tables(self, splits: dict[str, list[TextExample]], params: TextclassValidateParams,
                         counter=None) -> list:
         return data.contract_tables(splits, params, self.labels, counter)
+
+    def contract_hint(self, check: str, checkpoint: str) -> str:
+        return hint_for(HINTS, check, checkpoint)
 
     def data_profile(self, splits: dict[str, list[TextExample]]) -> dict:
         return data.data_profile(splits)
@@ -67,10 +75,10 @@ class TextClass:
         return TextClassKind(list(self.labels or labels_in(data.load_examples(train_file))), self.multi_label)
 
     def evaluate(self, params: EvaluateParams, model_dir: Path, test_path: Path, predictions_path: Path,
-                 max_length: int) -> tuple[EvalReport, list[tuple[str, str]]]:
+                 max_length: int, device: str | None = None) -> tuple[EvalReport, list[tuple[str, str]]]:
         from tasks.kinds.textclass.evaluate import evaluate
 
-        return evaluate(params, model_dir, test_path, predictions_path, max_length)
+        return evaluate(params, model_dir, test_path, predictions_path, max_length, device)
 
 
 def kind(params: TextclassParams) -> TextClass:

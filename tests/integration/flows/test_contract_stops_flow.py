@@ -1,7 +1,9 @@
 """The flow against real services: data that breaks its contract stops the run before training.
 
 The source is a pre-split folder (official train/dev/test files) in which one dev sentence was
-copied into train; the contract on raw data must name it, and no training task may start.
+copied into train; the contract on raw data must name it, and no training task may start. The params
+make the leak a hard failure on raw data, as a user does who wants to be told rather than have cleaning
+decontaminate train (the default: `clean.decontaminate_train`, `no_leakage` soft on raw).
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ def leaky_source(folder: Path, repo: Path) -> tuple[Path, NerRecord]:
 def leaky_run(tmp_path_factory, local_services: Settings):
     repo = scratch_clone(tmp_path_factory.mktemp("clone"))
     source, leaked = leaky_source(repo / "data" / "external" / "leaky", repo)
-    set_params(repo, ingest={"source": str(source.relative_to(repo))})
+    soft = dict(load_params(repo / "params.yaml").validate_.soft)
+    soft["raw"] = [check for check in soft["raw"] if check != "no_leakage"]
+    set_params(repo, ingest={"source": str(source.relative_to(repo))}, validate={"soft": soft},
+               clean={"decontaminate_train": False})
     result = run_flow(repo, local_services)
     return result, result.stdout + result.stderr, leaked
 

@@ -1,0 +1,316 @@
+"""Distill steps: a smaller student of the candidate, judged by the compress stage as the `student` variant.
+
+Two DVC stages run this module (docs/DECISIONS.md, 46):
+
+- `--step teacher` (stage `teacher_logits`): the candidate's logits on every window of the augmented train
+  split, computed once and saved as safetensors (`paths.teacher_logits`): each example's piece ids and its
+  logits (one row per piece for NER, one per text for classifiers), in float16 (half the size; the
+  rounding, < 0.01 at logit 10, is far below what a temperature-softened target resolves).
+- `--step student` (stage `distill`): the student is the candidate with `compress.student_layers` of its
+  encoder layers, evenly spaced and the last one included (6 -> 3 keeps 1, 3, 5: the head was trained on
+  the last layer's output), embeddings and head copied, as DistilBERT does. It trains on the same engine as
+  the candidate (tasks/engine.py: grouped batches, AdamW, warmup, resumable checkpoints in
+  `paths.student_checkpoints`) with loss `alpha * CE(gold) + (1 - alpha) * T^2 * KL(teacher || student)`;
+  the kind says where the KL is summed (NER: labelled first pieces; classifiers: texts, per-class sigmoid
+  KL for label sets). The best dev epoch is saved as a transformers folder in `paths.student`.
+
+With `compress.student_layers: 0` (the default) both steps only write empty outputs, so `dvc repro` and the
+flow run the same DAG whether distillation is on or off.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from tasks import checkpoints, engine, fitting, variants
+from tasks.io import atomic_write_text, swap_in_folder, write_json
+from tasks.kinds import kind_for
+from tasks.kinds.base import TrainingKind
+from tasks.params import Params, TrainParams
+from tasks.stage import run_stage
+
+OFF_MARKER = "DISTILLATION_OFF"  # the student folder's only file when distillation is off
+LAYER_KEY = re.compile(r"(^|\.)encoder\.layer\.(\d+)\.")  # BERT-style encoders: <base>.encoder.layer.<i>.
+
+
+class DistillError(RuntimeError):
+    """The student cannot be built or trained as asked; the message names the key or file."""
+
+
+# ------------------------------------------------------------------ the student
+
+
+def kept_layers(total: int, keep: int) -> list[int]:
+    """`keep` of `total` layers, evenly spaced, ending with the last (6 -> 3: [1, 3, 5]; 2 -> 1: [1])."""
+    if not 0 < keep < total:
+        raise DistillError(f"compress.student_layers {keep}: the candidate has {total} encoder layers, keep 1 to "
+                           f"{total - 1}")
+    return [(j + 1) * total // keep - 1 for j in range(keep)]
+
+
+def make_student(teacher: torch.nn.Module, keep: int) -> torch.nn.Module:
+    """A model of the teacher's class with `keep` encoder layers: the kept layers, the embeddings and the head
+    are the teacher's weights (a copy; the teacher is untouched)."""
+    kept = kept_layers(teacher.config.num_hidden_layers, keep)
+    config = teacher.config.__class__.from_dict(teacher.config.to_dict())
+    config.num_hidden_layers = keep
+    student = type(teacher)(config)
+    state = renumbered_layers(teacher.state_dict(), kept)
+    try:
+        student.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise DistillError(f"cannot cut {type(teacher).__name__} to {keep} layers: {exc}") from None
+    return student.eval()
+
+
+def renumbered_layers(state: dict[str, torch.Tensor], kept: Sequence[int]) -> dict[str, torch.Tensor]:
+    """The teacher's weights with layer kept[j] renamed layer j and the other layers left out."""
+    new_index = {old: new for new, old in enumerate(kept)}
+    result = {}
+    for name, tensor in state.items():
+        match = LAYER_KEY.search(name)
+        if match is None:
+            result[name] = tensor.clone()
+        elif int(match.group(2)) in new_index:
+            renamed = f"{match.group(1)}encoder.layer.{new_index[int(match.group(2))]}."
+            result[name[: match.start()] + renamed + name[match.end():]] = tensor.clone()
+    return result
+
+
+def student_params(params: Params) -> TrainParams:
+    """The candidate's training settings with distillation's epochs and learning rate; one process, no LoRA
+    (the student is small and trains in full) and no compilation."""
+    return params.train.model_copy(update={
+        "epochs": params.compress.distill_epochs, "learning_rate": params.compress.distill_learning_rate,
+        "processes": 1, "compile": False, "lora": params.train.lora.model_copy(update={"enabled": False})})
+
+
+# ------------------------------------------------------------------ the loss
+
+
+def distillation_loss(kind: TrainingKind[Any], alpha: float, temperature: float) -> engine.Loss:
+    """`alpha * CE(gold) + (1 - alpha) * T^2 * KL(teacher || student)`, summed like the kind's loss (the
+    engine divides by labelled pieces). T^2 keeps the teacher term's gradients at the scale of the gold
+    term's whatever T (Hinton et al. 2015). It takes `PairedLogits`' output: student and teacher logits
+    side by side on the class axis."""
+
+    def loss(paired: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        student, teacher = paired.float().chunk(2, dim=-1)
+        hard = kind.loss(student, labels) if alpha else student.new_zeros(())
+        soft = kind.soft_loss(student, teacher, labels, temperature) if alpha < 1 else student.new_zeros(())
+        return alpha * hard + (1 - alpha) * temperature**2 * soft
+
+    return loss
+
+
+class PairedLogits(torch.nn.Module):
+    """The student behind the engine's calling convention, with each row's teacher logits beside its own.
+
+    The engine calls `runner(input_ids, attention_mask).logits` and hands that to the loss; the teacher's
+    logits of a window are a function of its pieces alone, so they are looked up by the row's piece ids (two
+    identical windows, e.g. an augmented copy, have identical targets) and padded like the batch.
+    """
+
+    def __init__(self, student: torch.nn.Module, targets: dict[tuple[int, ...], torch.Tensor]):
+        super().__init__()
+        self.student, self.targets = student, targets
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: torch.Tensor) -> SimpleNamespace:
+        logits = self.student(input_ids=input_ids, attention_mask=attention_mask).logits
+        teacher = torch.zeros_like(logits, dtype=torch.float32)
+        for row, (ids, mask) in enumerate(zip(input_ids.tolist(), attention_mask.sum(1).tolist(), strict=True)):
+            target = self.targets[tuple(ids[:mask])]
+            teacher[row, : len(target)] = target.to(teacher.device, torch.float32)  # pieces, or a text's classes
+        return SimpleNamespace(logits=torch.cat([logits.float(), teacher], dim=-1))
+
+
+# ------------------------------------------------------------------ teacher logits (stage teacher_logits)
+
+
+def teacher_logits(params: Params, kind) -> str:
+    """Write the candidate's logits on every augmented train window (or an empty file when distillation is off)."""
+    out = Path(params.paths.teacher_logits)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if params.compress.student_layers == 0:
+        save_file({}, out, metadata={"distillation": "off"})
+        return "distillation off (compress.student_layers: 0): empty teacher logits"
+    train_file = Path(params.paths.augmented) / "train.jsonl"
+    training = kind.training(train_file)
+    rows = training.read(train_file)
+    training.check_labels(rows)
+    model_dir = Path(params.paths.model)
+    teacher, tokenizer = checked_teacher(model_dir, training.labels)
+    # Unlabelled windows are the labelled ones (labels never move a window edge): only train.max_length counts.
+    examples = training.encode(tokenizer, rows, params.train, with_labels=False).examples
+    logits = predict_logits(teacher, examples, params.evaluate.batch_size, tokenizer.pad_token_id)
+    staging = out.with_name(f".{out.name}.tmp")
+    save_file(pack(examples, logits), staging, metadata={"labels": json.dumps(training.labels)})
+    staging.replace(out)
+    return f"{len(examples)} windows of {train_file} -> {out}"
+
+
+def checked_teacher(model_dir: Path, labels: list[str]):
+    """The candidate and its tokenizer; its labels must be the kind's, in the same order."""
+    from transformers import AutoTokenizer
+
+    teacher = variants.load_model(model_dir)
+    known = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+    if known != labels:
+        raise DistillError(f"{model_dir / 'config.json'}: labels {known} are not the train split's {labels}; "
+                           "rerun the train stage")
+    return teacher, AutoTokenizer.from_pretrained(model_dir)
+
+
+def predict_logits(model: torch.nn.Module, examples: Sequence[engine.Example], batch_size: int,
+                   pad_id: int) -> list[torch.Tensor]:
+    """Each example's logits (per piece, or one row for a text), fp32 on the CPU, in example order."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))  # little padding
+    result: list[torch.Tensor] = [torch.empty(0)] * len(examples)
+    device = engine.model_device(model)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = engine.to_device(engine.collate([examples[i] for i in chunk], pad_id), device)
+            logits = model(**batch).logits.float().cpu()
+            for row, index in enumerate(chunk):
+                result[index] = logits[row, : len(examples[index].input_ids)] if logits.dim() == 3 else logits[row]
+    return result
+
+
+def pack(examples: Sequence[engine.Example], logits: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Flat tensors: every example's piece ids and logit rows end to end, with the offsets of each."""
+    rows = [value.reshape(-1, value.shape[-1]) for value in logits]
+    return {"input_ids": torch.tensor([i for e in examples for i in e.input_ids], dtype=torch.int32),
+            "id_offsets": offsets([len(e.input_ids) for e in examples]),
+            "logits": torch.cat(rows).to(torch.float16),
+            "logit_offsets": offsets([len(value) for value in rows])}
+
+
+def offsets(lengths: Sequence[int]) -> torch.Tensor:
+    return torch.tensor([0, *torch.tensor(lengths, dtype=torch.int64).cumsum(0).tolist()], dtype=torch.int64)
+
+
+def read_targets(path: Path, examples: Sequence[engine.Example], token_level: bool
+                 ) -> dict[tuple[int, ...], torch.Tensor]:
+    """The teacher's logits by piece ids; the file must hold exactly these examples (same split, same
+    tokenizer and windows), else it belongs to other inputs."""
+    if not path.is_file():
+        raise DistillError(f"{path}: no teacher logits; run the teacher_logits stage first")
+    with safe_open(str(path), framework="pt") as handle:
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    ids, id_offsets = tensors.get("input_ids"), tensors.get("id_offsets")
+    stored = [] if ids is None else [tuple(ids[a:b].tolist()) for a, b in zip(id_offsets, id_offsets[1:], strict=False)]
+    if stored != [tuple(e.input_ids) for e in examples]:
+        raise DistillError(f"{path}: computed for other train windows ({len(stored)} stored, {len(examples)} now); "
+                           "rerun the teacher_logits stage")
+    cuts = tensors["logit_offsets"].tolist()
+    logits = tensors["logits"]
+    return {key: logits[a:b] if token_level else logits[a] for key, a, b in zip(stored, cuts, cuts[1:], strict=False)}
+
+
+# ------------------------------------------------------------------ training (stage distill)
+
+
+def train_student(params: Params, kind) -> dict:
+    """Train and save the student (or write the off marker); returns what `paths.student_metrics` gets."""
+    paths, rules = params.paths, params.compress
+    if rules.student_layers == 0:
+        return write_off(params)
+    data_dir = Path(paths.augmented)
+    files = [data_dir / "train.jsonl", data_dir / "dev.jsonl"]
+    training = kind.training(files[0])
+    settings = student_params(params)
+    processes = engine.Processes()
+    fitting.seed_everything(settings.seed)
+    torch.set_num_threads(fitting.threads_per_process(settings, processes))
+    train_rows, dev_rows = fitting.read_checked(training, *files)
+    teacher, tokenizer = checked_teacher(Path(paths.model), training.labels)
+    teacher_layers = teacher.config.num_hidden_layers
+    student = make_student(teacher.cpu(), rules.student_layers)
+    del teacher
+    device = engine.pick_device(processes)
+    engine.configure_device(device)
+    student.to(device)
+    train_set = training.encode(tokenizer, train_rows, settings, with_labels=True)
+    dev_examples = training.encode(tokenizer, dev_rows, settings, with_labels=False).examples
+    token_level = bool(train_set.examples and train_set.examples[0].word_ids)
+    targets = read_targets(Path(paths.teacher_logits), train_set.examples, token_level)
+    steps = fitting.optimizer_steps(len(train_set.examples), settings, processes)
+    loop = engine.make_loop(student, settings, device, processes, tokenizer.pad_token_id, steps,
+                            distillation_loss(training, rules.distill_alpha, rules.temperature))
+    loop.runner = PairedLogits(student, targets)
+
+    def score(trained) -> float | None:
+        return training.dev_score(trained, dev_examples, dev_rows, settings.batch_size * 2, tokenizer.pad_token_id)
+
+    folder = Path(paths.student_checkpoints)
+    identity = run_identity(params, settings, training.labels, [*files, Path(paths.teacher_logits)])
+    progress = engine.fit(loop, train_set.examples, score, folder, identity, checkpoints.load(folder, identity))
+    fitting.save_best(loop, tokenizer, Path(paths.student), settings.max_length)
+    size = sum(p.numel() for p in student.parameters())
+    best = progress.best_score if dev_rows else None
+    metrics = {"enabled": True, "teacher_layers": teacher_layers,
+               "kept_layers": kept_layers(teacher_layers, rules.student_layers),
+               **fitting.training_metrics(progress, settings, device, size, len(train_rows), processes, best),
+               }
+    write_json(Path(paths.student_metrics), metrics)
+    checkpoints.clear(folder)
+    return metrics
+
+
+def run_identity(params: Params, settings: TrainParams, labels: list[str], files: list[Path]) -> str:
+    """A checkpoint resumes only the same distillation: training settings, labels, the split files and the
+    teacher's logits (which stand for the candidate the student is cut from), and the distillation keys."""
+    rules = params.compress
+    keys = {"student_layers": rules.student_layers, "alpha": rules.distill_alpha, "temperature": rules.temperature}
+    return checkpoints.fingerprint(settings, labels, files) + "/" + json.dumps(keys, sort_keys=True)
+
+
+def write_off(params: Params) -> dict:
+    """Distillation off: a student folder holding only a marker, and metrics saying so."""
+    paths = params.paths
+    student = Path(paths.student)
+    staging = student.with_name(f".{student.name}.off")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    atomic_write_text(staging / OFF_MARKER, "distillation is off: compress.student_layers is 0\n")
+    swap_in_folder(staging, student)
+    checkpoints.clear(Path(paths.student_checkpoints))
+    metrics = {"enabled": False}
+    write_json(Path(paths.student_metrics), metrics)
+    return metrics
+
+
+# ------------------------------------------------------------------ command line
+
+
+def step(params: Params, args) -> str:
+    kind = kind_for(params)
+    if args.step == "teacher":
+        return teacher_logits(params, kind)
+    metrics = train_student(params, kind)
+    if not metrics["enabled"]:
+        return "distillation off (compress.student_layers: 0)"
+    return (f"student with layers {metrics['kept_layers']} of {metrics['teacher_layers']}: best epoch "
+            f"{metrics['best_epoch']} dev score {metrics['dev_f1']} -> {params.paths.student}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_stage("distill", step, argv, user_errors=(DistillError,),
+              add_arguments=lambda parser: parser.add_argument(
+                  "--step", choices=("teacher", "student"), required=True,
+                  help="teacher: the candidate's logits on train (stage teacher_logits); student: train it (distill)"))
+
+
+if __name__ == "__main__":
+    main()
