@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+import yaml  # noqa: E402
 from transformers import AutoModelForTokenClassification, AutoTokenizer  # noqa: E402
 
 from tasks.basemodel import resolve_base_model  # noqa: E402
@@ -89,6 +90,12 @@ def train_params(args):
         wanted["seed"] = args.seed
     if args.random_batches:
         wanted["group_by_length"] = False
+    for setting in args.set:  # --set warmup_ratio=0: any train key, for every mode that reads it
+        key, _, value = setting.partition("=")
+        if key not in type(params).model_fields:
+            known = ", ".join(type(params).model_fields)
+            raise SystemExit(f"--set {setting}: train has no key {key!r} (keys: {known})")
+        wanted[key] = yaml.safe_load(value)
     if args.worker == "flowtune" and args.accumulation > 1:  # same global batch, in K micro-batches
         if args.batch_size % args.accumulation:
             raise SystemExit("--batch-size must be a multiple of --accumulation")
@@ -99,7 +106,7 @@ def train_params(args):
 def warn_unlike(params) -> None:
     """Settings of params.yaml that flowtune would honour and the two baselines do not reproduce."""
     neutral = {"gradient_accumulation_steps": 1, "processes": 1, "early_stopping_patience": 0,
-               "label_all_pieces": False, "compile": False}
+               "label_all_pieces": False, "compile": False, "layer_lr_decay": 1.0}
     for name, value in neutral.items():
         if getattr(params, name, value) != value:
             log(f"warning: train.{name} = {getattr(params, name)} in params.yaml; the baselines use {value}")
@@ -308,6 +315,7 @@ def run_mode(mode: str, args) -> dict:
         command += ["--seed", str(args.seed)] if args.seed is not None else []
         command += ["--random-batches"] if args.random_batches else []
         command += ["--accumulation", str(args.accumulation)]
+        command += [f"--set={setting}" for setting in args.set]
         for flag, value in (("--sentences", args.sentences), ("--dev-limit", args.dev_limit),
                             ("--test-limit", args.test_limit)):
             command += [flag, str(value)] if value is not None else []
@@ -359,6 +367,9 @@ def parse_args(argv: list[str] | None = None):
                         help="flowtune with train.group_by_length false (random batches, like the Trainer)")
     parser.add_argument("--accumulation", type=int, default=1,
                         help="flowtune only: K micro-batches of B/K per step (global batch B), each sorted by length")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a train key of params.yaml for every mode (repeatable), e.g. "
+                        "--set warmup_ratio=0 --set weight_decay=0 for the Trainer's own defaults")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
     parser.add_argument("--dev-limit", type=int, default=None, help="first N dev sentences (smoke tests)")
@@ -379,6 +390,7 @@ def main() -> None:
     results = {mode: run_mode(mode, args) for mode in args.modes}
     sentences = next(iter(results.values()))["train_sentences"]
     config = {"sentences": sentences, "epochs": args.epochs, "batch_size": args.batch_size, "threads": args.threads,
+              "set": args.set,
               "device": args.device, "torch": torch.__version__, "transformers": transformers.__version__}
     print(table(results, args.device == "cuda"))
     print("\n" + ", ".join(f"{key} {value}" for key, value in config.items()))

@@ -50,6 +50,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if state.is_completed() else 1
 
 
+def prefect_main(args: list[str]) -> int:
+    """`flowtune prefect ...`: Prefect's own command line, pointed at this checkout's server and logged in
+    (PREFECT_API_URL and the API's auth string from .env), whatever port `services up` used."""
+    import subprocess
+
+    from flows.services import service_env
+
+    env = {**os.environ, **service_env(Settings())}
+    return subprocess.run([sys.executable, "-m", "prefect", *args], env=env).returncode
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Create or update the deployments of prefect.yaml on our Prefect server (`prefect deploy --all`)."""
     import subprocess
@@ -76,7 +87,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if result.returncode == 0:
         print(f"deployments created on {settings.ui_url}/deployments (worker pool {WORK_POOL}, "
               f"'{ACCELERATOR_LIMIT}' limit {slots} slot(s)); run one now with "
-              f"`prefect deployment run {PIPELINE_FLOW}/nightly` (PREFECT_API_URL set as above)")
+              f"`flowtune prefect deployment run {PIPELINE_FLOW}/nightly`")
     return result.returncode
 
 
@@ -143,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowtune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("services", help="start/stop/inspect local SeaweedFS + Prefect server", add_help=False)
+    sub.add_parser("prefect", help="Prefect's own CLI against this checkout's server, logged in (e.g. "
+                   "`flowtune prefect deployment run flowtune-pipeline/nightly`)", add_help=False)
     run = sub.add_parser("run", help="run the whole pipeline as a Prefect flow in this checkout (reads ./params.yaml)")
     run.add_argument("--no-push", action="store_true", help="do not dvc push at the end")
     run.add_argument("--params-file", help="run with this committed params file instead of ./params.yaml (e.g. "
@@ -178,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         from flows.services import services_main
 
         return services_main(argv[1:]) or 0
+    if argv[:1] == ["prefect"]:
+        return prefect_main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import shutil
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -543,21 +542,20 @@ def apply_one(client, deletion: Deletion, report: Report) -> None:
 
 
 def vacuum(settings: Settings) -> None:
-    """Ask the local SeaweedFS master to compact volumes now: deleted objects free disk only then."""
+    """Ask the local SeaweedFS to compact volumes now: deleted objects free disk only then."""
     if settings.s3_endpoint_url:  # someone else's S3: it reclaims space on its own terms
         return
-    from flows.services import seaweedfs
+    from flows.services import ServiceError, seaweedfs, weed_shell
 
-    # The threshold must be explicit: without it this endpoint uses weed's built-in 0.3, not the
-    # master's -master.garbageThreshold (measured: 20% deleted, nothing reclaimed). Same value as the flag.
+    # The threshold must be explicit: without it a vacuum uses weed's built-in 0.3, not the master's
+    # -master.garbageThreshold (measured: 20% deleted, nothing reclaimed). Same value as the flag.
     flag = next(f for f in seaweedfs(settings).command if f.startswith("-master.garbageThreshold="))
-    url = f"http://{settings.s3_host}:{settings.seaweed_master_port}/vol/vacuum?garbageThreshold={flag.split('=')[1]}"
+    threshold = flag.split("=")[1]
     try:
-        with urllib.request.urlopen(url, timeout=600) as response:
-            response.read()
-        say(f"SeaweedFS compacted its volumes with at least {flag.split('=')[1]} garbage ({url})")
-    except OSError as exc:
-        say(f"SeaweedFS vacuum not possible ({url}: {exc}); its master compacts on its own within 15 min")
+        weed_shell(settings, f"volume.vacuum -garbageThreshold {threshold}")
+        say(f"SeaweedFS compacted its volumes with at least {threshold} garbage")
+    except (ServiceError, OSError) as exc:
+        say(f"SeaweedFS vacuum not possible ({exc}); its master compacts on its own within 15 min")
 
 
 def run_gc(settings: Settings, rules: GcParams, root: Path = Path("."), *, apply: bool = False,

@@ -16,11 +16,12 @@ import hashlib
 import json
 import os
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from tasks.io import empty_folder
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -83,10 +84,4 @@ def load(folder: Path | None, expected_fingerprint: str) -> dict | None:
 
 def clear(folder: Path | None) -> None:
     """Remove the saved state once training has finished (the folder itself stays: it is a DVC output)."""
-    if folder is None or not folder.exists():
-        return
-    for entry in folder.iterdir():
-        if entry.is_dir():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+    empty_folder(folder)

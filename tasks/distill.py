@@ -23,21 +23,23 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-
-from tasks import checkpoints, engine, fitting, variants
-from tasks.io import atomic_write_text, swap_in_folder, write_json
-from tasks.kinds import kind_for
-from tasks.kinds.base import TrainingKind
+from tasks.io import atomic_write_text, empty_folder, swap_in_folder, write_json
 from tasks.params import Params, TrainParams
 from tasks.stage import run_stage
+
+# torch, the engine and the kinds are imported where they are used: with distillation off (the default),
+# both stages only write empty outputs, and their start-up stays about a second instead of ten.
+if TYPE_CHECKING:
+    import torch
+
+    from tasks import engine
+    from tasks.kinds.base import TrainingKind
 
 OFF_MARKER = "DISTILLATION_OFF"  # the student folder's only file when distillation is off
 LAYER_KEY = re.compile(r"(^|\.)encoder\.layer\.(\d+)\.")  # BERT-style encoders: <base>.encoder.layer.<i>.
@@ -101,7 +103,7 @@ def student_params(params: Params) -> TrainParams:
 def distillation_loss(kind: TrainingKind[Any], alpha: float, temperature: float) -> engine.Loss:
     """`alpha * CE(gold) + (1 - alpha) * T^2 * KL(teacher || student)`, summed like the kind's loss (the
     engine divides by labelled pieces). T^2 keeps the teacher term's gradients at the scale of the gold
-    term's whatever T (Hinton et al. 2015). It takes `PairedLogits`' output: student and teacher logits
+    term's whatever T (Hinton et al. 2015). It takes `paired_logits`' output: student and teacher logits
     side by side on the class axis."""
 
     def loss(paired: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -113,28 +115,40 @@ def distillation_loss(kind: TrainingKind[Any], alpha: float, temperature: float)
     return loss
 
 
-class PairedLogits(torch.nn.Module):
+def paired_logits(student: torch.nn.Module, targets: dict[tuple[int, ...], torch.Tensor]) -> torch.nn.Module:
     """The student behind the engine's calling convention, with each row's teacher logits beside its own.
 
     The engine calls `runner(input_ids, attention_mask).logits` and hands that to the loss; the teacher's
     logits of a window are a function of its pieces alone, so they are looked up by the row's piece ids (two
     identical windows, e.g. an augmented copy, have identical targets) and padded like the batch.
     """
+    import torch
 
-    def __init__(self, student: torch.nn.Module, targets: dict[tuple[int, ...], torch.Tensor]):
-        super().__init__()
-        self.student, self.targets = student, targets
+    class PairedLogits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.student, self.targets = student, targets
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: torch.Tensor) -> SimpleNamespace:
-        logits = self.student(input_ids=input_ids, attention_mask=attention_mask).logits
-        teacher = torch.zeros_like(logits, dtype=torch.float32)
-        for row, (ids, mask) in enumerate(zip(input_ids.tolist(), attention_mask.sum(1).tolist(), strict=True)):
-            target = self.targets[tuple(ids[:mask])]
-            teacher[row, : len(target)] = target.to(teacher.device, torch.float32)  # pieces, or a text's classes
-        return SimpleNamespace(logits=torch.cat([logits.float(), teacher], dim=-1))
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: torch.Tensor):
+            logits = self.student(input_ids=input_ids, attention_mask=attention_mask).logits
+            teacher = torch.zeros_like(logits, dtype=torch.float32)
+            for row, (ids, mask) in enumerate(zip(input_ids.tolist(), attention_mask.sum(1).tolist(), strict=True)):
+                target = self.targets[tuple(ids[:mask])]
+                teacher[row, : len(target)] = target.to(teacher.device, torch.float32)  # pieces, or a text's classes
+            return SimpleNamespace(logits=torch.cat([logits.float(), teacher], dim=-1))
+
+    return PairedLogits()
 
 
 # ------------------------------------------------------------------ teacher logits (stage teacher_logits)
+
+
+def write_empty_safetensors(path: Path, metadata: dict[str, str]) -> None:
+    """A safetensors file with no tensor, only `metadata`: the format's 8-byte header length and its JSON
+    header (what `safetensors.torch.save_file({}, ...)` writes, without importing torch)."""
+    header = json.dumps({"__metadata__": metadata}, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the format pads the header to a multiple of 8 bytes
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
 
 
 def teacher_logits(params: Params, kind) -> str:
@@ -142,8 +156,9 @@ def teacher_logits(params: Params, kind) -> str:
     out = Path(params.paths.teacher_logits)
     out.parent.mkdir(parents=True, exist_ok=True)
     if params.compress.student_layers == 0:
-        save_file({}, out, metadata={"distillation": "off"})
+        write_empty_safetensors(out, {"distillation": "off"})
         return "distillation off (compress.student_layers: 0): empty teacher logits"
+    from safetensors.torch import save_file
     train_file = Path(params.paths.augmented) / "train.jsonl"
     training = kind.training(train_file)
     rows = training.read(train_file)
@@ -163,6 +178,8 @@ def checked_teacher(model_dir: Path, labels: list[str]):
     """The candidate and its tokenizer; its labels must be the kind's, in the same order."""
     from transformers import AutoTokenizer
 
+    from tasks import variants
+
     teacher = variants.load_model(model_dir)
     known = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
     if known != labels:
@@ -174,6 +191,10 @@ def checked_teacher(model_dir: Path, labels: list[str]):
 def predict_logits(model: torch.nn.Module, examples: Sequence[engine.Example], batch_size: int,
                    pad_id: int) -> list[torch.Tensor]:
     """Each example's logits (per piece, or one row for a text), fp32 on the CPU, in example order."""
+    import torch
+
+    from tasks import engine
+
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))  # little padding
     result: list[torch.Tensor] = [torch.empty(0)] * len(examples)
     device = engine.model_device(model)
@@ -189,6 +210,8 @@ def predict_logits(model: torch.nn.Module, examples: Sequence[engine.Example], b
 
 def pack(examples: Sequence[engine.Example], logits: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Flat tensors: every example's piece ids and logit rows end to end, with the offsets of each."""
+    import torch
+
     rows = [value.reshape(-1, value.shape[-1]) for value in logits]
     return {"input_ids": torch.tensor([i for e in examples for i in e.input_ids], dtype=torch.int32),
             "id_offsets": offsets([len(e.input_ids) for e in examples]),
@@ -197,6 +220,8 @@ def pack(examples: Sequence[engine.Example], logits: Sequence[torch.Tensor]) -> 
 
 
 def offsets(lengths: Sequence[int]) -> torch.Tensor:
+    import torch
+
     return torch.tensor([0, *torch.tensor(lengths, dtype=torch.int64).cumsum(0).tolist()], dtype=torch.int64)
 
 
@@ -204,6 +229,8 @@ def read_targets(path: Path, examples: Sequence[engine.Example], token_level: bo
                  ) -> dict[tuple[int, ...], torch.Tensor]:
     """The teacher's logits by piece ids; the file must hold exactly these examples (same split, same
     tokenizer and windows), else it belongs to other inputs."""
+    from safetensors import safe_open
+
     if not path.is_file():
         raise DistillError(f"{path}: no teacher logits; run the teacher_logits stage first")
     with safe_open(str(path), framework="pt") as handle:
@@ -226,6 +253,10 @@ def train_student(params: Params, kind) -> dict:
     paths, rules = params.paths, params.compress
     if rules.student_layers == 0:
         return write_off(params)
+    import torch
+
+    from tasks import checkpoints, engine, fitting
+
     data_dir = Path(paths.augmented)
     files = [data_dir / "train.jsonl", data_dir / "dev.jsonl"]
     training = kind.training(files[0])
@@ -248,7 +279,7 @@ def train_student(params: Params, kind) -> dict:
     steps = fitting.optimizer_steps(len(train_set.examples), settings, processes)
     loop = engine.make_loop(student, settings, device, processes, tokenizer.pad_token_id, steps,
                             distillation_loss(training, rules.distill_alpha, rules.temperature))
-    loop.runner = PairedLogits(student, targets)
+    loop.runner = paired_logits(student, targets)
 
     def score(trained) -> float | None:
         return training.dev_score(trained, dev_examples, dev_rows, settings.batch_size * 2, tokenizer.pad_token_id)
@@ -273,6 +304,8 @@ def run_identity(params: Params, settings: TrainParams, labels: list[str], files
     teacher's logits (which stand for the candidate the student is cut from), and the distillation keys."""
     rules = params.compress
     keys = {"student_layers": rules.student_layers, "alpha": rules.distill_alpha, "temperature": rules.temperature}
+    from tasks import checkpoints
+
     return checkpoints.fingerprint(settings, labels, files) + "/" + json.dumps(keys, sort_keys=True)
 
 
@@ -285,7 +318,7 @@ def write_off(params: Params) -> dict:
     staging.mkdir(parents=True)
     atomic_write_text(staging / OFF_MARKER, "distillation is off: compress.student_layers is 0\n")
     swap_in_folder(staging, student)
-    checkpoints.clear(Path(paths.student_checkpoints))
+    empty_folder(Path(paths.student_checkpoints))
     metrics = {"enabled": False}
     write_json(Path(paths.student_metrics), metrics)
     return metrics
@@ -295,7 +328,10 @@ def write_off(params: Params) -> dict:
 
 
 def step(params: Params, args) -> str:
-    kind = kind_for(params)
+    from tasks.kinds import kind_for
+
+    # Off, neither step needs the kind (whose modules import torch and transformers): resolve it only when on.
+    kind = kind_for(params) if params.compress.student_layers else None
     if args.step == "teacher":
         return teacher_logits(params, kind)
     metrics = train_student(params, kind)

@@ -137,6 +137,17 @@ def read_text(path: Path) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def empty_folder(folder: Path | None) -> None:
+    """Remove everything inside `folder`, keeping the folder itself (e.g. a DVC output); nothing if it is absent."""
+    if folder is None or not folder.exists():
+        return
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def swap_in_folder(staged: Path, dest: Path) -> None:
     """Replace folder `dest` (if any) by `staged`: two renames in one parent folder, the old one removed after."""
     if not dest.exists():

@@ -185,6 +185,7 @@ class TrainParams(Section):
     learning_rate: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
     warmup_ratio: float = Field(ge=0, lt=1)
+    layer_lr_decay: float = Field(gt=0, le=1)
     max_grad_norm: float = Field(gt=0)
     dropout: float = Field(ge=0, lt=1)
     early_stopping_patience: int = Field(ge=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -182,6 +183,7 @@ def train_params(base: Path, **overrides):
         "learning_rate": 1e-3,
         "weight_decay": 0.01,
         "warmup_ratio": 0.1,
+        "layer_lr_decay": 1.0,
         "max_grad_norm": 1.0,
         "dropout": 0.1,
         "early_stopping_patience": 0,
@@ -208,6 +210,13 @@ def evaluate_params(**overrides):
               "checklist": {"name_type": "person", "max_cases": 50, "seed": 13,
                             "mft_file": str(ROOT / "data/reference/checklist_mft.jsonl")}}
     return NerEvaluateParams(**{**values, **overrides})
+
+
+# For pipeline runs whose subject is orchestration, not compression: the compress stage still runs (and
+# scores the fp32 model) but builds no variant, which costs 10-30 s a run with a tiny model (an ONNX export,
+# two quantizations, three more evaluations). Compression itself: tests/unit/test_compress.py,
+# tests/integration/test_registry.py, tests/integration/test_serve.py and both e2e runs.
+NO_VARIANTS = {"variants": []}
 
 
 def set_params(repo: Path, params_file: str = "params.yaml", **sections: dict) -> None:
@@ -356,3 +365,11 @@ def stop_worker(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
+
+
+def readme_commands(containing: str) -> list[str]:
+    """The commands of the README's bash block that holds `containing`: comments dropped, continued lines joined."""
+    blocks = re.findall(r"^```bash\n(.*?)^```", (ROOT / "README.md").read_text(), re.MULTILINE | re.DOTALL)
+    block = next(b for b in blocks if containing in b)
+    lines = block.replace("\\\n", " ").splitlines()
+    return [line.split("  #")[0].strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]

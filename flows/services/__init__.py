@@ -10,9 +10,10 @@ logs), so `down` then `up` keeps objects, models and flow runs. Every file holdi
 
 - S3 credentials: taken from the settings / `.env`; generated once into `./.env` (mode 0600) when
   missing. SeaweedFS gets them through `<state_dir>/s3.json`, so anonymous requests are denied.
-  Its own ports (master, volume, filer) demand JWTs signed with keys generated once into
-  `<state_dir>/security.toml` (0600, read by weed from its working directory), and its gRPC ports
-  mutual TLS with a per-install CA (`<state_dir>/tls/`): only the S3 gateway reaches stored data.
+  Its volume and filer ports demand JWTs signed with keys generated once into
+  `<state_dir>/security.toml` (0600, read by weed from its working directory), the master's HTTP admin
+  API is off, and its gRPC ports demand mutual TLS with a per-install CA (`<state_dir>/tls/`): only the
+  S3 gateway reaches stored data, and admin work (`weed_shell`) goes over gRPC with our certificate.
 - Prefect API: basic auth with `PREFECT_API_AUTH_STRING` (`admin:<random>`), generated once into
   `./.env` with the S3 keys and given to the server as `PREFECT_SERVER_API_AUTH_STRING`; the worker,
   `flowtune run` and `service_env` clients send it. The UI asks for that whole string.
@@ -79,6 +80,7 @@ from flows.services.definitions import (
     s3_check_buckets,
     s3_ensure_buckets,
     seaweedfs,
+    weed_shell,
     worker_check,
     worker_name,
 )
@@ -115,7 +117,7 @@ __all__ = [
     # definitions
     "EXTERNAL_TIMEOUT_S", "PREFECT_TIMEOUT_S", "S3_TIMEOUT_S", "WORKER_TIMEOUT_S", "accelerator_slots", "buckets",
     "ensure_accelerator_limit", "prefect_check", "prefect_server", "prefect_worker", "s3_check_buckets",
-    "s3_ensure_buckets", "seaweedfs", "worker_check", "worker_name",
+    "s3_ensure_buckets", "seaweedfs", "weed_shell", "worker_check", "worker_name",
     # processes
     "LOG_MARKER", "MARKERS", "STOP_GRACE_BY_SERVICE", "STOP_GRACE_S", "ConfigError", "Service", "ServiceError",
     "_group_alive",  # tests/helpers.py

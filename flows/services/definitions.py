@@ -72,10 +72,35 @@ def seaweedfs(settings: Settings) -> Service:
         "-master.garbageThreshold=0.1",
         # A single node has no peers to drain to: the default 10 s pause would only slow `down`.
         "-volume.preStopSeconds=0",
+        # The master's HTTP admin API (/col/delete, /vol/grow, /dir/assign, /vol/vacuum) takes no token:
+        # one GET to /col/delete, even from a web page the developer opens, drops a bucket's volumes.
+        # Nothing of ours needs it (volume, filer and S3 talk to the master over mutual-TLS gRPC, and
+        # `weed_shell` below does admin work the same way), so it is off; only a read-only status page stays.
+        "-disableHttp",
     ]
     # cwd: weed reads ./security.toml (JWT keys, flows/services/config.py `ensure_seaweed_security`) from
     # here, and anything it writes beside its data stays out of the repository.
     return Service("seaweedfs", command, {**http, **grpc}, cwd=state)
+
+
+def weed_shell(settings: Settings, script: str, timeout_s: float = 600) -> str:
+    """Run `weed shell` commands (one per line) against the local SeaweedFS; their output.
+
+    It runs in the state dir, where weed finds `security.toml` and so presents our client certificate to
+    the mutual-TLS gRPC ports: the only way in now that the master's HTTP admin API is off. Commands
+    that change volumes need the cluster's admin lock, so the script runs between lock and unlock.
+    """
+    command = [_binary("weed"), "shell", f"-master={settings.s3_host}:{settings.seaweed_master_port}",
+               f"-filer={settings.s3_host}:{settings.seaweed_filer_port}"]
+    try:
+        result = subprocess.run(command, cwd=_state(settings), input=f"lock\n{script}\nunlock\n",
+                                capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:  # weed shell retries forever when nobody answers
+        raise ServiceError(f"`weed shell` got no answer from SeaweedFS within {timeout_s:.0f} s "
+                           "(is it up? `flowtune services status`)") from exc
+    if result.returncode or "error:" in result.stdout:
+        raise ServiceError(f"`weed shell` failed: {(result.stdout + result.stderr).strip()[-500:]}")
+    return result.stdout
 
 
 def prefect_server(settings: Settings) -> Service:

@@ -19,8 +19,9 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from flows.steps import STAGES
 from tests.browser import capture_flow_run
-from tests.helpers import ROOT, api_post, clean_env, port_settings, scratch_clone, set_params
+from tests.helpers import ROOT, api_post, clean_env, port_settings, readme_commands, scratch_clone, set_params
 from tests.lanes import Background, Job, Lane
+from tests.leak_scan import leaks, readable_places
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -50,9 +51,12 @@ def start_make_run(workdir: Path) -> Job:
     # Shortened for CI where it costs time and proves nothing new: 2 epochs instead of the default 6
     # (training is 87% of the run). Every stage, service and check still runs on the real default data;
     # the full default run's numbers are in docs/BENCHMARKS.md.
-    set_params(repo, train={"epochs": 2})
+    # compress.min_speedup 0.01: the e2e run shares 2 cores with the rest of the suite, so its timings say
+    # nothing about a variant's speed (onnx-int8 measured 1.1x here, 2.3x alone); the speed gate itself is
+    # tested in tests/unit/test_compress.py, and the speedups are measured in docs/BENCHMARKS.md.
+    set_params(repo, train={"epochs": 2}, compress={"min_speedup": 0.01})
     subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qam",
-                    "CI: 2 epochs"], cwd=repo, check=True)
+                    "CI: 2 epochs, no speed floor for variants"], cwd=repo, check=True)
     ports = port_settings()
     (repo / ".env").write_text("".join(f"{k}={v}\n" for k, v in ports.items()))
     env = clean_env(PYTHONPATH=str(repo))
@@ -169,31 +173,6 @@ def test_walltime_benchmark_splits_the_run_by_step(main_run: Run):
     assert "Strict IOB2 entity F1 on test: 0." in report
 
 
-def prefect_rows(settings, what: str) -> list[dict]:
-    """Every row of a Prefect `/<what>/filter` endpoint (artifacts, logs), page by page, logged in."""
-    rows, offset = [], 0
-    while page := api_post(settings, f"{what}/filter", json={"limit": 200, "offset": offset}).raise_for_status().json():
-        rows += page
-        offset += len(page)
-    return rows
-
-
-def stored_objects(run: Run) -> dict[str, bytes]:
-    """Every object of the three buckets (registry: weights, lineage, cards, manifests, aliases; reports:
-    Data Docs; DVC: data and models), up to 20 MB each (weights above that hold no text)."""
-    from tasks.settings import s3_client
-
-    settings = run.settings()
-    client, objects = s3_client(settings), {}
-    for bucket in (settings.registry_bucket, settings.reports_bucket, settings.dvc_bucket):
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for item in page.get("Contents", []):
-                if item["Size"] <= 20_000_000:
-                    body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"]
-                    objects[f"s3://{bucket}/{item['Key']}"] = body.read()
-    return objects
-
-
 def test_no_secret_in_logs_artifacts_lineage_cards_data_docs_or_tracked_files(main_run: Run):
     """The S3 secret and the Prefect API's password live in .env, .dvc/config.local and .flowtune/s3.json
     (all 0600) and nowhere else a run writes: not in its output or service logs, Prefect's logs and
@@ -201,22 +180,7 @@ def test_no_secret_in_logs_artifacts_lineage_cards_data_docs_or_tracked_files(ma
     settings = main_run.settings()
     secrets = {"S3 secret": settings.secret_key(),
                "Prefect password": settings.prefect_api_auth_string.get_secret_value().partition(":")[2]}
-    assert all(len(secret) >= 16 for secret in secrets.values()), "a short secret would match by chance"
-    places: dict[str, bytes] = {"make run output": main_run.output.encode()}
-    places |= {str(log): log.read_bytes() for log in (main_run.repo / ".flowtune").rglob("*.log")}
-    places |= {f"Prefect artifact {a['key']} ({a['id']})": json.dumps(a).encode()
-               for a in prefect_rows(settings, "artifacts")}
-    places |= {f"Prefect log line {row['id']}": row["message"].encode() for row in prefect_rows(settings, "logs")}
-    places |= stored_objects(main_run)
-    places |= {str(path): path.read_bytes() for path in (main_run.repo / "data").rglob("*")
-               if path.is_file() and path.stat().st_size <= 20_000_000}
-    kinds = {"log": any(k.endswith(".log") for k in places), "artifact": any("artifact" in k for k in places),
-             "lineage": any(k.endswith("lineage.json") for k in places),
-             "data docs": any("data_docs" in k and k.endswith(".html") for k in places)}
-    assert all(kinds.values()), kinds  # the scan reached each kind of place
-    found = [(name, where) for name, secret in secrets.items() for where, content in places.items()
-             if secret.encode() in content]
-    assert found == []
+    assert leaks(secrets, readable_places(main_run.repo, settings, main_run.output)) == []
 
 
 def digest_tree(folder: Path) -> dict[str, str]:
@@ -224,14 +188,6 @@ def digest_tree(folder: Path) -> dict[str, str]:
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*")) if p.is_file() and ".gitignore" not in p.name and p.name != "README.md"
     }
-
-
-def readme_commands(containing: str) -> list[str]:
-    """The commands of the README's bash block that holds `containing`: comments dropped, continued lines joined."""
-    blocks = re.findall(r"^```bash\n(.*?)^```", (ROOT / "README.md").read_text(), re.MULTILINE | re.DOTALL)
-    block = next(b for b in blocks if containing in b)
-    lines = block.replace("\\\n", " ").splitlines()
-    return [line.split("  #")[0].strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 # Commands that need more history than one `make run` leaves (one version, an alias never moved): as

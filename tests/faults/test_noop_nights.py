@@ -17,6 +17,7 @@ import pytest
 from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
 from tests.helpers import (
+    NO_VARIANTS,
     clean_env,
     discard_services,
     run_flow,
@@ -83,7 +84,7 @@ def test_twenty_noop_nights_register_one_version_and_gc_keeps_storage_flat(tmp_p
                train={"base_model": str(tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))), "max_length": 32,
                       "batch_size": 8, "learning_rate": 5e-3, "epochs": 1},
                gate={"min_f1": 0.0, "min_behaviour": {"name_invariance": 0.0, "minimum_functionality": 0.0}},
-               registry={"model_name": name},
+               registry={"model_name": name}, compress=NO_VARIANTS,
                gc={"keep_days": 0, "grace_hours": 0})  # "old" = anything not needed now: the test cannot wait days
     first = run_flow(repo, services)
     assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import subprocess
 import threading
 import time
@@ -24,20 +25,25 @@ import httpx
 import pytest
 
 from tests.helpers import (
+    NO_VARIANTS,
     clean_env,
     find_free_port,
     port_settings,
+    readme_commands,
     scratch_clone,
     set_params,
     stop_worker,
     synthetic_splits,
     tiny_encoder,
 )
+from tests.leak_scan import leaks, readable_places
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 RUN_TIMEOUT_S = 1200
+# The README's "Scheduled runs" block, run here as written: services up, deploy, start a nightly run.
+SCHEDULING_BLOCK = readme_commands("flowtune prefect deployment run")
 
 
 class Deployed:
@@ -107,7 +113,8 @@ class Deployed:
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory) -> Deployed:
     repo = scratch_clone(tmp_path_factory.mktemp("clone"))
-    data = synthetic_splits(tmp_path_factory.mktemp("incoming") / "synthetic")
+    home = tmp_path_factory.mktemp("home")  # the README's data_source is $HOME/incoming/tweets
+    data = synthetic_splits(home / "incoming" / "tweets")
     model_name = f"deployed-{uuid.uuid4().hex[:8]}"
     set_params(repo, task={"labels": ["person", "geo-loc"]}, validate={"reference_profile": None},
                augment={"methods": ["synonym"]},
@@ -115,7 +122,7 @@ def deployed(tmp_path_factory) -> Deployed:
                       "batch_size": 8, "learning_rate": 5e-3, "epochs": 2},
                gate={"min_f1": 0.0, "min_behaviour": {"name_invariance": 0.0, "minimum_functionality": 0.0},
                      "max_latency_ms_p95": 10000},
-               registry={"model_name": model_name})
+               registry={"model_name": model_name}, compress=NO_VARIANTS)
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     subprocess.run(git + ["commit", "-qam", "tiny params for the deployment test"], cwd=repo, check=True)
     ports = port_settings()
@@ -124,8 +131,9 @@ def deployed(tmp_path_factory) -> Deployed:
     api_url = f"http://127.0.0.1:{ports['FLOWTUNE_PREFECT_PORT']}/api"
     setup = Deployed(repo, env, api_url, data, model_name)
     try:
-        setup.sh(".venv/bin/flowtune", "services", "up")
-        setup.sh(".venv/bin/flowtune", "deploy")
+        services_up, deploy, _ = SCHEDULING_BLOCK
+        setup.sh("bash", "-c", services_up)
+        setup.sh("bash", "-c", deploy)
         yield setup
     finally:
         subprocess.run([".venv/bin/flowtune", "services", "down"], cwd=repo, env=env, capture_output=True)
@@ -134,7 +142,11 @@ def deployed(tmp_path_factory) -> Deployed:
 @pytest.fixture(scope="module")
 def nightly_runs(deployed: Deployed) -> dict[str, dict]:
     status_before = deployed.sh("git", "status", "--porcelain", "--ignored")
-    first = deployed.start("flowtune-pipeline", "nightly", data_source=str(deployed.data))
+    home = deployed.data.parents[1]  # the README's data_source is $HOME/incoming/tweets
+    started = subprocess.run(["bash", "-c", SCHEDULING_BLOCK[-1]], cwd=deployed.repo, capture_output=True, text=True,
+                             env={**deployed.env, "HOME": str(home)}, timeout=120)
+    assert started.returncode == 0, started.stdout + started.stderr
+    first = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout)[1]
     second = deployed.start("flowtune-pipeline", "nightly", data_source=str(deployed.data))
     runs = deployed.wait(first, second)
     runs["status_before"] = status_before  # type: ignore[assignment]
@@ -178,7 +190,7 @@ def test_nightly_runs_work_in_their_own_checkouts(deployed: Deployed, nightly_ru
     lineages = [registry.manifest(deployed.model_name, 1)["metadata"]]
     assert {lineage["flow_run"]["id"] for lineage in lineages} <= run_ids
     assert all(lineage["git"]["commit"] == head for lineage in lineages)
-    assert all(lineage["params"]["ingest"]["source"] == "data/external/synthetic" for lineage in lineages)
+    assert all(lineage["params"]["ingest"]["source"] == "data/external/tweets" for lineage in lineages)
 
 
 def test_each_registered_version_links_its_model_card(deployed: Deployed, nightly_runs):
@@ -259,18 +271,26 @@ class Hook(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_failed_run_is_posted_to_the_notification_webhook(deployed: Deployed):
+class Notified:
+    def __init__(self, token: str, run: dict, received: list[dict]):
+        self.token, self.run, self.received = token, run, received
+
+
+@pytest.fixture(scope="module")
+def notified(deployed: Deployed) -> Notified:
+    """`flowtune notify` with a webhook URL that carries a token, then a failing nightly run."""
     server = HTTPServer(("127.0.0.1", find_free_port()), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    token = secrets.token_urlsafe(24)
     try:
-        url = f"http://127.0.0.1:{server.server_port}/hook?token=s3cr3t-hook-token"
+        url = f"http://127.0.0.1:{server.server_port}/hook?token={token}"
         refused = subprocess.run([".venv/bin/flowtune", "notify", "--webhook-url", url], cwd=deployed.repo,
                                  env=deployed.env, capture_output=True, text=True, timeout=120)
         assert refused.returncode == 1 and "not on the command line" in refused.stderr
         subprocess.run([".venv/bin/flowtune", "notify"], input=url + "\n", cwd=deployed.repo, env=deployed.env,
                        check=True, capture_output=True, text=True, timeout=120)  # from stdin
         block = deployed.post("block_documents/filter", {"block_documents": {"name": {"any_": ["flowtune-failures"]}}})
-        assert len(block) == 1 and "s3cr3t-hook-token" not in json.dumps(block), block  # masked by the API
+        assert len(block) == 1 and token not in json.dumps(block), block  # masked by the API
         failing = deployed.start("flowtune-pipeline", "nightly", data_source="/no/such/tweets.conll")
         run = deployed.wait(failing)[failing]
         assert run["state_type"] == "FAILED"
@@ -279,8 +299,24 @@ def test_a_failed_run_is_posted_to_the_notification_webhook(deployed: Deployed):
             time.sleep(1)
     finally:
         server.shutdown()
-    assert Hook.received, "no notification reached the webhook within 90 s"
-    message = Hook.received[0]
-    assert run["name"] in message["subject"] and "Failed" in message["subject"]
+    return Notified(token, run, Hook.received)
+
+
+def test_a_failed_run_is_posted_to_the_notification_webhook(notified: Notified):
+    assert notified.received, "no notification reached the webhook within 90 s"
+    message = notified.received[0]
+    assert notified.run["name"] in message["subject"] and "Failed" in message["subject"]
     assert "/no/such/tweets.conll" in message["text"] and "does not exist" in message["text"]
-    assert f"/runs/flow-run/{failing}" in message["text"]
+    assert f"/runs/flow-run/{notified.run['id']}" in message["text"]
+
+
+def test_no_secret_in_logs_artifacts_lineage_cards_or_data_docs(deployed: Deployed, notified: Notified):
+    """After scheduled runs, a failed one and its notification: the S3 secret, the Prefect password and the
+    webhook's token are in none of the places others read (service and worker logs, Prefect's logs and
+    artifacts, the registry, the Data Docs, the DVC remote)."""
+    from tasks.settings import Settings
+
+    settings = Settings(_env_file=deployed.repo / ".env", state_dir=deployed.repo / ".flowtune")
+    secrets_ = {"S3 secret": settings.secret_key(), "webhook token": notified.token,
+                "Prefect password": settings.prefect_api_auth_string.get_secret_value().partition(":")[2]}
+    assert leaks(secrets_, readable_places(deployed.repo, settings, output="")) == []

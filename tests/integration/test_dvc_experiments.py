@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import clean_env, scratch_clone, set_params
+from tests.helpers import NO_VARIANTS, clean_env, scratch_clone, set_params
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,7 +46,7 @@ def test_two_queued_experiments_run_and_compare(tmp_path: Path, tiny_base: Path)
     repo = scratch_clone(tmp_path / "repo")
     set_params(repo, train={"base_model": str(tiny_base), "epochs": 1, "max_length": 32, "batch_size": 32,
                             "num_threads": 1, "log_every_steps": 0},
-               augment={"methods": []}, evaluate={"latency_sentences": 5})
+               augment={"methods": []}, evaluate={"latency_sentences": 5}, compress=NO_VARIANTS)
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     subprocess.run(git + ["commit", "-qam", "tiny experiment settings"], cwd=repo, check=True)
 

@@ -210,7 +210,9 @@ def test_the_filer_port_refuses_reads_and_writes_without_a_token(local_services:
     for method, path in (("PUT", "filer/forged.txt"), ("POST", "filer/forged.txt"), ("GET", "filer/kept.txt"),
                          ("GET", "filer/"), ("DELETE", "filer/kept.txt")):
         response = httpx.request(method, f"{filer}/{path}", content=b"forged" if method in {"PUT", "POST"} else None)
-        assert response.status_code in {401, 403}, (method, path, response.status_code, response.text)
+        # 404: `-disableHttp` turns the filer's HTTP API off with the master's (the S3 gateway uses gRPC);
+        # the filer JWTs of security.toml stay as the second lock should it ever be turned on again.
+        assert response.status_code in {401, 403, 404}, (method, path, response.status_code, response.text)
     keys = [o["Key"] for o in s3_client(settings).list_objects_v2(Bucket=bucket, Prefix="filer/")["Contents"]]
     assert keys == ["filer/kept.txt"]  # nothing written, nothing deleted
     body = s3_client(settings).get_object(Bucket=bucket, Key="filer/kept.txt")["Body"].read()
@@ -226,12 +228,28 @@ def test_the_volume_port_refuses_reads_and_writes_without_a_token(local_services
     file_id = _volume_file_id(settings, bucket, "volume/kept.txt")
     read = httpx.get(f"{volume}/{file_id}")
     assert read.status_code in {401, 403} and b"stored bytes" not in read.content, read.status_code
-    assigned = httpx.get(f"http://127.0.0.1:{settings.seaweed_master_port}/dir/assign").json()
-    written = httpx.post(f"{volume}/{assigned['fid']}", files={"file": ("forged", b"forged")})
+    new_file_id = file_id.split(",")[0] + ",7f00000001deadbeef"  # same volume, a needle that does not exist
+    written = httpx.post(f"{volume}/{new_file_id}", files={"file": ("forged", b"forged")})
     assert written.status_code in {401, 403}, written.text
     overwritten = httpx.post(f"{volume}/{file_id}", files={"file": ("forged", b"forged")})
     assert overwritten.status_code in {401, 403}, overwritten.text
     assert s3_client(settings).get_object(Bucket=bucket, Key="volume/kept.txt")["Body"].read() == b"stored bytes"
+
+
+def test_the_master_http_admin_api_is_off(local_services: Settings):
+    """SeaweedFS's master takes admin calls over HTTP with no token: one GET to /col/delete (a local user,
+    or an <img> on a web page the developer opens) dropped the registry bucket's volumes. `-disableHttp`
+    turns that API off; the data stays readable through S3, and admin work goes over mutual-TLS gRPC."""
+    import httpx
+
+    settings, bucket = local_services, local_services.registry_bucket
+    s3_client(settings).put_object(Bucket=bucket, Key="master/kept.txt", Body=b"kept")
+    master = f"http://127.0.0.1:{settings.seaweed_master_port}"
+    for path in (f"col/delete?collection={bucket}", "vol/grow?count=1", "vol/vacuum", "dir/assign",
+                 f"vol/status?collection={bucket}", "submit"):
+        answer = httpx.get(f"{master}/{path}")
+        assert answer.status_code == 404, (path, answer.status_code, answer.text[:200])
+    assert s3_client(settings).get_object(Bucket=bucket, Key="master/kept.txt")["Body"].read() == b"kept"
 
 
 def test_the_grpc_ports_refuse_clients_without_our_certificate(local_services: Settings, tmp_path: Path):

@@ -21,7 +21,15 @@ import httpx
 import pytest
 import yaml
 
-from tests.helpers import clean_env, port_settings, scratch_clone, set_params, synthetic_splits, tiny_encoder
+from tests.helpers import (
+    NO_VARIANTS,
+    clean_env,
+    port_settings,
+    scratch_clone,
+    set_params,
+    synthetic_splits,
+    tiny_encoder,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -59,7 +67,7 @@ def swept(tmp_path_factory):
                augment={"methods": []}, evaluate={"latency_sentences": 5},
                train={"base_model": str(tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))), "max_length": 32,
                       "batch_size": 8, "epochs": 2, "num_threads": 1, "log_every_steps": 0},
-               sweep=SWEEP, registry={"model_name": f"swept-{uuid.uuid4().hex[:8]}"})
+               sweep=SWEEP, registry={"model_name": f"swept-{uuid.uuid4().hex[:8]}"}, compress=NO_VARIANTS)
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     subprocess.run(git + ["commit", "-qam", "tiny sweep"], cwd=repo, check=True)
     ports = port_settings()

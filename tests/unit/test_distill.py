@@ -4,10 +4,14 @@ on the teacher's stored logits, resuming, the off switch, and the compress stage
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from tasks import checkpoints, compress, distill, engine, variants
 from tasks.engine import IGNORE_INDEX
@@ -136,7 +140,7 @@ def mean_distillation_loss(model: torch.nn.Module, params) -> float:
     examples = training.encode(tokenizer, rows, params.train, with_labels=True).examples
     token_level = bool(examples[0].word_ids)  # NER windows map pieces to words; texts do not
     targets = distill.read_targets(Path(params.paths.teacher_logits), examples, token_level)
-    runner = distill.PairedLogits(model.eval(), targets)
+    runner = distill.paired_logits(model.eval(), targets)
     loss = distill.distillation_loss(training, params.compress.distill_alpha, params.compress.temperature)
     batch = engine.collate(examples, tokenizer.pad_token_id)
     labels = batch.pop("labels")
@@ -208,6 +212,23 @@ def test_off_writes_empty_outputs_and_needs_student_out_of_the_variants(tmp_path
         (tmp_path / "params.yaml").write_text(dump_yaml(raw))
         with pytest.raises(ParamsError, match="compress.student_layers"):
             load_params(tmp_path / "params.yaml")
+
+
+def test_off_stages_start_without_torch(tmp_path: Path) -> None:
+    """Off (the default), both stages run in every pipeline run: they write their empty outputs without
+    importing torch, transformers or the kind (a second each instead of about ten), in the same format."""
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    code = ("import sys; from tasks import distill; distill.main(['--step', 'teacher']); "
+            "distill.main(['--step', 'student']); "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    ran = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip().splitlines()[-1] == "[]"
+    params = load_params(tmp_path / "params.yaml")
+    with safe_open(str(tmp_path / params.paths.teacher_logits), framework="numpy") as handle:
+        assert list(handle.keys()) == [] and handle.metadata() == {"distillation": "off"}
+    assert [p.name for p in (tmp_path / params.paths.student).iterdir()] == [distill.OFF_MARKER]
 
 
 def load_yaml(path: Path) -> dict:

@@ -143,6 +143,57 @@ def test_compiled_training_follows_the_eager_path(tiny_base, data, tmp_path) -> 
     assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "eager"), rel=1e-3)
 
 
+@pytest.mark.parametrize(("warmup", "total"), [(0, 10), (3, 10), (10, 10), (5, 17)])
+def test_the_schedule_is_transformers_linear_warmup_then_decay(warmup: int, total: int) -> None:
+    """Our own schedule (transformers' one imports its trainer and peft, seconds at every stage start)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    def rates(make) -> list[float]:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        schedule, seen = make(optimizer, warmup, total), []
+        for _ in range(total + 2):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        return seen
+
+    assert rates(engine.linear_warmup_then_decay) == pytest.approx(rates(get_linear_schedule_with_warmup))
+
+
+def test_layer_wise_decay_gives_lower_layers_smaller_learning_rates(tiny_base) -> None:
+    """`train.layer_lr_decay`: head at the learning rate, each encoder layer one factor below the one above,
+    embeddings lowest; weight decay still skips biases and LayerNorm; 1.0 is one rate for all."""
+    from transformers import AutoModelForTokenClassification
+
+    model = AutoModelForTokenClassification.from_pretrained(tiny_base, num_labels=3, use_safetensors=True)
+    rate = {id(p): (g["lr"], g["weight_decay"]) for g in engine.build_optimizer(model, 1e-3, 0.01, 0.5).param_groups
+            for p in g["params"]}
+    by_name = {name: rate[id(p)] for name, p in model.named_parameters()}
+    assert by_name["classifier.weight"] == (pytest.approx(1e-3), 0.01)
+    assert by_name["bert.encoder.layer.1.output.dense.weight"] == (pytest.approx(5e-4), 0.01)  # the top layer
+    assert by_name["bert.encoder.layer.0.output.dense.weight"] == (pytest.approx(2.5e-4), 0.01)
+    assert by_name["bert.encoder.layer.0.output.dense.bias"] == (pytest.approx(2.5e-4), 0.0)
+    assert by_name["bert.embeddings.word_embeddings.weight"] == (pytest.approx(1.25e-4), 0.01)
+    assert by_name["bert.embeddings.LayerNorm.weight"] == (pytest.approx(1.25e-4), 0.0)
+    flat = engine.build_optimizer(model, 1e-3, 0.01, 1.0).param_groups
+    assert {g["lr"] for g in flat} == {1e-3}
+    assert sum(len(g["params"]) for g in flat) == len(list(model.parameters()))
+
+
+def test_layer_wise_decay_trains_and_changes_the_embeddings_less(tiny_base, data, tmp_path) -> None:
+    common = dict(epochs=1, dropout=0.0, learning_rate=5e-3, batch_size=8)
+    fit(tiny_base, data, tmp_path / "flat", **common)
+    fit(tiny_base, data, tmp_path / "decayed", layer_lr_decay=0.3, **common)
+    start = weights_of_base(tiny_base)["embeddings.word_embeddings.weight"]
+    moved = {run: (weights(tmp_path / run / "model")["bert.embeddings.word_embeddings.weight"] - start).abs().sum()
+             for run in ("flat", "decayed")}
+    assert 0 < moved["decayed"] < moved["flat"] / 3
+
+
+def weights_of_base(base: Path) -> dict[str, torch.Tensor]:
+    return load_file(base / "model.safetensors")
+
+
 def test_early_stopping_stops_when_dev_f1_stalls_and_keeps_the_best_epoch(tiny_base, data, tmp_path) -> None:
     # A learning rate too small to change any prediction: dev F1 never improves after epoch 1.
     metrics = fit(tiny_base, data, tmp_path, epochs=6, learning_rate=1e-12, early_stopping_patience=2)

@@ -8,6 +8,7 @@ import os
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -325,6 +326,18 @@ def test_service_env_for_clients(tmp_path):
     assert env == {"PREFECT_API_URL": "http://127.0.0.1:21005/api",
                    "PREFECT_HOME": str((tmp_path / ".flowtune" / "prefect").resolve()),
                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_AUTH_STRING": "admin:p4ss"}
+
+
+def test_flowtune_prefect_is_prefects_cli_pointed_at_this_checkouts_server_and_logged_in(tmp_path):
+    """The README's `flowtune prefect deployment run ...`: whatever port `.env` gives the server, Prefect's own
+    command line talks to it with the auth string (shown masked), with no PREFECT_API_URL to set by hand."""
+    (tmp_path / ".env").write_text("FLOWTUNE_PREFECT_PORT=21099\nPREFECT_API_AUTH_STRING=admin:p4ss-w0rd-l0ng\n")
+    shown = subprocess.run([str(Path(sys.executable).parent / "flowtune"), "prefect", "config", "view"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                           env={k: v for k, v in os.environ.items() if not k.startswith(("FLOWTUNE_", "PREFECT_"))})
+    assert shown.returncode == 0, shown.stderr
+    assert "PREFECT_API_URL='http://127.0.0.1:21099/api' (from env)" in shown.stdout
+    assert "PREFECT_API_AUTH_STRING='********' (from env)" in shown.stdout and "p4ss-w0rd" not in shown.stdout
 
 
 @pytest.mark.parametrize(("url", "local"), [

@@ -21,6 +21,7 @@ from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
 from tests.browser import capture_flow_run
 from tests.helpers import (
+    NO_VARIANTS,
     api_post,
     clean_env,
     run_flow,
@@ -44,7 +45,7 @@ def lifecycle(tmp_path_factory, local_services: Settings):
                train={"base_model": str(tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))), "max_length": 32,
                       "batch_size": 8, "learning_rate": 5e-3, "epochs": 2},
                gate={"min_f1": 0.3, "min_behaviour": {"name_invariance": 0.0, "minimum_functionality": 0.0}},
-               registry={"model_name": name})
+               registry={"model_name": name}, compress=NO_VARIANTS)
     registry = Registry(s3_client(local_services), local_services.registry_bucket, local_services.registry_prefix)
     runs = {"first": run_flow(repo, local_services)}
     champion_after = {"first": registry.get_alias(name, "champion")}

@@ -14,7 +14,7 @@ import pytest
 
 from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
-from tests.helpers import api_post, run_flow, scratch_clone, set_params, synthetic_splits, tiny_encoder
+from tests.helpers import NO_VARIANTS, api_post, run_flow, scratch_clone, set_params, synthetic_splits, tiny_encoder
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,7 +28,7 @@ def rejected_run(tmp_path_factory, local_services: Settings):
                task={"labels": ["person", "geo-loc"]}, validate={"reference_profile": None},
                augment={"methods": []},
                train={"base_model": str(encoder), "max_length": 32, "epochs": 1, "batch_size": 32},
-               gate={"min_f1": 1.0}, registry={"model_name": "gate-reject-test"})
+               gate={"min_f1": 1.0}, registry={"model_name": "gate-reject-test"}, compress=NO_VARIANTS)
     result = run_flow(repo, local_services)
     return repo, result, result.stdout + result.stderr
 

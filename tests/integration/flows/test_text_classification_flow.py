@@ -17,7 +17,16 @@ import pytest
 
 from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
-from tests.helpers import api_post, clean_env, run_flow, scratch_clone, set_params, synthetic_texts, tiny_encoder
+from tests.helpers import (
+    NO_VARIANTS,
+    api_post,
+    clean_env,
+    run_flow,
+    scratch_clone,
+    set_params,
+    synthetic_texts,
+    tiny_encoder,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PARAMS_FILE = "params-sentiment.yaml"
@@ -40,7 +49,7 @@ def sentiment(tmp_path_factory, local_services: Settings):
                # epochs without dropout 16 of 16 reached dev macro-F1 1.0. An epoch takes under a second.
                train={"base_model": str(tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))), "max_length": 32,
                       "batch_size": 8, "learning_rate": 1e-3, "epochs": 10, "dropout": 0.0},
-               gate={"min_f1": 0.6}, registry={"model_name": name})
+               gate={"min_f1": 0.6}, registry={"model_name": name}, compress=NO_VARIANTS)
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
     commit(repo, "synthetic sentiment data")
     registry = Registry(s3_client(local_services), local_services.registry_bucket, local_services.registry_prefix)
