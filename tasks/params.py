@@ -186,6 +186,7 @@ class TrainParams(Section):
     weight_decay: float = Field(ge=0)
     warmup_ratio: float = Field(ge=0, lt=1)
     layer_lr_decay: float = Field(gt=0, le=1)
+    freeze_embeddings: bool
     max_grad_norm: float = Field(gt=0)
     dropout: float = Field(ge=0, lt=1)
     early_stopping_patience: int = Field(ge=0)

@@ -184,6 +184,7 @@ def train_params(base: Path, **overrides):
         "weight_decay": 0.01,
         "warmup_ratio": 0.1,
         "layer_lr_decay": 1.0,
+        "freeze_embeddings": False,
         "max_grad_norm": 1.0,
         "dropout": 0.1,
         "early_stopping_patience": 0,

@@ -194,6 +194,15 @@ def weights_of_base(base: Path) -> dict[str, torch.Tensor]:
     return load_file(base / "model.safetensors")
 
 
+def test_frozen_embeddings_stay_as_pretrained_while_the_rest_trains(tiny_base, data, tmp_path) -> None:
+    fit(tiny_base, data, tmp_path, epochs=1, dropout=0.0, learning_rate=5e-3, batch_size=8, freeze_embeddings=True)
+    start, trained = weights_of_base(tiny_base), weights(tmp_path / "model")
+    assert torch.equal(trained["bert.embeddings.word_embeddings.weight"], start["embeddings.word_embeddings.weight"])
+    # Only the word embeddings: the position embeddings and every layer above still learn.
+    for name in ("embeddings.position_embeddings.weight", "encoder.layer.0.attention.self.query.weight"):
+        assert not torch.equal(trained[f"bert.{name}"], start[name]), name
+
+
 def test_early_stopping_stops_when_dev_f1_stalls_and_keeps_the_best_epoch(tiny_base, data, tmp_path) -> None:
     # A learning rate too small to change any prediction: dev F1 never improves after epoch 1.
     metrics = fit(tiny_base, data, tmp_path, epochs=6, learning_rate=1e-12, early_stopping_patience=2)
