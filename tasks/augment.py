@@ -1,4 +1,4 @@
-"""Augment step: label-preserving augmentation of the train split (synonym swap, back-translation).
+"""Augment step: label-preserving augmentation of the train split (synonym swap, name swap, back-translation).
 
 Each augmenter in `augment.methods` makes new sentences from the cleaned train sentences; the new
 sentences are checked (same length, valid IOB2), and dropped when they repeat a train sentence, an
@@ -47,18 +47,39 @@ class AugmentError(RuntimeError):
     """An augmenter broke the label invariants (a bug, reported with the record, never written)."""
 
 
-def build_augmenter(method: str, params: AugmentParams) -> Augmenter:
-    """The augmenter for one entry of `augment.methods`; loads its resources (WordNet, engines)."""
+def build_augmenter(method: str, params: AugmentParams, shared: str = "") -> Augmenter:
+    """The augmenter for one entry of `augment.methods`; loads its resources (WordNet, engines).
+
+    `shared` is what `shared_input` made of the whole train split for this method (the same for every shard).
+    """
     if method == "synonym":
         from tasks.augmenters.synonyms import SynonymSwap
 
         p = params.synonym
         return SynonymSwap(p.swap_prob, p.copies, params.seed, max_attempts=p.max_attempts)
+    if method == "name_swap":
+        from tasks.augmenters.name_swap import NameSwap
+
+        p = params.name_swap
+        pool = {entity: [tuple(m) for m in mentions] for entity, mentions in json.loads(shared).items()}
+        return NameSwap(pool, p.types, p.swap_prob, p.copies, params.seed, max_attempts=p.max_attempts)
     from tasks.augmenters.backtranslation import BackTranslation
 
     p = params.backtranslation
     return BackTranslation(build_translator(params), batch_size=p.batch_size, min_ratio=p.min_length_ratio,
                            max_ratio=p.max_length_ratio, workers=p.threads)
+
+
+def shared_input(method: str, params: AugmentParams, train: Sequence[Sentence]) -> str:
+    """What an augmenter needs from the whole train split, as JSON: name swap's pool of train mentions.
+
+    Built once before sharding, so every shard draws from the same pool and the output does not depend
+    on how the split was cut."""
+    if method != "name_swap":
+        return ""
+    from tasks.augmenters.name_swap import mention_pool
+
+    return json.dumps(mention_pool(train, params.name_swap.types))
 
 
 def build_translator(params: AugmentParams):
@@ -71,25 +92,28 @@ def build_translator(params: AugmentParams):
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_augmenter(method: str, params_json: str) -> Augmenter:
+def _cached_augmenter(method: str, schema: type[AugmentParams], params_json: str, shared: str) -> Augmenter:
     # One WordNet table / translation engine per process, however many shards it runs.
-    return build_augmenter(method, AugmentParams.model_validate_json(params_json))
+    return build_augmenter(method, schema.model_validate_json(params_json), shared)
 
 
-def augment_shard(method: str, params_json: str, records: list[Sentence]) -> tuple[list[Sentence], Counter]:
-    """Run one augmenter over one shard (in this process or on a Dask worker)."""
-    return _cached_augmenter(method, params_json).augment(records)
+def augment_shard(method: str, schema: type[AugmentParams], params_json: str, shared: str,
+                  records: list[Sentence]) -> tuple[list[Sentence], Counter]:
+    """Run one augmenter over one shard (in this process or on a Dask worker); `schema` is the kind's
+    section class (NER's has name swap's keys)."""
+    return _cached_augmenter(method, schema, params_json, shared).augment(records)
 
 
 def generate(method: str, params: AugmentParams, train: list[Sentence], shards: int = 1,
              dask_address: str | None = None) -> tuple[list[Sentence], Counter]:
     """New records and outcome counts of one augmenter over the whole train split."""
+    shared = shared_input(method, params, train)
     if shards <= 1 or len(train) < 2:
-        return augment_shard(method, params.model_dump_json(), train)
+        return augment_shard(method, type(params), params.model_dump_json(), shared, train)
     from tasks.sharding import map_shards
 
-    results = map_shards(augment_shard, method, params.model_dump_json(), items=train, shards=shards,
-                         address=dask_address)
+    results = map_shards(augment_shard, method, type(params), params.model_dump_json(), shared, items=train,
+                         shards=shards, address=dask_address)
     records = [r for shard_records, _ in results for r in shard_records]
     counts: Counter = Counter()
     for _, shard_counts in results:

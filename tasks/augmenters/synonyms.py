@@ -12,21 +12,17 @@ dominant part of speech, from WordNet 3.0; a custom mapping may replace it.
 
 from __future__ import annotations
 
-import hashlib
-import struct
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import compress
 from pathlib import Path
 
+from tasks.augmenters.seeded import ACCEPTED, DUPLICATE, UNCHANGED, seeded_copies
 from tasks.augmenters.wordnet import MIN_WORD_LENGTH, clean_table, load_synonym_table
 from tasks.sentence import Sentence
 
-ACCEPTED = "accepted"
 NO_ELIGIBLE_WORD = "no_eligible_word"  # no O-tagged word with a synonym: nothing to swap
-UNCHANGED = "unchanged"  # every attempt swapped no word (each word is swapped with probability swap_prob)
-DUPLICATE = "duplicate"  # no attempt gave a new sentence, and a changed one repeated an earlier copy
 OUTCOMES = (ACCEPTED, NO_ELIGIBLE_WORD, UNCHANGED, DUPLICATE)
 
 # Function words and tweet fillers: swapping them changes grammar, not content, and WordNet's entries for
@@ -106,18 +102,6 @@ def is_swappable(token: str, tag: str) -> bool:
 # ------------------------------------------------------------------------------------------ the swapping
 
 
-def random_words(seed: int, record_id: str, copy: int, attempt: int, count: int) -> tuple[int, ...]:
-    """`count` uniform 32-bit integers for one attempt at one copy of one record.
-
-    Invariant: depends only on (seed, record id, copy index, attempt), never on the record's position in
-    the input, so sharding the input cannot change any output. SHAKE-128 rather than `random.Random`:
-    seeding a Mersenne Twister per record costs more than the whole swap, and `random`'s algorithms may
-    change between Python versions while SHAKE-128 output is fixed by its standard.
-    """
-    key = f"{seed}\x00{record_id}\x00{copy}\x00{attempt}".encode()
-    return struct.unpack(f"<{count}I", hashlib.shake_128(key).digest(4 * count))
-
-
 def cased_synonyms(token: str, table: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
     """The synonyms that may replace an O-tagged `token`, in its casing pattern; () when it must stay."""
     if not is_swappable(token, "O"):
@@ -178,24 +162,12 @@ def synonym_copies(record: Sentence, choices: Mapping[str, tuple[str, ...]], par
     if not candidates:
         return [], [NO_ELIGIBLE_WORD] * params.copies
     threshold = round(params.swap_prob * 2**32)
-    seen = {record.tokens}
-    new_records, outcomes = [], []
-    for k in range(params.copies):
-        outcome = UNCHANGED
-        for attempt in range(params.max_attempts):
-            draws = random_words(params.seed, record.id, k, attempt, 2 * len(candidates))
-            tokens = swap_once(record.tokens, candidates, draws, threshold)
-            if tokens not in seen:
-                outcome = ACCEPTED
-                break
-            if tokens != record.tokens:
-                outcome = DUPLICATE
-        outcomes.append(outcome)
-        if outcome == ACCEPTED:
-            seen.add(tokens)
-            meta = {**record.meta, "augmenter": name, "source_id": record.id}
-            new_records.append(Sentence(f"{record.id}~{name}{k}", tokens, record.tags, meta))
-    return new_records, outcomes
+
+    def edit(draws: Sequence[int]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return swap_once(record.tokens, candidates, draws, threshold), record.tags
+
+    return seeded_copies(record, edit, 2 * len(candidates), copies=params.copies, seed=params.seed,
+                         max_attempts=params.max_attempts, name=name)
 
 
 class SynonymSwap:

@@ -65,6 +65,23 @@ def test_new_sentences_keep_labels_and_origin_and_never_equal_evaluation_data(cl
     assert report["by_method"]["synonym"][augment.DROP_EVALUATION] >= 1  # "a large day for Alice"
 
 
+def test_name_swap_gives_tweets_other_train_names_and_keeps_every_other_word(clean_dir: Path, tmp_path: Path):
+    report = run(clean_dir, tmp_path, PARAMS.augment.model_copy(update={"methods": ["name_swap"]}))
+    sources = {r.id: r for r in load_jsonl(clean_dir / "train.jsonl")}
+    train_names = {r.tokens[a:b] for r in sources.values() for t, a, b in entity_spans(r.tags) if t == "person"}
+    new = [r for r in load_jsonl(tmp_path / "augmented" / "train.jsonl") if r.id not in sources]
+    assert len(new) == report["added"] == report["by_method"]["name_swap"]["added"] > 20
+    for record in new:
+        source = sources[record.meta["source_id"]]
+        spans, old_spans = entity_spans(record.tags), entity_spans(source.tags)
+        assert iob2_errors(record.tags) == [] and [t for t, _, _ in spans] == [t for t, _, _ in old_spans]
+        assert all(record.tokens[a:b] in train_names for t, a, b in spans if t == "person")
+        for (entity, a, b), (_, c, d) in zip(spans, old_spans, strict=True):
+            assert entity == "person" or record.tokens[a:b] == source.tokens[c:d]  # other types never change
+        outside = [w for i, w in enumerate(record.tokens) if record.tags[i] == "O"]
+        assert outside == [w for i, w in enumerate(source.tokens) if source.tags[i] == "O"]
+
+
 def test_the_report_accounts_for_every_source_sentence(clean_dir: Path, tmp_path: Path):
     report = run(clean_dir, tmp_path)["by_method"]["synonym"]
     outcomes = ("accepted", "no_eligible_word", "unchanged", "duplicate")

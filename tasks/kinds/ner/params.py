@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from tasks.params import (
     COMMON_CHECKS,
     COMMON_HINTS,
+    AugmentParams,
     CleanParams,
     EvaluateParams,
     IngestParams,
@@ -60,6 +61,18 @@ class NerCleanParams(CleanParams):
     bio_repair: Literal["repair", "drop"]  # an I-X that opens an entity: make it B-X, or drop the sentence
 
 
+class NameSwapParams(Section):
+    types: list[str] = Field(min_length=1)  # entity types whose mentions are replaced by other train mentions
+    swap_prob: float = Field(gt=0, le=1)  # chance that each such mention is replaced
+    copies: int = Field(ge=1)  # new sentences wanted per train sentence with such a mention
+    max_attempts: int = Field(ge=1)  # tries per copy to get a new, changed sentence
+
+
+class NerAugmentParams(AugmentParams):
+    methods: list[Literal["synonym", "name_swap", "backtranslation"]]
+    name_swap: NameSwapParams  # tasks/augmenters/name_swap.py
+
+
 class NerTrainParams(TrainParams):
     label_all_pieces: bool  # false: a word's label on its first piece only; true: later pieces get I-X
 
@@ -80,6 +93,7 @@ class NerParams(Params):
     ingest: NerIngestParams
     validate_: NerValidateParams = Field(alias="validate")
     clean: NerCleanParams
+    augment: NerAugmentParams
     train: NerTrainParams
     evaluate: NerEvaluateParams
 
