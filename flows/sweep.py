@@ -37,7 +37,15 @@ from flows.pipeline import reproduce, working_copy
 from flows.steps import DATA_STAGES, StageError, dvc_pull, dvc_push, run_logger, run_settings, run_stage
 from flows.workspace import DEFAULT_PARAMS, resolve_revision, run_workspace
 from tasks import sweeping
-from tasks.params import Params, SearchRange, SweepParams, check_sweep_space, load_params, with_overrides
+from tasks.params import (
+    Params,
+    SearchRange,
+    SweepParams,
+    check_sweep_space,
+    load_params,
+    parse_params,
+    with_overrides,
+)
 from tasks.settings import Settings
 
 if TYPE_CHECKING:
@@ -66,7 +74,7 @@ def suggest(trial: optuna.Trial, sweep: SweepParams) -> dict[str, Any]:
     values = {}
     for key, spec in sweep.space.items():
         if not isinstance(spec, SearchRange):
-            values[key] = trial.suggest_categorical(key, spec.choices)
+            values[key] = spec.value_of(trial.suggest_categorical(key, spec.labels()))
         elif spec.integers:
             values[key] = trial.suggest_int(key, int(spec.low), int(spec.high), log=spec.log)
         else:
@@ -310,7 +318,8 @@ def score_best_on_test(study: optuna.Study, raw: dict, settings: Settings) -> di
     from tasks.metrics import EvalReport
 
     best = study.best_trial
-    Path(DEFAULT_PARAMS).write_text(yaml.safe_dump(with_overrides(raw, best.params), sort_keys=False))
+    values = parse_params(raw, DEFAULT_PARAMS).sweep.values_of(best.params)
+    Path(DEFAULT_PARAMS).write_text(yaml.safe_dump(with_overrides(raw, values), sort_keys=False))
     Path("dvc.lock").write_text(best.user_attrs[LOCK_ATTR])
     params = load_params(DEFAULT_PARAMS)
     dvc_pull()

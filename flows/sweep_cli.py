@@ -116,7 +116,7 @@ def apply_best(params_file: str, sweep, settings: Settings) -> int:
     path = Path(params_file)
     before = path.read_text(encoding="utf-8")
     try:
-        after = set_scalars(before, best.params)
+        after = set_scalars(before, sweep.values_of(best.params))
     except ValueError as exc:
         print(f"flowtune sweep apply: {params_file}: {exc}", file=sys.stderr)
         return 1

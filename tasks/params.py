@@ -309,12 +309,37 @@ class SearchRange(Section):
 
 
 class SearchChoices(Section):
-    """A categorical dimension of a sweep: one of these values."""
+    """A categorical dimension of a sweep: one of these values. A value may be a list of names, for a list key
+    such as `augment.methods: {choices: [[synonym], [synonym, backtranslation]]}`; Optuna, whose choices are
+    scalars, records such a value by its label: the names joined by "+" ("[]" for none)."""
 
-    choices: list[bool | int | float | str | None] = Field(min_length=1)
+    choices: list[bool | int | float | str | None | list[str]] = Field(min_length=1)
+
+    @field_validator("choices")
+    @classmethod
+    def _one_label_each(cls, choices: list) -> list:
+        labels = [choice_label(c) for c in choices]
+        if len(set(map(repr, labels))) < len(labels):
+            raise ValueError(f"choices repeat a value: {labels}")
+        return choices
 
     def candidates(self) -> list:
         return list(self.choices)
+
+    def labels(self) -> list:
+        """The choices as Optuna records them."""
+        return [choice_label(c) for c in self.choices]
+
+    def value_of(self, label):
+        """The choice that Optuna recorded as `label`."""
+        return next(c for c in self.choices if choice_label(c) == label)
+
+
+def choice_label(value):
+    """A sweep choice as a scalar Optuna can record: a list becomes its items joined by "+"."""
+    if isinstance(value, list):
+        return "+".join(value) or "[]"
+    return value
 
 
 class PrunerParams(Section):
@@ -344,6 +369,12 @@ class SweepParams(Section):
     pruner: PrunerParams
     storage: str | None  # None: a journal file under the state folder; else a database URL (not SQLite)
     space: dict[str, SearchRange | SearchChoices] = Field(min_length=1)  # dotted key -> range or choices
+
+    def values_of(self, recorded: dict) -> dict:
+        """A trial's params as Optuna recorded them -> the values to write into a params file (list choices
+        back from their labels)."""
+        return {key: self.space[key].value_of(value) if isinstance(self.space.get(key), SearchChoices) else value
+                for key, value in recorded.items()}
 
     @field_validator("storage")
     @classmethod
@@ -385,14 +416,19 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _space_keys_exist(self) -> Params:
-        """Each swept key names a scalar key of this kind's params (a typo fails here, with its name)."""
-        for key in self.sweep.space:
+        """Each swept key names a scalar key of this kind's params, or a list key swept by list choices (a
+        typo fails here, with its name)."""
+        for key, spec in self.sweep.space.items():
             node: object = self
             for part in key.split("."):
                 if not isinstance(node, BaseModel) or part not in type(node).model_fields:
                     raise ValueError(f"sweep.space: {key!r} is not a key of this params file")
                 node = getattr(node, part)
-            if isinstance(node, (BaseModel, list, dict, tuple)):
+            lists = isinstance(spec, SearchChoices) and all(isinstance(c, list) for c in spec.choices)
+            if isinstance(node, list) and not lists:
+                raise ValueError(f"sweep.space: {key!r} is a list: its choices must be lists, e.g. "
+                                 "{choices: [[synonym], [synonym, backtranslation]]}")
+            if isinstance(node, (BaseModel, dict, tuple)) or (lists and not isinstance(node, list)):
                 raise ValueError(f"sweep.space: {key!r} is not a single number, string or boolean")
         return self
 

@@ -35,7 +35,7 @@ def test_ranges_are_integers_only_when_both_ends_are(tmp_path: Path):
     space = {"train.epochs": {"low": 1, "high": 4, "log": False},
              "train.learning_rate": {"low": 1.0e-5, "high": 1.0e-3, "log": True},
              "augment.methods": {"choices": ["synonym"]}}
-    with pytest.raises(ParamsError, match="'augment.methods' is not a single number"):
+    with pytest.raises(ParamsError, match=r"'augment.methods' is a list: its choices must be lists"):
         load(with_sweep(space=space), tmp_path)
     del space["augment.methods"]
     sweep = load(with_sweep(space=space), tmp_path).sweep
@@ -54,6 +54,34 @@ def test_ranges_are_integers_only_when_both_ends_are(tmp_path: Path):
 def test_bad_spaces_are_refused_naming_the_key(tmp_path: Path, space: dict, message: str):
     with pytest.raises(ParamsError, match=message):
         load(with_sweep(space=space), tmp_path)
+
+
+def test_a_list_key_is_swept_by_list_choices_that_optuna_records_by_label(tmp_path: Path):
+    import optuna
+
+    from flows.sweep import suggest
+
+    choices = [[], ["backtranslation"], ["synonym", "backtranslation"], ["synonym", "name_swap", "backtranslation"]]
+    raw = with_sweep(space={"augment.methods": {"choices": choices}, "train.batch_size": {"choices": [8, 16]}})
+    check_sweep_space(raw, "params.yaml")  # every choice loads, name_swap included (an NER method)
+    sweep = load(raw, tmp_path).sweep
+    spec = sweep.space["augment.methods"]
+    assert spec.labels() == ["[]", "backtranslation", "synonym+backtranslation", "synonym+name_swap+backtranslation"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = []
+    for _ in range(12):
+        trial = study.ask()
+        values = suggest(trial, sweep)
+        assert values["augment.methods"] in choices and trial.params["augment.methods"] in spec.labels()
+        assert sweep.values_of(trial.params) == values  # what `sweep apply` and the test score write back
+        seen.append(tuple(values["augment.methods"]))
+    assert len(set(seen)) > 1
+    with pytest.raises(ParamsError, match=r"augment.methods.0: Input should be 'synonym', 'name_swap' or"):
+        check_sweep_space(with_sweep(space={"augment.methods": {"choices": [["synonyms"]]}}), "params.yaml")
+    with pytest.raises(ParamsError, match=r"'train.dropout' is not a single number"):
+        load(with_sweep(space={"train.dropout": {"choices": [["x"]]}}), tmp_path)
+    with pytest.raises(ParamsError, match=r"choices repeat a value"):
+        load(with_sweep(space={"augment.methods": {"choices": [["synonym"], ["synonym"]]}}), tmp_path)
 
 
 def test_values_outside_a_keys_own_bounds_are_refused_before_any_trial():
@@ -122,7 +150,8 @@ def test_apply_edits_only_the_swept_lines_and_keeps_comments():
 
     text = (ROOT / "params.yaml").read_text()
     best = {"train.learning_rate": 1.0e-7, "train.batch_size": 32, "augment.synonym.swap_prob": 0.25,
-            "train.lora.r": 16, "augment.backtranslation.engine": "marian"}
+            "train.lora.r": 16, "augment.backtranslation.engine": "marian",
+            "augment.methods": ["backtranslation", "name_swap"]}
     edited = set_scalars(text, best)
     changed = [(old, new) for old, new in zip(text.splitlines(), edited.splitlines(), strict=True) if old != new]
     assert len(changed) == len(best)
@@ -131,6 +160,7 @@ def test_apply_edits_only_the_swept_lines_and_keeps_comments():
             "  batch_size: 32                 # sentences per process per micro-batch") in changed
     assert ("  learning_rate: 2.0e-4", "  learning_rate: 1.0e-07") in changed
     assert ("    r: 8", "    r: 16") in changed  # train.lora.r, not evaluate's or another section's `r`
+    assert ("  methods: [synonym, backtranslation]", "  methods: [backtranslation, name_swap]") in changed
     loaded = yaml.safe_load(edited)
     assert loaded["augment"]["backtranslation"]["engine"] == "marian" and loaded["evaluate"] == RAW["evaluate"]
 
