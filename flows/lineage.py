@@ -110,6 +110,8 @@ def variant_lines(compression: dict | None) -> list[str]:
     if not compression:
         return []
     report = CompressionReport.model_validate(compression)
+    if not report.rows:  # compress.variants: []
+        return []
     published = report.published
     return ["## Compressed variants (CPU)", "",
             f"Published in `variants/`: {', '.join(f'`{name}`' for name in published) or 'none'}. Each was scored on "

@@ -183,6 +183,8 @@ def _distill(params: Params) -> dict:
 def _compress(params: Params) -> dict:
     """The `compression` table: each variant against the fp32 candidate, and which ones are published."""
     report = CompressionReport.read(Path(params.paths.compression))
+    if not report.rows:  # compress.variants: [] (nothing built, nothing timed)
+        return {"published": []}
     rows = [{"variant": r.variant, report.score_name: round(r.score, 4), "drop": round(r.score_drop, 4),
              "p50_ms": r.p50_ms, "p95_ms": r.p95_ms, "speedup": r.speedup,
              f"{report.unit}s_per_s_batch_{report.batch_size}": r.rows_per_second, "size_mb": r.size_mb,

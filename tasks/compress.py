@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from tasks import variants
-from tasks.io import swap_in_folder
+from tasks.io import empty_folder, swap_in_folder
 from tasks.kinds import kind_for
 from tasks.metrics import FP32, CompressionReport, EvalReport, VariantRow
 from tasks.params import STUDENT, CompressParams, Params
@@ -36,6 +36,8 @@ INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_
 
 def compress(params: Params, kind) -> CompressionReport:
     """Build, measure and judge every variant; write the passing ones and the table."""
+    if not params.compress.variants:
+        return nothing_to_compress(params, kind)
     paths = params.paths
     model_dir, test, out = Path(paths.model), Path(paths.augmented) / "test.jsonl", Path(paths.variants)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -62,6 +64,18 @@ def compress(params: Params, kind) -> CompressionReport:
                                batch_size=params.evaluate.batch_size, threads=torch.get_num_threads(),
                                cpu_flags=cpu_flags(), rows=rows)
     report.write(Path(paths.compression))
+    return report
+
+
+def nothing_to_compress(params: Params, kind) -> CompressionReport:
+    """`compress.variants: []`: an empty variants folder and a table without rows. The fp32 model is not
+    evaluated again: with nothing to compare it with, its row would only repeat the evaluate stage."""
+    out = Path(params.paths.variants)
+    out.mkdir(parents=True, exist_ok=True)
+    empty_folder(out)
+    report = CompressionReport(score_name=kind.headline, unit=kind.unit, batch_size=params.evaluate.batch_size,
+                               threads=torch.get_num_threads(), cpu_flags=cpu_flags(), rows=[])
+    report.write(Path(params.paths.compression))
     return report
 
 
@@ -168,6 +182,8 @@ def _share(value: float | None) -> str:
 
 def step(params: Params, args) -> str:
     report = compress(params, kind_for(params))
+    if not report.rows:
+        return "no variants asked (compress.variants: [])"
     fp32 = report.rows[0]
     judged = [f"{r.variant} {r.score:.4f} {r.speedup or 0:.2f}x {'passed' if r.passed else 'failed'}"
               for r in report.rows[1:]]

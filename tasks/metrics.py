@@ -310,7 +310,8 @@ class VariantRow(BaseModel):
 
 
 class CompressionReport(BaseModel):
-    """compression.json: the score name, the thresholds applied, and one row per model (fp32 first)."""
+    """compression.json: the score name, the thresholds applied, and one row per model (fp32 first; no rows
+    when `compress.variants` is empty)."""
 
     model_config = ConfigDict(frozen=True)
 

@@ -213,9 +213,9 @@ def evaluate_params(**overrides):
     return NerEvaluateParams(**{**values, **overrides})
 
 
-# For pipeline runs whose subject is orchestration, not compression: the compress stage still runs (and
-# scores the fp32 model) but builds no variant, which costs 10-30 s a run with a tiny model (an ONNX export,
-# two quantizations, three more evaluations). Compression itself: tests/unit/test_compress.py,
+# For pipeline runs whose subject is orchestration, not compression: the compress stage still runs but
+# builds, scores and times nothing (variants cost 10-30 s a run with a tiny model: an ONNX export, two
+# quantizations, four evaluations). Compression itself: tests/unit/test_compress.py,
 # tests/integration/test_registry.py, tests/integration/test_serve.py and both e2e runs.
 NO_VARIANTS = {"variants": []}
 

@@ -4,7 +4,9 @@ show` (as written, without an activated venv) runs every stage on the 4,200 VADE
 `dvc plots show` draws the confusion matrix; the saved model classifies text.
 
 Shortened for CI only where it costs time and proves nothing new: one epoch, synonym augmentation
-only (back-translation of texts is covered in tests/data). The flow path of the same example, with the
+only (back-translation of texts is covered in tests/data), one compressed variant (onnx-int8: the ONNX
+export and its quantization on the real classifier; every variant of a classifier is built in
+tests/unit/test_compress.py). The flow path of the same example, with the
 gate, the registry and `flowtune predict`, is tests/integration/flows/test_text_classification_flow.py.
 """
 
@@ -31,7 +33,8 @@ README_COMMAND = next(line for line in (ROOT / "README.md").read_text().splitlin
 
 def start_dvc_repro(workdir: Path) -> Job:
     repo = scratch_clone(workdir)
-    set_params(repo, "params-sentiment.yaml", augment={"methods": ["synonym"]}, train={"epochs": 1})
+    set_params(repo, "params-sentiment.yaml", augment={"methods": ["synonym"]}, train={"epochs": 1},
+               compress={"variants": ["onnx-int8"]})
     # A new user's shell: no venv activated, so the stages must find the project's interpreter themselves.
     path = os.pathsep.join(p for p in clean_env()["PATH"].split(os.pathsep) if not (Path(p) / "activate").exists())
     env = clean_env(PYTHONPATH=str(repo), PATH=path)

@@ -140,6 +140,23 @@ def test_a_variant_that_misses_a_threshold_is_not_kept_and_says_why(trained: Pat
     assert not list(Path(params.paths.variants).parent.glob(".variants.*"))  # no scratch folder either
 
 
+@pytest.mark.parametrize("task", ["token-classification", "sequence-classification"])
+def test_no_variants_asked_empties_the_folder_and_evaluates_nothing(tmp_path: Path, monkeypatch, task: str) -> None:
+    params = stage_params(tmp_path, variants=[])
+    stale = Path(params.paths.variants) / "int8"  # left by an earlier run that built variants
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"old")
+    monkeypatch.setattr(compress, "measure", lambda *a, **k: pytest.fail("nothing to compare: no evaluation"))
+
+    report = compress.compress(params, kind(task))
+
+    assert report == CompressionReport.read(Path(params.paths.compression)) and report.rows == []
+    assert report.published == [] and list(Path(params.paths.variants).iterdir()) == []
+    assert (report.score_name, report.unit) == {"token-classification": ("strict entity F1", "sentence"),
+                                                "sequence-classification": ("macro-F1", "text")}[task]
+    assert compress.step(params, None) == "no variants asked (compress.variants: [])"
+
+
 def test_a_variant_that_breaks_the_fp32_predictions_fails_the_parity_rule() -> None:
     from tasks.metrics import EvalReport, Headline, Latency
 

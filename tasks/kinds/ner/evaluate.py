@@ -20,7 +20,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 from tasks.io import atomic_write_text
 from tasks.kinds.ner import analysis, behaviour
 from tasks.kinds.ner.modeling import predict_tags
-from tasks.kinds.ner.params import NerEvaluateParams
+from tasks.kinds.ner.params import HEADLINE, UNIT, NerEvaluateParams
 from tasks.kinds.ner.records import NerRecord, load_jsonl
 from tasks.metrics import Behaviour, EvalReport, Headline, LabelSetMismatch, Latency, latency, model_size_mb
 from tasks.params import TOKEN_CLASSIFICATION
@@ -96,9 +96,9 @@ def evaluate(params: NerEvaluateParams, model_dir: Path, test_path: Path, predic
                  batch_sentences_per_second=len(records) / batch_seconds if records else None)
     report = EvalReport(
         task=TASK, title="named-entity recognition", predicts="IOB2 entity tags, one per word",
-        headline=Headline(name="strict entity F1", value=scores["f1"], precision=scores["precision"],
+        headline=Headline(name=HEADLINE, value=scores["f1"], precision=scores["precision"],
                           recall=scores["recall"]),
-        unit="sentence", count=scores["sentences"], group="entity type", groups=scores["per_type"],
+        unit=UNIT, count=scores["sentences"], group="entity type", groups=scores["per_type"],
         behaviour=Behaviour(
             name_invariance=behaviour.name_invariance(records, predicted, tag, checklist.name_type,
                                                       checklist.max_cases, checklist.seed),

@@ -21,6 +21,10 @@ from tasks.params import (
     unknown_checks,
 )
 
+# What the evaluation reports (EvalReport.headline.name and .unit), also named by the kind (task.py).
+HEADLINE = "strict entity F1"
+UNIT = "sentence"
+
 CHECKS = COMMON_CHECKS + ("length_match", "iob2_valid", "token_not_blank", "tag_in_label_set", "entity_distribution",
                           "train_has_entities")
 HINTS = {

@@ -13,6 +13,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tasks.kinds.textclass import data as textdata
 from tasks.kinds.textclass import modeling as textclass
+from tasks.kinds.textclass.params import HEADLINE, UNIT
 from tasks.metrics import (
     Calibration,
     EvalReport,
@@ -72,9 +73,9 @@ def classifier_report(metrics: dict, timed: Latency | None = None, size_mb: floa
     return EvalReport(
         task=TASK, title="text classification",
         predicts="any number of classes per text, each at probability >= 0.5" if multi_label else "one class per text",
-        headline=Headline(name="macro-F1", value=metrics["f1"], precision=metrics["precision"],
+        headline=Headline(name=HEADLINE, value=metrics["f1"], precision=metrics["precision"],
                           recall=metrics["recall"]),
-        unit="text", count=metrics["examples"], group="class",
+        unit=UNIT, count=metrics["examples"], group="class",
         groups={name: GroupScore(**row) for name, row in metrics["per_class"].items()},
         calibration=Calibration(ece=metrics["ece"]), latency=timed, model_size_mb=size_mb,
         confusion=metrics["confusion"],

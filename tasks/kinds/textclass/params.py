@@ -9,6 +9,10 @@ from pydantic import Field, field_validator
 
 from tasks.params import COMMON_CHECKS, COMMON_HINTS, IngestParams, Params, TaskParams, ValidateParams, unknown_checks
 
+# What the evaluation reports (EvalReport.headline.name and .unit), also named by the kind (task.py).
+HEADLINE = "macro-F1"
+UNIT = "text"
+
 CHECKS = COMMON_CHECKS + ("text_not_blank", "label_in_set", "class_balance")
 HINTS = {
     **COMMON_HINTS,

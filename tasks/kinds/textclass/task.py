@@ -15,7 +15,14 @@ from typing import ClassVar
 
 from tasks.kinds.textclass import data
 from tasks.kinds.textclass.data import TextExample
-from tasks.kinds.textclass.params import HINTS, TextclassIngestParams, TextclassParams, TextclassValidateParams
+from tasks.kinds.textclass.params import (
+    HEADLINE,
+    HINTS,
+    UNIT,
+    TextclassIngestParams,
+    TextclassParams,
+    TextclassValidateParams,
+)
 from tasks.metrics import EvalReport
 from tasks.params import BUILTIN_SOURCE, SEQUENCE_CLASSIFICATION, CleanParams, EvaluateParams, hint_for
 from tasks.sentence import Sentence
@@ -30,6 +37,8 @@ class TextClass:
     labels: list[str]
     multi_label: bool
     task: ClassVar[str] = SEQUENCE_CLASSIFICATION
+    headline: ClassVar[str] = HEADLINE
+    unit: ClassVar[str] = UNIT
 
     def check_source(self, params: TextclassIngestParams) -> None:
         if params.source == BUILTIN_SOURCE:
