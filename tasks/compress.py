@@ -19,15 +19,17 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from tasks import variants
 from tasks.io import empty_folder, swap_in_folder
-from tasks.kinds import kind_for
 from tasks.metrics import FP32, CompressionReport, EvalReport, VariantRow
-from tasks.params import STUDENT, CompressParams, Params
+from tasks.params import STUDENT, CompressParams, Params, VariantError
 from tasks.stage import run_stage
+
+# torch, the variant builders and the kinds are imported where they are used: with no variants asked,
+# the stage writes its empty outputs in a second instead of paying seconds of imports.
+if TYPE_CHECKING:
+    import torch
 
 PROBE_ROWS = 32  # test rows whose logits are compared with the fp32 model's
 # CPU features that decide what int8 kernels can do (docs/BENCHMARKS.md logs them with every result).
@@ -36,8 +38,10 @@ INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_
 
 def compress(params: Params, kind) -> CompressionReport:
     """Build, measure and judge every variant; write the passing ones and the table."""
-    if not params.compress.variants:
-        return nothing_to_compress(params, kind)
+    import torch
+
+    from tasks import variants
+
     paths = params.paths
     model_dir, test, out = Path(paths.model), Path(paths.augmented) / "test.jsonl", Path(paths.variants)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -67,14 +71,18 @@ def compress(params: Params, kind) -> CompressionReport:
     return report
 
 
-def nothing_to_compress(params: Params, kind) -> CompressionReport:
+def nothing_to_compress(params: Params) -> CompressionReport:
     """`compress.variants: []`: an empty variants folder and a table without rows. The fp32 model is not
-    evaluated again: with nothing to compare it with, its row would only repeat the evaluate stage."""
+    evaluated again: with nothing to compare it with, its row would only repeat the evaluate stage. The
+    kind's headline and unit are read from its params module, without importing the kind (torch)."""
+    from tasks.kinds import headline_of
+
     out = Path(params.paths.variants)
     out.mkdir(parents=True, exist_ok=True)
     empty_folder(out)
-    report = CompressionReport(score_name=kind.headline, unit=kind.unit, batch_size=params.evaluate.batch_size,
-                               threads=torch.get_num_threads(), cpu_flags=cpu_flags(), rows=[])
+    score_name, unit = headline_of(params.task.kind)
+    report = CompressionReport(score_name=score_name, unit=unit, batch_size=params.evaluate.batch_size,
+                               threads=0, cpu_flags=cpu_flags(), rows=[])
     report.write(Path(params.paths.compression))
     return report
 
@@ -89,6 +97,8 @@ def measure(params: Params, kind, model_dir: Path, predictions: Path) -> EvalRep
 def judge(name: str, report: EvalReport, baseline: EvalReport, agreement: float | None,
           logit_difference: float | None, rules: CompressParams) -> VariantRow:
     """The variant's row of the table: its numbers against the fp32 ones, and whether it may be published."""
+    from tasks.variants import EXACT
+
     drop = baseline.headline.value - report.headline.value
     speedup = _ratio(_p50(baseline), _p50(report))
     reasons = []
@@ -100,7 +110,7 @@ def judge(name: str, report: EvalReport, baseline: EvalReport, agreement: float 
         if speedup is None or speedup < rules.min_speedup:
             reasons.append(f"speedup {'unmeasured' if speedup is None else f'{speedup:.2f}x'} < compress.min_speedup "
                            f"{rules.min_speedup}x")
-        if name in variants.EXACT and (agreement is None or agreement < rules.min_agreement):
+        if name in EXACT and (agreement is None or agreement < rules.min_agreement):
             reasons.append(f"reproduces {_share(agreement)} of the fp32 predictions < compress.min_agreement "
                            f"{rules.min_agreement} (max |logit difference| {logit_difference})")
     latency = report.latency
@@ -137,6 +147,10 @@ def probe_batch(kind, model_dir: Path, test: Path, max_length: int) -> dict[str,
 
 
 def logits(model_dir: Path, batch: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    import torch
+
+    from tasks import variants
+
     if batch is None:
         return torch.empty(0)
     with torch.inference_mode():
@@ -155,6 +169,8 @@ def cpu_flags() -> list[str]:
 def _export_once(model_dir: Path, scratch: Path, wanted: Sequence[str]) -> Path | None:
     if not any(name.startswith("onnx") for name in wanted):
         return None
+    from tasks import variants
+
     path = scratch / "export.onnx"
     variants.export_onnx(variants.load_model(model_dir, device="cpu"), path)
     return path
@@ -181,6 +197,11 @@ def _share(value: float | None) -> str:
 
 
 def step(params: Params, args) -> str:
+    if not params.compress.variants:
+        nothing_to_compress(params)
+        return "no variants asked (compress.variants: [])"
+    from tasks.kinds import kind_for
+
     report = compress(params, kind_for(params))
     if not report.rows:
         return "no variants asked (compress.variants: [])"
@@ -191,7 +212,7 @@ def step(params: Params, args) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_stage("compress", step, argv, user_errors=(variants.VariantError,))
+    run_stage("compress", step, argv, user_errors=(VariantError,))
 
 
 if __name__ == "__main__":

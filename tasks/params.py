@@ -230,6 +230,11 @@ Variant = Literal["int8", "onnx", "onnx-int8", "student"]
 STUDENT: Variant = "student"
 
 
+class VariantError(RuntimeError):
+    """A variant could not be built or loaded; the message says which and why. (Here rather than in
+    tasks/variants.py, so that a stage names it without importing torch.)"""
+
+
 class CompressParams(Section):
     """What the compress stage builds from the candidate and which variants may be published with it."""
 

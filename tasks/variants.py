@@ -32,7 +32,7 @@ from typing import Any, get_args
 
 import torch
 
-from tasks.params import STUDENT, Variant
+from tasks.params import STUDENT, Variant, VariantError
 
 MARKER = "variant.json"
 INT8_WEIGHTS = "model.int8.pt"
@@ -45,10 +45,6 @@ FROM_CANDIDATE = tuple(name for name in VARIANTS if name != STUDENT)
 # Variants that claim the fp32 model's outputs (no quantization): compress checks they reproduce them.
 EXACT = ("onnx",)
 ONNX_OPSET = 18
-
-
-class VariantError(RuntimeError):
-    """A variant could not be built or loaded; the message says which and why."""
 
 
 def variant_of(model_dir: Path) -> str | None:

@@ -20,3 +20,10 @@ if TYPE_CHECKING:  # annotations only: importing the protocols would pull torch 
 def kind_for(params: Params) -> TaskKind[Any]:
     """The task kind the params ask for: `tasks.kinds.<params.task.kind>.task.kind(params)`."""
     return import_module(f"tasks.kinds.{params.task.kind}.task").kind(params)
+
+
+def headline_of(kind: str) -> tuple[str, str]:
+    """(headline score name, unit) of a kind, from its params module: without importing the kind itself,
+    which imports torch."""
+    module = import_module(f"tasks.kinds.{kind}.params")
+    return module.HEADLINE, module.UNIT

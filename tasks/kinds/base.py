@@ -112,16 +112,6 @@ class TaskKind(Protocol[Row]):
         """The params' `task` value this kind implements (also `EvalReport.task`)."""
         ...
 
-    @property
-    def headline(self) -> str:
-        """The name of the evaluation's headline score (`EvalReport.headline.name`)."""
-        ...
-
-    @property
-    def unit(self) -> str:
-        """What one row of a split is, in reports ("sentence", "text"; `EvalReport.unit`)."""
-        ...
-
     # ------------------------------------------------------------------ ingest
     def check_source(self, params: IngestParams) -> None:
         """Raise ValueError when `ingest.source` cannot hold this kind's data (before anything is read)."""

@@ -5,6 +5,9 @@ fp32 model as it should; the stage's table and verdicts follow its thresholds.""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -140,21 +143,31 @@ def test_a_variant_that_misses_a_threshold_is_not_kept_and_says_why(trained: Pat
     assert not list(Path(params.paths.variants).parent.glob(".variants.*"))  # no scratch folder either
 
 
-@pytest.mark.parametrize("task", ["token-classification", "sequence-classification"])
-def test_no_variants_asked_empties_the_folder_and_evaluates_nothing(tmp_path: Path, monkeypatch, task: str) -> None:
-    params = stage_params(tmp_path, variants=[])
-    stale = Path(params.paths.variants) / "int8"  # left by an earlier run that built variants
+@pytest.mark.parametrize(("params_file", "headline"), [("params.yaml", ("strict entity F1", "sentence")),
+                                                        ("params-sentiment.yaml", ("macro-F1", "text"))])
+def test_no_variants_asked_empties_the_folder_without_evaluating_or_importing_torch(
+        tmp_path: Path, params_file: str, headline: tuple[str, str]) -> None:
+    """`compress.variants: []`: an empty folder and a table without rows, in about a second (no torch, no kind,
+    no second evaluation of the candidate, which is not even there)."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / params_file).read_text())
+    raw["compress"]["variants"] = []
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = load_params(tmp_path / "params.yaml")
+    stale = tmp_path / params.paths.variants / "int8"  # left by an earlier run that built variants
     stale.mkdir(parents=True)
     (stale / "model.safetensors").write_bytes(b"old")
-    monkeypatch.setattr(compress, "measure", lambda *a, **k: pytest.fail("nothing to compare: no evaluation"))
+    code = ("import sys; from tasks import compress; compress.main([]); "
+            "print(sorted(m for m in ('torch', 'transformers', 'tasks.kinds.ner.task') if m in sys.modules))")
+    ran = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
 
-    report = compress.compress(params, kind(task))
-
-    assert report == CompressionReport.read(Path(params.paths.compression)) and report.rows == []
-    assert report.published == [] and list(Path(params.paths.variants).iterdir()) == []
-    assert (report.score_name, report.unit) == {"token-classification": ("strict entity F1", "sentence"),
-                                                "sequence-classification": ("macro-F1", "text")}[task]
-    assert compress.step(params, None) == "no variants asked (compress.variants: [])"
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip().splitlines() == ["compress: no variants asked (compress.variants: [])", "[]"]
+    report = CompressionReport.read(tmp_path / params.paths.compression)
+    assert report.rows == [] and report.published == [] and (report.score_name, report.unit) == headline
+    assert list((tmp_path / params.paths.variants).iterdir()) == []
 
 
 def test_a_variant_that_breaks_the_fp32_predictions_fails_the_parity_rule() -> None:

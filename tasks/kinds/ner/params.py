@@ -21,7 +21,7 @@ from tasks.params import (
     unknown_checks,
 )
 
-# What the evaluation reports (EvalReport.headline.name and .unit), also named by the kind (task.py).
+# What the evaluation reports (EvalReport.headline.name and .unit); tasks.kinds.headline_of reads them.
 HEADLINE = "strict entity F1"
 UNIT = "sentence"
 

@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from tasks.kinds.ner.params import (
-    HEADLINE,
     HINTS,
-    UNIT,
     NerCleanParams,
     NerEvaluateParams,
     NerIngestParams,
@@ -35,8 +33,6 @@ class Ner:
 
     entity_types: list[str]
     task: ClassVar[str] = TOKEN_CLASSIFICATION
-    headline: ClassVar[str] = HEADLINE
-    unit: ClassVar[str] = UNIT
 
     def check_source(self, params: NerIngestParams) -> None:
         """Any CoNLL/JSONL source, and the builtin WNUT-16 set, hold NER data."""

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from tasks.params import COMMON_CHECKS, COMMON_HINTS, IngestParams, Params, TaskParams, ValidateParams, unknown_checks
 
-# What the evaluation reports (EvalReport.headline.name and .unit), also named by the kind (task.py).
+# What the evaluation reports (EvalReport.headline.name and .unit); tasks.kinds.headline_of reads them.
 HEADLINE = "macro-F1"
 UNIT = "text"
 

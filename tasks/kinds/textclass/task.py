@@ -16,9 +16,7 @@ from typing import ClassVar
 from tasks.kinds.textclass import data
 from tasks.kinds.textclass.data import TextExample
 from tasks.kinds.textclass.params import (
-    HEADLINE,
     HINTS,
-    UNIT,
     TextclassIngestParams,
     TextclassParams,
     TextclassValidateParams,
@@ -37,8 +35,6 @@ class TextClass:
     labels: list[str]
     multi_label: bool
     task: ClassVar[str] = SEQUENCE_CLASSIFICATION
-    headline: ClassVar[str] = HEADLINE
-    unit: ClassVar[str] = UNIT
 
     def check_source(self, params: TextclassIngestParams) -> None:
         if params.source == BUILTIN_SOURCE:
