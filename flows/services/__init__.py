@@ -80,6 +80,7 @@ from flows.services.definitions import (
     s3_check_buckets,
     s3_ensure_buckets,
     seaweedfs,
+    seed_prefect_database,
     weed_shell,
     worker_check,
     worker_name,
@@ -151,6 +152,8 @@ def up(settings: Settings | None = None) -> dict:
         to_start = _services_to_start(settings)
         for service in to_start:  # all ports first: a clash must not leave half the services started
             check_ports(service)
+        if any(service.name == "prefect-server" for service in to_start):
+            seed_prefect_database(_state(settings) / "prefect")
         for service in to_start:  # both start together: Prefect's start-up is the long one
             start(settings, service)
         if s3_is_local(settings):

@@ -7,11 +7,13 @@ up, and create the global concurrency limit `gpu` (one slot per GPU) that the tr
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -123,6 +125,57 @@ def prefect_server(settings: Settings) -> Service:
     # PREFECT_API_URL is the clients' setting; the server must not think it is a client of itself.
     return Service("prefect-server", command, {settings.prefect_port: "API/UI"}, host=settings.prefect_host,
                    env=env, unset_env=("PREFECT_API_URL",))
+
+
+PREFECT_DB = "prefect.db"  # the server's SQLite database in its PREFECT_HOME (Prefect's default URL)
+
+
+def seed_prefect_database(home: Path) -> None:
+    """Give a new server an already migrated, empty database: Prefect's migrations of a fresh SQLite file
+    cost about 16 s of CPU (20 s on 2 cores) at every first start. One migrated copy per Prefect version
+    is kept beside the interpreter (`<venv>/share/flowtune/`) and copied in; the server then finds its
+    schema current and skips straight to serving. Nothing happens when the database exists, when a
+    database URL is configured (PostgreSQL), or when no copy can be made (the server migrates as usual).
+    """
+    if (home / PREFECT_DB).exists() or os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL"):
+        return
+    template = migrated_template()
+    if template is None:
+        return
+    home.mkdir(parents=True, exist_ok=True)
+    partial = home / f".{PREFECT_DB}.partial"
+    shutil.copyfile(template, partial)
+    os.replace(partial, home / PREFECT_DB)  # whole or absent: a server never opens half a copy
+
+
+def migrated_template() -> Path | None:
+    """`<venv>/share/flowtune/prefect-<version>.db`, made once by `prefect server database upgrade` (under
+    a lock: two `services up` at once make it once); None where it cannot be made."""
+    import prefect
+
+    folder = Path(sys.prefix) / "share" / "flowtune"
+    template = folder / f"prefect-{prefect.__version__}.db"
+    if template.exists():
+        return template
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".prefect-template.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not template.exists():
+                _migrate_into(folder, template)
+    except (OSError, subprocess.SubprocessError):
+        return None  # a read-only install, a failed migration: the server migrates its own database
+    return template if template.exists() else None
+
+
+def _migrate_into(folder: Path, template: Path) -> None:
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".prefect-home-") as home:
+        env = {key: value for key, value in os.environ.items()
+               if key not in ("PREFECT_API_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")}
+        migrated = subprocess.run([sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
+                                  env={**env, "PREFECT_HOME": home}, capture_output=True, text=True, timeout=600)
+        if migrated.returncode == 0 and (Path(home) / PREFECT_DB).exists():
+            os.replace(Path(home) / PREFECT_DB, template)
 
 
 def worker_name(settings: Settings) -> str:

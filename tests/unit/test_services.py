@@ -434,3 +434,50 @@ def test_one_accelerator_slot_per_gpu_and_one_without(monkeypatch, listing: str,
     # accelerator_slots looks `subprocess` up in flows/services/definitions.py
     monkeypatch.setattr(definitions.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, listing, ""))
     assert services.accelerator_slots() == slots
+
+
+def test_a_new_prefect_server_gets_the_migrated_database_once(tmp_path, monkeypatch):
+    """A new server's home gets a copy of the migrated template (Prefect then skips ~16 s of migrations);
+    an existing database is never replaced, and a configured database URL means no copy at all."""
+    template = tmp_path / "template.db"
+    template.write_bytes(b"migrated schema")
+    monkeypatch.setattr(definitions, "migrated_template", lambda: template)
+    monkeypatch.delenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", raising=False)
+
+    home = tmp_path / "state" / "prefect"
+    definitions.seed_prefect_database(home)
+    assert (home / "prefect.db").read_bytes() == b"migrated schema" and sorted(home.iterdir()) == [home / "prefect.db"]
+
+    (home / "prefect.db").write_bytes(b"runs of last week")
+    definitions.seed_prefect_database(home)
+    assert (home / "prefect.db").read_bytes() == b"runs of last week"
+
+    elsewhere = tmp_path / "postgres-backed"
+    monkeypatch.setenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", "postgresql+asyncpg://u:p@db:5432/prefect")
+    definitions.seed_prefect_database(elsewhere)
+    assert not elsewhere.exists()
+
+
+def test_the_migrated_template_is_made_once_per_prefect_version(tmp_path, monkeypatch):
+    """Made by `prefect server database upgrade` in a private home, then reused; a failed migration
+    leaves no template, so the server migrates its own database as before."""
+    import prefect
+
+    calls = []
+
+    def fake_run(command, env, **_):
+        calls.append(command)
+        if ok:
+            (Path(env["PREFECT_HOME"]) / "prefect.db").write_bytes(b"schema")
+        return subprocess.CompletedProcess(command, 0 if ok else 1, "", "")
+
+    monkeypatch.setattr(definitions.sys, "prefix", str(tmp_path / "venv"))
+    monkeypatch.setattr(definitions.subprocess, "run", fake_run)
+    ok = False
+    assert definitions.migrated_template() is None
+    ok = True
+    made = definitions.migrated_template()
+    assert made == tmp_path / "venv" / "share" / "flowtune" / f"prefect-{prefect.__version__}.db"
+    assert made.read_bytes() == b"schema" and definitions.migrated_template() == made
+    assert len(calls) == 2 and calls[-1][-4:] == ["server", "database", "upgrade", "-y"]
+    assert [p.name for p in made.parent.iterdir() if p.name.startswith(".prefect-home-")] == []
