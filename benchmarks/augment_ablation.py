@@ -1,15 +1,23 @@
-"""Does augmentation help? Test entity F1 with no augmentation, synonym swap, back-translation, name swap, and mixes.
+"""Which augmentation scores best on a data set, and how does the HF Trainer recipe compare? Test score over seeds.
 
 Usage:
     .venv/bin/python benchmarks/augment_ablation.py                       # params.yaml's training, seeds 13 14 15
     .venv/bin/python benchmarks/augment_ablation.py --epochs 3 --seeds 13 14 15
     .venv/bin/python benchmarks/augment_ablation.py --epochs 2 --seeds 13 --configs both both+name_swap
+    .venv/bin/python benchmarks/augment_ablation.py --params-file params-sentiment.yaml --epochs 1 \\
+        --configs none synonym both hf-trainer --set learning_rate=5e-5
 
-The data is the pipeline's own: WNUT-16 imported, split and cleaned with `params.yaml`. Each augmenter
-runs once over the cleaned train split (augment.seed fixed), each configuration's train set is merged
-the way the augment stage merges it, and the encoder is fine-tuned once per configuration and training
-seed; the test split is never augmented. Prints a markdown table: mean and spread of strict IOB2 entity
-F1 on test, and the mean name invariance (the behaviour check of the evaluation), per configuration.
+The data is that of the params file (`params.yaml`: WNUT-16 NER; `params-sentiment.yaml`: VADER tweets),
+imported, split and cleaned with its settings. Each augmenter runs once over the cleaned train split
+(augment.seed fixed), each configuration's train set is merged the way the augment stage merges it, and
+the encoder is fine-tuned once per configuration and training seed; the test split is never augmented.
+
+`hf-trainer` is the reference recipe on the unaugmented cleaned train split: transformers' `Trainer` with
+the params' learning rate, epochs, batch size, warmup, weight decay, clipping, dropout and seed, random
+batches, last epoch's weights (run_ner.py / run_glue.py). `none` is flowtune's engine on the same data.
+
+Prints a markdown table: mean and spread of the kind's headline score on test (strict IOB2 entity F1,
+or macro-F1), the best epoch's dev score and, for NER, the mean name invariance (a behaviour check).
 """
 
 from __future__ import annotations
@@ -21,93 +29,152 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import yaml  # noqa: E402
+
 from tasks import augment, clean, evaluate, ingest, train  # noqa: E402
 from tasks.io import write_jsonl  # noqa: E402
 from tasks.kinds import kind_for  # noqa: E402
-from tasks.kinds.ner.kind import NerKind  # noqa: E402
-from tasks.kinds.ner.records import load_jsonl  # noqa: E402
 from tasks.params import load_params  # noqa: E402
 
+TRAINER = "hf-trainer"
 CONFIGS = {"none": [], "synonym": ["synonym"], "backtranslation": ["backtranslation"],
            "both": ["synonym", "backtranslation"], "name_swap": ["name_swap"],
-           "both+name_swap": ["synonym", "backtranslation", "name_swap"]}
+           "both+name_swap": ["synonym", "backtranslation", "name_swap"], TRAINER: []}
+
+
+@dataclass(frozen=True)
+class Run:
+    test: float
+    dev: float | None
+    seconds: float
+    sentences: int
+    invariance: float | None  # NER's name invariance; None for other kinds and the Trainer
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)  # partial results survive an interrupt
 
 
 def prepare(work: Path, params, methods: set[str]) -> tuple[Path, dict[str, list]]:
-    """Import and clean the default data; each needed augmenter's new train records (computed once)."""
-    ingest.run(params.ingest, work / "raw", kind_for(params))
-    clean.run(params.clean, work / "raw", work / "clean", work / "clean.json", kind_for(params))
-    train_records = load_jsonl(work / "clean" / "train.jsonl")
+    """Import and clean the params' data; each needed augmenter's new train records (computed once)."""
+    kind = kind_for(params)
+    ingest.run(params.ingest, work / "raw", kind)
+    clean.run(params.clean, work / "raw", work / "clean", work / "clean.json", kind)
+    train_records = augment.load_split(work / "clean" / "train.jsonl", kind)
     generated = {}
     for method in sorted(methods):
         start = time.perf_counter()
         generated[method], counts = augment.generate(method, params.augment, train_records)
-        print(f"{method}: {len(generated[method])} new sentences in {time.perf_counter() - start:.0f} s "
-              f"{dict(counts)}", file=sys.stderr, flush=True)
+        log(f"{method}: {len(generated[method])} new sentences in {time.perf_counter() - start:.0f} s {dict(counts)}")
     return work / "clean", generated
 
 
-def dataset(work: Path, clean_dir: Path, generated: dict[str, list], methods: list[str]) -> Path:
+def dataset(work: Path, params, clean_dir: Path, generated: dict[str, list], methods: list[str]) -> Path:
     """A data folder for one configuration: merged train, the untouched dev and test."""
+    kind = kind_for(params)
     folder = work / ("data-" + ("+".join(methods) or "none"))
-    train_records = load_jsonl(clean_dir / "train.jsonl")
-    evaluation = {r.tokens for s in ("dev", "test") for r in load_jsonl(clean_dir / f"{s}.jsonl")}
+    train_records = augment.load_split(clean_dir / "train.jsonl", kind)
+    evaluation = {r.tokens for s in ("dev", "test") for r in augment.load_split(clean_dir / f"{s}.jsonl", kind)}
     counts = {m: Counter() for m in methods}
     merged = augment.merge(train_records, {m: generated[m] for m in methods}, evaluation, counts)
-    write_jsonl(folder / "train.jsonl", merged)
+    write_jsonl(folder / "train.jsonl", [kind.from_sentence(r) for r in merged])
     for split in ("dev", "test"):
         augment.copy_exact(clean_dir / f"{split}.jsonl", folder / f"{split}.jsonl")
     return folder
 
 
-def train_and_score(work: Path, data: Path, params, seed: int,
-                    epochs: int | None) -> tuple[float, float, int, float]:
-    """(test strict F1, training seconds, train sentences, name invariance) for one training run."""
-    train_params = params.train.model_copy(update={"seed": seed, **({"epochs": epochs} if epochs else {})})
-    model_dir = work / f"model-{data.name}-{seed}"
-    metrics = train.fit(NerKind(params.task.labels), train_params, data,
-                        train.Outputs(model_dir, work / "train.json", work / "curve.csv"))
+def train_and_score(work: Path, data: Path, params, train_params) -> Run:
+    """flowtune's train and evaluate stages on one data folder."""
+    kind = kind_for(params)
+    training = kind.training(data / "train.jsonl")
+    model_dir = work / f"model-{data.name}-{train_params.seed}"
+    metrics = train.fit(training, train_params, data, train.Outputs(model_dir, work / "train.json", work / "curve.csv"))
     scores = evaluate.run(params.evaluate, model_dir, data / "test.jsonl", work / "eval.json", work / "pred.jsonl",
-                          train_params.max_length, kind=kind_for(params))
-    f1 = scores.headline.value
-    invariance = json.loads((work / "eval.json").read_text())["behaviour"]["name_invariance"]["pass_rate"]
-    print(f"{data.name} seed {seed}: test F1 {f1:.4f}, name invariance {invariance:.3f}, "
-          f"{metrics['train_sentences']} train sentences, {metrics['train_seconds']:.0f} s",
-          file=sys.stderr, flush=True)  # partial results survive an interrupt
-    return f1, metrics["train_seconds"], metrics["train_sentences"], invariance
+                          train_params.max_length, kind=kind)
+    behaviour = json.loads((work / "eval.json").read_text()).get("behaviour") or {}
+    invariance = behaviour.get("name_invariance", {}).get("pass_rate")
+    return Run(scores.headline.value, metrics["dev_f1"], metrics["train_seconds"], metrics["train_sentences"],
+               invariance)
+
+
+def trainer_score(data: Path, params, train_params) -> Run:
+    """The HF Trainer recipe of the params' kind on one data folder."""
+    from benchmarks import trainer_recipes
+
+    recipe = trainer_recipes.RECIPES[params.task.kind]
+    return Run(*recipe(data, params, train_params), invariance=None)
+
+
+def run_config(work: Path, params, clean_dir: Path, generated: dict, name: str, train_params) -> Run:
+    data = dataset(work, params, clean_dir, generated, CONFIGS[name])
+    if name == TRAINER:
+        run = trainer_score(data, params, train_params)
+    else:
+        run = train_and_score(work, data, params, train_params)
+    invariance = f", name invariance {run.invariance:.3f}" if run.invariance is not None else ""
+    dev = f", dev {run.dev:.4f}" if run.dev is not None else ""
+    log(f"{name} seed {train_params.seed}: test {run.test:.4f}{dev}{invariance}, {run.sentences} train sentences, "
+        f"{run.seconds:.0f} s")
+    return run
+
+
+def train_overrides(params, args) -> dict:
+    """--epochs and --set KEY=VALUE as train-section updates (unknown keys are an error)."""
+    wanted = {"epochs": args.epochs} if args.epochs else {}
+    for setting in args.set:
+        key, _, value = setting.partition("=")
+        known = type(params.train).model_fields
+        if key not in known:
+            raise SystemExit(f"--set {setting}: train has no key {key!r} (keys: {', '.join(known)})")
+        wanted[key] = yaml.safe_load(value)
+    return wanted
+
+
+def print_table(params, args, rows: list[tuple[str, list[Run]]]) -> None:
+    train_params = params.train.model_copy(update=train_overrides(params, args))
+    print(f"\n{args.params_file}: {train_params.epochs} epochs, batch {train_params.batch_size}, "
+          f"lr {train_params.learning_rate}, seeds {args.seeds}; test {params.task.kind} headline score\n")
+    print("| configuration | train sentences | test mean | spread (sd) | per seed | dev mean | name invariance "
+          "| train s/run |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|")
+    for name, runs in rows:
+        tests = [r.test for r in runs]
+        spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
+        devs = [r.dev for r in runs if r.dev is not None]
+        invariances = [r.invariance for r in runs if r.invariance is not None]
+        print(f"| {name} | {runs[0].sentences:,} | {statistics.mean(tests):.4f} | {spread:.4f} | "
+              f"{', '.join(f'{t:.4f}' for t in tests)} | {statistics.mean(devs) if devs else float('nan'):.4f} | "
+              f"{statistics.mean(invariances) if invariances else float('nan'):.3f} | "
+              f"{statistics.mean(r.seconds for r in runs):.0f} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params-file", default="params.yaml", help="the pipeline's params (data, cleaning, training)")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs for every run")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a train key for every run, e.g. --set learning_rate=5e-5 (repeatable)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=[c for c in CONFIGS if c != TRAINER], choices=list(CONFIGS))
     args = parser.parse_args()
-    params = load_params(ROOT / "params.yaml")
+    params = load_params(ROOT / args.params_file)
+    overrides = train_overrides(params, args)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         clean_dir, generated = prepare(work, params, {m for name in args.configs for m in CONFIGS[name]})
         rows = []
         for name in args.configs:
-            data = dataset(work, clean_dir, generated, CONFIGS[name])
-            runs = [train_and_score(work, data, params, seed, args.epochs) for seed in args.seeds]
-            f1s = [f1 for f1, _, _, _ in runs]
-            seconds, invariance = (statistics.mean(r[i] for r in runs) for i in (1, 3))
-            rows.append((name, runs[0][2], f1s, seconds, invariance))
-            print(f"{name}: F1 {f1s}", file=sys.stderr, flush=True)
-    epochs = args.epochs or params.train.epochs
-    print(f"\n{epochs} epochs, seeds {args.seeds}, strict IOB2 entity F1 on the WNUT-16 test split\n")
-    print("| augmentation | train sentences | test F1 mean | spread (sd) | per seed | name invariance | train s/run |")
-    print("|---|---:|---:|---:|---|---:|---:|")
-    for name, sentences, f1s, seconds, invariance in rows:
-        spread = statistics.stdev(f1s) if len(f1s) > 1 else 0.0
-        print(f"| {name} | {sentences:,} | {statistics.mean(f1s):.4f} | {spread:.4f} | "
-              f"{', '.join(f'{f:.4f}' for f in f1s)} | {invariance:.3f} | {seconds:.0f} |")
+            runs = [run_config(work, params, clean_dir, generated, name,
+                               params.train.model_copy(update={**overrides, "seed": seed})) for seed in args.seeds]
+            rows.append((name, runs))
+            log(f"{name}: test {[round(r.test, 4) for r in runs]}")
+    print_table(params, args, rows)
 
 
 if __name__ == "__main__":

@@ -215,8 +215,23 @@ def run_flowtune(params, data: dict, labels: list[str], device: torch.device) ->
             "reported_train_seconds": metrics["train_seconds"], "best_epoch": metrics["best_epoch"]}
 
 
+def trainer_arguments(output_dir: str, params, steps: int, device: torch.device):
+    """The Trainer's settings from flowtune's train params: the same schedule, no saving, logging or evaluation."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=output_dir, per_device_train_batch_size=params.batch_size, per_device_eval_batch_size=EVAL_BATCH,
+        num_train_epochs=params.epochs, learning_rate=params.learning_rate, weight_decay=params.weight_decay,
+        max_grad_norm=params.max_grad_norm,
+        # transformers 5 has no warmup_ratio; a float warmup_steps < 1 is a ratio but rounds up, flowtune down.
+        warmup_steps=int(params.warmup_ratio * steps), seed=params.seed, report_to="none",
+        save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True,
+        use_cpu=device.type == "cpu", dataloader_num_workers=0, bf16=device.type == "cuda",
+    )
+
+
 def run_hf_trainer(params, data: dict, labels: list[str], device: torch.device) -> dict:
-    from transformers import DataCollatorForTokenClassification, Trainer, TrainerCallback, TrainingArguments
+    from transformers import DataCollatorForTokenClassification, Trainer, TrainerCallback
 
     class Clock(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
@@ -231,15 +246,8 @@ def run_hf_trainer(params, data: dict, labels: list[str], device: torch.device) 
     steps = -(-len(features) // params.batch_size) * params.epochs
     clock = Clock()
     with tempfile.TemporaryDirectory(prefix="train_speed-") as tmp:
-        args = TrainingArguments(
-            output_dir=tmp, per_device_train_batch_size=params.batch_size, num_train_epochs=params.epochs,
-            learning_rate=params.learning_rate, weight_decay=params.weight_decay, max_grad_norm=params.max_grad_norm,
-            # transformers 5 has no warmup_ratio; a float warmup_steps < 1 is a ratio but rounds up, flowtune down.
-            warmup_steps=int(params.warmup_ratio * steps), seed=params.seed, report_to="none",
-            save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True,
-            use_cpu=device.type == "cpu", dataloader_num_workers=0, bf16=device.type == "cuda",
-        )
-        trainer = Trainer(model=model, args=args, train_dataset=features, processing_class=tokenizer,
+        trainer = Trainer(model=model, args=trainer_arguments(tmp, params, steps, device), train_dataset=features,
+                          processing_class=tokenizer,
                           data_collator=DataCollatorForTokenClassification(tokenizer), callbacks=[clock])
         trainer.train()
     if clock.threads != torch.get_num_threads():
