@@ -55,6 +55,7 @@ class Run:
     seconds: float
     sentences: int
     invariance: float | None  # NER's name invariance; None for other kinds and the Trainer
+    groups: dict[str, float] | None = None  # test F1 per entity type or class (flowtune's evaluation only)
 
 
 def log(message: str) -> None:
@@ -100,7 +101,7 @@ def train_and_score(work: Path, data: Path, params, train_params) -> Run:
     behaviour = json.loads((work / "eval.json").read_text()).get("behaviour") or {}
     invariance = behaviour.get("name_invariance", {}).get("pass_rate")
     return Run(scores.headline.value, metrics["dev_f1"], metrics["train_seconds"], metrics["train_sentences"],
-               invariance)
+               invariance, {name: group.f1 for name, group in (scores.groups or {}).items()})
 
 
 def trainer_score(data: Path, params, train_params) -> Run:
@@ -119,8 +120,9 @@ def run_config(work: Path, params, clean_dir: Path, generated: dict, name: str, 
         run = train_and_score(work, data, params, train_params)
     invariance = f", name invariance {run.invariance:.3f}" if run.invariance is not None else ""
     dev = f", dev {run.dev:.4f}" if run.dev is not None else ""
-    log(f"{name} seed {train_params.seed}: test {run.test:.4f}{dev}{invariance}, {run.sentences} train sentences, "
-        f"{run.seconds:.0f} s")
+    groups = f" ({', '.join(f'{g} {f1:.3f}' for g, f1 in run.groups.items())})" if run.groups else ""
+    log(f"{name} seed {train_params.seed}: test {run.test:.4f}{groups}{dev}{invariance}, {run.sentences} train "
+        f"sentences, {run.seconds:.0f} s")
     return run
 
 
