@@ -275,7 +275,7 @@ def test_a_classifier_distills_on_texts(tiny_base: Path, tmp_path: Path, multi_l
     from tasks import train
     from tasks.kinds.textclass import data as textdata
     from tasks.kinds.textclass.data import TextExample
-    from tasks.params import TrainParams
+    from tasks.kinds.textclass.params import TextclassTrainParams
 
     def texts(count: int, seed: int) -> list[TextExample]:
         rows = []
@@ -289,7 +289,8 @@ def test_a_classifier_distills_on_texts(tiny_base: Path, tmp_path: Path, multi_l
 
     for split, (count, seed) in {"train": (24, 1), "dev": (8, 2), "test": (8, 3)}.items():
         textdata.write_examples(tmp_path / "augmented" / f"{split}.jsonl", texts(count, seed))
-    settings = TrainParams(**train_params(tiny_base, learning_rate=5e-3).model_dump(exclude={"label_all_pieces"}))
+    common = train_params(tiny_base, learning_rate=5e-3).model_dump(exclude={"label_all_pieces"})
+    settings = TextclassTrainParams(**common, class_weight="none")
     labels = ["person", "place"]
     train.fit(TextClassKind(labels, multi_label), settings, tmp_path / "augmented",
               train.Outputs(tmp_path / "model", tmp_path / "train.json", tmp_path / "curve.csv"))

@@ -11,6 +11,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 
 from tasks import train
 from tasks.io import InputFormatError
+from tasks.kinds import kind_for
 from tasks.kinds.ner.records import NerRecord
 from tasks.kinds.textclass import data as textdata
 from tasks.kinds.textclass import modeling as textclass
@@ -18,7 +19,8 @@ from tasks.kinds.textclass.data import TextExample, mentions, read_text_examples
 from tasks.kinds.textclass.kind import TextClassKind
 from tasks.kinds.textclass.modeling import expected_calibration_error, scores
 from tasks.metrics import EvalReport
-from tests.helpers import NAMES, PLACES, kind, train_params
+from tasks.params import load_params
+from tests.helpers import NAMES, PLACES, ROOT, kind, train_params
 
 
 def test_csv_and_jsonl_with_configurable_columns(tmp_path: Path):
@@ -110,6 +112,53 @@ def test_a_sequence_classifier_trains_on_the_shared_engine(tmp_path: Path, tiny_
     classify = pipeline("text-classification", model=str(tmp_path / "model"))
     assert classify("john is great today")[0]["label"] == "person"
     assert classify("paris was great today")[0]["label"] == "none"
+
+
+def with_class_weight(tmp_path: Path, rows: list[TextExample], labels: list[str], multi_label: bool = False):
+    """The training pieces of params-sentiment.yaml with `train.class_weight: balanced`, on these train rows."""
+    textdata.write_examples(tmp_path / "train.jsonl", rows)
+    params = load_params(ROOT / "params-sentiment.yaml")
+    params = params.model_copy(update={
+        "task": params.task.model_copy(update={"labels": labels, "multi_label": multi_label}),
+        "train": params.train.model_copy(update={"class_weight": "balanced"})})
+    return kind_for(params).training(tmp_path / "train.jsonl")
+
+
+def test_balanced_class_weights_give_every_class_the_same_total_weight(tmp_path: Path):
+    rows = [TextExample(str(i), f"text {i}", label) for i, label in enumerate(["a"] * 6 + ["b"] * 3 + ["c"])]
+    training = with_class_weight(tmp_path, rows, ["a", "b", "c", "d"])
+    assert training.class_weights == pytest.approx((10 / 24, 10 / 12, 10 / 4, 1.0))  # d: not in train, weight 1
+    totals = [count * weight for count, weight in zip((6, 3, 1), training.class_weights, strict=False)]
+    assert totals == pytest.approx([2.5, 2.5, 2.5])
+    # Multi-label: each class's positives weigh its negatives / positives (BCE's pos_weight).
+    sets = [TextExample(str(i), f"text {i}", label) for i, label in enumerate(["a|b", "a", "a", ""])]
+    assert with_class_weight(tmp_path, sets, ["a", "b"], multi_label=True).class_weights == pytest.approx((1 / 3, 3.0))
+
+
+def test_class_weight_none_leaves_the_loss_unweighted(tmp_path: Path):
+    assert kind("sequence-classification").training(tmp_path / "absent.jsonl").class_weights is None
+
+
+def test_the_weighted_loss_weighs_each_text_by_its_class():
+    logits, labels = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.3, 0.1]]), torch.tensor([[0], [2]])
+    per_text = torch.nn.functional.cross_entropy(logits, labels[:, 0], reduction="none")
+    assert TextClassKind(["a", "b", "c"]).loss(logits, labels) == pytest.approx(float(per_text.sum()))
+    weighted = TextClassKind(["a", "b", "c"], class_weights=(0.5, 1.0, 3.0)).loss(logits, labels)
+    assert weighted == pytest.approx(float(0.5 * per_text[0] + 3.0 * per_text[1]))
+    # Multi-label: the positives of class b (weight 4) cost 4x, the negatives as before.
+    sets, targets = torch.tensor([[1.0, -1.0]]), torch.tensor([[0, 1]])
+    plain = torch.nn.functional.binary_cross_entropy_with_logits(sets, targets.float(), reduction="none")[0]
+    weighted = TextClassKind(["a", "b"], multi_label=True, class_weights=(1.0, 4.0)).loss(sets, targets)
+    assert weighted == pytest.approx(float(plain[0] + 4.0 * plain[1]))
+
+
+def test_train_json_reports_the_class_weights_it_trained_with(tmp_path: Path, tiny_base: Path):
+    textdata.write_examples(tmp_path / "data/train.jsonl", sentences(24, 1)[:20])  # 10 person, 10 none
+    textdata.write_examples(tmp_path / "data/dev.jsonl", sentences(8, 2))
+    params = train_params(tiny_base, epochs=1, batch_size=8, max_length=12)
+    outputs = train.Outputs(tmp_path / "model", tmp_path / "train.json", tmp_path / "curve.csv")
+    train.fit(TextClassKind(["none", "person"], class_weights=(1.0, 1.0)), params, tmp_path / "data", outputs)
+    assert json.loads((tmp_path / "train.json").read_text())["class_weights"] == {"none": 1.0, "person": 1.0}
 
 
 def test_the_evaluate_stage_scores_a_classifier_and_writes_its_confusion_plot(tmp_path: Path, tiny_base: Path):

@@ -6,6 +6,7 @@ reports how many training texts were. The dev score is macro-F1 over the classes
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,17 +27,30 @@ def labels_in(examples: Sequence[TextExample]) -> list[str]:
     return sorted({label for e in examples for label in e.labels})
 
 
-def class_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed cross-entropy of logits [batch, classes]; an example's class id sits in position 0 of its
-    label row (the rest is padding)."""
-    return F.cross_entropy(logits.float(), labels[:, 0], ignore_index=IGNORE_INDEX, reduction="sum")
+def balanced_weights(examples: Sequence[TextExample], labels: Sequence[str], multi_label: bool) -> tuple[float, ...]:
+    """Per class, scikit-learn's "balanced" weight n / (classes x count); multi-label: negatives / positives,
+    the weight of that class's positives (BCE's pos_weight). A class absent from train weighs 1."""
+    counts = Counter(label for e in examples for label in e.labels)
+    total = len(examples)
+    if multi_label:
+        return tuple((total - counts[c]) / counts[c] if counts[c] else 1.0 for c in labels)
+    return tuple(total / (len(labels) * counts[c]) if counts[c] else 1.0 for c in labels)
 
 
-def binary_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def class_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+    """Summed cross-entropy of logits [batch, classes], each text weighted by its class's weight (if given);
+    an example's class id sits in position 0 of its label row (the rest is padding)."""
+    return F.cross_entropy(logits.float(), labels[:, 0], weight=weights, ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def binary_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, pos_weights: torch.Tensor | None = None
+                         ) -> torch.Tensor:
     """Summed binary cross-entropy of logits [batch, classes]: the label row starts with the example's 0/1
-    vector over the classes, one yes/no decision each."""
+    vector over the classes, one yes/no decision each; `pos_weights` weigh each class's positives."""
     classes = logits.shape[-1]
-    return F.binary_cross_entropy_with_logits(logits.float(), labels[:, :classes].float(), reduction="sum")
+    return F.binary_cross_entropy_with_logits(logits.float(), labels[:, :classes].float(), pos_weight=pos_weights,
+                                              reduction="sum")
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,7 @@ class TextClassKind:
 
     labels: list[str]
     multi_label: bool = False
+    class_weights: tuple[float, ...] | None = None  # per class, in `labels` order (train.class_weight: balanced)
     score_name: ClassVar[str] = "dev_macro_f1"
     lora_task_type: ClassVar[str] = "SEQ_CLS"
 
@@ -64,10 +79,14 @@ class TextClassKind:
     def encode(self, tokenizer, rows: Sequence[TextExample], params: TrainParams, with_labels: bool) -> Encoded:
         label2id = {label: i for i, label in enumerate(self.labels)} if with_labels else None
         examples, truncated = encode_texts(tokenizer, rows, params.max_length, label2id, self.multi_label)
-        return Encoded(examples, {"truncated_texts": truncated})
+        metrics = {"truncated_texts": truncated}
+        if self.class_weights:  # reported in train.json
+            metrics["class_weights"] = dict(zip(self.labels, self.class_weights, strict=True))
+        return Encoded(examples, metrics)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return (binary_cross_entropy if self.multi_label else class_cross_entropy)(logits, labels)
+        weights = torch.tensor(self.class_weights, device=logits.device) if self.class_weights else None
+        return (binary_cross_entropy if self.multi_label else class_cross_entropy)(logits, labels, weights)
 
     def soft_loss(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
                   temperature: float) -> torch.Tensor:

@@ -7,7 +7,16 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from tasks.params import COMMON_CHECKS, COMMON_HINTS, IngestParams, Params, TaskParams, ValidateParams, unknown_checks
+from tasks.params import (
+    COMMON_CHECKS,
+    COMMON_HINTS,
+    IngestParams,
+    Params,
+    TaskParams,
+    TrainParams,
+    ValidateParams,
+    unknown_checks,
+)
 
 # What the evaluation reports (EvalReport.headline.name and .unit); tasks.kinds.headline_of reads them.
 HEADLINE = "macro-F1"
@@ -44,10 +53,17 @@ class TextclassValidateParams(ValidateParams):
         return unknown_checks(soft, CHECKS)
 
 
+class TextclassTrainParams(TrainParams):
+    # balanced: each class's loss weighs n / (classes x its train count) (multi-label: each class's positives
+    # weigh its negatives / positives), so a rare class counts as much as a common one; none: every text alike
+    class_weight: Literal["none", "balanced"]
+
+
 class TextclassParams(Params):
     task: TextclassTaskParams
     ingest: TextclassIngestParams
     validate_: TextclassValidateParams = Field(alias="validate")
+    train: TextclassTrainParams
 
 
 SCHEMA = TextclassParams

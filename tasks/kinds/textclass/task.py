@@ -34,6 +34,7 @@ class TextClass:
 
     labels: list[str]
     multi_label: bool
+    class_weight: str = "none"  # train.class_weight: none | balanced (weights from the train split's counts)
     task: ClassVar[str] = SEQUENCE_CLASSIFICATION
 
     def check_source(self, params: TextclassIngestParams) -> None:
@@ -75,9 +76,14 @@ class TextClass:
         return data.as_example(sentence)
 
     def training(self, train_file: Path):
-        from tasks.kinds.textclass.kind import TextClassKind, labels_in
+        from tasks.kinds.textclass.kind import TextClassKind, balanced_weights, labels_in
 
-        return TextClassKind(list(self.labels or labels_in(data.load_examples(train_file))), self.multi_label)
+        if self.labels and self.class_weight == "none":  # nothing to read from the train split
+            return TextClassKind(list(self.labels), self.multi_label)
+        examples = data.load_examples(train_file)
+        labels = list(self.labels or labels_in(examples))
+        weights = balanced_weights(examples, labels, self.multi_label) if self.class_weight == "balanced" else None
+        return TextClassKind(labels, self.multi_label, weights)
 
     def evaluate(self, params: EvaluateParams, model_dir: Path, test_path: Path, predictions_path: Path,
                  max_length: int, device: str | None = None) -> tuple[EvalReport, list[tuple[str, str]]]:
@@ -87,4 +93,4 @@ class TextClass:
 
 
 def kind(params: TextclassParams) -> TextClass:
-    return TextClass(list(params.task.labels), params.task.multi_label)
+    return TextClass(list(params.task.labels), params.task.multi_label, params.train.class_weight)
