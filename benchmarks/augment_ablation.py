@@ -90,12 +90,14 @@ def dataset(work: Path, params, clean_dir: Path, generated: dict[str, list], met
     return folder
 
 
-def train_and_score(work: Path, data: Path, params, train_params) -> Run:
-    """flowtune's train and evaluate stages on one data folder."""
-    kind = kind_for(params)
+def train_and_score(work: Path, data: Path, params) -> Run:
+    """flowtune's train and evaluate stages on one data folder (the kind and the training both read `params`)."""
+    kind, train_params = kind_for(params), params.train
     training = kind.training(data / "train.jsonl")
     model_dir = work / f"model-{data.name}-{train_params.seed}"
     metrics = train.fit(training, train_params, data, train.Outputs(model_dir, work / "train.json", work / "curve.csv"))
+    if "class_weights" in metrics:
+        log(f"class weights: {metrics['class_weights']}")
     scores = evaluate.run(params.evaluate, model_dir, data / "test.jsonl", work / "eval.json", work / "pred.jsonl",
                           train_params.max_length, kind=kind)
     behaviour = json.loads((work / "eval.json").read_text()).get("behaviour") or {}
@@ -104,24 +106,22 @@ def train_and_score(work: Path, data: Path, params, train_params) -> Run:
                invariance, {name: group.f1 for name, group in (scores.groups or {}).items()})
 
 
-def trainer_score(data: Path, params, train_params) -> Run:
+def trainer_score(data: Path, params) -> Run:
     """The HF Trainer recipe of the params' kind on one data folder."""
     from benchmarks import trainer_recipes
 
     recipe = trainer_recipes.RECIPES[params.task.kind]
-    return Run(*recipe(data, params, train_params), invariance=None)
+    return Run(*recipe(data, params, params.train), invariance=None)
 
 
-def run_config(work: Path, params, clean_dir: Path, generated: dict, name: str, train_params) -> Run:
+def run_config(work: Path, params, clean_dir: Path, generated: dict, name: str) -> Run:
+    """One configuration, one training run: `params` carries that run's train section (overrides and seed)."""
     data = dataset(work, params, clean_dir, generated, CONFIGS[name])
-    if name == TRAINER:
-        run = trainer_score(data, params, train_params)
-    else:
-        run = train_and_score(work, data, params, train_params)
+    run = trainer_score(data, params) if name == TRAINER else train_and_score(work, data, params)
     invariance = f", name invariance {run.invariance:.3f}" if run.invariance is not None else ""
     dev = f", dev {run.dev:.4f}" if run.dev is not None else ""
     groups = f" ({', '.join(f'{g} {f1:.3f}' for g, f1 in run.groups.items())})" if run.groups else ""
-    log(f"{name} seed {train_params.seed}: test {run.test:.4f}{groups}{dev}{invariance}, {run.sentences} train "
+    log(f"{name} seed {params.train.seed}: test {run.test:.4f}{groups}{dev}{invariance}, {run.sentences} train "
         f"sentences, {run.seconds:.0f} s")
     return run
 
@@ -136,6 +136,11 @@ def train_overrides(params, args) -> dict:
             raise SystemExit(f"--set {setting}: train has no key {key!r} (keys: {', '.join(known)})")
         wanted[key] = yaml.safe_load(value)
     return wanted
+
+
+def with_train(params, updates: dict):
+    """The params with these train keys changed: the kind reads some of them too (train.class_weight)."""
+    return params.model_copy(update={"train": params.train.model_copy(update=updates)})
 
 
 def print_table(params, args, rows: list[tuple[str, list[Run]]]) -> None:
@@ -172,8 +177,8 @@ def main() -> None:
         clean_dir, generated = prepare(work, params, {m for name in args.configs for m in CONFIGS[name]})
         rows = []
         for name in args.configs:
-            runs = [run_config(work, params, clean_dir, generated, name,
-                               params.train.model_copy(update={**overrides, "seed": seed})) for seed in args.seeds]
+            runs = [run_config(work, with_train(params, {**overrides, "seed": seed}), clean_dir, generated, name)
+                    for seed in args.seeds]
             rows.append((name, runs))
             log(f"{name}: test {[round(r.test, 4) for r in runs]}")
     print_table(params, args, rows)
