@@ -140,11 +140,13 @@ def train_overrides(params, args) -> dict:
 
 def with_train(params, updates: dict):
     """The params with these train keys changed: the kind reads some of them too (train.class_weight)."""
-    return params.model_copy(update={"train": params.train.model_copy(update=updates)})
+    # Validated, not copied: YAML reads "5e-5" as a string, which the schema turns into the float it means.
+    train = type(params.train).model_validate({**params.train.model_dump(), **updates})
+    return params.model_copy(update={"train": train})
 
 
 def print_table(params, args, rows: list[tuple[str, list[Run]]]) -> None:
-    train_params = params.train.model_copy(update=train_overrides(params, args))
+    train_params = with_train(params, train_overrides(params, args)).train
     print(f"\n{args.params_file}: {train_params.epochs} epochs, batch {train_params.batch_size}, "
           f"lr {train_params.learning_rate}, seeds {args.seeds}; test {params.task.kind} headline score\n")
     print("| configuration | train sentences | test mean | spread (sd) | per seed | dev mean | name invariance "

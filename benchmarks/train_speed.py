@@ -100,7 +100,9 @@ def train_params(args):
         if args.batch_size % args.accumulation:
             raise SystemExit("--batch-size must be a multiple of --accumulation")
         wanted |= {"batch_size": args.batch_size // args.accumulation, "gradient_accumulation_steps": args.accumulation}
-    return params.model_copy(update={k: v for k, v in wanted.items() if k in type(params).model_fields})
+    # Validated, not copied: YAML reads "5e-5" as a string, which the schema turns into the float it means.
+    return type(params).model_validate({**params.model_dump(),
+                                        **{k: v for k, v in wanted.items() if k in type(params).model_fields}})
 
 
 def warn_unlike(params) -> None:
