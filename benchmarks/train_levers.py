@@ -15,6 +15,8 @@ seeds with `benchmarks/train_speed.py`.
 - baseline: fp32, all cores.
 - frozen-embeddings: the 30k-row word-embedding matrix (11.7M of MiniLM's 22.7M weights) gets no gradient
   and no optimizer update.
+- frozen-1-layer, frozen-2-layers: `train.freeze_layers` 1 or 2: the embeddings and the lowest encoder layers
+  get no gradient, so the backward pass stops above them.
 - bf16: `torch.autocast("cpu", torch.bfloat16)` around forward and loss.
 - compile: `torch.compile(model, dynamic=True)`.
 - one-thread: `torch.set_num_threads(1)`.
@@ -33,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-LEVERS = ("baseline", "frozen-embeddings", "bf16", "compile", "one-thread")
+LEVERS = ("baseline", "frozen-embeddings", "frozen-1-layer", "frozen-2-layers", "bf16", "compile", "one-thread")
 BATCH = 32
 WARMUP_STEPS = 3
 
@@ -80,6 +82,7 @@ def run_lever(lever: str, steps: int) -> dict:
 
     from tasks.basemodel import resolve_base_model
     from tasks.engine import build_optimizer
+    from tasks.train import freeze_lowest_layers
 
     torch.manual_seed(13)
     if lever == "one-thread":
@@ -90,6 +93,8 @@ def run_lever(lever: str, steps: int) -> dict:
     model.train()
     if lever == "frozen-embeddings":
         model.base_model.embeddings.word_embeddings.weight.requires_grad_(False)
+    if lever.startswith("frozen-") and lever != "frozen-embeddings":
+        freeze_lowest_layers(model, int(lever.split("-")[1]))
     optimizer = build_optimizer(model, 2e-4, 0.01)
     runner = torch.compile(model, dynamic=True) if lever == "compile" else model
     data = batches(tokenizer, WARMUP_STEPS + steps)

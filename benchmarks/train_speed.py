@@ -109,7 +109,7 @@ def warn_unlike(params) -> None:
     """Settings of params.yaml that flowtune would honour and the two baselines do not reproduce."""
     neutral = {"gradient_accumulation_steps": 1, "processes": 1, "early_stopping_patience": 0,
                "label_all_pieces": False, "compile": False, "layer_lr_decay": 1.0,
-               "freeze_embeddings": False}
+               "freeze_embeddings": False, "freeze_layers": 0}
     for name, value in neutral.items():
         if getattr(params, name, value) != value:
             log(f"warning: train.{name} = {getattr(params, name)} in params.yaml; the baselines use {value}")

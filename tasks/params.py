@@ -187,6 +187,7 @@ class TrainParams(Section):
     warmup_ratio: float = Field(ge=0, lt=1)
     layer_lr_decay: float = Field(gt=0, le=1)
     freeze_embeddings: bool
+    freeze_layers: int = Field(ge=0)
     max_grad_norm: float = Field(gt=0)
     dropout: float = Field(ge=0, lt=1)
     early_stopping_patience: int = Field(ge=0)

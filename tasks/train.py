@@ -73,13 +73,29 @@ def load_model(kind: TrainingKind[Any], params: TrainParams):
 
     `train.freeze_embeddings` keeps the word-embedding matrix as pretrained: no gradient and no optimizer
     state for its rows (MiniLM: 11.7M of 22.7M weights), which is most of what a step updates on CPU.
+    `train.freeze_layers` keeps the embeddings and the lowest encoder layers as pretrained as well.
     """
     model, tokenizer = kind.load_model(params)
     if params.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    if params.freeze_layers:
+        freeze_lowest_layers(model, params.freeze_layers)
     if params.lora.enabled:
         model = with_lora(model, params.lora, kind.lora_task_type)
     return model, tokenizer
+
+
+def freeze_lowest_layers(model, layers: int) -> None:
+    """The embeddings and encoder layers 0 .. layers-1 get no gradient: the backward pass stops at layer
+    `layers`, so a step skips their gradients, not only their optimizer updates."""
+    names = [name for name, _ in model.named_parameters()]
+    present = {engine.layer_depth(name, top=-1) for name in names} - {-1, 0}  # encoder layers, counted from 1
+    if layers > len(present):
+        raise ValueError(f"train.freeze_layers {layers}: the encoder has {len(present)} layers with the names "
+                         "transformers gives BERT-style encoders (encoder.layer.<i>.); freeze at most that many")
+    for name, param in model.named_parameters():
+        if 0 <= engine.layer_depth(name, top=-1) <= layers:  # 0: the embeddings; i + 1: layer i; -1: head
+            param.requires_grad_(False)
 
 
 def model_on_device(kind: TrainingKind[Any], params: TrainParams, processes: engine.Processes):

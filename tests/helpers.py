@@ -185,6 +185,7 @@ def train_params(base: Path, **overrides):
         "warmup_ratio": 0.1,
         "layer_lr_decay": 1.0,
         "freeze_embeddings": False,
+        "freeze_layers": 0,
         "max_grad_norm": 1.0,
         "dropout": 0.1,
         "early_stopping_patience": 0,

@@ -203,6 +203,23 @@ def test_frozen_embeddings_stay_as_pretrained_while_the_rest_trains(tiny_base, d
         assert not torch.equal(trained[f"bert.{name}"], start[name]), name
 
 
+def test_frozen_layers_keep_the_embeddings_and_the_lowest_layers_as_pretrained(tiny_base, data, tmp_path) -> None:
+    fit(tiny_base, data, tmp_path, epochs=1, dropout=0.0, learning_rate=5e-3, batch_size=8, freeze_layers=1)
+    start, trained = weights_of_base(tiny_base), weights(tmp_path / "model")
+    for name in ("embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
+                 "embeddings.LayerNorm.weight", "encoder.layer.0.attention.self.query.weight",
+                 "encoder.layer.0.output.dense.weight"):
+        assert torch.equal(trained[f"bert.{name}"], start[name]), name
+    for name in ("encoder.layer.1.attention.self.query.weight", "encoder.layer.1.output.dense.weight"):
+        assert not torch.equal(trained[f"bert.{name}"], start[name]), name
+
+
+def test_freezing_more_layers_than_the_encoder_has_names_the_key(tiny_base, data, tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"train.freeze_layers 3: the encoder has 2 layers"):
+        fit(tiny_base, data, tmp_path, epochs=1, freeze_layers=3)
+    assert not (tmp_path / "model").exists()
+
+
 def test_early_stopping_stops_when_dev_f1_stalls_and_keeps_the_best_epoch(tiny_base, data, tmp_path) -> None:
     # A learning rate too small to change any prediction: dev F1 never improves after epoch 1.
     metrics = fit(tiny_base, data, tmp_path, epochs=6, learning_rate=1e-12, early_stopping_patience=2)
