@@ -76,7 +76,7 @@ def batches(tokenizer, steps: int) -> list[dict]:
     return out
 
 
-def run_lever(lever: str, steps: int) -> dict:
+def run_lever(lever: str, steps: int, threads: int) -> dict:
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
@@ -85,6 +85,8 @@ def run_lever(lever: str, steps: int) -> dict:
     from tasks.train import freeze_lowest_layers
 
     torch.manual_seed(13)
+    if threads:
+        torch.set_num_threads(threads)
     if lever == "one-thread":
         torch.set_num_threads(1)
     base = resolve_base_model("minilm")
@@ -124,16 +126,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=LEVERS)
     parser.add_argument("--steps", type=int, default=24, help="timed optimizer steps per lever")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for every lever (0 = all cores)")
     parser.add_argument("--worker", choices=LEVERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run_lever(args.worker, args.steps)))
+        print(json.dumps(run_lever(args.worker, args.steps, args.threads)))
         return 0
     levers = ["baseline", *[lever for lever in args.levers if lever != "baseline"]]
     results = {}
     for lever in levers:
         print(f"{lever} ...", file=sys.stderr, flush=True)
-        out = subprocess.run([sys.executable, __file__, "--worker", lever, "--steps", str(args.steps)],
+        out = subprocess.run([sys.executable, __file__, "--worker", lever, "--steps", str(args.steps),
+                              "--threads", str(args.threads)],
                              capture_output=True, text=True, check=True)
         results[lever] = json.loads(out.stdout.strip().splitlines()[-1])
     base = results["baseline"]["tokens_per_s"]
