@@ -120,7 +120,8 @@ def sweep_trial(study: str, trial_id: int, trial_number: int, overrides: dict[st
         found = load_trial_study(study, spec)
         found._storage.set_trial_user_attr(trial_id, FLOW_RUN_ATTR, run_id)
         # The train stage (a `dvc repro` child process) reads these to report to this trial.
-        os.environ.update({sweeping.STORAGE_ENV: spec, sweeping.STUDY_ENV: study, sweeping.TRIAL_ENV: str(trial_id)})
+        os.environ.update({sweeping.STORAGE_ENV: spec, sweeping.STUDY_ENV: study, sweeping.TRIAL_ENV: str(trial_id),
+                           sweeping.CORES_ENV: str(sweeping.cores_per_trial(params.sweep.parallel))})
         reproduce(DATA_STAGES, params, settings)
         try:
             run_stage("train", params, settings)

@@ -14,6 +14,7 @@ import torch
 
 from tasks import engine
 from tasks.params import TrainParams
+from tasks.sweeping import CORES_ENV
 
 
 def seed_everything(seed: int) -> None:
@@ -51,7 +52,10 @@ def plain_model(model):
 
 
 def threads_per_process(params: TrainParams, processes: engine.Processes) -> int:
-    return params.num_threads or max(1, (os.cpu_count() or 1) // processes.local_world)
+    """`train.num_threads`, else this process's share of the cores: the machine's, or those a sweep lends
+    its trial when several trials share the machine (tasks/sweeping.py, CORES_ENV)."""
+    cores = int(os.environ.get(CORES_ENV) or 0) or os.cpu_count() or 1
+    return params.num_threads or max(1, cores // processes.local_world)
 
 
 # config.json key of what flowtune records about a saved model beyond Hugging Face's own fields.

@@ -23,6 +23,17 @@ if TYPE_CHECKING:
 STORAGE_ENV = "FLOWTUNE_SWEEP_STORAGE"
 STUDY_ENV = "FLOWTUNE_SWEEP_STUDY"
 TRIAL_ENV = "FLOWTUNE_SWEEP_TRIAL_ID"
+# The cores one trial may use when `sweep.parallel` trials share a machine (tasks.fitting.threads_per_process).
+# An environment variable, not a params key: the trial's train stage keeps the DVC identity the best trial's
+# test scoring later finds in its dvc.lock.
+CORES_ENV = "FLOWTUNE_TRAIN_CORES"
+
+
+def cores_per_trial(parallel: int) -> int:
+    """This machine's cores split among `parallel` trials: more torch threads than cores make every OpenMP
+    barrier wait for a descheduled thread (a 2-thread training beside one other busy thread on 2 cores ran at
+    a tenth of its speed; docs/BENCHMARKS.md, "Levers")."""
+    return max(1, (os.cpu_count() or 1) // parallel)
 # The trial's user attribute that records a prune (the stage's exit alone cannot tell it from a crash).
 PRUNED_ATTR = "pruned_at_epoch"
 

@@ -172,3 +172,21 @@ def test_apply_refuses_a_key_it_cannot_find_as_a_line():
         set_scalars((ROOT / "params.yaml").read_text(), {"train.nope": 1})
     with pytest.raises(ValueError, match=r"no `dropout:` line under train"):  # a flow-style mapping is not edited
         set_scalars("train: {dropout: 0.1}\n", {"train.dropout": 0.2})
+
+
+def test_parallel_trials_split_the_cores_and_each_training_takes_its_share(monkeypatch, tmp_path) -> None:
+    # Two 4-thread trainings on 8 cores, not two 8-thread ones: more threads than cores stall OpenMP barriers.
+    from tasks import engine
+    from tasks.fitting import threads_per_process
+    from tasks.sweeping import CORES_ENV, cores_per_trial
+    from tests.helpers import train_params
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert [cores_per_trial(parallel) for parallel in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    alone, two_processes = engine.Processes(), engine.Processes(rank=0, world=2, local_world=2)
+    params = train_params(tmp_path, num_threads=0)  # 0: the cores decide
+    assert threads_per_process(params, alone) == 8
+    monkeypatch.setenv(CORES_ENV, str(cores_per_trial(2)))
+    assert threads_per_process(params, alone) == 4
+    assert threads_per_process(params, two_processes) == 2  # the trial's share, split among its processes
+    assert threads_per_process(train_params(tmp_path, num_threads=3), alone) == 3  # an explicit count wins
