@@ -3,15 +3,16 @@
 Usage:
     .venv/bin/python benchmarks/distill_quality.py --work /tmp/distill            # params.yaml, 3 seeds
     .venv/bin/python benchmarks/distill_quality.py --work /tmp/distill --seeds 13 \\
-        --configs alpha=1 alpha=0.5,temperature=2 alpha=0.1,temperature=4
+        --configs alpha=1 alpha=0.5,temperature=2 alpha=0.5,copies=2,epochs=3
     .venv/bin/python benchmarks/distill_quality.py --params-file params-sentiment.yaml --work /tmp/distill-vader
 
 The data is that of the params file, imported, split, cleaned and augmented as the pipeline does. The
-teacher is the params' candidate (train section, its seed), trained once; its logits on augmented train are
-computed once, as the teacher_logits stage does. Each configuration then trains the student of
-`compress.student_layers` layers (3 when the params have it off) with `tasks.distill.train_student`, once per
-seed, and scores it on test with the kind's evaluation, like the compress stage. `alpha=1` is the student
-trained on the gold labels alone: the baseline distillation has to beat.
+teacher is the params' candidate (train section, its seed), trained once; its logits on augmented train and
+the configuration's transfer set are computed once per transfer setting, as the teacher_logits stage does.
+Each configuration then trains the student of `compress.student_layers` layers (3 when the params have it
+off) with `tasks.distill.train_student`, once per seed, and scores it on test with the kind's evaluation,
+like the compress stage. `alpha=1` is the student trained on the gold labels alone (and without a transfer
+set): the baseline distillation has to beat.
 
 `--work DIR` keeps the data, the teacher and its logits; a second run with the same DIR reuses them, so two
 processes can train students side by side once the first has built them. Prints a markdown table: mean and
@@ -61,8 +62,7 @@ def prepared(params, work: Path):
     """The params pointed at `work`, with its augmented data, teacher and teacher logits built once."""
     kind = kind_for(params)
     layers = params.compress.student_layers or 3
-    params = with_sections(params, paths={"augmented": str(work / "augmented"), "model": str(work / "teacher"),
-                                          "teacher_logits": str(work / "teacher_logits.safetensors")},
+    params = with_sections(params, paths={"augmented": str(work / "augmented"), "model": str(work / "teacher")},
                            compress={"student_layers": layers, "variants": ["student"]})
     if not (work / "augmented" / "test.jsonl").is_file():
         ingest.run(params.ingest, work / "raw", kind)
@@ -72,8 +72,16 @@ def prepared(params, work: Path):
         log(f"teacher: {params.train.epochs} epochs, seed {params.train.seed}")
         outputs = train.Outputs(work / "teacher", work / "teacher-train.json", work / "teacher-curve.csv")
         train.fit(kind.training(work / "augmented" / "train.jsonl"), params.train, work / "augmented", outputs)
-    if not Path(params.paths.teacher_logits).is_file():
-        log(distill.teacher_logits(params, kind))
+    return params
+
+
+def with_teacher_logits(params, work: Path):
+    """The params pointed at the teacher's logits for their transfer set, computed once per transfer setting."""
+    rules = params.compress
+    name = f"teacher_logits-copies{rules.transfer_copies}-p{rules.transfer_replace_prob}.safetensors"
+    params = with_sections(params, paths={"teacher_logits": str(work / name)})
+    if not (work / name).is_file():
+        log(distill.teacher_logits(params, kind_for(params)))
     return params
 
 
@@ -85,15 +93,19 @@ def score(params, model_dir: Path, predictions: Path, dev: float | None = None) 
 
 
 def config_keys(config: str) -> dict:
-    """'alpha=0.5,temperature=2' -> compress keys {distill_alpha: 0.5, temperature: 2.0}."""
+    """'alpha=0.5,temperature=2' -> compress keys {distill_alpha: 0.5, temperature: 2.0}. Without a teacher
+    (alpha=1) there is no transfer set unless the configuration names one (which the schema then refuses)."""
     names = {"alpha": "distill_alpha", "temperature": "temperature", "epochs": "distill_epochs",
-             "learning_rate": "distill_learning_rate"}
+             "learning_rate": "distill_learning_rate", "copies": "transfer_copies",
+             "replace_prob": "transfer_replace_prob"}
     keys = {}
     for setting in config.split(","):
         key, _, value = setting.partition("=")
         if key not in names:
             raise SystemExit(f"--configs {config}: unknown key {key!r} (keys: {', '.join(names)})")
         keys[names[key]] = yaml.safe_load(value)
+    if keys.get("distill_alpha") == 1:
+        keys.setdefault("transfer_copies", 0)
     return keys
 
 
@@ -103,10 +115,11 @@ def student_run(params, work: Path, config: str, seed: int) -> Scored:
     run_params = with_sections(params, compress=config_keys(config), train={"seed": seed}, paths={
         "student": str(work / f"student-{name}"), "student_checkpoints": str(work / f"checkpoints-{name}"),
         "student_metrics": str(work / f"distill-{name}.json")})
+    run_params = with_teacher_logits(run_params, work)
     metrics = distill.train_student(run_params, kind_for(run_params))
     result = score(run_params, work / f"student-{name}", work / f"predictions-{name}.jsonl", metrics["dev_f1"])
     log(f"{config} seed {seed}: test {result.test:.4f}, dev {result.dev}, p50 {result.p50_ms} ms, "
-        f"{metrics['train_seconds']:.0f} s")
+        f"{metrics['train_seconds']:.0f} s, {metrics['transfer_rows']} transfer rows")
     return result
 
 

@@ -3,7 +3,8 @@
 Two DVC stages run this module (docs/DECISIONS.md, 46):
 
 - `--step teacher` (stage `teacher_logits`): the candidate's logits on every window of the augmented train
-  split, computed once and saved as safetensors (`paths.teacher_logits`): each example's piece ids and its
+  split and of its transfer set (`compress.transfer_copies` perturbed copies of each row, tasks/transfer.py),
+  computed once and saved as safetensors (`paths.teacher_logits`): each example's piece ids and its
   logits (one row per piece for NER, one per text for classifiers), in float16 (half the size; the
   rounding, < 0.01 at logit 10, is far below what a temperature-softened target resolves).
 - `--step student` (stage `distill`): the student is the candidate with `compress.student_layers` of its
@@ -12,7 +13,8 @@ Two DVC stages run this module (docs/DECISIONS.md, 46):
   the candidate (tasks/engine.py: grouped batches, AdamW, warmup, resumable checkpoints in
   `paths.student_checkpoints`) with loss `alpha * CE(gold) + (1 - alpha) * T^2 * KL(teacher || student)`;
   the kind says where the KL is summed (NER: labelled first pieces; classifiers: texts, per-class sigmoid
-  KL for label sets). The best dev epoch is saved as a transformers folder in `paths.student`.
+  KL for label sets). Transfer rows have no gold labels: only the KL term. The best dev epoch is saved as a
+  transformers folder in `paths.student`.
 
 With `compress.student_layers: 0` (the default) both steps only write empty outputs, so `dvc repro` and the
 flow run the same DAG whether distillation is on or off.
@@ -25,6 +27,7 @@ import re
 import shutil
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -104,19 +107,24 @@ def distillation_loss(kind: TrainingKind[Any], alpha: float, temperature: float)
     """`alpha * CE(gold) + (1 - alpha) * T^2 * KL(teacher || student)`, summed like the kind's loss (the
     engine divides by labelled pieces). T^2 keeps the teacher term's gradients at the scale of the gold
     term's whatever T (Hinton et al. 2015). It takes `paired_logits`' output: student and teacher logits
-    side by side on the class axis."""
+    side by side on the class axis, then one column that is 1 on rows with gold labels (train) and 0 on
+    transfer rows, whose labels only mark the positions the KL sums over."""
 
     def loss(paired: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        student, teacher = paired.float().chunk(2, dim=-1)
-        hard = kind.loss(student, labels) if alpha else student.new_zeros(())
+        classes = (paired.shape[-1] - 1) // 2
+        student, teacher, gold = paired.float().split([classes, classes, 1], dim=-1)
+        gold_rows = gold.reshape(len(gold), -1)[:, 0] > 0
+        hard = kind.loss(student[gold_rows], labels[gold_rows]) if alpha else student.new_zeros(())
         soft = kind.soft_loss(student, teacher, labels, temperature) if alpha < 1 else student.new_zeros(())
         return alpha * hard + (1 - alpha) * temperature**2 * soft
 
     return loss
 
 
-def paired_logits(student: torch.nn.Module, targets: dict[tuple[int, ...], torch.Tensor]) -> torch.nn.Module:
-    """The student behind the engine's calling convention, with each row's teacher logits beside its own.
+def paired_logits(student: torch.nn.Module, targets: dict[tuple[int, ...], torch.Tensor],
+                  teacher_only: set[tuple[int, ...]]) -> torch.nn.Module:
+    """The student behind the engine's calling convention, with each row's teacher logits beside its own and
+    a last column saying whether the row has gold labels (not in `teacher_only`, the transfer windows).
 
     The engine calls `runner(input_ids, attention_mask).logits` and hands that to the loss; the teacher's
     logits of a window are a function of its pieces alone, so they are looked up by the row's piece ids (two
@@ -132,10 +140,14 @@ def paired_logits(student: torch.nn.Module, targets: dict[tuple[int, ...], torch
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: torch.Tensor):
             logits = self.student(input_ids=input_ids, attention_mask=attention_mask).logits
             teacher = torch.zeros_like(logits, dtype=torch.float32)
+            gold = torch.ones_like(logits[..., :1], dtype=torch.float32)
             for row, (ids, mask) in enumerate(zip(input_ids.tolist(), attention_mask.sum(1).tolist(), strict=True)):
-                target = self.targets[tuple(ids[:mask])]
+                key = tuple(ids[:mask])
+                target = self.targets[key]
                 teacher[row, : len(target)] = target.to(teacher.device, torch.float32)  # pieces, or a text's classes
-            return SimpleNamespace(logits=torch.cat([logits.float(), teacher], dim=-1))
+                if key in teacher_only:
+                    gold[row] = 0
+            return SimpleNamespace(logits=torch.cat([logits.float(), teacher, gold], dim=-1))
 
     return PairedLogits()
 
@@ -152,7 +164,8 @@ def write_empty_safetensors(path: Path, metadata: dict[str, str]) -> None:
 
 
 def teacher_logits(params: Params, kind) -> str:
-    """Write the candidate's logits on every augmented train window (or an empty file when distillation is off)."""
+    """Write the candidate's logits on every window of augmented train and its transfer set (or an empty file
+    when distillation is off)."""
     out = Path(params.paths.teacher_logits)
     out.parent.mkdir(parents=True, exist_ok=True)
     if params.compress.student_layers == 0:
@@ -163,15 +176,26 @@ def teacher_logits(params: Params, kind) -> str:
     training = kind.training(train_file)
     rows = training.read(train_file)
     training.check_labels(rows)
+    transfer = transfer_rows(params, kind, rows)
     model_dir = Path(params.paths.model)
     teacher, tokenizer = checked_teacher(model_dir, training.labels)
     # Unlabelled windows are the labelled ones (labels never move a window edge): only train.max_length counts.
-    examples = training.encode(tokenizer, rows, params.train, with_labels=False).examples
+    examples = training.encode(tokenizer, [*rows, *transfer], params.train, with_labels=False).examples
     logits = predict_logits(teacher, examples, params.evaluate.batch_size, tokenizer.pad_token_id)
     staging = out.with_name(f".{out.name}.tmp")
     save_file(pack(examples, logits), staging, metadata={"labels": json.dumps(training.labels)})
     staging.replace(out)
-    return f"{len(examples)} windows of {train_file} -> {out}"
+    return f"{len(examples)} windows of {train_file} and {len(transfer)} transfer rows -> {out}"
+
+
+def transfer_rows(params: Params, kind, rows: Sequence[Any]) -> list[Any]:
+    """The transfer set of the train rows, as rows of the kind (tasks/transfer.py)."""
+    from tasks.transfer import perturbed_copies
+
+    rules = params.compress
+    copies = perturbed_copies([kind.as_sentence(row) for row in rows], rules.transfer_copies,
+                              rules.transfer_replace_prob, params.augment.seed)
+    return [kind.from_sentence(copy) for copy in copies]
 
 
 def checked_teacher(model_dir: Path, labels: list[str]):
@@ -272,26 +296,24 @@ def train_student(params: Params, kind) -> dict:
     device = engine.pick_device(processes)
     engine.configure_device(device)
     student.to(device)
-    train_set = training.encode(tokenizer, train_rows, settings, with_labels=True)
+    data = student_data(params, kind, training, tokenizer, train_rows, settings)
     dev_examples = training.encode(tokenizer, dev_rows, settings, with_labels=False).examples
-    token_level = bool(train_set.examples and train_set.examples[0].word_ids)
-    targets = read_targets(Path(paths.teacher_logits), train_set.examples, token_level)
-    steps = fitting.optimizer_steps(len(train_set.examples), settings, processes)
+    steps = fitting.optimizer_steps(len(data.examples), settings, processes)
     loop = engine.make_loop(student, settings, device, processes, tokenizer.pad_token_id, steps,
                             distillation_loss(training, rules.distill_alpha, rules.temperature))
-    loop.runner = paired_logits(student, targets)
+    loop.runner = paired_logits(student, data.targets, data.teacher_only)
 
     def score(trained) -> float | None:
         return training.dev_score(trained, dev_examples, dev_rows, settings.batch_size * 2, tokenizer.pad_token_id)
 
     folder = Path(paths.student_checkpoints)
     identity = run_identity(params, settings, training.labels, [*files, Path(paths.teacher_logits)])
-    progress = engine.fit(loop, train_set.examples, score, folder, identity, checkpoints.load(folder, identity))
+    progress = engine.fit(loop, data.examples, score, folder, identity, checkpoints.load(folder, identity))
     fitting.save_best(loop, tokenizer, Path(paths.student), settings.max_length)
     size = sum(p.numel() for p in student.parameters())
     best = progress.best_score if dev_rows else None
     metrics = {"enabled": True, "teacher_layers": teacher_layers,
-               "kept_layers": kept_layers(teacher_layers, rules.student_layers),
+               "kept_layers": kept_layers(teacher_layers, rules.student_layers), "transfer_rows": data.transfer_rows,
                **fitting.training_metrics(progress, settings, device, size, len(train_rows), processes, best),
                }
     write_json(Path(paths.student_metrics), metrics)
@@ -299,11 +321,44 @@ def train_student(params: Params, kind) -> dict:
     return metrics
 
 
+@dataclass(frozen=True)
+class StudentData:
+    """What the student trains on: the windows of train then of its transfer set, the teacher's logits per
+    window, the windows only the teacher labels, and how many transfer rows they came from."""
+
+    examples: list[engine.Example]
+    targets: dict[tuple[int, ...], torch.Tensor]
+    teacher_only: set[tuple[int, ...]]
+    transfer_rows: int
+
+
+def student_data(params: Params, kind, training: TrainingKind[Any], tokenizer, rows: Sequence[Any],
+                 settings: TrainParams) -> StudentData:
+    """The train rows and their transfer set, encoded, with the teacher logits the teacher_logits stage stored."""
+    transfer = transfer_rows(params, kind, rows)
+    encoded = training.encode(tokenizer, [*rows, *transfer], settings, with_labels=True).examples
+    token_level = bool(encoded and encoded[0].word_ids)
+    targets = read_targets(Path(params.paths.teacher_logits), encoded, token_level)
+    examples, teacher_only = split_gold(encoded, len(rows))
+    return StudentData(examples, targets, teacher_only, len(transfer))
+
+
+def split_gold(examples: Sequence[engine.Example], gold_rows: int
+               ) -> tuple[list[engine.Example], set[tuple[int, ...]]]:
+    """The examples to train on, and the windows that only the teacher labels (those of rows from `gold_rows`
+    on, the transfer set). A transfer window whose pieces equal a gold one (an uncased tokenizer reads
+    "Paris" and "paris" alike) is left out: its piece ids could not say which labels it has."""
+    gold = {tuple(e.input_ids) for e in examples if e.sentence < gold_rows}
+    kept = [e for e in examples if e.sentence < gold_rows or tuple(e.input_ids) not in gold]
+    return kept, {tuple(e.input_ids) for e in kept if e.sentence >= gold_rows}
+
+
 def run_identity(params: Params, settings: TrainParams, labels: list[str], files: list[Path]) -> str:
     """A checkpoint resumes only the same distillation: training settings, labels, the split files and the
     teacher's logits (which stand for the candidate the student is cut from), and the distillation keys."""
     rules = params.compress
-    keys = {"student_layers": rules.student_layers, "alpha": rules.distill_alpha, "temperature": rules.temperature}
+    keys = {"student_layers": rules.student_layers, "alpha": rules.distill_alpha, "temperature": rules.temperature,
+            "transfer": [rules.transfer_copies, rules.transfer_replace_prob, params.augment.seed]}
     from tasks import checkpoints
 
     return checkpoints.fingerprint(settings, labels, files) + "/" + json.dumps(keys, sort_keys=True)

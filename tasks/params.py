@@ -252,6 +252,9 @@ class CompressParams(Section):
     temperature: float = Field(gt=0)  # softens both models' logits in the teacher term
     distill_epochs: int = Field(ge=1)
     distill_learning_rate: float = Field(gt=0)
+    # The transfer set (tasks/transfer.py): perturbed copies of each train row, labelled by the teacher alone.
+    transfer_copies: int = Field(ge=0)  # 0 = none: the student sees train only
+    transfer_replace_prob: float = Field(gt=0, le=1)  # each word's chance of being replaced in a copy
 
     @field_validator("variants")
     @classmethod
@@ -267,6 +270,13 @@ class CompressParams(Section):
             raise ValueError("distillation is on when `student` is in compress.variants and compress.student_layers "
                              f"> 0, off when neither: got variants {self.variants} and student_layers "
                              f"{self.student_layers}")
+        return self
+
+    @model_validator(mode="after")
+    def _transfer_needs_teacher(self) -> CompressParams:
+        if self.transfer_copies and self.distill_alpha == 1:
+            raise ValueError(f"compress.transfer_copies {self.transfer_copies} needs compress.distill_alpha below 1: "
+                             "the transfer copies have no gold labels, only the teacher's logits")
         return self
 
 

@@ -25,7 +25,7 @@ from tests.helpers import ROOT, evaluate_params, synthetic, train_ner, train_par
 
 TYPES = ["person", "geo-loc"]
 DISTILL = {"variants": ["student"], "student_layers": 1, "distill_alpha": 0.5, "temperature": 2.0,
-           "distill_epochs": 2, "distill_learning_rate": 5e-3}
+           "distill_epochs": 2, "distill_learning_rate": 5e-3, "transfer_copies": 1, "transfer_replace_prob": 0.2}
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +106,45 @@ def test_the_loss_is_the_formula_on_a_hand_example() -> None:
     soft = kl(teacher[1], student[1], temperature) + kl(teacher[2], student[2], temperature)
     expected = alpha * ce + (1 - alpha) * temperature**2 * soft
 
-    paired = torch.cat([torch.tensor([student]), torch.tensor([teacher])], dim=-1)
+    gold = torch.ones(1, 3, 1)
+    paired = torch.cat([torch.tensor([student]), torch.tensor([teacher]), gold], dim=-1)
     loss = distill.distillation_loss(NerKind(TYPES), alpha, temperature)(paired, labels)
 
     assert float(loss) == pytest.approx(expected, rel=1e-5)
     assert float(distill.distillation_loss(NerKind(TYPES), 1.0, temperature)(paired, labels)) == pytest.approx(ce)
+
+    # The same sentence as a transfer row (gold column 0): its labels only mark where the teacher term sums.
+    transfer = torch.cat([paired, paired.clone().index_fill_(-1, torch.tensor([10]), 0.0)])
+    both = distill.distillation_loss(NerKind(TYPES), alpha, temperature)(transfer, labels.repeat(2, 1))
+    assert float(both) == pytest.approx(expected + (1 - alpha) * temperature**2 * soft, rel=1e-5)
+
+
+def test_paired_logits_mark_the_rows_only_the_teacher_labels() -> None:
+    class Tagger(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):
+            from types import SimpleNamespace
+
+            return SimpleNamespace(logits=torch.zeros(*input_ids.shape, 3))
+
+    targets = {(101, 7, 102): torch.full((3, 3), 1.0), (101, 8, 102): torch.full((3, 3), 2.0)}
+    runner = distill.paired_logits(Tagger(), targets, teacher_only={(101, 8, 102)})
+    batch = engine.collate([engine.Example(0, [101, 7, 102], []), engine.Example(1, [101, 8, 102], [])], 0)
+
+    paired = runner(**batch).logits
+
+    assert paired.shape == (2, 3, 7)
+    assert paired[0, :, 3:6].eq(1.0).all() and paired[1, :, 3:6].eq(2.0).all()
+    assert paired[0, :, 6].eq(1.0).all() and paired[1, :, 6].eq(0.0).all()
+
+
+def test_transfer_windows_equal_to_gold_ones_are_left_out() -> None:
+    examples = [engine.Example(0, [101, 5, 102], []), engine.Example(1, [101, 6, 102], []),
+                engine.Example(2, [101, 5, 102], []), engine.Example(3, [101, 9, 102], [])]
+
+    kept, teacher_only = distill.split_gold(examples, gold_rows=2)
+
+    assert [e.sentence for e in kept] == [0, 1, 3]
+    assert teacher_only == {(101, 9, 102)}
 
 
 def test_the_classifiers_teacher_term_is_softmax_kl_or_per_class_sigmoid_kl() -> None:
@@ -137,12 +171,10 @@ def mean_distillation_loss(model: torch.nn.Module, params) -> float:
     training = kind_for(params).training(Path(params.paths.augmented) / "train.jsonl")
     tokenizer = AutoTokenizer.from_pretrained(params.paths.model)
     rows = training.read(Path(params.paths.augmented) / "train.jsonl")
-    examples = training.encode(tokenizer, rows, params.train, with_labels=True).examples
-    token_level = bool(examples[0].word_ids)  # NER windows map pieces to words; texts do not
-    targets = distill.read_targets(Path(params.paths.teacher_logits), examples, token_level)
-    runner = distill.paired_logits(model.eval(), targets)
+    data = distill.student_data(params, kind_for(params), training, tokenizer, rows, params.train)
+    runner = distill.paired_logits(model.eval(), data.targets, data.teacher_only)
     loss = distill.distillation_loss(training, params.compress.distill_alpha, params.compress.temperature)
-    batch = engine.collate(examples, tokenizer.pad_token_id)
+    batch = engine.collate(data.examples, tokenizer.pad_token_id)
     labels = batch.pop("labels")
     with torch.no_grad():
         return float(loss(runner(**batch).logits, labels)) / int((labels != IGNORE_INDEX).sum())
@@ -155,6 +187,7 @@ def test_distillation_trains_a_student_that_fits_the_teacher_better(distilled: P
     after = variants.load_model(Path(params.paths.student), device="cpu")
 
     assert metrics["enabled"] and metrics["kept_layers"] == [1] and metrics["epochs_run"] == 2
+    assert metrics["transfer_rows"] == 32  # one copy of each train sentence; none equals a train sentence
     assert after.config.num_hidden_layers == 1 and after.config.flowtune == {"max_length": 16}
     assert mean_distillation_loss(after, params) < mean_distillation_loss(before, params)
     assert list(Path(params.paths.student_checkpoints).iterdir()) == []  # state cleared once saved
@@ -212,6 +245,17 @@ def test_off_writes_empty_outputs_and_needs_student_out_of_the_variants(tmp_path
         (tmp_path / "params.yaml").write_text(dump_yaml(raw))
         with pytest.raises(ParamsError, match="compress.student_layers"):
             load_params(tmp_path / "params.yaml")
+
+
+def test_a_transfer_set_needs_a_teacher_term(tmp_path: Path) -> None:
+    raw = load_yaml(ROOT / "params.yaml")
+    raw["compress"].update(distill_alpha=1, transfer_copies=2)
+    (tmp_path / "params.yaml").write_text(dump_yaml(raw))
+    with pytest.raises(ParamsError, match="compress.transfer_copies 2 needs compress.distill_alpha below 1"):
+        load_params(tmp_path / "params.yaml")
+    raw["compress"].update(transfer_copies=0)
+    (tmp_path / "params.yaml").write_text(dump_yaml(raw))
+    assert load_params(tmp_path / "params.yaml").compress.distill_alpha == 1  # plain fine-tuning of the student
 
 
 def test_off_stages_start_without_torch(tmp_path: Path) -> None:
@@ -301,7 +345,10 @@ def test_a_classifier_distills_on_texts(tiny_base: Path, tmp_path: Path, multi_l
     params = base.model_copy(update={name: getattr(params, name) for name in ("task", "paths", "train", "compress")})
     kind = kind_for(params)
 
-    assert distill.teacher_logits(params, kind).startswith("24 windows")
+    # 24 train texts and their copies, less those that equal a train text (3 words over a vocabulary of 5).
+    transfer = len(distill.transfer_rows(params, kind, textdata.load_examples(tmp_path / "augmented" / "train.jsonl")))
+    assert 0 < transfer < 24
+    assert distill.teacher_logits(params, kind).startswith(f"{24 + transfer} windows")
     metrics = distill.train_student(params, kind)
 
     assert metrics["kept_layers"] == [1] and metrics["dev_f1"] is not None
