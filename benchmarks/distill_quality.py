@@ -5,6 +5,8 @@ Usage:
     .venv/bin/python benchmarks/distill_quality.py --work /tmp/distill --seeds 13 \\
         --configs alpha=1 alpha=0.5,temperature=2 alpha=0.5,copies=2,epochs=3
     .venv/bin/python benchmarks/distill_quality.py --params-file params-sentiment.yaml --work /tmp/distill-vader
+    .venv/bin/python benchmarks/distill_quality.py --params-file params-sentiment.yaml --work /tmp/distill-vader \\
+        --configs alpha=0.5,copies=2,epochs=1,text=/tmp/tweets.txt     # plus unlabelled text (one per line)
 
 The data is that of the params file, imported, split, cleaned and augmented as the pipeline does. The
 teacher is the params' candidate (train section, its seed), trained once; its logits on augmented train and
@@ -22,6 +24,7 @@ spread of the test score, the dev score, the drop against the teacher and the ba
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 import tempfile
@@ -78,7 +81,8 @@ def prepared(params, work: Path):
 def with_teacher_logits(params, work: Path):
     """The params pointed at the teacher's logits for their transfer set, computed once per transfer setting."""
     rules = params.compress
-    name = f"teacher_logits-copies{rules.transfer_copies}-p{rules.transfer_replace_prob}.safetensors"
+    text = f"-text-{Path(rules.transfer_text).stem}" if rules.transfer_text else ""
+    name = f"teacher_logits-copies{rules.transfer_copies}-p{rules.transfer_replace_prob}{text}.safetensors"
     params = with_sections(params, paths={"teacher_logits": str(work / name)})
     if not (work / name).is_file():
         log(distill.teacher_logits(params, kind_for(params)))
@@ -97,7 +101,7 @@ def config_keys(config: str) -> dict:
     (alpha=1) there is no transfer set unless the configuration names one (which the schema then refuses)."""
     names = {"alpha": "distill_alpha", "temperature": "temperature", "epochs": "distill_epochs",
              "learning_rate": "distill_learning_rate", "copies": "transfer_copies",
-             "replace_prob": "transfer_replace_prob"}
+             "replace_prob": "transfer_replace_prob", "text": "transfer_text"}
     keys = {}
     for setting in config.split(","):
         key, _, value = setting.partition("=")
@@ -111,7 +115,7 @@ def config_keys(config: str) -> dict:
 
 def student_run(params, work: Path, config: str, seed: int) -> Scored:
     """One student: trained with this configuration and seed, then scored on test."""
-    name = f"{config.replace(',', '_')}-seed{seed}"
+    name = re.sub(r"[^\w=.-]", "_", config) + f"-seed{seed}"  # a text=/path/file configuration names a file
     run_params = with_sections(params, compress=config_keys(config), train={"seed": seed}, paths={
         "student": str(work / f"student-{name}"), "student_checkpoints": str(work / f"checkpoints-{name}"),
         "student_metrics": str(work / f"distill-{name}.json")})
@@ -146,7 +150,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS,
                         help="comma-separated compress keys per configuration: alpha, temperature, epochs, "
-                             "learning_rate (alpha=1: no teacher)")
+                             "learning_rate, copies, replace_prob, text (a file of unlabelled text; "
+                             "alpha=1: no teacher)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (train.num_threads; 0 = all cores)")
     args = parser.parse_args()
     params = with_sections(load_params(ROOT / args.params_file), train={"num_threads": args.threads})

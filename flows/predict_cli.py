@@ -40,34 +40,19 @@ def read_input_file(path: Path) -> tuple[list, bool]:
     """A tagged file goes through the validating readers; a tokens-only one (CoNLL with one column,
     JSONL rows without `tags`) is read as sentences to tag."""
     from tasks.io import InputFormatError, jsonl_lines, read_jsonl_objects, read_text
-    from tasks.kinds.ner.records import NerRecord, read_records
+    from tasks.kinds.ner.records import read_records, read_untagged
 
     if not path.is_file():
         raise InputFormatError(f"{path}: input file not found")
-    text = read_text(path)
-    jsonl = path.suffix == ".jsonl"
-    if jsonl:
+    if path.suffix == ".jsonl":
         rows = read_jsonl_objects(path, '{"tokens": ["..."]}')  # errors name the line
         if rows and "tags" in rows[0][1]:
             return read_records(path, "jsonl"), True
-        return [untagged(path, line_no, row) for line_no, row in rows], False
-    first = next((line for _, line in jsonl_lines(text) if not line.startswith("-DOCSTART-")), "")
+        return read_untagged(path, "jsonl"), False
+    first = next((line for _, line in jsonl_lines(read_text(path)) if not line.startswith("-DOCSTART-")), "")
     if len(first.split()) > 1:
         return read_records(path, "conll"), True
-    sentences = [block.split("\n") for block in text.split("\n\n") if block.strip()]
-    return [NerRecord(f"{path.name}:{i + 1}", tuple(w.strip() for w in lines if w.strip()),
-                      ("O",) * sum(1 for w in lines if w.strip())) for i, lines in enumerate(sentences)], False
-
-
-def untagged(path: Path, line_no: int, row: dict):
-    """A JSONL sentence to tag: `tokens` (a list of strings) and an optional `id`."""
-    from tasks.io import InputFormatError
-    from tasks.kinds.ner.records import NerRecord
-
-    tokens = row.get("tokens")
-    if not isinstance(tokens, list) or not all(isinstance(token, str) for token in tokens):
-        raise InputFormatError(f"{path}:{line_no}: expected 'tokens', a list of strings, got {tokens!r}"[:300])
-    return NerRecord(str(row.get("id", f"{path.name}:{line_no}")), tuple(tokens), ("O",) * len(tokens))
+    return read_untagged(path, "conll"), False
 
 
 def write_predictions(records, predicted, fmt: str, out) -> None:

@@ -3,10 +3,11 @@
 Two DVC stages run this module (docs/DECISIONS.md, 46):
 
 - `--step teacher` (stage `teacher_logits`): the candidate's logits on every window of the augmented train
-  split and of its transfer set (`compress.transfer_copies` perturbed copies of each row, tasks/transfer.py),
-  computed once and saved as safetensors (`paths.teacher_logits`): each example's piece ids and its
-  logits (one row per piece for NER, one per text for classifiers), in float16 (half the size; the
-  rounding, < 0.01 at logit 10, is far below what a temperature-softened target resolves).
+  split and of its transfer set (`compress.transfer_copies` perturbed copies of each row, tasks/transfer.py,
+  and the user's unlabelled text in `compress.transfer_text`), computed once and saved as safetensors
+  (`paths.teacher_logits`): each example's piece ids and its logits (one row per piece for NER, one per text
+  for classifiers), in float16 (half the size; the rounding, < 0.01 at logit 10, is far below what a
+  temperature-softened target resolves).
 - `--step student` (stage `distill`): the student is the candidate with `compress.student_layers` of its
   encoder layers, evenly spaced and the last one included (6 -> 3 keeps 1, 3, 5: the head was trained on
   the last layer's output), embeddings and head copied, as DistilBERT does. It trains on the same engine as
@@ -189,13 +190,28 @@ def teacher_logits(params: Params, kind) -> str:
 
 
 def transfer_rows(params: Params, kind, rows: Sequence[Any]) -> list[Any]:
-    """The transfer set of the train rows, as rows of the kind (tasks/transfer.py)."""
-    from tasks.transfer import perturbed_copies
+    """The transfer set of the train rows, as rows of the kind (tasks/transfer.py): their perturbed copies,
+    then the user's unlabelled texts (`compress.transfer_text`) that are new."""
+    from tasks.transfer import new_texts, perturbed_copies
 
     rules = params.compress
-    copies = perturbed_copies([kind.as_sentence(row) for row in rows], rules.transfer_copies,
-                              rules.transfer_replace_prob, params.augment.seed)
-    return [kind.from_sentence(copy) for copy in copies]
+    sentences = [kind.as_sentence(row) for row in rows]
+    copies = perturbed_copies(sentences, rules.transfer_copies, rules.transfer_replace_prob, params.augment.seed)
+    texts = new_texts(unlabelled_texts(rules.transfer_text, kind), sentences, copies) if rules.transfer_text else []
+    return [kind.from_sentence(sentence) for sentence in [*copies, *texts]]
+
+
+def unlabelled_texts(path: str, kind) -> list:
+    """The sentences of the `compress.transfer_text` file; a missing or empty one is an error naming the key."""
+    from tasks.io import InputFormatError
+
+    try:
+        texts = kind.read_unlabelled(Path(path))
+    except InputFormatError as exc:
+        raise DistillError(f"compress.transfer_text: {exc}") from None
+    if not texts:
+        raise DistillError(f"compress.transfer_text: {path} holds no text")
+    return texts
 
 
 def checked_teacher(model_dir: Path, labels: list[str]):
@@ -358,7 +374,7 @@ def run_identity(params: Params, settings: TrainParams, labels: list[str], files
     teacher's logits (which stand for the candidate the student is cut from), and the distillation keys."""
     rules = params.compress
     keys = {"student_layers": rules.student_layers, "alpha": rules.distill_alpha, "temperature": rules.temperature,
-            "transfer": [rules.transfer_copies, rules.transfer_replace_prob, params.augment.seed]}
+            "transfer": [rules.transfer_copies, rules.transfer_replace_prob, params.augment.seed, rules.transfer_text]}
     from tasks import checkpoints
 
     return checkpoints.fingerprint(settings, labels, files) + "/" + json.dumps(keys, sort_keys=True)

@@ -255,6 +255,7 @@ class CompressParams(Section):
     # The transfer set (tasks/transfer.py): perturbed copies of each train row, labelled by the teacher alone.
     transfer_copies: int = Field(ge=0)  # 0 = none: the student sees train only
     transfer_replace_prob: float = Field(gt=0, le=1)  # each word's chance of being replaced in a copy
+    transfer_text: str  # a file of the user's unlabelled in-domain text under paths.external; "" = none
 
     @field_validator("variants")
     @classmethod
@@ -274,9 +275,10 @@ class CompressParams(Section):
 
     @model_validator(mode="after")
     def _transfer_needs_teacher(self) -> CompressParams:
-        if self.transfer_copies and self.distill_alpha == 1:
-            raise ValueError(f"compress.transfer_copies {self.transfer_copies} needs compress.distill_alpha below 1: "
-                             "the transfer copies have no gold labels, only the teacher's logits")
+        for key, value in (("transfer_copies", self.transfer_copies), ("transfer_text", self.transfer_text)):
+            if value and self.distill_alpha == 1:
+                raise ValueError(f"compress.{key} {value!r} needs compress.distill_alpha below 1: the transfer set "
+                                 "has no gold labels, only the teacher's logits")
         return self
 
 
@@ -429,6 +431,15 @@ class Params(Section):
     registry: RegistryParams
     gc: GcParams
     sweep: SweepParams
+
+    @model_validator(mode="after")
+    def _transfer_text_tracked(self) -> Params:
+        """The distillation stages depend on paths.external (dvc.yaml): a file elsewhere would change unseen."""
+        text, external = self.compress.transfer_text, self.paths.external
+        if text and not Path(text).resolve().is_relative_to(Path(external).resolve()):
+            raise ValueError(f"compress.transfer_text {text!r}: put the file under paths.external ({external}/), "
+                             "which DVC tracks as a dependency of the distillation stages")
+        return self
 
     @model_validator(mode="after")
     def _space_keys_exist(self) -> Params:

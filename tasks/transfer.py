@@ -14,6 +14,9 @@ logits alone (tasks/distill.py: their rows carry no gold term). Their tags are a
 kind marks the positions a teacher term sums over exactly as on gold rows (NER: each word's first piece).
 A copy is a function of its source sentence, the copy index and the seed, so the teacher_logits stage and
 the distill stage build the same set.
+
+A user who has unlabelled in-domain text (`compress.transfer_text`) adds it to the set: real text the
+teacher has not seen is the transfer set the method was made for, and the copies are its stand-in.
 """
 
 from __future__ import annotations
@@ -44,6 +47,22 @@ def perturbed_copies(sentences: Sequence[Sentence], copies: int, replace_prob: f
         seen.add(tokens)
         meta = {**sentence.meta, "source_id": sentence.id, "augmenter": "transfer"}
         result.append(Sentence(TRANSFER_ID.format(source=sentence.id, copy=copy), tokens, ("O",) * len(tokens), meta))
+    return result
+
+
+def new_texts(texts: Sequence[Sentence], train: Sequence[Sentence], copies: Sequence[Sentence]) -> list[Sentence]:
+    """The user's unlabelled texts that are neither empty nor a train row, a copy or an earlier text, as
+    transfer rows. Their meta is the first train row's (a classifier's label only marks the one position its
+    teacher term sums over), with `source_id` naming the file and line."""
+    if not texts or not train:
+        return []
+    seen = {sentence.tokens for sentence in [*train, *copies]}
+    result = []
+    for text in texts:
+        if text.tokens and text.tokens not in seen:
+            seen.add(text.tokens)
+            meta = {**train[0].meta, "source_id": text.id, "augmenter": "transfer-text"}
+            result.append(Sentence(f"transfer-text:{text.id}", text.tokens, ("O",) * len(text.tokens), meta))
     return result
 
 

@@ -160,6 +160,13 @@ class TaskKind(Protocol[Row]):
         """Back from an (augmented) sentence."""
         ...
 
+    # ------------------------------------------------------------------ distill
+    def read_unlabelled(self, path: Path) -> list[Sentence]:
+        """A user's unlabelled text (`compress.transfer_text`) as untagged sentences, ids naming file and line:
+        NER reads .txt (a sentence per line, split at whitespace), .jsonl (`tokens`) or CoNLL (first column);
+        a classifier .txt (a text per line), .csv or .jsonl (`text` column). Errors name the file and line."""
+        ...
+
     # ------------------------------------------------------------------ train
     def training(self, train_file: Path) -> TrainingKind[Row]:
         """The training pieces, with the labels the params declare, else those the train split uses."""

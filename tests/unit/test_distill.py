@@ -258,6 +258,54 @@ def test_a_transfer_set_needs_a_teacher_term(tmp_path: Path) -> None:
     assert load_params(tmp_path / "params.yaml").compress.distill_alpha == 1  # plain fine-tuning of the student
 
 
+def test_a_taggers_transfer_text_is_read_by_its_format(candidate: Path, tmp_path: Path) -> None:
+    params = stage_params(candidate)
+    kind = kind_for(params)
+    rows = kind.read(candidate / "augmented" / "train.jsonl")
+    copies = distill.transfer_rows(params, kind, rows)
+    files = {"mine.txt": "Anna flew to Oslo\n\nBob went home\n",
+             "mine.jsonl": '{"tokens": ["Anna", "flew", "to", "Oslo"]}\n{"id": "x", "tokens": ["Bob", "went", "home"]}'
+                           '\n',
+             "mine.conll": "Anna\tB-person\nflew\tO\nto\tO\nOslo\tB-geo-loc\n\nBob\tO\nwent\tO\nhome\tO\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+        with_text = params.model_copy(update={"compress": params.compress.model_copy(update={
+            "transfer_text": str(tmp_path / name)})})
+        added = distill.transfer_rows(with_text, kind, rows)[len(copies):]
+        assert [r.tokens for r in added] == [("Anna", "flew", "to", "Oslo"), ("Bob", "went", "home")], name
+        assert all(set(r.tags) == {"O"} for r in added)  # a file's own tags are not used: the teacher labels
+
+
+def test_a_bad_transfer_text_is_an_error_naming_the_key_and_line(candidate: Path, tmp_path: Path) -> None:
+    params = stage_params(candidate)
+    kind = kind_for(params)
+    (tmp_path / "bad.jsonl").write_text('{"tokens": ["a"]}\n{"tokens": "a b"}\n')
+    (tmp_path / "empty.txt").write_text("\n\n")
+    for name, problem in (("missing.txt", "input file not found"), ("bad.jsonl", "bad.jsonl:2: expected 'tokens'"),
+                          ("empty.txt", "holds no text")):
+        with_text = params.model_copy(update={"compress": params.compress.model_copy(update={
+            "transfer_text": str(tmp_path / name)})})
+        with pytest.raises(distill.DistillError, match=f"compress.transfer_text: .*{problem}"):
+            distill.teacher_logits(with_text, kind)
+
+
+def test_transfer_text_lives_under_the_external_folder_and_needs_a_teacher(tmp_path: Path) -> None:
+    raw = load_yaml(ROOT / "params.yaml")
+    raw["compress"].update(transfer_text="notes/unlabelled.txt")
+    (tmp_path / "params.yaml").write_text(dump_yaml(raw))
+    with pytest.raises(ParamsError, match="compress.transfer_text 'notes/unlabelled.txt': put the file under "
+                                          "paths.external"):
+        load_params(tmp_path / "params.yaml")
+    raw["compress"].update(transfer_text="data/external/unlabelled.txt", transfer_copies=0, distill_alpha=1)
+    (tmp_path / "params.yaml").write_text(dump_yaml(raw))
+    with pytest.raises(ParamsError, match="compress.transfer_text 'data/external/unlabelled.txt' needs "
+                                          "compress.distill_alpha below 1"):
+        load_params(tmp_path / "params.yaml")
+    raw["compress"].update(distill_alpha=0.5)
+    (tmp_path / "params.yaml").write_text(dump_yaml(raw))
+    assert load_params(tmp_path / "params.yaml").compress.transfer_text == "data/external/unlabelled.txt"
+
+
 def test_off_stages_start_without_torch(tmp_path: Path) -> None:
     """Off (the default), both stages run in every pipeline run: they write their empty outputs without
     importing torch, transformers or the kind (a second each instead of about ten), in the same format."""
@@ -346,8 +394,18 @@ def test_a_classifier_distills_on_texts(tiny_base: Path, tmp_path: Path, multi_l
     kind = kind_for(params)
 
     # 24 train texts and their copies, less those that equal a train text (3 words over a vocabulary of 5).
-    transfer = len(distill.transfer_rows(params, kind, textdata.load_examples(tmp_path / "augmented" / "train.jsonl")))
-    assert 0 < transfer < 24
+    train_texts = textdata.load_examples(tmp_path / "augmented" / "train.jsonl")
+    copies = len(distill.transfer_rows(params, kind, train_texts))
+    assert 0 < copies < 24
+    # The user's unlabelled texts add the new ones: here two (a train text and a blank line are not new).
+    (tmp_path / "external").mkdir()
+    (tmp_path / "external" / "mine.txt").write_text(f"mary went home\n\n{train_texts[0].text}\nno one knows\n")
+    params = params.model_copy(update={"compress": params.compress.model_copy(update={
+        "transfer_text": str(tmp_path / "external" / "mine.txt")})})
+    rows = distill.transfer_rows(params, kind, train_texts)
+    transfer = len(rows)
+    assert transfer == copies + 2 and [r.text for r in rows[-2:]] == ["mary went home", "no one knows"]
+    assert {r.label for r in rows[-2:]} == {train_texts[0].label}  # a stand-in: it only marks the text's position
     assert distill.teacher_logits(params, kind).startswith(f"{24 + transfer} windows")
     metrics = distill.train_student(params, kind)
 

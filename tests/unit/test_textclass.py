@@ -46,6 +46,19 @@ def test_bad_files_name_the_line_and_what_was_expected(tmp_path: Path, name: str
         read_text_examples(tmp_path / name)
 
 
+def test_unlabelled_texts_read_from_txt_csv_and_jsonl(tmp_path: Path):
+    (tmp_path / "u.txt").write_text("so  good\n\nmeh\n")
+    (tmp_path / "u.csv").write_text("label,text\npos,so good\n,meh\n")
+    (tmp_path / "u.jsonl").write_text('{"text": "so good"}\n{"text": "meh", "label": "neg"}\n')
+    for name in ("u.txt", "u.csv", "u.jsonl"):
+        sentences = textdata.read_unlabelled(tmp_path / name)
+        assert [(s.tokens, s.tags) for s in sentences] == [(("so", "good"), ("O", "O")), (("meh",), ("O",))], name
+    assert [s.id for s in textdata.read_unlabelled(tmp_path / "u.txt")] == ["u:1", "u:3"]  # file and line
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"body": "no text"}\n')
+    with pytest.raises(InputFormatError, match="bad.jsonl:2"):
+        textdata.read_unlabelled(tmp_path / "bad.jsonl")
+
+
 def test_mentions_derives_a_task_from_ner_records():
     records = [NerRecord("1", ("john", "is", "here"), ("B-person", "O", "O")),
                NerRecord("2", ("in", "new", "york"), ("O", "B-geo-loc", "I-geo-loc")),

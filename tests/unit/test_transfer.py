@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from tasks.sentence import Sentence
-from tasks.transfer import perturbed_copies
+from tasks.transfer import new_texts, perturbed_copies
 
 
 def sentences(count: int) -> list[Sentence]:
@@ -72,3 +72,18 @@ def test_no_copy_repeats_a_train_sentence_or_another_copy() -> None:
 def test_no_copies_when_asked_for_none() -> None:
     assert perturbed_copies(sentences(5), copies=0, replace_prob=0.5, seed=1) == []
     assert perturbed_copies([], copies=2, replace_prob=0.5, seed=1) == []
+
+
+def test_the_users_texts_join_the_set_once_each_and_only_when_new() -> None:
+    train = [Sentence("t0", ("a", "b"), ("B-x", "O"), {"label": "pos"}), Sentence("t1", ("c",), ("O",))]
+    copies = [Sentence("t1~transfer1", ("d",), ("O",))]
+    texts = [Sentence(f"mine.txt:{i}", tokens, ("O",) * len(tokens))
+             for i, tokens in enumerate([("a", "b"), ("d",), ("e", "f"), (), ("e", "f"), ("g",)], start=1)]
+
+    added = new_texts(texts, train, copies)
+
+    # A train sentence, a copy, an empty text and a repeat are left out; the rest keep their order.
+    assert [(s.id, s.tokens, s.tags) for s in added] == [
+        ("transfer-text:mine.txt:3", ("e", "f"), ("O", "O")), ("transfer-text:mine.txt:6", ("g",), ("O",))]
+    assert added[0].meta == {"label": "pos", "source_id": "mine.txt:3", "augmenter": "transfer-text"}
+    assert new_texts([], train, copies) == [] and new_texts(texts, [], []) == []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.io import InputFormatError, jsonl_lines, read_text
+from tasks.io import InputFormatError, jsonl_lines, read_jsonl_objects, read_text
 from tasks.iob import to_iob2
 from tasks.sentence import Sentence
 
@@ -122,6 +122,46 @@ def read_records(path: Path, fmt: str = "auto", tag_scheme: str = "iob2") -> lis
                                "only blank and -DOCSTART- lines)")
     _check_unique_ids(path, records)
     return [_to_iob2(r, tag_scheme) for r in records]
+
+
+def read_untagged(path: Path, fmt: str = "auto") -> list[NerRecord]:
+    """Sentences to tag, or unlabelled text, as all-"O" records (what a file has for tags is ignored).
+
+    `auto` goes by the extension: `.jsonl` holds `{"tokens": [...]}` objects (`id` optional); `.txt` one
+    sentence per line, split at whitespace; anything else is CoNLL, one token per line in the first column
+    and a blank line between sentences. Ids are `<file name>:<line>` unless a JSONL row has one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFormatError(f"{path}: input file not found")
+    if fmt == "auto":
+        fmt = {".jsonl": "jsonl", ".txt": "lines"}.get(path.suffix.lower(), "conll")
+    if fmt == "jsonl":
+        return [_untagged_row(path, line_no, row)
+                for line_no, row in read_jsonl_objects(path, '{"tokens": ["..."]}')]
+    text = read_text(path)
+    if fmt == "lines":
+        return [_untagged(f"{path.name}:{line_no}", line.split()) for line_no, line in jsonl_lines(text)]
+    records, block, start = [], [], 0
+    for line_no, line in enumerate([*text.split("\n"), ""], start=1):
+        if line.strip() and not line.startswith("-DOCSTART-"):
+            start = start if block else line_no
+            block.append(line.split("\t" if "\t" in line else None)[0].strip())
+        elif block:
+            records.append(_untagged(f"{path.name}:{start}", block))
+            block = []
+    return records
+
+
+def _untagged_row(path: Path, line_no: int, row: dict) -> NerRecord:
+    tokens = row.get("tokens")
+    if not isinstance(tokens, list) or not all(isinstance(token, str) for token in tokens):
+        raise InputFormatError(f"{path}:{line_no}: expected 'tokens', a list of strings, got {tokens!r}"[:300])
+    return _untagged(str(row.get("id", f"{path.name}:{line_no}")), tokens)
+
+
+def _untagged(record_id: str, tokens: list[str]) -> NerRecord:
+    return NerRecord(record_id, tuple(tokens), ("O",) * len(tokens))
 
 
 def _check_unique_ids(path: Path, records: list[NerRecord]) -> None:

@@ -20,7 +20,7 @@ from tasks.kinds.ner.params import (
     NerParams,
     NerValidateParams,
 )
-from tasks.kinds.ner.records import NerRecord, load_jsonl, read_records
+from tasks.kinds.ner.records import NerRecord, load_jsonl, read_records, read_untagged
 from tasks.metrics import EvalReport
 from tasks.params import TOKEN_CLASSIFICATION, hint_for
 from tasks.sentence import Sentence
@@ -71,6 +71,9 @@ class Ner:
 
     def from_sentence(self, sentence: Sentence) -> NerRecord:
         return sentence
+
+    def read_unlabelled(self, path: Path) -> list[Sentence]:
+        return read_untagged(path)
 
     def training(self, train_file: Path):
         from tasks.kinds.ner.kind import NerKind, entity_types_in

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasks.contract import named
-from tasks.io import InputFormatError, read_jsonl_objects, read_jsonl_rows, read_text, write_jsonl
+from tasks.io import InputFormatError, jsonl_lines, read_jsonl_objects, read_jsonl_rows, read_text, write_jsonl
 from tasks.kinds.textclass.params import TextclassValidateParams
 from tasks.params import CleanParams, ValidateParams
 from tasks.sentence import Sentence
@@ -113,6 +113,19 @@ def read_text_examples(path: Path, text_column: str = "text", label_column: str 
     if not examples:
         raise InputFormatError(f"{path}: no examples")
     return examples
+
+
+def read_unlabelled(path: Path) -> list[Sentence]:
+    """Unlabelled texts as untagged sentences of their words: a `.txt` file holds one text per line; a
+    .csv or .jsonl file a `text` column (any label column is ignored). Ids are `<file stem>:<line>`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFormatError(f"{path}: input file not found")
+    if path.suffix.lower() == ".txt":
+        texts = [(f"{path.stem}:{line_no}", line) for line_no, line in jsonl_lines(read_text(path))]
+    else:
+        texts = [(example.id, example.text) for example in read_text_examples(path, "text", None)]
+    return [Sentence(text_id, tuple(text.split()), ("O",) * len(text.split())) for text_id, text in texts]
 
 
 def csv_rows(path: Path) -> list[tuple[int, dict]]:

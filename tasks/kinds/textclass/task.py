@@ -75,6 +75,9 @@ class TextClass:
     def from_sentence(self, sentence: Sentence) -> TextExample:
         return data.as_example(sentence)
 
+    def read_unlabelled(self, path: Path) -> list[Sentence]:
+        return data.read_unlabelled(path)
+
     def training(self, train_file: Path):
         from tasks.kinds.textclass.kind import TextClassKind, balanced_weights, labels_in
 
