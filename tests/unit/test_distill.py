@@ -281,8 +281,9 @@ def test_a_bad_transfer_text_is_an_error_naming_the_key_and_line(candidate: Path
     kind = kind_for(params)
     (tmp_path / "bad.jsonl").write_text('{"tokens": ["a"]}\n{"tokens": "a b"}\n')
     (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "eng.txt").write_text("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n")  # CoNLL-2003
     for name, problem in (("missing.txt", "input file not found"), ("bad.jsonl", "bad.jsonl:2: expected 'tokens'"),
-                          ("empty.txt", "holds no text")):
+                          ("empty.txt", "holds no text"), ("eng.txt", "this is CoNLL.*name it .conll")):
         with_text = params.model_copy(update={"compress": params.compress.model_copy(update={
             "transfer_text": str(tmp_path / name)})})
         with pytest.raises(distill.DistillError, match=f"compress.transfer_text: .*{problem}"):

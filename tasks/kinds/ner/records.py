@@ -8,6 +8,7 @@ leaves a partial file where the next step would read it.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from tasks.io import InputFormatError, jsonl_lines, read_jsonl_objects, read_text
@@ -15,6 +16,7 @@ from tasks.iob import to_iob2
 from tasks.sentence import Sentence
 
 NerRecord = Sentence  # one NER record is one tagged sentence
+IOB_TAG = re.compile(r"^(O|[BIESLU]-\S+)$")  # a tag of any scheme flowtune reads
 
 
 def read_conll(path: Path) -> list[NerRecord]:
@@ -141,7 +143,9 @@ def read_untagged(path: Path, fmt: str = "auto") -> list[NerRecord]:
                 for line_no, row in read_jsonl_objects(path, '{"tokens": ["..."]}')]
     text = read_text(path)
     if fmt == "lines":
-        return [_untagged(f"{path.name}:{line_no}", line.split()) for line_no, line in jsonl_lines(text)]
+        lines = list(jsonl_lines(text))
+        _refuse_conll_as_lines(path, lines)
+        return [_untagged(f"{path.name}:{line_no}", line.split()) for line_no, line in lines]
     records, block, start = [], [], 0
     for line_no, line in enumerate([*text.split("\n"), ""], start=1):
         if line.strip() and not line.startswith("-DOCSTART-"):
@@ -151,6 +155,13 @@ def read_untagged(path: Path, fmt: str = "auto") -> list[NerRecord]:
             records.append(_untagged(f"{path.name}:{start}", block))
             block = []
     return records
+
+
+def _refuse_conll_as_lines(path: Path, lines: list[tuple[int, str]]) -> None:
+    """CoNLL-2003 ships as .txt: a file whose lines are all `token tag` pairs is CoNLL, not sentences."""
+    if lines and all(len(parts := line.split()) >= 2 and IOB_TAG.match(parts[-1]) for _, line in lines):
+        raise InputFormatError(f"{path}: every line ends in a tag (line {lines[0][0]}: {lines[0][1]!r}), so this is "
+                               "CoNLL; a .txt file is read as one sentence per line: name it .conll")
 
 
 def _untagged_row(path: Path, line_no: int, row: dict) -> NerRecord:
