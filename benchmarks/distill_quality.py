@@ -101,7 +101,7 @@ def config_keys(config: str) -> dict:
     (alpha=1) there is no transfer set unless the configuration names one (which the schema then refuses)."""
     names = {"alpha": "distill_alpha", "temperature": "temperature", "epochs": "distill_epochs",
              "learning_rate": "distill_learning_rate", "copies": "transfer_copies",
-             "replace_prob": "transfer_replace_prob", "text": "transfer_text"}
+             "replace_prob": "transfer_replace_prob", "text": "transfer_text", "layers": "student_layer_choice"}
     keys = {}
     for setting in config.split(","):
         key, _, value = setting.partition("=")
@@ -150,8 +150,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS,
                         help="comma-separated compress keys per configuration: alpha, temperature, epochs, "
-                             "learning_rate, copies, replace_prob, text (a file of unlabelled text; "
-                             "alpha=1: no teacher)")
+                             "learning_rate, copies, replace_prob, text (a file of unlabelled text), layers "
+                             "(spread | bottom); alpha=1: no teacher")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (train.num_threads; 0 = all cores)")
     args = parser.parse_args()
     params = with_sections(load_params(ROOT / args.params_file), train={"num_threads": args.threads})

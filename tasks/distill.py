@@ -56,18 +56,22 @@ class DistillError(RuntimeError):
 # ------------------------------------------------------------------ the student
 
 
-def kept_layers(total: int, keep: int) -> list[int]:
-    """`keep` of `total` layers, evenly spaced, ending with the last (6 -> 3: [1, 3, 5]; 2 -> 1: [1])."""
+def kept_layers(total: int, keep: int, choice: str = "spread") -> list[int]:
+    """`keep` of `total` layers: `spread` evenly spaced, ending with the last (6 -> 3: [1, 3, 5]; 2 -> 1: [1]),
+    as DistilBERT; `bottom` the first ones (6 -> 3: [0, 1, 2]), the top layers dropped, which Sajjad et al.
+    (2023, "On the effect of dropping layers of pre-trained transformer models") found the best choice."""
     if not 0 < keep < total:
         raise DistillError(f"compress.student_layers {keep}: the candidate has {total} encoder layers, keep 1 to "
                            f"{total - 1}")
+    if choice == "bottom":
+        return list(range(keep))
     return [(j + 1) * total // keep - 1 for j in range(keep)]
 
 
-def make_student(teacher: torch.nn.Module, keep: int) -> torch.nn.Module:
-    """A model of the teacher's class with `keep` encoder layers: the kept layers, the embeddings and the head
-    are the teacher's weights (a copy; the teacher is untouched)."""
-    kept = kept_layers(teacher.config.num_hidden_layers, keep)
+def make_student(teacher: torch.nn.Module, keep: int, choice: str = "spread") -> torch.nn.Module:
+    """A model of the teacher's class with `keep` encoder layers (`kept_layers`' choice): the kept layers, the
+    embeddings and the head are the teacher's weights (a copy; the teacher is untouched)."""
+    kept = kept_layers(teacher.config.num_hidden_layers, keep, choice)
     config = teacher.config.__class__.from_dict(teacher.config.to_dict())
     config.num_hidden_layers = keep
     student = type(teacher)(config)
@@ -307,7 +311,7 @@ def train_student(params: Params, kind) -> dict:
     train_rows, dev_rows = fitting.read_checked(training, *files)
     teacher, tokenizer = checked_teacher(Path(paths.model), training.labels)
     teacher_layers = teacher.config.num_hidden_layers
-    student = make_student(teacher.cpu(), rules.student_layers)
+    student = make_student(teacher.cpu(), rules.student_layers, rules.student_layer_choice)
     del teacher
     device = engine.pick_device(processes)
     engine.configure_device(device)
@@ -329,7 +333,8 @@ def train_student(params: Params, kind) -> dict:
     size = sum(p.numel() for p in student.parameters())
     best = progress.best_score if dev_rows else None
     metrics = {"enabled": True, "teacher_layers": teacher_layers,
-               "kept_layers": kept_layers(teacher_layers, rules.student_layers), "transfer_rows": data.transfer_rows,
+               "kept_layers": kept_layers(teacher_layers, rules.student_layers, rules.student_layer_choice),
+               "transfer_rows": data.transfer_rows,
                **fitting.training_metrics(progress, settings, device, size, len(train_rows), processes, best),
                }
     write_json(Path(paths.student_metrics), metrics)
@@ -373,7 +378,8 @@ def run_identity(params: Params, settings: TrainParams, labels: list[str], files
     """A checkpoint resumes only the same distillation: training settings, labels, the split files and the
     teacher's logits (which stand for the candidate the student is cut from), and the distillation keys."""
     rules = params.compress
-    keys = {"student_layers": rules.student_layers, "alpha": rules.distill_alpha, "temperature": rules.temperature,
+    keys = {"student_layers": [rules.student_layers, rules.student_layer_choice], "alpha": rules.distill_alpha,
+            "temperature": rules.temperature,
             "transfer": [rules.transfer_copies, rules.transfer_replace_prob, params.augment.seed, rules.transfer_text]}
     from tasks import checkpoints
 

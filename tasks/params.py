@@ -246,7 +246,8 @@ class CompressParams(Section):
     # they must reproduce exactly; below it the export is broken, whatever the score says.
     min_agreement: float = Field(ge=0, le=1)
     # Distillation (the `student` variant; tasks/distill.py). 0 = off: the distill stages write empty outputs.
-    student_layers: int = Field(ge=0)  # encoder layers the student keeps, evenly spaced, the last one included
+    student_layers: int = Field(ge=0)  # encoder layers the student keeps (0 = off) ...
+    student_layer_choice: Literal["spread", "bottom"]  # ... evenly spaced with the last, or the first ones
     max_student_score_drop: float = Field(ge=0, le=1)  # the student's max_score_drop (it may lose more)
     distill_alpha: float = Field(ge=0, le=1)  # weight of the gold labels' loss; 1 - alpha: the teacher's
     temperature: float = Field(gt=0)  # softens both models' logits in the teacher term

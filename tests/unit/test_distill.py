@@ -68,6 +68,7 @@ def test_kept_layers_are_evenly_spaced_and_end_with_the_last() -> None:
     assert distill.kept_layers(2, 1) == [1]
     assert distill.kept_layers(12, 6) == [1, 3, 5, 7, 9, 11]
     assert distill.kept_layers(6, 4) == [0, 2, 3, 5]
+    assert distill.kept_layers(6, 3, "bottom") == [0, 1, 2]  # the top layers dropped
     for keep in (0, 6):
         with pytest.raises(distill.DistillError, match=f"compress.student_layers {keep}: .* 6 encoder layers"):
             distill.kept_layers(6, keep)
@@ -84,6 +85,8 @@ def test_the_student_keeps_k_layers_with_the_teachers_weights(candidate: Path) -
         source = name.replace("encoder.layer.0.", "encoder.layer.1.")  # 2 -> 1 keeps the last layer
         assert torch.equal(tensor, theirs[source]), name
     assert any("embeddings" in name for name in ours) and "classifier.weight" in ours
+    bottom = distill.make_student(teacher, 1, "bottom").state_dict()  # the first layer instead
+    assert all(torch.equal(tensor, theirs[name]) for name, tensor in bottom.items())
 
 
 def softmax(values: list[float], temperature: float) -> list[float]:
