@@ -190,7 +190,10 @@ def teacher_logits(params: Params, kind) -> str:
     staging = out.with_name(f".{out.name}.tmp")
     save_file(pack(examples, logits), staging, metadata={"labels": json.dumps(training.labels)})
     staging.replace(out)
-    return f"{len(examples)} windows of {train_file} and {len(transfer)} transfer rows -> {out}"
+    from tasks.transfer import count_texts
+
+    return (f"{len(examples)} windows of {train_file} and {len(transfer)} transfer rows ({count_texts(transfer)} "
+            f"from compress.transfer_text) -> {out}")
 
 
 def transfer_rows(params: Params, kind, rows: Sequence[Any]) -> list[Any]:
@@ -334,7 +337,7 @@ def train_student(params: Params, kind) -> dict:
     best = progress.best_score if dev_rows else None
     metrics = {"enabled": True, "teacher_layers": teacher_layers,
                "kept_layers": kept_layers(teacher_layers, rules.student_layers, rules.student_layer_choice),
-               "transfer_rows": data.transfer_rows,
+               "transfer_rows": data.transfer_rows, "transfer_text_rows": data.transfer_text_rows,
                **fitting.training_metrics(progress, settings, device, size, len(train_rows), processes, best),
                }
     write_json(Path(paths.student_metrics), metrics)
@@ -351,6 +354,7 @@ class StudentData:
     targets: dict[tuple[int, ...], torch.Tensor]
     teacher_only: set[tuple[int, ...]]
     transfer_rows: int
+    transfer_text_rows: int  # of the transfer rows, those from the user's text
 
 
 def student_data(params: Params, kind, training: TrainingKind[Any], tokenizer, rows: Sequence[Any],
@@ -361,7 +365,9 @@ def student_data(params: Params, kind, training: TrainingKind[Any], tokenizer, r
     token_level = bool(encoded and encoded[0].word_ids)
     targets = read_targets(Path(params.paths.teacher_logits), encoded, token_level)
     examples, teacher_only = split_gold(encoded, len(rows))
-    return StudentData(examples, targets, teacher_only, len(transfer))
+    from tasks.transfer import count_texts
+
+    return StudentData(examples, targets, teacher_only, len(transfer), count_texts(transfer))
 
 
 def split_gold(examples: Sequence[engine.Example], gold_rows: int

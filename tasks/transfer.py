@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from tasks.sentence import Sentence
 
 TRANSFER_ID = "{source}~transfer{copy}"  # a copy's id names its source row
+TEXT_ID = "transfer-text:{source}"  # a user's text: its id names file and line
 
 
 def perturbed_copies(sentences: Sequence[Sentence], copies: int, replace_prob: float, seed: int) -> list[Sentence]:
@@ -62,8 +63,14 @@ def new_texts(texts: Sequence[Sentence], train: Sequence[Sentence], copies: Sequ
         if text.tokens and text.tokens not in seen:
             seen.add(text.tokens)
             meta = {**train[0].meta, "source_id": text.id, "augmenter": "transfer-text"}
-            result.append(Sentence(f"transfer-text:{text.id}", text.tokens, ("O",) * len(text.tokens), meta))
+            result.append(Sentence(TEXT_ID.format(source=text.id), text.tokens, ("O",) * len(text.tokens), meta))
     return result
+
+
+def count_texts(rows: Sequence) -> int:
+    """How many transfer rows (of any kind: they keep their ids) came from the user's text."""
+    prefix = TEXT_ID.format(source="")
+    return sum(1 for row in rows if row.id.startswith(prefix))
 
 
 def vocabulary(sentences: Sequence[Sentence]) -> tuple[list[str], list[int]]:

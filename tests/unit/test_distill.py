@@ -191,6 +191,7 @@ def test_distillation_trains_a_student_that_fits_the_teacher_better(distilled: P
 
     assert metrics["enabled"] and metrics["kept_layers"] == [1] and metrics["epochs_run"] == 2
     assert metrics["transfer_rows"] == 32  # one copy of each train sentence; none equals a train sentence
+    assert metrics["transfer_text_rows"] == 0  # no compress.transfer_text
     assert after.config.num_hidden_layers == 1 and after.config.flowtune == {"max_length": 16}
     assert mean_distillation_loss(after, params) < mean_distillation_loss(before, params)
     assert list(Path(params.paths.student_checkpoints).iterdir()) == []  # state cleared once saved
@@ -411,9 +412,11 @@ def test_a_classifier_distills_on_texts(tiny_base: Path, tmp_path: Path, multi_l
     assert transfer == copies + 2 and [r.text for r in rows[-2:]] == ["mary went home", "no one knows"]
     assert {r.label for r in rows[-2:]} == {train_texts[0].label}  # a stand-in: it only marks the text's position
     assert distill.teacher_logits(params, kind).startswith(f"{24 + transfer} windows")
+    assert f"{transfer} transfer rows (2 from compress.transfer_text)" in distill.teacher_logits(params, kind)
     metrics = distill.train_student(params, kind)
 
     assert metrics["kept_layers"] == [1] and metrics["dev_f1"] is not None
+    assert (metrics["transfer_rows"], metrics["transfer_text_rows"]) == (transfer, 2)
     student = variants.load_model(Path(params.paths.student), device="cpu")
     assert student.config.num_hidden_layers == 1 and student.config.problem_type == (
         "multi_label_classification" if multi_label else "single_label_classification")
