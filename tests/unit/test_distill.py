@@ -24,8 +24,9 @@ from tasks.params import ParamsError, load_params
 from tests.helpers import ROOT, evaluate_params, synthetic, train_ner, train_params
 
 TYPES = ["person", "geo-loc"]
-DISTILL = {"variants": ["student"], "student_layers": 1, "distill_alpha": 0.5, "temperature": 2.0,
-           "distill_epochs": 2, "distill_learning_rate": 5e-3, "transfer_copies": 1, "transfer_replace_prob": 0.2}
+DISTILL = {"variants": ["student"], "student_layers": 1, "student_layer_choice": "spread", "distill_alpha": 0.5,
+           "temperature": 2.0, "distill_epochs": 2, "distill_learning_rate": 5e-3, "transfer_copies": 1,
+           "transfer_replace_prob": 0.2}
 
 
 @pytest.fixture(scope="module")
