@@ -9,8 +9,8 @@ Two DVC stages run this module (docs/DECISIONS.md, 46):
   for classifiers), in float16 (half the size; the rounding, < 0.01 at logit 10, is far below what a
   temperature-softened target resolves).
 - `--step student` (stage `distill`): the student is the candidate with `compress.student_layers` of its
-  encoder layers, evenly spaced and the last one included (6 -> 3 keeps 1, 3, 5: the head was trained on
-  the last layer's output), embeddings and head copied, as DistilBERT does. It trains on the same engine as
+  encoder layers (`compress.student_layer_choice`: evenly spaced with the last, 6 -> 3 keeps 1, 3, 5, as
+  DistilBERT does; or the first ones, 0, 1, 2), embeddings and head copied. It trains on the same engine as
   the candidate (tasks/engine.py: grouped batches, AdamW, warmup, resumable checkpoints in
   `paths.student_checkpoints`) with loss `alpha * CE(gold) + (1 - alpha) * T^2 * KL(teacher || student)`;
   the kind says where the KL is summed (NER: labelled first pieces; classifiers: texts, per-class sigmoid
