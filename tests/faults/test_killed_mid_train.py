@@ -11,12 +11,10 @@ supervisor, not by the test).
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -24,8 +22,8 @@ import pytest
 
 from flows import services
 from flows.steps import ACCELERATOR_LEASE_S
-from tasks.io import write_jsonl
-from tests.helpers import api_get, api_post, clean_env, client_env_file, scratch_clone, set_params, synthetic
+from tests.faults.train_flow import FlowProcess, flow_runs, stage_processes, train_clone
+from tests.helpers import api_get, clean_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")]
@@ -36,83 +34,13 @@ ORPHAN_DEADLINE_S = 10  # the requirement: nothing of the stage left this long a
 # last renewal; the slack covers a loaded machine.
 SLOT_DEADLINE_S = ACCELERATOR_LEASE_S + 15 + 15
 CHECKPOINT = "data/models/checkpoints/checkpoint.pt"  # params.yaml paths.train_checkpoints
-FLOW_SCRIPT = f'''
-"""One flow: the pipeline's train task (dvc repro --single-item train) on this checkout."""
-from prefect import flow
-
-from flows.steps import run_settings, run_stage
-from tasks.params import load_params
-
-
-@flow(name="{FLOW_NAME}")
-def train_only() -> None:
-    run_stage("train", load_params("params.yaml"), run_settings())
-
-
-if __name__ == "__main__":
-    train_only()
-'''
 
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory, tiny_base, local_services) -> Path:
-    """A scratch clone whose train stage has its inputs: a tiny BERT, some seconds of training on one
-    thread, a checkpoint every few steps."""
-    repo = scratch_clone(tmp_path_factory.mktemp("killed-mid-train"))
-    set_params(repo, task={"labels": ["person", "geo-loc"]},
-               train={"base_model": str(tiny_base), "max_length": 16, "epochs": 3, "batch_size": 4,
-                      "num_threads": 1, "log_every_steps": 5, "checkpoint_every_steps": 5})
-    write_jsonl(repo / "data/augmented/train.jsonl", synthetic(200, 1))
-    write_jsonl(repo / "data/augmented/dev.jsonl", synthetic(16, 2))
-    (repo / "data/reports/contract_augmented.json").parent.mkdir(parents=True, exist_ok=True)
-    (repo / "data/reports/contract_augmented.json").write_text('{"success": true}\n')
-    (repo / "fault_flow.py").write_text(FLOW_SCRIPT)
-    (repo / ".env").write_text(client_env_file(local_services))
-    return repo
-
-
-class Flow:
-    """`python fault_flow.py` in the clone (a session of its own, for the cleanup); output collected."""
-
-    def __init__(self, repo: Path, settings) -> None:
-        env = clean_env(PYTHONPATH=str(repo), **services.service_env(settings))
-        self.process = subprocess.Popen([str(repo / ".venv/bin/python"), "fault_flow.py"], cwd=repo, env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        start_new_session=True)
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
-        self.reader.start()
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait(self, timeout_s: float) -> int:
-        try:
-            return self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the flow still runs after {timeout_s} s:\n{self.output[-4000:]}")
-        finally:
-            self.reader.join(timeout=10)
-
-    def cleanup(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait()
-
-
-def stage_processes(repo: Path) -> dict[int, str]:
-    """pid -> command line of each live process working in the clone (dvc, the supervisor, the trainer)."""
-    found = {}
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if Path(os.readlink(proc / "cwd")) == repo and " Z " not in (proc / "stat").read_text():
-                found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except OSError:  # gone, or a zombie (its cwd no longer readable)
-            continue
-    return found
+    """A scratch clone whose train stage trains for some seconds, a checkpoint every few steps."""
+    return train_clone(tmp_path_factory.mktemp("killed-mid-train"), tiny_base, local_services, FLOW_NAME,
+                       sentences=200, epochs=3, log_every_steps=5)
 
 
 def active_gpu_slots(settings) -> int:
@@ -136,8 +64,7 @@ def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def flow_run_states(settings) -> list[str]:
-    query = {"flows": {"name": {"any_": [FLOW_NAME]}}, "sort": "START_TIME_ASC"}
-    return [run["state_name"] for run in api_post(settings, "flow_runs/filter", json=query).json()]
+    return [run["state_name"] for run in flow_runs(settings, FLOW_NAME)]
 
 
 def test_a_flow_sigkilled_mid_train_leaves_nothing_and_a_rerun_resumes(local_services, clone, reliability):
@@ -147,7 +74,7 @@ def test_a_flow_sigkilled_mid_train_leaves_nothing_and_a_rerun_resumes(local_ser
     wait_until(lambda: active_gpu_slots(settings) == 0, SLOT_DEADLINE_S, "the gpu limit is free", 1)
 
     started = time.monotonic()
-    run = Flow(repo, settings)
+    run = FlowProcess(repo, settings)
     try:
         checkpoint = repo / CHECKPOINT
         wait_until(lambda: checkpoint.is_file() or run.process.poll() is not None, 240, "a checkpoint")
@@ -176,12 +103,13 @@ def test_a_flow_sigkilled_mid_train_leaves_nothing_and_a_rerun_resumes(local_ser
                                                     SLOT_DEADLINE_S, "the gpu slot is free", 0.5)
     killed_state = flow_run_states(settings)[-1]
 
-    rerun, rerun_started = Flow(repo, settings), time.monotonic()
+    rerun, rerun_started = FlowProcess(repo, settings), time.monotonic()
     try:
-        exit_code = rerun.wait(timeout_s=240)
+        exit_code = rerun.finish(timeout_s=240)
     finally:
         rerun.cleanup()
     print(f"re-run took {time.monotonic() - rerun_started:.1f} s")
+    assert exit_code is not None, "the re-run still ran after 240 s:\n" + rerun.output[-4000:]
     assert exit_code == 0, rerun.output[-4000:]
     assert flow_run_states(settings)[-1] == "Completed"
     resumed = re.search(r"train: resuming from \S+ at epoch (\d+), step (\d+) \(global step (\d+)\)", rerun.output)

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from flows import services
-from tasks.io import write_jsonl
 from tests.conftest import private_settings
-from tests.helpers import api_get, api_post, clean_env, client_env_file, scratch_clone, set_params, synthetic
+from tests.faults.train_flow import FlowProcess, flow_runs, stage_processes, train_clone
+from tests.helpers import api_get, clean_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -30,22 +29,6 @@ RUN_BOUND_S = 120  # a run not over this long after the restart counts as hung
 # The re-run must not wait for the first run's slot longer than its lease allows (60 s + the server's
 # 15 s repossession cycle) plus its own few seconds.
 RERUN_BOUND_S = 100
-FLOW_SCRIPT = f'''
-"""One flow: the pipeline's train task (dvc repro --single-item train) on this checkout."""
-from prefect import flow
-
-from flows.steps import run_settings, run_stage
-from tasks.params import load_params
-
-
-@flow(name="{FLOW_NAME}")
-def train_only() -> None:
-    run_stage("train", load_params("params.yaml"), run_settings())
-
-
-if __name__ == "__main__":
-    train_only()
-'''
 
 
 @pytest.fixture(scope="module")
@@ -78,75 +61,10 @@ def up_from(folder: Path, settings) -> float:
 
 
 @pytest.fixture(scope="module")
-def train_clone(tmp_path_factory, tiny_base, private_prefect) -> Path:
-    """A scratch clone whose train stage has its inputs and trains a tiny BERT for some seconds."""
-    repo = scratch_clone(tmp_path_factory.mktemp("clone"))
-    set_params(repo, task={"labels": ["person", "geo-loc"]},
-               train={"base_model": str(tiny_base), "max_length": 16, "epochs": 4, "batch_size": 4,
-                      "num_threads": 1, "log_every_steps": 1, "checkpoint_every_steps": 5})
-    write_jsonl(repo / "data/augmented/train.jsonl", synthetic(48, 1))
-    write_jsonl(repo / "data/augmented/dev.jsonl", synthetic(16, 2))
-    (repo / "data/reports/contract_augmented.json").parent.mkdir(parents=True, exist_ok=True)
-    (repo / "data/reports/contract_augmented.json").write_text('{"success": true}\n')
-    (repo / "fault_flow.py").write_text(FLOW_SCRIPT)
-    (repo / ".env").write_text(client_env_file(private_prefect))
-    return repo
-
-
-class FlowProcess:
-    """`python fault_flow.py` in the clone; its output lines are collected by a thread as they come."""
-
-    def __init__(self, repo: Path, settings) -> None:
-        env = clean_env(PYTHONPATH=str(repo), **services.service_env(settings))
-        self.process = subprocess.Popen([str(repo / ".venv/bin/python"), "fault_flow.py"], cwd=repo, env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        start_new_session=True)
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    def wait_for(self, marker: str, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not any(marker in line for line in self.lines):
-            assert self.process.poll() is None, f"the run ended before {marker!r}:\n" + self.output[-4000:]
-            assert time.monotonic() < deadline, f"no {marker!r} after {timeout_s} s:\n" + self.output[-4000:]
-            time.sleep(0.2)
-
-    def finish(self, timeout_s: float) -> int | None:
-        """The exit status, or None (the whole process group killed) when it runs past `timeout_s`."""
-        try:
-            return self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, 9)
-            self.process.wait()
-            return None
-        finally:
-            self.reader.join(timeout=10)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-
-def flow_runs(settings) -> list[dict]:
-    query = {"flows": {"name": {"any_": [FLOW_NAME]}}, "sort": "START_TIME_ASC"}
-    return api_post(settings, "flow_runs/filter", json=query).json()
-
-
-def stage_processes(repo: Path) -> list[str]:
-    """Command lines of live processes started in the clone (a stage that outlived its flow)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")) == repo:
-                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except OSError:
-            continue
-    return found
+def clone(tmp_path_factory, tiny_base, private_prefect) -> Path:
+    """A scratch clone whose train stage trains for some seconds, logging every step."""
+    return train_clone(tmp_path_factory.mktemp("clone"), tiny_base, private_prefect, FLOW_NAME,
+                       sentences=48, epochs=4, log_every_steps=1)
 
 
 def gpu_slots(settings) -> dict:
@@ -176,8 +94,8 @@ def restart_mid_stage(run: FlowProcess, settings) -> dict:
 
 
 def test_prefect_server_restarted_mid_run_ends_the_run_and_a_rerun_completes(
-        private_prefect, train_clone, reliability) -> None:
-    settings, repo = private_prefect, train_clone
+        private_prefect, clone, reliability) -> None:
+    settings, repo = private_prefect, clone
     # What lets the re-run get the `gpu` slot: leases on disk survive the restart (in memory, the default,
     # the restart forgot the held slot's lease and the re-run waited for it for ever).
     assert services.prefect_server(settings).env["PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"].endswith(".filesystem")
@@ -188,17 +106,17 @@ def test_prefect_server_restarted_mid_run_ends_the_run_and_a_rerun_completes(
 
     assert exit_code is not None, f"the run hung: still running {RUN_BOUND_S} s after the restart:\n" + \
         run.output[-4000:]
-    first = flow_runs(settings)[-1]
+    first = flow_runs(settings, FLOW_NAME)[-1]
     assert first["state_type"] in {"COMPLETED", "FAILED", "CRASHED"}, first["state_type"]
     assert (exit_code == 0) == (first["state_type"] == "COMPLETED"), (exit_code, first["state_type"])
-    assert stage_processes(repo) == []  # nothing of the first run still trains
+    assert not stage_processes(repo)  # nothing of the first run still trains
     stage_finished = "train: best epoch" in run.output and "Updating lock file 'dvc.lock'" in run.output
     release_failed = "release_concurrency_slots_with_lease" in run.output
     slots_after_first = gpu_slots(settings)["active_slots"]
 
     rerun = FlowProcess(repo, settings)
     rerun_exit = rerun.finish(timeout_s=RERUN_BOUND_S)
-    second = flow_runs(settings)[-1]
+    second = flow_runs(settings, FLOW_NAME)[-1]
     status = dvc_status(repo)
     recovered = rerun_exit == 0 and second["state_type"] == "COMPLETED" and "up to date" in status.lower()
     skipped = "Stage 'train' didn't change, skipping" in rerun.output
