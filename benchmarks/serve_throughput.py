@@ -6,9 +6,10 @@ Usage:
 
 Without --model, a token classifier is built from the packaged MiniLM encoder with a random head (the
 forward pass costs what a trained one's does). Each setting starts `flowtune serve --model DIR` in its
-own process; `--clients` threads each send `--requests` requests of one WNUT-16 test sentence. Prints a
-markdown table: max batch size, requests/s, p50/p95 latency (ms), mean items per forward pass, and the
-throughput relative to `--max-batch-size 1` (no batching) measured in the same run.
+own process; one client first sends `--requests` requests alone (the single-client p95), then `--clients`
+threads each send `--requests` requests of one WNUT-16 test sentence. Prints a markdown table: max batch size,
+requests/s, p50/p95 latency (ms), mean items per forward pass, the throughput relative to `--max-batch-size 1`
+(no batching) measured in the same run, and the loaded p95 against the single-client one.
 
 With --variants: the same load against `flowtune serve` of the fp32 model and of each compressed variant
 (`--variant`, built beside a copy of the model; default batching), and, as the baseline, the
@@ -33,7 +34,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SETTINGS = [(1, 0.0), (8, 2.0), (32, 5.0)]  # (--max-batch-size, --max-wait-ms); the first is the baseline
+SETTINGS = [(1, 0.0), (4, 1.0), (8, 2.0), (16, 3.0), (32, 5.0)]  # (--max-batch-size, --max-wait-ms); 1: baseline
 
 
 def random_head_tagger(dest: Path) -> Path:
@@ -80,8 +81,15 @@ def run_clients(client, clients: int) -> float:
     return time.perf_counter() - started
 
 
+def latency_cuts(latencies: list[float]) -> dict:
+    cuts = statistics.quantiles(latencies, n=100)
+    return {"p50": cuts[49] * 1000, "p95": cuts[94] * 1000}
+
+
 def measure(model: Path, batch: int, wait_ms: float, texts: list[str], clients: int, requests: int,
             *options: str) -> dict:
+    """One server with this batching: a single client alone, then `clients` at once (rps, p50/p95 ms,
+    items per forward pass, and `single_p95`: the lone client's p95)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen([str(ROOT / ".venv/bin/flowtune"), "serve", "--model", str(model), "--port", str(port),
@@ -105,6 +113,9 @@ def measure(model: Path, batch: int, wait_ms: float, texts: list[str], clients: 
                     session.post(f"{url}/v1/predict", json={"texts": [text]}).raise_for_status()
                     latencies.append(time.perf_counter() - start)
 
+        run_clients(client, 1)  # alone: also the warm-up of the loaded run
+        single = latency_cuts(latencies)
+        latencies.clear()
         seconds = run_clients(client, clients)
         metrics = httpx.get(f"{url}/metrics").text
         passes = float(next(line.split()[1] for line in metrics.splitlines()
@@ -114,9 +125,8 @@ def measure(model: Path, batch: int, wait_ms: float, texts: list[str], clients: 
     finally:
         process.terminate()
         process.wait(timeout=30)
-    cuts = statistics.quantiles(latencies, n=100)
-    return {"rps": len(latencies) / seconds, "p50": cuts[49] * 1000, "p95": cuts[94] * 1000,
-            "items_per_pass": items / max(passes, 1)}
+    return {"rps": len(latencies) / seconds, **latency_cuts(latencies), "items_per_pass": items / max(passes, 1),
+            "single_p95": single["p95"]}
 
 
 def pipeline_loop(model: Path, texts: list[str], clients: int, requests: int) -> dict:
@@ -134,8 +144,7 @@ def pipeline_loop(model: Path, texts: list[str], clients: int, requests: int) ->
             latencies.append(time.perf_counter() - start)
 
     seconds = run_clients(client, clients)
-    cuts = statistics.quantiles(latencies, n=100)
-    return {"rps": len(latencies) / seconds, "p50": cuts[49] * 1000, "p95": cuts[94] * 1000}
+    return {"rps": len(latencies) / seconds, **latency_cuts(latencies)}
 
 
 def compare_variants(source: Path, texts: list[str], clients: int, requests: int, scratch: Path) -> None:
@@ -173,14 +182,16 @@ def main() -> None:
             compare_variants(model, texts, args.clients, args.requests, Path(tmp))
             return
         print(f"{args.clients} clients x {args.requests} requests of one sentence; {os.cpu_count()} CPUs\n")
-        print("| max batch | max wait ms | requests/s | p50 ms | p95 ms | items per pass | throughput vs no batching |")
-        print("|---:|---:|---:|---:|---:|---:|---:|")
+        print("| max batch | max wait ms | requests/s | p50 ms | p95 ms | items per pass | throughput vs no batching "
+              "| p95 of 1 client ms | p95 vs 1 client |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         baseline = None
         for batch, wait_ms in SETTINGS:
             result = measure(model, batch, wait_ms, texts, args.clients, args.requests)
             baseline = baseline or result["rps"]
             print(f"| {batch} | {wait_ms:g} | {result['rps']:.1f} | {result['p50']:.0f} | {result['p95']:.0f} | "
-                  f"{result['items_per_pass']:.1f} | {result['rps'] / baseline:.2f}x |", flush=True)
+                  f"{result['items_per_pass']:.1f} | {result['rps'] / baseline:.2f}x | {result['single_p95']:.0f} | "
+                  f"{result['p95'] / result['single_p95']:.1f}x |", flush=True)
 
 
 if __name__ == "__main__":
