@@ -10,10 +10,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from flows.registry_cli import one_line_errors, open_registry
     from flows.serving.app import serve
+    from flows.serving.guards import TokenError, read_token
+    from flows.serving.limits import Limits
     from tasks.registry import local_variant, variant_files
 
     if args.max_batch_size < 1 or args.max_wait_ms < 0 or args.poll_s <= 0:
         raise SystemExit("flowtune serve: error: --max-batch-size >= 1, --max-wait-ms >= 0 and --poll-s > 0")
+    if min(args.max_batch_words, args.max_queue_words) < 1 or min(args.timeout_s, args.grace_s) <= 0:
+        raise SystemExit("flowtune serve: error: --max-batch-words and --max-queue-words >= 1, --timeout-s and "
+                         "--grace-s > 0")
+    try:
+        token = read_token(args.token_file, args.host)
+    except TokenError as exc:
+        raise SystemExit(f"flowtune serve: error: {exc}") from None
+    limits = Limits(args.max_batch_size, args.max_wait_ms, args.max_batch_words, args.max_queue_words,
+                    args.timeout_s, args.max_unready_s, token)
     registry = None
     with one_line_errors("serve"):  # what the user can fix (no such model or variant, storage down) stops it here
         if Path(args.model).is_dir():
@@ -23,12 +34,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             name, version = registry.resolve(args.model)
             if args.variant:
                 variant_files(registry.manifest(name, version), args.variant, f"{name} v{version}")
-    serve(args.model, args.host, args.port, args.max_batch_size, args.max_wait_ms, args.poll_s, args.max_length,
-          lambda: registry, args.variant)
+    serve(args.model, args.host, args.port, args.poll_s, args.max_length, lambda: registry, args.variant, limits,
+          args.grace_s)
     return 0
 
 
 def add_serve_parser(sub) -> None:
+    from flows.serving.limits import Limits
+
     serve = sub.add_parser("serve", help="serve a registered model (or a model folder) over HTTP: /v1/predict, "
                                          "/healthz, /readyz, /metrics, /docs; follows its alias (hot swap)")
     serve.add_argument("--model", required=True, help="NAME:ALIAS (followed: a new version is swapped in), "
@@ -36,12 +49,26 @@ def add_serve_parser(sub) -> None:
     serve.add_argument("--variant", help="serve this compressed variant of the model (int8, onnx, onnx-int8, student: "
                                          "those its version holds, see `registry show`)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine "
-                                                           "only; 0.0.0.0 offers it to the network)")
+                                                           "only; 0.0.0.0 offers it to the network and needs a token)")
+    serve.add_argument("--token-file", help="a file holding the bearer token every request but /healthz and /readyz "
+                                            "must carry (default: $FLOWTUNE_SERVE_TOKEN; required off loopback)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-batch-size", type=int, default=32,
                        help="items (texts or sentences) per forward pass, across concurrent requests")
     serve.add_argument("--max-wait-ms", type=float, default=5.0,
                        help="how long the first queued request waits for others to share its forward pass")
+    serve.add_argument("--max-batch-words", type=int, default=Limits.max_batch_words,
+                       help="words per forward pass: bounds each pass's time, so a small request never waits "
+                            "long behind a large one")
+    serve.add_argument("--max-queue-words", type=int, default=Limits.max_queue_words,
+                       help="words waiting for the model; a request that would pass this gets 429 + Retry-After")
+    serve.add_argument("--timeout-s", type=float, default=Limits.timeout_s,
+                       help="a request not answered within this gets 503 and its remaining work is dropped")
+    serve.add_argument("--grace-s", type=float, default=10.0,
+                       help="on SIGTERM: how long requests in progress may finish before they are cancelled")
+    serve.add_argument("--max-unready-s", type=float, default=Limits.max_unready_s,
+                       help="/healthz answers 503 once no model has loaded for this long (an orchestrator restarts "
+                            "the process)")
     serve.add_argument("--poll-s", type=float, default=30.0, help="how often the alias is checked for a new version")
     serve.add_argument("--max-length", type=int, help="sub-word pieces per window (default: the model's own)")
     serve.set_defaults(func=cmd_serve)

@@ -14,6 +14,8 @@ from botocore.exceptions import (
 from tasks.settings import Settings, s3_client
 
 CREDENTIAL_ERRORS = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "403"}
+UNREACHABLE = (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError)
+BUSY_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling"}
 
 
 class StorageError(RuntimeError):
@@ -37,7 +39,7 @@ def check_bucket(settings: Settings, bucket: str) -> None:
 def storage_problem(settings: Settings, bucket: str, exc: Exception) -> str:
     """What a boto error means for the user, in one line with the fix."""
     endpoint = settings.endpoint_url
-    if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ReadTimeoutError | ConnectTimeoutError):
+    if isinstance(exc, UNREACHABLE):
         return (f"S3 endpoint {endpoint} is unreachable: expected a running S3 server there "
                 "(start the local one with `flowtune services up`, or set FLOWTUNE_S3_ENDPOINT_URL)")
     if not isinstance(exc, ClientError):
@@ -49,3 +51,15 @@ def storage_problem(settings: Settings, bucket: str, exc: Exception) -> str:
     if code in {"404", "NoSuchBucket"}:
         return f"bucket {bucket!r} does not exist at {endpoint} (`flowtune services up` creates it)"
     return f"S3 endpoint {endpoint}, bucket {bucket!r}: unexpected error {code}"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether trying again later may succeed: storage unreachable, a timeout, a 5xx or throttling answer.
+    A missing object, refused credentials or a checksum mismatch stay as they are."""
+    if isinstance(exc, (*UNREACHABLE, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return status >= 500 or exc.response.get("Error", {}).get("Code") in BUSY_CODES
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return cause is not None and cause is not exc and is_transient(cause)

@@ -210,6 +210,8 @@ class Registry:
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in {"404", "NoSuchKey"}:
+                raise  # storage trouble (5xx, throttling, refused keys) is not "not found"
             raise RegistryError(f"s3://{self.bucket}/{key}: version {version} of {name!r} not found ({exc})") from None
         return json.loads(body)
 

@@ -6,16 +6,24 @@
 - Hot swap: a thread polls the alias; a new version is downloaded (checksums verified), loaded and warmed
   up next to the serving one, then replaces it in one assignment. Requests already batched finish on the
   old model; a version that fails to load or to answer leaves the old one serving, and says why in the
-  log and in /metrics.
+  log and in /metrics. A download that fails for a passing reason (storage unreachable, a timeout, a 5xx)
+  is tried again with backoff; a checksum, load or warm-up failure is not, until the alias moves.
+- Safe to expose (docs/SECURITY.md): a bearer token whenever the address is not loopback (guards.py);
+  bounded work per text, per request, per forward pass and in the queue (429 with Retry-After when full,
+  503 when a request outlives its deadline); fair shares between clients (batcher.py); a 500 never
+  carries the exception's text; /healthz turns 503 when no model has loaded for `max_unready_s`, so an
+  orchestrator restarts the process; SIGTERM drains for `grace_s`, then exits.
 """
 
 from __future__ import annotations  # FastAPI resolves the endpoints' annotations from this module's globals
 
 import logging
+import math
 import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,19 +31,28 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, HTTPException, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from flows.serving.batcher import MicroBatcher
+from flows.serving.batcher import MicroBatcher, Overloaded
+from flows.serving.guards import BearerToken, BodyLimit
+from flows.serving.limits import (
+    MAX_BODY_BYTES,
+    MAX_CONNECTIONS,
+    MAX_ITEMS,
+    MAX_TEXT_CHARS,
+    MAX_TOKEN_CHARS,
+    MAX_TOKENS,
+    MAX_WORDS,
+    Limits,
+)
 from flows.serving.predictors import Predictor, load_predictor
+from flows.storage import is_transient
 
 log = logging.getLogger("flowtune.serve")
 
-# Request limits: beyond them the answer is a 4xx naming the field, before any model work.
-MAX_BODY_BYTES = 1_048_576
-MAX_ITEMS = 256  # texts or sentences per request
-MAX_TEXT_CHARS = 10_000
-MAX_TOKENS = 512  # tokens per pre-split sentence
-MAX_TOKEN_CHARS = 200
+DEFAULT_LIMITS = Limits()
 WARM_UP = ["flowtune", "warm", "up"]  # one sentence every new model must answer before it serves
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
@@ -58,11 +75,27 @@ class PredictRequest(BaseModel):
             raise ValueError("give exactly one of 'texts' (a list of strings) or 'tokens' (a list of token lists)")
         if self.ids is not None and len(self.ids) != len(self.items):
             raise ValueError(f"'ids' has {len(self.ids)} entries for {len(self.items)} items: one id per item")
+        self._check_sizes()
         return self
+
+    def _check_sizes(self) -> None:
+        """The model's work grows with words and characters: each item is held to the caps, by its field."""
+        field = "texts" if self.texts is not None else "tokens"
+        for index, item in enumerate(self.items):
+            words = word_count(item)
+            if words > MAX_WORDS:
+                raise ValueError(f"{field}[{index}] has {words} words; at most {MAX_WORDS} per item (split it)")
+            if field == "tokens" and (chars := sum(map(len, item))) > MAX_TEXT_CHARS:
+                raise ValueError(f"tokens[{index}] has {chars} characters; at most {MAX_TEXT_CHARS} per sentence")
 
     @property
     def items(self) -> list:
         return self.texts if self.texts is not None else self.tokens
+
+
+def word_count(item: str | list[str]) -> int:
+    """What an item costs the model, in words: a tagger splits a text at whitespace, as here."""
+    return len(item.split()) if isinstance(item, str) else len(item)
 
 
 class PredictResponse(BaseModel):
@@ -134,8 +167,13 @@ class Metrics:
                              ["model"], registry=self.registry)
         self.reloads = Counter("flowtune_serve_reloads", "Model loads by outcome (loaded, failed)", ["outcome"],
                                registry=self.registry)
+        self.queued_words = Gauge("flowtune_serve_queued_words", "Words waiting for a forward pass",
+                                  registry=self.registry)
         self.failed_version = Gauge("flowtune_serve_failed_version",
                                     "Last version that failed to load or verify (0: none)", registry=self.registry)
+
+
+MAX_BACKOFF_S = 300.0
 
 
 class ModelHolder:
@@ -147,15 +185,22 @@ class ModelHolder:
         self.batch_size, self.max_length, self.poll_s = batch_size, max_length, poll_s
         self.current: Served | None = None
         self.failed: tuple[str, int | None] | None = None  # not retried until the reference moves again
+        self.retry: Retry | None = None  # a passing failure: when to try its target again
+        self.started = time.monotonic()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._watch, name="flowtune-serve-watch", daemon=True)
 
     def start(self) -> None:
+        self.started = time.monotonic()
         self.thread.start()
 
     def stop(self) -> None:
         self.stopping.set()
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=1)  # a daemon: a download in progress must not hold up the exit
+
+    def unready_for(self) -> float:
+        """Seconds without a model since the start (0 once one serves)."""
+        return 0.0 if self.current is not None else time.monotonic() - self.started
 
     def _watch(self) -> None:
         while not self.stopping.is_set():
@@ -171,18 +216,29 @@ class ModelHolder:
         except Exception as exc:  # noqa: BLE001 - storage down: keep serving, try again next poll
             log.warning("cannot resolve %s: %s; still serving %s", self.source.ref, exc, self.describe())
             return
-        if target in {self.failed, self.serving()}:
+        if target in {self.failed, self.serving()} or (self.retry and self.retry.waits(target)):
             return
         try:
             served = self.load(*target)
         except Exception as exc:  # noqa: BLE001 - a bad version must not stop the service
-            self.failed = target
-            self.metrics.reloads.labels("failed").inc()
-            self.metrics.failed_version.set(target[1] or 0)
-            log.error("version %s of %s failed to load or verify: %s; still serving %s", target[1], target[0],
-                      exc, self.describe())
+            self._failed_to_load(target, exc)
             return
         self.swap(served)
+
+    def _failed_to_load(self, target: tuple[str, int | None], exc: Exception) -> None:
+        if is_transient(exc):  # storage blinked: this version is tried again, later and later
+            attempts = self.retry.attempts + 1 if self.retry and self.retry.target == target else 1
+            delay = min(MAX_BACKOFF_S, self.poll_s * 2 ** (attempts - 1))
+            self.retry = Retry(target, attempts, time.monotonic() + delay)
+            self.metrics.reloads.labels("retrying").inc()
+            log.warning("version %s of %s could not be fetched (%s: %s); trying again in %.0f s; still serving %s",
+                        target[1], target[0], type(exc).__name__, exc, delay, self.describe())
+            return
+        self.failed, self.retry = target, None
+        self.metrics.reloads.labels("failed").inc()
+        self.metrics.failed_version.set(target[1] or 0)
+        log.error("version %s of %s failed to load or verify: %s; still serving %s", target[1], target[0],
+                  exc, self.describe())
 
     def load(self, name: str, version: int | None) -> Served:
         started = time.monotonic()
@@ -201,7 +257,7 @@ class ModelHolder:
 
     def swap(self, served: Served) -> None:
         old, self.current = self.current, served  # one assignment: the next batch uses the new model
-        self.failed = None
+        self.failed = self.retry = None
         self.metrics.failed_version.set(0)
         self.metrics.reloads.labels("loaded").inc()
         self.metrics.version.clear()
@@ -219,56 +275,28 @@ class ModelHolder:
         return "nothing" if current is None else f"{current.name} v{current.version}"
 
 
+@dataclass(frozen=True)
+class Retry:
+    target: tuple[str, int | None]
+    attempts: int
+    at: float  # time.monotonic() of the next attempt
+
+    def waits(self, target: tuple[str, int | None]) -> bool:
+        return target == self.target and time.monotonic() < self.at
+
+
 def run_batch(served: Served | None, items: list, ids: list) -> list[dict]:
     if served is None:
         raise LookupError("no model is loaded yet")
     return served.predictor.predict(items, ids)
 
 
-class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes is answered 413 before the app reads it all."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._too_large(send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise BodyTooLarge
-            return message
-
-        try:
-            return await self.app(scope, counted, send)
-        except BodyTooLarge:
-            return await self._too_large(send)
-
-    async def _too_large(self, send):
-        from starlette.responses import JSONResponse
-
-        response = JSONResponse({"detail": f"request body over {self.limit} bytes; send at most {MAX_ITEMS} "
-                                           "items per request"}, status_code=413)
-        await response({"type": "http"}, None, send)
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-def create_app(holder: ModelHolder, metrics: Metrics, max_batch_size: int, max_wait_ms: float):
+def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_LIMITS):
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    batcher = MicroBatcher(lambda: holder.current, run_batch, max_batch_size, max_wait_ms,
-                           on_batch=metrics.batch_items.observe)
+    batcher = MicroBatcher(lambda: holder.current, run_batch, limits.max_batch_size, limits.max_wait_ms,
+                           limits.max_batch_words, limits.max_queue_words, on_batch=metrics.batch_items.observe)
+    metrics.queued_words.set_function(batcher.queued_cost)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -281,19 +309,31 @@ def create_app(holder: ModelHolder, metrics: Metrics, max_batch_size: int, max_w
     app = FastAPI(title="flowtune serve", lifespan=lifespan,
                   description="Predictions of a registered flowtune model (NER tagger or text classifier).")
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request, exc: RequestValidationError) -> JSONResponse:
+        # Where and what, without echoing the input back (it may be a megabyte).
+        errors = [{key: error[key] for key in ("type", "loc", "msg") if key in error} for error in exc.errors()]
+        metrics.requests.labels("422").inc()
+        return JSONResponse({"detail": errors}, status_code=422)
+
     @app.post("/v1/predict", response_model=PredictResponse)
     async def predict(request: PredictRequest, response: Response) -> PredictResponse:
         started = time.perf_counter()
         if holder.current is None:
-            metrics.requests.labels("503").inc()
-            raise HTTPException(503, "no model is loaded yet; see /readyz")
+            raise refused(metrics, 503, "no model is loaded yet; see /readyz")
         ids = request.ids or [str(i) for i in range(len(request.items))]
         try:
-            answers, served = await batcher.submit(request.items, ids)
+            answers, served = await batcher.submit(request.items, ids, [max(1, word_count(item)) for item in
+                                                                          request.items], limits.timeout_s)
+        except Overloaded as exc:
+            raise refused(metrics, 429, "too much work queued; retry later", exc.retry_after_s) from None
+        except TimeoutError:
+            raise refused(metrics, 503, f"not answered within {limits.timeout_s:g} s (the service is busy); send "
+                                        "fewer or shorter items, or retry later", 1) from None
         except Exception as exc:
-            metrics.requests.labels("500").inc()
-            log.exception("prediction failed")
-            raise HTTPException(500, f"prediction failed: {type(exc).__name__}: {exc}"[:300]) from exc
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("prediction failed (error %s)", error_id)  # the cause stays in the log, never the reply
+            raise refused(metrics, 500, f"prediction failed (error {error_id} in the server log)") from exc
         metrics.requests.labels("200").inc()
         metrics.latency.observe(time.perf_counter() - started)
         response.headers["X-Model-Version"] = str(served.version)
@@ -301,7 +341,11 @@ def create_app(holder: ModelHolder, metrics: Metrics, max_batch_size: int, max_w
                                predictions=answers)
 
     @app.get("/healthz")
-    def healthz() -> dict:
+    def healthz(response: Response) -> dict:
+        unready = holder.unready_for()
+        if unready > limits.max_unready_s:  # an orchestrator's liveness probe restarts the process
+            response.status_code = 503
+            return {"status": f"no model loaded in {math.floor(unready)} s (limit {limits.max_unready_s:g} s)"}
         return {"status": "ok"}
 
     @app.get("/readyz")
@@ -317,17 +361,27 @@ def create_app(holder: ModelHolder, metrics: Metrics, max_batch_size: int, max_w
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return BodyLimit(app, MAX_BODY_BYTES)
+    guarded = BodyLimit(app, MAX_BODY_BYTES, f"send at most {MAX_ITEMS} items per request")
+    return BearerToken(guarded, limits.token) if limits.token else guarded
 
 
-def serve(ref: str, host: str, port: int, max_batch_size: int, max_wait_ms: float, poll_s: float,
-          max_length: int | None, registry_factory: Callable[[], object], variant: str | None = None) -> None:
+def refused(metrics: Metrics, status: int, detail: str, retry_after_s: int | None = None) -> HTTPException:
+    metrics.requests.labels(str(status)).inc()
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s else None
+    return HTTPException(status, detail, headers=headers)
+
+
+def serve(ref: str, host: str, port: int, poll_s: float, max_length: int | None,
+          registry_factory: Callable[[], object], variant: str | None = None, limits: Limits = DEFAULT_LIMITS,
+          grace_s: float = 10.0) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="flowtune-serve-") as work:
         metrics = Metrics()
         source = ModelSource(ref, registry_factory, Path(work), variant)
-        holder = ModelHolder(source, metrics, max_batch_size, max_length, poll_s)
-        app = create_app(holder, metrics, max_batch_size, max_wait_ms)
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        holder = ModelHolder(source, metrics, limits.max_batch_size, max_length, poll_s)
+        app = create_app(holder, metrics, limits)
+        # SIGTERM: stop accepting, let requests in progress finish for grace_s, cancel the rest, exit.
+        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=grace_s,
+                    limit_concurrency=MAX_CONNECTIONS)
