@@ -17,6 +17,7 @@
 
 from __future__ import annotations  # FastAPI resolves the endpoints' annotations from this module's globals
 
+import asyncio
 import logging
 import math
 import shutil
@@ -24,23 +25,34 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from flows.serving.batcher import MicroBatcher, Overloaded
 from flows.serving.guards import BearerToken, BodyLimit
 from flows.serving.limits import (
+    BODY_READ_S,
     MAX_BODY_BYTES,
     MAX_CONNECTIONS,
     MAX_ITEMS,
+    MAX_READING_BYTES,
     MAX_TEXT_CHARS,
     MAX_TOKEN_CHARS,
     MAX_TOKENS,
@@ -68,6 +80,7 @@ class PredictRequest(BaseModel):
     tokens: list[Annotated[list[Token], Field(min_length=1, max_length=MAX_TOKENS)]] | None = Field(
         default=None, min_length=1, max_length=MAX_ITEMS)
     ids: list[Annotated[str, StringConstraints(max_length=200)]] | None = None
+    _words: list[int] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _one_kind_of_input(self) -> PredictRequest:
@@ -79,10 +92,11 @@ class PredictRequest(BaseModel):
         return self
 
     def _check_sizes(self) -> None:
-        """The model's work grows with words and characters: each item is held to the caps, by its field."""
+        """The model's work grows with words and characters: each item is held to the caps, by its field.
+        The word counts are kept: they are what each item costs the batcher."""
         field = "texts" if self.texts is not None else "tokens"
-        for index, item in enumerate(self.items):
-            words = word_count(item)
+        self._words = [word_count(item) for item in self.items]
+        for index, (item, words) in enumerate(zip(self.items, self._words, strict=True)):
             if words > MAX_WORDS:
                 raise ValueError(f"{field}[{index}] has {words} words; at most {MAX_WORDS} per item (split it)")
             if field == "tokens" and (chars := sum(map(len, item))) > MAX_TEXT_CHARS:
@@ -91,6 +105,10 @@ class PredictRequest(BaseModel):
     @property
     def items(self) -> list:
         return self.texts if self.texts is not None else self.tokens
+
+    @property
+    def costs(self) -> list[int]:
+        return [max(1, words) for words in self._words]
 
 
 def word_count(item: str | list[str]) -> int:
@@ -297,6 +315,9 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
     batcher = MicroBatcher(lambda: holder.current, run_batch, limits.max_batch_size, limits.max_wait_ms,
                            limits.max_batch_words, limits.max_queue_words, on_batch=metrics.batch_items.observe)
     metrics.queued_words.set_function(batcher.queued_cost)
+    # Bodies are read within a budget of bytes and parsed in threads of their own: a megabyte takes tens of
+    # milliseconds, and a hundred of them at once must not keep the event loop (and so /healthz) from answering.
+    parser, reading = ThreadPoolExecutor(2, thread_name_prefix="flowtune-serve-parse"), Budget(MAX_READING_BYTES)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -305,6 +326,7 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
         yield
         holder.stop()
         await batcher.stop()
+        parser.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="flowtune serve", lifespan=lifespan,
                   description="Predictions of a registered flowtune model (NER tagger or text classifier).")
@@ -316,17 +338,25 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
         metrics.requests.labels("422").inc()
         return JSONResponse({"detail": errors}, status_code=422)
 
-    @app.post("/v1/predict", response_model=PredictResponse)
-    async def predict(request: PredictRequest, response: Response) -> PredictResponse:
+    @app.post("/v1/predict", response_model=PredictResponse, openapi_extra=REQUEST_SCHEMA)
+    async def predict(http: Request, response: Response) -> PredictResponse:
         started = time.perf_counter()
         if holder.current is None:
             raise refused(metrics, 503, "no model is loaded yet; see /readyz")
+        size = int(http.headers.get("content-length") or MAX_BODY_BYTES)  # chunked: BodyLimit holds it to that
+        if batcher.full() or not reading.admits(size):  # a flood is refused before its bodies are even read
+            raise refused(metrics, 429, "too much work queued; retry later", batcher.retry_after())
+        with reading.holding(size):
+            try:
+                body = await asyncio.wait_for(http.body(), BODY_READ_S)  # a slow sender holds its share no longer
+            except TimeoutError:
+                raise refused(metrics, 408, f"request body not received within {BODY_READ_S} s") from None
+            request = await parse(parser, body)
         ids = request.ids or [str(i) for i in range(len(request.items))]
         try:
-            answers, served = await batcher.submit(request.items, ids, [max(1, word_count(item)) for item in
-                                                                          request.items], limits.timeout_s)
-        except Overloaded as exc:
-            raise refused(metrics, 429, "too much work queued; retry later", exc.retry_after_s) from None
+            answers, served = await batcher.submit(request.items, ids, request.costs, limits.timeout_s)
+        except Overloaded:
+            raise refused(metrics, 429, "too much work queued; retry later", batcher.retry_after()) from None
         except TimeoutError:
             raise refused(metrics, 503, f"not answered within {limits.timeout_s:g} s (the service is busy); send "
                                         "fewer or shorter items, or retry later", 1) from None
@@ -341,7 +371,7 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
                                predictions=answers)
 
     @app.get("/healthz")
-    def healthz(response: Response) -> dict:
+    async def healthz(response: Response) -> dict:  # in the event loop: no thread to wait for
         unready = holder.unready_for()
         if unready > limits.max_unready_s:  # an orchestrator's liveness probe restarts the process
             response.status_code = 503
@@ -349,7 +379,7 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
         return {"status": "ok"}
 
     @app.get("/readyz")
-    def readyz(response: Response) -> dict:
+    async def readyz(response: Response) -> dict:
         current = holder.current
         if current is None:
             response.status_code = 503
@@ -358,11 +388,41 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
                 "kind": current.predictor.kind}
 
     @app.get("/metrics")
-    def prometheus() -> Response:
+    async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     guarded = BodyLimit(app, MAX_BODY_BYTES, f"send at most {MAX_ITEMS} items per request")
     return BearerToken(guarded, limits.token) if limits.token else guarded
+
+
+class Budget:
+    """Bytes of request bodies being read or parsed, with a cap; used from the event loop only, so it needs no lock.
+    One body is always admitted when nothing else is parsed."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+
+    def admits(self, size: int) -> bool:
+        return self.used == 0 or self.used + size <= self.limit
+
+    @contextmanager
+    def holding(self, size: int) -> Iterator[None]:
+        self.used += size
+        try:
+            yield
+        finally:
+            self.used -= size
+
+
+REQUEST_SCHEMA = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+
+
+async def parse(pool: ThreadPoolExecutor, body: bytes) -> PredictRequest:
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool, PredictRequest.model_validate_json, body)
+    except ValidationError as exc:
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from None
 
 
 def refused(metrics: Metrics, status: int, detail: str, retry_after_s: int | None = None) -> HTTPException:

@@ -30,11 +30,7 @@ from typing import Any
 
 
 class Overloaded(RuntimeError):
-    """The queue is full; `retry_after_s` estimates when it will have drained."""
-
-    def __init__(self, queued_cost: int, retry_after_s: int):
-        super().__init__(f"{queued_cost} queued; retry after {retry_after_s} s")
-        self.retry_after_s = retry_after_s
+    """The queue is full (`retry_after()` estimates when it will have drained)."""
 
 
 @dataclass(eq=False)
@@ -97,15 +93,19 @@ class MicroBatcher:
         costs = list(costs) if costs is not None else [1] * len(items)
         queued = self.queued_cost()
         if queued and queued + sum(costs) > self.max_queue_cost:
-            raise Overloaded(queued, self._retry_after(queued))
+            raise Overloaded(f"{queued} queued, at most {self.max_queue_cost}")
         pending = Pending(items, ids, costs)
         self.waiting.append(pending)
         self.arrived.set()
         # On timeout (or the client leaving) wait_for cancels `done`: the loop then skips what is left of it.
         return await asyncio.wait_for(pending.done, timeout_s)
 
-    def _retry_after(self, queued: int) -> int:
-        seconds = queued / self.cost_per_s if self.cost_per_s > 0 else 1
+    def full(self) -> bool:
+        return self.queued_cost() >= self.max_queue_cost
+
+    def retry_after(self) -> int:
+        """Seconds until what is queued now should have drained, at the measured pace (1 to 60)."""
+        seconds = self.queued_cost() / self.cost_per_s if self.cost_per_s > 0 else 1
         return max(1, min(60, math.ceil(seconds)))
 
     def _live(self) -> list[Pending]:

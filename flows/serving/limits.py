@@ -15,6 +15,8 @@ MAX_TEXT_CHARS = 10_000
 MAX_TOKENS = 512  # tokens per pre-split sentence
 MAX_TOKEN_CHARS = 200
 MAX_WORDS = MAX_TOKENS  # words per text: a text costs what a sentence of as many tokens does
+MAX_READING_BYTES = 4 * MAX_BODY_BYTES  # request bodies being read or parsed at once; 429 beyond
+BODY_READ_S = 10  # a body not received by then: 408 (a slow sender holds its share of the budget no longer)
 MAX_CONNECTIONS = 512  # open connections and requests in progress; uvicorn answers 503 beyond them
 
 

@@ -4,6 +4,7 @@ load without a failed request, and keeping the old model when the new one cannot
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import threading
@@ -40,9 +41,10 @@ class Service:
     """`flowtune serve` in a subprocess; its output collected by a thread."""
 
     def __init__(self, settings, prefix: str, ref: str, port: int, *options: str):
-        env = clean_env(FLOWTUNE_S3_ENDPOINT_URL=settings.endpoint_url,
-                        FLOWTUNE_S3_ACCESS_KEY_ID=settings.s3_access_key_id,
-                        FLOWTUNE_S3_SECRET_ACCESS_KEY=settings.secret_key(), FLOWTUNE_REGISTRY_PREFIX=prefix)
+        """`settings` None: no registry (`ref` is a model folder)."""
+        env = clean_env() if settings is None else clean_env(
+            FLOWTUNE_S3_ENDPOINT_URL=settings.endpoint_url, FLOWTUNE_S3_ACCESS_KEY_ID=settings.s3_access_key_id,
+            FLOWTUNE_S3_SECRET_ACCESS_KEY=settings.secret_key(), FLOWTUNE_REGISTRY_PREFIX=prefix)
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
             [str(ROOT / ".venv/bin/flowtune"), "serve", "--model", ref, "--port", str(port), "--poll-s", "0.5",
@@ -208,3 +210,80 @@ def test_serve_a_variant_of_the_champion(local_services, published, tiny_base, t
         assert [len(p["tags"]) for p in body["predictions"]] == [4, 4]
     finally:
         service.stop()
+
+
+MAXIMAL_CODE = '{"texts": [" ".join(["abcdefg"] * 508)] * 256}'  # about 1 MiB, inside every limit
+MAXIMAL = eval(MAXIMAL_CODE)  # noqa: S307 - our own literal, shared with the flood's script
+FLOOD = f"""
+import json, sys, httpx
+from concurrent.futures import ThreadPoolExecutor
+url, token = sys.argv[1:]
+body = json.dumps({MAXIMAL_CODE}).encode()
+assert 1_000_000 < len(body) <= 1_048_576, len(body)
+headers = {{"Authorization": f"Bearer {{token}}", "Content-Type": "application/json"}}
+def send(_):
+    reply = httpx.post(url + "/v1/predict", content=body, headers=headers, timeout=120)
+    return reply.status_code, reply.headers.get("Retry-After")
+with ThreadPoolExecutor(100) as pool:
+    print(json.dumps(list(pool.map(send, range(100)))))
+"""
+
+
+def test_an_exposed_serve_needs_its_token_bounds_its_work_and_stays_live_under_a_flood(tiny_base, tmp_path):
+    """The black-box probe of issue #33 against `flowtune serve --host 0.0.0.0 --token-file F`."""
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = tiny_tagger(tiny_base, tmp_path / "model", 1)
+    port = find_free_port()
+    refused = subprocess.run([str(ROOT / ".venv/bin/flowtune"), "serve", "--model", str(model), "--host", "0.0.0.0",
+                              "--port", str(port)], cwd=ROOT, env=clean_env(FLOWTUNE_SERVE_TOKEN=""),
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and refused.stderr.strip().splitlines() == [
+        "flowtune serve: error: --host 0.0.0.0 offers the service to the network: give it a token (--token-file "
+        "FILE or $FLOWTUNE_SERVE_TOKEN; e.g. `openssl rand -hex 32`), or bind 127.0.0.1"]
+    token = "probe-" + uuid.uuid4().hex
+    (tmp_path / "token").write_text(token + "\n")
+    service = Service(None, "", str(model), port, "--host", "0.0.0.0", "--token-file", str(tmp_path / "token"),
+                      "--timeout-s", "5", "--grace-s", "3")
+    auth = {"Authorization": f"Bearer {token}"}
+    try:
+        service.wait_ready()
+        assert httpx.post(f"{service.url}/v1/predict", json={"texts": TEXTS}).status_code == 401
+        assert httpx.get(f"{service.url}/metrics").status_code == 401
+        assert httpx.post(f"{service.url}/v1/predict", json={"texts": TEXTS}, headers=auth).status_code == 200
+
+        two_mb = b'{"texts": ["' + b"a " * 1_048_576 + b'"]}'
+        assert httpx.post(f"{service.url}/v1/predict", content=two_mb, headers=auth).status_code == 413
+        chunks = (two_mb[i:i + 65_536] for i in range(0, len(two_mb), 65_536))  # no length: chunked encoding
+        assert httpx.post(f"{service.url}/v1/predict", content=chunks, headers=auth).status_code == 413
+
+        # The flood comes from another process (a black box: its client work does not slow this one's probe).
+        flood = subprocess.Popen([str(ROOT / ".venv/bin/python"), "-c", FLOOD, service.url, token],
+                                 stdout=subprocess.PIPE, text=True)
+        health_s: list[float] = []
+        while flood.poll() is None:
+            started = time.monotonic()
+            assert httpx.get(f"{service.url}/healthz", timeout=10).status_code == 200
+            health_s.append(time.monotonic() - started)
+            time.sleep(0.2)
+        replies = json.loads(flood.stdout.read())
+        statuses = [status for status, _ in replies]
+        assert set(statuses) <= {200, 429, 503} and statuses.count(429) + statuses.count(503) >= 90, statuses
+        assert all(retry_after for status, retry_after in replies if status == 429)
+        assert len(health_s) >= 3 and max(health_s) < 2, health_s
+        after = httpx.post(f"{service.url}/v1/predict", json={"texts": TEXTS}, headers=auth, timeout=30)
+        assert after.status_code == 200  # the flood left nothing behind
+
+        # SIGTERM with a request in progress: it exits within the grace period
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(httpx.post, f"{service.url}/v1/predict", json=MAXIMAL, headers=auth, timeout=60)
+            time.sleep(0.5)
+            stopped = time.monotonic()
+            service.process.send_signal(signal.SIGTERM)
+            assert service.process.wait(timeout=30) in (0, -15)
+            assert time.monotonic() - stopped < 3 + 5, service.output[-2000:]
+            pending.exception()  # answered or cut off, but not left hanging
+    finally:
+        service.stop()
+    assert token not in service.output  # the token is never logged
