@@ -36,5 +36,6 @@ def champion_metrics(params: Params, registry: Registry, alias: str = "champion"
         model_dir = registry.download(name, version, work / "model")
         out = work / "eval.json"
         run_logged([sys.executable, "-m", "tasks.evaluate", "--params", str(params_file),
-                    "--model-dir", str(model_dir), "--out", str(out)], f"scoring {name} v{version} ({alias})")
+                    "--model-dir", str(model_dir), "--out", str(out)], f"scoring {name} v{version} ({alias})",
+                   timeout_s=params.timeouts.evaluate, limit_from="timeouts.evaluate in params.yaml")
         return Champion(version, read_outcome(out))

@@ -24,6 +24,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Failed
+from prefect.utilities.timeout import timeout
 
 from flows import reports
 from flows.champion import champion_metrics
@@ -193,6 +194,28 @@ def reproduce(stages: tuple[str, ...], params: Params, settings: Settings, train
             run_stage(stage, params, settings)
 
 
+class FlowTimedOut(TimeoutError):
+    """A flow ran over its limit (params `timeouts`); the stage it was running was stopped with it."""
+
+
+@contextlib.contextmanager
+def time_limited(what: str, params: Params, stages: tuple[str, ...], train_s: float | None = None) -> Iterator[None]:
+    """Fail the flow once it has run longer than its stages' limits plus `timeouts.flow_margin` (None: no limit).
+
+    The stage limits bound each stage; this bounds the rest (a `dvc pull` or push, a wait for the `gpu`
+    slot, the registry). Prefect's own flow `timeout_seconds` is fixed when the module is imported, before
+    the run's params file is known; this is the same mechanism (prefect.utilities.timeout: an alarm in
+    the main thread) started once the params are read. Interrupted there, run_logged stops its stage.
+    """
+    limit = params.timeouts.flow_limit(stages, train_s)
+    try:
+        with timeout(limit, timeout_exc_type=FlowTimedOut):
+            yield
+    except FlowTimedOut:
+        raise FlowTimedOut(f"{what} ran over its {limit:g} s limit (its stages' timeouts plus timeouts.flow_margin "
+                           "in params.yaml); the step it was running was stopped") from None
+
+
 @contextlib.contextmanager
 def working_copy(workspace: Workspace, revision: str, params_file: str,
                  data_source: str | None) -> Iterator[tuple[Settings, Params]]:
@@ -248,7 +271,8 @@ def training_pipeline(push: bool = True, workspace: Workspace = "in-place", revi
     A candidate whose weights a registered version already holds (a run where nothing changed) is
     not gated nor published again: the run completes and says "unchanged".
     """
-    with working_copy(workspace, revision, params_file, data_source) as (settings, params):
+    with working_copy(workspace, revision, params_file, data_source) as (settings, params), \
+            time_limited(f"flow {PIPELINE_FLOW}", params, STAGES, train_timeout_s if train_on else None):
         started_with = params_fingerprint()
         reproduce(STAGES, params, settings, train_on, train_timeout_s)
         registry = registry_of(settings)
@@ -268,7 +292,8 @@ def training_pipeline(push: bool = True, workspace: Workspace = "in-place", revi
 def data_refresh(push: bool = True, workspace: Workspace = "in-place", revision: str = "HEAD",
                       params_file: str = DEFAULT_PARAMS, data_source: str | None = None) -> dict:
     """Import, validate, clean and augment (no training), then push the new data to the DVC remote."""
-    with working_copy(workspace, revision, params_file, data_source) as (settings, params):
+    with working_copy(workspace, revision, params_file, data_source) as (settings, params), \
+            time_limited(f"flow {DATA_REFRESH_FLOW}", params, DATA_STAGES):
         reproduce(DATA_STAGES, params, settings)
         if push:
             dvc_push()
@@ -292,7 +317,8 @@ def evaluate_champion_task(params: Params, registry: Registry, alias: str) -> di
 def evaluate_champion(alias: str = "champion", workspace: Workspace = "in-place", revision: str = "HEAD",
                       params_file: str = DEFAULT_PARAMS, data_source: str | None = None) -> dict:
     """Score the registered model behind `alias` on the current test data (rebuilt or pulled by DVC)."""
-    with working_copy(workspace, revision, params_file, data_source) as (settings, params):
+    with working_copy(workspace, revision, params_file, data_source) as (settings, params), \
+            time_limited(f"flow {EVALUATE_CHAMPION_FLOW}", params, (*DATA_STAGES, "evaluate")):
         reproduce(DATA_STAGES, params, settings)
         metrics = evaluate_champion_task(params, registry_of(settings), alias)
     return {"model": params.registry.model_name, "version": metrics["version"], "f1": metrics["f1"]}

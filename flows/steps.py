@@ -21,6 +21,7 @@ from prefect.runtime import flow_run
 from flows import reports
 from flows.names import ACCELERATOR_LIMIT
 from flows.storage import check_storage
+from flows.supervise import GRACE_S, TIMED_OUT
 from tasks.params import Params
 from tasks.settings import Settings
 
@@ -40,6 +41,10 @@ class StageError(RuntimeError):
     """A DVC stage failed; the message carries the stage name and the end of its output."""
 
 
+class StageTimedOut(StageError):
+    """A command ran over its time limit; the supervisor stopped its whole process tree."""
+
+
 def venv_env() -> dict[str, str]:
     """This interpreter's bin folder first on PATH, and this interpreter for the stages (infra/local/python):
     `dvc` and every `python -m tasks.<step>` then run in the flow's environment, even in a workspace that
@@ -49,12 +54,14 @@ def venv_env() -> dict[str, str]:
             "FLOWTUNE_PYTHON": sys.executable}
 
 
-def run_logged(command: list[str], what: str) -> None:
+def run_logged(command: list[str], what: str, timeout_s: float | None = None, limit_from: str = "") -> None:
     """Run a command in the repo, streaming each output line into the Prefect task log.
 
     The command runs under `flows/supervise.py`, so none of its processes outlives this one: if this
     process dies (SIGKILL, OOM) the supervisor stops the command's whole tree within seconds, and
-    when this thread is interrupted (ctrl-C, a cancelled run's SIGTERM) it is stopped here.
+    when this thread is interrupted (ctrl-C, a cancelled run's SIGTERM) it is stopped here. After
+    `timeout_s` seconds (None: no limit) the supervisor stops it and StageTimedOut names `what`, the
+    limit and `limit_from` (where the limit is set).
     """
     logger = run_logger()
     logger.info("$ %s", " ".join(command))
@@ -65,14 +72,17 @@ def run_logged(command: list[str], what: str) -> None:
     # only in the thread that gets the KeyboardInterrupt or Prefect's TerminationSignal, the main one,
     # where flowtune's flows call their tasks; a submitted task's stage stops when the process dies
     # (the runner SIGKILLs 30 s after its SIGTERM).
-    process = subprocess.Popen(supervised(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env=venv_env(), start_new_session=True)
+    process = subprocess.Popen(supervised(command, timeout_s), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=venv_env(), start_new_session=True)
     try:
         tail = stream_output(process, logger)
         returncode = process.wait()
     except BaseException:  # KeyboardInterrupt, Prefect's TerminationSignal, a logging error: stop the stage
         stop_supervised(process)
         raise
+    if returncode == TIMED_OUT and timeout_s is not None:
+        where = f" ({limit_from})" if limit_from else ""
+        raise StageTimedOut(f"{what} ran over its {timeout_s:g} s limit{where}; its processes were stopped")
     if returncode != 0:
         output = "\n".join(tail)
         raise StageError(f"{what} failed (exit {returncode}):\n{output}")
@@ -86,14 +96,16 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger("flowtune")
 
 
-def supervised(command: list[str]) -> list[str]:
-    """`command` wrapped in flows/supervise.py, with this process as the parent whose death stops it.
+def supervised(command: list[str], timeout_s: float | None = None) -> list[str]:
+    """`command` wrapped in flows/supervise.py, with this process as the parent whose death stops it
+    (and `timeout_s` as its time limit, if any).
 
     Run by path with -I -S (stdlib only, no site-packages, nothing from the cwd on sys.path): it starts
     in milliseconds and works from any folder, a workspace checkout or a scratch DVC repo alike.
     """
     supervisor = Path(__file__).with_name("supervise.py")
-    return [sys.executable, "-I", "-S", str(supervisor), "--parent", str(os.getpid()), "--", *command]
+    limit = [] if timeout_s is None else ["--timeout", repr(float(timeout_s))]
+    return [sys.executable, "-I", "-S", str(supervisor), "--parent", str(os.getpid()), *limit, "--", *command]
 
 
 def stream_output(process: subprocess.Popen, logger) -> list[str]:
@@ -108,8 +120,6 @@ def stream_output(process: subprocess.Popen, logger) -> list[str]:
 
 def stop_supervised(process: subprocess.Popen) -> None:
     """SIGTERM the supervisor (it stops the command's tree, SIGKILL after its grace) and wait for it."""
-    from flows.supervise import GRACE_S
-
     process.terminate()
     try:
         process.wait(timeout=GRACE_S + 10)
@@ -172,7 +182,9 @@ def run_stage(stage: str, params: Params, settings: Settings, up_to_date: bool =
         return reports.publish(stage, params, settings, run_id)
     try:
         with holding_accelerator(stage):
-            run_logged(["dvc", "repro", "--single-item", stage], f"stage {stage!r}")
+            # The limit counts from the stage's start: a wait for the `gpu` slot above is not the stage's.
+            run_logged(["dvc", "repro", "--single-item", stage], f"stage {stage!r}",
+                       timeout_s=params.timeouts.of(stage), limit_from=f"timeouts.{stage} in params.yaml")
     except StageError:
         if stage in reports.CONTRACT_STAGES:
             publish_failed_contract(stage, params, settings, run_id, started)

@@ -1,6 +1,6 @@
 """Run one command so that no process of it outlives the process that started it.
 
-    python flows/supervise.py [--parent PID] [--grace SECONDS] -- command [args...]
+    python flows/supervise.py [--parent PID] [--grace SECONDS] [--timeout SECONDS] -- command [args...]
 
 `flows.steps.run_logged` runs every stage (`dvc repro`, then `python -m tasks.train`, maybe torchrun
 and its workers) under this supervisor. Without it, a SIGKILLed or OOM-killed flow left the stage
@@ -16,10 +16,13 @@ How the supervisor learns that it must stop, and what it stops:
 - The supervisor is a child subreaper (PR_SET_CHILD_SUBREAPER): processes that leave the group
   (torchrun starts each worker in a session of its own) or whose parent died are re-parented to
   it rather than to init, so walking /proc from the supervisor finds every one of them.
+- With `--timeout`, a command still running after that many seconds is stopped the same way (a hung
+  stage must not hold the DVC lock and the `gpu` slot for ever: review M9); the exit code is then
+  TIMED_OUT, and one line on stderr says so.
 - Stopping = SIGTERM to the group and to every descendant, `--grace` seconds, then SIGKILL to
   whatever is left. Leftovers of a command that exited normally are stopped the same way.
 
-The exit code is the command's (128 + N when a signal N ended it, as a shell reports it).
+The exit code is the command's (128 + N when a signal N ended it, as a shell reports it), or TIMED_OUT.
 Only the standard library is imported, so `python -I -S` starts it in a few milliseconds.
 Elsewhere than Linux, the prctl calls and /proc are missing: the supervisor then polls getppid()
 and stops the command's process group only.
@@ -40,7 +43,9 @@ POLL_S = 0.2  # how often the parent, the command and the stop flag are checked
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-USAGE = "usage: supervise.py [--parent PID] [--grace SECONDS] -- command [args...]"
+# The exit code after --timeout expired: 124, as GNU timeout(1) reports it, so a shell user reads it alike.
+TIMED_OUT = 124
+USAGE = "usage: supervise.py [--parent PID] [--grace SECONDS] [--timeout SECONDS] -- command [args...]"
 
 
 class Stop:
@@ -144,8 +149,8 @@ def exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def supervise(command: list[str], parent: int, grace_s: float = GRACE_S) -> int:
-    """Run `command` until it exits or the supervisor must stop; its exit code."""
+def supervise(command: list[str], parent: int, grace_s: float = GRACE_S, timeout_s: float | None = None) -> int:
+    """Run `command` until it exits, the supervisor must stop or `timeout_s` has passed; its exit code."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, Stop.handle)
     prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -154,34 +159,44 @@ def supervise(command: list[str], parent: int, grace_s: float = GRACE_S) -> int:
         return 128 + signal.SIGTERM
     # stdout/stderr are inherited: the command writes straight into the caller's pipe, line by line.
     child = subprocess.Popen(command, start_new_session=True)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while not finished(child, POLL_S):
         if Stop.requested is not None or parent_gone(parent):
             stop_tree(child, grace_s)
             return exit_code(child.returncode)
+        if deadline is not None and time.monotonic() >= deadline:
+            print(f"supervise: {command[0]!r} ran over its {timeout_s:g} s limit; stopping it",
+                  file=sys.stderr, flush=True)
+            stop_tree(child, grace_s)
+            return TIMED_OUT
     if living_descendants(os.getpid()):  # background processes the command left behind
         stop_tree(child, grace_s)
     return exit_code(child.returncode)
 
 
-def parse(argv: list[str]) -> tuple[list[str], int, float]:
-    """(command, parent pid, grace seconds) from the command line; SystemExit with the usage when malformed."""
+def parse(argv: list[str]) -> tuple[list[str], int, float, float | None]:
+    """(command, parent pid, grace seconds, timeout seconds or None) from the command line; SystemExit with
+    the usage when malformed."""
     if "--" not in argv or argv.index("--") == len(argv) - 1:
         raise SystemExit(USAGE)
     split = argv.index("--")
     options, command = argv[:split], argv[split + 1:]
-    values = {"--parent": str(os.getppid()), "--grace": str(GRACE_S)}
+    values = {"--parent": str(os.getppid()), "--grace": str(GRACE_S), "--timeout": None}
     while options:
         name = options.pop(0)
         if name not in values or not options:
             raise SystemExit(f"supervise: bad option {name!r}\n{USAGE}")
         values[name] = options.pop(0)
-    return command, int(values["--parent"]), float(values["--grace"])
+    timeout = values["--timeout"]
+    if timeout is not None and not float(timeout) > 0:
+        raise SystemExit(f"supervise: --timeout must be above 0 seconds, got {timeout}\n{USAGE}")
+    return command, int(values["--parent"]), float(values["--grace"]), None if timeout is None else float(timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
-    command, parent, grace_s = parse(sys.argv[1:] if argv is None else argv)
+    command, parent, grace_s, timeout_s = parse(sys.argv[1:] if argv is None else argv)
     try:
-        return supervise(command, parent, grace_s)
+        return supervise(command, parent, grace_s, timeout_s)
     except FileNotFoundError as exc:
         print(f"supervise: cannot run {command[0]!r}: {exc.strerror}", file=sys.stderr)
         return 127

@@ -304,6 +304,40 @@ class GcParams(Section):
     grace_hours: float = Field(ge=0)  # claims and DVC objects younger than this may belong to a running flow
 
 
+StageLimit = float | None  # seconds a stage may run; None: no limit
+
+
+class TimeoutsParams(Section):
+    """Wall-clock limits of each DVC stage's run (flows/steps.py stops a stage over its limit, with every process
+    it started) and the margin that makes up a flow's limit: the sum of its stages' limits plus `flow_margin`
+    (None anywhere: that flow has no limit). A hung stage then fails the run instead of holding the DVC lock
+    and the `gpu` slot until someone notices (review M9)."""
+
+    ingest: StageLimit = Field(gt=0)
+    validate_: StageLimit = Field(gt=0, alias="validate")  # `validate` is a pydantic method's name
+    clean: StageLimit = Field(gt=0)
+    validate_clean: StageLimit = Field(gt=0)
+    augment: StageLimit = Field(gt=0)
+    validate_augmented: StageLimit = Field(gt=0)
+    train: StageLimit = Field(gt=0)
+    evaluate: StageLimit = Field(gt=0)
+    teacher_logits: StageLimit = Field(gt=0)
+    distill: StageLimit = Field(gt=0)
+    compress: StageLimit = Field(gt=0)
+    flow_margin: StageLimit = Field(gt=0)  # pull, push, gate, registration and waits for the `gpu` slot
+
+    def of(self, stage: str) -> float | None:
+        """The limit of the DVC stage named `stage` (its name in dvc.yaml)."""
+        return getattr(self, "validate_" if stage == "validate" else stage)
+
+    def flow_limit(self, stages: tuple[str, ...], train_s: float | None = None) -> float | None:
+        """A flow's limit: its stages' limits (train's replaced by `train_s` when it trains elsewhere) plus
+        flow_margin; None when any of them is None."""
+        limits = [train_s if stage == "train" and train_s is not None else self.of(stage) for stage in stages]
+        limits.append(self.flow_margin)
+        return None if None in limits else sum(limits)
+
+
 class SearchRange(Section):
     """A numeric range of a sweep: integers when `low` and `high` both are, floats otherwise."""
 
@@ -432,6 +466,7 @@ class Params(Section):
     registry: RegistryParams
     gc: GcParams
     sweep: SweepParams
+    timeouts: TimeoutsParams
 
     @model_validator(mode="after")
     def _transfer_text_tracked(self) -> Params:

@@ -67,6 +67,7 @@ class FakeCommands:
                  fail: str | None = None):
         self.weights, self.f1, self.champion_f1, self.fail = weights, f1, champion_f1, fail
         self.log: list[str] = []
+        self.limits: dict[str, float | None] = {}  # what -> the time limit it ran under
         self.params = load_params("params.yaml")
 
     @property
@@ -171,7 +172,8 @@ def world(tmp_path, monkeypatch) -> SimpleNamespace:
     world = SimpleNamespace(commands=FakeCommands(), registry=FakeRegistry(tmp_path / "registry"),
                             reports=[], cards=[])
 
-    def run_logged(command: list[str], what: str) -> None:
+    def run_logged(command: list[str], what: str, timeout_s: float | None = None, limit_from: str = "") -> None:
+        world.commands.limits[what] = timeout_s
         world.commands(command, what)
 
     for module in (flows.steps, flows.champion, flows.remote_train):
@@ -282,6 +284,9 @@ def test_a_candidate_with_the_champions_weights_publishes_nothing(world):
     assert world.registry.published == [] and world.registry.moves == [] and world.cards == []
     assert "score champion" not in world.commands.log  # not gated: nothing new to decide on
     assert world.commands.stages == list(STAGES)
+    limits = world.commands.params.timeouts
+    assert {what: world.commands.limits[what] for what in map("stage {!r}".format, STAGES)} == \
+        {f"stage {stage!r}": limits.of(stage) for stage in STAGES}  # each stage under its own timeouts.<stage>
 
 
 @pytest.mark.parametrize("champion", [False, True], ids=["first-model", "better-than-the-champion"])

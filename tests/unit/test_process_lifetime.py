@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from flows import steps
-from flows.supervise import GRACE_S, exit_code, living_descendants, parse
+from flows.supervise import GRACE_S, TIMED_OUT, exit_code, living_descendants, parse
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux prctl and /proc")
@@ -91,7 +91,29 @@ def test_malformed_command_lines_name_the_usage():
     for argv in ([], ["sleep"], ["--"], ["--parent", "--", "x"], ["--bogus", "1", "--", "x"]):
         with pytest.raises(SystemExit, match="usage: supervise.py"):
             parse(argv)
-    assert parse(["--parent", "7", "--grace", "1.5", "--", "a", "--", "b"]) == (["a", "--", "b"], 7, 1.5)
+    assert parse(["--parent", "7", "--grace", "1.5", "--", "a", "--", "b"]) == (["a", "--", "b"], 7, 1.5, None)
+    assert parse(["--timeout", "3600", "--", "a"])[3] == 3600.0
+    for bad in ("0", "-5", "nan"):
+        with pytest.raises(SystemExit, match="--timeout must be above 0 seconds"):
+            parse(["--timeout", bad, "--", "a"])
+
+
+def test_a_command_over_its_time_limit_is_stopped_with_its_whole_tree(marker):
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-I", "-S", SUPERVISE, "--timeout", "1", "--grace", "1", "--",
+                             "sh", "-c", STUBBORN_TREE], env=tree_env(marker), capture_output=True, text=True,
+                            timeout=DEADLINE_S + 5)
+    took = time.monotonic() - started
+    assert result.returncode == TIMED_OUT, result.stderr
+    assert "supervise: 'sh' ran over its 1 s limit; stopping it" in result.stderr
+    assert not tree_pids(marker)
+    assert took < 1 + 1 + 5  # the limit, the grace before SIGKILL, the interpreter's start on a loaded machine
+
+
+def test_a_command_within_its_time_limit_keeps_its_own_exit_code():
+    result = subprocess.run([sys.executable, "-I", "-S", SUPERVISE, "--timeout", "30", "--", "sh", "-c", "exit 3"],
+                            timeout=30)
+    assert result.returncode == 3
 
 
 def test_a_killed_parent_leaves_no_process_of_the_tree(marker, tmp_path):
@@ -201,6 +223,66 @@ def test_run_logged_streams_the_output_and_names_a_failure(monkeypatch):
     assert lines == ["$ sh -c echo one; echo two >&2", "one", "two"]
     with pytest.raises(steps.StageError, match=r"(?s)failing stage' failed \(exit 4\):\nwhy"):
         steps.run_logged(["sh", "-c", "echo why; exit 4"], "'failing stage'")
+
+
+def test_run_logged_names_the_limit_a_stage_ran_over_and_leaves_no_process(marker, monkeypatch):
+    monkeypatch.setenv("FLOWTUNE_TREE_MARKER", marker)  # run_logged passes this process's environment on
+    with pytest.raises(steps.StageTimedOut) as timed_out:
+        steps.run_logged(["sh", "-c", TREE], "stage 'train'", timeout_s=1, limit_from="timeouts.train in params.yaml")
+    assert str(timed_out.value) == ("stage 'train' ran over its 1 s limit (timeouts.train in params.yaml); "
+                                    "its processes were stopped")
+    assert isinstance(timed_out.value, steps.StageError)  # the flow treats it as any failed stage
+    assert not tree_pids(marker)
+
+
+def test_a_flow_over_its_limit_stops_the_stage_it_was_running(marker, monkeypatch, reliability):
+    """The flow's limit (its stages' limits plus flow_margin) interrupts a stage that has none of its own."""
+    from flows.pipeline import FlowTimedOut, time_limited
+    from tasks.params import load_params
+
+    params = load_params(ROOT / "params.yaml")
+    limits = params.timeouts.model_copy(update={"ingest": 1.0, "flow_margin": 1.0})
+    params = params.model_copy(update={"timeouts": limits})
+    monkeypatch.setenv("FLOWTUNE_TREE_MARKER", marker)
+    started = time.monotonic()
+    with pytest.raises(FlowTimedOut, match=r"^flow x ran over its 2 s limit \(its stages' timeouts plus "
+                                           r"timeouts\.flow_margin in params\.yaml\); the step it was running was "
+                                           r"stopped$"):
+        with time_limited("flow x", params, ("ingest",)):
+            steps.run_logged(["sh", "-c", TREE], "stage 'ingest'")
+    took = time.monotonic() - started
+    assert took < 2 + DEADLINE_S
+    assert not tree_pids(marker)
+    reliability(fault="a flow runs past its limit (its stages' timeouts plus timeouts.flow_margin; 2 s here) "
+                      "inside a stage that has no limit of its own",
+                happened="the flow failed with FlowTimedOut naming the limit; run_logged stopped the stage's "
+                         "process tree on the way out",
+                recovered=True, lost="nothing (no process left)", seconds_to_fail=round(took, 2))
+
+
+def test_flow_limits_add_up_the_stages_they_run():
+    from tasks.params import load_params
+
+    for name in ("params.yaml", "params-sentiment.yaml"):
+        limits = load_params(ROOT / name).timeouts
+        assert limits.flow_limit(("validate", "train")) == limits.of("validate") + limits.train + limits.flow_margin
+        assert limits.flow_limit(("train",), train_s=60) == 60 + limits.flow_margin  # trained elsewhere
+        assert limits.model_copy(update={"train": None}).flow_limit(("train",)) is None
+        assert all(limits.of(stage) for stage in steps.STAGES)  # every stage of the DAG has a limit by default
+
+
+def test_a_limit_of_zero_or_a_missing_stage_is_refused_with_its_key():
+    import yaml
+
+    from tasks.params import ParamsError, parse_params
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    with pytest.raises(ParamsError, match=r"timeouts\.train: Input should be greater than 0"):
+        parse_params({**raw, "timeouts": {**raw["timeouts"], "train": 0}}, "params.yaml")
+    without_augment = {key: value for key, value in raw["timeouts"].items() if key != "augment"}
+    with pytest.raises(ParamsError, match=r"timeouts\.augment: Field required"):
+        parse_params({**raw, "timeouts": without_augment}, "params.yaml")
+    assert parse_params({**raw, "timeouts": {**raw["timeouts"], "train": None}}, "x").timeouts.train is None
 
 
 def test_a_worker_polls_while_online_with_a_recent_heartbeat():
