@@ -154,9 +154,13 @@ def write_jsonl(path: Path, rows: Iterable[JsonRow]) -> int:
 _BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
 
 
+# Bytes read and decoded at a time: memory holds a block and the longest line, never the whole file.
+_BLOCK = 1 << 20
+
+
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Each line of a user's file with its 1-based number, without its line end, read a line at a time:
-    memory holds one line, never the whole file (a source may be gigabytes).
+    """Each line of a user's file with its 1-based number, without its line end, decoded a block of lines
+    at a time: memory holds a block and the longest line, never the whole file (a source may be gigabytes).
 
     UTF-8 (BOM optional) or UTF-16 with a BOM; LF, CRLF and CR line ends. Undecodable bytes and NUL bytes
     are errors naming the line: a NUL usually means UTF-16 without a BOM.
@@ -166,45 +170,77 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
         head = handle.read(3)
         encoding, bom = next(((name, bom) for bom, name in _BOMS if head.startswith(bom)), ("utf-8", b""))
         handle.seek(len(bom))
-        lines = _utf8_lines(path, handle, len(bom)) if encoding == "utf-8" else _utf16_lines(path, handle, encoding)
-        for line_no, line in enumerate(lines, start=1):
-            if "\x00" in line:
-                raise InputFormatError(f"{path}:{line_no}: NUL byte in the text (a UTF-16 file without a "
-                                       "byte-order mark?); re-encode the file as UTF-8")
-            yield line_no, line
+        blocks = _utf8_blocks(path, handle, len(bom)) if encoding == "utf-8" else _utf16_blocks(path, handle, encoding)
+        line_no = 0
+        for lines in blocks:
+            for line in lines:
+                line_no += 1
+                yield line_no, line
 
 
-def _utf8_lines(path: Path, handle: io.BufferedReader, offset: int) -> Iterator[str]:
-    """The lines of UTF-8 bytes, each split at LF and decoded alone (so an error names its own line);
-    a CR inside one (CR or CRLF line ends) ends a line too."""
+def _utf8_blocks(path: Path, handle: io.BufferedReader, offset: int) -> Iterator[list[str]]:
+    """The lines of UTF-8 bytes, a list per block cut after its last LF (so no character and no CRLF is cut in
+    two); an undecodable byte is an error naming its line and byte offset."""
+    carry: list[bytes] = []  # bytes after the last LF so far: the start of a line
     lines_before = 0
-    for raw in handle:
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line_no = lines_before + raw[: exc.start].replace(b"\r\n", b"\n").count(b"\r") + 1
-            raise InputFormatError(f"{path}:{line_no}: not valid UTF-8 (byte offset {offset + exc.start}); "
-                                   "re-encode the file as UTF-8") from None
-        offset += len(raw)
-        if text.endswith("\n"):
-            text = text[:-2] if text.endswith("\r\n") else text[:-1]
-        parts = text.split("\r")
-        lines_before += len(parts)
-        yield from parts
+    while True:
+        block = handle.read(_BLOCK)
+        cut = block.rfind(b"\n") + 1
+        if block and not cut:  # part of a line longer than a block
+            carry.append(block)
+            continue
+        chunk, carry = b"".join([*carry, block[:cut]]), [block[cut:]]
+        if chunk:
+            try:
+                text = chunk.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                line_no = lines_before + _line_ends(chunk[: exc.start]) + 1
+                raise InputFormatError(f"{path}:{line_no}: not valid UTF-8 (byte offset {offset + exc.start}); "
+                                       "re-encode the file as UTF-8") from None
+            lines = _split_lines(path, text, lines_before)
+            offset, lines_before = offset + len(chunk), lines_before + len(lines)
+            yield lines
+        if not block:
+            return
 
 
-def _utf16_lines(path: Path, handle: io.BufferedReader, encoding: str) -> Iterator[str]:
-    """The lines of UTF-16 text; the decoder reads ahead in blocks, so an error names the line it was
-    reading or one just before the bad bytes."""
+def _utf16_blocks(path: Path, handle: io.BufferedReader, encoding: str) -> Iterator[list[str]]:
+    """The lines of UTF-16 text, a list per block; the decoder reads ahead, so an error names the line it
+    was reading or one just before the bad bytes."""
     reader = io.TextIOWrapper(handle, encoding=encoding, newline=None)  # CR and CRLF read as LF
-    line_no = 0
-    try:
-        for line in reader:
-            line_no += 1
-            yield line.removesuffix("\n")
-    except UnicodeDecodeError:
-        raise InputFormatError(f"{path}:{line_no + 1}: not valid {encoding.upper()} (at this line or a few "
-                               "after it); re-encode the file as UTF-8") from None
+    pending, lines_before = "", 0
+    while True:
+        try:
+            block = reader.read(_BLOCK)
+        except UnicodeDecodeError:
+            raise InputFormatError(f"{path}:{lines_before + 1}: not valid {encoding.upper()} (at this line or a "
+                                   "few after it); re-encode the file as UTF-8") from None
+        text = pending + block
+        cut = text.rfind("\n") + 1 if block else len(text)
+        text, pending = text[:cut], text[cut:]
+        lines = _split_lines(path, text, lines_before) if text else []
+        lines_before += len(lines)
+        yield lines
+        if not block:
+            return
+
+
+def _line_ends(data: bytes) -> int:
+    """How many line ends (LF, CRLF or CR) the bytes hold."""
+    return data.count(b"\n") + data.replace(b"\r\n", b"\n").count(b"\r")
+
+
+def _split_lines(path: Path, text: str, lines_before: int) -> list[str]:
+    """A block's lines (a line end closes a line: none starts after the block's last one)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\x00" in text:
+        line_no = lines_before + text.count("\n", 0, text.index("\x00")) + 1
+        raise InputFormatError(f"{path}:{line_no}: NUL byte in the text (a UTF-16 file without a byte-order "
+                               "mark?); re-encode the file as UTF-8")
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()
+    return lines
 
 
 def nonblank_lines(path: Path) -> Iterator[tuple[int, str]]:

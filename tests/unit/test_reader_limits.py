@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tasks import ingest
+from tasks import io as io_module
 from tasks.io import QUOTE_LIMIT, InputFormatError, excerpt, read_lines
 from tasks.kinds.ner.records import read_records, read_untagged
 from tasks.kinds.textclass import data
@@ -113,13 +114,25 @@ def test_an_excerpt_says_how_long_the_whole_was():
 # ------------------------------------------------------------------ a line at a time
 
 
-def test_lines_are_read_one_at_a_time_not_the_whole_file_first(tmp_path: Path):
+def test_lines_are_read_a_block_at_a_time_not_the_whole_file_first(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(io_module, "_BLOCK", 8)  # a block of 8 bytes: each line needs one or two
     path = tmp_path / "late.conll"
     path.write_bytes(b"a\tO\r\nb\tO\rc\tO\n\xff\tO\n")  # CRLF, CR, then a byte that is not UTF-8 on line 4
     lines = read_lines(path)
     assert [next(lines), next(lines), next(lines)] == [(1, "a\tO"), (2, "b\tO"), (3, "c\tO")]
     with pytest.raises(InputFormatError, match=r"late\.conll:4: not valid UTF-8 \(byte offset 13\)"):
         next(lines)
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 1 << 20])
+def test_block_edges_never_split_a_character_a_crlf_or_a_long_line(tmp_path: Path, monkeypatch, block: int):
+    monkeypatch.setattr(io_module, "_BLOCK", block)
+    text = "Zoë\tB-per\r\n\r\n" + "ü" * 50 + "\tO\rlast\tO\r"
+    path = tmp_path / "edges.conll"
+    path.write_bytes(text.encode("utf-8"))
+    assert [line for _, line in read_lines(path)] == ["Zoë\tB-per", "", "ü" * 50 + "\tO", "last\tO"]
+    path.write_bytes(text.encode("utf-16"))
+    assert [line for _, line in read_lines(path)] == ["Zoë\tB-per", "", "ü" * 50 + "\tO", "last\tO"]
 
 
 def test_utf16_and_a_bom_read_line_by_line_as_before(tmp_path: Path):
