@@ -39,7 +39,7 @@ def read_sentences(args) -> tuple[list, bool]:
 def read_input_file(path: Path) -> tuple[list, bool]:
     """A tagged file goes through the validating readers; a tokens-only one (CoNLL with one column,
     JSONL rows without `tags`) is read as sentences to tag."""
-    from tasks.io import InputFormatError, jsonl_lines, read_jsonl_objects, read_text
+    from tasks.io import InputFormatError, nonblank_lines, read_jsonl_objects
     from tasks.kinds.ner.records import read_records, read_untagged
 
     if not path.is_file():
@@ -49,7 +49,7 @@ def read_input_file(path: Path) -> tuple[list, bool]:
         if rows and "tags" in rows[0][1]:
             return read_records(path, "jsonl"), True
         return read_untagged(path, "jsonl"), False
-    first = next((line for _, line in jsonl_lines(read_text(path)) if not line.startswith("-DOCSTART-")), "")
+    first = next((line for _, line in nonblank_lines(path) if not line.startswith("-DOCSTART-")), "")
     if len(first.split()) > 1:
         return read_records(path, "conll"), True
     return read_untagged(path, "conll"), False
@@ -133,23 +133,23 @@ def has_column(path: Path, column: str) -> bool:
     """Whether the first row of a .csv/.jsonl input has `column` (a missing or malformed file is the
     reader's to report)."""
     import csv
-    import io
 
-    from tasks.io import InputFormatError, jsonl_lines, read_text
+    from tasks.io import InputFormatError, nonblank_lines
 
     if not path.is_file():
         return False
     try:
-        text = read_text(path)
+        first = next((line for _, line in nonblank_lines(path)), None)
     except InputFormatError:
         return False
+    if first is None:
+        return False
     if path.suffix.lower() == ".csv":
-        header = next(csv.reader(io.StringIO(text, newline="")), [])
+        header = next(csv.reader([first]), [])
         return column in [name.strip() for name in header]
-    first = next((line for _, line in jsonl_lines(text)), "{}")
     try:
         return column in json.loads(first)
-    except (json.JSONDecodeError, TypeError):
+    except (json.JSONDecodeError, TypeError, RecursionError):
         return False
 
 

@@ -158,7 +158,7 @@ def cmd_rollback(registry, args) -> None:
 
 def cmd_pull(registry, args) -> None:
     name, version = registry.resolve(args.ref)
-    registry.download(name, version, Path(args.dest), variant=args.variant)
+    registry.download(name, version, Path(args.dest), variant=args.variant, force=args.force)
     what = f"{name} v{version}" + (f" variant {args.variant}" if args.variant else "")
     print(f"{what} -> {args.dest} (checksums verified)")
 
@@ -191,7 +191,9 @@ def add_registry_parser(sub) -> None:
         pull = actions.add_parser(action, help="download a version (checksums verified)" if action == "pull"
                                   else "same as pull")
         pull.add_argument("ref", help="NAME, NAME@VERSION or NAME:ALIAS")
-        pull.add_argument("--dest", default="model")
+        pull.add_argument("--dest", default="model", help="the folder to fill; a non-empty folder that no earlier "
+                                                           "pull created is refused (default: model)")
+        pull.add_argument("--force", action="store_true", help="replace --dest even if it holds files of your own")
         pull.add_argument("--variant", help="only this compressed variant of the version (e.g. onnx-int8; "
                                             "`registry show` lists them), as a model folder of its own")
     reg.set_defaults(func=cmd_registry)

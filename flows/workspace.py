@@ -38,6 +38,9 @@ MODES = get_args(Workspace)
 DEFAULT_PARAMS = "params.yaml"
 # Inside .dvc/tmp: git-ignored, per checkout, and next to DVC's own lock.
 RUN_LOCK = Path(".dvc") / "tmp" / "flowtune-run.lock"
+# The most a `data_source` outside the checkout may hold: each run copies it into its workspace, so a
+# mistaken path (a home folder, a disk image) must fail at once rather than fill the disk.
+MAX_DATA_SOURCE_BYTES = 50 * 2**30
 
 
 class WorkspaceError(RuntimeError):
@@ -170,11 +173,29 @@ def use_data_source(workspace: Path, data_source: str) -> None:
         if not outside.exists():
             raise WorkspaceError(f"data_source {data_source!r} does not exist")
         external = workspace / params["paths"]["external"] / outside.name
+        check_data_source(outside)
         copy = shutil.copytree if outside.is_dir() else shutil.copyfile
-        copy(outside, external)
+        copy(outside, external)  # copytree follows the links: check_data_source allowed only files inside
         source = str(external.relative_to(workspace))
     params["ingest"]["source"] = source
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def check_data_source(source: Path, limit: int = MAX_DATA_SOURCE_BYTES) -> None:
+    """Refuse a data source to copy that is over `limit` bytes, or a folder holding a symbolic link other than
+    to a file inside it (a link out, e.g. to ~/.ssh, would be copied into the workspace and on to DVC)."""
+    root = source.resolve()
+    size = 0
+    for path in [source] if source.is_file() else sorted(source.rglob("*")):  # rglob does not enter linked folders
+        if path.is_symlink() and not (path.is_file() and path.resolve().is_relative_to(root)):
+            raise WorkspaceError(f"data_source {source}: {path} is a symbolic link to {path.resolve()}, outside "
+                                 "the folder or not a file; copy the data in instead of linking it")
+        size += path.stat().st_size if path.is_file() else 0
+        if size > limit:
+            shown = f"{limit / 2**30:g} GiB" if limit >= 2**30 else f"{limit} bytes"
+            raise WorkspaceError(f"data_source {source} holds over {shown}, the most a run copies into "
+                                 "its workspace (flows.workspace.MAX_DATA_SOURCE_BYTES); track the data with DVC "
+                                 "inside the checkout and pass its path there instead")
 
 
 def prepare(repo: Path, workspace: Path, commit: str, params_file: str, data_source: str | None,

@@ -76,13 +76,30 @@ def presplit_files(folder: Path) -> dict[str, Path]:
     return found
 
 
-def read_splits(source: Path, params: IngestParams, kind: TaskKind) -> tuple[dict[str, list], dict[str, Path]]:
-    """The kind's rows per split and the source files to keep a copy of."""
+def refuse_link_out(path: Path, repo: Path) -> None:
+    """Refuse a source file that is a symbolic link to somewhere outside the repository and outside the
+    folder holding the link: a data folder with `train.conll -> ~/.ssh/id_rsa` would otherwise have that
+    file read, echoed in errors and copied into data/raw (and so pushed to the DVC remote)."""
+    if not path.is_symlink():
+        return
+    target = path.resolve()
+    if target.is_relative_to(repo.resolve()) or target.is_relative_to(path.parent.resolve()):
+        return
+    raise InputFormatError(f"{path}: a symbolic link to {target}, outside the repository ({repo.resolve()}) and "
+                           "the data folder; ingest reads no file through such a link: copy the file in instead")
+
+
+def read_splits(source: Path, params: IngestParams, kind: TaskKind,
+                repo: Path = Path()) -> tuple[dict[str, list], dict[str, Path]]:
+    """The kind's rows per split and the source files to keep a copy of (`repo`: the project's root, where
+    the stage runs)."""
     read = kind.source_reader(params)
+    files = presplit_files(source) if source.is_dir() else {"source": source}
+    for path in files.values():
+        refuse_link_out(path, repo)
     if source.is_dir():
-        files = presplit_files(source)
         return {split: read(path) for split, path in files.items()}, files
-    return split_records(read(source), params), {"source": source}
+    return split_records(read(source), params), files
 
 
 def run(params: IngestParams, raw_dir: Path, kind: TaskKind) -> dict:

@@ -176,9 +176,15 @@ class LoraParams(Section):
     target_modules: list[str] = Field(min_length=1)
 
 
+# The longest input, in sub-word pieces, that training may pad or cut to: well above any encoder's own limit
+# (512 for BERT-like ones, 8192 for the long-context ones); a value such as 1e9 is a typo that would only fail
+# later, allocating attention masks, deep inside training.
+MAX_SEQUENCE_LENGTH = 8192
+
+
 class TrainParams(Section):
     base_model: str
-    max_length: int = Field(ge=8)
+    max_length: int = Field(ge=8, le=MAX_SEQUENCE_LENGTH)
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     gradient_accumulation_steps: int = Field(ge=1)

@@ -43,6 +43,9 @@ METADATA_FILES = frozenset({"eval.json", "lineage.json", "README.md"})
 # Compressed variants of the model (tasks/variants.py), published inside its version: derived from the
 # weights, so not part of the digest either (a no-op run finds its version whatever its variants).
 VARIANTS_FOLDER = "variants"
+# Written by `download` into each folder it fills: re-pulling may replace a folder that holds it, while a
+# folder without it (a checkout, `--dest .`) is the user's and is never replaced unless forced.
+PULL_MARKER = ".flowtune-pull.json"
 
 
 class RegistryError(RuntimeError):
@@ -67,14 +70,29 @@ def model_digest(file_hashes: dict[str, str]) -> str:
 def directory_digest(model_dir: Path) -> str:
     """`model_digest` of a model folder on disk."""
     model_dir = Path(model_dir)
-    return model_digest({p.relative_to(model_dir).as_posix(): sha256_of(p)
-                         for p in model_dir.rglob("*") if p.is_file()})
+    return model_digest({p.relative_to(model_dir).as_posix(): sha256_of(p) for p in model_files(model_dir)})
+
+
+def model_files(model_dir: Path) -> list[Path]:
+    """The files of a model folder, sorted, without a pull's marker (a pulled model republished is the same)."""
+    return sorted(p for p in Path(model_dir).rglob("*") if p.is_file() and p.name != PULL_MARKER)
 
 
 def manifest_digest(manifest: dict) -> str:
     """The digest a manifest records, or the one its file checksums give (versions published before
     digests were recorded)."""
     return manifest.get("digest") or model_digest({path: f["sha256"] for path, f in manifest["files"].items()})
+
+
+def refuse_foreign_folder(dest: Path, force: bool) -> None:
+    """A download replaces `dest` whole: refuse a file, or a non-empty folder that holds no PULL_MARKER
+    (someone's own files), unless `force`."""
+    if dest.exists() and not dest.is_dir():
+        raise RegistryError(f"{dest} exists and is not a folder")
+    if force or not dest.is_dir() or (dest / PULL_MARKER).is_file() or not any(dest.iterdir()):
+        return
+    raise RegistryError(f"{dest} is a non-empty folder that no earlier pull created (no {PULL_MARKER}); pulling "
+                        "would replace all its files: pick another --dest, or pass --force to replace it")
 
 
 def variants_in(manifest: dict) -> list[str]:
@@ -176,7 +194,7 @@ class Registry:
         failure reuses the version number it had claimed, so a retried registration never makes N+1.
         """
         model_dir = Path(model_dir)
-        files = sorted(p for p in model_dir.rglob("*") if p.is_file())
+        files = model_files(model_dir)
         if not files:
             raise RegistryError(f"{model_dir}: no files to register")
         digest = directory_digest(model_dir)
@@ -216,26 +234,28 @@ class Registry:
         return json.loads(body)
 
     def download(self, name: str, version: int, dest: Path, variant: str | None = None,
-                 with_variants: bool = True) -> Path:
+                 with_variants: bool = True, force: bool = False) -> Path:
         """Fetch a version's files into `dest`, verifying each file's sha256 against the manifest: all of them,
         only the model's (not `with_variants`), or only those of one of its compressed variants (`variant`).
 
         The files land in a staging folder next to `dest`, which then replaces `dest` whole: a failed or
-        interrupted download leaves `dest` as it was, and a folder never mixes two versions' files.
+        interrupted download leaves `dest` as it was, and a folder never mixes two versions' files. A
+        non-empty `dest` that no earlier download filled (no PULL_MARKER) is refused unless `force`.
         """
+        dest = Path(dest).absolute()
+        refuse_foreign_folder(dest, force)
         manifest = self.manifest(name, version)
         files = {path: f["sha256"] for path, f in manifest["files"].items()
                  if with_variants or not path.startswith(VARIANTS_FOLDER + "/")}
         if variant is not None:
             files = variant_files(manifest, variant, f"{name} v{version}")
-        dest = Path(dest).absolute()
-        if dest.exists() and not dest.is_dir():
-            raise RegistryError(f"{dest} exists and is not a folder")
         dest.parent.mkdir(parents=True, exist_ok=True)
         staged = Path(tempfile.mkdtemp(prefix=f".{dest.name}.download-", dir=dest.parent))
         try:
             for stored, sha256 in files.items():
                 self._download_file(name, version, stored, sha256, staged, stored.removeprefix(_prefix(variant)))
+            marker = {"name": name, "version": int(version), "variant": variant}
+            (staged / PULL_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
             swap_in_folder(staged, dest)
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)

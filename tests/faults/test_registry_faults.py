@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.registry import AliasConflict, Registry
+from tasks.registry import PULL_MARKER, AliasConflict, Registry
 from tasks.settings import s3_client
 from tests.faults.conftest import kill_s3, start_s3
 from tests.helpers import ROOT
@@ -59,7 +59,7 @@ def test_s3_killed_during_publish_leaves_nothing_visible_and_a_rerun_publishes_o
     assert registry.publish("ner", model, {"run": "b"}, run_id="run-b") == 1  # a later re-run: same weights
     assert registry.versions("ner") == [1]
     pulled = registry.download("ner", 1, tmp_path / "pulled")  # every checksum verified
-    assert sorted(p.name for p in pulled.iterdir()) == sorted(p.name for p in model.iterdir())
+    assert sorted(p.name for p in pulled.iterdir()) == sorted([PULL_MARKER, *(p.name for p in model.iterdir())])
     reliability(fault="S3 (SeaweedFS) killed with SIGKILL during a registry publish, after 3 of 13 files",
                 happened="publish failed with a connection error; the claimed version had no manifest, so no reader "
                          "saw it; after a restart the same run's retry finished that version, a later run with the "

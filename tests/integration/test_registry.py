@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.registry import AliasConflict, Registry, RegistryError, directory_digest
+from tasks.registry import PULL_MARKER, AliasConflict, Registry, RegistryError, directory_digest
 from tasks.settings import s3_client
 
 pytestmark = pytest.mark.integration
@@ -97,7 +97,7 @@ def test_a_download_replaces_the_folder_whole_or_leaves_it_as_it_was(registry: R
     registry.download("ner", 2, dest)
     registry.download("ner", 1, dest)  # over v2: v2's extra file must not survive
     v1_files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
-    assert v1_files == ["config.json", "sub/weights.bin"]
+    assert v1_files == [PULL_MARKER, "config.json", "sub/weights.bin"]
     key = registry._key("ner", "2", "files", "sub/weights.bin")
     registry.client.put_object(Bucket=registry.bucket, Key=key, Body=b"tampered")
     with pytest.raises(RegistryError, match="checksum mismatch for sub/weights.bin"):
@@ -272,7 +272,7 @@ def test_variants_travel_inside_the_version_outside_its_digest(registry: Registr
     assert variants_in(manifest) == ["onnx"]
 
     only = registry.download("ner", version, tmp_path / "onnx", variant="onnx")
-    assert sorted(p.name for p in only.iterdir()) == ["config.json", "model.onnx"]
+    assert sorted(p.name for p in only.iterdir()) == [PULL_MARKER, "config.json", "model.onnx"]
     bare = registry.download("ner", version, tmp_path / "bare", with_variants=False)
     assert not (bare / "variants").exists() and (bare / "sub" / "weights.bin").is_file()
     whole = registry.download("ner", version, tmp_path / "whole")

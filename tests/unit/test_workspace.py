@@ -153,3 +153,57 @@ def test_an_in_place_run_holds_the_checkout_for_its_whole_duration(inside: Path)
             pass
     with checkout_lock(inside, "third", timeout_s=0.5):  # released at the end of the run
         pass
+
+
+def data_workspace(tmp_path: Path) -> Path:
+    """A workspace holding only what `use_data_source` reads: its params.yaml."""
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    return workspace
+
+
+def test_a_data_source_holding_a_link_out_of_it_is_refused_by_name_and_nothing_is_copied(tmp_path: Path):
+    from flows.workspace import use_data_source
+
+    secret = tmp_path / "home" / ".ssh" / "id_rsa"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    source = tmp_path / "incoming" / "corpus"
+    source.mkdir(parents=True)
+    (source / "dev.conll").write_text("a\tO\n")
+    (source / "train.conll").symlink_to(secret)
+    workspace = data_workspace(tmp_path)
+    with pytest.raises(WorkspaceError) as caught:
+        use_data_source(workspace, str(source))
+    assert str(caught.value) == (f"data_source {source}: {source / 'train.conll'} is a symbolic link to {secret}, "
+                                 "outside the folder or not a file; copy the data in instead of linking it")
+    assert not (workspace / "data" / "external").exists()
+
+
+def test_a_data_source_with_a_link_to_a_folder_is_refused_and_a_link_to_its_own_file_copied(tmp_path: Path):
+    from flows.workspace import check_data_source, use_data_source
+
+    source = tmp_path / "corpus"
+    (source / "splits").mkdir(parents=True)
+    (source / "splits" / "train.conll").write_text("a\tO\n")
+    (source / "train.conll").symlink_to(source / "splits" / "train.conll")
+    use_data_source(data_workspace(tmp_path), str(source))
+    assert (tmp_path / "workspace/data/external/corpus/train.conll").read_text() == "a\tO\n"
+    (source / "loop").symlink_to(source)  # copytree would follow it round and round
+    with pytest.raises(WorkspaceError, match=r"loop is a symbolic link to .*not a file"):
+        check_data_source(source)
+
+
+def test_a_data_source_over_the_size_limit_is_refused_before_copying(tmp_path: Path):
+    from flows.workspace import MAX_DATA_SOURCE_BYTES, check_data_source
+
+    source = tmp_path / "big"
+    source.mkdir()
+    (source / "train.conll").write_bytes(b"a\tO\n" * 300)
+    check_data_source(source, limit=1200)  # exactly the limit: accepted
+    (source / "dev.conll").write_bytes(b"b\tO\n")
+    with pytest.raises(WorkspaceError, match=r"data_source .*big holds over 1200 bytes, the most a run copies "
+                                             r"into its workspace \(flows\.workspace\.MAX_DATA_SOURCE_BYTES\)"):
+        check_data_source(source, limit=1200)
+    assert MAX_DATA_SOURCE_BYTES >= 10 * 2**30  # generous: real corpora of several GB still go through

@@ -7,11 +7,12 @@ leaves a partial file where the next step would read it.
 
 from __future__ import annotations
 
-import json
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.io import InputFormatError, jsonl_lines, read_jsonl_objects, read_text
+from tasks.io import InputFormatError, excerpt, nonblank_lines, parse_json_line, read_jsonl_objects, read_lines
 from tasks.iob import to_iob2
 from tasks.sentence import Sentence
 
@@ -26,10 +27,10 @@ def read_conll(path: Path) -> list[NerRecord]:
     `-DOCSTART-` lines end a sentence and are skipped. A file is either tab-separated (any token line
     has a tab) or space-separated, and every token line has the same number of columns: a line that
     breaks either rule is an error naming it, since the tag would otherwise be read from the wrong
-    column. Record ids are `<file name>:<line of the sentence's first token>`.
+    column. Record ids are `<file name>:<line of the sentence's first token>`. The file is read twice, a
+    line at a time (first for its separator), never held whole.
     """
-    lines = read_text(path).split("\n")
-    separator = "\t" if any("\t" in line for line in lines) else None
+    separator = "\t" if any("\t" in line for _, line in read_lines(path)) else None
     first_row: tuple[int, int] | None = None  # (line number, column count) of the first token line
     records: list[NerRecord] = []
     tokens: list[str] = []
@@ -42,7 +43,7 @@ def read_conll(path: Path) -> list[NerRecord]:
         tokens.clear()
         tags.clear()
 
-    for line_no, line in enumerate(lines, start=1):
+    for line_no, line in read_lines(path):
         if not line.strip() or line.startswith("-DOCSTART-"):
             flush()
             continue
@@ -51,11 +52,11 @@ def read_conll(path: Path) -> list[NerRecord]:
         if len(columns) != first_row[1]:
             raise InputFormatError(
                 f"{path}:{line_no}: {len(columns)} columns, but line {first_row[0]} has {first_row[1]}; every "
-                f"token line needs the same columns (token ... tag), got {line!r}")
+                f"token line needs the same columns (token ... tag), got {excerpt(line)}")
         if not tokens:
             start_line = line_no
         tokens.append(columns[0])
-        tags.append(columns[-1])
+        tags.append(sys.intern(columns[-1]))  # a handful of distinct tags: one string each, not one per token
     flush()
     return records
 
@@ -63,22 +64,18 @@ def read_conll(path: Path) -> list[NerRecord]:
 def _conll_columns(path: Path, line_no: int, line: str, separator: str | None) -> list[str]:
     if separator == "\t" and "\t" not in line and len(line.split()) > 1:
         raise InputFormatError(f"{path}:{line_no}: separated by spaces, but other lines use tabs; use one "
-                               f"separator in the whole file, got {line!r}")
+                               f"separator in the whole file, got {excerpt(line)}")
     columns = [c.strip() for c in line.split(separator)]
     if len(columns) < 2 or not columns[-1]:
-        raise InputFormatError(f"{path}:{line_no}: expected 'token<TAB>tag' (2 or more columns), got {line!r}")
+        raise InputFormatError(f"{path}:{line_no}: expected 'token<TAB>tag' (2 or more columns), got {excerpt(line)}")
     return columns
 
 
 def read_jsonl(path: Path) -> list[NerRecord]:
     """Read JSONL rows `{"tokens": [...], "tags": [...]}` with an optional `id` and `meta`."""
     records = []
-    for line_no, line in jsonl_lines(read_text(path)):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputFormatError(f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                                   'expected one object {"tokens": [...], "tags": [...]} per line') from None
+    for line_no, line in nonblank_lines(path):
+        row = parse_json_line(path, line_no, line, '{"tokens": [...], "tags": [...]}')
         records.append(_record_from_row(row, f"{path}:{line_no}", default_id=f"{path.name}:{line_no}"))
     return records
 
@@ -141,13 +138,11 @@ def read_untagged(path: Path, fmt: str = "auto") -> list[NerRecord]:
     if fmt == "jsonl":
         return [_untagged_row(path, line_no, row)
                 for line_no, row in read_jsonl_objects(path, '{"tokens": ["..."]}')]
-    text = read_text(path)
     if fmt == "lines":
-        lines = list(jsonl_lines(text))
-        _refuse_conll_as_lines(path, lines)
-        return [_untagged(f"{path.name}:{line_no}", line.split()) for line_no, line in lines]
+        _refuse_conll_as_lines(path)
+        return [_untagged(f"{path.name}:{line_no}", line.split()) for line_no, line in nonblank_lines(path)]
     records, block, start = [], [], 0
-    for line_no, line in enumerate([*text.split("\n"), ""], start=1):
+    for line_no, line in _with_final_blank(read_lines(path)):
         if line.strip() and not line.startswith("-DOCSTART-"):
             start = start if block else line_no
             block.append(line.split("\t" if "\t" in line else None)[0].strip())
@@ -157,17 +152,26 @@ def read_untagged(path: Path, fmt: str = "auto") -> list[NerRecord]:
     return records
 
 
-def _refuse_conll_as_lines(path: Path, lines: list[tuple[int, str]]) -> None:
+def _with_final_blank(lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    """The lines, then a blank one: it ends the last sentence as a blank line ends the others."""
+    line_no = 0
+    for line_no, line in lines:
+        yield line_no, line
+    yield line_no + 1, ""
+
+
+def _refuse_conll_as_lines(path: Path) -> None:
     """CoNLL-2003 ships as .txt: a file whose lines are all `token tag` pairs is CoNLL, not sentences."""
-    if lines and all(len(parts := line.split()) >= 2 and IOB_TAG.match(parts[-1]) for _, line in lines):
-        raise InputFormatError(f"{path}: every line ends in a tag (line {lines[0][0]}: {lines[0][1]!r}), so this is "
-                               "CoNLL; a .txt file is read as one sentence per line: name it .conll")
+    first = next(nonblank_lines(path), None)
+    if first and all(len(parts := line.split()) >= 2 and IOB_TAG.match(parts[-1]) for _, line in nonblank_lines(path)):
+        raise InputFormatError(f"{path}: every line ends in a tag (line {first[0]}: {excerpt(first[1])}), so this "
+                               "is CoNLL; a .txt file is read as one sentence per line: name it .conll")
 
 
 def _untagged_row(path: Path, line_no: int, row: dict) -> NerRecord:
     tokens = row.get("tokens")
     if not isinstance(tokens, list) or not all(isinstance(token, str) for token in tokens):
-        raise InputFormatError(f"{path}:{line_no}: expected 'tokens', a list of strings, got {tokens!r}"[:300])
+        raise InputFormatError(f"{path}:{line_no}: expected 'tokens', a list of strings, got {excerpt(tokens)}")
     return _untagged(str(row.get("id", f"{path.name}:{line_no}")), tokens)
 
 
@@ -179,7 +183,7 @@ def _check_unique_ids(path: Path, records: list[NerRecord]) -> None:
     seen: set[str] = set()
     for record in records:
         if record.id in seen:
-            raise InputFormatError(f"{path}: record id {record.id!r} appears twice; ids must be unique")
+            raise InputFormatError(f"{path}: record id {excerpt(record.id)} appears twice; ids must be unique")
         seen.add(record.id)
 
 

@@ -11,7 +11,6 @@ which keeps the label out of their way (DECISIONS 26).
 from __future__ import annotations
 
 import csv
-import io
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasks.contract import named
-from tasks.io import InputFormatError, jsonl_lines, read_jsonl_objects, read_jsonl_rows, read_text, write_jsonl
+from tasks.io import (
+    InputFormatError,
+    excerpt,
+    nonblank_lines,
+    read_jsonl_objects,
+    read_jsonl_rows,
+    read_lines,
+    write_jsonl,
+)
 from tasks.kinds.textclass.params import TextclassValidateParams
 from tasks.params import CleanParams, ValidateParams
 from tasks.sentence import Sentence
@@ -67,7 +74,7 @@ def label_set(value, where: str, column: str, separator: str) -> str:
     labels = {str(part).strip() for part in parts}
     if not typed or "" in labels or any(LABEL_JOIN in label for label in labels):
         raise InputFormatError(f"{where}: {column!r} must hold labels joined by {separator!r} (or a JSON list of "
-                               f"labels without '|'), got {value!r}")
+                               f"labels without '|'), got {excerpt(value)}")
     return LABEL_JOIN.join(sorted(labels))
 
 
@@ -75,10 +82,10 @@ def _example(row: dict, where: str, default_id: str, text_column: str, label_col
              separator: str | None = None) -> TextExample:
     for column in (text_column, label_column or text_column):
         if column not in row:
-            raise InputFormatError(f"{where}: no {column!r} column (columns: {sorted(row)})")
+            raise InputFormatError(f"{where}: no {column!r} column (columns: {excerpt(sorted(row))})")
     text = row[text_column]
     if not isinstance(text, str) or not text.strip():
-        raise InputFormatError(f"{where}: {text_column!r} must be non-empty text, got {text!r}")
+        raise InputFormatError(f"{where}: {text_column!r} must be non-empty text, got {excerpt(text)}")
     if label_column is None:  # texts to classify
         return TextExample(str(row.get("id") or default_id), text.strip(), "")
     label = row[label_column]
@@ -86,9 +93,9 @@ def _example(row: dict, where: str, default_id: str, text_column: str, label_col
         return TextExample(str(row.get("id") or default_id), text.strip(),
                            label_set(label, where, label_column, separator))
     if not isinstance(label, str | int) or isinstance(label, bool) or not str(label).strip():
-        raise InputFormatError(f"{where}: {label_column!r} must be one label (text or integer), got {label!r}")
+        raise InputFormatError(f"{where}: {label_column!r} must be one label (text or integer), got {excerpt(label)}")
     if LABEL_JOIN in str(label):
-        raise InputFormatError(f"{where}: {label_column!r} is {label!r}, but '|' separates the labels of a "
+        raise InputFormatError(f"{where}: {label_column!r} is {excerpt(label)}, but '|' separates the labels of a "
                                "multi-label example; set task.multi_label: true for such data")
     return TextExample(str(row.get("id") or default_id), text.strip(), str(label).strip())
 
@@ -99,7 +106,7 @@ def read_text_examples(path: Path, text_column: str = "text", label_column: str 
     `label_column`, texts to classify (label ''); with a `separator`, multi-label examples.
 
     UTF-8 with or without a byte-order mark (Excel writes one), or UTF-16 with one; any other bytes are
-    an error naming their line (tasks.io.read_text).
+    an error naming their line (tasks.io.read_lines).
     """
     path = Path(path)
     if path.suffix.lower() == ".csv":
@@ -122,7 +129,7 @@ def read_unlabelled(path: Path) -> list[Sentence]:
     if not path.is_file():
         raise InputFormatError(f"{path}: input file not found")
     if path.suffix.lower() == ".txt":
-        texts = [(f"{path.stem}:{line_no}", line) for line_no, line in jsonl_lines(read_text(path))]
+        texts = [(f"{path.stem}:{line_no}", line) for line_no, line in nonblank_lines(path)]
     else:
         texts = [(example.id, example.text) for example in read_text_examples(path, "text", None)]
     return [Sentence(text_id, tuple(text.split()), ("O",) * len(text.split())) for text_id, text in texts]
@@ -133,8 +140,10 @@ def csv_rows(path: Path) -> list[tuple[int, dict]]:
 
     Strict: a row must have exactly the header's fields (an unquoted comma in a text would otherwise
     shift the label), and a quoted field must close (an open quote would otherwise swallow later rows).
+    The file is read a line at a time; a field may hold up to MAX_CSV_FIELD characters.
     """
-    reader = csv.reader(io.StringIO(read_text(path), newline=""), strict=True)
+    csv.field_size_limit(MAX_CSV_FIELD)
+    reader = csv.reader((line + "\n" for _, line in read_lines(path)), strict=True)
     header: list[str] | None = None
     rows, start = [], 1
     try:
@@ -153,6 +162,11 @@ def csv_rows(path: Path) -> list[tuple[int, dict]]:
     return rows
 
 
+# The csv module's default limit (128 KiB) called a long, correctly quoted text an unclosed quote; a text this
+# long (a book chapter) is still read, and only a longer field, or a quote that never closes, is refused.
+MAX_CSV_FIELD = 16 * 2**20
+
+
 def _field_count_problem(fields: list[str], header: list[str]) -> str:
     got = f"{len(fields)} field{'s' if len(fields) != 1 else ''}, but the header has {len(header)} ({','.join(header)})"
     if len(fields) > len(header):
@@ -164,16 +178,19 @@ def _csv_header(path: Path, line_no: int, fields: list[str]) -> list[str]:
     header = [name.strip() for name in fields]
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated or "" in header:
-        raise InputFormatError(f"{path}:{line_no}: the header must name each column once, got {fields}")
+        raise InputFormatError(f"{path}:{line_no}: the header must name each column once, got {excerpt(fields)}")
     return header
 
 
 def _csv_problem(exc: csv.Error, start: int, end: int) -> str:
     """What a `csv.Error` means for the user, for a row starting on line `start` and read to `end`."""
     reason = str(exc)
-    if "unexpected end of data" in reason or "field larger than field limit" in reason:
+    if "unexpected end of data" in reason:
         return ("a quoted field opens in this row and never closes (it runs to line "
                 f"{end}); close the quote, and double any quote inside a text (\"\")")
+    if "field larger than field limit" in reason:
+        return (f"a field runs over {MAX_CSV_FIELD} characters (to line {end}), the most a text may hold; shorten "
+                "it, or close a quote that never closes (and double any quote inside a text: \"\")")
     if "expected after" in reason:
         spans = f" (the row runs to line {end})" if end > start else ""
         return (f"a quoted field must end with a quote followed by a comma or the line's end{spans}; "
@@ -208,7 +225,7 @@ def read_examples(path, text_column: str, label_column: str, separator: str | No
     first: dict[str, int] = {}
     for position, example in enumerate(examples):
         if example.id in first:
-            raise InputFormatError(f"{path}: id {example.id!r} appears twice (examples {first[example.id] + 1} "
+            raise InputFormatError(f"{path}: id {excerpt(example.id)} appears twice (examples {first[example.id] + 1} "
                                    f"and {position + 1}); ids must be unique")
         first[example.id] = position
     return examples
