@@ -13,7 +13,20 @@ Everything flowtune writes has a rule (docs/DECISIONS.md 29):
 - DVC objects (cache `files/md5/` and the remote's): those no kept record needs, older than `grace_hours`.
   Kept records: the checkout's dvc.lock and .dvc files, kept workspaces' dvc.lock, kept versions'
   lineage `dvc_lock`, kept run folders' dvc.lock and run-cache entries younger than `keep_days`. A
-  run-cache entry that names a deleted object is deleted with it (DVC could not restore it anyway).
+  run-cache entry that names a deleted object is deleted with it (DVC could not restore it anyway);
+- Prefect flow runs in a final state that ended more than `prefect_keep_days` ago (with their artifacts;
+  their logs go with the server's orphan vacuum), through the Prefect API, unless a kept version names
+  the run; skipped, in one line, when no Prefect API answers;
+- service logs `<state_dir>/logs/*.log` past `log_max_mb`: rotated to `.1` .. `.log_keep`, older copies
+  dropped (`services up` rotates them too, before a service starts);
+- sweep plots `s3://<reports>/sweeps/<study>/<run id>/` older than `keep_days`, but the newest of a study
+  that a params file or a kept version names; studies of the Optuna journal that nothing names and that
+  saw no trial for `keep_days` (the journal is rewritten without them, under its lock, never while a
+  trial runs).
+
+Not covered: captured data (settings name no capture bucket yet), and `serve NAME@N` pins: a fixed version
+is recorded nowhere, so gc cannot see it; only aliases keep a version (checked again just before, and
+just after, its manifest is deleted).
 
 A dry run (the default) prints each deletion with its size, and the total; `apply=True` deletes and
 logs one line per deletion. The `flowtune-gc` flow runs it with `apply=True` (weekly deployment `gc`).
