@@ -26,7 +26,8 @@ NAME = "gc-model"
 # Injected "now": two days on, every S3 object is past keep_days (1) and grace (1 h). S3 LastModified
 # cannot be backdated; local folders get their times set relative to this.
 LATER = timedelta(days=2)
-RULES = GcParams(keep_days=1, keep_versions=1, keep_version_days=0, alias_history=1, grace_hours=1)
+RULES = GcParams(keep_days=1, keep_versions=1, keep_version_days=0, alias_history=1, grace_hours=1,
+                 prefect_keep_days=30, log_max_mb=50, log_keep=3)
 
 
 def md5(label: str, directory: bool = False) -> str:

@@ -14,7 +14,8 @@ from tasks.params import GcParams, load_params
 from tests.helpers import ROOT
 
 NOW = datetime(2027, 6, 1, 12, tzinfo=UTC)
-RULES = GcParams(keep_days=14, keep_versions=2, keep_version_days=30, alias_history=1, grace_hours=1)
+RULES = GcParams(keep_days=14, keep_versions=2, keep_version_days=30, alias_history=1, grace_hours=1,
+                 prefect_keep_days=30, log_max_mb=50, log_keep=3)
 A, B, C, D = ("a" * 32, "b" * 32 + ".dir", "c" * 32, "d" * 32)
 
 
@@ -316,7 +317,9 @@ def test_a_promote_racing_gc_keeps_the_version_whole(monkeypatch):
     assert client.objects == {}
 
 
-def test_the_new_rules_have_defaults_so_older_params_files_still_load():
-    rules = GcParams(keep_days=1, keep_versions=1, keep_version_days=0, alias_history=0, grace_hours=0)
-    assert (rules.prefect_keep_days, rules.log_max_mb, rules.log_keep) == (30, 50, 3)
-    assert load_params(ROOT / "params.yaml").gc.prefect_keep_days == 30
+def test_the_new_rules_are_in_both_params_files_and_validated():
+    for name in ("params.yaml", "params-sentiment.yaml"):
+        rules = load_params(ROOT / name).gc
+        assert (rules.prefect_keep_days, rules.log_max_mb, rules.log_keep) == (30, 50, 3)
+    with pytest.raises(ValueError, match="log_keep"):
+        GcParams(**{**RULES.model_dump(), "log_keep": 0})
