@@ -613,6 +613,9 @@ def plan_journal(journal: Path, named: set[str], rules: GcParams, now: datetime)
         return [], None
     if sweep_running(storage):
         return [], f"sweep journal {journal}: not compacted, a trial is running (a sweep is on, or died)"
+    written = datetime.fromtimestamp(journal.stat().st_mtime, UTC)
+    if not older_than(written, now, timedelta(hours=rules.grace_hours)):  # a sweep may be starting its study
+        return [], f"sweep journal {journal}: not compacted, written less than {rules.grace_hours:g} h ago"
     return [Deletion("sweep-journal", f"{journal} (studies {', '.join(drop)})", journal.stat().st_size,
                      f"at most this: no params file or kept version names them, no trial for {rules.keep_days} days",
                      action=functools.partial(compact_journal, journal, drop))], None
