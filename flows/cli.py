@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     notify.set_defaults(func=cmd_notify)
     gc = sub.add_parser("gc", help="delete what the retention rules (`gc:` in params.yaml) no longer keep: failed "
                         "workspaces, old registry versions (never an aliased one), orphan claims, old Data Docs and "
-                        "run folders, unused DVC cache and remote objects; a dry run unless --apply")
+                        "run folders, unused DVC cache and remote objects, old Prefect flow runs, oversized service "
+                        "logs, old sweep plots and studies; a dry run unless --apply")
     gc.add_argument("--apply", action="store_true", help="delete (default: only print what would go, with sizes)")
     gc.add_argument("--keep-days", type=int, help="keep runs younger than this (default: gc.keep_days)")
     gc.add_argument("--params-file", default="params.yaml", help="the params file whose `gc:` rules apply")

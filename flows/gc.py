@@ -13,7 +13,20 @@ Everything flowtune writes has a rule (docs/DECISIONS.md 29):
 - DVC objects (cache `files/md5/` and the remote's): those no kept record needs, older than `grace_hours`.
   Kept records: the checkout's dvc.lock and .dvc files, kept workspaces' dvc.lock, kept versions'
   lineage `dvc_lock`, kept run folders' dvc.lock and run-cache entries younger than `keep_days`. A
-  run-cache entry that names a deleted object is deleted with it (DVC could not restore it anyway).
+  run-cache entry that names a deleted object is deleted with it (DVC could not restore it anyway);
+- Prefect flow runs in a final state that ended more than `prefect_keep_days` ago (with their artifacts;
+  their logs go with the server's orphan vacuum), through the Prefect API, unless a kept version names
+  the run; skipped, in one line, when no Prefect API answers;
+- service logs `<state_dir>/logs/*.log` past `log_max_mb`: rotated to `.1` .. `.log_keep`, older copies
+  dropped (`services up` rotates them too, before a service starts);
+- sweep plots `s3://<reports>/sweeps/<study>/<run id>/` older than `keep_days`, but the newest of a study
+  that a params file or a kept version names; studies of the Optuna journal that nothing names and that
+  saw no trial for `keep_days` (the journal is rewritten without them, under its lock, never while a
+  trial runs).
+
+Not covered: captured data (settings name no capture bucket yet), and `serve NAME@N` pins: a fixed version
+is recorded nowhere, so gc cannot see it; only aliases keep a version (checked again just before, and
+just after, its manifest is deleted).
 
 A dry run (the default) prints each deletion with its size, and the total; `apply=True` deletes and
 logs one line per deletion. The `flowtune-gc` flow runs it with `apply=True` (weekly deployment `gc`).
@@ -22,11 +35,13 @@ logs one line per deletion. The `flowtune-gc` flow runs it with `apply=True` (we
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,6 +52,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.names import GC_FLOW
+from tasks import sweeping
 from tasks.params import GcParams, load_params
 from tasks.settings import Settings, s3_client
 
@@ -75,6 +91,15 @@ class Deletion:
     path: Path | None = None
     # Checked again just before deleting; a returned reason skips the deletion (a race with a writer).
     still_wanted: Callable[[], str | None] | None = None
+    # Checked once more after the first key (a version's manifest) is gone; a returned reason puts that key
+    # back and keeps the rest (a promote that checked the version before the manifest went).
+    confirm_after_first: Callable[[], str | None] | None = None
+    # Neither S3 keys nor a local path (a Prefect flow run, a log rotation): what deleting it means.
+    action: Callable[[], None] | None = None
+
+
+class KeptBack(RuntimeError):
+    """A deletion stopped halfway and undone, because its thing is wanted after all; the message says why."""
 
 
 @dataclass
@@ -83,6 +108,7 @@ class Report:
     applied: bool
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # rules not applied this time (no Prefect server ...)
 
     @property
     def total(self) -> int:
@@ -268,10 +294,26 @@ def version_size(store: ModelStore, number: int) -> int:
     return sum(o.size for o in objects if o is not None)
 
 
+def alias_pointers(registry, name: str) -> dict[str, dict]:
+    """Only the alias pointers of `name` (a small listing: the re-check runs once per doomed version)."""
+    base = registry._key(name, "aliases") + "/"
+    pointers = {}
+    for obj in list_objects(registry.client, registry.bucket, base):
+        alias = obj.key[len(base):]
+        if "/" not in alias and alias.endswith(".json"):
+            body = registry.client.get_object(Bucket=registry.bucket, Key=obj.key)["Body"].read()
+            pointers[alias.removesuffix(".json")] = json.loads(body)
+    return pointers
+
+
 def still_unpinned(registry, name: str, version: int, alias_history: int) -> Callable[[], str | None]:
-    """A re-check just before deletion: an alias moved onto `version` since the plan was made."""
+    """A re-check just before deletion: an alias moved onto `version` since the plan was made.
+
+    `serve NAME@N` pins nothing anywhere (no record of it exists to read): a server started on a fixed
+    version that gc deletes keeps serving the copy it loaded, and fails at its next start. Point an
+    alias at a version to keep it (`flowtune registry promote`)."""
     def check() -> str | None:
-        pinned = pinned_versions(scan_model(registry, name).pointers, alias_history)
+        pinned = pinned_versions(alias_pointers(registry, name), alias_history)
         return f"an alias points at {name} v{version} now" if version in pinned else None
     return check
 
@@ -296,7 +338,8 @@ def plan_registry(registry, reports_bucket: str, rules: GcParams, now: datetime)
             plan.deletions.append(Deletion(
                 "version", f"s3://{registry.bucket}/{registry._key(name, str(number))}/", version_size(store, number),
                 "beyond the retention rules, not aliased", registry.bucket,
-                version_keys(store, number, keep_claim=number == top_claim), still_wanted=recheck))
+                version_keys(store, number, keep_claim=number == top_claim), still_wanted=recheck,
+                confirm_after_first=recheck))
             card = cards.get(f"{MODEL_CARDS}{name}/{number}.md")
             if card:
                 plan.deletions.append(Deletion("model-card", f"s3://{reports_bucket}/{card.key}", card.size,
@@ -350,6 +393,232 @@ def plan_workspaces(folder: Path, rules: GcParams, now: datetime) -> tuple[list[
                           f"failed run's checkout older than {rules.keep_days} days", path=found[name])
                  for name in doomed]
     return deletions, [found[name] for name in sorted(set(found) - set(doomed))]
+
+
+# ---------------------------------------------------------------- Prefect flow runs
+
+
+@dataclass(frozen=True)
+class FlowRunInfo:
+    id: str
+    name: str
+    ended: datetime
+
+
+class PrefectRuns:
+    """Finished flow runs on the configured Prefect server (`settings.api_url`, with our auth string)."""
+
+    PAGE = 200
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    @contextlib.contextmanager
+    def client(self):
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+        updates = {PREFECT_API_URL: self.settings.api_url}
+        if self.settings.prefect_api_auth_string:
+            updates[PREFECT_API_AUTH_STRING] = self.settings.prefect_api_auth_string.get_secret_value()
+        with temporary_settings(updates=updates), get_client(sync_client=True) as client:
+            yield client
+
+    def finished_before(self, cutoff: datetime) -> list[FlowRunInfo]:
+        """Runs in a final state (never a scheduled, pending or running one) that ended before `cutoff`."""
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterEndTime,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+
+        final = [StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED]
+        query = FlowRunFilter(end_time=FlowRunFilterEndTime(before_=cutoff),
+                              state=FlowRunFilterState(type=FlowRunFilterStateType(any_=final)))
+        found: list[FlowRunInfo] = []
+        with self.client() as client:
+            while page := client.read_flow_runs(flow_run_filter=query, limit=self.PAGE, offset=len(found)):
+                found += [FlowRunInfo(str(run.id), run.name, run.end_time) for run in page]
+                if len(page) < self.PAGE:
+                    break
+        return found
+
+    def delete(self, run_id: str) -> None:
+        """Delete the run's artifacts, then the run (its task runs and states go with it). Its logs have no
+        delete API: the server's orphan vacuum removes them within a day (`prefect_server` turns it on)."""
+        from uuid import UUID
+
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        query = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)]))
+        with self.client() as client:
+            for artifact in client.read_artifacts(artifact_filter=query):
+                client.delete_artifact(artifact.id)
+            client.delete_flow_run(UUID(run_id))
+
+
+def plan_flow_runs(runs, protected: set[str], rules: GcParams, now: datetime) -> list[Deletion]:
+    """Finished flow runs older than `prefect_keep_days`, except those that produced a kept version (a model
+    card links to its run). `runs`: a PrefectRuns, or a fake with `finished_before` and `delete`."""
+    cutoff = now - timedelta(days=rules.prefect_keep_days)
+    return [Deletion("flow-run", f"prefect flow run {run.name} ({run.id})", 0,
+                     f"finished more than {rules.prefect_keep_days} days ago; its artifacts and logs go too",
+                     action=functools.partial(runs.delete, run.id))
+            for run in runs.finished_before(cutoff) if run.id not in protected]
+
+
+def prefect_reachable(settings: Settings) -> str | None:
+    """None when the Prefect API answers an authenticated call, else one line saying why not."""
+    from flows.services import ServiceError, prefect_check
+
+    try:
+        prefect_check(settings)
+    except (ServiceError, OSError, ImportError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - httpx's connect errors and the like: the server does not answer
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+# ---------------------------------------------------------------- service logs
+
+
+def plan_logs(folder: Path, rules: GcParams) -> list[Deletion]:
+    """Service logs (`<state_dir>/logs/*.log`) past `log_max_mb`: rotated (copy and truncate, the service may
+    be writing), the copies beyond `log_keep` dropped. The size is what the dropped copies free."""
+    from flows.services.processes import rotate_log, rotated_copies
+
+    max_bytes = int(rules.log_max_mb * 1_000_000)
+    deletions = []
+    for log in sorted(folder.glob("*.log")) if folder.is_dir() else []:
+        copies = rotated_copies(log)
+        if log.stat().st_size > max_bytes:
+            dropped = sum(path.stat().st_size for number, path in copies.items() if number >= rules.log_keep)
+            deletions.append(Deletion(
+                "service-log", str(log), dropped,
+                f"past {rules.log_max_mb:g} MB: rotated to .1, copies beyond .{rules.log_keep} dropped",
+                action=functools.partial(rotate_log, log, max_bytes, rules.log_keep, True)))
+        else:  # copies left beyond the rule (log_keep lowered since they were made)
+            deletions += [Deletion("service-log", str(path), path.stat().st_size,
+                                   f"rotated copy beyond gc.log_keep={rules.log_keep}", path=path)
+                          for number, path in sorted(copies.items()) if number > rules.log_keep]
+    return deletions
+
+
+# ---------------------------------------------------------------- sweeps: plots and the Optuna journal
+
+SWEEP_PLOTS = "sweeps/"
+
+
+def named_studies(root: Path, manifests: list[dict]) -> set[str]:
+    """Studies a kept record names: `sweep.study` of the checkout's params files and of kept versions' params
+    (`flowtune sweep apply` and a resumed sweep read them)."""
+    records = [read_yaml(path) for path in sorted(root.glob("params*.yaml"))]
+    records += [(m.get("metadata") or {}).get("params") for m in manifests]
+    return {str(study) for r in records if isinstance(r, dict)
+            if (study := (r.get("sweep") or {}).get("study"))}
+
+
+def select_sweep_runs(runs: dict[str, datetime], named: set[str], now: datetime, keep_days: int) -> list[str]:
+    """`<study>/<run id>` plot folders to delete: older than `keep_days`, except the newest run of a named
+    study (each sweep run plots the study's whole history, so older runs' plots are superseded)."""
+    newest_of: dict[str, tuple[datetime, str]] = {}
+    for folder, when in runs.items():
+        study = folder.split("/", 1)[0]
+        if study in named and (study not in newest_of or when > newest_of[study][0]):
+            newest_of[study] = (when, folder)
+    kept = {folder for _, folder in newest_of.values()}
+    return select_runs(runs, kept, now, keep_days)
+
+
+def plan_sweep_plots(client, bucket: str, named: set[str], rules: GcParams, now: datetime) -> list[Deletion]:
+    """`s3://<reports>/sweeps/<study>/<run id>/` folders past `keep_days` (see `select_sweep_runs`)."""
+    groups: dict[str, list[Obj]] = {}
+    for obj in list_objects(client, bucket, SWEEP_PLOTS):
+        study, _, rest = obj.key[len(SWEEP_PLOTS):].partition("/")
+        run, sep, _ = rest.partition("/")
+        if study and run and sep:
+            groups.setdefault(f"{study}/{run}", []).append(obj)
+    doomed = select_sweep_runs({folder: newest(objs) for folder, objs in groups.items()}, named, now, rules.keep_days)
+    return [Deletion("sweep-plots", f"s3://{bucket}/{SWEEP_PLOTS}{folder}/", sum(o.size for o in groups[folder]),
+                     f"sweep plots older than {rules.keep_days} days", bucket, tuple(o.key for o in groups[folder]))
+            for folder in doomed]
+
+
+def journal_storage(journal: Path):
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    return JournalStorage(JournalFileBackend(str(journal)))
+
+
+def stale_studies(storage, named: set[str], now: datetime, keep_days: int) -> list[str]:
+    """Studies that no kept record names and that saw no trial for `keep_days` (a study without trials: its
+    creation time is unknown to Optuna, so it goes once nothing names it)."""
+    stale = []
+    for study in storage.get_all_studies():
+        times = [t for trial in storage.get_all_trials(study._study_id, deepcopy=False)
+                 for t in (trial.datetime_start, trial.datetime_complete) if t]
+        recent = any(not older_than(t.astimezone(UTC), now, timedelta(days=keep_days)) for t in times)
+        if study.study_name not in named and not recent:
+            stale.append(study.study_name)
+    return stale
+
+
+def sweep_running(storage) -> bool:
+    """A trial is RUNNING: a sweep may be using the journal (or died; its next start fails such trials)."""
+    from optuna.trial import TrialState
+
+    return any(trial.state == TrialState.RUNNING for study in storage.get_all_studies()
+               for trial in storage.get_all_trials(study._study_id, deepcopy=False))
+
+
+def compact_journal(journal: Path, drop: list[str]) -> None:
+    """Rewrite the journal without the `drop` studies while holding the journal's own lock (a sweep that
+    starts meanwhile waits for it), then replace the file in one rename. No study left: the file goes."""
+    import optuna
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    lock = JournalFileSymlinkLock(str(journal))  # the lock JournalFileBackend takes for every write
+    lock.acquire()
+    try:
+        source = journal_storage(journal)
+        if sweep_running(source):
+            raise KeptBack("a sweep started meanwhile (a trial is running)")
+        keep = [s.study_name for s in source.get_all_studies() if s.study_name not in drop]
+        fresh = journal.with_name(f".{journal.name}.compact")
+        fresh.unlink(missing_ok=True)
+        target = journal_storage(fresh)
+        for name in keep:
+            optuna.copy_study(from_study_name=name, from_storage=source, to_storage=target)
+        if keep:
+            os.replace(fresh, journal)
+        else:
+            journal.unlink()
+            fresh.unlink(missing_ok=True)
+    finally:
+        lock.release()
+
+
+def plan_journal(journal: Path, named: set[str], rules: GcParams, now: datetime) -> tuple[list[Deletion], str | None]:
+    """The sweep journal rewritten without its stale studies; (deletions, a line when it must wait).
+
+    The size is the whole journal's (an upper bound: the kept studies are copied into the new file)."""
+    if not journal.is_file():
+        return [], None
+    storage = journal_storage(journal)
+    drop = stale_studies(storage, named, now, rules.keep_days)
+    if not drop:
+        return [], None
+    if sweep_running(storage):
+        return [], f"sweep journal {journal}: not compacted, a trial is running (a sweep is on, or died)"
+    written = datetime.fromtimestamp(journal.stat().st_mtime, UTC)
+    if not older_than(written, now, timedelta(hours=rules.grace_hours)):  # a sweep may be starting its study
+        return [], f"sweep journal {journal}: not compacted, written less than {rules.grace_hours:g} h ago"
+    return [Deletion("sweep-journal", f"{journal} (studies {', '.join(drop)})", journal.stat().st_size,
+                     f"at most this: no params file or kept version names them, no trial for {rules.keep_days} days",
+                     action=functools.partial(compact_journal, journal, drop))], None
 
 
 # ---------------------------------------------------------------- DVC cache and remote
@@ -472,8 +741,9 @@ def plan_dvc(client, store: DvcStore, records: list[object], rules: GcParams, no
 # ---------------------------------------------------------------- the whole plan, and applying it
 
 
-def collect(settings: Settings, rules: GcParams, root: Path, now: datetime) -> list[Deletion]:
-    """Everything the rules delete, registry first: the versions that stay protect runs and DVC data."""
+def collect(settings: Settings, rules: GcParams, root: Path, now: datetime) -> tuple[list[Deletion], list[str]]:
+    """Everything the rules delete, registry first: the versions that stay protect runs and DVC data; and a
+    line for each rule that could not be applied this time (it is said, not an error)."""
     from tasks.registry import Registry
 
     client = s3_client(settings)
@@ -487,7 +757,29 @@ def collect(settings: Settings, rules: GcParams, root: Path, now: datetime) -> l
                *[read_yaml(path / "dvc.lock") for path in kept_workspaces],
                *run_folder_locks(client, settings, kept_runs)]
     dvc = plan_dvc(client, dvc_store(root), [r for r in records if r], rules, now)
-    return [*kept.deletions, *docs, *runs, *workspaces, *dvc]
+    growing, notes = plan_growing(settings, rules, root, now, kept.kept_manifests, protected)
+    return [*kept.deletions, *docs, *runs, *workspaces, *dvc, *growing], notes
+
+
+def plan_growing(settings: Settings, rules: GcParams, root: Path, now: datetime, kept_manifests: list[dict],
+                 protected: set[str]) -> tuple[list[Deletion], list[str]]:
+    """What grows beside the data (docs/DECISIONS.md 29, review N4): Prefect flow runs, service logs, sweep
+    plots and the sweep journal; and the lines for rules that could not run."""
+    notes = []
+    named = named_studies(root, kept_manifests)
+    deletions = plan_sweep_plots(s3_client(settings), settings.reports_bucket, named, rules, now)
+    journal, waiting = plan_journal(Path(sweeping.storage_spec(None, settings.state_dir)), named, rules, now)
+    deletions += journal
+    notes += [waiting] if waiting else []
+    deletions += plan_logs(settings.state_dir.resolve() / "logs", rules)
+    unreachable = prefect_reachable(settings)
+    if unreachable:
+        notes.append(f"Prefect flow runs: not collected, no usable Prefect API at {settings.api_url} ({unreachable}); "
+                     "start it with `flowtune services up`")
+    else:
+        deletions += plan_flow_runs(PrefectRuns(settings), protected, rules, now)
+    notes.append("captured data: no rule, settings name no capture bucket yet")
+    return deletions, notes
 
 
 def run_folder_locks(client, settings: Settings, runs: list[str]) -> list[object]:
@@ -500,8 +792,17 @@ def run_folder_locks(client, settings: Settings, runs: list[str]) -> list[object
     return locks
 
 
+# A promote checks that the version's manifest exists, then writes the alias (milliseconds apart). After
+# deleting a manifest gc waits this long and reads the aliases again: a promote that passed its check just
+# before the manifest went has written its alias by then, and the manifest is put back.
+SETTLE_S = 2.0
+
+
 def delete(client, deletion: Deletion) -> None:
     """Delete one planned item; S3 keys in order, the first alone (a version's manifest)."""
+    if deletion.action is not None:
+        deletion.action()
+        return
     if deletion.path is not None:
         if deletion.path.is_dir():
             shutil.rmtree(deletion.path)
@@ -509,7 +810,7 @@ def delete(client, deletion: Deletion) -> None:
             deletion.path.unlink(missing_ok=True)
         return
     first, *rest = deletion.keys
-    client.delete_object(Bucket=deletion.bucket, Key=first)
+    delete_first(client, deletion, first)
     for start in range(0, len(rest), DELETE_BATCH):
         batch = [{"Key": key} for key in rest[start:start + DELETE_BATCH]]
         errors = client.delete_objects(Bucket=deletion.bucket, Delete={"Objects": batch, "Quiet": True}).get("Errors")
@@ -517,6 +818,20 @@ def delete(client, deletion: Deletion) -> None:
             first_error = errors[0]
             raise RuntimeError(f"{len(errors)} keys not deleted, the first {first_error.get('Key')}: "
                                f"{first_error.get('Message')}")
+
+
+def delete_first(client, deletion: Deletion, key: str) -> None:
+    """Delete the first key; with `confirm_after_first`, re-check after SETTLE_S and put it back if wanted."""
+    if deletion.confirm_after_first is None:
+        client.delete_object(Bucket=deletion.bucket, Key=key)
+        return
+    body = client.get_object(Bucket=deletion.bucket, Key=key)["Body"].read()
+    client.delete_object(Bucket=deletion.bucket, Key=key)
+    time.sleep(SETTLE_S)
+    reason = deletion.confirm_after_first()
+    if reason:
+        client.put_object(Bucket=deletion.bucket, Key=key, Body=body)
+        raise KeptBack(reason)
 
 
 def say(line: str) -> None:
@@ -534,6 +849,10 @@ def apply_one(client, deletion: Deletion, report: Report) -> None:
         return
     try:
         delete(client, deletion)
+    except KeptBack as exc:
+        report.skipped.append(f"{deletion.where}: {exc}")
+        say(f"kept          {line}: {exc}")
+        return
     except Exception as exc:  # noqa: BLE001 - one failure must not stop the rest; it is reported and fails the run
         report.failed.append(f"{deletion.where}: {exc}")
         say(f"FAILED        {line}: {exc}")
@@ -561,8 +880,11 @@ def vacuum(settings: Settings) -> None:
 def run_gc(settings: Settings, rules: GcParams, root: Path = Path("."), *, apply: bool = False,
            now: datetime | None = None) -> Report:
     """Plan with the rules and print the plan (dry run), or delete it (`apply`); one line per item."""
-    report = Report(collect(settings, rules, root, now or datetime.now(UTC)), apply)
+    deletions, notes = collect(settings, rules, root, now or datetime.now(UTC))
+    report = Report(deletions, apply, notes=notes)
     client = s3_client(settings)
+    for note in notes:
+        say(f"skipped       {note}")
     for deletion in report.deletions:
         if apply:
             apply_one(client, deletion, report)
@@ -584,6 +906,7 @@ def summary_markdown(report: Report) -> str:
              f"Deleted {done} of {len(report.deletions)} planned items ({human(report.total)} planned).", "",
              "| kind | items | size |", "|---|---:|---:|", *rows, ""]
     lines += [f"- failed: {line}" for line in report.failed] + [f"- kept back: {line}" for line in report.skipped]
+    lines += [f"- not applied: {line}" for line in report.notes]
     return "\n".join(lines) + "\n"
 
 

@@ -28,6 +28,7 @@ from prefect.utilities.timeout import timeout
 
 from flows import reports
 from flows.champion import champion_metrics
+from flows.diskspace import check_free_disk
 from flows.gate import Champion, Decision, decide
 from flows.names import DATA_REFRESH_FLOW, EVALUATE_CHAMPION_FLOW, PIPELINE_FLOW
 from flows.remote_train import DEFAULT_TRAIN_TIMEOUT_S, train_elsewhere
@@ -221,6 +222,7 @@ def working_copy(workspace: Workspace, revision: str, params_file: str,
                  data_source: str | None) -> Iterator[tuple[Settings, Params]]:
     """Inside the run's workspace (flows/workspace.py): its settings and the params it runs with."""
     settings = run_settings()
+    check_free_disk(settings)  # before the workspace: an isolated checkout is the first thing a run writes
     with run_workspace(workspace, str(flow_run.get_id() or "local"), settings, revision=revision,
                        params_file=params_file, data_source=data_source, on_stale_holder=crash_dead_holder):
         yield settings, load_params(DEFAULT_PARAMS)

@@ -308,6 +308,9 @@ class GcParams(Section):
     keep_version_days: int = Field(ge=0)  # versions registered less than this many days ago stay
     alias_history: int = Field(ge=0)  # last versions of each alias's history that stay (rollback targets)
     grace_hours: float = Field(ge=0)  # claims and DVC objects younger than this may belong to a running flow
+    prefect_keep_days: int = Field(ge=1)  # finished Prefect flow runs (with artifacts and logs) older than this go
+    log_max_mb: float = Field(gt=0)  # a service log past this size is rotated to <name>.log.1
+    log_keep: int = Field(ge=1)  # rotated copies kept per service log (.1 .. .N); older ones go
 
 
 StageLimit = float | None  # seconds a stage may run; None: no limit

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # it gives up and names the holder (flows/workspace.py `checkout_lock`).
     run_lock_timeout_s: float = 600.0
 
+    # A run refuses to start with less free disk than this (GB, 10^9 bytes) where the checkout and the state
+    # dir live (flows/diskspace.py): a stage that hits a full disk mid-way wastes the run. 0 turns it off.
+    min_free_gb: float = 5.0
+
     prefect_host: str = "127.0.0.1"
     prefect_port: int = 4200
     prefect_api_url: str | None = Field(default=None, validation_alias="PREFECT_API_URL")

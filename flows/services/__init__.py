@@ -107,7 +107,8 @@ from tasks.settings import Settings
 
 __all__ = [
     # commands
-    "up", "down", "status", "start_worker", "format_status", "services_main", "main", "ui_login_hint",
+    "up", "down", "status", "install_units", "prepare_seaweedfs", "start_worker", "format_status", "services_main",
+    "main", "ui_login_hint",
     # names (flows/names.py)
     "ACCELERATOR_LIMIT", "TRAIN_POOL", "WORK_POOL",
     # config
@@ -145,10 +146,7 @@ def up(settings: Settings | None = None) -> dict:
     """
     settings = ensure_credentials(settings or Settings())
     with _locked(settings):
-        if s3_is_local(settings):
-            write_private(_state(settings) / "s3.json", json.dumps(s3_identities(settings), indent=2))
-            ensure_seaweed_security(settings)
-            (_state(settings) / "seaweedfs").mkdir(exist_ok=True)
+        prepare_seaweedfs(settings)
         to_start = _services_to_start(settings)
         for service in to_start:  # all ports first: a clash must not leave half the services started
             check_ports(service)
@@ -170,6 +168,26 @@ def up(settings: Settings | None = None) -> dict:
             "s3_endpoint": settings.endpoint_url, "buckets": buckets(settings),
             "prefect_api_url": settings.api_url, "prefect_ui_url": settings.ui_url,
             "dvc_config": str(dvc_config) if dvc_config else None}
+
+
+def prepare_seaweedfs(settings: Settings) -> None:
+    """The files a local `weed server` reads at start: its S3 identities, JWT keys and TLS, its data folder."""
+    if s3_is_local(settings):
+        write_private(_state(settings) / "s3.json", json.dumps(s3_identities(settings), indent=2))
+        ensure_seaweed_security(settings)
+        (_state(settings) / "seaweedfs").mkdir(exist_ok=True)
+
+
+def install_units(settings: Settings, dest=None) -> list:
+    """`services install`: what `up` prepares before starting, then the systemd units (flows/services/units.py)."""
+    from flows.services.units import install
+
+    settings = ensure_credentials(settings)
+    with _locked(settings):
+        prepare_seaweedfs(settings)
+        if prefect_is_local(settings):
+            seed_prefect_database(_state(settings) / "prefect")
+        return install(settings, dest)
 
 
 def start_worker(settings: Settings) -> None:
@@ -216,7 +234,7 @@ def format_status(report: dict[str, dict]) -> str:
 
 
 def services_main(argv: list[str] | None = None) -> int:
-    """`flowtune services up|down|status`; exit status 0 when the command succeeded / all are healthy."""
+    """`flowtune services up|down|status|install`; exit status 0 when the command succeeded / all are healthy."""
     parser = argparse.ArgumentParser(prog="flowtune services",
                                      description="Start, stop or inspect the local services: SeaweedFS (S3), "
                                                  "Prefect server and worker.")
@@ -224,7 +242,11 @@ def services_main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="start what is not running, create buckets, wire the DVC remote")
     sub.add_parser("down", help="stop the local services (data stays)")
     sub.add_parser("status", help="pid, url and health of each service (exit 1 if one is unhealthy)")
-    action = parser.parse_args(argv).action
+    install = sub.add_parser("install", help="write user-level systemd units that start these services at boot "
+                                             "(same commands as `up`, Restart=on-failure)")
+    install.add_argument("--dest", help="folder for the unit files (default ~/.config/systemd/user)")
+    args = parser.parse_args(argv)
+    action = args.action
     settings = Settings()
     try:
         if action == "up":
@@ -238,6 +260,16 @@ def services_main(argv: list[str] | None = None) -> int:
                   "create the deployments with `flowtune deploy`")
             print(f"DVC remote '{DVC_REMOTE}': " + (f"wired in {info['dvc_config']}" if info["dvc_config"]
                                                     else "not wired (no .dvc/ in this directory)"))
+            return 0
+        if action == "install":
+            from pathlib import Path
+
+            written = install_units(settings, Path(args.dest) if args.dest else None)
+            print("\n".join(f"wrote {path}" for path in written))
+            names = " ".join(path.name for path in written)
+            print(f"stop what `up` started (`flowtune services down`), then: systemctl --user daemon-reload && "
+                  f"systemctl --user enable --now {names}; `loginctl enable-linger $USER` starts them at boot "
+                  "without a login")
             return 0
         if action == "down":
             down(settings)

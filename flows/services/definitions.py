@@ -118,7 +118,11 @@ def prefect_server(settings: Settings) -> Service:
            # Concurrency leases (the `gpu` slot) on disk under PREFECT_HOME: with Prefect's default
            # in-memory storage a server restart forgets a held slot's lease, the slot stays taken for
            # ever and every later train stage waits on it (tests/faults/test_prefect_restart.py).
-           "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem"}
+           "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem",
+           # Deleting a flow run (`flowtune gc`, gc.prefect_keep_days) leaves its logs behind: the Prefect API
+           # has no call that deletes logs. The "orphans" vacuum deletes logs and artifacts of deleted runs
+           # once a day; "events" is Prefect's default (events past their retention).
+           "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,orphans"}
     auth = settings.prefect_api_auth_string
     if auth:  # basic auth on every API call but GET /health: nobody else on the machine starts runs
         env["PREFECT_SERVER_API_AUTH_STRING"] = auth.get_secret_value()

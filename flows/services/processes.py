@@ -1,8 +1,9 @@
 """Generic process supervision for the local services: pid files, start/stop, health waiting.
 
 A service is started in the background in its own process group (`start`), logging to
-`<state_dir>/logs/<name>.log` with its pid in `<state_dir>/<name>.pid`; `running_pid` believes a pid
-file only while its process is alive and is that service; `stop` ends whole process groups;
+`<state_dir>/logs/<name>.log` (rotated past LOG_MAX_BYTES, `rotate_log`) with its pid in
+`<state_dir>/<name>.pid`; `running_pid` believes a pid file only while its process is alive and is
+that service; `stop` ends whole process groups;
 `wait_healthy` polls a check and reports a crash with the service's log; `_locked` serializes
 up/down on one state dir. Nothing here knows what SeaweedFS or Prefect are (flows/services/definitions.py).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +31,11 @@ STOP_GRACE_S = 15.0
 # it finish cleanly (about 15.1 s) instead of being SIGKILLed in the middle of its shutdown.
 STOP_GRACE_BY_SERVICE = {"seaweedfs": 25.0}
 LOG_MARKER = "----- flowtune services: starting"
+# A service log past LOG_MAX_BYTES is rotated when the service starts (and by `flowtune gc`, with the
+# `gc.log_max_mb` / `gc.log_keep` of the params file): <name>.log.1 .. .LOG_KEEP, older copies dropped,
+# so each service's logs stay under (1 + LOG_KEEP) x LOG_MAX_BYTES plus what it writes between rotations.
+LOG_MAX_BYTES = 50_000_000
+LOG_KEEP = 3
 
 # A word each service's command line contains: a pid file whose pid was reused is not believed.
 MARKERS = {"seaweedfs": "weed", "prefect-server": "prefect", "prefect-worker": "prefect"}
@@ -65,6 +72,46 @@ def _pid_file(settings: Settings, name: str) -> Path:
 
 def _log_file(settings: Settings, name: str) -> Path:
     return settings.state_dir / "logs" / f"{name}.log"
+
+
+def rotated(log: Path, number: int) -> Path:
+    return log.with_name(f"{log.name}.{number}")
+
+
+def rotated_copies(log: Path) -> dict[int, Path]:
+    """The rotated copies of `log` that exist: number -> path (`<name>.log.3` -> 3)."""
+    found = {}
+    for path in log.parent.glob(f"{log.name}.*") if log.parent.is_dir() else []:
+        suffix = path.name[len(log.name) + 1:]
+        if suffix.isdigit():
+            found[int(suffix)] = path
+    return found
+
+
+def rotate_log(log: Path, max_bytes: int, keep: int, live: bool) -> int | None:
+    """Rotate `log` to `.1` (shifting `.1` to `.2` ...) when it is larger than `max_bytes`, dropping the copies
+    beyond `keep`; the bytes dropped, or None when the log was small enough to stay.
+
+    `live`: a running service may hold the log open. Renaming it would leave the service writing into
+    `.1`, so it is copied and truncated instead (the service opened it with O_APPEND: its next write
+    lands at the new end). The lines written between the copy and the truncation are lost.
+    """
+    if not log.is_file() or log.stat().st_size <= max_bytes:
+        return None
+    copies = rotated_copies(log)
+    dropped = 0
+    for number in sorted(n for n in copies if n >= keep):
+        dropped += copies[number].stat().st_size
+        copies[number].unlink()
+    for number in sorted((n for n in copies if n < keep), reverse=True):
+        os.replace(copies[number], rotated(log, number + 1))
+    if live:
+        shutil.copyfile(log, rotated(log, 1))
+        with open(log, "r+b") as handle:
+            handle.truncate(0)
+    else:
+        os.replace(log, rotated(log, 1))
+    return dropped
 
 
 def _alive(pid: int) -> bool:
@@ -140,6 +187,7 @@ def start(settings: Settings, service: Service) -> int:
     log = _log_file(settings, service.name)
     private_dir(settings.state_dir)
     log.parent.mkdir(exist_ok=True)
+    rotate_log(log, LOG_MAX_BYTES, LOG_KEEP, live=False)  # not running yet: nobody writes to it
     env = {k: v for k, v in os.environ.items() if k not in service.unset_env} | service.env
     with open(log, "ab") as handle:
         # A marker per start: a crash report shows this start's output, not an older one.

@@ -26,7 +26,8 @@ NAME = "gc-model"
 # Injected "now": two days on, every S3 object is past keep_days (1) and grace (1 h). S3 LastModified
 # cannot be backdated; local folders get their times set relative to this.
 LATER = timedelta(days=2)
-RULES = GcParams(keep_days=1, keep_versions=1, keep_version_days=0, alias_history=1, grace_hours=1)
+RULES = GcParams(keep_days=1, keep_versions=1, keep_version_days=0, alias_history=1, grace_hours=1,
+                 prefect_keep_days=30, log_max_mb=50, log_keep=3)
 
 
 def md5(label: str, directory: bool = False) -> str:
@@ -219,3 +220,37 @@ def test_a_dry_run_lists_and_apply_deletes_exactly_what_the_rules_say(services: 
                                                                   registry._key(NAME, "_claims") + "/")}
     assert claims == {"1", "3", "5", "7"}  # 7 stays: the highest claim, so numbers are never reused
     assert gc.run_gc(services, RULES, root, now=now).deletions == []  # nothing left to collect
+
+
+def test_old_flow_runs_go_through_the_prefect_api_with_their_artifacts(services: Settings):
+    """gc.prefect_keep_days on the module's real Prefect server: a finished run past it is deleted with its
+    artifact; a run a kept version names, and a run still going, stay."""
+    from prefect import flow
+    from prefect.client.schemas.actions import ArtifactCreate
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Completed, Running
+
+    @flow(name="gc-probe")
+    def probe() -> None:
+        pass
+
+    runs = gc.PrefectRuns(services)
+    with runs.client() as client:
+        old, kept, running = (client.create_flow_run(probe, state=state).id
+                              for state in (Completed(), Completed(), Running()))
+        client.create_artifact(ArtifactCreate(flow_run_id=old, key="probe", type="markdown", data="# probe"))
+    rules = RULES.model_copy(update={"prefect_keep_days": 1})
+    deletions = gc.plan_flow_runs(runs, {str(kept)}, rules, datetime.now(UTC) + LATER)
+    assert str(old) in {d.where.rsplit("(", 1)[1].rstrip(")") for d in deletions}
+    assert not {str(kept), str(running)} & {d.where.rsplit("(", 1)[1].rstrip(")") for d in deletions}
+    report = gc.Report(deletions, applied=True)
+    for deletion in deletions:
+        gc.apply_one(None, deletion, report)
+    assert not report.failed
+    with runs.client() as client:
+        with pytest.raises(ObjectNotFound):
+            client.read_flow_run(old)
+        assert client.read_flow_run(kept).id == kept and client.read_flow_run(running).id == running
+        query = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[old]))
+        assert client.read_artifacts(artifact_filter=query) == []

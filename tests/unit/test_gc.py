@@ -14,7 +14,8 @@ from tasks.params import GcParams, load_params
 from tests.helpers import ROOT
 
 NOW = datetime(2027, 6, 1, 12, tzinfo=UTC)
-RULES = GcParams(keep_days=14, keep_versions=2, keep_version_days=30, alias_history=1, grace_hours=1)
+RULES = GcParams(keep_days=14, keep_versions=2, keep_version_days=30, alias_history=1, grace_hours=1,
+                 prefect_keep_days=30, log_max_mb=50, log_keep=3)
 A, B, C, D = ("a" * 32, "b" * 32 + ".dir", "c" * 32, "d" * 32)
 
 
@@ -156,3 +157,169 @@ def test_the_cli_has_a_dry_run_by_default():
     args = build_parser().parse_args(["gc"])
     assert (args.apply, args.keep_days, args.params_file) == (False, None, "params.yaml")
     assert build_parser().parse_args(["gc", "--apply", "--keep-days", "3"]).keep_days == 3
+
+
+# ---------------------------------------------------------------- what grows beside the data (review N4, N6)
+
+
+class FakeRuns:
+    """Finished flow runs as the Prefect API would list them: `finished_before` filters by end time."""
+
+    def __init__(self, ended: dict[str, datetime]):
+        self.ended, self.deleted = ended, []
+
+    def finished_before(self, cutoff: datetime) -> list[gc.FlowRunInfo]:
+        return [gc.FlowRunInfo(run, f"name-{run}", when) for run, when in self.ended.items() if when < cutoff]
+
+    def delete(self, run_id: str) -> None:
+        self.deleted.append(run_id)
+
+
+def test_flow_runs_past_prefect_keep_days_go_unless_they_made_a_kept_version():
+    runs = FakeRuns({"old": days_ago(31), "old-registered": days_ago(90), "recent": days_ago(29)})
+    rules = RULES.model_copy(update={"prefect_keep_days": 30})
+    deletions = gc.plan_flow_runs(runs, {"old-registered"}, rules, NOW)
+    assert [(d.kind, d.where) for d in deletions] == [("flow-run", "prefect flow run name-old (old)")]
+    report = gc.Report(deletions, applied=True)
+    gc.apply_one(client=None, deletion=deletions[0], report=report)
+    assert runs.deleted == ["old"] and not report.failed
+
+
+def test_without_a_prefect_server_the_flow_run_rule_is_skipped_in_one_line(tmp_path: Path):
+    import socket
+
+    with socket.socket() as free:  # a port nobody listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    settings = services.Settings(_env_file=None, state_dir=tmp_path, prefect_port=port)
+    reason = gc.prefect_reachable(settings)
+    assert reason and "\n" not in reason
+
+
+def big_file(path: Path, size: int) -> Path:
+    path.write_bytes(b"x" * size)
+    return path
+
+
+def test_a_service_log_past_its_cap_is_rotated_and_copies_beyond_log_keep_dropped(tmp_path: Path):
+    rules = RULES.model_copy(update={"log_max_mb": 0.001, "log_keep": 2})  # 1000 bytes
+    log = big_file(tmp_path / "prefect-server.log", 1500)
+    big_file(tmp_path / "prefect-server.log.1", 100)
+    big_file(tmp_path / "prefect-server.log.2", 200)
+    small = big_file(tmp_path / "seaweedfs.log", 10)
+    big_file(tmp_path / "seaweedfs.log.3", 300)  # beyond log_keep=2: left from a larger setting
+    deletions = gc.plan_logs(tmp_path, rules)
+    assert sorted((Path(d.where).name, d.size) for d in deletions) == [("prefect-server.log", 200),
+                                                                         ("seaweedfs.log.3", 300)]
+    with open(log, "ab") as writer:  # the service holds its log open in append mode while gc rotates it
+        report = gc.Report(deletions, applied=True)
+        for deletion in deletions:
+            gc.apply_one(None, deletion, report)
+        writer.write(b"after")
+        writer.flush()
+    assert log.read_bytes() == b"after"  # truncated in place: the service's next line starts the log again
+    assert [(tmp_path / f"prefect-server.log.{n}").stat().st_size for n in (1, 2)] == [1500, 100]
+    assert not (tmp_path / "prefect-server.log.3").exists() and not (tmp_path / "seaweedfs.log.3").exists()
+    assert small.read_bytes() == b"x" * 10
+    total = sum(p.stat().st_size for p in tmp_path.iterdir())
+    assert total <= (1 + rules.log_keep) * 1500  # bounded: the log and log_keep copies, each about one cap
+
+
+def test_a_service_log_is_rotated_by_rename_when_its_service_starts(tmp_path: Path):
+    from flows.services.processes import rotate_log
+
+    log = big_file(tmp_path / "worker.log", 50)
+    assert rotate_log(log, 100, 3, live=False) is None and log.exists()  # under the cap: left alone
+    big_file(log, 150)
+    assert rotate_log(log, 100, 3, live=False) == 0
+    assert not log.exists() and (tmp_path / "worker.log.1").stat().st_size == 150
+
+
+def test_sweep_plots_go_after_keep_days_but_a_named_study_keeps_its_newest_run():
+    runs = {"ner/r1": days_ago(40), "ner/r2": days_ago(20), "old-study/r3": days_ago(30), "new/r4": days_ago(1)}
+    assert gc.select_sweep_runs(runs, {"ner"}, NOW, 14) == ["ner/r1", "old-study/r3"]
+    assert gc.select_sweep_runs(runs, set(), NOW, 14) == ["ner/r1", "ner/r2", "old-study/r3"]
+
+
+def test_studies_are_named_by_the_params_files_and_kept_versions(tmp_path: Path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"sweep": {"study": "wnut"}}))
+    (tmp_path / "params-other.yaml").write_text(yaml.safe_dump({"train": {}}))
+    manifests = [{"metadata": {"params": {"sweep": {"study": "sst2"}}}}, {"metadata": {}}]
+    assert gc.named_studies(tmp_path, manifests) == {"wnut", "sst2"}
+
+
+def test_the_sweep_journal_loses_stale_unnamed_studies_and_keeps_the_rest(tmp_path: Path):
+    import optuna
+
+    journal = tmp_path / "optuna-journal.log"
+    for name in ("kept", "stale"):
+        study = optuna.create_study(study_name=name, storage=gc.journal_storage(journal))
+        study.add_trial(optuna.trial.create_trial(params={"x": 1.0}, distributions={
+            "x": optuna.distributions.FloatDistribution(0, 2)}, value=0.5))
+    later = datetime.now(UTC) + timedelta(days=20)  # every trial is 20 days old then
+    deletions, waiting = gc.plan_journal(journal, {"kept"}, RULES, later)
+    assert waiting is None and [d.kind for d in deletions] == ["sweep-journal"] and "stale" in deletions[0].where
+    assert gc.plan_journal(journal, {"kept"}, RULES, datetime.now(UTC)) == ([], None)  # young: nothing goes
+    gc.apply_one(None, deletions[0], gc.Report(deletions, applied=True))
+    after = gc.journal_storage(journal)
+    assert [s.study_name for s in after.get_all_studies()] == ["kept"]
+    assert [t.value for t in optuna.load_study(study_name="kept", storage=after).trials] == [0.5]
+
+
+def test_the_sweep_journal_waits_while_a_trial_runs(tmp_path: Path):
+    import optuna
+
+    journal = tmp_path / "optuna-journal.log"
+    optuna.create_study(study_name="s", storage=gc.journal_storage(journal)).ask()  # RUNNING
+    deletions, waiting = gc.plan_journal(journal, set(), RULES, datetime.now(UTC) + timedelta(days=20))
+    assert deletions == [] and "a trial is running" in waiting
+
+
+class FakeS3:
+    """Objects in memory, with the calls `gc.delete` makes."""
+
+    def __init__(self, objects: dict[str, bytes]):
+        self.objects = dict(objects)
+
+    def get_object(self, Bucket, Key):  # noqa: N803 - boto3's names
+        import io
+
+        return {"Body": io.BytesIO(self.objects[Key])}
+
+    def put_object(self, Bucket, Key, Body):  # noqa: N803
+        self.objects[Key] = Body
+
+    def delete_object(self, Bucket, Key):  # noqa: N803
+        self.objects.pop(Key, None)
+
+    def delete_objects(self, Bucket, Delete):  # noqa: N803
+        for item in Delete["Objects"]:
+            self.objects.pop(item["Key"], None)
+        return {}
+
+
+def version_deletion(alias_moves_in: bool) -> gc.Deletion:
+    keys = ("m/2/manifest.json", "m/2/files/w.bin")
+    return gc.Deletion("version", "s3://r/m/2/", 10, "r", "r", keys, still_wanted=lambda: None,
+                       confirm_after_first=lambda: "an alias points at m v2 now" if alias_moves_in else None)
+
+
+def test_a_promote_racing_gc_keeps_the_version_whole(monkeypatch):
+    """N6: a promote that checked v2 exists just before gc deleted its manifest writes its alias after gc's
+    re-check; gc reads the aliases again after the manifest is gone and puts the manifest back."""
+    monkeypatch.setattr(gc, "SETTLE_S", 0)
+    client = FakeS3({"m/2/manifest.json": b"{}", "m/2/files/w.bin": b"w"})
+    report = gc.Report([], applied=True)
+    gc.apply_one(client, version_deletion(alias_moves_in=True), report)
+    assert client.objects == {"m/2/manifest.json": b"{}", "m/2/files/w.bin": b"w"}
+    assert report.skipped and not report.failed
+    gc.apply_one(client, version_deletion(alias_moves_in=False), report)
+    assert client.objects == {}
+
+
+def test_the_new_rules_are_in_both_params_files_and_validated():
+    for name in ("params.yaml", "params-sentiment.yaml"):
+        rules = load_params(ROOT / name).gc
+        assert (rules.prefect_keep_days, rules.log_max_mb, rules.log_keep) == (30, 50, 3)
+    with pytest.raises(ValueError, match="log_keep"):
+        GcParams(**{**RULES.model_dump(), "log_keep": 0})
