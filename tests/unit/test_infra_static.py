@@ -12,7 +12,8 @@ from tests.helpers import ROOT
 COMPOSE = ROOT / "infra/compose/docker-compose.yml"
 VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(:?[-?][^}]*)?\}")
 SECRETS = {"POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "FLOWTUNE_S3_ACCESS_KEY_ID",
-           "FLOWTUNE_S3_SECRET_ACCESS_KEY", "PREFECT_API_AUTH_STRING"}
+           "FLOWTUNE_S3_SECRET_ACCESS_KEY", "PREFECT_API_AUTH_STRING", "FLOWTUNE_SERVE_S3_ACCESS_KEY_ID",
+           "FLOWTUNE_SERVE_S3_SECRET_ACCESS_KEY", "FLOWTUNE_SERVE_TOKEN"}
 BUCKETS = ("flowtune-dvc", "flowtune-registry", "flowtune-reports")
 
 
@@ -121,6 +122,26 @@ def test_the_worker_has_a_user_limited_to_the_three_buckets_not_the_root_keys() 
         assert {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"} <= actions, bucket
 
 
+def test_serve_has_a_read_only_user_on_the_registry_and_a_token() -> None:
+    services = compose()["services"]
+    serve = services["flowtune-serve"]["environment"]
+    assert serve["FLOWTUNE_S3_ACCESS_KEY_ID"].startswith("${FLOWTUNE_SERVE_S3_ACCESS_KEY_ID:?")
+    assert serve["FLOWTUNE_S3_SECRET_ACCESS_KEY"].startswith("${FLOWTUNE_SERVE_S3_SECRET_ACCESS_KEY:?")
+    assert serve["FLOWTUNE_SERVE_TOKEN"].startswith("${FLOWTUNE_SERVE_TOKEN:?")
+    init = services["bucket-init"]
+    command = " ".join(init["command"])
+    target = mounted_configs(init)["serve-policy"]
+    for step in ('mc admin user add store "$$FLOWTUNE_SERVE_S3_ACCESS_KEY_ID" "$$FLOWTUNE_SERVE_S3_SECRET_ACCESS_KEY"',
+                 f"mc admin policy create store flowtune-serve {target}",
+                 'mc admin policy attach store flowtune-serve --user "$$FLOWTUNE_SERVE_S3_ACCESS_KEY_ID"'):
+        assert step in command, step
+    granted = {(action, resource) for statement in policy("serve-policy")["Statement"]
+               for action in statement["Action"] for resource in statement["Resource"]}
+    assert granted == {("s3:ListBucket", "arn:aws:s3:::flowtune-registry"),
+                       ("s3:GetBucketLocation", "arn:aws:s3:::flowtune-registry"),
+                       ("s3:GetObject", "arn:aws:s3:::flowtune-registry/*")}  # no write, no other bucket
+
+
 def test_k8s_job_template_declares_every_placeholder_and_requests_a_gpu() -> None:
     template = json.loads((ROOT / "infra/k8s/train-gpu-job-template.json").read_text())
     placeholders = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", json.dumps(template["job_configuration"])))
@@ -182,6 +203,9 @@ def test_k8s_serve_has_a_readiness_probe_and_a_service_that_selects_it() -> None
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert documents["Service"]["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     assert {"name": "http", "containerPort": 8000} in container["ports"]
-    sources = [next(iter(source.values()))["name"] for source in container["envFrom"]]
-    assert sources == ["flowtune-serve", "flowtune-s3"]  # S3 keys from the Secret, never the ConfigMap
-    assert not any("KEY" in key for key in documents["ConfigMap"]["data"])
+    sources = [(kind, source["name"]) for entry in container["envFrom"] for kind, source in entry.items()]
+    # its token and read-only S3 keys from a Secret of its own, never the ConfigMap or the worker's keys
+    assert sources == [("configMapRef", "flowtune-serve"), ("secretRef", "flowtune-serve")]
+    assert not any("KEY" in key or "TOKEN" in key for key in documents["ConfigMap"]["data"])
+    assert "--host 0.0.0.0" in " ".join(container["args"])  # hence the token (serve refuses to start without)
+    assert pod["spec"]["terminationGracePeriodSeconds"] > 10  # longer than serve's --grace-s
