@@ -21,4 +21,6 @@ def test_a_run_refuses_to_start_below_the_free_disk_threshold(tmp_path: Path):
 def test_enough_free_disk_or_a_zero_threshold_lets_it_start(tmp_path: Path):
     check_free_disk(Settings(_env_file=None, state_dir=tmp_path / "not-yet", min_free_gb=0.001), tmp_path)
     check_free_disk(Settings(_env_file=None, state_dir=tmp_path, min_free_gb=0), tmp_path)
-    assert free_bytes(tmp_path / "missing" / "deeper") == free_bytes(tmp_path)
+    # a path that does not exist yet is measured on the disk of its nearest existing parent (other processes
+    # write meanwhile, so the two readings may differ by a little)
+    assert abs(free_bytes(tmp_path / "missing" / "deeper") - free_bytes(tmp_path)) < 256 * 2**20
