@@ -3,6 +3,7 @@
 Usage:
     .venv/bin/python benchmarks/serve_throughput.py [--clients 32] [--requests 20] [--model DIR]
     .venv/bin/python benchmarks/serve_throughput.py --variants [--clients 8] [--model DIR]
+    .venv/bin/python benchmarks/serve_throughput.py --fairness [--requests 30] [--hog-words 64] [--model DIR]
 
 Without --model, a token classifier is built from the packaged MiniLM encoder with a random head (the
 forward pass costs what a trained one's does). Each setting starts `flowtune serve --model DIR` in its
@@ -14,6 +15,12 @@ requests/s, p50/p95 latency (ms), mean items per forward pass, the throughput re
 With --variants: the same load against `flowtune serve` of the fp32 model and of each compressed variant
 (`--variant`, built beside a copy of the model; default batching), and, as the baseline, the
 `transformers.pipeline("token-classification")` of the fp32 model called in a loop by as many threads.
+
+With --fairness: one client sends `--requests` requests of one sentence, first alone (the idle p95), then
+while another client sends large requests back to back (256 texts of `--hog-words` words each). Two
+servers in the same run: the default (forward passes of at most `--max-batch-words` words, shared
+round-robin), and as the baseline one whose passes are unbounded in words (a request is one pass, as
+before the fair shares).
 """
 
 from __future__ import annotations
@@ -90,19 +97,8 @@ def measure(model: Path, batch: int, wait_ms: float, texts: list[str], clients: 
             *options: str) -> dict:
     """One server with this batching: a single client alone, then `clients` at once (rps, p50/p95 ms,
     items per forward pass, and `single_p95`: the lone client's p95)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen([str(ROOT / ".venv/bin/flowtune"), "serve", "--model", str(model), "--port", str(port),
-                                "--max-batch-size", str(batch), "--max-wait-ms", str(wait_ms), *options],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process, url = start_server(model, "--max-batch-size", str(batch), "--max-wait-ms", str(wait_ms), *options)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
         latencies: list[float] = []
 
         def client(offset: int) -> None:
@@ -168,16 +164,81 @@ def compare_variants(source: Path, texts: list[str], clients: int, requests: int
               f"{result['rps'] / baseline['rps']:.2f}x |", flush=True)
 
 
+def start_server(model: Path, *options: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen([str(ROOT / ".venv/bin/flowtune"), "serve", "--model", str(model), "--port", str(port),
+                                "--timeout-s", "3600", "--max-queue-words", "10000000", *options],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit(f"flowtune serve {options} not ready after 120 s")
+
+
+def small_latencies(url: str, texts: list[str], requests: int) -> list[float]:
+    latencies = []
+    with httpx.Client(timeout=3600) as session:
+        for text in texts[:requests]:
+            start = time.perf_counter()
+            session.post(f"{url}/v1/predict", json={"texts": [text]}).raise_for_status()
+            latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def send_until(url: str, body: dict, stop: threading.Event, answered: list) -> None:
+    with httpx.Client(timeout=3600) as session:
+        while not stop.is_set():
+            session.post(f"{url}/v1/predict", json=body).raise_for_status()
+            answered.append(1)
+
+
+def fairness(model: Path, texts: list[str], requests: int, hog_words: int) -> None:
+    """p95 of one small client, idle and beside a client that sends large requests back to back."""
+    large = {"texts": [" ".join((texts[i % len(texts)].split() * hog_words)[:hog_words]) for i in range(256)]}
+    print(f"one client x {requests} requests of one sentence, alone and beside large requests (256 texts x "
+          f"{hog_words} words); {os.cpu_count()} CPUs\n")
+    print("| server | idle p95 ms | p95 beside large requests ms | ratio | large requests answered |")
+    print("|---|---:|---:|---:|---:|")
+    for label, options in (("passes unbounded in words (a request is one pass)", ("--max-batch-words", "100000000")),
+                           ("default: passes of at most 2,048 words, shared round-robin", ())):
+        process, url = start_server(model, *options)
+        try:
+            small_latencies(url, texts, 3)  # warm-up
+            idle = latency_cuts(small_latencies(url, texts, requests))["p95"]
+            stop, answered = threading.Event(), []
+            thread = threading.Thread(target=send_until, args=(url, large, stop, answered))
+            thread.start()
+            time.sleep(1.0)  # the first large request is in
+            busy = latency_cuts(small_latencies(url, texts[3:], requests))["p95"]
+            stop.set()
+            thread.join()
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+        print(f"| {label} | {idle:.0f} | {busy:.0f} | {busy / idle:.1f}x | {len(answered)} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=20, help="per client")
     parser.add_argument("--model", type=Path, help="a saved model folder (default: MiniLM + random tagger head)")
     parser.add_argument("--variants", action="store_true", help="fp32 vs each variant vs a transformers.pipeline loop")
+    parser.add_argument("--fairness", action="store_true", help="small requests' p95 beside a client of large ones")
+    parser.add_argument("--hog-words", type=int, default=64, help="--fairness: words per text of the large requests")
     args = parser.parse_args()
     texts = sentences()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or random_head_tagger(Path(tmp) / "model")
+        if args.fairness:
+            fairness(model, texts, args.requests, args.hog_words)
+            return
         if args.variants:
             compare_variants(model, texts, args.clients, args.requests, Path(tmp))
             return

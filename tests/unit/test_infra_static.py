@@ -96,6 +96,15 @@ def test_anonymous_readers_may_only_get_report_objects() -> None:
     assert statement["Resource"] == ["arn:aws:s3:::flowtune-reports/*"]
 
 
+def assert_bucket_init_makes_user(init: dict, keys: str, policy_name: str, config: str) -> None:
+    """bucket-init creates the user of `<keys>_ACCESS_KEY_ID` and attaches the policy mounted from `config`."""
+    command, target = " ".join(init["command"]), mounted_configs(init)[config]
+    for step in (f'mc admin user add store "$${keys}_ACCESS_KEY_ID" "$${keys}_SECRET_ACCESS_KEY"',
+                 f"mc admin policy create store {policy_name} {target}",
+                 f'mc admin policy attach store {policy_name} --user "$${keys}_ACCESS_KEY_ID"'):
+        assert step in command, step
+
+
 def test_the_worker_has_a_user_limited_to_the_three_buckets_not_the_root_keys() -> None:
     services = compose()["services"]
     root_variables = set(VARIABLE.findall(" ".join(map(str, services["s3"]["environment"].values()))))
@@ -103,13 +112,7 @@ def test_the_worker_has_a_user_limited_to_the_three_buckets_not_the_root_keys() 
     assert {name for name, _ in root_variables} == {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}
     assert not {name for name, _ in root_variables} & {name for name, _ in worker_variables}
     assert {"FLOWTUNE_S3_ACCESS_KEY_ID", "FLOWTUNE_S3_SECRET_ACCESS_KEY"} <= {name for name, _ in worker_variables}
-    init = services["bucket-init"]
-    command = " ".join(init["command"])
-    target = mounted_configs(init)["worker-policy"]
-    for step in ('mc admin user add store "$$FLOWTUNE_S3_ACCESS_KEY_ID" "$$FLOWTUNE_S3_SECRET_ACCESS_KEY"',
-                 f"mc admin policy create store flowtune-worker {target}",
-                 'mc admin policy attach store flowtune-worker --user "$$FLOWTUNE_S3_ACCESS_KEY_ID"'):
-        assert step in command, step
+    assert_bucket_init_makes_user(services["bucket-init"], "FLOWTUNE_S3", "flowtune-worker", "worker-policy")
     allowed = {bucket: set() for bucket in BUCKETS}
     for statement in policy("worker-policy")["Statement"]:
         assert statement["Effect"] == "Allow" and "Principal" not in statement
@@ -128,13 +131,7 @@ def test_serve_has_a_read_only_user_on_the_registry_and_a_token() -> None:
     assert serve["FLOWTUNE_S3_ACCESS_KEY_ID"].startswith("${FLOWTUNE_SERVE_S3_ACCESS_KEY_ID:?")
     assert serve["FLOWTUNE_S3_SECRET_ACCESS_KEY"].startswith("${FLOWTUNE_SERVE_S3_SECRET_ACCESS_KEY:?")
     assert serve["FLOWTUNE_SERVE_TOKEN"].startswith("${FLOWTUNE_SERVE_TOKEN:?")
-    init = services["bucket-init"]
-    command = " ".join(init["command"])
-    target = mounted_configs(init)["serve-policy"]
-    for step in ('mc admin user add store "$$FLOWTUNE_SERVE_S3_ACCESS_KEY_ID" "$$FLOWTUNE_SERVE_S3_SECRET_ACCESS_KEY"',
-                 f"mc admin policy create store flowtune-serve {target}",
-                 'mc admin policy attach store flowtune-serve --user "$$FLOWTUNE_SERVE_S3_ACCESS_KEY_ID"'):
-        assert step in command, step
+    assert_bucket_init_makes_user(services["bucket-init"], "FLOWTUNE_SERVE_S3", "flowtune-serve", "serve-policy")
     granted = {(action, resource) for statement in policy("serve-policy")["Statement"]
                for action in statement["Action"] for resource in statement["Resource"]}
     assert granted == {("s3:ListBucket", "arn:aws:s3:::flowtune-registry"),
