@@ -87,7 +87,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if result.returncode == 0:
         print(f"deployments created on {settings.ui_url}/deployments (worker pool {WORK_POOL}, "
               f"'{ACCELERATOR_LIMIT}' limit {slots} slot(s)); run one now with "
-              f"`flowtune prefect deployment run {PIPELINE_FLOW}/nightly`")
+              f"`flowtune prefect deployment run {PIPELINE_FLOW}/nightly`; `flowtune notify` posts failed "
+              "runs, and a nightly run missing for 26 hours, to a webhook")
     return result.returncode
 
 
@@ -114,16 +115,20 @@ def cmd_notify(args: argparse.Namespace) -> int:
     settings = Settings()
     url = webhook_url_from_user(args)
     _prefect_env(settings)
-    from flows.notify import AUTOMATION_NAME, FLOWS, install
+    from flows.notify import AUTOMATION_NAME, FLOWS, MISSING_AUTOMATION_NAME, NIGHTLY_DEPLOYMENT, install
 
+    if not args.missing_run_hours > 0:
+        sys.exit("flowtune notify: error: --missing-run-hours must be > 0")
     try:
-        automation_id = install(url)
+        failed_id, missing_id = install(url, args.missing_run_hours)
     except Exception as exc:  # noqa: BLE001 - any client error means the server is not usable
         print(f"flowtune notify: {type(exc).__name__}: {exc} (is the Prefect server at {settings.api_url} up? "
               "`flowtune services up`)", file=sys.stderr)
         return 1
-    print(f"automation {AUTOMATION_NAME!r} ({automation_id}): a Failed or Crashed run of {', '.join(FLOWS)} "
+    print(f"automation {AUTOMATION_NAME!r} ({failed_id}): a Failed or Crashed run of {', '.join(FLOWS)} "
           "is posted to the webhook")
+    print(f"automation {MISSING_AUTOMATION_NAME!r} ({missing_id}): so is {args.missing_run_hours:g} hours without "
+          f"a Completed run of {PIPELINE_FLOW}/{NIGHTLY_DEPLOYMENT}")
     return 0
 
 
@@ -168,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     notify = sub.add_parser("notify", help="post to a webhook when a flowtune flow run fails or crashes "
                             "(a Prefect automation with a Custom Webhook block)")
     notify.add_argument("--webhook-url", help=argparse.SUPPRESS)  # refused: its token would be on the command line
+    notify.add_argument("--missing-run-hours", type=float, default=26.0,
+                        help="notify when the nightly deployment has had no Completed run for this long (default 26)")
     notify.epilog = (f"The webhook (it receives JSON {{subject, text}}) is read from {WEBHOOK_URL_ENV} or stdin, "
                      "and kept in a Prefect secret.")
     notify.set_defaults(func=cmd_notify)
