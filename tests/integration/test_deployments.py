@@ -310,6 +310,28 @@ def test_a_failed_run_is_posted_to_the_notification_webhook(notified: Notified):
     assert f"/runs/flow-run/{notified.run['id']}" in message["text"]
 
 
+def test_a_missing_nightly_run_is_posted_to_the_webhook(deployed: Deployed, notified: Notified):
+    """`flowtune notify --missing-run-hours` with a short window: no Completed nightly run in it, one post."""
+    received: list[dict] = []
+    Receiver = type("Receiver", (Hook,), {"received": received})
+    server = HTTPServer(("127.0.0.1", find_free_port()), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        installed = subprocess.run([".venv/bin/flowtune", "notify", "--missing-run-hours", "0.005"],  # 18 s
+                                   input=f"http://127.0.0.1:{server.server_port}/hook?token={notified.token}\n",
+                                   cwd=deployed.repo, env=deployed.env, capture_output=True, text=True, timeout=120)
+        assert installed.returncode == 0, installed.stderr
+        assert "0.005 hours without a Completed run of flowtune-pipeline/nightly" in installed.stdout
+        deadline = time.monotonic() + 120
+        while not received and time.monotonic() < deadline:
+            time.sleep(1)
+    finally:
+        server.shutdown()
+    assert received, "no missing-run notification within 120 s"
+    assert "no Completed run of flowtune-pipeline/nightly" in received[0]["subject"]
+    assert "flowtune services status" in received[0]["text"]
+
+
 def test_no_secret_in_logs_artifacts_lineage_cards_or_data_docs(deployed: Deployed, notified: Notified):
     """After scheduled runs, a failed one and its notification: the S3 secret, the Prefect password and the
     webhook's token are in none of the places others read (service and worker logs, Prefect's logs and
