@@ -19,8 +19,8 @@ With --variants: the same load against `flowtune serve` of the fp32 model and of
 With --fairness: one client sends `--requests` requests of one sentence, first alone (the idle p95), then
 while another client sends large requests back to back (256 texts of `--hog-words` words each). Two
 servers in the same run: the default (forward passes of at most `--max-batch-words` words, shared
-round-robin), and as the baseline one whose passes are unbounded in words (a request is one pass, as
-before the fair shares).
+round-robin), smaller passes, and as the baseline one whose passes take a whole request (as before the fair
+shares).
 """
 
 from __future__ import annotations
@@ -191,6 +191,15 @@ def small_latencies(url: str, texts: list[str], requests: int) -> list[float]:
     return latencies
 
 
+FAIRNESS_SETTINGS = [  # (label, serve options); the first is the baseline: one request, one pass, as before #33
+    ("a request is one pass (max batch 256 items, words unbounded)", ("--max-batch-size", "256",
+                                                                      "--max-batch-words", "100000000")),
+    ("default: 32 items, 2,048 words per pass, round-robin", ()),
+    ("32 items, 512 words per pass", ("--max-batch-words", "512")),
+    ("32 items, 128 words per pass", ("--max-batch-words", "128")),
+]
+
+
 def send_until(url: str, body: dict, stop: threading.Event, answered: list) -> None:
     with httpx.Client(timeout=3600) as session:
         while not stop.is_set():
@@ -205,8 +214,7 @@ def fairness(model: Path, texts: list[str], requests: int, hog_words: int) -> No
           f"{hog_words} words); {os.cpu_count()} CPUs\n")
     print("| server | idle p95 ms | p95 beside large requests ms | ratio | large requests answered |")
     print("|---|---:|---:|---:|---:|")
-    for label, options in (("passes unbounded in words (a request is one pass)", ("--max-batch-words", "100000000")),
-                           ("default: passes of at most 2,048 words, shared round-robin", ())):
+    for label, options in FAIRNESS_SETTINGS:
         process, url = start_server(model, *options)
         try:
             small_latencies(url, texts, 3)  # warm-up
