@@ -338,6 +338,9 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
         metrics.requests.labels("422").inc()
         return JSONResponse({"detail": errors}, status_code=422)
 
+    def overloaded() -> HTTPException:  # before the body is read, or when the batcher refuses it
+        return refused(metrics, 429, "too much work queued; retry later", batcher.retry_after())
+
     @app.post("/v1/predict", response_model=PredictResponse, openapi_extra=REQUEST_SCHEMA)
     async def predict(http: Request, response: Response) -> PredictResponse:
         started = time.perf_counter()
@@ -345,7 +348,7 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
             raise refused(metrics, 503, "no model is loaded yet; see /readyz")
         size = int(http.headers.get("content-length") or MAX_BODY_BYTES)  # chunked: BodyLimit holds it to that
         if batcher.full() or not reading.admits(size):  # a flood is refused before its bodies are even read
-            raise refused(metrics, 429, "too much work queued; retry later", batcher.retry_after())
+            raise overloaded()
         with reading.holding(size):
             try:
                 body = await asyncio.wait_for(http.body(), BODY_READ_S)  # a slow sender holds its share no longer
@@ -356,7 +359,7 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
         try:
             answers, served = await batcher.submit(request.items, ids, request.costs, limits.timeout_s)
         except Overloaded:
-            raise refused(metrics, 429, "too much work queued; retry later", batcher.retry_after()) from None
+            raise overloaded() from None
         except TimeoutError:
             raise refused(metrics, 503, f"not answered within {limits.timeout_s:g} s (the service is busy); send "
                                         "fewer or shorter items, or retry later", 1) from None
