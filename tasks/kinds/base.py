@@ -121,6 +121,12 @@ class TaskKind(Protocol[Row]):
         """Path -> rows of a user-supplied file (CoNLL/JSONL records, CSV/JSONL texts)."""
         ...
 
+    @property
+    def source_suffixes(self) -> tuple[str, ...]:
+        """The file name endings of a source folder's batch files this kind reads (`.conll`, `.csv`, ...);
+        the import step ignores (and reports) any other file there."""
+        ...
+
     # ------------------------------------------------------------------ every stage: the splits between stages
     def read(self, path: Path) -> list[Row]:
         """The rows of one split file (`<data folder>/<split>.jsonl`)."""

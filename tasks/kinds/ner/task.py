@@ -33,6 +33,8 @@ class Ner:
 
     entity_types: list[str]
     task: ClassVar[str] = TOKEN_CLASSIFICATION
+    # A source folder's batch files; `.txt` is not one (notes and READMEs live beside data as .txt).
+    source_suffixes: ClassVar[tuple[str, ...]] = (".conll", ".jsonl")
 
     def check_source(self, params: NerIngestParams) -> None:
         """Any CoNLL/JSONL source, and the builtin WNUT-16 set, hold NER data."""

@@ -36,6 +36,7 @@ class TextClass:
     multi_label: bool
     class_weight: str = "none"  # train.class_weight: none | balanced (weights from the train split's counts)
     task: ClassVar[str] = SEQUENCE_CLASSIFICATION
+    source_suffixes: ClassVar[tuple[str, ...]] = (".csv", ".jsonl")  # a source folder's batch files
 
     def check_source(self, params: TextclassIngestParams) -> None:
         if params.source == BUILTIN_SOURCE:
