@@ -8,9 +8,10 @@ share a split (no leakage through duplicates). A folder with train/dev/test file
 official splits) keeps its splits as given; the data contract then checks them for leakage.
 
 Growing data: a folder of batch files (the types the kind reads, `TaskKind.source_suffixes`) is read in
-sorted order and every row split by the same hash, so a new batch never moves an old row. Beside official
-splits, the batch files live in `batches/` and join train only (the contract's leakage check then covers
-them like any train row). Files of other types are listed in the report as ignored, never read.
+name order (its own files, then those of `batches/`) and every row split by the same hash, so a new batch
+never moves an old row. Beside official splits, the batch files live in `batches/` and join train only (the
+contract's leakage check then covers them like any train row). Files of other types are listed in the
+report as ignored, never read.
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ def has_official_splits(folder: Path) -> bool:
 
 @dataclass(frozen=True)
 class SourceFiles:
-    """What a source folder holds, each list sorted by path (the import's order, so its output is the same
-    whatever order the file system lists them in)."""
+    """What a source folder holds, in the import's order: the folder's own files by name, then those of
+    `batches/` by name (so the output is the same whatever order the file system lists them in)."""
 
     official: dict[str, Path]  # the train/dev/test files kept as given; empty: every batch is hash-split
     batches: list[Path]  # hash-split files, or, beside official splits, the files of batches/ (train only)
