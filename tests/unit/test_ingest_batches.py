@@ -231,3 +231,14 @@ def test_a_bad_text_batch_names_file_and_line(tmp_path: Path):
         ingest.run(TEXT_PARAMS.model_copy(update={"source": str(source)}), tmp_path / "raw",
                    kind("sequence-classification"))
     assert not (tmp_path / "raw").exists()
+
+
+def test_the_prefect_ingest_table_has_a_row_per_batch(tmp_path: Path):
+    from flows.reports import ingest_table
+
+    source = official(tmp_path / "bench")
+    conll(source / "batches" / "new.conll", [f"new{i}" for i in range(4)])
+    (source / "batches" / "guide.pdf").write_bytes(b"%PDF")
+    rows, description = ingest_table(ingest.run(params(source), tmp_path / "raw", kind()))
+    assert rows[3:] == [{"split": "batch batches/new.conll (train 4)", "sentences": 4}]
+    assert description.endswith("bench; ignored (not a type the kind reads): batches/guide.pdf")
