@@ -242,3 +242,35 @@ def test_the_prefect_ingest_table_has_a_row_per_batch(tmp_path: Path):
     rows, description = ingest_table(ingest.run(params(source), tmp_path / "raw", kind()))
     assert rows[3:] == [{"split": "batch batches/new.conll (train 4)", "sentences": 4}]
     assert description.endswith("bench; ignored (not a type the kind reads): batches/guide.pdf")
+
+
+# ---------------------------------------------------------------- record ids, checked while streaming
+
+
+def test_an_id_repeated_in_one_file_gets_the_readers_message(tmp_path: Path):
+    source = jsonl(tmp_path / "one.jsonl", ["a", "b", "c"], ids=["x", "y", "x"])
+    with pytest.raises(InputFormatError, match=r"one\.jsonl: record id 'x' appears twice; ids must be unique"):
+        ingest.run(params(source), tmp_path / "raw", kind())
+    texts = tmp_path / "d.csv"
+    texts.write_text("id,text,label\nx,one,positive\ny,two,negative\nx,three,positive\n")
+    with pytest.raises(InputFormatError, match=r"d\.csv: id 'x' appears twice \(examples 1 and 3\)"):
+        ingest.run(TEXT_PARAMS.model_copy(update={"source": str(texts)}), tmp_path / "raw",
+                   kind("sequence-classification"))
+    assert not (tmp_path / "raw").exists() and not (tmp_path / "raw.tmp").exists()
+
+
+def test_distinct_ids_that_share_a_hash_pass(tmp_path: Path, monkeypatch):
+    source = tmp_path / "data"
+    jsonl(source / "a.jsonl", ["a", "b"], ids=["1", "2"])
+    jsonl(source / "b.jsonl", ["c"], ids=["3"])
+    monkeypatch.setattr(ingest, "hash", lambda _: 7, raising=False)  # every id collides on its 64-bit hash
+    assert ingest.run(params(source), tmp_path / "raw", kind())["sentences"] == 3
+
+
+def test_the_streamed_import_writes_what_the_rows_in_memory_hold(tmp_path: Path):
+    source = official(tmp_path / "bench")
+    conll(source / "batches" / "new.conll", [f"new{i}" for i in range(40)])
+    ingest.run(params(source), tmp_path / "raw", kind())
+    splits, _ = ingest.read_splits(source, params(source), kind())
+    for split, rows in splits.items():
+        assert load_jsonl(tmp_path / "raw" / f"{split}.jsonl") == rows

@@ -8,7 +8,7 @@ that uses them, so that importing the kind stays cheap for the stages that do no
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -49,6 +49,10 @@ class TextClass:
         split at `ingest.label_separator`."""
         separator = params.label_separator if self.multi_label else None
         return lambda path: data.read_examples(path, params.text_column, params.label_column, separator)
+
+    def source_rows(self, params: TextclassIngestParams) -> Callable[[Path], Iterator[TextExample]]:
+        separator = params.label_separator if self.multi_label else None
+        return lambda path: data.iter_text_examples(path, params.text_column, params.label_column, separator)
 
     def read(self, path: Path) -> list[TextExample]:
         return data.load_examples(path)
