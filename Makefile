@@ -1,5 +1,5 @@
 # The README's quickstart: `make run` (whole pipeline, services included) and `make test`.
-.PHONY: setup run test test-fast services-up services-down lint
+.PHONY: setup run test test-fast services-up services-down lint gpu-bundle
 
 setup:
 	@bash infra/local/bootstrap.sh
@@ -27,3 +27,7 @@ services-up: setup
 
 services-down: setup
 	.venv/bin/flowtune services down
+
+# What benchmarks/gpu_suite.sh carries to a lent GPU machine (wheels its image lacks, the encoder in fp16).
+gpu-bundle: setup
+	PY=.venv/bin/python bash benchmarks/gpu/bundle.sh

@@ -60,7 +60,6 @@ from flows.serving.limits import (
     Limits,
 )
 from flows.serving.predictors import Predictor, load_predictor
-from flows.storage import is_transient
 
 log = logging.getLogger("flowtune.serve")
 
@@ -244,6 +243,8 @@ class ModelHolder:
         self.swap(served)
 
     def _failed_to_load(self, target: tuple[str, int | None], exc: Exception) -> None:
+        from flows.storage import is_transient  # botocore: only serving from a registry needs it
+
         if is_transient(exc):  # storage blinked: this version is tried again, later and later
             attempts = self.retry.attempts + 1 if self.retry and self.retry.target == target else 1
             delay = min(MAX_BACKOFF_S, self.poll_s * 2 ** (attempts - 1))
