@@ -6,7 +6,7 @@
 - HTTP API: the routes and status codes of `flowtune serve`, from its FastAPI app's OpenAPI schema (also
   published whole as reference/openapi.json).
 
-Generated at build time rather than committed (docs/DECISIONS.md, "The reference is generated at build
+Generated at build time rather than committed (docs/DECISIONS.md, "The documentation site ... generated at build
 time"): nothing to regenerate by hand, no stale copy to test for, no merge conflicts in a generated file.
 tests/unit/test_docs_reference.py checks the pages and that every params key has a description.
 """

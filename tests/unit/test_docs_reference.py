@@ -172,3 +172,24 @@ def test_every_flowtune_command_in_the_docs_parses():
             parser.parse_args(argv[1:] if argv[:1] == ["services"] else argv)
         except SystemExit:
             pytest.fail(f"{where}: `{command}` does not parse")
+
+
+
+def bare(reference, parser, name: str) -> list[str]:
+    """The commands and options under `parser` without a help text."""
+    import argparse
+
+    found = [f"{name} {action.option_strings or [action.dest]}" for action in parser._actions
+             if not action.help and not isinstance(action, argparse._SubParsersAction)]
+    for sub_name, helptext, sub in reference._subcommands(parser):
+        found += ([] if helptext else [f"{name} {sub_name}"]) + bare(reference, sub, f"{name} {sub_name}")
+    return found
+
+
+def test_every_command_and_option_has_a_help_text(reference):
+    """The CLI page says what each option does: an option without `help=` would be a bare name there."""
+    from flows.cli import build_parser
+    from flows.services import build_services_parser
+
+    assert bare(reference, build_parser(), "flowtune") + bare(reference, build_services_parser(),
+                                                                "flowtune services") == []
