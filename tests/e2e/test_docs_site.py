@@ -1,6 +1,7 @@
 """The documentation site builds from a fresh clone (`mkdocs build --strict`, what `make docs` runs), and a
-person with a browser sees it: the home page and a tutorial render, and the navigation lists the sections.
-Headless Debian Chromium, driven by playwright, on the built files served from 127.0.0.1."""
+person with a browser sees it: the home page and a tutorial render, and the navigation lists the sections
+(headless Debian Chromium, driven by playwright, on the built files served from 127.0.0.1). The bash blocks
+the pages mark runnable run, as written, in a scratch clone."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import CHROMIUM, CHROMIUM_FLAGS
+from tests.helpers import clean_env, scratch_clone
 
 pytestmark = pytest.mark.slow
 
@@ -73,3 +75,30 @@ def test_the_home_page_and_a_tutorial_render_with_the_navigation(served: str, tm
             page.screenshot(path=shot, full_page=False)
             assert shot.stat().st_size > 10_000, f"blank? {shot}"
         browser.close()
+
+
+# A page marks a bash block runnable with this comment on the line before its fence (invisible on the site).
+RUNNABLE = "<!-- runnable"
+
+
+def runnable_blocks() -> list[tuple[str, str]]:
+    """(page:line, script) of each bash block right after a `<!-- runnable ... -->` line."""
+    found = []
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        lines = page.read_text().splitlines()
+        for index, line in enumerate(lines[:-1]):
+            if line.startswith(RUNNABLE) and lines[index + 1].strip() == "```bash":
+                end = lines.index("```", index + 2)
+                found.append((f"{page.relative_to(ROOT)}:{index + 3}", "\n".join(lines[index + 2:end])))
+    return found
+
+
+def test_the_runnable_blocks_of_the_pages_run(tmp_path: Path):
+    blocks = runnable_blocks()
+    assert blocks, f"no bash block follows a {RUNNABLE!r} line in docs/"
+    clone = scratch_clone(tmp_path / "clone")
+    env = clean_env(PYTHONPATH=str(clone))  # the clone's code, not the editable install's
+    for where, script in blocks:
+        ran = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=clone, env=env, capture_output=True,
+                             text=True, timeout=900)
+        assert ran.returncode == 0, f"{where}: exit {ran.returncode}\n{ran.stdout[-2000:]}\n{ran.stderr[-3000:]}"
