@@ -343,10 +343,22 @@ def pages() -> dict[str, str]:
             CLI_PAGE: cli_page(), HTTP_PAGE: http_page(spec), OPENAPI_FILE: json.dumps(spec, indent=2)}
 
 
+_serving = False
+
+
+def on_startup(command: str, dirty: bool) -> None:
+    """MkDocs event: note whether this process is `mkdocs serve`, which rebuilds on every change."""
+    global _serving
+    _serving = command == "serve"
+
+
 def on_files(files, config):
     """MkDocs event: add the generated pages before the nav is built (mkdocs.yml's nav names them)."""
     from mkdocs.structure.files import File
 
+    if _serving:  # a rebuild after an edit of tasks/ or flows/ (mkdocs.yml watches them) must see the new code
+        for name in [name for name in sys.modules if name.split(".")[0] in ("tasks", "flows")]:
+            del sys.modules[name]
     for uri, text in pages().items():
         files.append(File.generated(config, uri, content=text))
     return files
