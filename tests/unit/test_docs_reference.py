@@ -40,6 +40,16 @@ def test_every_params_key_has_a_description(reference, kind):
     assert reference.undocumented(rows) == []
 
 
+def test_every_task_kind_has_a_params_page(reference):
+    """A third kind (tasks/params.py `Kind`) needs its example params file and page in the hook's KINDS."""
+    from typing import get_args
+
+    from tasks.params import Kind
+
+    assert set(reference.KINDS) == set(get_args(Kind))
+    assert all((ROOT / file).is_file() for file, _ in reference.KINDS.values())
+
+
 def test_a_key_without_a_description_is_named_with_its_class(reference):
     class Inner(BaseModel):  # no docstring: the section has no description either
         size: int = Field(ge=1)
