@@ -34,7 +34,7 @@ services-down: setup
 DOCS_PORT ?= 8010
 docs: setup
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
-	@echo "site built in site/ (open site/index.html, or \`make docs-serve\`)"
+	@echo "site built in site/; browse it with \`make docs-serve\` (http://127.0.0.1:$(DOCS_PORT))"
 
 docs-serve: setup
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
