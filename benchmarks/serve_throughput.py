@@ -167,7 +167,7 @@ def compare_variants(source: Path, texts: list[str], clients: int, requests: int
 def start_server(model: Path, *options: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen([str(ROOT / ".venv/bin/flowtune"), "serve", "--model", str(model), "--port", str(port),
+    process = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--model", str(model), "--port", str(port),
                                 "--timeout-s", "3600", "--max-queue-words", "10000000", *options],
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

@@ -5,7 +5,7 @@ copied), then copied into `<source>/batches/` atomically (a hidden temporary fil
 if the name appeared meanwhile), never over another file. Then `flowtune.data.changed` is sent to the
 Prefect API, when one answers: an automation (created by `flowtune deploy`) may start training on it. The
 source folder lives under data/external/ (`paths.external`), the ingest stage's DVC dependency, so the
-next `dvc repro` (or pipeline run) re-imports with the new batch (docs/DECISIONS.md, 58).
+next `dvc repro` (or pipeline run) re-imports with the new batch (docs/DECISIONS.md, 60).
 """
 
 from __future__ import annotations

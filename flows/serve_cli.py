@@ -52,7 +52,7 @@ def add_serve_parser(sub) -> None:
                                                            "only; 0.0.0.0 offers it to the network and needs a token)")
     serve.add_argument("--token-file", help="a file holding the bearer token every request but /healthz and /readyz "
                                             "must carry (default: $FLOWTUNE_SERVE_TOKEN; required off loopback)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000, help="port to bind")
     serve.add_argument("--max-batch-size", type=int, default=32,
                        help="items (texts or sentences) per forward pass, across concurrent requests")
     serve.add_argument("--max-wait-ms", type=float, default=5.0,

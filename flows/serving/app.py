@@ -60,7 +60,6 @@ from flows.serving.limits import (
     Limits,
 )
 from flows.serving.predictors import Predictor, load_predictor
-from flows.storage import is_transient
 
 log = logging.getLogger("flowtune.serve")
 
@@ -76,10 +75,13 @@ class PredictRequest(BaseModel):
     a classifier joins them with spaces); `ids`, when given, one per item, are echoed in the answers."""
 
     model_config = ConfigDict(extra="forbid")
-    texts: list[Text] | None = Field(default=None, min_length=1, max_length=MAX_ITEMS)
+    texts: list[Text] | None = Field(default=None, min_length=1, max_length=MAX_ITEMS,
+                                     description=f"texts, at most {MAX_WORDS} words and {MAX_TEXT_CHARS} characters "
+                                                 "each")
     tokens: list[Annotated[list[Token], Field(min_length=1, max_length=MAX_TOKENS)]] | None = Field(
-        default=None, min_length=1, max_length=MAX_ITEMS)
-    ids: list[Annotated[str, StringConstraints(max_length=200)]] | None = None
+        default=None, min_length=1, max_length=MAX_ITEMS, description="pre-split sentences, a list of tokens each")
+    ids: list[Annotated[str, StringConstraints(max_length=200)]] | None = Field(
+        default=None, description="one id per item, echoed in its answer (default: the item's index)")
     _words: list[int] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
@@ -117,10 +119,10 @@ def word_count(item: str | list[str]) -> int:
 
 
 class PredictResponse(BaseModel):
-    model: str
-    version: int | None
-    variant: str | None = None  # the compressed variant that answered (None: the fp32 model)
-    predictions: list[dict]
+    model: str = Field(description="the registered model (or model folder) that answered")
+    version: int | None = Field(description="its version (also in the X-Model-Version header); null for a folder")
+    variant: str | None = Field(default=None, description="the compressed variant that answered (null: fp32)")
+    predictions: list[dict] = Field(description="one per item, in the shapes of `flowtune predict --format jsonl`")
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,8 @@ class ModelHolder:
         self.swap(served)
 
     def _failed_to_load(self, target: tuple[str, int | None], exc: Exception) -> None:
+        from flows.storage import is_transient  # botocore: only serving from a registry needs it
+
         if is_transient(exc):  # storage blinked: this version is tried again, later and later
             attempts = self.retry.attempts + 1 if self.retry and self.retry.target == target else 1
             delay = min(MAX_BACKOFF_S, self.poll_s * 2 ** (attempts - 1))
@@ -341,7 +345,8 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
     def overloaded() -> HTTPException:  # before the body is read, or when the batcher refuses it
         return refused(metrics, 429, "too much work queued; retry later", batcher.retry_after())
 
-    @app.post("/v1/predict", response_model=PredictResponse, openapi_extra=REQUEST_SCHEMA)
+    @app.post("/v1/predict", response_model=PredictResponse, openapi_extra=REQUEST_SCHEMA, responses=PREDICT_ERRORS,
+              summary="Predict: tags per token (NER) or labels with probabilities (classifier)")
     async def predict(http: Request, response: Response) -> PredictResponse:
         started = time.perf_counter()
         if holder.current is None:
@@ -373,7 +378,7 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
         return PredictResponse(model=served.name, version=served.version, variant=holder.source.variant,
                                predictions=answers)
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses=HEALTHZ_ERRORS, summary="Liveness: the process answers")
     async def healthz(response: Response) -> dict:  # in the event loop: no thread to wait for
         unready = holder.unready_for()
         if unready > limits.max_unready_s:  # an orchestrator's liveness probe restarts the process
@@ -381,7 +386,7 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
             return {"status": f"no model loaded in {math.floor(unready)} s (limit {limits.max_unready_s:g} s)"}
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=READYZ_ERRORS, summary="Readiness: a model is loaded and warmed up")
     async def readyz(response: Response) -> dict:
         current = holder.current
         if current is None:
@@ -390,7 +395,8 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
         return {"ready": True, "model": current.name, "version": current.version, "variant": holder.source.variant,
                 "kind": current.predictor.kind}
 
-    @app.get("/metrics")
+    @app.get("/metrics", responses=UNAUTHORIZED,
+             summary="Prometheus metrics: requests by status, latency, batch sizes, the serving version")
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -416,6 +422,23 @@ class Budget:
         finally:
             self.used -= size
 
+
+# The answers other than 200, for the OpenAPI schema (/docs, and the site's HTTP reference). 401 and 413 come from
+# the guards around the app (guards.py), the rest from the endpoints.
+UNAUTHORIZED = {401: {"description": "a token is required (serve listens off loopback) and the request's "
+                                     "`Authorization: Bearer <token>` is missing or wrong"}}
+PREDICT_ERRORS = {
+    **UNAUTHORIZED,
+    408: {"description": f"the request body did not arrive within {BODY_READ_S} s"},
+    413: {"description": f"the body is over {MAX_BODY_BYTES} bytes"},
+    422: {"description": f"a malformed body, or an item over a limit ({MAX_ITEMS} items, {MAX_WORDS} words or tokens "
+                         f"and {MAX_TEXT_CHARS} characters per item); `detail` names the field"},
+    429: {"description": "too much work queued (`--max-queue-words`); `Retry-After` says when to try again"},
+    500: {"description": "the prediction failed; the answer carries an error id, the cause is in the server log"},
+    503: {"description": "no model is loaded yet, or the request was not answered within `--timeout-s`"},
+}
+HEALTHZ_ERRORS = {503: {"description": "no model has loaded for `--max-unready-s`: restart the process"}}
+READYZ_ERRORS = {503: {"description": "no model is loaded yet (starting, or every version so far failed to load)"}}
 
 REQUEST_SCHEMA = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
