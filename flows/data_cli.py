@@ -79,14 +79,16 @@ def check_batch(file: Path, folder: Path, params, kind) -> int:
 
 
 def existing_batches(folder: Path, kind) -> list[Path]:
-    """The batch files ingest reads in `folder` now; none when it has no data yet (the first batch)."""
+    """The files ingest reads in `folder` now, official splits too (a batch named like one would carry the
+    same record ids); none when it has no data yet (the first batch)."""
     from tasks.ingest import source_files
     from tasks.io import InputFormatError
 
     try:
-        return source_files(folder, kind.source_suffixes).batches
+        layout = source_files(folder, kind.source_suffixes)
     except InputFormatError:  # an empty folder, or official splits missing one: ingest says which
         return []
+    return [*layout.official.values(), *layout.batches]
 
 
 def copy_batch(file: Path, folder: Path, digest: str) -> tuple[Path, bool]:

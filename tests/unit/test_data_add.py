@@ -122,3 +122,12 @@ def test_text_batches_use_the_classifier_reader(tmp_path: Path, monkeypatch, cap
     assert main(["data", "add", str(bad)]) == 1
     assert "bad.csv:2: 'label' must be one label" in capsys.readouterr().err
     assert folder_files(tmp_path / "data" / "external" / "tweets") == ["batches/new.csv"]
+
+
+def test_a_batch_named_like_an_official_split_is_refused(project: Path, capsys):
+    official = project / "data" / "external" / "bench"
+    for split in ("train", "dev", "test"):
+        conll(official / f"{split}.conll", [f"{split}-word"])
+    batch = conll(project / "incoming" / "train.conll", ["more"])
+    assert main(["data", "add", str(batch), "--source", str(official)]) == 1
+    assert "train.conll: the source already has" in capsys.readouterr().err
