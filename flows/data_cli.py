@@ -33,6 +33,7 @@ class Added:
     rows: int
     sha256: str
     copied: bool  # False: the same file was there already (nothing copied; the event is sent again)
+    commit: str | None = None  # with --commit: the git commit that holds the batch
 
 
 def sha256_of(path: Path) -> str:
@@ -129,6 +130,22 @@ def add_batch(file: Path, params, source: str | None = None) -> Added:
     return Added(target, rows, digest, copied)
 
 
+def commit_batch(added: Added) -> Added:
+    """Commit the batch file alone (`git commit -- <file>`: whatever else is staged stays out): a deployed run
+    works in a clean clone of a commit (flows/workspace.py), so only a committed batch reaches it."""
+    import dataclasses
+    import subprocess
+
+    path, message = str(added.path), f"data: add batch {added.path.name} ({added.rows} rows)"
+    for command in (["git", "add", "--", path], ["git", "commit", "-q", "-m", message, "--", path]):
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode:
+            raise DataError(f"the batch is added but not committed: `{' '.join(command)}` failed: "
+                            f"{(result.stderr or result.stdout).strip()[:300]}")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    return dataclasses.replace(added, commit=head)
+
+
 def send_data_changed(settings: Settings, model_name: str, added: Added) -> str:
     """Send `flowtune.data.changed` about `model_name` when a Prefect API answers; what happened, in a line.
 
@@ -149,7 +166,8 @@ def send_data_changed(settings: Settings, model_name: str, added: Added) -> str:
 
     event = Event(event=DATA_CHANGED_EVENT,
                   resource={"prefect.resource.id": model_resource_id(model_name), "prefect.resource.name": model_name},
-                  payload={"file": added.path.as_posix(), "rows": added.rows, "sha256": added.sha256})
+                  payload={"file": added.path.as_posix(), "rows": added.rows, "sha256": added.sha256,
+                           "commit": added.commit})
 
     async def send() -> None:
         async with get_events_client(reconnection_attempts=2, checkpoint_every=1) as client:
@@ -173,6 +191,13 @@ def cmd_data_add(args: argparse.Namespace) -> int:
         print(f"added {added.path} ({added.rows} rows, sha256 {added.sha256})")
     else:  # a rerun, e.g. after the event failed: at-least-once, a retrain on unchanged data is a no-op
         print(f"{added.path} is there already with the same content ({added.rows} rows); nothing copied")
+    if args.commit and added.copied:
+        try:
+            added = commit_batch(added)
+        except DataError as exc:
+            print(f"flowtune data add: error: {exc}; no event sent", file=sys.stderr)
+            return 1
+        print(f"committed {added.path} ({added.commit[:12]})")
     external = Path(params.paths.external).resolve()
     if not added.path.resolve().is_relative_to(external):
         print(f"warning: {added.path} is outside {params.paths.external} (paths.external), the ingest stage's DVC "
@@ -183,7 +208,10 @@ def cmd_data_add(args: argparse.Namespace) -> int:
         print(f"flowtune data add: error: the batch is added, but {DATA_CHANGED_EVENT} was not sent "
               f"({type(exc).__name__}: {exc}); the same command again resends it", file=sys.stderr)
         return 1
-    print(f"next: `git add {added.path}` (or `dvc add` it when large), then `dvc repro` re-imports the source")
+    if not args.commit:
+        print(f"next: `git add {added.path}` (or `dvc add` it when large), then `dvc repro` re-imports the source; "
+              "deployed runs (and those an event starts) use a clean clone of the last commit: commit the batch, "
+              "or add it with --commit")
     return 0
 
 
@@ -197,4 +225,6 @@ def add_data_parser(sub) -> None:
     add.add_argument("--source", help="the source folder (default: ingest.source of the params file)")
     add.add_argument("--params-file", default="params.yaml", help="the params file (its kind, reader options, "
                      "ingest.source and registry.model_name)")
+    add.add_argument("--commit", action="store_true", help="git-commit the new batch file (alone) before the event: "
+                     "deployed runs work in a clean clone of a commit, so only a committed batch reaches them")
     add.set_defaults(func=cmd_data_add)

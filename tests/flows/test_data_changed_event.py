@@ -66,7 +66,7 @@ def test_data_add_sends_the_data_changed_event_with_model_and_batch(tmp_path: Pa
     assert event.resource.id == "flowtune.model.event-test-model"
     assert event.resource.name == "event-test-model"
     assert event.payload == {"file": "data/external/mine/batches/2026-12.conll", "rows": 12,
-                             "sha256": hashlib.sha256(batch.read_bytes()).hexdigest()}
+                             "sha256": hashlib.sha256(batch.read_bytes()).hexdigest(), "commit": None}
 
 
 def test_a_refused_batch_sends_no_event(tmp_path: Path):

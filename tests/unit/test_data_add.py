@@ -5,6 +5,7 @@ real Prefect server: tests/flows/test_data_changed_event.py.)"""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,33 @@ def test_a_batch_named_like_an_official_split_is_refused(project: Path, capsys):
     batch = conll(project / "incoming" / "train.conll", ["more"])
     assert main(["data", "add", str(batch), "--source", str(official)]) == 1
     assert "train.conll: the source already has" in capsys.readouterr().err
+
+
+def git(folder: Path, *args: str) -> str:
+    command = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args]
+    return subprocess.run(command, cwd=folder, check=True, capture_output=True, text=True).stdout
+
+
+def test_commit_commits_the_batch_alone(project: Path, capsys, monkeypatch):
+    git(project, "init", "-q")
+    git(project, "add", "params.yaml", "data")
+    git(project, "commit", "-qm", "start")
+    (project / "other.txt").write_text("staged, not part of the batch\n")
+    git(project, "add", "other.txt")
+    for key, value in {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
+                       "GIT_COMMITTER_EMAIL": "t@e"}.items():
+        monkeypatch.setenv(key, value)
+    batch = conll(project / "incoming" / "b.conll", ["one", "two"])
+    assert main(["data", "add", str(batch), "--commit"]) == 0
+    assert "committed data/external/mine/batches/b.conll" in capsys.readouterr().out
+    assert git(project, "log", "-1", "--format=%s") == "data: add batch b.conll (2 rows)\n"
+    assert git(project, "show", "--name-only", "--format=", "HEAD") == "data/external/mine/batches/b.conll\n"
+    assert git(project, "diff", "--cached", "--name-only") == "other.txt\n"  # still staged, not committed
+
+
+def test_commit_outside_a_git_repository_says_so_and_sends_nothing(project: Path, capsys, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(project.parent))  # no repository above the project
+    batch = conll(project / "incoming" / "b.conll", ["one"])
+    assert main(["data", "add", str(batch), "--commit"]) == 1
+    err = capsys.readouterr().err
+    assert "the batch is added but not committed" in err and "no event sent" in err
