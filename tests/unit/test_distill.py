@@ -193,7 +193,7 @@ def test_distillation_trains_a_student_that_fits_the_teacher_better(distilled: P
     assert metrics["enabled"] and metrics["kept_layers"] == [1] and metrics["epochs_run"] == 2
     assert metrics["transfer_rows"] == 32  # one copy of each train sentence; none equals a train sentence
     assert metrics["transfer_text_rows"] == 0  # no compress.transfer_text
-    assert after.config.num_hidden_layers == 1 and after.config.flowtune == {"max_length": 16}
+    assert after.config.num_hidden_layers == 1 and after.config.flowtune == {"max_length": 16, "task_kind": "ner"}
     assert mean_distillation_loss(after, params) < mean_distillation_loss(before, params)
     assert list(Path(params.paths.student_checkpoints).iterdir()) == []  # state cleared once saved
 
