@@ -64,6 +64,16 @@ def saved_config(model_dir: Path) -> dict:
     return config
 
 
+def config_labels(model_dir: Path) -> list[str]:
+    """The model's output labels in id order, from config.json's `id2label` (without loading any weights)."""
+    id2label = saved_config(model_dir).get("id2label") or {}
+    try:
+        return [id2label[str(i)] for i in range(len(id2label))]
+    except KeyError as error:
+        raise ValueError(f"{Path(model_dir) / 'config.json'}: id2label is not numbered 0..{len(id2label) - 1} "
+                         f"(no {error})") from error
+
+
 def flowtune_config(config: dict) -> dict:
     """What flowtune recorded in a saved model's config (its FLOWTUNE_CONFIG_KEY block; {} for other models)."""
     block = config.get(FLOWTUNE_CONFIG_KEY)

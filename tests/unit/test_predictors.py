@@ -248,6 +248,28 @@ def test_the_classifier_reads_gold_labels_and_refuses_unknown_ones(classifier: P
         predictor.read_input(tmp_path / "bad.csv")
 
 
+def test_a_bad_input_file_fails_before_any_weights_load(tagger: Path, classifier: Path, tmp_path: Path):
+    from tasks.io import InputFormatError
+
+    (tmp_path / "broken.jsonl").write_text('{"tokens": ["a"]}\n{"tokens": ["b"\n')
+    for folder in (tagger, classifier):
+        predictor = predictor_for(folder, 4)
+        with pytest.raises(InputFormatError, match=r"broken.jsonl:2: not valid JSON"):
+            predictor.read_input(tmp_path / "broken.jsonl")
+        assert (predictor._loaded if folder == tagger else predictor._saved) is None
+
+
+def test_flowtune_predict_classifies_jsonl_from_stdin(classifier: Path, capsys, monkeypatch):
+    from flows.cli import main as flowtune
+
+    rows = [{"text": "good day", "label": "positive"}, {"text": "bad day", "label": "negative"}]
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(json.dumps(row) + "\n" for row in rows)))
+    assert flowtune(["predict", "--model", str(classifier), "--input", "-", "--format", "jsonl"]) == 0
+    out = capsys.readouterr()
+    assert [json.loads(line)["text"] for line in out.out.splitlines()] == ["good day", "bad day"]
+    assert "gold labels in the input: macro-F1 " in out.err and " on 2 texts" in out.err
+
+
 # ------------------------------------------------------------------------ the shared text statistics
 
 

@@ -167,8 +167,9 @@ def test_a_model_folder_holding_only_a_pickle_is_refused(tmp_path: Path, tiny_ba
     config.architectures = ["BertForTokenClassification"]  # a tagger saved as a pickle
     config.save_pretrained(folder)
     torch.save(BertForTokenClassification(config).state_dict(), folder / "pytorch_model.bin")
+    predictor = predictor_for(folder, 8, 32)  # the weights load on first use
     with pytest.raises(OSError, match="model.safetensors"):
-        predictor_for(folder, 8, 32)
+        predictor.predict(["hello world"], ["0"])
 
 
 def test_dvc_sends_no_usage_analytics() -> None:

@@ -25,20 +25,35 @@ SCORE_DIGITS = 6
 
 @dataclass
 class NerPredictor:
-    model: Any  # a transformers token classifier or a variant (tasks/variants.py)
-    tokenizer: Any
+    """The model loads on first use (`model`): reading a bad input file fails before that, in a moment."""
+
     model_dir: Path
+    labels: list[str]  # the IOB2 tags in id order, from config.json
     max_length: int
     batch_size: int
     kind: str = "ner"
     answer_kind: str = "tagger"
     stdin_suffix: str = ".conll"
+    _loaded: tuple[Any, Any] | None = field(default=None, repr=False)
     _describer: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
-    def labels(self) -> list[str]:
-        return [self.model.config.id2label[i] for i in range(len(self.model.config.id2label))]
+    def model(self) -> Any:
+        """A transformers token classifier or a variant (tasks/variants.py), in eval mode."""
+        return self._model_and_tokenizer()[0]
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._model_and_tokenizer()[1]
+
+    def _model_and_tokenizer(self) -> tuple[Any, Any]:
+        from tasks.variants import load_model
+
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = (load_model(self.model_dir, HEAD_CLASS), AutoTokenizer.from_pretrained(self.model_dir))
+            return self._loaded
 
     def read_input(self, path: Path) -> tuple[list[Item], list[str], list | None]:
         """CoNLL or (.jsonl) JSONL sentences: tagged ones go through the validating readers (gold = their
@@ -125,10 +140,10 @@ def read_sentences(path: Path) -> tuple[list, bool]:
 
 
 def load(model_dir: Path, batch_size: int = 32, max_length: int | None = None) -> NerPredictor:
-    """The folder's tagger (or variant of it), in eval mode, windowing at the length it was trained with."""
+    """The folder's tagger (or variant of it), windowing at the length it was trained with; its weights
+    load on first use."""
     from tasks.kinds import trained_max_length
-    from tasks.variants import load_model
+    from tasks.variants import config_labels
 
-    model = load_model(model_dir, HEAD_CLASS)
-    return NerPredictor(model, AutoTokenizer.from_pretrained(model_dir), Path(model_dir),
-                        max_length or trained_max_length(model_dir), batch_size)
+    return NerPredictor(Path(model_dir), config_labels(model_dir), max_length or trained_max_length(model_dir),
+                        batch_size)

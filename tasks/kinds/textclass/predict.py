@@ -16,7 +16,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tasks.kinds.base import Item
 from tasks.kinds.textclass.data import LABEL_JOIN, TextExample
-from tasks.kinds.textclass.modeling import SavedClassifier, multilabel_scores, scores
+from tasks.kinds.textclass.modeling import MULTI_LABEL, SavedClassifier, multilabel_scores, scores
 from tasks.textstats import piece_statistics, text_statistics
 
 HEAD_CLASS = AutoModelForSequenceClassification
@@ -25,19 +25,27 @@ SCORE_DIGITS = 6
 
 @dataclass
 class TextClassPredictor:
-    saved: SavedClassifier
+    """The model loads on first use (`saved`): reading a bad input file fails before that, in a moment."""
+
     model_dir: Path
+    labels: list[str]  # the classes in id order, from config.json
+    multi_label: bool
     max_length: int
     batch_size: int
     kind: str = "textclass"
     answer_kind: str = "classifier"
     stdin_suffix: str = ".jsonl"
+    _saved: SavedClassifier | None = field(default=None, repr=False)
     _describer: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
-    def labels(self) -> list[str]:
-        return self.saved.labels
+    def saved(self) -> SavedClassifier:
+        """The classifier (a transformers model or a variant), in eval mode."""
+        with self._lock:
+            if self._saved is None:
+                self._saved = SavedClassifier.load(self.model_dir)
+            return self._saved
 
     def read_input(self, path: Path) -> tuple[list[Item], list[str], list | None]:
         """A .csv or .jsonl file with a `text` column; with a `label` column too (a multi-label model: labels
@@ -47,7 +55,8 @@ class TextClassPredictor:
 
         path = Path(path)
         labelled = has_column(path, "label")
-        examples = read_text_examples(path, "text", "label" if labelled else None, self.saved.label_separator)
+        separator = LABEL_JOIN if self.multi_label else None
+        examples = read_text_examples(path, "text", "label" if labelled else None, separator)
         unknown = sorted({label for e in examples for label in e.labels} - set(self.labels)) if labelled else []
         if unknown:
             raise InputFormatError(f"{path}: labels {unknown} are not classes of the model ({self.labels})")
@@ -83,7 +92,7 @@ class TextClassPredictor:
         the mean over classes of max(p, 1 - p)."""
         if not probabilities:
             return 1.0
-        if self.saved.multi_label:
+        if self.multi_label:
             return sum(max(p, 1 - p) for p in probabilities) / len(probabilities)
         return max(probabilities)
 
@@ -106,7 +115,7 @@ class TextClassPredictor:
 
     def score(self, gold: Sequence, answers: Sequence[dict]) -> str:
         predicted = [a["label"] for a in answers]
-        if self.saved.multi_label:
+        if self.multi_label:
             result = multilabel_scores(list(gold), predicted, self.labels)
         else:
             result = scores(list(gold), predicted, self.labels)
@@ -139,8 +148,11 @@ def has_column(path: Path, column: str) -> bool:
 
 
 def load(model_dir: Path, batch_size: int = 32, max_length: int | None = None) -> TextClassPredictor:
-    """The folder's classifier (or variant of it), in eval mode, truncating at the length it was trained with."""
+    """The folder's classifier (or variant of it), truncating at the length it was trained with; its weights
+    load on first use."""
     from tasks.kinds import trained_max_length
+    from tasks.variants import config_labels, saved_config
 
-    return TextClassPredictor(SavedClassifier.load(model_dir), Path(model_dir),
+    multi_label = saved_config(model_dir).get("problem_type") == MULTI_LABEL
+    return TextClassPredictor(Path(model_dir), config_labels(model_dir), multi_label,
                               max_length or trained_max_length(model_dir), batch_size)
