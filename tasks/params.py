@@ -563,6 +563,22 @@ class SweepParams(Section):
         return space
 
 
+class LabelAuditParams(Section):
+    """`flowtune label audit` (tasks/audit.py): likely label errors in the train split, found by cleanlab from
+    out-of-sample probabilities (each row scored by a model that never saw it: k-fold cross-fitting)."""
+
+    audit_folds: int = Field(ge=2, description=(
+        "folds of the cross-fitting: k models, each trained on the other k-1 folds of train, score the held-out "
+        "fold (k trainings; more folds: better models, longer audit)"))
+    audit_epochs: int = Field(ge=1, description=(
+        "epochs of each fold's model (the train section's other keys are used as they are); no dev selection: "
+        "the last epoch scores its fold"))
+    audit_top: int = Field(ge=1, description="rows listed in the report and the Prefect table, most suspect first")
+    audit_report: str = Field(description=(
+        "the audit's JSON report (every row ranked, the top ones with their suggested labels); a CSV of the top "
+        "rows is written beside it"))
+
+
 # The Hugging Face task each kind trains (saved model configs, evaluation reports).
 TOKEN_CLASSIFICATION = "token-classification"
 SEQUENCE_CLASSIFICATION = "sequence-classification"
@@ -585,6 +601,7 @@ class Params(Section):
     gc: GcParams
     sweep: SweepParams
     timeouts: TimeoutsParams
+    label: LabelAuditParams
 
     @model_validator(mode="after")
     def _transfer_text_tracked(self) -> Params:

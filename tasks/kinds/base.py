@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -92,6 +93,18 @@ class TrainingKind(Protocol[Row]):
         """The score that picks the best epoch (higher is better); None when there are no dev rows."""
         ...
 
+    def distributions(self, model: torch.nn.Module, examples: Sequence[Example], rows: Sequence[Row],
+                      batch_size: int, pad_id: int) -> list[np.ndarray]:
+        """The model's probabilities over `labels` for each row (examples: `encode(..., with_labels=False)`):
+        NER an array [words, labels] per sentence, a classifier [labels] per text. The label audit's input."""
+        ...
+
+    def label_issues(self, rows: Sequence[Row], distributions: Sequence[np.ndarray]) -> list[dict]:
+        """Every row ranked by cleanlab from out-of-sample `distributions`, most likely mislabelled first:
+        `{"id", "tokens" (NER) | "text" (textclass), "given", "suggested", "score", "flagged"}`; score: label
+        quality in [0, 1], lower is more suspect; flagged: cleanlab's own filter calls it an issue."""
+        ...
+
 
 def softmax_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(softmax(teacher / T) || softmax(student / T)) over the last axis, one value per position."""
@@ -109,6 +122,11 @@ def bernoulli_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
     cross = F.binary_cross_entropy_with_logits(student, target, reduction="none")
     entropy = F.binary_cross_entropy_with_logits(teacher, target, reduction="none")
     return (cross - entropy).sum(-1)
+
+
+def ranked(findings: list[dict]) -> list[dict]:
+    """Label-audit findings most suspect first: by score, then id (a stable order for equal scores)."""
+    return sorted(findings, key=lambda finding: (finding["score"], str(finding["id"])))
 
 
 Item = str | list[str]  # an input to predict: a text, or a sentence already split into tokens

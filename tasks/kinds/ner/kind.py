@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -19,12 +20,14 @@ from tasks.basemodel import resolve_base_model
 from tasks.engine import IGNORE_INDEX, Example
 from tasks.iob import label_list, split_tag
 from tasks.kinds.base import Encoded, softmax_kl
+from tasks.kinds.ner import audit
 from tasks.kinds.ner.modeling import (
     build_examples,
     continuation_ids,
     encode_words,
     predict_label_ids,
     strict_f1,
+    word_distributions,
 )
 from tasks.kinds.ner.params import NerTrainParams
 from tasks.kinds.ner.records import NerRecord, load_jsonl
@@ -120,3 +123,11 @@ class NerKind:
         predicted = predict_label_ids(model, examples, [len(r.tokens) for r in rows], batch_size, pad_id)
         labels = self.labels
         return strict_f1([list(r.tags) for r in rows], [[labels[i] for i in row] for row in predicted])
+
+    def distributions(self, model, examples: Sequence[Example], rows: Sequence[NerRecord], batch_size: int,
+                      pad_id: int) -> list[np.ndarray]:
+        """Per sentence, the softmax over the tags of each word ([words, labels])."""
+        return word_distributions(model, examples, [len(r.tokens) for r in rows], batch_size, pad_id)
+
+    def label_issues(self, rows: Sequence[NerRecord], distributions: Sequence[np.ndarray]) -> list[dict]:
+        return audit.label_issues(rows, distributions, self.labels)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from seqeval.metrics import f1_score
 from seqeval.scheme import IOB2
@@ -178,6 +179,38 @@ def predict_words(
     finally:
         model.train(was_training)
     return predictions, probabilities
+
+
+def word_distributions(
+    model: torch.nn.Module,
+    examples: Sequence[Example],
+    word_counts: Sequence[int],
+    batch_size: int,
+    pad_id: int,
+) -> list[np.ndarray]:
+    """The softmax over every label per word, per sentence: an array [words, labels] each (the label audit
+    needs the whole distribution, not only the predicted tag's probability), read at each word's first piece,
+    windows stitched back. Rows are float64: cleanlab sums them."""
+    classes = model.config.num_labels
+    rows = [np.zeros((count, classes)) for count in word_counts]
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = [examples[i] for i in order[start : start + batch_size]]
+                batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items() if k != "labels"}
+                with autocast(device):
+                    logits = model(**batch).logits
+                probabilities = logits.float().softmax(dim=-1).cpu().double().numpy()
+                for example, piece_rows in zip(chunk, probabilities, strict=True):
+                    for position, word in first_piece_positions(example.word_ids):
+                        rows[example.sentence][word] = piece_rows[position]
+    finally:
+        model.train(was_training)
+    return rows
 
 
 def predict_tags(

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from tasks.engine import IGNORE_INDEX, Example
 from tasks.kinds.base import Encoded, bernoulli_kl, softmax_kl
+from tasks.kinds.textclass import audit
 from tasks.kinds.textclass.data import TextExample, load_examples
 from tasks.kinds.textclass.modeling import classification_metrics, encode_texts, load_classifier, predict_proba
 from tasks.params import TrainParams
@@ -106,3 +108,10 @@ class TextClassKind:
         return classification_metrics([e.label for e in rows], probabilities, self.labels,
                                       self.multi_label)["macro_f1"]
 
+    def distributions(self, model, examples: Sequence[Example], rows: Sequence[TextExample], batch_size: int,
+                      pad_id: int) -> list[np.ndarray]:
+        """Per text, its class probabilities (multi-label: each class's own)."""
+        return list(predict_proba(model, examples, batch_size, pad_id).double().numpy())
+
+    def label_issues(self, rows: Sequence[TextExample], distributions: Sequence[np.ndarray]) -> list[dict]:
+        return audit.label_issues(rows, distributions, self.labels, self.multi_label)
