@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from flows.audit_cli import add_audit_parser
 from flows.data_cli import add_data_parser
 from flows.names import ACCELERATOR_LIMIT, PIPELINE_FLOW, TRAIN_POOL, WORK_POOL
 from flows.predict_cli import add_predict_parser
@@ -187,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--keep-days", type=int, help="keep runs younger than this (default: gc.keep_days)")
     gc.add_argument("--params-file", default="params.yaml", help="the params file whose `gc:` rules apply")
     gc.set_defaults(func=cmd_gc)
+    label = sub.add_parser("label", help="the labels of the training data: `label audit` ranks likely label errors")
+    add_audit_parser(label.add_subparsers(dest="label_command", required=True, metavar="COMMAND"))
     add_registry_parser(sub)
     add_predict_parser(sub)
     add_serve_parser(sub)

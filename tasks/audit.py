@@ -123,6 +123,9 @@ def run(params: Params, folds: int | None = None, top: int | None = None, epochs
     label = params.label
     folds, top, epochs = folds or label.audit_folds, top or label.audit_top, epochs or label.audit_epochs
     train_file = Path(params.paths.clean) / "train.jsonl"
+    if not train_file.is_file():
+        raise ValueError(f"{train_file} not found: the audit reads the cleaned train split (paths.clean); run "
+                         "`dvc repro clean` (or `flowtune run`) first")
     kind = kind_for(params).training(train_file)
     rows = kind.read(train_file)
     findings = audit(kind, rows, params.train.model_copy(update={"epochs": epochs}), folds)
