@@ -82,6 +82,7 @@ def cross_fit(kind: TrainingKind[Any], rows: Sequence, params: TrainParams, fold
 def audit(kind: TrainingKind[Any], rows: Sequence, params: TrainParams, folds: int) -> list[dict]:
     """Every row, most likely mislabelled first (the kind's `label_issues`, over cross-fitted probabilities)."""
     kind.check_labels(rows)
+    kind.label_issues(rows[:0], [])  # what the kind cannot rank (multi-label) fails here, before k trainings
     return kind.label_issues(rows, cross_fit(kind, rows, params, folds))
 
 

@@ -108,9 +108,21 @@ def test_textclass_ranks_confidently_contradicted_texts_first():
     assert findings[0]["suggested"] != findings[0]["given"] and "text" in findings[0]
 
 
-def test_multi_label_is_refused_with_what_to_do():
+def test_multi_label_is_refused_before_any_training(tiny_base: Path):
+    rows = [TextExample(f"x{i}", "t", "a") for i in range(6)]
     with pytest.raises(ValueError, match="multi-label"):
-        TextClassKind(["a", "b"], multi_label=True).label_issues([TextExample("x", "t", "a")], [np.ones(2)])
+        audit.audit(TextClassKind(["a", "b"], multi_label=True), rows, train_params(tiny_base), folds=3)
+
+
+def test_the_command_line_maps_its_options_onto_the_flow():
+    from flows.audit import audit_command
+    from flows.audit_cli import cmd_audit
+    from flows.cli import build_parser
+
+    args = build_parser().parse_args(["label", "audit", "--k", "4", "--top", "7"])
+    assert args.func is cmd_audit and (args.k, args.top, args.epochs) == (4, 7, None)
+    command = audit_command(args.params_file, args.k, args.top, args.epochs)
+    assert command[1:] == ["-m", "tasks.audit", "--params", "params.yaml", "--k", "4", "--top", "7"]
 
 
 def test_report_json_and_csv_hold_the_top_rows_as_review_items(tmp_path: Path):

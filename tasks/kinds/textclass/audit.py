@@ -17,7 +17,7 @@ def label_issues(examples: Sequence[TextExample], distributions: Sequence[np.nda
                  multi_label: bool) -> list[dict]:
     """Every text, most suspect first: {"id", "text", "given", "suggested", "score", "flagged"}; flagged:
     cleanlab's `filter.find_label_issues` (confident learning) counts it as an issue."""
-    if multi_label:
+    if multi_label:  # checked before anything else: the audit calls this with no rows before training
         raise ValueError("label audit: multi-label classification is not supported yet (one label per text); "
                          "set task.multi_label: false or audit a single-label copy of the data")
     if not examples:
