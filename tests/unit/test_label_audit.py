@@ -160,3 +160,21 @@ def test_textclass_audit_finds_planted_label_errors_from_cross_fitted_models(tin
     params = train_params(tiny_base, epochs=8, learning_rate=1e-2, batch_size=8, max_length=12)
     findings = audit.audit(TextClassKind(["none", "person"]), rows, params, folds=3)
     assert precision_at(findings, planted) >= 0.8, [(f["id"], f["score"]) for f in findings[:12]]
+
+
+def test_word_distributions_cover_every_word_of_windowed_sentences_and_agree_with_predictions(tiny_base: Path):
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from tasks.kinds.ner.modeling import build_examples, encode_words, predict_label_ids, word_distributions
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    model = AutoModelForTokenClassification.from_pretrained(tiny_base, num_labels=5)
+    sentences = [list(r.tokens) * 3 for r in synthetic(3, seed=5)]  # 18 words: several windows of 8 pieces
+    examples = build_examples(tokenizer, encode_words(tokenizer, sentences), max_length=8)
+    assert len(examples) > 2 * len(sentences)
+    counts = [len(s) for s in sentences]
+    rows = word_distributions(model, examples, counts, batch_size=4, pad_id=tokenizer.pad_token_id)
+    assert [r.shape for r in rows] == [(count, 5) for count in counts]
+    assert np.allclose([r.sum(axis=1) for r in rows], 1.0, atol=1e-5)
+    predicted = predict_label_ids(model, examples, counts, batch_size=4, pad_id=tokenizer.pad_token_id)
+    assert [list(r.argmax(axis=1)) for r in rows] == predicted
