@@ -563,9 +563,10 @@ class SweepParams(Section):
         return space
 
 
-class LabelAuditParams(Section):
-    """`flowtune label audit` (tasks/audit.py): likely label errors in the train split, found by cleanlab from
-    out-of-sample probabilities (each row scored by a model that never saw it: k-fold cross-fitting)."""
+class LabelParams(Section):
+    """`flowtune label ...`: the labels of the training data. The `audit_*` keys: `flowtune label audit`
+    (tasks/audit.py), likely label errors in the train split, found by cleanlab from out-of-sample probabilities
+    (each row scored by a model that never saw it: k-fold cross-fitting)."""
 
     audit_folds: int = Field(ge=2, description=(
         "folds of the cross-fitting: k models, each trained on the other k-1 folds of train, score the held-out "
@@ -601,7 +602,7 @@ class Params(Section):
     gc: GcParams
     sweep: SweepParams
     timeouts: TimeoutsParams
-    label: LabelAuditParams
+    label: LabelParams
 
     @model_validator(mode="after")
     def _transfer_text_tracked(self) -> Params:
