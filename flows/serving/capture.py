@@ -13,8 +13,9 @@ and `output` and keeps `stats`.
 Never slows or fails a request: `add` only appends to a deque under a lock held for microseconds. The buffer
 is bounded: an item that would pass `max_buffer_items` is dropped and counted (`buffer_full`). A batch is
 written once `flush_items` wait or the oldest has waited `flush_s`. A write that fails for a passing reason
-(`flows.storage.is_transient`) stays in the buffer for the next flush while it fits there beside the newer
-items; otherwise, and on any other failure, its items are dropped and counted (`storage`). In memory at most
+(`flows.storage.is_transient`) stays in the buffer for the next flush, newest first, while the buffer keeps
+room for one batch of new items beside it; otherwise, and on any other failure, its items are dropped and
+counted (`storage`), so a long outage drops the oldest items rather than the new traffic. In memory at most
 `max_buffer_items` wait plus the batch being written. `close` writes what is left within its time budget.
 """
 
@@ -211,38 +212,52 @@ class Capture:
             log.exception("capture: %d items could not be made into records; dropped", self.writing)
             batches = []
             self._count_lost(sum(len(e.items) for e in entries), "no records")
+        failures: list[tuple[Batch, Exception]] = []
         try:
             for batch in [*retry, *batches]:
-                self._write(batch, final)
+                if (failure := self._write(batch)) is not None:
+                    failures.append((batch, failure))
         finally:
             with self.lock:
                 self.writing = 0
+        if failures:
+            self._keep_or_drop(failures, final)
 
-    def _write(self, batch: Batch, final: bool) -> None:
+    def _write(self, batch: Batch) -> Exception | None:
+        """One PUT; the exception when it failed (storage must never reach a request, nor stop this thread)."""
         try:
             self.store.put(batch.key, gzip.compress(b"\n".join(batch.lines) + b"\n", compresslevel=6))
-        except Exception as exc:  # noqa: BLE001 - storage must never reach a request
-            self._failed(batch, exc, final)
-            return
+        except Exception as exc:  # noqa: BLE001
+            with self.lock:
+                self.writing -= len(batch.lines)
+            return exc
         with self.lock:
             self.writing -= len(batch.lines)
         self.metrics.capture_written.inc(len(batch.lines))
+        return None
 
-    def _failed(self, batch: Batch, exc: Exception, final: bool) -> None:
-        count = len(batch.lines)
+    def _keep_or_drop(self, failures: list[tuple[Batch, Exception]], final: bool) -> None:
+        """Failed batches that may succeed later are kept for the next flush, newest first, while the buffer keeps
+        room for one batch of new items beside them (`max_buffer_items - flush_items`): a long outage then drops
+        the oldest items, not the newest traffic. The rest are dropped and counted."""
+        room = self.config.max_buffer_items - self.config.flush_items
+        kept = dropped = 0
         with self.lock:
-            self.writing -= count
-            keep = (not final and is_transient(exc)
-                    and self.queued + self.retry_items + count <= self.config.max_buffer_items)
-            if keep:
-                self.retry.append(batch)
-                self.retry_items += count
-                self.oldest = time.monotonic() if self.oldest is None else self.oldest
-            elif not self.abandoned:
-                self.metrics.capture_dropped.labels("storage").inc(count)
-        verdict = "kept for the next flush" if keep else "dropped"
-        log.warning("capture: writing %s (%d items) failed (%s: %s); %s", batch.key, count, type(exc).__name__,
-                    str(exc)[:300], verdict)
+            for batch, exc in reversed(failures):
+                count = len(batch.lines)
+                if not final and is_transient(exc) and self.queued + self.retry_items + count <= room:
+                    self.retry.insert(0, batch)  # oldest first, as they are written next time
+                    self.retry_items += count
+                    kept += count
+                else:
+                    dropped += count
+            if kept and self.oldest is None:
+                self.oldest = time.monotonic()  # retried once flush_s has passed (or the next batch fills)
+            if dropped and not self.abandoned:
+                self.metrics.capture_dropped.labels("storage").inc(dropped)
+        exc = failures[-1][1]
+        log.warning("capture: writing %d batches failed (%s: %s); %d items kept for the next flush, %d dropped",
+                    len(failures), type(exc).__name__, str(exc)[:300], kept, dropped)
 
     def _count_lost(self, count: int, why: str) -> None:
         if count:

@@ -261,7 +261,7 @@ REFUSED = ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"
 
 
 def test_a_passing_storage_failure_is_retried_by_the_next_flush_with_the_same_key():
-    cap, store, metrics = capture(max_buffer_items=10, flush_items=10)
+    cap, store, metrics = capture(max_buffer_items=20, flush_items=10)
     add(cap, served(), ["a", "b"])
     store.failure = DOWN
     cap.flush()
@@ -275,42 +275,38 @@ def test_a_passing_storage_failure_is_retried_by_the_next_flush_with_the_same_ke
     assert value(metrics, "flowtune_capture_written_total") == 3 and cap.buffered() == 0
 
 
-def test_retries_stay_only_while_the_buffer_has_room_and_a_lasting_failure_drops_at_once():
-    cap, store, metrics = capture(max_buffer_items=4, flush_items=4)
+def test_a_long_outage_keeps_the_newest_failed_batches_and_drops_the_oldest():
+    cap, store, metrics = capture(max_buffer_items=6, flush_items=2)  # retries may hold 6 - 2 = 4 items
     store.failure = DOWN
-    add(cap, served(), ["a", "b", "c"])
-    cap.flush()  # kept: 3 items fit
-    add(cap, served(), ["d"])  # the buffer is full now (3 waiting for a retry + 1)
-    add(cap, served(), ["e"])
+    for pair in (["a", "b"], ["c", "d"], ["e", "f"]):
+        add(cap, served(), pair)
+        cap.flush()
+    assert [json.loads(line)["input"] for batch in cap.retry for line in batch.lines] == ["c", "d", "e", "f"]
+    assert cap.buffered() == 4 and value(metrics, "flowtune_capture_dropped_total", reason="storage") == 2
+    add(cap, served(), ["g", "h"])  # 4 + 2 fit the buffer ...
+    add(cap, served(), ["i"])  # ... this does not
     assert value(metrics, "flowtune_capture_dropped_total", reason="buffer_full") == 1
-    cap.flush()  # both fail again; they fit (4) and are kept
-    assert cap.buffered() == 4
-    add(cap, served(), ["f", "g"])  # no room: dropped as buffer_full, the retries are not pushed out
+    store.failure = REFUSED  # refused keys or a missing bucket: no retry at all
     cap.flush()
-    assert cap.buffered() == 4 and value(metrics, "flowtune_capture_dropped_total", reason="storage") == 0
-
-    cap, store, metrics = capture(max_buffer_items=4, flush_items=4)
-    store.failure = DOWN
-    add(cap, served(), ["a", "b", "c"])
-    cap.flush()
-    assert cap.buffered() == 3  # kept
-    store.failure = REFUSED  # refused keys or a missing bucket: no retry
-    cap.flush()
-    assert cap.buffered() == 0 and value(metrics, "flowtune_capture_dropped_total", reason="storage") == 3
+    assert cap.buffered() == 0 and value(metrics, "flowtune_capture_dropped_total", reason="storage") == 2 + 6
 
 
 def test_retries_give_way_when_new_items_fill_the_buffer_during_the_failed_flush():
-    cap, store, metrics = capture(max_buffer_items=4, flush_items=4)
-    add(cap, served(), ["a", "b", "c"])
+    cap, store, metrics = capture(max_buffer_items=6, flush_items=2)
+    add(cap, served(), ["a", "b", "c"])  # written as [a, b] and [c]
+    arrived = []
 
     def down_while_traffic_arrives(key, body):
-        add(cap, served(), ["d", "e"])  # requests answered while the write hangs
+        if not arrived:
+            arrived.append(1)
+            add(cap, served(), ["d", "e"])  # answered while the write hangs
         raise DOWN
 
     store.put = down_while_traffic_arrives
     cap.flush()
-    assert [e.items for e in cap.queue] == [["d", "e"]] and cap.retry == []  # 2 + 3 > 4: the failed batch goes
-    assert value(metrics, "flowtune_capture_dropped_total", reason="storage") == 3
+    assert [e.items for e in cap.queue] == [["d", "e"]]
+    assert [[json.loads(line)["input"] for line in batch.lines] for batch in cap.retry] == [["c"]]  # 2 + 1 <= 4
+    assert value(metrics, "flowtune_capture_dropped_total", reason="storage") == 2  # [a, b]: 2 + 1 + 2 > 4
 
 
 def test_a_final_flush_keeps_nothing_for_later():
