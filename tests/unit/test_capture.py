@@ -50,7 +50,7 @@ class FakeStore:
 
 
 class Tagger:
-    kind = "tagger"
+    kind, answer_kind = "ner", "tagger"  # tasks/kinds' predictors; serve's older ones say kind "tagger"
 
     def __init__(self, with_describe: bool = True):
         self.described: list[int] = []
@@ -72,7 +72,7 @@ class Tagger:
 
 
 class Classifier(Tagger):
-    kind = "classifier"
+    kind, answer_kind = "textclass", "classifier"
 
     def predict(self, items, ids):
         return [{"id": i, "text": item, "label": "positive", "probabilities": {"positive": 0.7, "negative": 0.3}}
