@@ -28,6 +28,9 @@ With --capture: what `flowtune serve --capture` costs. A private SeaweedFS is st
 default batching: capture off, then on (`serve.capture` with sample 1.0 and batches of `--flush-items` items, so
 that batches are described, compressed and PUT while the clients wait). Prints requests/s and p95 of each, the
 throughput ratio (goal >= 0.95x) and the p95 change (goal <= +5%), and the items the capture wrote and dropped.
+Then, in this process (CPU time, which a busy shared machine disturbs far less than wall time): what the
+capture costs per item on the request path (`add`) and in its writer thread (`describe`, JSON, gzip; the PUT
+excluded), against the forward pass per item at batches of 32.
 """
 
 from __future__ import annotations
@@ -317,6 +320,42 @@ def capture_overhead(model: Path, texts: list[str], clients: int, requests: int,
                       f"{written:.0f} | {dropped:.0f} |", flush=True)
 
 
+def capture_cost(model: Path, texts: list[str], items: int = 640) -> None:
+    """CPU per item: the model's forward pass (batches of 32) vs the capture's request path and writer thread."""
+    from flows.serving.app import Metrics, Served
+    from flows.serving.capture import Capture, CaptureConfig
+    from flows.serving.predictors import load_predictor
+
+    class NoStore:
+        def put(self, key: str, body: bytes) -> None:
+            self.bytes = getattr(self, "bytes", 0) + len(body)
+
+    predictor = load_predictor(model, 32)
+    sample = [texts[i % len(texts)] for i in range(items)]
+    predictor.predict(sample[:32], [str(i) for i in range(32)])  # warm-up
+    if hasattr(predictor, "describe"):
+        predictor.describe(sample[:1], predictor.predict(sample[:1], ["0"]))  # its tokenizer loads once
+    started = time.process_time()
+    answers = [a for i in range(0, items, 32)
+               for a in predictor.predict(sample[i:i + 32], [str(j) for j in range(i, min(i + 32, items))])]
+    model_s = time.process_time() - started
+    store = NoStore()
+    capture = Capture(CaptureConfig("bench", flush_items=100, max_buffer_items=items), store, Metrics())
+    served = Served("bench", 1, predictor, None)
+    started = time.perf_counter()
+    for i, (text, answer) in enumerate(zip(sample, answers, strict=True)):
+        capture.add(served, f"r{i}", 1.0, [text], [answer])
+    add_s = time.perf_counter() - started
+    started = time.process_time()
+    capture.flush()
+    writer_s = time.process_time() - started
+    per = 1e6 / items
+    print(f"\nCPU per item ({items} items, in this process{'' if hasattr(predictor, 'describe') else ', no describe'}):"
+          f" forward pass {model_s * per:.0f} us; capture on the request path (add, wall) {add_s * per:.1f} us; "
+          f"writer thread {writer_s * per:.0f} us ({100 * writer_s / model_s:.1f}% of the forward pass); "
+          f"{store.bytes / items:.0f} gzip bytes per item")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
@@ -326,7 +365,8 @@ def main() -> None:
     parser.add_argument("--fairness", action="store_true", help="small requests' p95 beside a client of large ones")
     parser.add_argument("--hog-words", type=int, default=64, help="--fairness: words per text of the large requests")
     parser.add_argument("--capture", action="store_true", help="capture off vs on (a private SeaweedFS)")
-    parser.add_argument("--rounds", type=int, default=1, help="--capture: pairs of servers (off, on)")
+    parser.add_argument("--rounds", type=int, default=1, help="--capture: pairs of servers (off, on); 0: only the "
+                                                              "CPU cost per item")
     parser.add_argument("--flush-items", type=int, default=100, help="--capture: items per written batch")
     args = parser.parse_args()
     texts = sentences()
@@ -336,7 +376,9 @@ def main() -> None:
             fairness(model, texts, args.requests, args.hog_words)
             return
         if args.capture:
-            capture_overhead(model, texts, args.clients, args.requests, args.rounds, args.flush_items, Path(tmp))
+            if args.rounds:
+                capture_overhead(model, texts, args.clients, args.requests, args.rounds, args.flush_items, Path(tmp))
+            capture_cost(model, texts)
             return
         if args.variants:
             compare_variants(model, texts, args.clients, args.requests, Path(tmp))
