@@ -157,14 +157,13 @@ class Capture:
         self.wake.set()
         if self.thread.is_alive():
             self.thread.join(timeout_s)
-        with self.lock:
-            if self.thread.is_alive():  # a write hangs: give up on everything still held
-                self.abandoned = True
-                left = self.queued + self.retry_items + self.writing
-                self._count_lost(left, "still held when the shutdown's time ran out")
-                self.queue.clear()
-                self.retry.clear()
-                self.queued = self.retry_items = 0
+        with self.lock:  # what is still held now will never be written: count it
+            self.abandoned = self.thread.is_alive()  # a write hangs: its batch is lost too
+            left = self.queued + self.retry_items + (self.writing if self.abandoned else 0)
+            self._count_lost(left, "still held when the shutdown's time ran out")
+            self.queue.clear()
+            self.retry.clear()
+            self.queued = self.retry_items = 0
 
     def _run(self) -> None:
         self._check_bucket()

@@ -254,6 +254,16 @@ def test_close_writes_what_is_left_and_a_hung_store_is_given_up_within_the_time(
     assert value(metrics, "flowtune_capture_dropped_total", reason="storage") == 3
 
 
+def test_what_close_has_no_time_left_to_write_is_counted_as_dropped():
+    cap, store, metrics = capture()
+    store.failure = DOWN
+    add(cap, served(), ["a", "b"])
+    cap.flush()  # kept for a retry
+    cap.start()
+    cap.close(0)
+    assert cap.buffered() == 0 and value(metrics, "flowtune_capture_dropped_total", reason="storage") == 2
+
+
 # ------------------------------------------------------------------------------------------ storage failures
 
 DOWN = EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
