@@ -452,6 +452,30 @@ class TimeoutsParams(Section):
         return None if None in limits else sum(limits)
 
 
+class CaptureParams(Section):
+    """What `flowtune serve --capture` records of the traffic it answers (flows/serving/capture.py): changes no
+    result of the pipeline; the data the loop's monitor reads."""
+
+    enabled: bool  # `--capture` / `--no-capture` override it
+    sample: float = Field(ge=0, le=1)  # share of answered items recorded, drawn per item
+    redact: bool  # drop the text and the answer, keep only the statistics (and the predicted labels)
+    max_buffer_items: int = Field(ge=1)  # items held in memory waiting to be written; more are dropped and counted
+    flush_items: int = Field(ge=1)  # a batch is written once this many items wait ...
+    flush_s: float = Field(gt=0)  # ... or once the oldest has waited this long
+    bucket: str | None  # None: FLOWTUNE_CAPTURE_BUCKET (settings, default flowtune-capture)
+
+    @model_validator(mode="after")
+    def _a_flush_fits_the_buffer(self) -> CaptureParams:
+        if self.flush_items > self.max_buffer_items:
+            raise ValueError(f"flush_items ({self.flush_items}) must not exceed max_buffer_items "
+                             f"({self.max_buffer_items}): the buffer would drop items before a batch is full")
+        return self
+
+
+class ServeParams(Section):
+    capture: CaptureParams
+
+
 class SearchRange(Section):
     """A numeric range of a sweep: integers when `low` and `high` both are, floats otherwise."""
 
@@ -585,6 +609,7 @@ class Params(Section):
     gc: GcParams
     sweep: SweepParams
     timeouts: TimeoutsParams
+    serve: ServeParams
 
     @model_validator(mode="after")
     def _transfer_text_tracked(self) -> Params:
