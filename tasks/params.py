@@ -456,13 +456,16 @@ class CaptureParams(Section):
     """What `flowtune serve --capture` records of the traffic it answers (flows/serving/capture.py): changes no
     result of the pipeline; the data the loop's monitor reads."""
 
-    enabled: bool  # `--capture` / `--no-capture` override it
-    sample: float = Field(ge=0, le=1)  # share of answered items recorded, drawn per item
-    redact: bool  # drop the text and the answer, keep only the statistics (and the predicted labels)
-    max_buffer_items: int = Field(ge=1)  # items held in memory waiting to be written; more are dropped and counted
-    flush_items: int = Field(ge=1)  # a batch is written once this many items wait ...
-    flush_s: float = Field(gt=0)  # ... or once the oldest has waited this long
-    bucket: str | None  # None: FLOWTUNE_CAPTURE_BUCKET (settings, default flowtune-capture)
+    enabled: bool = Field(description="record answered traffic; `--capture` / `--no-capture` override it")
+    sample: float = Field(ge=0, le=1, description="share of answered items recorded, drawn per item")
+    redact: bool = Field(description="drop the text and the answer, keep only the statistics (and the predicted "
+                                     "labels)")
+    max_buffer_items: int = Field(ge=1, description="items held in memory waiting to be written; more are dropped "
+                                                    "and counted (flowtune_capture_dropped_total)")
+    flush_items: int = Field(ge=1, description="a batch is written once this many items wait ...")
+    flush_s: float = Field(gt=0, description="... or once the oldest has waited this many seconds")
+    bucket: str | None = Field(description="the capture bucket; null: FLOWTUNE_CAPTURE_BUCKET (settings, default "
+                                           "flowtune-capture)")
 
     @model_validator(mode="after")
     def _a_flush_fits_the_buffer(self) -> CaptureParams:
@@ -473,6 +476,8 @@ class CaptureParams(Section):
 
 
 class ServeParams(Section):
+    """How `flowtune serve` runs when it reads this params file (`--params-file`); its flags override it."""
+
     capture: CaptureParams
 
 
