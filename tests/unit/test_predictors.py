@@ -283,6 +283,8 @@ def test_piece_statistics_count_unknown_and_fragmented_words(tiny_base: Path):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)
-    assert piece_statistics(tokenizer, "supercalifragilisticexpialidocious word") == {
-        "pieces": 12, "unknown_pieces": 0, "fragmented_words": 1}
-    assert piece_statistics(tokenizer, "") == {"pieces": 0, "unknown_pieces": 0, "fragmented_words": 0}
+    assert piece_statistics(tokenizer, ["supercalifragilisticexpialidocious word", "", "a😀b U.S."]) == [
+        {"pieces": 12, "unknown_pieces": 0, "fragmented_words": 1},
+        {"pieces": 0, "unknown_pieces": 0, "fragmented_words": 0},
+        {"pieces": 5, "unknown_pieces": 1, "fragmented_words": 1}]  # a😀b is one [UNK]; U.S. four pieces
+    assert piece_statistics(tokenizer, []) == []
