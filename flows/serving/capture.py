@@ -39,7 +39,6 @@ from flows.storage import is_transient
 
 log = logging.getLogger("flowtune.serve.capture")
 
-KINDS = {"tagger": "ner", "classifier": "textclass"}  # the predictor's kind -> the task kind named in records
 DROP_REASONS = ("buffer_full", "storage")
 
 
@@ -282,7 +281,7 @@ class Capture:
         items = [item for entry in entries for item in entry.items]
         answers = [answer for entry in entries for answer in entry.answers]
         stats = describe(served, items, answers)
-        model, kind = model_name(served), KINDS.get(served.predictor.kind, served.predictor.kind)
+        model, kind = model_name(served), served.predictor.kind
         records, index = [], 0
         for entry in entries:
             ts = datetime.fromtimestamp(entry.at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -307,12 +306,9 @@ def by_model(entries: list[Entry]) -> list[tuple[Any, list[Entry]]]:
 
 
 def describe(served, items: list, answers: list) -> list[dict] | None:
-    """The predictor's per-item statistics; None when it has none or fails (the record is written without)."""
-    method = getattr(served.predictor, "describe", None)
-    if method is None:
-        return None
+    """The predictor's per-item statistics; None when it fails (the records are written without them)."""
     try:
-        stats = method(items, answers)
+        stats = served.predictor.describe(items, answers)
         if len(stats) != len(items):
             raise ValueError(f"describe answered {len(stats)} statistics for {len(items)} items")
         return stats

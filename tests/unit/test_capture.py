@@ -50,20 +50,21 @@ class FakeStore:
 
 
 class Tagger:
-    kind, answer_kind = "ner", "tagger"  # tasks/kinds' predictors; serve's older ones say kind "tagger"
+    kind, answer_kind = "ner", "tagger"  # as tasks/kinds' predictors say
 
-    def __init__(self, with_describe: bool = True):
+    def __init__(self, describe_fails: bool = False):
         self.described: list[int] = []
         self.threads: set[str] = set()
-        if not with_describe:
-            self.describe = None  # getattr(predictor, "describe", None) finds nothing callable
+        self.describe_fails = describe_fails
 
     def predict(self, items, ids):
         sentences = [item.split() if isinstance(item, str) else list(item) for item in items]
         return [{"id": i, "tokens": tokens, "tags": ["O"] * len(tokens)}
                 for i, tokens in zip(ids, sentences, strict=True)]
 
-    def describe(self, items, answers):  # shadowed by None on an instance made `with_describe=False`
+    def describe(self, items, answers):
+        if self.describe_fails:
+            raise RuntimeError("tokenizer gone")
         self.described.append(len(items))
         self.threads.add(threading.current_thread().name)
         return [{"words": len(a["tokens"]), "chars": sum(map(len, a["tokens"])), "pieces": len(a["tokens"]),
@@ -161,9 +162,9 @@ def test_redact_drops_the_text_and_the_answer_but_keeps_the_statistics():
     assert "Alice" not in gzip.decompress(next(iter(store.objects.values()))).decode()
 
 
-def test_without_describe_the_record_has_no_stats():
+def test_when_describe_fails_the_record_is_written_without_stats():
     cap, store, _ = capture()
-    add(cap, served(Tagger(with_describe=False)), ["hi"])
+    add(cap, served(Tagger(describe_fails=True)), ["hi"])
     cap.flush()
     [record] = store.records()
     assert "stats" not in record and record["input"] == "hi"
