@@ -15,7 +15,7 @@ from pathlib import Path
 
 from flows.registry_cli import model_folder, one_line_errors
 
-# Windows for a model saved before flowtune recorded its training `max_length` (tasks/train.py save_best).
+# Windows for a model saved before flowtune recorded its training `max_length` (tasks/saving.py save_best).
 DEFAULT_MAX_LENGTH = 128
 
 
@@ -76,7 +76,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def trained_max_length(model_dir: Path) -> int:
     """The window length the model was trained with (config.json's `flowtune` block), else the old default."""
-    from tasks.fitting import FLOWTUNE_CONFIG_KEY
+    from tasks.saving import FLOWTUNE_CONFIG_KEY
 
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     return int(config.get(FLOWTUNE_CONFIG_KEY, {}).get("max_length", DEFAULT_MAX_LENGTH))

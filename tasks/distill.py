@@ -297,52 +297,57 @@ def read_targets(path: Path, examples: Sequence[engine.Example], token_level: bo
 
 def train_student(params: Params, kind) -> dict:
     """Train and save the student (or write the off marker); returns what `paths.student_metrics` gets."""
-    paths, rules = params.paths, params.compress
-    if rules.student_layers == 0:
+    paths = params.paths
+    if params.compress.student_layers == 0:
         return write_off(params)
-    import torch
-
-    from tasks import checkpoints, engine, fitting
+    from tasks import trainer
 
     data_dir = Path(paths.augmented)
-    files = [data_dir / "train.jsonl", data_dir / "dev.jsonl"]
-    training = kind.training(files[0])
-    settings = student_params(params)
-    processes = engine.Processes()
-    fitting.seed_everything(settings.seed)
-    torch.set_num_threads(fitting.threads_per_process(settings, processes))
-    train_rows, dev_rows = fitting.read_checked(training, *files)
-    teacher, tokenizer = checked_teacher(Path(paths.model), training.labels)
-    teacher_layers = teacher.config.num_hidden_layers
-    student = make_student(teacher.cpu(), rules.student_layers, rules.student_layer_choice)
-    del teacher
-    device = engine.pick_device(processes)
-    engine.configure_device(device)
-    student.to(device)
-    data = student_data(params, kind, training, tokenizer, train_rows, settings)
-    dev_examples = training.encode(tokenizer, dev_rows, settings, with_labels=False).examples
-    steps = fitting.optimizer_steps(len(data.examples), settings, processes)
-    loop = engine.make_loop(student, settings, device, processes, tokenizer.pad_token_id, steps,
-                            distillation_loss(training, rules.distill_alpha, rules.temperature))
-    loop.runner = paired_logits(student, data.targets, data.teacher_only)
+    outputs = trainer.Outputs(Path(paths.student), Path(paths.student_metrics),
+                              checkpoint_dir=Path(paths.student_checkpoints))
+    return trainer.fit(student_recipe(params, kind, kind.training(data_dir / "train.jsonl")), data_dir, outputs)
 
-    def score(trained) -> float | None:
-        return training.dev_score(trained, dev_examples, dev_rows, settings.batch_size * 2, tokenizer.pad_token_id)
 
-    folder = Path(paths.student_checkpoints)
-    identity = run_identity(params, settings, training.labels, [*files, Path(paths.teacher_logits)])
-    progress = engine.fit(loop, data.examples, score, folder, identity, checkpoints.load(folder, identity))
-    fitting.save_best(loop, tokenizer, Path(paths.student), settings.max_length)
-    size = sum(p.numel() for p in student.parameters())
-    best = progress.best_score if dev_rows else None
-    metrics = {"enabled": True, "teacher_layers": teacher_layers,
-               "kept_layers": kept_layers(teacher_layers, rules.student_layers, rules.student_layer_choice),
-               "transfer_rows": data.transfer_rows, "transfer_text_rows": data.transfer_text_rows,
-               **fitting.training_metrics(progress, settings, device, size, len(train_rows), processes, best),
-               }
-    write_json(Path(paths.student_metrics), metrics)
-    checkpoints.clear(folder)
-    return metrics
+def student_recipe(params: Params, kind, training: TrainingKind[Any]):
+    """The training skeleton's hooks for the student (tasks/trainer.py): the model is the candidate cut to
+    `compress.student_layers`, the data its train rows and their transfer set with the teacher's logits, the
+    loss `distillation_loss`, the runner `paired_logits`; one process, and checkpoints of this distillation."""
+    from tasks import trainer
+
+    rules = params.compress
+
+    # Defined here, not at module level: importing the trainer imports torch, which the off switch avoids.
+    class StudentRecipe(trainer.Recipe):
+        distributed = False  # the student trains in one process (student_params)
+        teacher_layers = 0  # set when the model is built
+
+        def model(self):
+            teacher, tokenizer = checked_teacher(Path(params.paths.model), training.labels)
+            self.teacher_layers = teacher.config.num_hidden_layers
+            return make_student(teacher.cpu(), rules.student_layers, rules.student_layer_choice), tokenizer
+
+        def data(self, tokenizer, rows):
+            return student_data(params, kind, training, tokenizer, rows, self.settings)
+
+        def loss(self):
+            return distillation_loss(training, rules.distill_alpha, rules.temperature)
+
+        def runner(self, model, data):
+            return paired_logits(model, data.targets, data.teacher_only)
+
+        def seed_dropout(self, processes):
+            """Not reseeded: the student's dropout follows the RNG as cutting the student left it, as it
+            always has, so a distillation gives the same student as before the shared skeleton (DECISIONS)."""
+
+        def identity(self, files, processes):
+            return run_identity(params, self.settings, training.labels, [*files, Path(params.paths.teacher_logits)])
+
+        def metrics(self, base, score, data):
+            kept = kept_layers(self.teacher_layers, rules.student_layers, rules.student_layer_choice)
+            return {"enabled": True, "teacher_layers": self.teacher_layers, "kept_layers": kept,
+                    "transfer_rows": data.transfer_rows, "transfer_text_rows": data.transfer_text_rows, **base}
+
+    return StudentRecipe(training, student_params(params))
 
 
 @dataclass(frozen=True)

@@ -347,11 +347,13 @@ def linear_warmup_then_decay(optimizer, warmup_steps: int, total_steps: int) -> 
 
 
 def make_loop(model, params, device: torch.device, processes: Processes, pad_id: int, total_steps: int,
-              loss: Loss) -> Loop:
+              loss: Loss, runner: torch.nn.Module | None = None) -> Loop:
+    """The loop's parts. `runner`: what the training forward goes through instead of `model` (distillation
+    puts the teacher's logits beside the student's); DDP and compilation wrap it as they would the model."""
     precision = choose_precision(params.precision, device)
     optimizer = build_optimizer(model, params.learning_rate, params.weight_decay, params.layer_lr_decay)
     scheduler = linear_warmup_then_decay(optimizer, int(params.warmup_ratio * total_steps), total_steps)
-    runner = model
+    runner = model if runner is None else runner
     if processes.world > 1:
         ids = [device.index] if device.type == "cuda" else None
         runner = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)

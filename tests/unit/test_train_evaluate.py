@@ -10,7 +10,7 @@ import pytest
 from transformers import AutoModelForTokenClassification
 
 from flows.predict_cli import DEFAULT_MAX_LENGTH, trained_max_length
-from tasks import evaluate, fitting
+from tasks import evaluate, saving
 from tasks.io import write_jsonl
 from tasks.kinds.ner.records import NerRecord
 from tasks.metrics import EvalReport
@@ -163,10 +163,10 @@ def test_failed_save_keeps_the_previous_model_and_no_partial_dir(tmp_path: Path)
     model_dir.mkdir()
     (model_dir / "old.json").write_text("{}")
     with pytest.raises(OSError, match="disk full"):
-        fitting.save_model(_Saves(fail=False), _Saves(fail=True), model_dir)
+        saving.save_model(_Saves(fail=False), _Saves(fail=True), model_dir)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert [p.name for p in model_dir.iterdir()] == ["old.json"]
-    fitting.save_model(_Saves(fail=False), _Saves(fail=False), model_dir)
+    saving.save_model(_Saves(fail=False), _Saves(fail=False), model_dir)
     assert [p.name for p in model_dir.iterdir()] == ["new.json"]
 
 
