@@ -241,17 +241,19 @@ def predict_logits(model: torch.nn.Module, examples: Sequence[engine.Example], b
     import torch
 
     from tasks import engine
+    from tasks.progress import Progress
 
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))  # little padding
     result: list[torch.Tensor] = [torch.empty(0)] * len(examples)
     device = engine.model_device(model)
-    with torch.inference_mode():
+    with torch.inference_mode(), Progress("distill: teacher logits, windows", len(order), "windows") as progress:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             batch = engine.to_device(engine.collate([examples[i] for i in chunk], pad_id), device)
             logits = model(**batch).logits.float().cpu()
             for row, index in enumerate(chunk):
                 result[index] = logits[row, : len(examples[index].input_ids)] if logits.dim() == 3 else logits[row]
+            progress.advance(len(chunk))
     return result
 
 

@@ -1,0 +1,136 @@
+"""tasks/progress.py: the progress lines every long stage writes (a fake clock, lines collected in a list)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.progress import Progress, duration, rate_text, track
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def reporter(clock: Clock, lines: list[str], total: int | None = 100, **options) -> Progress:
+    return Progress("augment: back-translation, texts", total, "texts", clock=clock, write=lines.append, **options)
+
+
+def test_a_first_line_at_the_start_then_at_most_one_every_ten_seconds(clock: Clock) -> None:
+    lines: list[str] = []
+    progress = reporter(clock, lines)
+    assert lines == ["augment: back-translation, texts 0/100 started"]
+    for _ in range(40):  # one item every 0.5 s: 20 s in all
+        clock.now += 0.5
+        progress.advance()
+    assert len(lines) == 3  # the start, then after 10 s and after 20 s, not one per item
+    assert lines[1] == "augment: back-translation, texts 20/100 (20.0%), 2 texts/s, ETA 40s"
+    assert lines[2] == "augment: back-translation, texts 40/100 (40.0%), 2 texts/s, ETA 30s"
+
+
+def test_the_last_line_says_how_many_how_long_and_how_fast_once(clock: Clock) -> None:
+    lines: list[str] = []
+    with reporter(clock, lines) as progress:
+        clock.now += 125
+        progress.update(100)
+    progress.finish()  # a second finish writes nothing
+    assert lines[-1] == "augment: back-translation, texts 100/100 done in 2m 05s, 0.8 texts/s"
+    assert len(lines) == 3
+
+
+def test_the_eta_follows_the_rate_so_far(clock: Clock) -> None:
+    lines: list[str] = []
+    progress = reporter(clock, lines, total=12_414)
+    clock.now += 300
+    progress.update(1_200)
+    assert lines[-1] == "augment: back-translation, texts 1,200/12,414 (9.7%), 4 texts/s, ETA 46m 44s"
+
+
+def test_an_unknown_total_reports_count_and_rate_without_eta(clock: Clock) -> None:
+    lines: list[str] = []
+    progress = reporter(clock, lines, total=None)
+    clock.now += 10
+    progress.update(50_000)
+    progress.finish()
+    assert lines == ["augment: back-translation, texts 0 started",
+                     "augment: back-translation, texts 50,000, 5,000 texts/s",
+                     "augment: back-translation, texts 50,000 done in 10s, 5,000 texts/s"]
+
+
+def test_no_rate_before_anything_is_done_and_a_lazy_note_only_when_written(clock: Clock) -> None:
+    lines: list[str] = []
+    calls: list[int] = []
+
+    def loss() -> str:
+        calls.append(1)
+        return "loss 0.5000"
+
+    progress = reporter(clock, lines)
+    clock.now += 11
+    progress.update(0, loss)
+    assert lines[-1] == "augment: back-translation, texts 0/100 (0.0%), loss 0.5000"
+    progress.advance(1, loss)  # no line due: the note is not computed
+    assert calls == [1]
+    progress.advance(1, loss, force=True)
+    assert len(calls) == 2 and lines[-1].endswith(", loss 0.5000")
+
+
+def test_a_resumed_run_counts_its_rate_from_where_it_resumed(clock: Clock) -> None:
+    lines: list[str] = []
+    progress = reporter(clock, lines, done=50)
+    assert lines == ["augment: back-translation, texts 50/100 started"]
+    clock.now += 10
+    progress.advance(10)
+    assert lines[-1] == "augment: back-translation, texts 60/100 (60.0%), 1 texts/s, ETA 40s"
+
+
+def test_disabled_writes_nothing_and_an_error_ends_without_a_done_line(clock: Clock) -> None:
+    lines: list[str] = []
+    progress = reporter(clock, lines, enabled=False)
+    clock.now += 60
+    progress.advance(10, force=True)
+    progress.finish()
+    assert lines == []
+    with pytest.raises(RuntimeError), reporter(clock, lines):
+        raise RuntimeError("boom")
+    assert lines == ["augment: back-translation, texts 0/100 started"]
+
+
+def test_track_counts_each_item_as_done(clock: Clock) -> None:
+    lines: list[str] = []
+    seen = []
+    for item in track(["a", "b", "c"], "validate: tables", unit="tables", clock=clock, write=lines.append):
+        clock.now += 6
+        seen.append(item)
+    assert seen == ["a", "b", "c"]
+    # the line after 12 s counts the two tables done before the third started
+    assert lines == ["validate: tables 0/3 started", "validate: tables 2/3 (66.7%), 0.167 tables/s, ETA 6s",
+                     "validate: tables 3/3 done in 18s, 0.167 tables/s"]
+
+
+def test_lines_never_hold_a_carriage_return(clock: Clock) -> None:
+    lines: list[str] = []
+    with reporter(clock, lines) as progress:
+        for _ in range(100):
+            clock.now += 1
+            progress.advance()
+    assert lines and not any("\r" in line or "\n" in line for line in lines)
+
+
+@pytest.mark.parametrize(("rate", "shown"), [(0.1666, "0.167"), (4.049, "4.05"), (99.5, "99.5"), (12345.6, "12,346")])
+def test_rates_have_three_digits_and_no_exponent(rate: float, shown: str) -> None:
+    assert rate_text(rate) == shown
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [(0, "0s"), (59.4, "59s"), (60, "1m 00s"), (3599, "59m 59s"),
+                                                (3600, "1h 00m"), (7500, "2h 05m")])
+def test_durations_are_short(seconds: float, shown: str) -> None:
+    assert duration(seconds) == shown
