@@ -134,3 +134,50 @@ def test_rates_have_three_digits_and_no_exponent(rate: float, shown: str) -> Non
                                                 (3600, "1h 00m"), (7500, "2h 05m")])
 def test_durations_are_short(seconds: float, shown: str) -> None:
     assert duration(seconds) == shown
+
+
+CHILD = """
+import pathlib, sys, time
+from tasks.progress import Progress
+gate = pathlib.Path(sys.argv[1])
+progress = Progress("stage: work, items", 3, "items", every_s=0)
+deadline = time.monotonic() + 60
+while not gate.exists() and time.monotonic() < deadline:  # the parent opens the gate on reading the first line
+    time.sleep(0.05)
+progress.advance(3)
+progress.finish()
+print("gate opened" if gate.exists() else "gate never opened")
+"""
+
+
+def test_lines_reach_the_prefect_log_one_by_one_while_the_stage_runs(tmp_path, monkeypatch) -> None:
+    """A stage under `flows.steps.run_logged` (how a flow runs `dvc repro`): each progress line becomes its own
+    log record as soon as it is written, not when the stage ends (stderr flushed, no carriage returns)."""
+    import logging
+    import sys
+
+    from flows import steps
+    from tests.helpers import ROOT
+
+    gate, records = tmp_path / "gate", []
+
+    class Opener(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+            if record.getMessage().endswith("started"):
+                gate.touch()
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    logger = logging.getLogger("flowtune")  # run_logged's logger outside a Prefect run
+    handler = Opener()
+    logger.addHandler(handler)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    try:
+        steps.run_logged([sys.executable, "-c", CHILD, str(gate)], "stage 'work'", timeout_s=120)
+    finally:
+        logger.removeHandler(handler)
+    lines = records[1:]  # after the "$ command" line
+    assert lines[0] == "stage: work, items 0/3 started"
+    assert lines[1].startswith("stage: work, items 3/3 (100.0%), ") and "ETA 0s" in lines[1]
+    assert lines[2].startswith("stage: work, items 3/3 done in ")
+    assert lines[3] == "gate opened"
