@@ -10,9 +10,10 @@ Two DVC stages run this module (docs/DECISIONS.md, 46):
   temperature-softened target resolves).
 - `--step student` (stage `distill`): the student is the candidate with `compress.student_layers` of its
   encoder layers (`compress.student_layer_choice`: evenly spaced with the last, 6 -> 3 keeps 1, 3, 5, as
-  DistilBERT does; or the first ones, 0, 1, 2), embeddings and head copied. It trains on the same engine as
-  the candidate (tasks/engine.py: grouped batches, AdamW, warmup, resumable checkpoints in
-  `paths.student_checkpoints`) with loss `alpha * CE(gold) + (1 - alpha) * T^2 * KL(teacher || student)`;
+  DistilBERT does; or the first ones, 0, 1, 2), embeddings and head copied. It trains through the same
+  skeleton as the candidate (tasks/trainer.py, `student_recipe`'s hooks; tasks/engine.py: grouped batches,
+  AdamW, warmup, resumable checkpoints in `paths.student_checkpoints`) with loss
+  `alpha * CE(gold) + (1 - alpha) * T^2 * KL(teacher || student)`;
   the kind says where the KL is summed (NER: labelled first pieces; classifiers: texts, per-class sigmoid
   KL for label sets). Transfer rows have no gold labels: only the KL term. The best dev epoch is saved as a
   transformers folder in `paths.student`.
