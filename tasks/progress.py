@@ -44,12 +44,13 @@ class Progress:
     this run does). `enabled=False` writes nothing (e.g. on DDP processes other than the main one)."""
 
     def __init__(self, what: str, total: int | None = None, unit: str = "items", *, done: int = 0,
-                 every_s: float = EVERY_S, clock: Clock = time.monotonic,
+                 every_s: float = EVERY_S, clock: Clock | None = None,
                  write: Callable[[str], None] = write_line, enabled: bool = True) -> None:
         self.what, self.total, self.unit = what, total, unit
         self.done = self.initial = done
-        self.every_s, self.clock, self.write, self.enabled = every_s, clock, write, enabled
-        self.started = self.last = clock()
+        # `time.monotonic` looked up now, not at import: a test may put a fake clock there.
+        self.every_s, self.clock, self.write, self.enabled = every_s, clock or time.monotonic, write, enabled
+        self.started = self.last = self.clock()
         self.finished = False
         if enabled:
             self.write(f"{what} {self._count()} started")

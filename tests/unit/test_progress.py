@@ -181,3 +181,31 @@ def test_lines_reach_the_prefect_log_one_by_one_while_the_stage_runs(tmp_path, m
     assert lines[1].startswith("stage: work, items 3/3 (100.0%), ") and "ETA 0s" in lines[1]
     assert lines[2].startswith("stage: work, items 3/3 done in ")
     assert lines[3] == "gate opened"
+
+
+def test_back_translation_reports_the_distinct_texts_as_batches_come_back(monkeypatch, capsys) -> None:
+    """The hours-long part of augment: counted in distinct texts (a repeated one is translated once), a line
+    when ~10 s have passed since the last, and the last line on stderr only (stdout stays the stage's)."""
+    from tasks import progress
+    from tasks.augmenters.backtranslation import BackTranslation
+    from tasks.kinds.ner.records import NerRecord
+
+    clock = Clock()
+    monkeypatch.setattr(progress.time, "monotonic", clock)
+
+    class SlowTranslator:  # each batch "takes" 6 s of the fake clock
+        name = "slow-fake"
+
+        def round_trip(self, texts):
+            clock.now += 6
+            return list(texts)
+
+    rows = [NerRecord(f"r{i}", (f"word{i}", "John"), ("O", "B-per"), {}) for i in range(10)]
+    rows.append(NerRecord("again", ("word0", "John"), ("O", "B-per"), {}))  # a text already there
+    BackTranslation(SlowTranslator(), batch_size=2).augment(rows)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == ["augment: backtranslation, texts 0/10 started",
+                                "augment: backtranslation, texts 4/10 (40.0%), 0.333 texts/s, ETA 18s",
+                                "augment: backtranslation, texts 8/10 (80.0%), 0.333 texts/s, ETA 6s",
+                                "augment: backtranslation, texts 10/10 done in 30s, 0.333 texts/s"]
