@@ -1,5 +1,5 @@
 # The README's quickstart: `make run` (whole pipeline, services included) and `make test`.
-.PHONY: setup run test test-fast services-up services-down lint
+.PHONY: setup run test test-fast services-up services-down lint docs docs-serve gpu-bundle
 
 setup:
 	@bash infra/local/bootstrap.sh
@@ -21,9 +21,24 @@ test-fast: setup
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/lint-imports
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet   # the docs site: no broken link, no page left out of the nav
 
 services-up: setup
 	.venv/bin/flowtune services up
 
 services-down: setup
 	.venv/bin/flowtune services down
+
+# What benchmarks/gpu_suite.sh carries to a lent GPU machine (wheels its image lacks, the encoder in fp16).
+gpu-bundle: setup
+	PY=.venv/bin/python bash benchmarks/gpu/bundle.sh
+
+# The documentation site (mkdocs.yml): pages in docs/, the reference generated from the code at build time
+# (docs/hooks/reference.py). Offline; `docs-serve` rebuilds on save. Port 8010: 8000 is `flowtune serve`'s.
+DOCS_PORT ?= 8010
+docs: setup
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
+	@echo "site built in site/; browse it with \`make docs-serve\` (http://127.0.0.1:$(DOCS_PORT))"
+
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)

@@ -228,7 +228,10 @@ def trainer_arguments(output_dir: str, params, steps: int, device: torch.device)
         # transformers 5 has no warmup_ratio; a float warmup_steps < 1 is a ratio but rounds up, flowtune down.
         warmup_steps=int(params.warmup_ratio * steps), seed=params.seed, report_to="none",
         save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True,
-        use_cpu=device.type == "cpu", dataloader_num_workers=0, bf16=device.type == "cuda",
+        use_cpu=device.type == "cpu", dataloader_num_workers=0,
+        # The mixed precision flowtune's `train.precision` asks for (auto = bf16 on CUDA), so both sides compare.
+        bf16=device.type == "cuda" and params.precision in ("auto", "bf16"),
+        fp16=device.type == "cuda" and params.precision == "fp16",
     )
 
 

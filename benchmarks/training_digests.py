@@ -8,7 +8,7 @@ clearing state is on the path), cuts and distills its 1-layer student (teacher l
 checkpoints), and trains a tiny classifier; prints the sha256 of each saved `model.safetensors` and every
 metric but the timings. Run it before and after a change that should not change results (a refactor of
 tasks/trainer.py, tasks/engine.py, tasks/distill.py): identical output means identical weights, so
-docs/BENCHMARKS.md's training and distillation numbers stand without rerunning them (DECISIONS 58).
+docs/BENCHMARKS.md's training and distillation numbers stand without rerunning them (DECISIONS 63).
 Digests depend on the torch version and the CPU's kernels: compare runs on the same machine.
 """
 

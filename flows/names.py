@@ -22,3 +22,12 @@ GC_FLOW = "flowtune-gc"
 SWEEP_FLOW = "flowtune-sweep"  # flows/sweep.py: the search, run by `flowtune sweep`
 SWEEP_TRIAL_FLOW = "flowtune-sweep-trial"  # one trial, a run of the deployment below on the work pool
 SWEEP_TRIAL_DEPLOYMENT = f"{SWEEP_TRIAL_FLOW}/sweep-trial"
+
+# Events (flows/data_cli.py sends; an automation of `flowtune deploy` starts training on them). Their resource is
+# the registered model the data trains: `flowtune.model.<registry.model_name>`.
+DATA_CHANGED_EVENT = "flowtune.data.changed"  # a batch of labelled data was added to the source folder
+
+
+def model_resource_id(model_name: str) -> str:
+    """The Prefect resource id of a registered model (params registry.model_name) in flowtune's events."""
+    return f"flowtune.model.{model_name}"

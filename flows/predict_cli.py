@@ -192,7 +192,7 @@ def add_predict_parser(sub) -> None:
                       help="output format: conll (NER default; a classifier writes label<TAB>probability<TAB>text) "
                            "or jsonl")
     pred.add_argument("--output", help="write here instead of stdout")
-    pred.add_argument("--batch-size", type=int, default=32)
+    pred.add_argument("--batch-size", type=int, default=32, help="sentences (texts) per forward pass")
     pred.add_argument("--max-length", type=int, help="sub-word pieces per window (default: what the model was "
                       f"trained with, as its config.json records; {DEFAULT_MAX_LENGTH} for older models)")
     pred.add_argument("text", nargs="*", help="whitespace-tokenized sentences, or texts for a classifier "

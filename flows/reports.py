@@ -96,9 +96,19 @@ def publish_sweep_plots(settings: Settings, study: str, run_id: str, pages: dict
 
 def _ingest(params: Params) -> dict:
     report = _load(Path(params.paths.raw) / INGEST_REPORT)
-    rows = [{"split": split, "sentences": n} for split, n in report["splits"].items()]
-    create_table_artifact(key="ingest", table=rows, description=f"Imported {report['source']}")
+    rows, description = ingest_table(report)
+    create_table_artifact(key="ingest", table=rows, description=description)
     return report
+
+
+def ingest_table(report: dict) -> tuple[list[dict], str]:
+    """The ingest artifact: a row per split, then (a folder of batch files) a row per batch with where its
+    rows went; the description names the files that were not read."""
+    rows = [{"split": split, "sentences": n} for split, n in report["splits"].items()]
+    rows += [{"split": f"batch {batch['file']} ({', '.join(f'{s} {n}' for s, n in batch['splits'].items())})",
+              "sentences": batch["rows"]} for batch in report.get("batches", [])]
+    ignored = f"; ignored (not a type the kind reads): {', '.join(report['ignored'])}" if report.get("ignored") else ""
+    return rows, f"Imported {report['source']}{ignored}"
 
 
 CONTRACT_ARTIFACT_KEYS = {"raw": "data-contract", "clean": "data-contract-clean",

@@ -24,7 +24,8 @@ def add_sweep_parser(sub) -> None:
                            description="`flowtune sweep` runs the search (README, Sweeps); `flowtune sweep "
                            "dashboard` opens optuna-dashboard on the study; `flowtune sweep apply` writes the best "
                            "trial's values into the params file and prints the diff.")
-    sweep.add_argument("action", nargs="?", choices=("run", "dashboard", "apply"), default="run")
+    sweep.add_argument("action", nargs="?", choices=("run", "dashboard", "apply"), default="run",
+                       help="run the search (default), open the dashboard, or apply the best trial")
     sweep.add_argument("--params-file", default="params.yaml", help="the params file with the `sweep:` section "
                        "(committed: trials check the commit out)")
     sweep.add_argument("--data-source", help="replace ingest.source for every trial (as the flows' data_source)")

@@ -103,14 +103,17 @@ def jsonl_lines(text: str) -> Iterator[tuple[int, str]]:
 def read_jsonl_objects(path: Path, example: str) -> list[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a user's JSONL file (any encoding `read_lines`
     takes); a line that is not a JSON object is an error naming it. `example` shows the expected shape."""
-    rows = []
+    return list(iter_jsonl_objects(path, example))
+
+
+def iter_jsonl_objects(path: Path, example: str) -> Iterator[tuple[int, dict]]:
+    """`read_jsonl_objects` one object at a time (the import step never holds a whole source)."""
     for line_no, line in nonblank_lines(path):
         row = parse_json_line(path, line_no, line, example)
         if not isinstance(row, dict):
             raise InputFormatError(f"{path}:{line_no}: expected a JSON object such as {example}, "
                                    f"got {type(row).__name__}")
-        rows.append((line_no, row))
-    return rows
+        yield line_no, row
 
 
 def parse_json_line(path: Path, line_no: int, line: str, example: str) -> object:

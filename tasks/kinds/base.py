@@ -10,7 +10,7 @@ evaluation (an `EvalReport` under the kind's names; evaluate). Implementations:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -119,6 +119,17 @@ class TaskKind(Protocol[Row]):
 
     def source_reader(self, params: IngestParams) -> Callable[[Path], list[Row]]:
         """Path -> rows of a user-supplied file (CoNLL/JSONL records, CSV/JSONL texts)."""
+        ...
+
+    def source_rows(self, params: IngestParams) -> Callable[[Path], Iterable[Row]]:
+        """`source_reader` a row at a time, without its check of unique ids (it needs every id; the import
+        step checks them with 8 bytes a row): the import of a large source holds no more than a row."""
+        ...
+
+    @property
+    def source_suffixes(self) -> tuple[str, ...]:
+        """The file name endings of a source folder's batch files this kind reads (`.conll`, `.csv`, ...);
+        the import step ignores (and reports) any other file there."""
         ...
 
     # ------------------------------------------------------------------ every stage: the splits between stages

@@ -107,3 +107,34 @@ def test_the_contract_names_the_bad_row(imported, tmp_path: Path):
         # after cleaning: on raw data a leak only warns, as clean.decontaminate_train removes it
         validate.run(checks, data, tmp_path / "contract.json", checkpoint="clean", kind=the_kind)
     assert json.loads((tmp_path / "contract.json").read_text())["success"] is False
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+def test_a_new_batch_moves_no_imported_row(name: str, tmp_path: Path):
+    """The kind's source as a growing folder (its file as the first batch, or its official splits), then a
+    second batch of new rows in batches/: every row imported before keeps its split."""
+    case = KINDS[name]
+    params, the_kind = load_params(ROOT / case.params_file), kind(case.task)
+    made = case.source(tmp_path / "made")
+    folder = made if made.is_dir() else tmp_path / "growing"
+    if not made.is_dir():
+        folder.mkdir()
+        made.rename(folder / f"first{made.suffix}")
+    source = params.ingest.model_copy(update={"source": str(folder)})
+
+    def splits_by_id() -> dict[str, str]:
+        return {row.id: split for split in ("train", "dev", "test")
+                for row in the_kind.read(tmp_path / "raw" / f"{split}.jsonl")}
+
+    ingest.run(source, tmp_path / "raw", the_kind)
+    before = splits_by_id()
+    # The second batch: the kind's rows in its stored form, JSONL (every kind reads it), under new ids.
+    last = sorted(p for p in folder.iterdir() if p.is_file())[-1]  # first.csv, or train.conll (after dev, test)
+    rows = list(the_kind.source_rows(source)(last))
+    write_jsonl(folder / "batches" / "more.jsonl", [dataclasses.replace(row, id=f"more-{row.id}") for row in rows])
+    report = ingest.run(source, tmp_path / "raw", the_kind)
+    after = splits_by_id()
+    assert report["batches"][-1] == {"file": "batches/more.jsonl", "rows": len(rows),
+                                     "splits": report["batches"][-1]["splits"]}
+    assert len(after) == len(before) + len(rows)
+    assert {row_id: after[row_id] for row_id in before} == before

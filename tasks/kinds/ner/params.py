@@ -44,16 +44,21 @@ HINTS = {
 
 
 class NerTaskParams(TaskParams):
-    kind: Literal["ner"]
+    kind: Literal["ner"] = Field(description="`ner`: token classification")
 
 
 class NerIngestParams(IngestParams):
-    tag_scheme: Literal["iob1", "iob2", "bioes"]  # the source's; tags are converted to IOB2 on import
+    tag_scheme: Literal["iob1", "iob2", "bioes"] = Field(description=(
+        "the source's tag scheme: `iob2` (B- starts every entity), `iob1` (B- only between adjacent entities of one "
+        "type) or `bioes` (also BILOU); converted to IOB2 on import"))
 
 
 class NerValidateParams(ValidateParams):
-    reference_profile: str | None  # None: no entity-distribution check
-    entity_share_ratio: tuple[float, float]
+    reference_profile: str | None = Field(description=(
+        "a committed entity-type profile: each type's share of mentions must stay within entity_share_ratio x its "
+        "share there (a broken import fails); null = not checked"))
+    entity_share_ratio: tuple[float, float] = Field(description=(
+        "[low, high] factors on each entity type's share against reference_profile"))
 
     @field_validator("soft")
     @classmethod
@@ -62,30 +67,40 @@ class NerValidateParams(ValidateParams):
 
 
 class NerCleanParams(CleanParams):
-    bio_repair: Literal["repair", "drop"]  # an I-X that opens an entity: make it B-X, or drop the sentence
+    bio_repair: Literal["repair", "drop"] = Field(description=(
+        "an I-X that does not continue an X entity: `repair` makes it B-X, `drop` drops the sentence"))
 
 
 class NameSwapParams(Section):
-    types: list[str] = Field(min_length=1)  # entity types whose mentions are replaced by other train mentions
-    swap_prob: float = Field(gt=0, le=1)  # chance that each such mention is replaced
-    copies: int = Field(ge=1)  # new sentences wanted per train sentence with such a mention
-    max_attempts: int = Field(ge=1)  # tries per copy to get a new, changed sentence
+    """Name swap (NER): mentions of these types are replaced by other train mentions of the same type, so the model
+    learns a name from its context."""
+
+    types: list[str] = Field(min_length=1, description=(
+        "entity types whose mentions are replaced by other train mentions"))
+    swap_prob: float = Field(gt=0, le=1, description="chance that each such mention is replaced")
+    copies: int = Field(ge=1, description="new sentences wanted per train sentence with such a mention")
+    max_attempts: int = Field(ge=1, description="tries per copy to get a new, changed sentence")
 
 
 class NerAugmentParams(AugmentParams):
-    methods: list[Literal["synonym", "name_swap", "backtranslation"]]
+    methods: list[Literal["synonym", "name_swap", "backtranslation"]] = Field(description=(
+        "the augmenters applied, each to the cleaned train sentences: `synonym`, `name_swap`, `backtranslation`"))
     name_swap: NameSwapParams  # tasks/augmenters/name_swap.py
 
 
 class NerTrainParams(TrainParams):
-    label_all_pieces: bool  # false: a word's label on its first piece only; true: later pieces get I-X
+    label_all_pieces: bool = Field(description=(
+        "false: a word's label on its first sub-word piece only; true: later pieces get I-X"))
 
 
 class ChecklistParams(Section):
-    name_type: str
-    max_cases: int = Field(ge=1)
-    seed: int
-    mft_file: str
+    """Behavioural checks (CheckList style), reported as pass rates and held to gate.min_behaviour."""
+
+    name_type: str = Field(description=(
+        "name invariance: swapping one name of this entity type for another must not change any tag"))
+    max_cases: int = Field(ge=1, description="most name-swap cases tested")
+    seed: int = Field(description="seed of the name-swap cases")
+    mft_file: str = Field(description="minimum-functionality sentences (JSONL), each to be tagged exactly")
 
 
 class NerEvaluateParams(EvaluateParams):

@@ -30,22 +30,22 @@ def read_conll(path: Path) -> list[NerRecord]:
     column. Record ids are `<file name>:<line of the sentence's first token>`. The file is read twice, a
     line at a time (first for its separator), never held whole.
     """
+    return list(iter_conll(path))
+
+
+def iter_conll(path: Path) -> Iterator[NerRecord]:
+    """`read_conll` a sentence at a time."""
     separator = "\t" if any("\t" in line for _, line in read_lines(path)) else None
     first_row: tuple[int, int] | None = None  # (line number, column count) of the first token line
-    records: list[NerRecord] = []
     tokens: list[str] = []
     tags: list[str] = []
     start_line = 0
-
-    def flush() -> None:
-        if tokens:
-            records.append(NerRecord(f"{path.name}:{start_line}", tuple(tokens), tuple(tags)))
-        tokens.clear()
-        tags.clear()
-
-    for line_no, line in read_lines(path):
+    for line_no, line in _with_final_blank(read_lines(path)):
         if not line.strip() or line.startswith("-DOCSTART-"):
-            flush()
+            if tokens:
+                yield NerRecord(f"{path.name}:{start_line}", tuple(tokens), tuple(tags))
+            tokens.clear()
+            tags.clear()
             continue
         columns = _conll_columns(path, line_no, line, separator)
         first_row = first_row or (line_no, len(columns))
@@ -57,8 +57,6 @@ def read_conll(path: Path) -> list[NerRecord]:
             start_line = line_no
         tokens.append(columns[0])
         tags.append(sys.intern(columns[-1]))  # a handful of distinct tags: one string each, not one per token
-    flush()
-    return records
 
 
 def _conll_columns(path: Path, line_no: int, line: str, separator: str | None) -> list[str]:
@@ -73,11 +71,13 @@ def _conll_columns(path: Path, line_no: int, line: str, separator: str | None) -
 
 def read_jsonl(path: Path) -> list[NerRecord]:
     """Read JSONL rows `{"tokens": [...], "tags": [...]}` with an optional `id` and `meta`."""
-    records = []
+    return list(iter_jsonl(path))
+
+
+def iter_jsonl(path: Path) -> Iterator[NerRecord]:
     for line_no, line in nonblank_lines(path):
         row = parse_json_line(path, line_no, line, '{"tokens": [...], "tags": [...]}')
-        records.append(_record_from_row(row, f"{path}:{line_no}", default_id=f"{path.name}:{line_no}"))
-    return records
+        yield _record_from_row(row, f"{path}:{line_no}", default_id=f"{path.name}:{line_no}")
 
 
 def _record_from_row(row: object, where: str, default_id: str) -> NerRecord:
@@ -110,17 +110,26 @@ def read_records(path: Path, fmt: str = "auto", tag_scheme: str = "iob2") -> lis
     `tag_scheme` is the file's scheme (iob1, iob2 or bioes); tags are converted to IOB2, the one
     scheme every later step uses. Record ids must be unique: errors and reports point by id.
     """
+    records = list(iter_records(path, fmt, tag_scheme))
+    _check_unique_ids(Path(path), records)
+    return records
+
+
+def iter_records(path: Path, fmt: str = "auto", tag_scheme: str = "iob2") -> Iterator[NerRecord]:
+    """`read_records` a record at a time, without its check of unique ids (which needs them all: the
+    import step checks them its own way, tasks/ingest.py)."""
     path = Path(path)
     if not path.is_file():
         raise InputFormatError(f"{path}: input file not found")
     if fmt == "auto":
         fmt = "jsonl" if path.suffix.lower() in {".jsonl", ".json"} else "conll"
-    records = read_jsonl(path) if fmt == "jsonl" else read_conll(path)
-    if not records:
+    empty = True
+    for record in iter_jsonl(path) if fmt == "jsonl" else iter_conll(path):
+        empty = False
+        yield _to_iob2(record, tag_scheme)
+    if empty:
         raise InputFormatError(f"{path}: no sentences found (expected {fmt} records; the file is empty or holds "
                                "only blank and -DOCSTART- lines)")
-    _check_unique_ids(path, records)
-    return [_to_iob2(r, tag_scheme) for r in records]
 
 
 def read_untagged(path: Path, fmt: str = "auto") -> list[NerRecord]:

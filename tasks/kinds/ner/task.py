@@ -7,7 +7,7 @@ method that uses them, so that importing the kind stays cheap for the stages tha
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -20,7 +20,7 @@ from tasks.kinds.ner.params import (
     NerParams,
     NerValidateParams,
 )
-from tasks.kinds.ner.records import NerRecord, load_jsonl, read_records, read_untagged
+from tasks.kinds.ner.records import NerRecord, iter_records, load_jsonl, read_records, read_untagged
 from tasks.metrics import EvalReport
 from tasks.params import TOKEN_CLASSIFICATION, hint_for
 from tasks.sentence import Sentence
@@ -33,6 +33,8 @@ class Ner:
 
     entity_types: list[str]
     task: ClassVar[str] = TOKEN_CLASSIFICATION
+    # A source folder's batch files; `.txt` is not one (notes and READMEs live beside data as .txt).
+    source_suffixes: ClassVar[tuple[str, ...]] = (".conll", ".jsonl")
 
     def check_source(self, params: NerIngestParams) -> None:
         """Any CoNLL/JSONL source, and the builtin WNUT-16 set, hold NER data."""
@@ -40,6 +42,9 @@ class Ner:
     def source_reader(self, params: NerIngestParams) -> Callable[[Path], list[NerRecord]]:
         """CoNLL or JSONL records (`ingest.format`), tags converted to IOB2 from `ingest.tag_scheme`."""
         return lambda path: read_records(path, params.format, params.tag_scheme)
+
+    def source_rows(self, params: NerIngestParams) -> Callable[[Path], Iterator[NerRecord]]:
+        return lambda path: iter_records(path, params.format, params.tag_scheme)
 
     def read(self, path: Path) -> list[NerRecord]:
         return load_jsonl(path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,8 +21,8 @@ from tasks.contract import named
 from tasks.io import (
     InputFormatError,
     excerpt,
+    iter_jsonl_objects,
     nonblank_lines,
-    read_jsonl_objects,
     read_jsonl_rows,
     read_lines,
     write_jsonl,
@@ -108,18 +108,25 @@ def read_text_examples(path: Path, text_column: str = "text", label_column: str 
     UTF-8 with or without a byte-order mark (Excel writes one), or UTF-16 with one; any other bytes are
     an error naming their line (tasks.io.read_lines).
     """
+    return list(iter_text_examples(path, text_column, label_column, separator))
+
+
+def iter_text_examples(path: Path, text_column: str = "text", label_column: str | None = "label",
+                       separator: str | None = None) -> Iterator[TextExample]:
+    """`read_text_examples` an example at a time (the import step never holds a whole source)."""
     path = Path(path)
     if path.suffix.lower() == ".csv":
-        rows = csv_rows(path)
+        rows = iter_csv_rows(path)
     elif path.suffix.lower() == ".jsonl":
-        rows = read_jsonl_objects(path, '{"text": "...", "label": "..."}')
+        rows = iter_jsonl_objects(path, '{"text": "...", "label": "..."}')
     else:
         raise InputFormatError(f"{path}: expected a .csv or .jsonl file")
-    examples = [_example(row, f"{path}:{line_no}", f"{path.stem}:{line_no}", text_column, label_column, separator)
-                for line_no, row in rows]
-    if not examples:
+    empty = True
+    for line_no, row in rows:
+        empty = False
+        yield _example(row, f"{path}:{line_no}", f"{path.stem}:{line_no}", text_column, label_column, separator)
+    if empty:
         raise InputFormatError(f"{path}: no examples")
-    return examples
 
 
 def read_unlabelled(path: Path) -> list[Sentence]:
@@ -142,10 +149,15 @@ def csv_rows(path: Path) -> list[tuple[int, dict]]:
     shift the label), and a quoted field must close (an open quote would otherwise swallow later rows).
     The file is read a line at a time; a field may hold up to MAX_CSV_FIELD characters.
     """
+    return list(iter_csv_rows(path))
+
+
+def iter_csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    """`csv_rows` a row at a time."""
     csv.field_size_limit(MAX_CSV_FIELD)
     reader = csv.reader((line + "\n" for _, line in read_lines(path)), strict=True)
     header: list[str] | None = None
-    rows, start = [], 1
+    start = 1
     try:
         for fields in reader:
             line_no, start = start, reader.line_num + 1
@@ -156,10 +168,9 @@ def csv_rows(path: Path) -> list[tuple[int, dict]]:
             elif len(fields) != len(header):
                 raise InputFormatError(f"{path}:{line_no}: {_field_count_problem(fields, header)}")
             else:
-                rows.append((line_no, dict(zip(header, fields, strict=True))))
+                yield line_no, dict(zip(header, fields, strict=True))
     except csv.Error as exc:
         raise InputFormatError(f"{path}:{start}: {_csv_problem(exc, start, reader.line_num)}") from None
-    return rows
 
 
 # The csv module's default limit (128 KiB) called a long, correctly quoted text an unclosed quote; a text this

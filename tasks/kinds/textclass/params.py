@@ -33,19 +33,22 @@ HINTS = {
 
 
 class TextclassTaskParams(TaskParams):
-    kind: Literal["textclass"]
-    # true: each text has any number of labels (sigmoid + binary cross-entropy); false: exactly one (softmax)
-    multi_label: bool
+    kind: Literal["textclass"] = Field(description="`textclass`: a label (or a label set) per text")
+    multi_label: bool = Field(description=(
+        "true: each text has any number of labels (sigmoid + binary cross-entropy); false: exactly one (softmax)"))
 
 
 class TextclassIngestParams(IngestParams):
-    text_column: str = Field(min_length=1)  # the CSV header / JSONL keys of each example's text and label
-    label_column: str = Field(min_length=1)
-    label_separator: str = Field(min_length=1)  # multi_label: between the labels of a CSV cell
+    text_column: str = Field(min_length=1, description="the CSV header / JSONL key of each example's text")
+    label_column: str = Field(min_length=1, description=(
+        "the CSV header / JSONL key of each example's label (a JSONL list for multi_label)"))
+    label_separator: str = Field(min_length=1, description=(
+        "multi_label: the separator between the labels of a CSV cell"))
 
 
 class TextclassValidateParams(ValidateParams):
-    class_share: tuple[float, float]  # bounds on each class's share of a split's examples
+    class_share: tuple[float, float] = Field(description=(
+        "[low, high] bounds on each class's share of a split's examples"))
 
     @field_validator("soft")
     @classmethod
@@ -54,9 +57,9 @@ class TextclassValidateParams(ValidateParams):
 
 
 class TextclassTrainParams(TrainParams):
-    # balanced: each class's loss weighs n / (classes x its train count) (multi-label: each class's positives
-    # weigh its negatives / positives), so a rare class counts as much as a common one; none: every text alike
-    class_weight: Literal["none", "balanced"]
+    class_weight: Literal["none", "balanced"] = Field(description=(
+        "`balanced`: each class's loss weighs n / (classes x its train count), so a rare class counts as much as a "
+        "common one; `none`: every text alike"))
 
 
 class TextclassParams(Params):

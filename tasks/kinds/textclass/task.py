@@ -8,7 +8,7 @@ that uses them, so that importing the kind stays cheap for the stages that do no
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -36,6 +36,7 @@ class TextClass:
     multi_label: bool
     class_weight: str = "none"  # train.class_weight: none | balanced (weights from the train split's counts)
     task: ClassVar[str] = SEQUENCE_CLASSIFICATION
+    source_suffixes: ClassVar[tuple[str, ...]] = (".csv", ".jsonl")  # a source folder's batch files
 
     def check_source(self, params: TextclassIngestParams) -> None:
         if params.source == BUILTIN_SOURCE:
@@ -48,6 +49,10 @@ class TextClass:
         split at `ingest.label_separator`."""
         separator = params.label_separator if self.multi_label else None
         return lambda path: data.read_examples(path, params.text_column, params.label_column, separator)
+
+    def source_rows(self, params: TextclassIngestParams) -> Callable[[Path], Iterator[TextExample]]:
+        separator = params.label_separator if self.multi_label else None
+        return lambda path: data.iter_text_examples(path, params.text_column, params.label_column, separator)
 
     def read(self, path: Path) -> list[TextExample]:
         return data.load_examples(path)
