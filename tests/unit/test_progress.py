@@ -168,14 +168,11 @@ def test_lines_reach_the_prefect_log_one_by_one_while_the_stage_runs(tmp_path, m
                 gate.touch()
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    logger = logging.getLogger("flowtune")  # run_logged's logger outside a Prefect run
-    handler = Opener()
-    logger.addHandler(handler)
-    monkeypatch.setattr(logger, "level", logging.INFO)
-    try:
-        steps.run_logged([sys.executable, "-c", CHILD, str(gate)], "stage 'work'", timeout_s=120)
-    finally:
-        logger.removeHandler(handler)
+    # A logger of this test's own, in place of the Prefect run's: another test may have reconfigured logging.
+    logger = logging.Logger("progress-test", logging.INFO)
+    logger.addHandler(Opener())
+    monkeypatch.setattr(steps, "run_logger", lambda: logger)
+    steps.run_logged([sys.executable, "-c", CHILD, str(gate)], "stage 'work'", timeout_s=120)
     lines = records[1:]  # after the "$ command" line
     assert lines[0] == "stage: work, items 0/3 started"
     assert lines[1].startswith("stage: work, items 3/3 (100.0%), ") and "ETA 0s" in lines[1]
