@@ -271,7 +271,7 @@ class TrainParams(Section):
     checkpoint_every_steps: int = Field(ge=0, description=(
         "a resumable checkpoint every N optimizer steps and at each epoch end; 0 = at epoch ends only"))
     log_every_steps: int = Field(ge=0, description=(
-        "a progress line (loss, tokens/s) every N steps when not on a terminal; 0 = off"))
+        "also a progress line (loss, tokens/s) every N steps, besides the one about every 10 s; 0 = time only"))
     lora: LoraParams
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # annotations only: importing the protocols would pull torch 
     from tasks.kinds.base import ModelPredictor, TaskKind
     from tasks.params import Params
 
-# Windows for a model saved before flowtune recorded its training `max_length` (tasks/fitting.py save_best).
+# Windows for a model saved before flowtune recorded its training `max_length` (tasks/saving.py save_best).
 DEFAULT_MAX_LENGTH = 128
 # The transformers head of each kind: how a model saved before flowtune recorded its kind is recognized.
 HEADS = {"ForTokenClassification": "ner", "ForSequenceClassification": "textclass"}
