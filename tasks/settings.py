@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     # Human-readable reports (GX Data Docs) per flow run. The local SeaweedFS serves this bucket to
     # anonymous readers so the links in the Prefect UI open in a browser; it holds no credentials.
     reports_bucket: str = "flowtune-reports"
+    # Captured serving traffic (`flowtune serve --capture`), read by the drift monitor; never public.
+    capture_bucket: str = "flowtune-capture"
 
     # The augment stage: shards > 1 runs them in parallel on Dask (a local cluster, or this scheduler).
     # Where it runs, not what it computes: the output is the same for any number of shards.

@@ -1,0 +1,68 @@
+"""The reference profile a version is registered with: what the model's own test split looks like through the
+measures of the drift monitor (tasks/drift.py), so that the monitor compares traffic with the version that
+answered it, and a swap of the champion changes the reference too.
+
+It is computed by the same code that describes served traffic: the kind's predictor (`predictor_for`) runs
+the candidate over up to `monitor.reference_items` test items, evenly spaced, and `describe` gives each item's
+stats. It is written into the staged model folder as `reference.json` before the version is published, so it
+is uploaded and verified with the weights and becomes visible with the manifest, never alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tasks.drift import profile_of
+from tasks.params import Params
+
+REFERENCE_FILE = "reference.json"
+logger = logging.getLogger("flowtune.reference")
+
+
+def evenly(rows: Sequence, count: int) -> list:
+    """`count` rows spread over the whole sequence (all of them when there are fewer): a test split sorted by
+    source or date is sampled from end to end, and the same split always gives the same items."""
+    if len(rows) <= count:
+        return list(rows)
+    return [rows[i * len(rows) // count] for i in range(count)]
+
+
+def describe_items(predictor, items: list, batch_size: int) -> list[dict]:
+    """Stats of every item, a batch at a time (ids are the item's position)."""
+    stats: list[dict] = []
+    for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
+        answers = predictor.predict(batch, [str(start + i) for i in range(len(batch))])
+        stats.extend(predictor.describe(batch, answers))
+    return stats
+
+
+def default_predictor_factory() -> Callable | None:
+    """`tasks.kinds.predictor_for`, or None in a flowtune without it (versions then have no reference)."""
+    try:
+        from tasks.kinds import predictor_for  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return predictor_for
+
+
+def reference_profile(params: Params, model_dir: Path, factory: Callable | None = None) -> dict | None:
+    """reference.json's content for the model in `model_dir` over this run's test split; None (and a warning)
+    when this flowtune has no predictor with `describe`."""
+    from tasks.kinds import kind_for
+
+    factory = factory or default_predictor_factory()
+    if factory is None:
+        logger.warning("no tasks.kinds.predictor_for: the version is registered without %s, and the drift monitor "
+                       "will skip its traffic", REFERENCE_FILE)
+        return None
+    kind = kind_for(params)
+    rows = evenly(kind.read(Path(params.paths.augmented) / "test.jsonl"), params.monitor.reference_items)
+    items = [list(kind.as_sentence(row).tokens) for row in rows]
+    predictor = factory(Path(model_dir), params.evaluate.batch_size, None)
+    stats = describe_items(predictor, items, params.evaluate.batch_size)
+    if len(stats) != len(items):
+        raise ValueError(f"the predictor described {len(stats)} of {len(items)} test items")
+    return profile_of(stats).to_json()
