@@ -6,7 +6,7 @@ streams each one line by line into per-version histograms (memory does not grow 
 compares every (model, version) with the `reference.json` stored in that registered version
 (flows/reference.py): one PSI per measure against its threshold (`monitor:` in params.yaml).
 
-It reports, it never fails on what it finds: a table artifact per version, a JSON report and one PNG per version
+It reports, it never fails on what it finds: a table artifact per version, a JSON report and one SVG plot per version
 in the reports bucket (`monitor/<run>/`), and, when a measure crossed its threshold, a `flowtune.drift.detected`
 event naming the model (resource `flowtune.model.<name>`) with the measures that crossed. `flowtune deploy`
 makes that event (or `flowtune.data.changed`) start the training deployment (prefect.yaml), and `flowtune notify`
@@ -17,7 +17,7 @@ and counted by file; a window without traffic, or with fewer than `min_items` it
 from __future__ import annotations
 
 import contextlib
-import io
+import html
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -253,50 +253,67 @@ def text_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_png(result: VersionResult, params: MonitorParams) -> bytes:
-    """Reference and window shares of every bucket, one panel per measure, drifted panels titled in red."""
-    import matplotlib
+PANEL_W, PANEL_H, COLUMNS = 300, 180, 4
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
 
+def bucket_order(bucket: str) -> tuple:
+    """Numeric bins in their order, then yes/no and categories by name."""
+    return (not bucket.isdigit(), int(bucket) if bucket.isdigit() else 0, bucket)
+
+
+def panel_svg(x0: int, y0: int, title: str, drifted: bool, ref: dict[str, int], win: dict[str, int]) -> list[str]:
+    """One measure: the reference's share (grey) and the window's (blue) of each bucket, side by side."""
+    buckets = sorted(set(ref) | set(win), key=bucket_order)[:14]
+    r_total, w_total = sum(ref.values()) or 1, sum(win.values()) or 1
+    plot_h, step = PANEL_H - 60, (PANEL_W - 20) / max(1, len(buckets))
+    out = [f'<text x="{x0 + 10}" y="{y0 + 16}" font-size="13" fill="{"#c00" if drifted else "#000"}">'
+           f"{html.escape(title)}</text>",
+           f'<line x1="{x0 + 10}" y1="{y0 + 20 + plot_h}" x2="{x0 + PANEL_W - 10}" y2="{y0 + 20 + plot_h}" '
+           'stroke="#888"/>']
+    for n, bucket in enumerate(buckets):
+        left = x0 + 10 + n * step
+        for offset, share, colour in ((0.1, ref.get(bucket, 0) / r_total, "#999"),
+                                      (0.5, win.get(bucket, 0) / w_total, "#36c")):
+            height = share * plot_h
+            out.append(f'<rect x="{left + offset * step:.1f}" y="{y0 + 20 + plot_h - height:.1f}" '
+                       f'width="{0.4 * step:.1f}" height="{height:.1f}" fill="{colour}"/>')
+        out.append(f'<text x="{left + step / 2:.1f}" y="{y0 + 34 + plot_h}" font-size="9" text-anchor="middle">'
+                   f"{html.escape(bucket[:8])}</text>")
+    return out
+
+
+def plot_svg(result: VersionResult, params: MonitorParams) -> bytes:
+    """Every measure's buckets, reference against window, one panel each, drifted panels titled in red: an
+    SVG drawn here (a few kB, opens in any browser; docs/DECISIONS.md: no plotting library in the lock)."""
     rows = {r.measure: r for r in result.rows}
-    fig = Figure(figsize=(16, 9))
-    axes = fig.subplots(3, 4).flatten()
-    for ax, measure in zip(axes, LABELS, strict=False):
-        ref = result.reference.distribution(measure, params.low_confidence)
-        win = result.window.distribution(measure, params.low_confidence)
-        buckets = sorted(set(ref) | set(win), key=lambda b: (not b.isdigit(), int(b) if b.isdigit() else 0, b))[:12]
-        r_total, w_total = sum(ref.values()) or 1, sum(win.values()) or 1
-        xs = range(len(buckets))
-        ax.bar([x - 0.2 for x in xs], [ref.get(b, 0) / r_total for b in buckets], 0.4, label="reference")
-        ax.bar([x + 0.2 for x in xs], [win.get(b, 0) / w_total for b in buckets], 0.4, label="window")
-        ax.set_xticks(list(xs), buckets, fontsize=6, rotation=45)
+    measures = list(LABELS)
+    height = 40 + PANEL_H * -(-len(measures) // COLUMNS)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{PANEL_W * COLUMNS}" height="{height}" '
+             'font-family="sans-serif">', '<rect width="100%" height="100%" fill="#fff"/>',
+             f'<text x="10" y="24" font-size="16">{html.escape(result.model)} v{result.version}: {result.items} '
+             f"items (blue) against {result.reference_items} reference items (grey)</text>"]
+    for n, measure in enumerate(measures):
         row = rows.get(measure)
-        stat = "" if row is None or row.statistic is None else f" PSI {row.statistic:.3f}"
-        ax.set_title(f"{measure}{stat}", fontsize=9, color="red" if row is not None and row.drifted else "black")
-    axes[0].legend(fontsize=7)
-    for ax in axes[len(LABELS):]:
-        ax.set_visible(False)
-    fig.suptitle(f"{result.model} v{result.version}: {result.items} items vs {result.reference_items} reference items")
-    fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=80)
-    return out.getvalue()
+        stat = "" if row is None or row.statistic is None else f"  PSI {row.statistic:.3f}"
+        parts += panel_svg((n % COLUMNS) * PANEL_W, 40 + (n // COLUMNS) * PANEL_H, f"{measure}{stat}",
+                           row is not None and row.drifted,
+                           result.reference.distribution(measure, params.low_confidence),
+                           result.window.distribution(measure, params.low_confidence))
+    return ("\n".join([*parts, "</svg>"]) + "\n").encode()
 
 
 def publish_report(settings: Settings, run_id: str, report: dict, results: list[VersionResult],
                    params: MonitorParams, client=None) -> dict[str, str]:
-    """The JSON report and one PNG per compared version in the reports bucket; their URLs by name."""
+    """The JSON report and one SVG plot per compared version in the reports bucket; their URLs by name."""
     client = client or s3_client(settings)
     base = f"{settings.endpoint_url.rstrip('/')}/{settings.reports_bucket}"
     urls = {}
     for result in results:
         if result.reference is None:
             continue
-        key = f"{REPORTS_PREFIX}{run_id}/{result.model}-v{result.version}.png"
-        client.put_object(Bucket=settings.reports_bucket, Key=key, Body=plot_png(result, params),
-                          ContentType="image/png")
+        key = f"{REPORTS_PREFIX}{run_id}/{result.model}-v{result.version}.svg"
+        client.put_object(Bucket=settings.reports_bucket, Key=key, Body=plot_svg(result, params),
+                          ContentType="image/svg+xml")
         urls[f"{result.model} v{result.version}"] = f"{base}/{key}"
     key = f"{REPORTS_PREFIX}{run_id}/report.json"
     client.put_object(Bucket=settings.reports_bucket, Key=key, Body=json.dumps(report, indent=2).encode(),
