@@ -179,13 +179,14 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         return 2
     settings = Settings()
     _prefect_env(settings)
-    from flows.monitor import drift_monitor
+    from flows.monitor import drift_monitor, text_table
 
     state = drift_monitor(since=args.since, model=args.model, params_file=args.params_file, return_state=True)
     if not state.is_completed():
         print(f"flowtune monitor: the run is {state.type.value}: {state.message}", file=sys.stderr)
         return 1
     report = state.result()
+    print(text_table(report))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(report, out, indent=2)
