@@ -48,6 +48,18 @@ def default_predictor_factory() -> Callable | None:
     return predictor_for
 
 
+def reference_or_none(params: Params, model_dir: Path, factory: Callable | None = None) -> dict | None:
+    """`reference_profile`, or None with a warning naming the error: a model that passed the gate is registered
+    even when its reference cannot be made (no test split in this checkout, a predictor that fails); the
+    monitor then says that this version has no reference, instead of the model never being published."""
+    try:
+        return reference_profile(params, model_dir, factory)
+    except Exception as exc:  # noqa: BLE001 - monitoring is secondary to publishing a model that passed the gate
+        logger.warning("%s not made (%s: %s): the version is registered without it, and the drift monitor will "
+                       "skip its traffic", REFERENCE_FILE, type(exc).__name__, exc)
+        return None
+
+
 def reference_profile(params: Params, model_dir: Path, factory: Callable | None = None) -> dict | None:
     """reference.json's content for the model in `model_dir` over this run's test split; None (and a warning)
     when this flowtune has no predictor with `describe`."""

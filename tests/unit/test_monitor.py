@@ -233,6 +233,21 @@ def test_no_predictor_means_no_reference_and_a_warning(monkeypatch, caplog):
     assert "registered without reference.json" in caplog.text
 
 
+def test_a_failing_reference_is_a_warning_and_the_version_is_registered_without_it(tmp_path: Path, caplog):
+    from flows.reference import reference_or_none
+
+    def broken(*_):
+        raise RuntimeError("predictor exploded")
+
+    params = PARAMS.model_copy(update={"paths": PARAMS.paths.model_copy(update={"augmented": str(tmp_path)})})
+    assert reference_or_none(params, tmp_path, lambda *_: FakePredictor()) is None  # no test split here
+    missing = f"No such file or directory: '{tmp_path}/test.jsonl'"
+    assert f"reference.json not made (FileNotFoundError: [Errno 2] {missing})" in caplog.text
+    (tmp_path / "test.jsonl").write_text(json.dumps({"id": "1", "tokens": ["a"], "tags": ["O"]}) + "\n")
+    assert reference_or_none(params, tmp_path, broken) is None
+    assert "RuntimeError: predictor exploded" in caplog.text
+
+
 def test_evenly_spreads_and_describe_items_batches():
     assert evenly(list(range(10)), 4) == [0, 2, 5, 7] and evenly([1, 2], 5) == [1, 2]
     predictor = FakePredictor()
