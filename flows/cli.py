@@ -61,9 +61,32 @@ def prefect_main(args: list[str]) -> int:
     return subprocess.run([sys.executable, "-m", "prefect", *args], env=env).returncode
 
 
+def trigger_mismatches(prefect_yaml: str = "prefect.yaml", params_file: str = "params.yaml") -> list[str]:
+    """Deployment triggers of prefect.yaml about a `flowtune.model.<name>` other than params.yaml's model: they
+    would never fire for the model the deployment trains (a renamed `registry.model_name`)."""
+    import yaml
+
+    from tasks.params import load_params
+
+    model = f"flowtune.model.{load_params(params_file).registry.model_name}"
+    found = []
+    from pathlib import Path
+
+    for deployment in yaml.safe_load(Path(prefect_yaml).read_text(encoding="utf-8"))["deployments"]:
+        for trigger in deployment.get("triggers", []):
+            wanted = (trigger.get("match") or {}).get("prefect.resource.id", model)
+            if str(wanted).startswith("flowtune.model.") and wanted != model:
+                found.append(f"deployment {deployment['name']!r}: trigger {trigger.get('name')!r} matches {wanted}, "
+                             f"but {params_file} trains {model}: edit its `match` in {prefect_yaml}")
+    return found
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Create or update the deployments of prefect.yaml on our Prefect server (`prefect deploy --all`)."""
     import subprocess
+
+    for problem in trigger_mismatches():
+        print(f"flowtune deploy: warning: {problem}", file=sys.stderr)
 
     from flows.services import ServiceError, ensure_accelerator_limit
 

@@ -103,3 +103,14 @@ def test_the_monitor_runs_daily_and_drift_or_new_data_start_the_nightly_training
     model = load_params(ROOT / "params.yaml").registry.model_name
     assert trigger.match.model_dump() == {"prefect.resource.id": f"flowtune.model.{model}"}  # the model it trains
     assert trigger.posture == "Reactive" and trigger.within.total_seconds() >= 3600  # the cool-down
+
+
+def test_deploy_warns_when_a_trigger_names_another_model_than_params_yaml(tmp_path):
+    from flows.cli import trigger_mismatches
+
+    assert trigger_mismatches(str(ROOT / "prefect.yaml"), str(ROOT / "params.yaml")) == []
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["registry"]["model_name"] = "renamed"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (problem,) = trigger_mismatches(str(ROOT / "prefect.yaml"), str(tmp_path / "params.yaml"))
+    assert "matches flowtune.model.wnut16-ner" in problem and "trains flowtune.model.renamed" in problem
