@@ -64,14 +64,14 @@ def prefect_main(args: list[str]) -> int:
 def trigger_mismatches(prefect_yaml: str = "prefect.yaml", params_file: str = "params.yaml") -> list[str]:
     """Deployment triggers of prefect.yaml about a `flowtune.model.<name>` other than params.yaml's model: they
     would never fire for the model the deployment trains (a renamed `registry.model_name`)."""
+    from pathlib import Path
+
     import yaml
 
     from tasks.params import load_params
 
     model = f"flowtune.model.{load_params(params_file).registry.model_name}"
     found = []
-    from pathlib import Path
-
     for deployment in yaml.safe_load(Path(prefect_yaml).read_text(encoding="utf-8"))["deployments"]:
         for trigger in deployment.get("triggers", []):
             wanted = (trigger.get("match") or {}).get("prefect.resource.id", model)
