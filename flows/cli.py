@@ -204,7 +204,12 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     _prefect_env(settings)
     from flows.monitor import drift_monitor, text_table
 
-    state = drift_monitor(since=args.since, model=args.model, params_file=args.params_file, return_state=True)
+    try:
+        state = drift_monitor(since=args.since, model=args.model, params_file=args.params_file, return_state=True)
+    except Exception as exc:  # noqa: BLE001 - no Prefect API to run the flow against
+        print(f"flowtune monitor: {type(exc).__name__}: {exc} (is the Prefect server at {settings.api_url} up? "
+              "`flowtune services up`)", file=sys.stderr)
+        return 1
     if not state.is_completed():
         print(f"flowtune monitor: the run is {state.type.value}: {state.message}", file=sys.stderr)
         return 1
