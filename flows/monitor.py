@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import html
 import json
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,8 +32,6 @@ from tasks.drift import LABELS, Batch, Key, Profile, Row, compare, read_batch
 from tasks.params import MonitorParams, parse_duration
 from tasks.registry import Registry, RegistryError
 from tasks.settings import Settings, s3_client
-
-logger = logging.getLogger("flowtune.monitor")
 
 DRIFT_EVENT = "flowtune.drift.detected"
 DATA_CHANGED_EVENT = "flowtune.data.changed"  # emitted by ingest of new batches; the same trigger reacts to it
@@ -351,7 +348,7 @@ def drift_monitor(since: str | None = None, model: str | None = None, params_fil
     """Compare the captured traffic of the last `since` (default: `monitor.window`) with each answering version's
     reference; publish the table, plots and JSON report; emit `flowtune.drift.detected` for each drifted model.
     Never fails on drift, on bad batch files or on an empty window: it says so in its report."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect import get_run_logger
     from prefect.events import emit_event
     from prefect.runtime import flow_run
 
@@ -359,15 +356,26 @@ def drift_monitor(since: str | None = None, model: str | None = None, params_fil
 
     params = load_params(params_file).monitor
     settings = Settings()
-    start, end = resolve_window(since, params)
-    report, results = run_monitor(settings, params, start, end, model)
-    run_id = str(flow_run.get_id() or "local")
+    report, results = run_monitor(settings, params, *resolve_window(since, params), model)
     try:
-        urls = publish_report(settings, run_id, report, results, params)
+        urls = publish_report(settings, str(flow_run.get_id() or "local"), report, results, params)
     except Exception as exc:  # noqa: BLE001 - the verdicts stand without the copies; say what is missing
-        logger.warning("the monitor report was not copied to the reports bucket: %s", exc)
+        get_run_logger().warning("the monitor report was not copied to the reports bucket: %s", exc)
         urls = {}
     report["links"] = urls
+    create_artifacts(report, results, urls)
+    for event in drift_events(results, urls.get("report")):
+        emit_event(**event)
+        print(event["payload"]["summary"])
+    print(text_table(report))
+    return report
+
+
+def create_artifacts(report: dict, results: list[VersionResult], urls: dict[str, str]) -> None:
+    """A table artifact per compared version (measure, reference, window, statistic, threshold, verdict) and
+    the run's summary."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
     for result in results:
         if result.rows:
             create_table_artifact(
@@ -378,11 +386,6 @@ def drift_monitor(since: str | None = None, model: str | None = None, params_fil
                             + (f" ({result.note})" if result.note else ""))
     create_markdown_artifact(key="drift-summary", markdown=summary_markdown(report, urls),
                              description="Drift monitor: the window and every version's verdict")
-    for event in drift_events(results, urls.get("report")):
-        emit_event(**event)
-        print(event["payload"]["summary"])
-    print(text_table(report))
-    return report
 
 
 def artifact_key(result: VersionResult) -> str:
