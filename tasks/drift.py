@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from numbers import Integral, Real
 from typing import BinaryIO
 
 from tasks.params import DRIFT_MEASURES
@@ -104,11 +105,11 @@ def check_stats(stats: object) -> Mapping:
         raise BadItem(f"stats is {type(stats).__name__}, not an object")
     for key in INT_STATS:
         value = stats.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        if not isinstance(value, Integral) or isinstance(value, bool) or value < 0:  # numpy ints too
             raise BadItem(f"stats.{key} is {value!r}, not an int >= 0")
     for key in FLOAT_STATS:
         value = stats.get(key)
-        if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+        if not isinstance(value, Real) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
             raise BadItem(f"stats.{key} is {value!r}, not a number in [0, 1]")
     predicted = stats.get(PREDICTED)
     if not isinstance(predicted, list) or not all(isinstance(p, str) for p in predicted):

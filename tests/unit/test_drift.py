@@ -81,6 +81,14 @@ def test_bad_stats_name_the_key(change, message):
     assert profile.items == 0 and profile.counts == {}  # a bad item changes nothing
 
 
+def test_numpy_numbers_from_a_predictor_count_like_python_ones():
+    import numpy as np
+
+    profile = profile_of([item(words=np.int64(12), confidence=np.float32(0.75), min_confidence=np.float64(0.4))])
+    assert profile.sums["words"] == 12 and profile.low_confidence(0.5) == {"yes": 1, "no": 0}
+    assert json.loads(json.dumps(profile.to_json()))["items"] == 1  # sums are plain floats
+
+
 def test_missing_stats_are_named():
     broken = item()
     del broken["emoji"]
