@@ -148,14 +148,33 @@ class TextStats:
                 "confidence": 1.0, "min_confidence": 1.0, "predicted": []}
 
 
-def wnut16_splits() -> dict[str, list[list[str]]]:
+def wnut16_records() -> dict[str, list]:
+    """The packaged WNUT-16 data, split as the pipeline's ingest splits it (tagged sentences)."""
     from tasks.ingest import read_splits, resolve_source
     from tasks.kinds import kind_for
     from tasks.params import load_params
 
     params = load_params(ROOT / "params.yaml")
     splits, _ = read_splits(resolve_source(params.ingest.source), params.ingest, kind_for(params))
-    return {name: [list(kind_for(params).as_sentence(r).tokens) for r in rows] for name, rows in splits.items()}
+    return splits
+
+
+def wnut16_splits() -> dict[str, list[list[str]]]:
+    return {name: [list(r.tokens) for r in rows] for name, rows in wnut16_records().items()}
+
+
+class ModelStats:
+    """Every measure, through a saved model's predictor (`tasks.kinds.predictor_for(...).describe`)."""
+
+    def __init__(self, model_dir: Path, batch_size: int = 32):
+        from tasks.kinds import predictor_for  # type: ignore[attr-defined]
+
+        self.predictor = predictor_for(model_dir, batch_size, None)
+
+    def many(self, sentences: list[list[str]]) -> list[dict]:
+        from flows.reference import describe_items
+
+        return describe_items(self.predictor, sentences, 64)
 
 
 def conll_sentences(path: Path) -> list[list[str]]:
@@ -169,38 +188,51 @@ def conll_sentences(path: Path) -> list[list[str]]:
     return sentences + ([current] if current else [])
 
 
-def detection(items: int, windows: int, seed: int) -> dict:
+def detection(items: int, windows: int, seed: int, model: Path | None) -> dict:
+    """Reference, unshifted and shifted pools described by `model`'s predictor (every measure), or without a
+    model by TextStats (text and sub-word measures only). A model is more confident on sentences it was
+    trained on, so with a model the unshifted windows come from WNUT-16 dev only (drawn with replacement:
+    it is smaller than a window), never from train."""
     from tasks.basemodel import resolve_base_model
     from tasks.drift import compare, profile_of
     from tasks.params import load_params
 
     params = load_params(ROOT / "params.yaml")
-    describe = TextStats(resolve_base_model("minilm"))
     splits = wnut16_splits()
-    reference = profile_of(describe(s) for s in splits["test"][:params.monitor.reference_items])
-    pool16 = [describe(s) for s in splits["train"] + splits["dev"]]
-    pool17 = [describe(s) for s in conll_sentences(ROOT / "data/external/wnut17/test.conll")]
+    wnut17 = conll_sentences(ROOT / "data/external/wnut17/test.conll")
+    if model is None:
+        text = TextStats(resolve_base_model("minilm"))
+        describe = lambda sentences: [text(s) for s in sentences]  # noqa: E731
+        unshifted_source = splits["train"] + splits["dev"]
+    else:
+        describe = ModelStats(model).many
+        unshifted_source = splits["dev"]
+    reference = profile_of(describe(splits["test"][:params.monitor.reference_items]))
+    pool16 = describe(unshifted_source)
+    pool17 = describe(wnut17)
     rng = random.Random(seed)
 
     def verdicts(pool: list[dict]) -> list[dict]:
         out = []
         for _ in range(windows):
-            window = profile_of(rng.sample(pool, min(items, len(pool))))
+            window = profile_of(rng.sample(pool, items) if len(pool) >= items else rng.choices(pool, k=items))
             rows = compare(reference, window, params.monitor.thresholds, params.monitor.min_items,
                            params.monitor.low_confidence)
             out.append({r.measure: r.statistic for r in rows} | {"drifted": [r.measure for r in rows if r.drifted]})
         return out
 
     unshifted, shifted = verdicts(pool16), verdicts(pool17)
-    measures = [m for m in params.monitor.thresholds if m not in {"confidence", "predicted", "low_confidence"}]
-    return {"benchmark": "monitor detection", "reference_items": reference.items, "window_items": items,
-            "windows": windows, "pools": {"wnut16_train_dev": len(pool16), "wnut17_test": len(pool17)},
+    model_only = {"confidence", "predicted", "low_confidence"}
+    measures = [m for m in params.monitor.thresholds if model is not None or m not in model_only]
+    return {"benchmark": "monitor detection", "model": str(model) if model else None,
+            "reference_items": reference.items, "window_items": items,
+            "windows": windows, "pools": {"wnut16_unshifted": len(pool16), "wnut17_test": len(pool17)},
             "false_alarm_rate": sum(bool(w["drifted"]) for w in unshifted) / windows,
             "detection_rate": sum(bool(w["drifted"]) for w in shifted) / windows,
             "unshifted_max_psi": {m: max(w[m] for w in unshifted) for m in measures},
             "shifted_median_psi": {m: sorted(w[m] for w in shifted)[windows // 2] for m in measures},
             "shifted_flags": {m: sum(m in w["drifted"] for w in shifted) for m in measures},
-            "not_measured": ["confidence", "predicted", "low_confidence"]}
+            "not_measured": [] if model is not None else sorted(model_only)}
 
 
 def main() -> None:
@@ -210,13 +242,14 @@ def main() -> None:
     parser.add_argument("--items", type=int)
     parser.add_argument("--windows", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", type=Path, help="detection: a saved NER model folder, for every measure")
     args = parser.parse_args()
     if args.what == "child":
         child(args.mode, args.items)
     elif args.what == "speed":
         print(json.dumps(speed(args.items or 100_000), indent=2))
     else:
-        print(json.dumps(detection(args.items or 1000, args.windows, args.seed), indent=2))
+        print(json.dumps(detection(args.items or 1000, args.windows, args.seed, args.model), indent=2))
 
 
 if __name__ == "__main__":
