@@ -20,7 +20,7 @@ from flows.monitor import DATA_CHANGED_EVENT, DRIFT_EVENT
 from tasks.settings import Settings
 from tests.helpers import ROOT, find_free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # waits for the server's automations (~1 min)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from tasks.settings import Settings, s3_client
 from tests.drift_traffic import SHIFTS, stats, traffic
 from tests.helpers import ROOT, clean_env, client_env_file
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # two `flowtune monitor` runs as flow runs (~1.5 min)
 
 SHIFTED = ("long", "urls", "caps")
 
