@@ -227,8 +227,14 @@ def test_the_reference_profiles_evenly_spaced_test_items_through_the_predictor(t
     assert REFERENCE_FILE in METADATA_FILES  # a new reference never makes the same weights a new version
 
 
-def test_a_failing_reference_is_a_warning_and_the_version_is_registered_without_it(tmp_path: Path, caplog):
+def test_a_failing_reference_is_a_warning_and_the_version_is_registered_without_it(tmp_path: Path, caplog,
+                                                                                     monkeypatch):
+    import logging
+
     from flows.reference import reference_or_none
+
+    # Prefect's logging set-up (run by earlier tests in this process) disables loggers that existed before it.
+    monkeypatch.setattr(logging.getLogger("flows.reference"), "disabled", False)
 
     def broken(*_):
         raise RuntimeError("predictor exploded")
