@@ -40,7 +40,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 # The bundle's fp16 copy, cast back: training and the fp32 rows start from fp32 weights as on the dev machine.
-model = AutoModel.from_pretrained(sys.argv[1], dtype=torch.float16).float()
+model = AutoModel.from_pretrained(sys.argv[1], dtype=torch.float16, use_safetensors=True).float()
 model.save_pretrained(sys.argv[2])
 AutoTokenizer.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2])
 PY

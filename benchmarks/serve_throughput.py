@@ -4,6 +4,7 @@ Usage:
     .venv/bin/python benchmarks/serve_throughput.py [--clients 32] [--requests 20] [--model DIR]
     .venv/bin/python benchmarks/serve_throughput.py --variants [--clients 8] [--model DIR]
     .venv/bin/python benchmarks/serve_throughput.py --fairness [--requests 30] [--hog-words 64] [--model DIR]
+    .venv/bin/python benchmarks/serve_throughput.py --capture [--clients 32] [--requests 10] [--rounds 1]
 
 Without --model, a token classifier is built from the packaged MiniLM encoder with a random head (the
 forward pass costs what a trained one's does). Each setting starts `flowtune serve --model DIR` in its
@@ -21,11 +22,21 @@ while another client sends large requests back to back (256 texts of `--hog-word
 servers in the same run: the default (forward passes of at most `--max-batch-words` words, shared
 round-robin), smaller passes, and as the baseline one whose passes take a whole request (as before the fair
 shares).
+
+With --capture: what `flowtune serve --capture` costs. A private SeaweedFS is started in a temporary folder
+(its capture bucket created as `services up` does), then, in the same run, `--rounds` pairs of servers with the
+default batching: capture off, then on (`serve.capture` with sample 1.0 and batches of `--flush-items` items, so
+that batches are described, compressed and PUT while the clients wait). Prints requests/s and p95 of each, the
+throughput ratio (goal >= 0.95x) and the p95 change (goal <= +5%), and the items the capture wrote and dropped.
+Then, in this process (CPU time, which a busy shared machine disturbs far less than wall time): what the
+capture costs per item on the request path (`add`) and in its writer thread (`describe`, JSON, gzip; the PUT
+excluded), against the forward pass per item at batches of 32.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -94,10 +105,11 @@ def latency_cuts(latencies: list[float]) -> dict:
 
 
 def measure(model: Path, batch: int, wait_ms: float, texts: list[str], clients: int, requests: int,
-            *options: str) -> dict:
+            *options: str, env: dict | None = None) -> dict:
     """One server with this batching: a single client alone, then `clients` at once (rps, p50/p95 ms,
-    items per forward pass, and `single_p95`: the lone client's p95)."""
-    process, url = start_server(model, "--max-batch-size", str(batch), "--max-wait-ms", str(wait_ms), *options)
+    items per forward pass, `single_p95`: the lone client's p95, and `metrics`: /metrics after the load)."""
+    process, url = start_server(model, "--max-batch-size", str(batch), "--max-wait-ms", str(wait_ms), *options,
+                                env=env)
     try:
         latencies: list[float] = []
 
@@ -122,7 +134,7 @@ def measure(model: Path, batch: int, wait_ms: float, texts: list[str], clients: 
         process.terminate()
         process.wait(timeout=30)
     return {"rps": len(latencies) / seconds, **latency_cuts(latencies), "items_per_pass": items / max(passes, 1),
-            "single_p95": single["p95"]}
+            "single_p95": single["p95"], "metrics": metrics}
 
 
 def pipeline_loop(model: Path, texts: list[str], clients: int, requests: int) -> dict:
@@ -164,12 +176,12 @@ def compare_variants(source: Path, texts: list[str], clients: int, requests: int
               f"{result['rps'] / baseline['rps']:.2f}x |", flush=True)
 
 
-def start_server(model: Path, *options: str) -> tuple[subprocess.Popen, str]:
+def start_server(model: Path, *options: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--model", str(model), "--port", str(port),
                                 "--timeout-s", "3600", "--max-queue-words", "10000000", *options],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -232,6 +244,118 @@ def fairness(model: Path, texts: list[str], requests: int, hog_words: int) -> No
         print(f"| {label} | {idle:.0f} | {busy:.0f} | {busy / idle:.1f}x | {len(answered)} |", flush=True)
 
 
+def seaweed_port() -> int:
+    """A free port whose +10000 twin (weed's gRPC port) is free too, outside the ephemeral range."""
+    import random
+    import socket
+
+    for _ in range(1000):
+        port = random.randint(10000, 19999)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise SystemExit("no free port pair for SeaweedFS")
+
+
+@contextlib.contextmanager
+def private_seaweedfs(folder: Path):
+    """A SeaweedFS of its own under `folder` (as `services up` starts it: buckets, keys, identities); its
+    Settings, and the environment a `flowtune serve` needs to write to it. Stopped on exit."""
+    import secrets
+
+    from pydantic import SecretStr
+
+    from flows import services
+    from tasks.settings import Settings
+
+    ports = {name: seaweed_port() for name in ("s3_port", "seaweed_master_port", "seaweed_volume_port",
+                                                "seaweed_filer_port")}
+    settings = Settings(_env_file=None, state_dir=folder / ".flowtune", s3_endpoint_url=None,
+                        s3_access_key_id=f"bench-{secrets.token_hex(4)}",
+                        s3_secret_access_key=SecretStr(secrets.token_hex(24)), **ports)
+    services.prepare_seaweedfs(settings)
+    services.start(settings, services.seaweedfs(settings))
+    try:
+        services.wait_healthy(settings, "seaweedfs", services.s3_ensure_buckets, services.S3_TIMEOUT_S, managed=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWTUNE_")} | {
+            "FLOWTUNE_S3_ENDPOINT_URL": settings.endpoint_url, "FLOWTUNE_S3_ACCESS_KEY_ID": settings.s3_access_key_id,
+            "FLOWTUNE_S3_SECRET_ACCESS_KEY": settings.secret_key(), "FLOWTUNE_CAPTURE_BUCKET": settings.capture_bucket}
+        yield settings, env
+    finally:
+        services.stop(settings, "seaweedfs")
+
+
+def metric_value(metrics: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(name))
+
+
+def capture_overhead(model: Path, texts: list[str], clients: int, requests: int, rounds: int, flush_items: int,
+                     scratch: Path) -> None:
+    """Capture off vs on, same model and load, in the same run (`rounds` pairs of fresh servers)."""
+    import json
+
+    params = scratch / "capture-params.yaml"
+    params.write_text(json.dumps({"serve": {"capture": {
+        "enabled": True, "sample": 1.0, "redact": False, "max_buffer_items": 10 * flush_items,
+        "flush_items": flush_items, "flush_s": 5, "bucket": None}}}))
+    print(f"{clients} clients x {requests} requests of one sentence, default batching (32 items, 5 ms), capture "
+          f"off vs on (sample 1.0, batches of {flush_items} items or 5 s, a private SeaweedFS); "
+          f"{os.cpu_count()} CPUs\n")
+    print("| round | capture | requests/s | p50 ms | p95 ms | throughput vs off | p95 vs off | items written | "
+          "items dropped |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    with private_seaweedfs(scratch / "s3") as (_, env):
+        for round_ in range(1, rounds + 1):
+            off = measure(model, 32, 5.0, texts, clients, requests, "--no-capture", env=env)
+            on = measure(model, 32, 5.0, texts, clients, requests, "--capture", "--params-file", str(params),
+                         "--grace-s", "30", env=env)
+            for label, result in (("off", off), ("on", on)):
+                written = metric_value(result["metrics"], "flowtune_capture_written_total")
+                dropped = metric_value(result["metrics"], "flowtune_capture_dropped_total")
+                print(f"| {round_} | {label} | {result['rps']:.1f} | {result['p50']:.0f} | {result['p95']:.0f} | "
+                      f"{result['rps'] / off['rps']:.2f}x | {100 * (result['p95'] / off['p95'] - 1):+.1f}% | "
+                      f"{written:.0f} | {dropped:.0f} |", flush=True)
+
+
+def capture_cost(model: Path, texts: list[str], items: int = 640) -> None:
+    """CPU per item: the model's forward pass (batches of 32) vs the capture's request path and writer thread."""
+    from flows.serving.app import Metrics, Served
+    from flows.serving.capture import Capture, CaptureConfig
+    from flows.serving.predictors import load_predictor
+
+    class NoStore:
+        def put(self, key: str, body: bytes) -> None:
+            self.bytes = getattr(self, "bytes", 0) + len(body)
+
+    predictor = load_predictor(model, 32)
+    sample = [texts[i % len(texts)] for i in range(items)]
+    predictor.predict(sample[:32], [str(i) for i in range(32)])  # warm-up
+    if hasattr(predictor, "describe"):
+        predictor.describe(sample[:1], predictor.predict(sample[:1], ["0"]))  # its tokenizer loads once
+    started = time.process_time()
+    answers = [a for i in range(0, items, 32)
+               for a in predictor.predict(sample[i:i + 32], [str(j) for j in range(i, min(i + 32, items))])]
+    model_s = time.process_time() - started
+    store = NoStore()
+    capture = Capture(CaptureConfig("bench", flush_items=100, max_buffer_items=items), store, Metrics())
+    served = Served("bench", 1, predictor, None)
+    started = time.perf_counter()
+    for i, (text, answer) in enumerate(zip(sample, answers, strict=True)):
+        capture.add(served, f"r{i}", 1.0, [text], [answer])
+    add_s = time.perf_counter() - started
+    started = time.process_time()
+    capture.flush()
+    writer_s = time.process_time() - started
+    per = 1e6 / items
+    print(f"\nCPU per item ({items} items, in this process{'' if hasattr(predictor, 'describe') else ', no describe'}):"
+          f" forward pass {model_s * per:.0f} us; capture on the request path (add, wall) {add_s * per:.1f} us; "
+          f"writer thread {writer_s * per:.0f} us ({100 * writer_s / model_s:.1f}% of the forward pass); "
+          f"{store.bytes / items:.0f} gzip bytes per item")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
@@ -240,12 +364,21 @@ def main() -> None:
     parser.add_argument("--variants", action="store_true", help="fp32 vs each variant vs a transformers.pipeline loop")
     parser.add_argument("--fairness", action="store_true", help="small requests' p95 beside a client of large ones")
     parser.add_argument("--hog-words", type=int, default=64, help="--fairness: words per text of the large requests")
+    parser.add_argument("--capture", action="store_true", help="capture off vs on (a private SeaweedFS)")
+    parser.add_argument("--rounds", type=int, default=1, help="--capture: pairs of servers (off, on); 0: only the "
+                                                              "CPU cost per item")
+    parser.add_argument("--flush-items", type=int, default=100, help="--capture: items per written batch")
     args = parser.parse_args()
     texts = sentences()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or random_head_tagger(Path(tmp) / "model")
         if args.fairness:
             fairness(model, texts, args.requests, args.hog_words)
+            return
+        if args.capture:
+            if args.rounds:
+                capture_overhead(model, texts, args.clients, args.requests, args.rounds, args.flush_items, Path(tmp))
+            capture_cost(model, texts)
             return
         if args.variants:
             compare_variants(model, texts, args.clients, args.requests, Path(tmp))

@@ -82,7 +82,7 @@ def run_lever(lever: str, steps: int, threads: int) -> dict:
 
     from tasks.basemodel import resolve_base_model
     from tasks.engine import build_optimizer
-    from tasks.train import freeze_lowest_layers
+    from tasks.trainable import freeze_lowest_layers
 
     torch.manual_seed(13)
     if threads:

@@ -63,9 +63,32 @@ def prefect_main(args: list[str]) -> int:
     return subprocess.run([sys.executable, "-m", "prefect", *args], env=env).returncode
 
 
+def trigger_mismatches(prefect_yaml: str = "prefect.yaml", params_file: str = "params.yaml") -> list[str]:
+    """Deployment triggers of prefect.yaml about a `flowtune.model.<name>` other than params.yaml's model: they
+    would never fire for the model the deployment trains (a renamed `registry.model_name`)."""
+    from pathlib import Path
+
+    import yaml
+
+    from tasks.params import load_params
+
+    model = f"flowtune.model.{load_params(params_file).registry.model_name}"
+    found = []
+    for deployment in yaml.safe_load(Path(prefect_yaml).read_text(encoding="utf-8"))["deployments"]:
+        for trigger in deployment.get("triggers", []):
+            wanted = (trigger.get("match") or {}).get("prefect.resource.id", model)
+            if str(wanted).startswith("flowtune.model.") and wanted != model:
+                found.append(f"deployment {deployment['name']!r}: trigger {trigger.get('name')!r} matches {wanted}, "
+                             f"but {params_file} trains {model}: edit its `match` in {prefect_yaml}")
+    return found
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Create or update the deployments of prefect.yaml on our Prefect server (`prefect deploy --all`)."""
     import subprocess
+
+    for problem in trigger_mismatches():
+        print(f"flowtune deploy: warning: {problem}", file=sys.stderr)
 
     from flows.services import ServiceError, ensure_accelerator_limit
 
@@ -117,12 +140,19 @@ def cmd_notify(args: argparse.Namespace) -> int:
     settings = Settings()
     url = webhook_url_from_user(args)
     _prefect_env(settings)
-    from flows.notify import AUTOMATION_NAME, FLOWS, MISSING_AUTOMATION_NAME, NIGHTLY_DEPLOYMENT, install
+    from flows.notify import (
+        AUTOMATION_NAME,
+        DRIFT_AUTOMATION_NAME,
+        FLOWS,
+        MISSING_AUTOMATION_NAME,
+        NIGHTLY_DEPLOYMENT,
+        install,
+    )
 
     if not args.missing_run_hours > 0:
         sys.exit("flowtune notify: error: --missing-run-hours must be > 0")
     try:
-        failed_id, missing_id = install(url, args.missing_run_hours)
+        failed_id, missing_id, drift_id = install(url, args.missing_run_hours)
     except Exception as exc:  # noqa: BLE001 - any client error means the server is not usable
         print(f"flowtune notify: {type(exc).__name__}: {exc} (is the Prefect server at {settings.api_url} up? "
               "`flowtune services up`)", file=sys.stderr)
@@ -131,6 +161,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
           "is posted to the webhook")
     print(f"automation {MISSING_AUTOMATION_NAME!r} ({missing_id}): so is {args.missing_run_hours:g} hours without "
           f"a Completed run of {PIPELINE_FLOW}/{NIGHTLY_DEPLOYMENT}")
+    print(f"automation {DRIFT_AUTOMATION_NAME!r} ({drift_id}): and each drift the monitor finds, with what drifted")
     return 0
 
 
@@ -155,6 +186,43 @@ def cmd_gc(args: argparse.Namespace) -> int:
         return 1
     report = run_gc(settings, rules, apply=args.apply)
     return 1 if report.failed else 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Run the drift monitor flow (flows/monitor.py) once, here: print its table, optionally save its report.
+    Drift is a finding, not an error: the exit status is 0 whenever the monitor ran."""
+    import json
+
+    from tasks.params import ParamsError, load_params, parse_duration
+
+    try:
+        load_params(args.params_file)
+        if args.since:
+            parse_duration(args.since)
+    except (ParamsError, ValueError) as exc:
+        print(f"flowtune monitor: {exc}", file=sys.stderr)
+        return 2
+    settings = Settings()
+    _prefect_env(settings)
+    from flows.monitor import drift_monitor, text_table
+
+    try:
+        state = drift_monitor(since=args.since, model=args.model, params_file=args.params_file, return_state=True)
+    except Exception as exc:  # noqa: BLE001 - no Prefect API to run the flow against
+        print(f"flowtune monitor: {type(exc).__name__}: {exc} (is the Prefect server at {settings.api_url} up? "
+              "`flowtune services up`)", file=sys.stderr)
+        return 1
+    if not state.is_completed():
+        print(f"flowtune monitor: the run is {state.type.value}: {state.message}", file=sys.stderr)
+        return 1
+    report = state.result()
+    print(text_table(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(report, out, indent=2)
+        print(f"report: {args.json}")
+    print(f"Prefect UI (flow run): {settings.ui_url}/runs/flow-run/{state.state_details.flow_run_id}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,6 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
     gc.set_defaults(func=cmd_gc)
     label = sub.add_parser("label", help="the labels of the training data: `label audit` ranks likely label errors")
     add_audit_parser(label.add_subparsers(dest="label_command", required=True, metavar="COMMAND"))
+    monitor = sub.add_parser("monitor", help="compare captured serving traffic with the reference of the version that "
+                             "answered it (drift per measure: a table, a JSON report, plots, and a "
+                             "`flowtune.drift.detected` event that starts retraining when something drifted)")
+    monitor.add_argument("--since", help="how far back to read, e.g. 24h, 7d (default: monitor.window)")
+    monitor.add_argument("--model", help="only this model's traffic (default: every captured model)")
+    monitor.add_argument("--json", metavar="FILE", help="also write the JSON report to FILE")
+    monitor.add_argument("--params-file", default="params.yaml",
+                         help="the params file whose `monitor:` section applies")
+    monitor.set_defaults(func=cmd_monitor)
     add_registry_parser(sub)
     add_predict_parser(sub)
     add_serve_parser(sub)

@@ -22,9 +22,11 @@ Everything flowtune writes has a rule (docs/DECISIONS.md 29):
 - sweep plots `s3://<reports>/sweeps/<study>/<run id>/` older than `keep_days`, but the newest of a study
   that a params file or a kept version names; studies of the Optuna journal that nothing names and that
   saw no trial for `keep_days` (the journal is rewritten without them, under its lock, never while a
-  trial runs).
+  trial runs);
+- captured serving traffic `s3://<capture>/<model>/<day>/` (`flowtune serve --capture`): objects older than
+  `capture_keep_days`.
 
-Not covered: captured data (settings name no capture bucket yet), and `serve NAME@N` pins: a fixed version
+Not covered: `serve NAME@N` pins: a fixed version
 is recorded nowhere, so gc cannot see it; only aliases keep a version (checked again just before, and
 just after, its manifest is deleted).
 
@@ -547,6 +549,28 @@ def plan_sweep_plots(client, bucket: str, named: set[str], rules: GcParams, now:
             for folder in doomed]
 
 
+def plan_captures(client, bucket: str, rules: GcParams, now: datetime) -> tuple[list[Deletion], str | None]:
+    """Captured traffic `s3://<capture>/<model>/<day>/...` older than `capture_keep_days`, one deletion per day
+    folder (its objects past the age; a batch written late into an old folder waits for its own age); and a
+    note when there is no capture bucket (nothing was ever captured)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        objects = list_objects(client, bucket, "")
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchBucket":
+            raise
+        return [], f"captured data: no bucket {bucket!r} (nothing captured)"
+    age = timedelta(days=rules.capture_keep_days)
+    groups: dict[str, list[Obj]] = {}
+    for obj in objects:
+        if older_than(obj.modified, now, age):
+            groups.setdefault(obj.key.rsplit("/", 1)[0] if "/" in obj.key else "", []).append(obj)
+    return [Deletion("capture", f"s3://{bucket}/{folder}/", sum(o.size for o in objs),
+                     f"captured traffic older than {rules.capture_keep_days} days", bucket, tuple(o.key for o in objs))
+            for folder, objs in sorted(groups.items())], None
+
+
 def journal_storage(journal: Path):
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -778,7 +802,9 @@ def plan_growing(settings: Settings, rules: GcParams, root: Path, now: datetime,
                      "start it with `flowtune services up`")
     else:
         deletions += plan_flow_runs(PrefectRuns(settings), protected, rules, now)
-    notes.append("captured data: no rule, settings name no capture bucket yet")
+    captures, missing = plan_captures(s3_client(settings), settings.capture_bucket, rules, now)
+    deletions += captures
+    notes += [missing] if missing else []
     return deletions, notes
 
 

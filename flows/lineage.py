@@ -60,8 +60,11 @@ def compression_of(params: Params) -> dict | None:
 
 @contextlib.contextmanager
 def staged_model_dir(params: Params, lineage: dict) -> Iterator[Path]:
-    """A temporary copy of the candidate with eval.json and lineage.json beside the weights, and the variants
-    that passed the compress stage under `variants/<name>/` (tasks/registry.py: not part of the digest)."""
+    """A temporary copy of the candidate with eval.json and lineage.json beside the weights, the drift monitor's
+    reference profile (reference.json, flows/reference.py), and the variants that passed the compress stage
+    under `variants/<name>/` (tasks/registry.py: none of these is part of the digest)."""
+    from flows.reference import REFERENCE_FILE, reference_or_none
+
     with tempfile.TemporaryDirectory(prefix="flowtune-register-") as tmp:
         staged = Path(tmp) / "model"
         shutil.copytree(params.paths.model, staged)
@@ -70,6 +73,9 @@ def staged_model_dir(params: Params, lineage: dict) -> Iterator[Path]:
         shutil.copyfile(params.paths.eval_metrics, staged / "eval.json")
         (staged / "lineage.json").write_text(json.dumps(lineage, indent=2, default=str))
         (staged / "README.md").write_text(model_card(params, lineage), encoding="utf-8")
+        reference = reference_or_none(params, staged)  # written before the publish: it appears with the version
+        if reference is not None:
+            (staged / REFERENCE_FILE).write_text(json.dumps(reference), encoding="utf-8")
         yield staged
 
 

@@ -23,6 +23,7 @@ SWEEP_FLOW = "flowtune-sweep"  # flows/sweep.py: the search, run by `flowtune sw
 SWEEP_TRIAL_FLOW = "flowtune-sweep-trial"  # one trial, a run of the deployment below on the work pool
 SWEEP_TRIAL_DEPLOYMENT = f"{SWEEP_TRIAL_FLOW}/sweep-trial"
 LABEL_AUDIT_FLOW = "flowtune-label-audit"  # flows/audit.py: likely label errors in train, run by `flowtune label audit`
+MONITOR_FLOW = "flowtune-monitor"  # flows/monitor.py: captured traffic against each version's reference (drift)
 
 # Events (flows/data_cli.py sends; an automation of `flowtune deploy` starts training on them). Their resource is
 # the registered model the data trains: `flowtune.model.<registry.model_name>`.

@@ -1,11 +1,12 @@
-"""`flowtune notify`: tell a webhook when a flowtune flow run fails or crashes, or when the nightly run
-is missing (Prefect automations).
+"""`flowtune notify`: tell a webhook when a flowtune flow run fails or crashes, when the nightly run
+is missing, or when the drift monitor finds drift (Prefect automations).
 
-It saves a Custom Webhook notification block and two automations: one fires on every `Failed` or
-`Crashed` flow run of the flowtune flows (training, data refresh, champion evaluation, gc, sweeps),
-sending the run's name, state message and UI link; the other (a proactive trigger) fires when the nightly
+It saves a Custom Webhook notification block and three automations: one fires on every `Failed` or
+`Crashed` flow run of the flowtune flows (training, data refresh, champion evaluation, gc, sweeps, monitor),
+sending the run's name, state message and UI link; another (a proactive trigger) fires when the nightly
 deployment has had no `Completed` run for `missing_run_hours` (26 by default: a nightly schedule plus
-slack), which is what a dead worker, a paused schedule or a run stuck in Late looks like from outside.
+slack), which is what a dead worker, a paused schedule or a run stuck in Late looks like from outside; the
+third posts each `flowtune.drift.detected` event of the monitor (flows/monitor.py) with what drifted.
 Running it again replaces all three (same names). Delivery is done by the Prefect server's automation
 services, so it works for scheduled runs with nobody watching.
 """
@@ -14,9 +15,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flows.names import DATA_REFRESH_FLOW, EVALUATE_CHAMPION_FLOW, GC_FLOW, PIPELINE_FLOW, SWEEP_FLOW
+from flows.names import DATA_REFRESH_FLOW, EVALUATE_CHAMPION_FLOW, GC_FLOW, MONITOR_FLOW, PIPELINE_FLOW, SWEEP_FLOW
 
-FLOWS = (PIPELINE_FLOW, DATA_REFRESH_FLOW, EVALUATE_CHAMPION_FLOW, GC_FLOW, SWEEP_FLOW)
+FLOWS = (PIPELINE_FLOW, DATA_REFRESH_FLOW, EVALUATE_CHAMPION_FLOW, GC_FLOW, SWEEP_FLOW, MONITOR_FLOW)
 BLOCK_NAME = "flowtune-failures"
 AUTOMATION_NAME = "flowtune: flow run failed"
 SUBJECT = "flowtune run {{ flow_run.name }} ({{ flow.name }}) is {{ flow_run.state.name }}"
@@ -24,6 +25,11 @@ BODY = "{{ flow_run.state.message }}\nFlow run: {{ flow_run|ui_url }}"
 NIGHTLY_DEPLOYMENT = "nightly"  # prefect.yaml's scheduled retraining of PIPELINE_FLOW
 MISSING_RUN_HOURS = 26.0
 MISSING_AUTOMATION_NAME = "flowtune: nightly run missing"
+DRIFT_AUTOMATION_NAME = "flowtune: drift detected"
+# The monitor's event carries its own summary (flows/monitor.py `drift_events`): which measures crossed, how far.
+DRIFT_SUBJECT = "flowtune: {{ event.payload.model }} v{{ event.payload.version }} drifted"
+DRIFT_BODY = ("{{ event.payload.summary }}\nReport: {{ event.payload.report }}\nA retraining of the nightly deployment "
+              "starts on this event (once per cool-down); the gate decides whether it becomes champion.")
 
 
 def failure_automation(block_id, flows: tuple[str, ...] = FLOWS):
@@ -62,8 +68,22 @@ def missing_run_automation(block_id, hours: float = MISSING_RUN_HOURS):
                   "the schedule active, a run stuck in Late or Pending? See the deployment in the Prefect UI."))])
 
 
+def drift_automation(block_id):
+    """An automation that posts each `flowtune.drift.detected` event: the model, version and what drifted."""
+    from prefect.automations import Automation
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    from flows.monitor import DRIFT_EVENT
+
+    trigger = EventTrigger(expect={DRIFT_EVENT}, match={"prefect.resource.id": "flowtune.model.*"},
+                           posture=Posture.Reactive, threshold=1)
+    return Automation(name=DRIFT_AUTOMATION_NAME, description="Created by `flowtune notify`", trigger=trigger,
+                      actions=[SendNotification(block_document_id=block_id, subject=DRIFT_SUBJECT, body=DRIFT_BODY)])
+
+
 def install(webhook_url: str, missing_run_hours: float = MISSING_RUN_HOURS) -> list[str]:
-    """Save the webhook block and (re)create both automations; their ids.
+    """Save the webhook block and (re)create the three automations (failures, missing nightly run, drift); ids.
 
     The URL (it usually carries a token: Slack, Teams, ntfy) is kept in the block's `secrets`, Prefect's
     secret storage: the API and the UI show it masked, and the block's plain `url` field is only the
@@ -75,10 +95,11 @@ def install(webhook_url: str, missing_run_hours: float = MISSING_RUN_HOURS) -> l
     block = CustomWebhookNotificationBlock(name=BLOCK_NAME, url="{{webhook_url}}", secrets={"webhook_url": webhook_url},
                                            json_data={"subject": "{{subject}}", "text": "{{body}}"})
     block_id = block.save(BLOCK_NAME, overwrite=True)
-    for name in (AUTOMATION_NAME, MISSING_AUTOMATION_NAME):
+    for name in (AUTOMATION_NAME, MISSING_AUTOMATION_NAME, DRIFT_AUTOMATION_NAME):
         try:
             Automation.read(name=name).delete()
         except ValueError:
             pass  # none yet
     return [str(failure_automation(block_id).create().id),
-            str(missing_run_automation(block_id, missing_run_hours).create().id)]
+            str(missing_run_automation(block_id, missing_run_hours).create().id),
+            str(drift_automation(block_id).create().id)]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from flows.registry_cli import one_line_errors, open_registry
     from flows.serving.app import serve
     from flows.serving.guards import TokenError, read_token
@@ -25,6 +24,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise SystemExit(f"flowtune serve: error: {exc}") from None
     limits = Limits(args.max_batch_size, args.max_wait_ms, args.max_batch_words, args.max_queue_words,
                     args.timeout_s, args.max_unready_s, token)
+    capture = capture_config(args)
     registry = None
     with one_line_errors("serve"):  # what the user can fix (no such model or variant, storage down) stops it here
         if Path(args.model).is_dir():
@@ -35,8 +35,63 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if args.variant:
                 variant_files(registry.manifest(name, version), args.variant, f"{name} v{version}")
     serve(args.model, args.host, args.port, args.poll_s, args.max_length, lambda: registry, args.variant, limits,
-          args.grace_s)
+          args.grace_s, capture)
     return 0
+
+
+def capture_config(args: argparse.Namespace):
+    """`serve.capture` of the params file with the command line's overrides; None when capture is off.
+
+    The params file is read only for that section (a key of another step never stops the service). Without
+    the file, capture stays off unless `--capture` asks for it, which then needs the file: it holds the
+    buffer's sizes, which have no second home in code.
+    """
+    from flows.serving.capture import CaptureConfig
+    from tasks.settings import Settings
+
+    section = read_capture_section(Path(args.params_file), required=bool(args.capture))
+    if section is None or not (section.enabled if args.capture is None else args.capture):
+        return None
+    sample = section.sample if args.capture_sample is None else args.capture_sample
+    if not 0 <= sample <= 1:
+        raise SystemExit(f"flowtune serve: error: --capture-sample {sample:g}: expected a share from 0 to 1")
+    redact = section.redact if args.capture_redact is None else args.capture_redact
+    try:
+        Settings().secret_key()  # the writes need keys: say so now, not in a warning after the start
+    except RuntimeError as exc:
+        raise SystemExit(f"flowtune serve: error: --capture: {exc}") from None
+    return CaptureConfig(section.bucket or Settings().capture_bucket, sample, redact, section.max_buffer_items,
+                         section.flush_items, section.flush_s, close_s=args.grace_s)
+
+
+def read_capture_section(path: Path, required: bool):
+    """`serve.capture` of `path` (CaptureParams); None when the file is absent and nothing requires it.
+    Errors name the file and the key."""
+    import yaml
+    from pydantic import ValidationError
+
+    from tasks.params import CaptureParams
+
+    if not path.is_file():
+        if required:
+            raise SystemExit(f"flowtune serve: error: --capture reads `serve.capture` from {path}, which does not "
+                             "exist: give --params-file (the checkout's params.yaml)")
+        return None
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        section = ((raw or {}).get("serve") or {}).get("capture") if isinstance(raw, dict) else None
+    except (yaml.YAMLError, AttributeError) as exc:
+        raise SystemExit(f"flowtune serve: error: {path}: not a params file ({exc})".splitlines()[0]) from None
+    if section is None:
+        if required:
+            raise SystemExit(f"flowtune serve: error: {path}: no `serve.capture` section (see params.yaml)")
+        return None
+    try:
+        return CaptureParams.model_validate(section)
+    except ValidationError as exc:
+        problems = "; ".join(f"serve.capture.{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"]
+                             else e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        raise SystemExit(f"flowtune serve: error: {path}: {problems}") from None
 
 
 def add_serve_parser(sub) -> None:
@@ -71,4 +126,12 @@ def add_serve_parser(sub) -> None:
                             "the process)")
     serve.add_argument("--poll-s", type=float, default=30.0, help="how often the alias is checked for a new version")
     serve.add_argument("--max-length", type=int, help="sub-word pieces per window (default: the model's own)")
+    serve.add_argument("--params-file", default="params.yaml",
+                       help="where `serve.capture` is read (default ./params.yaml; absent: capture off)")
+    serve.add_argument("--capture", action=argparse.BooleanOptionalAction, default=None,
+                       help="record answered requests to the capture bucket (default: serve.capture.enabled)")
+    serve.add_argument("--capture-sample", type=float, help="share of answered items recorded, 0 to 1 "
+                                                            "(default: serve.capture.sample)")
+    serve.add_argument("--capture-redact", action=argparse.BooleanOptionalAction, default=None,
+                       help="record statistics only, without the text and the answer (default: serve.capture.redact)")
     serve.set_defaults(func=cmd_serve)

@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from tasks import engine
-from tasks.fitting import optimizer_steps, seed_everything, threads_per_process
+from tasks import engine, trainable
 from tasks.io import atomic_write_text, write_json
 from tasks.kinds import kind_for
 from tasks.kinds.base import TrainingKind
 from tasks.params import Params, TrainParams
 from tasks.stage import run_stage
+from tasks.trainer import optimizer_steps, seed_everything, threads_per_process
 
 
 def fold_of_rows(count: int, folds: int, seed: int) -> list[int]:
@@ -50,9 +50,7 @@ def fit_and_score(kind: TrainingKind[Any], params: TrainParams, train_rows: Sequ
     seed_everything(params.seed)
     processes = engine.Processes()
     torch.set_num_threads(threads_per_process(params, processes))
-    model, tokenizer = kind.load_model(params)
-    if params.freeze_embeddings:  # as train does: most of a CPU step's work is the embedding matrix
-        model.get_input_embeddings().weight.requires_grad_(False)
+    model, tokenizer = trainable.load_model(kind, params)  # as train builds it: frozen layers, LoRA as asked
     device = engine.pick_device(processes)
     engine.configure_device(device)
     model = model.to(device)

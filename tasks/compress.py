@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from tasks.io import empty_folder, swap_in_folder
 from tasks.metrics import FP32, CompressionReport, EvalReport, VariantRow
 from tasks.params import STUDENT, CompressParams, Params, VariantError
+from tasks.progress import Progress
 from tasks.stage import run_stage
 
 # torch, the variant builders and the kinds are imported where they are used: with no variants asked,
@@ -49,10 +50,13 @@ def compress(params: Params, kind) -> CompressionReport:
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         scratch, built = Path(tmp), Path(tmp) / "variants"
         built.mkdir()
+        # Each variant is evaluated on the test split (minutes on CPU): a line per variant done, at most every ~10 s.
+        progress = Progress("compress: models", 1 + len(params.compress.variants), "models")
         baseline = measure(params, kind, model_dir, scratch / f"{FP32}.jsonl")
         probe = probe_batch(kind, model_dir, test, params.train.max_length)
         reference = logits(model_dir, probe)
         rows = [judge(FP32, baseline, baseline, None, None, params.compress)]
+        progress.advance(note=f"{FP32} measured")
         exported = _export_once(model_dir, scratch, params.compress.variants)
         for name in params.compress.variants:
             source = Path(paths.student) if name == STUDENT else model_dir
@@ -64,6 +68,8 @@ def compress(params: Params, kind) -> CompressionReport:
             if not row.passed:
                 shutil.rmtree(folder)
             rows.append(row)
+            progress.advance(note=f"{name} {'passed' if row.passed else 'refused'}")
+        progress.finish()
         swap_in_folder(built, out)
     report = CompressionReport(score_name=baseline.headline.name, unit=baseline.unit,
                                batch_size=params.evaluate.batch_size, threads=torch.get_num_threads(),

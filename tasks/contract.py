@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tasks.progress import Progress
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -76,6 +78,8 @@ def run_contract(tables: dict[str, tuple[pd.DataFrame, list]], docs_dir: Path | 
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         })
     outcomes: list[Outcome] = []
+    # A table of a large split (millions of token rows) takes a while: progress in tables, rows in the note.
+    progress = Progress("validate: contract tables", len(tables), "tables")
     for name, (table, expectations) in tables.items():
         suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_contract", expectations=expectations))
         batch = context.data_sources.add_pandas(f"{name}_source").add_dataframe_asset(name)
@@ -83,6 +87,8 @@ def run_contract(tables: dict[str, tuple[pd.DataFrame, list]], docs_dir: Path | 
             name=f"{name}_validation", data=batch.add_batch_definition_whole_dataframe("all"), suite=suite))
         result = definition.run(batch_parameters={"dataframe": table}, result_format=RESULT_FORMAT)
         outcomes += [_outcome(name, r) for r in result.results]
+        progress.advance(note=f"{name}: {len(table):,} rows, {len(expectations)} expectations")
+    progress.finish()
     if staging and docs_dir:
         context.build_data_docs(site_names=[DOCS_SITE])
         _drop_tutorial_images(staging)

@@ -10,9 +10,10 @@ Two DVC stages run this module (docs/DECISIONS.md, 46):
   temperature-softened target resolves).
 - `--step student` (stage `distill`): the student is the candidate with `compress.student_layers` of its
   encoder layers (`compress.student_layer_choice`: evenly spaced with the last, 6 -> 3 keeps 1, 3, 5, as
-  DistilBERT does; or the first ones, 0, 1, 2), embeddings and head copied. It trains on the same engine as
-  the candidate (tasks/engine.py: grouped batches, AdamW, warmup, resumable checkpoints in
-  `paths.student_checkpoints`) with loss `alpha * CE(gold) + (1 - alpha) * T^2 * KL(teacher || student)`;
+  DistilBERT does; or the first ones, 0, 1, 2), embeddings and head copied. It trains through the same
+  skeleton as the candidate (tasks/trainer.py, `student_recipe`'s hooks; tasks/engine.py: grouped batches,
+  AdamW, warmup, resumable checkpoints in `paths.student_checkpoints`) with loss
+  `alpha * CE(gold) + (1 - alpha) * T^2 * KL(teacher || student)`;
   the kind says where the KL is summed (NER: labelled first pieces; classifiers: texts, per-class sigmoid
   KL for label sets). Transfer rows have no gold labels: only the KL term. The best dev epoch is saved as a
   transformers folder in `paths.student`.
@@ -241,17 +242,19 @@ def predict_logits(model: torch.nn.Module, examples: Sequence[engine.Example], b
     import torch
 
     from tasks import engine
+    from tasks.progress import Progress
 
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))  # little padding
     result: list[torch.Tensor] = [torch.empty(0)] * len(examples)
     device = engine.model_device(model)
-    with torch.inference_mode():
+    with torch.inference_mode(), Progress("distill: teacher logits, windows", len(order), "windows") as progress:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             batch = engine.to_device(engine.collate([examples[i] for i in chunk], pad_id), device)
             logits = model(**batch).logits.float().cpu()
             for row, index in enumerate(chunk):
                 result[index] = logits[row, : len(examples[index].input_ids)] if logits.dim() == 3 else logits[row]
+            progress.advance(len(chunk))
     return result
 
 
@@ -297,52 +300,57 @@ def read_targets(path: Path, examples: Sequence[engine.Example], token_level: bo
 
 def train_student(params: Params, kind) -> dict:
     """Train and save the student (or write the off marker); returns what `paths.student_metrics` gets."""
-    paths, rules = params.paths, params.compress
-    if rules.student_layers == 0:
+    paths = params.paths
+    if params.compress.student_layers == 0:
         return write_off(params)
-    import torch
-
-    from tasks import checkpoints, engine, fitting
+    from tasks import trainer
 
     data_dir = Path(paths.augmented)
-    files = [data_dir / "train.jsonl", data_dir / "dev.jsonl"]
-    training = kind.training(files[0])
-    settings = student_params(params)
-    processes = engine.Processes()
-    fitting.seed_everything(settings.seed)
-    torch.set_num_threads(fitting.threads_per_process(settings, processes))
-    train_rows, dev_rows = fitting.read_checked(training, *files)
-    teacher, tokenizer = checked_teacher(Path(paths.model), training.labels)
-    teacher_layers = teacher.config.num_hidden_layers
-    student = make_student(teacher.cpu(), rules.student_layers, rules.student_layer_choice)
-    del teacher
-    device = engine.pick_device(processes)
-    engine.configure_device(device)
-    student.to(device)
-    data = student_data(params, kind, training, tokenizer, train_rows, settings)
-    dev_examples = training.encode(tokenizer, dev_rows, settings, with_labels=False).examples
-    steps = fitting.optimizer_steps(len(data.examples), settings, processes)
-    loop = engine.make_loop(student, settings, device, processes, tokenizer.pad_token_id, steps,
-                            distillation_loss(training, rules.distill_alpha, rules.temperature))
-    loop.runner = paired_logits(student, data.targets, data.teacher_only)
+    outputs = trainer.Outputs(Path(paths.student), Path(paths.student_metrics),
+                              checkpoint_dir=Path(paths.student_checkpoints))
+    return trainer.fit(student_recipe(params, kind, kind.training(data_dir / "train.jsonl")), data_dir, outputs)
 
-    def score(trained) -> float | None:
-        return training.dev_score(trained, dev_examples, dev_rows, settings.batch_size * 2, tokenizer.pad_token_id)
 
-    folder = Path(paths.student_checkpoints)
-    identity = run_identity(params, settings, training.labels, [*files, Path(paths.teacher_logits)])
-    progress = engine.fit(loop, data.examples, score, folder, identity, checkpoints.load(folder, identity))
-    fitting.save_best(loop, tokenizer, Path(paths.student), settings.max_length, training.task_kind)
-    size = sum(p.numel() for p in student.parameters())
-    best = progress.best_score if dev_rows else None
-    metrics = {"enabled": True, "teacher_layers": teacher_layers,
-               "kept_layers": kept_layers(teacher_layers, rules.student_layers, rules.student_layer_choice),
-               "transfer_rows": data.transfer_rows, "transfer_text_rows": data.transfer_text_rows,
-               **fitting.training_metrics(progress, settings, device, size, len(train_rows), processes, best),
-               }
-    write_json(Path(paths.student_metrics), metrics)
-    checkpoints.clear(folder)
-    return metrics
+def student_recipe(params: Params, kind, training: TrainingKind[Any]):
+    """The training skeleton's hooks for the student (tasks/trainer.py): the model is the candidate cut to
+    `compress.student_layers`, the data its train rows and their transfer set with the teacher's logits, the
+    loss `distillation_loss`, the runner `paired_logits`; one process, and checkpoints of this distillation."""
+    from tasks import trainer
+
+    rules = params.compress
+
+    # Defined here, not at module level: importing the trainer imports torch, which the off switch avoids.
+    class StudentRecipe(trainer.Recipe):
+        distributed = False  # the student trains in one process (student_params)
+        teacher_layers = 0  # set when the model is built
+
+        def model(self):
+            teacher, tokenizer = checked_teacher(Path(params.paths.model), training.labels)
+            self.teacher_layers = teacher.config.num_hidden_layers
+            return make_student(teacher.cpu(), rules.student_layers, rules.student_layer_choice), tokenizer
+
+        def data(self, tokenizer, rows):
+            return student_data(params, kind, training, tokenizer, rows, self.settings)
+
+        def loss(self):
+            return distillation_loss(training, rules.distill_alpha, rules.temperature)
+
+        def runner(self, model, data):
+            return paired_logits(model, data.targets, data.teacher_only)
+
+        def seed_dropout(self, processes):
+            """Not reseeded: the student's dropout follows the RNG as cutting the student left it, as it
+            always has, so a distillation gives the same student as before the shared skeleton (DECISIONS 63)."""
+
+        def identity(self, files, processes):
+            return run_identity(params, self.settings, training.labels, [*files, Path(params.paths.teacher_logits)])
+
+        def metrics(self, base, score, data):
+            kept = kept_layers(self.teacher_layers, rules.student_layers, rules.student_layer_choice)
+            return {"enabled": True, "teacher_layers": self.teacher_layers, "kept_layers": kept,
+                    "transfer_rows": data.transfer_rows, "transfer_text_rows": data.transfer_text_rows, **base}
+
+    return StudentRecipe(training, student_params(params))
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ import math
 import os
 import random
 import re
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -33,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from tasks import checkpoints
+from tasks.progress import Progress as ProgressLines
 
 IGNORE_INDEX = -100  # label value that torch's cross-entropy skips
 
@@ -347,11 +347,13 @@ def linear_warmup_then_decay(optimizer, warmup_steps: int, total_steps: int) -> 
 
 
 def make_loop(model, params, device: torch.device, processes: Processes, pad_id: int, total_steps: int,
-              loss: Loss) -> Loop:
+              loss: Loss, runner: torch.nn.Module | None = None) -> Loop:
+    """The loop's parts. `runner`: what the training forward goes through instead of `model` (distillation
+    puts the teacher's logits beside the student's); DDP and compilation wrap it as they would the model."""
     precision = choose_precision(params.precision, device)
     optimizer = build_optimizer(model, params.learning_rate, params.weight_decay, params.layer_lr_decay)
     scheduler = linear_warmup_then_decay(optimizer, int(params.warmup_ratio * total_steps), total_steps)
-    runner = model
+    runner = model if runner is None else runner
     if processes.world > 1:
         ids = [device.index] if device.type == "cuda" else None
         runner = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -359,34 +361,6 @@ def make_loop(model, params, device: torch.device, processes: Processes, pad_id:
         runner = torch.compile(runner, dynamic=True)
     scaler = torch.amp.GradScaler("cuda") if precision.scaled else None
     return Loop(model, runner, optimizer, scheduler, scaler, precision, device, processes, params, pad_id, loss)
-
-
-class ProgressReport:
-    """A tqdm bar on a terminal; otherwise a line every `log_every_steps` steps (readable in Prefect logs)."""
-
-    def __init__(self, loop: Loop, epoch: int, steps: int, done: int) -> None:
-        self.every = loop.params.log_every_steps
-        self.epoch, self.epochs, self.steps = epoch, loop.params.epochs, steps
-        self.bar = None
-        self.quiet = not loop.processes.main
-        if not self.quiet and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{self.epochs}", leave=False)
-
-    def update(self, step: int, loss: float, tokens_per_second: float) -> None:
-        if self.quiet:
-            return
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_second:,.0f}", refresh=False)
-            self.bar.update(1)
-        elif self.every and step % self.every == 0:
-            print(f"train: epoch {self.epoch}/{self.epochs} step {step}/{self.steps} loss {loss:.4f} "
-                  f"{tokens_per_second:,.0f} tokens/s", flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def save_checkpoint(folder: Path | None, loop: Loop, progress: Progress, fingerprint: str) -> None:
@@ -431,9 +405,17 @@ def run_epoch(loop: Loop, examples: Sequence[Example], progress: Progress, folde
     lengths = [len(e.input_ids) for e in examples]
     batches = global_batches(lengths, loop.params, loop.processes.world, progress.epoch)
     denominator = pieces_per_batch(examples, batches)
-    report = ProgressReport(loop, progress.epoch, len(batches), progress.step_in_epoch)
+    # Plain progress lines (tasks/progress.py): at most one every ~10 s, and one every `log_every_steps` steps.
+    report = ProgressLines(f"train: epoch {progress.epoch}/{loop.params.epochs} step", len(batches), "steps",
+                           done=progress.step_in_epoch, enabled=loop.processes.main)
     running = torch.tensor(progress.epoch_loss, device=loop.device)
-    every = loop.params.checkpoint_every_steps
+    every, log_every = loop.params.checkpoint_every_steps, loop.params.log_every_steps
+
+    def note() -> str:  # only computed when a line is written: `.item()` waits for the GPU
+        steps = max(1, progress.step_in_epoch)
+        return (f"loss {running.item() / steps:.4f}, "
+                f"{progress.epoch_tokens / max(progress.epoch_seconds, 1e-9):,.0f} tokens/s")
+
     for number in range(progress.step_in_epoch + 1, len(batches) + 1):
         started = time.perf_counter()
         batch = batches[number - 1]
@@ -443,12 +425,11 @@ def run_epoch(loop: Loop, examples: Sequence[Example], progress: Progress, folde
         progress.epoch_seconds += time.perf_counter() - started
         progress.epoch_tokens += sum(lengths[i] for i in batch)
         progress.step_in_epoch, progress.global_step = number, progress.global_step + 1
-        if report.bar is not None or (report.every and number % report.every == 0):
-            report.update(number, running.item() / number, progress.epoch_tokens / progress.epoch_seconds)
+        report.update(number, note, force=bool(log_every) and number % log_every == 0)
         if every and progress.global_step % every == 0 and number < len(batches):
             progress.epoch_loss = running.item()
             save_checkpoint(folder, loop, progress, fingerprint)
-    report.close()
+    report.finish(note)
     progress.epoch_loss = running.item()
     return progress.epoch_loss / max(1, len(batches))
 

@@ -11,6 +11,7 @@ This module holds the keys every task kind has. Each kind adds its own keys in i
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 from importlib import import_module
 from pathlib import Path
 from typing import Literal, get_args
@@ -271,7 +272,7 @@ class TrainParams(Section):
     checkpoint_every_steps: int = Field(ge=0, description=(
         "a resumable checkpoint every N optimizer steps and at each epoch end; 0 = at epoch ends only"))
     log_every_steps: int = Field(ge=0, description=(
-        "a progress line (loss, tokens/s) every N steps when not on a terminal; 0 = off"))
+        "also a progress line (loss, tokens/s) every N steps, besides the one about every 10 s; 0 = time only"))
     lora: LoraParams
 
 
@@ -409,6 +410,63 @@ class GcParams(Section):
     log_max_mb: float = Field(gt=0, description=(
         "a service log (.flowtune/logs/) past this size is rotated, at `services up` and by gc"))
     log_keep: int = Field(ge=1, description="rotated copies kept per service log (.1 .. .N); older ones go")
+    capture_keep_days: int = Field(ge=1, description=(
+        "captured traffic batches (flowtune serve --capture) older than this many days go"))
+
+
+# The drift monitor's measures (tasks/drift.py computes them; here so a threshold's typo fails at load)
+DRIFT_MEASURES = ("words", "pieces", "unknown_share", "fragmented_share", "confidence", "url", "emoji", "non_latin",
+                  "all_caps", "predicted", "low_confidence")
+
+
+def parse_duration(text: str) -> timedelta:
+    """A duration such as "24h", "7d", "90m" or "3600s" (ValueError naming the text otherwise)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = str(text).strip()[:-1], str(text).strip()[-1:]
+    try:
+        seconds = float(number) * units[unit]
+    except (KeyError, ValueError):
+        raise ValueError(f"{text!r} is not a duration such as 24h, 7d, 90m or 3600s") from None
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: a duration must be > 0")
+    return timedelta(seconds=seconds)
+
+
+class MonitorParams(Section):
+    """The drift monitor (flows/monitor.py): its window, when a measure counts as drifted, and the reference."""
+
+    window: str = Field(description='how far back the monitor reads captured traffic ("24h", "7d"); `--since` '
+                                    "overrides it")
+    min_items: int = Field(ge=1, description="fewer items than this (window or reference) gives no verdict")
+    low_confidence: float = Field(gt=0, lt=1, description="an item whose min confidence is below this counts as "
+                                                          "low-confidence (a multiple of 0.01)")
+    reference_items: int = Field(ge=1, description="test-split items profiled into reference.json at registration")
+    thresholds: dict[str, float] = Field(description="PSI above which a measure is reported as drifted, one per "
+                                                     f"measure ({', '.join(DRIFT_MEASURES)})")
+
+    @field_validator("window")
+    @classmethod
+    def _window_is_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("low_confidence")
+    @classmethod
+    def _on_the_grid(cls, value: float) -> float:
+        if abs(value * 100 - round(value * 100)) > 1e-9:
+            raise ValueError(f"{value}: use a multiple of 0.01 (min confidence is profiled at that resolution)")
+        return value
+
+    @field_validator("thresholds")
+    @classmethod
+    def _every_measure(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown, missing = sorted(set(value) - set(DRIFT_MEASURES)), [m for m in DRIFT_MEASURES if m not in value]
+        if unknown or missing:
+            raise ValueError(f"thresholds: unknown measures {unknown}, missing {missing} (measures: "
+                             f"{list(DRIFT_MEASURES)})")
+        if any(v <= 0 for v in value.values()):
+            raise ValueError("thresholds: every threshold must be > 0")
+        return value
 
 
 StageLimit = float | None  # seconds a stage may run; None: no limit
@@ -450,6 +508,35 @@ class TimeoutsParams(Section):
         limits = [train_s if stage == "train" and train_s is not None else self.of(stage) for stage in stages]
         limits.append(self.flow_margin)
         return None if None in limits else sum(limits)
+
+
+class CaptureParams(Section):
+    """What `flowtune serve --capture` records of the traffic it answers (flows/serving/capture.py): changes no
+    result of the pipeline; the data the loop's monitor reads."""
+
+    enabled: bool = Field(description="record answered traffic; `--capture` / `--no-capture` override it")
+    sample: float = Field(ge=0, le=1, description="share of answered items recorded, drawn per item")
+    redact: bool = Field(description="drop the text and the answer, keep only the statistics (and the predicted "
+                                     "labels)")
+    max_buffer_items: int = Field(ge=1, description="items held in memory waiting to be written; more are dropped "
+                                                    "and counted (flowtune_capture_dropped_total)")
+    flush_items: int = Field(ge=1, description="a batch is written once this many items wait ...")
+    flush_s: float = Field(gt=0, description="... or once the oldest has waited this many seconds")
+    bucket: str | None = Field(description="the capture bucket; null: FLOWTUNE_CAPTURE_BUCKET (settings, default "
+                                           "flowtune-capture)")
+
+    @model_validator(mode="after")
+    def _a_flush_fits_the_buffer(self) -> CaptureParams:
+        if self.flush_items > self.max_buffer_items:
+            raise ValueError(f"flush_items ({self.flush_items}) must not exceed max_buffer_items "
+                             f"({self.max_buffer_items}): the buffer would drop items before a batch is full")
+        return self
+
+
+class ServeParams(Section):
+    """How `flowtune serve` runs when it reads this params file (`--params-file`); its flags override it."""
+
+    capture: CaptureParams
 
 
 class SearchRange(Section):
@@ -600,9 +687,11 @@ class Params(Section):
     compress: CompressParams
     registry: RegistryParams
     gc: GcParams
+    monitor: MonitorParams
     sweep: SweepParams
     timeouts: TimeoutsParams
     label: LabelParams
+    serve: ServeParams
 
     @model_validator(mode="after")
     def _transfer_text_tracked(self) -> Params:

@@ -37,9 +37,9 @@ from tasks.names import ALIAS_PATTERN, NAME_PATTERN, alias_problem, model_name_p
 # through, and a name or alias becomes an S3 key.
 MAX_ALIAS_HISTORY = 50
 ANY = object()  # set_alias/rollback `expected`: whatever the alias points at when it is read
-# Written anew by each registration (metrics, lineage with a timestamp, model card): not part of a
-# model's identity, so they are left out of its digest.
-METADATA_FILES = frozenset({"eval.json", "lineage.json", "README.md"})
+# Written anew by each registration (metrics, lineage with a timestamp, model card, the drift monitor's
+# reference profile of the test split): not part of a model's identity, so they are left out of its digest.
+METADATA_FILES = frozenset({"eval.json", "lineage.json", "README.md", "reference.json"})
 # Compressed variants of the model (tasks/variants.py), published inside its version: derived from the
 # weights, so not part of the digest either (a no-op run finds its version whatever its variants).
 VARIANTS_FOLDER = "variants"

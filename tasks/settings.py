@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     # Human-readable reports (GX Data Docs) per flow run. The local SeaweedFS serves this bucket to
     # anonymous readers so the links in the Prefect UI open in a browser; it holds no credentials.
     reports_bucket: str = "flowtune-reports"
+    # What `flowtune serve --capture` records (requests, answers, statistics): never public, unlike the reports.
+    capture_bucket: str = "flowtune-capture"
 
     # The augment stage: shards > 1 runs them in parallel on Dask (a local cluster, or this scheduler).
     # Where it runs, not what it computes: the output is the same for any number of shards.
@@ -85,8 +87,9 @@ class Settings(BaseSettings):
         return self.s3_secret_access_key.get_secret_value()
 
 
-def s3_client(settings: Settings):
-    """A boto3 S3 client for the configured endpoint (path-style addressing, as SeaweedFS needs)."""
+def s3_client(settings: Settings, attempts: int = 3, read_timeout: float = 60):
+    """A boto3 S3 client for the configured endpoint (path-style addressing, as SeaweedFS needs).
+    `attempts`/`read_timeout`: fewer and shorter for a caller that retries on its own (serve's capture)."""
     import boto3
     from botocore.config import Config
 
@@ -98,8 +101,8 @@ def s3_client(settings: Settings):
         region_name=settings.s3_region,
         config=Config(
             s3={"addressing_style": "path"},
-            retries={"max_attempts": 3, "mode": "standard"},
+            retries={"max_attempts": attempts, "mode": "standard"},
             connect_timeout=5,
-            read_timeout=60,
+            read_timeout=read_timeout,
         ),
     )

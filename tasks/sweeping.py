@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 STORAGE_ENV = "FLOWTUNE_SWEEP_STORAGE"
 STUDY_ENV = "FLOWTUNE_SWEEP_STUDY"
 TRIAL_ENV = "FLOWTUNE_SWEEP_TRIAL_ID"
-# The cores one trial may use when `sweep.parallel` trials share a machine (tasks.fitting.threads_per_process).
+# The cores one trial may use when `sweep.parallel` trials share a machine (tasks.trainer.threads_per_process).
 # An environment variable, not a params key: the trial's train stage keeps the DVC identity the best trial's
 # test scoring later finds in its dvc.lock.
 CORES_ENV = "FLOWTUNE_TRAIN_CORES"

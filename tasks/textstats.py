@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from functools import lru_cache
 
 URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
@@ -25,12 +26,12 @@ EMOJI_RANGES = (
     (0x2600, 0x27BF),  # misc symbols, dingbats
     (0x2B00, 0x2BFF),  # arrows and stars (e.g. U+2B50)
 )
+EMOJI = re.compile("[" + "".join(f"\\U{low:08x}-\\U{high:08x}" for low, high in EMOJI_RANGES) + "]")
 FRAGMENTED_PIECES = 3  # a word split into this many pieces or more counts as fragmented
 
 
 def is_emoji(char: str) -> bool:
-    code = ord(char)
-    return any(low <= code <= high for low, high in EMOJI_RANGES)
+    return EMOJI.fullmatch(char) is not None
 
 
 @lru_cache(maxsize=4096)
@@ -55,20 +56,33 @@ def text_statistics(text: str) -> dict[str, int]:
         "words": len(words),
         "chars": len(text),
         "urls": len(URL.findall(text)),
-        "emoji": sum(is_emoji(c) for c in text),
-        "non_latin": sum(is_non_latin_letter(c) for c in text),
+        "emoji": len(EMOJI.findall(text)),
+        "non_latin": 0 if text.isascii() else sum(is_non_latin_letter(c) for c in text),
         "upper_words": sum(is_upper_word(w) for w in words),
     }
 
 
-def piece_statistics(tokenizer, text: str) -> dict[str, int]:
-    """What a (fast, Hugging Face) tokenizer makes of the text: `pieces` (special tokens excluded),
+def piece_statistics(tokenizer, texts: Sequence[str]) -> list[dict[str, int]]:
+    """What a (fast, Hugging Face) tokenizer makes of each text: `pieces` (special tokens excluded),
     `unknown_pieces` (the tokenizer's unknown id) and `fragmented_words` (whitespace words cut into
     FRAGMENTED_PIECES pieces or more; pieces are assigned to words by their character offsets, which works
-    for WordPiece, BPE and SentencePiece tokenizers alike)."""
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False)
-    ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+    for WordPiece, BPE and SentencePiece tokenizers alike). One tokenizer call for all the texts."""
+    if not texts:
+        return []
+    encoded = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True, truncation=False,
+                        verbose=False)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    return [{"pieces": len(ids),
+             "unknown_pieces": sum(piece == unk for piece in ids) if unk is not None else 0,
+             "fragmented_words": fragmented_words(text, offsets)}
+            for text, ids, offsets in zip(texts, encoded["input_ids"], encoded["offset_mapping"], strict=True)]
+
+
+def fragmented_words(text: str, offsets: Sequence[tuple[int, int]]) -> int:
+    """How many whitespace words of `text` hold FRAGMENTED_PIECES or more of the pieces at `offsets`."""
     ends = [match.end() for match in re.finditer(r"\S+", text)]
+    if not ends:
+        return 0
     per_word = [0] * len(ends)
     word = 0
     for start, end in offsets:
@@ -76,11 +90,5 @@ def piece_statistics(tokenizer, text: str) -> dict[str, int]:
             continue  # a piece that covers no character (e.g. a SentencePiece word-start marker)
         while word < len(ends) - 1 and start >= ends[word]:
             word += 1
-        if per_word:
-            per_word[word] += 1
-    unk = getattr(tokenizer, "unk_token_id", None)
-    return {
-        "pieces": len(ids),
-        "unknown_pieces": sum(piece == unk for piece in ids) if unk is not None else 0,
-        "fragmented_words": sum(count >= FRAGMENTED_PIECES for count in per_word),
-    }
+        per_word[word] += 1
+    return sum(count >= FRAGMENTED_PIECES for count in per_word)

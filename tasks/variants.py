@@ -46,7 +46,7 @@ FROM_CANDIDATE = tuple(name for name in VARIANTS if name != STUDENT)
 EXACT = ("onnx",)
 ONNX_OPSET = 18
 # config.json key of what flowtune records about a saved model beyond Hugging Face's own fields (at save,
-# tasks/fitting.py save_best): the training `max_length` and the `task_kind`; variants copy config.json.
+# tasks/saving.py save_best): the training `max_length` and the `task_kind`; variants copy config.json.
 FLOWTUNE_CONFIG_KEY = "flowtune"
 
 

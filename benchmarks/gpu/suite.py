@@ -115,7 +115,7 @@ def non_embedding_parameters(encoder: Path) -> int:
     """The encoder's parameters outside the embedding tables: what a token's forward pass multiplies by."""
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(encoder)
+    model = AutoModel.from_pretrained(encoder, use_safetensors=True)
     return sum(p.numel() for name, p in model.named_parameters() if "embeddings" not in name)
 
 
@@ -164,7 +164,7 @@ def tagger(plan: Plan, dest: Path) -> Path:
                                                 "product") for p in "BI"]
         model = AutoModelForTokenClassification.from_pretrained(
             plan.encoder, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)})
+            label2id={label: i for i, label in enumerate(labels)}, use_safetensors=True)
         model.save_pretrained(dest)
         AutoTokenizer.from_pretrained(plan.encoder).save_pretrained(dest)
     return dest
@@ -204,7 +204,8 @@ def step_latency(plan: Plan) -> dict:
         settings.append(("fp16 weights", None, torch.float16))
     rows = []
     for name, autocast_dtype, weights in settings:
-        model = AutoModelForTokenClassification.from_pretrained(folder, dtype=weights).to(plan.device).eval()
+        model = AutoModelForTokenClassification.from_pretrained(folder, dtype=weights, use_safetensors=True)
+        model = model.to(plan.device).eval()
         for size in (1, 32):
             batch = tokenizer(texts[:size], padding=True, truncation=True, max_length=128,
                               return_tensors="pt").to(plan.device)

@@ -208,8 +208,9 @@ def _missing(exc: Exception) -> bool:
 
 
 def buckets(settings: Settings) -> tuple[str, ...]:
-    """Every bucket flowtune writes: DVC remote, model registry, reports."""
-    return settings.dvc_bucket, settings.registry_bucket, settings.reports_bucket
+    """Every bucket flowtune writes: DVC remote, model registry, reports, serve's capture (never public:
+    `s3_identities` lets anonymous readers into the reports bucket only)."""
+    return settings.dvc_bucket, settings.registry_bucket, settings.reports_bucket, settings.capture_bucket
 
 
 def s3_ensure_buckets(settings: Settings) -> None:
@@ -236,7 +237,8 @@ def s3_check_buckets(settings: Settings) -> None:
         except Exception as exc:
             if _missing(exc):
                 raise ConfigError(f"bucket {bucket!r} does not exist at {settings.endpoint_url}: create it or set "
-                                  "FLOWTUNE_DVC_BUCKET / FLOWTUNE_REGISTRY_BUCKET / FLOWTUNE_REPORTS_BUCKET") from None
+                                  "FLOWTUNE_DVC_BUCKET / FLOWTUNE_REGISTRY_BUCKET / FLOWTUNE_REPORTS_BUCKET / "
+                                  "FLOWTUNE_CAPTURE_BUCKET") from None
             raise
 
 

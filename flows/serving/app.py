@@ -46,6 +46,7 @@ from pydantic import (
 )
 
 from flows.serving.batcher import MicroBatcher, Overloaded
+from flows.serving.capture import Capture, CaptureConfig, open_capture
 from flows.serving.guards import BearerToken, BodyLimit
 from flows.serving.limits import (
     BODY_READ_S,
@@ -191,6 +192,15 @@ class Metrics:
                                   registry=self.registry)
         self.failed_version = Gauge("flowtune_serve_failed_version",
                                     "Last version that failed to load or verify (0: none)", registry=self.registry)
+        # capture.py (0 while capture is off): items dropped by reason, items written, items waiting
+        self.capture_dropped = Counter("flowtune_capture_dropped", "Captured items dropped (buffer_full, storage)",
+                                       ["reason"], registry=self.registry)
+        for reason in ("buffer_full", "storage"):
+            self.capture_dropped.labels(reason)
+        self.capture_written = Counter("flowtune_capture_written", "Captured items written to object storage",
+                                       registry=self.registry)
+        self.capture_buffer_items = Gauge("flowtune_capture_buffer_items", "Captured items waiting to be written",
+                                          registry=self.registry)
 
 
 MAX_BACKOFF_S = 300.0
@@ -313,7 +323,8 @@ def run_batch(served: Served | None, items: list, ids: list) -> list[dict]:
     return served.predictor.predict(items, ids)
 
 
-def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_LIMITS):
+def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_LIMITS, capture: Capture | None = None):
+    """The service; with `capture`, every answered request's items are handed to it (capture.py)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     batcher = MicroBatcher(lambda: holder.current, run_batch, limits.max_batch_size, limits.max_wait_ms,
@@ -327,10 +338,14 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
     async def lifespan(app):
         batcher.start()
         holder.start()
+        if capture is not None:
+            capture.start()
         yield
         holder.stop()
         await batcher.stop()
         parser.shutdown(wait=False, cancel_futures=True)
+        if capture is not None:  # after the last answer: what it captured is written too (within grace_s)
+            await asyncio.to_thread(capture.close)
 
     app = FastAPI(title="flowtune serve", lifespan=lifespan,
                   description="Predictions of a registered flowtune model (NER tagger or text classifier).")
@@ -373,8 +388,11 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
             log.exception("prediction failed (error %s)", error_id)  # the cause stays in the log, never the reply
             raise refused(metrics, 500, f"prediction failed (error {error_id} in the server log)") from exc
         metrics.requests.labels("200").inc()
-        metrics.latency.observe(time.perf_counter() - started)
+        latency = time.perf_counter() - started
+        metrics.latency.observe(latency)
         response.headers["X-Model-Version"] = str(served.version)
+        if capture is not None:
+            response.headers["X-Request-Id"] = hand_over(capture, served, request.items, answers, latency)
         return PredictResponse(model=served.name, version=served.version, variant=holder.source.variant,
                                predictions=answers)
 
@@ -402,6 +420,16 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
 
     guarded = BodyLimit(app, MAX_BODY_BYTES, f"send at most {MAX_ITEMS} items per request")
     return BearerToken(guarded, limits.token) if limits.token else guarded
+
+
+def hand_over(capture: Capture, served: Served, items: list, answers: list[dict], latency_s: float) -> str:
+    """Give an answered request to the capture; its id (the records' `request`). Never fails the request."""
+    request_id = uuid.uuid4().hex
+    try:
+        capture.add(served, request_id, latency_s * 1000, items, answers)
+    except Exception:  # a bug in the capture costs its record, never the answer
+        log.exception("capture: request %s not captured", request_id)
+    return request_id
 
 
 class Budget:
@@ -459,7 +487,7 @@ def refused(metrics: Metrics, status: int, detail: str, retry_after_s: int | Non
 
 def serve(ref: str, host: str, port: int, poll_s: float, max_length: int | None,
           registry_factory: Callable[[], object], variant: str | None = None, limits: Limits = DEFAULT_LIMITS,
-          grace_s: float = 10.0) -> None:
+          grace_s: float = 10.0, capture: CaptureConfig | None = None) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -467,7 +495,11 @@ def serve(ref: str, host: str, port: int, poll_s: float, max_length: int | None,
         metrics = Metrics()
         source = ModelSource(ref, registry_factory, Path(work), variant)
         holder = ModelHolder(source, metrics, limits.max_batch_size, max_length, poll_s)
-        app = create_app(holder, metrics, limits)
+        if capture is not None:
+            log.info("capturing %g of answered items%s to s3://%s (a batch per %d items or %g s; at most %d wait)",
+                     capture.sample, " (redacted: statistics only)" if capture.redact else "", capture.bucket,
+                     capture.flush_items, capture.flush_s, capture.max_buffer_items)
+        app = create_app(holder, metrics, limits, open_capture(capture, metrics) if capture else None)
         # SIGTERM: stop accepting, let requests in progress finish for grace_s, cancel the rest, exit.
         uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=grace_s,
                     limit_concurrency=MAX_CONNECTIONS)

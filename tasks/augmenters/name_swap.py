@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from tasks.augmenters.seeded import ACCEPTED, DUPLICATE, UNCHANGED, seeded_copies
 from tasks.iob import entity_spans
+from tasks.progress import track
 from tasks.sentence import Sentence
 
 NO_MENTION = "no_mention"  # no mention of a chosen type with another name to put in its place
@@ -122,7 +123,7 @@ class NameSwap:
         """
         counts = dict.fromkeys(OUTCOMES, 0)
         augmented: list[Sentence] = []
-        for record in records:
+        for record in track(records, f"augment: {self.name}, sentences", unit="sentences"):
             new_records, outcomes = name_swap_copies(record, self.pool, self.params, self.name)
             augmented += new_records
             for outcome in outcomes:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tasks.augmenters.seeded import ACCEPTED, DUPLICATE, UNCHANGED, seeded_copies
 from tasks.augmenters.wordnet import MIN_WORD_LENGTH, clean_table, load_synonym_table
+from tasks.progress import track
 from tasks.sentence import Sentence
 
 NO_ELIGIBLE_WORD = "no_eligible_word"  # no O-tagged word with a synonym: nothing to swap
@@ -193,7 +194,7 @@ class SynonymSwap:
         """
         counts = dict.fromkeys(OUTCOMES, 0)  # stable keys for reports
         augmented: list[Sentence] = []
-        for record in records:
+        for record in track(records, f"augment: {self.name}, sentences", unit="sentences"):
             new_records, outcomes = synonym_copies(record, self.choices, self.params, self.name)
             augmented += new_records
             for outcome in outcomes:

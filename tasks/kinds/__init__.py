@@ -8,7 +8,7 @@ that no stage imports a kind statically: a stage's code is its own module, the c
 
 A saved model says its kind itself: `kind_of_model(model_dir)` reads it from config.json (recorded at save),
 and `predictor_for(model_dir)` builds that kind's `ModelPredictor`, which is how `flowtune predict` and
-`flowtune serve` run any kind without knowing which (docs/DECISIONS.md, 58).
+`flowtune serve` run any kind without knowing which (docs/DECISIONS.md, 63).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # annotations only: importing the protocols would pull torch 
     from tasks.kinds.base import ModelPredictor, TaskKind
     from tasks.params import Params
 
-# Windows for a model saved before flowtune recorded its training `max_length` (tasks/fitting.py save_best).
+# Windows for a model saved before flowtune recorded its training `max_length` (tasks/saving.py save_best).
 DEFAULT_MAX_LENGTH = 128
 # The transformers head of each kind: how a model saved before flowtune recorded its kind is recognized.
 HEADS = {"ForTokenClassification": "ner", "ForSequenceClassification": "textclass"}

@@ -168,6 +168,21 @@ def test_deployments_are_created_with_schedules_parameters_and_limits(deployed: 
     assert gpu["limit"] >= 1 and gpu["active"]
 
 
+def test_deploy_creates_the_daily_monitor_and_the_retrain_trigger_on_drift_or_new_data(deployed: Deployed):
+    monitor = deployed.deployment("flowtune-monitor", "monitor")
+    assert [s["schedule"]["cron"] for s in monitor["schedules"]] == ["0 6 * * *"]
+    assert monitor["entrypoint"] == "flows/monitor.py:drift_monitor"
+    nightly = deployed.deployment("flowtune-pipeline", "nightly")
+    automations = [a for a in deployed.post("automations/filter")
+                   if a["name"] == "flowtune: retrain on drift or new data"]
+    assert len(automations) == 1  # `flowtune deploy` made it from prefect.yaml, visible in the UI
+    trigger, (action,) = automations[0]["trigger"], automations[0]["actions"]
+    assert set(trigger["expect"]) == {"flowtune.drift.detected", "flowtune.data.changed"}
+    assert trigger["match"] == {"prefect.resource.id": "flowtune.model.wnut16-ner"}  # params.yaml's model
+    assert trigger["posture"] == "Reactive" and trigger["within"] == 21600
+    assert action["type"] == "run-deployment" and action["deployment_id"] == nightly["id"]
+
+
 def test_two_nightly_runs_complete_one_after_the_other(nightly_runs: dict[str, dict]):
     runs = [run for key, run in nightly_runs.items() if key != "status_before"]
     assert [run["state_type"] for run in runs] == ["COMPLETED", "COMPLETED"], [r["state"] for r in runs]

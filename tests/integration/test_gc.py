@@ -27,7 +27,7 @@ NAME = "gc-model"
 # cannot be backdated; local folders get their times set relative to this.
 LATER = timedelta(days=2)
 RULES = GcParams(keep_days=1, keep_versions=1, keep_version_days=0, alias_history=1, grace_hours=1,
-                 prefect_keep_days=30, log_max_mb=50, log_keep=3)
+                 prefect_keep_days=30, log_max_mb=50, log_keep=3, capture_keep_days=30)
 
 
 def md5(label: str, directory: bool = False) -> str:

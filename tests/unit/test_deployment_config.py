@@ -22,11 +22,12 @@ def flow_of(entrypoint: str):
     return getattr(module, name)
 
 
-PIPELINES = [d for d in DEPLOYMENTS if d["name"] not in {"gpu", "gc", "sweep-trial"}]
+PIPELINES = [d for d in DEPLOYMENTS if d["name"] not in {"gpu", "gc", "sweep-trial", "monitor"}]
 
 
 def test_the_deployments_are_there():
-    assert {d["name"] for d in DEPLOYMENTS} == {"nightly", "data-refresh", "champion-eval", "gpu", "gc", "sweep-trial"}
+    assert {d["name"] for d in DEPLOYMENTS} == {"nightly", "data-refresh", "champion-eval", "gpu", "gc", "sweep-trial",
+                                              "monitor"}
 
 
 @pytest.mark.parametrize("deployment", PIPELINES, ids=lambda d: d["name"])
@@ -81,3 +82,35 @@ def test_sweep_trials_are_a_deployment_on_the_local_pool_that_the_sweep_starts()
     assert trial["work_pool"]["name"] == WORK_POOL and "schedules" not in trial
     expected = {"study", "trial_id", "trial_number", "overrides", "revision", "dvc_lock", "params_file", "data_source"}
     assert set(inspect.signature(flow.fn).parameters) == expected
+
+
+def test_the_monitor_runs_daily_and_drift_or_new_data_start_the_nightly_training_once_per_cool_down():
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+    from flows.monitor import DATA_CHANGED_EVENT, DRIFT_EVENT
+    from flows.names import MONITOR_FLOW
+    from tasks.params import load_params
+
+    (monitor,) = [d for d in DEPLOYMENTS if d["name"] == "monitor"]
+    flow = flow_of(monitor["entrypoint"])
+    assert flow.name == MONITOR_FLOW
+    assert set(monitor["parameters"]) <= set(inspect.signature(flow.fn).parameters)
+    (schedule,) = monitor["schedules"]
+    assert len(schedule["cron"].split()) == 5 and schedule["cron"].split()[2:] == ["*", "*", "*"]  # daily
+    (nightly,) = [d for d in DEPLOYMENTS if d["name"] == "nightly"]
+    (trigger,) = [DeploymentEventTrigger.model_validate(t) for t in nightly["triggers"]]
+    assert trigger.expect == {DRIFT_EVENT, DATA_CHANGED_EVENT} and trigger.threshold == 1
+    model = load_params(ROOT / "params.yaml").registry.model_name
+    assert trigger.match.model_dump() == {"prefect.resource.id": f"flowtune.model.{model}"}  # the model it trains
+    assert trigger.posture == "Reactive" and trigger.within.total_seconds() >= 3600  # the cool-down
+
+
+def test_deploy_warns_when_a_trigger_names_another_model_than_params_yaml(tmp_path):
+    from flows.cli import trigger_mismatches
+
+    assert trigger_mismatches(str(ROOT / "prefect.yaml"), str(ROOT / "params.yaml")) == []
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["registry"]["model_name"] = "renamed"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (problem,) = trigger_mismatches(str(ROOT / "prefect.yaml"), str(tmp_path / "params.yaml"))
+    assert "matches flowtune.model.wnut16-ner" in problem and "trains flowtune.model.renamed" in problem

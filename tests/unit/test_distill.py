@@ -75,6 +75,7 @@ def test_kept_layers_are_evenly_spaced_and_end_with_the_last() -> None:
             distill.kept_layers(6, keep)
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_the_student_keeps_k_layers_with_the_teachers_weights(candidate: Path) -> None:
     teacher = load_saved_model(candidate / "model", device="cpu")
     student = distill.make_student(teacher, 1)
@@ -184,6 +185,7 @@ def mean_distillation_loss(model: torch.nn.Module, params) -> float:
         return float(loss(runner(**batch).logits, labels)) / int((labels != IGNORE_INDEX).sum())
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_distillation_trains_a_student_that_fits_the_teacher_better(distilled: Path) -> None:
     params = stage_params(distilled)
     metrics = load_json(Path(params.paths.student_metrics))
@@ -204,6 +206,7 @@ def load_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_an_interrupted_distillation_resumes_from_its_checkpoint(distilled: Path, monkeypatch) -> None:
     params = stage_params(distilled, out="crashed")
     original_save = engine.save_checkpoint
@@ -230,6 +233,7 @@ def test_an_interrupted_distillation_resumes_from_its_checkpoint(distilled: Path
     assert all(torch.allclose(ours[k], theirs[k], atol=1e-6) for k in theirs)
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_teacher_logits_of_other_windows_are_refused(distilled: Path) -> None:
     params = stage_params(distilled)
     with pytest.raises(distill.DistillError, match="teacher.safetensors: computed for other train windows"):
@@ -263,6 +267,7 @@ def test_a_transfer_set_needs_a_teacher_term(tmp_path: Path) -> None:
     assert load_params(tmp_path / "params.yaml").compress.distill_alpha == 1  # plain fine-tuning of the student
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_a_taggers_transfer_text_is_read_by_its_format(candidate: Path, tmp_path: Path) -> None:
     params = stage_params(candidate)
     kind = kind_for(params)
@@ -281,6 +286,7 @@ def test_a_taggers_transfer_text_is_read_by_its_format(candidate: Path, tmp_path
         assert all(set(r.tags) == {"O"} for r in added)  # a file's own tags are not used: the teacher labels
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_a_bad_transfer_text_is_an_error_naming_the_key_and_line(candidate: Path, tmp_path: Path) -> None:
     params = stage_params(candidate)
     kind = kind_for(params)
@@ -356,6 +362,7 @@ def test_compress_judges_the_student_by_its_own_score_drop() -> None:
     assert not compress.judge("int8", report(0.78, 5.0), report(0.80, 10.0), 0.9, 2.0, rules).passed
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_the_compress_stage_publishes_the_student_as_a_variant(distilled: Path) -> None:
     params = stage_params(distilled, min_speedup=0.01, max_student_score_drop=1.0)
 
@@ -368,6 +375,7 @@ def test_the_compress_stage_publishes_the_student_as_a_variant(distilled: Path) 
     assert model.config.num_hidden_layers == 1 and not model.training
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 @pytest.mark.parametrize("multi_label", [False, True])
 def test_a_classifier_distills_on_texts(tiny_base: Path, tmp_path: Path, multi_label: bool) -> None:
     from tasks import train

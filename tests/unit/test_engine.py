@@ -79,6 +79,7 @@ def test_label_all_pieces_gives_later_pieces_the_inside_label() -> None:
     assert align_labels(word_ids, [1, 2]) == [IGNORE_INDEX, 1, IGNORE_INDEX, IGNORE_INDEX, 2, IGNORE_INDEX]
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_gradient_accumulation_follows_the_same_path_as_one_big_batch(tiny_base, data, tmp_path) -> None:
     # No dropout: the only difference left is how the global batch of 8 is split.
     common = dict(epochs=2, dropout=0.0, learning_rate=5e-3)
@@ -124,6 +125,7 @@ def test_a_labelled_piece_weighs_the_same_whatever_its_batch(tiny_base) -> None:
         assert all(torch.allclose(both[k], summed[k], atol=1e-6) for k in both) == additive
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_dropout_is_applied_while_training(tiny_base, data, tmp_path) -> None:
     """from_pretrained hands back a model in eval mode; the loop must switch it to training mode, or
     `train.dropout` would silently do nothing (it did, before this test)."""
@@ -180,6 +182,7 @@ def test_layer_wise_decay_gives_lower_layers_smaller_learning_rates(tiny_base) -
     assert sum(len(g["params"]) for g in flat) == len(list(model.parameters()))
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_layer_wise_decay_trains_and_changes_the_embeddings_less(tiny_base, data, tmp_path) -> None:
     common = dict(epochs=1, dropout=0.0, learning_rate=5e-3, batch_size=8)
     fit(tiny_base, data, tmp_path / "flat", **common)
@@ -194,6 +197,7 @@ def weights_of_base(base: Path) -> dict[str, torch.Tensor]:
     return load_file(base / "model.safetensors")
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_frozen_embeddings_stay_as_pretrained_while_the_rest_trains(tiny_base, data, tmp_path) -> None:
     fit(tiny_base, data, tmp_path, epochs=1, dropout=0.0, learning_rate=5e-3, batch_size=8, freeze_embeddings=True)
     start, trained = weights_of_base(tiny_base), weights(tmp_path / "model")
@@ -203,6 +207,7 @@ def test_frozen_embeddings_stay_as_pretrained_while_the_rest_trains(tiny_base, d
         assert not torch.equal(trained[f"bert.{name}"], start[name]), name
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_frozen_layers_keep_the_embeddings_and_the_lowest_layers_as_pretrained(tiny_base, data, tmp_path) -> None:
     fit(tiny_base, data, tmp_path, epochs=1, dropout=0.0, learning_rate=5e-3, batch_size=8, freeze_layers=1)
     start, trained = weights_of_base(tiny_base), weights(tmp_path / "model")
@@ -220,6 +225,7 @@ def test_freezing_more_layers_than_the_encoder_has_names_the_key(tiny_base, data
     assert not (tmp_path / "model").exists()
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_early_stopping_stops_when_dev_f1_stalls_and_keeps_the_best_epoch(tiny_base, data, tmp_path) -> None:
     # A learning rate too small to change any prediction: dev F1 never improves after epoch 1.
     metrics = fit(tiny_base, data, tmp_path, epochs=6, learning_rate=1e-12, early_stopping_patience=2)
@@ -227,11 +233,13 @@ def test_early_stopping_stops_when_dev_f1_stalls_and_keeps_the_best_epoch(tiny_b
     assert metrics["epochs_run"] == 3 and metrics["best_epoch"] == 1
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_training_learns_the_synthetic_entities(tiny_base, data, tmp_path) -> None:
     metrics = fit(tiny_base, data, tmp_path, epochs=8, learning_rate=5e-3, batch_size=8)
     assert metrics["dev_f1"] >= 0.8
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_lora_trains_few_parameters_and_saves_a_plain_pipeline_model(tiny_base, data, tmp_path) -> None:
     full = fit(tiny_base, data, tmp_path / "full", epochs=1)
     lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}
@@ -249,6 +257,7 @@ def test_a_lora_target_the_encoder_lacks_is_an_error_naming_the_param(tiny_base,
         fit(tiny_base, data, tmp_path, epochs=1, lora=lora)
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_resuming_from_a_mid_epoch_checkpoint_matches_the_uninterrupted_run(tiny_base, data, tmp_path) -> None:
     settings = dict(epochs=2, batch_size=4, checkpoint_every_steps=5, learning_rate=5e-3)
     reference = fit(tiny_base, data, tmp_path / "ref", **settings)
@@ -279,6 +288,7 @@ def test_resuming_from_a_mid_epoch_checkpoint_matches_the_uninterrupted_run(tiny
     assert list(folder.iterdir()) == []  # state cleared once the model is saved
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_a_checkpoint_of_other_inputs_is_not_resumed(tiny_base, data, tmp_path) -> None:
     folder = tmp_path / "ckpt"
     checkpoints.save(folder, {"fingerprint": "other inputs", "progress": {"epoch": 99}})

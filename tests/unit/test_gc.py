@@ -15,7 +15,7 @@ from tests.helpers import ROOT
 
 NOW = datetime(2027, 6, 1, 12, tzinfo=UTC)
 RULES = GcParams(keep_days=14, keep_versions=2, keep_version_days=30, alias_history=1, grace_hours=1,
-                 prefect_keep_days=30, log_max_mb=50, log_keep=3)
+                 prefect_keep_days=30, log_max_mb=50, log_keep=3, capture_keep_days=30)
 A, B, C, D = ("a" * 32, "b" * 32 + ".dir", "c" * 32, "d" * 32)
 
 

@@ -14,7 +14,7 @@ VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(:?[-?][^}]*)?\}")
 SECRETS = {"POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "FLOWTUNE_S3_ACCESS_KEY_ID",
            "FLOWTUNE_S3_SECRET_ACCESS_KEY", "PREFECT_API_AUTH_STRING", "FLOWTUNE_SERVE_S3_ACCESS_KEY_ID",
            "FLOWTUNE_SERVE_S3_SECRET_ACCESS_KEY", "FLOWTUNE_SERVE_TOKEN"}
-BUCKETS = ("flowtune-dvc", "flowtune-registry", "flowtune-reports")
+BUCKETS = ("flowtune-dvc", "flowtune-registry", "flowtune-reports", "flowtune-capture")
 
 
 def compose() -> dict:
@@ -105,7 +105,7 @@ def assert_bucket_init_makes_user(init: dict, keys: str, policy_name: str, confi
         assert step in command, step
 
 
-def test_the_worker_has_a_user_limited_to_the_three_buckets_not_the_root_keys() -> None:
+def test_the_worker_has_a_user_limited_to_the_four_buckets_not_the_root_keys() -> None:
     services = compose()["services"]
     root_variables = set(VARIABLE.findall(" ".join(map(str, services["s3"]["environment"].values()))))
     worker_variables = set(VARIABLE.findall(" ".join(map(str, services["worker"]["environment"].values()))))
@@ -121,11 +121,11 @@ def test_the_worker_has_a_user_limited_to_the_three_buckets_not_the_root_keys() 
             bucket = resource.removeprefix("arn:aws:s3:::").removesuffix("/*")
             assert bucket in allowed, f"the worker may reach {resource}"
             allowed[bucket] |= set(statement["Action"])
-    for bucket, actions in allowed.items():  # enough for DVC, the registry and the reports
+    for bucket, actions in allowed.items():  # enough for DVC, the registry, the reports, the monitor and gc
         assert {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"} <= actions, bucket
 
 
-def test_serve_has_a_read_only_user_on_the_registry_and_a_token() -> None:
+def test_serve_has_a_read_only_user_on_the_registry_a_put_only_one_on_the_capture_bucket_and_a_token() -> None:
     services = compose()["services"]
     serve = services["flowtune-serve"]["environment"]
     assert serve["FLOWTUNE_S3_ACCESS_KEY_ID"].startswith("${FLOWTUNE_SERVE_S3_ACCESS_KEY_ID:?")
@@ -136,7 +136,16 @@ def test_serve_has_a_read_only_user_on_the_registry_and_a_token() -> None:
                for action in statement["Action"] for resource in statement["Resource"]}
     assert granted == {("s3:ListBucket", "arn:aws:s3:::flowtune-registry"),
                        ("s3:GetBucketLocation", "arn:aws:s3:::flowtune-registry"),
-                       ("s3:GetObject", "arn:aws:s3:::flowtune-registry/*")}  # no write, no other bucket
+                       ("s3:GetObject", "arn:aws:s3:::flowtune-registry/*"),
+                       ("s3:PutObject", "arn:aws:s3:::flowtune-capture/*")}  # no other write, no other bucket
+
+
+def test_bucket_init_creates_every_bucket_and_the_capture_bucket_stays_private() -> None:
+    command = " ".join(compose()["services"]["bucket-init"]["command"])
+    made = re.search(r"mc mb --ignore-existing ([^&]+)&&", command)[1].split()
+    assert made == [f"store/{bucket}" for bucket in BUCKETS]
+    assert "flowtune-capture" not in compose()["configs"]["reports-anonymous-read"]["content"]
+    assert command.count("mc anonymous") == 1  # the reports bucket's single-object GET, nothing else
 
 
 def test_k8s_job_template_declares_every_placeholder_and_requests_a_gpu() -> None:
@@ -204,5 +213,6 @@ def test_k8s_serve_has_a_readiness_probe_and_a_service_that_selects_it() -> None
     # its token and read-only S3 keys from a Secret of its own, never the ConfigMap or the worker's keys
     assert sources == [("configMapRef", "flowtune-serve"), ("secretRef", "flowtune-serve")]
     assert not any("KEY" in key or "TOKEN" in key for key in documents["ConfigMap"]["data"])
+    assert documents["ConfigMap"]["data"]["FLOWTUNE_CAPTURE_BUCKET"] == "flowtune-capture"  # --capture's bucket
     assert "--host 0.0.0.0" in " ".join(container["args"])  # hence the token (serve refuses to start without)
     assert pod["spec"]["terminationGracePeriodSeconds"] > 10  # longer than serve's --grace-s

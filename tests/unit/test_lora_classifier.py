@@ -19,6 +19,8 @@ CLASSES = ["negative", "neutral", "positive"]
 LORA = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}
 ADAPTED = ("attention.self.query.weight", "attention.self.value.weight")  # LoRA merges into these only
 
+pytestmark = pytest.mark.slow  # every test uses the trained classifier (tests/unit/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def trained(tiny_base: Path, tmp_path_factory) -> tuple[Path, dict]:

@@ -37,3 +37,16 @@ def test_a_missing_nightly_run_is_an_absence_of_completed_runs_of_that_deploymen
     nightly = [d for d in deployments if d["name"] == NIGHTLY_DEPLOYMENT]
     assert len(nightly) == 1 and nightly[0]["entrypoint"].endswith(":training_pipeline")  # the deployment it watches
     assert nightly[0].get("schedules"), "the nightly deployment has a schedule, so its absence means something"
+
+
+def test_drift_is_posted_with_the_measures_the_monitor_names():
+    from flows.monitor import DRIFT_EVENT
+    from flows.names import MONITOR_FLOW
+    from flows.notify import drift_automation
+
+    automation = drift_automation(uuid4())
+    assert automation.trigger.expect == {DRIFT_EVENT} and automation.trigger.posture == "Reactive"
+    assert dict(automation.trigger.match.items()) == {"prefect.resource.id": ["flowtune.model.*"]}
+    assert "{{ event.payload.summary }}" in automation.actions[0].body  # flows/monitor.py drift_events writes it
+    assert "{{ event.payload.model }}" in automation.actions[0].subject
+    assert MONITOR_FLOW in FLOWS  # a failed monitor run is posted like any other

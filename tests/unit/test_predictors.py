@@ -251,8 +251,8 @@ def test_the_classifier_reads_gold_labels_and_refuses_unknown_ones(classifier: P
 def test_a_bad_input_file_fails_before_any_weights_load(tagger: Path, classifier: Path, tmp_path: Path):
     from tasks.io import InputFormatError
 
-    (tmp_path / "broken.jsonl").write_text('{"tokens": ["a"]}\n{"tokens": ["b"\n')
-    for folder in (tagger, classifier):
+    for folder, first_line in ((tagger, '{"tokens": ["a"]}'), (classifier, '{"text": "a"}')):
+        (tmp_path / "broken.jsonl").write_text(first_line + '\n{"tokens": ["b"\n')  # line 2 is cut short
         predictor = predictor_for(folder, 4)
         with pytest.raises(InputFormatError, match=r"broken.jsonl:2: not valid JSON"):
             predictor.read_input(tmp_path / "broken.jsonl")
@@ -283,6 +283,8 @@ def test_piece_statistics_count_unknown_and_fragmented_words(tiny_base: Path):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)
-    assert piece_statistics(tokenizer, "supercalifragilisticexpialidocious word") == {
-        "pieces": 12, "unknown_pieces": 0, "fragmented_words": 1}
-    assert piece_statistics(tokenizer, "") == {"pieces": 0, "unknown_pieces": 0, "fragmented_words": 0}
+    assert piece_statistics(tokenizer, ["supercalifragilisticexpialidocious word", "", "a😀b U.S."]) == [
+        {"pieces": 12, "unknown_pieces": 0, "fragmented_words": 1},
+        {"pieces": 0, "unknown_pieces": 0, "fragmented_words": 0},
+        {"pieces": 5, "unknown_pieces": 1, "fragmented_words": 1}]  # a😀b is one [UNK]; U.S. four pieces
+    assert piece_statistics(tokenizer, []) == []

@@ -53,7 +53,10 @@ def test_contract_failure_names_the_checkpoint_and_record(tmp_path: Path, data: 
         handle.write('{"id": "f.conll:9", "tokens": ["Bob"], "tags": ["B-villain"]}\n')
     result = run_stage(tmp_path, "tasks.validate", "--data", data, validate={"reference_profile": None})
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith(f"validate: error: data contract failed for {folder.relative_to(tmp_path)}")
+    # Before the error, only the contract's progress lines (tasks/progress.py): no traceback, no other noise.
+    before, error = result.stderr.split("validate: error: ", 1)
+    assert error.startswith(f"data contract failed for {folder.relative_to(tmp_path)}")
+    assert all(line.startswith("validate: contract tables ") for line in before.splitlines()), before
     assert "f.conll:9 token 0 'Bob': tag='B-villain'" in result.stderr
 
 

@@ -177,8 +177,8 @@ def test_apply_refuses_a_key_it_cannot_find_as_a_line():
 def test_parallel_trials_split_the_cores_and_each_training_takes_its_share(monkeypatch, tmp_path) -> None:
     # Two 4-thread trainings on 8 cores, not two 8-thread ones: more threads than cores stall OpenMP barriers.
     from tasks import engine
-    from tasks.fitting import threads_per_process
     from tasks.sweeping import CORES_ENV, cores_per_trial
+    from tasks.trainer import threads_per_process
     from tests.helpers import train_params
 
     monkeypatch.setattr("os.cpu_count", lambda: 8)

@@ -113,6 +113,7 @@ def train_classifier(params, labels: list[str], folder: Path, multi_label: bool 
     return train.fit(TextClassKind(labels, multi_label), params, folder / "data", outputs)
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_a_sequence_classifier_trains_on_the_shared_engine(tmp_path: Path, tiny_base: Path):
     textdata.write_examples(tmp_path / "data/train.jsonl", sentences(64, 1))
     textdata.write_examples(tmp_path / "data/dev.jsonl", sentences(16, 2))
@@ -165,6 +166,7 @@ def test_the_weighted_loss_weighs_each_text_by_its_class():
     assert weighted == pytest.approx(float(plain[0] + 4.0 * plain[1]))
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_train_json_reports_the_class_weights_it_trained_with(tmp_path: Path, tiny_base: Path):
     textdata.write_examples(tmp_path / "data/train.jsonl", sentences(24, 1)[:20])  # 10 person, 10 none
     textdata.write_examples(tmp_path / "data/dev.jsonl", sentences(8, 2))
@@ -174,6 +176,7 @@ def test_train_json_reports_the_class_weights_it_trained_with(tmp_path: Path, ti
     assert json.loads((tmp_path / "train.json").read_text())["class_weights"] == {"none": 1.0, "person": 1.0}
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_the_evaluate_stage_scores_a_classifier_and_writes_its_confusion_plot(tmp_path: Path, tiny_base: Path):
     from tasks import evaluate
     from tasks.params import load_params
@@ -246,6 +249,7 @@ def mentions_both(count: int, seed: int) -> list[TextExample]:
     return rows
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_a_multi_label_classifier_learns_label_sets_and_predict_serves_it(tmp_path: Path, tiny_base: Path, capsys):
     """A tiny random encoder learns one of the two labels reliably and often both, so the bar is "far
     above chance" (both labels at chance: 0.5); predict must serve exactly the model's own label sets."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForTokenClassification
 
-from tasks import evaluate, fitting
+from tasks import evaluate, saving
 from tasks.io import write_jsonl
 from tasks.kinds import DEFAULT_MAX_LENGTH, kind_of_model, trained_max_length
 from tasks.kinds.ner.records import NerRecord
@@ -35,6 +35,7 @@ def write_split(folder: Path, name: str, rows: list[tuple[list[str], list[str]]]
     write_jsonl(folder / f"{name}.jsonl", records)
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_train_then_evaluate_writes_loadable_model_and_metrics(tiny_base: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     rows = SENTENCES * 2 + [([f"w{i}" for i in range(30)], ["O"] * 30)]  # one sentence needs windows
@@ -103,6 +104,7 @@ def test_train_then_evaluate_writes_loadable_model_and_metrics(tiny_base: Path, 
     assert {"id", "tokens", "tags", "predicted"} == set(predictions[0])
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_overfitting_a_few_sentences_reaches_high_dev_f1(tiny_base: Path, tmp_path: Path) -> None:
     # dev = train: if labels were misaligned with first pieces, memorising could not score well.
     write_split(tmp_path, "train", SENTENCES)
@@ -124,6 +126,7 @@ def test_unknown_tag_is_an_error_naming_the_record(tiny_base: Path, tmp_path: Pa
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow  # trains a model (tests/unit/conftest.py)
 def test_evaluate_rejects_tags_unknown_to_the_model(tiny_base: Path, tmp_path: Path) -> None:
     write_split(tmp_path, "train", SENTENCES)
     write_split(tmp_path, "dev", SENTENCES)
@@ -164,10 +167,10 @@ def test_failed_save_keeps_the_previous_model_and_no_partial_dir(tmp_path: Path)
     model_dir.mkdir()
     (model_dir / "old.json").write_text("{}")
     with pytest.raises(OSError, match="disk full"):
-        fitting.save_model(_Saves(fail=False), _Saves(fail=True), model_dir)
+        saving.save_model(_Saves(fail=False), _Saves(fail=True), model_dir)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert [p.name for p in model_dir.iterdir()] == ["old.json"]
-    fitting.save_model(_Saves(fail=False), _Saves(fail=False), model_dir)
+    saving.save_model(_Saves(fail=False), _Saves(fail=False), model_dir)
     assert [p.name for p in model_dir.iterdir()] == ["new.json"]
 
 

@@ -82,11 +82,11 @@ def evaluate(params: NerEvaluateParams, model_dir: Path, test_path: Path, predic
     labels = set(model.config.label2id)
     check_tags(records, labels)
 
-    def tag(sentences: Sequence[Sequence[str]], batch_size: int = params.batch_size) -> list[list[str]]:
-        return predict_tags(model, tokenizer, sentences, batch_size, max_length)
+    def tag(sentences: Sequence[Sequence[str]], batch_size: int = params.batch_size, what: str = "") -> list[list[str]]:
+        return predict_tags(model, tokenizer, sentences, batch_size, max_length, what)
 
     started = time.perf_counter()
-    predicted = tag([r.tokens for r in records])
+    predicted = tag([r.tokens for r in records], what=f"evaluate: {Path(model_dir).name} on {Path(test_path).name}")
     batch_seconds = time.perf_counter() - started
     gold = [list(r.tags) for r in records]
     scores = score(gold, predicted)

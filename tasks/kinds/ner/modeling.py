@@ -16,6 +16,7 @@ from seqeval.metrics import f1_score
 from seqeval.scheme import IOB2
 
 from tasks.engine import IGNORE_INDEX, Example, autocast, collate, model_device
+from tasks.progress import Progress
 
 SPECIAL_TOKENS_PER_WINDOW = 2  # [CLS] ... [SEP]
 def first_piece_positions(word_ids: Sequence[int | None]) -> list[tuple[int, int]]:
@@ -142,9 +143,11 @@ def predict_label_ids(
     word_counts: Sequence[int],
     batch_size: int,
     pad_id: int,
+    progress: Progress | None = None,
 ) -> list[list[int]]:
-    """Label id per word per sentence: argmax at each word's first piece, windows stitched back."""
-    return predict_words(model, examples, word_counts, batch_size, pad_id)[0]
+    """Label id per word per sentence: argmax at each word's first piece, windows stitched back. `progress`
+    counts the windows done."""
+    return predict_words(model, examples, word_counts, batch_size, pad_id, progress)[0]
 
 
 def predict_words(
@@ -153,9 +156,10 @@ def predict_words(
     word_counts: Sequence[int],
     batch_size: int,
     pad_id: int,
+    progress: Progress | None = None,
 ) -> tuple[list[list[int]], list[list[float]]]:
     """Label id and its probability (the softmax's maximum) per word per sentence, read at each word's first
-    piece, windows stitched back."""
+    piece, windows stitched back. `progress` counts the windows done."""
     predictions = [[-1] * count for count in word_counts]
     probabilities = [[0.0] * count for count in word_counts]
     # Longest first: similar lengths share a batch (little padding) and memory peaks early.
@@ -176,6 +180,8 @@ def predict_words(
                     for position, word in first_piece_positions(example.word_ids):
                         predictions[example.sentence][word] = row[position]
                         probabilities[example.sentence][word] = row_top[position]
+                if progress is not None:
+                    progress.advance(len(chunk))
     finally:
         model.train(was_training)
     return predictions, probabilities
@@ -214,18 +220,25 @@ def word_distributions(
 
 
 def predict_tags(
-    model: torch.nn.Module, tokenizer, sentences: Sequence[Sequence[str]], batch_size: int, max_length: int
+    model: torch.nn.Module, tokenizer, sentences: Sequence[Sequence[str]], batch_size: int, max_length: int,
+    what: str = "",
 ) -> list[list[str]]:
-    """One predicted tag per word for each sentence, in input order (long sentences are windowed)."""
-    return predict_tags_and_scores(model, tokenizer, sentences, batch_size, max_length)[0]
+    """One predicted tag per word for each sentence, in input order (long sentences are windowed). With
+    `what`, progress lines name it and count the windows (tasks/progress.py)."""
+    return predict_tags_and_scores(model, tokenizer, sentences, batch_size, max_length, what)[0]
 
 
 def predict_tags_and_scores(
-    model: torch.nn.Module, tokenizer, sentences: Sequence[Sequence[str]], batch_size: int, max_length: int
+    model: torch.nn.Module, tokenizer, sentences: Sequence[Sequence[str]], batch_size: int, max_length: int,
+    what: str = "",
 ) -> tuple[list[list[str]], list[list[float]]]:
     """`predict_tags`, and each tag's probability."""
     examples = build_examples(tokenizer, encode_words(tokenizer, sentences), max_length)
-    ids, scores = predict_words(model, examples, [len(s) for s in sentences], batch_size, tokenizer.pad_token_id)
+    progress = Progress(f"{what}, windows", len(examples), "windows") if what else None
+    ids, scores = predict_words(model, examples, [len(s) for s in sentences], batch_size, tokenizer.pad_token_id,
+                                progress)
+    if progress is not None:
+        progress.finish()
     id2label = model.config.id2label
     return [[id2label[i] for i in row] for row in ids], scores
 

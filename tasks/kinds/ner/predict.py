@@ -74,13 +74,13 @@ class NerPredictor:
                 for i, tokens, predicted, probs in zip(ids, sentences, tags, scores, strict=True)]
 
     def describe(self, items: Sequence[Item], answers: Sequence[dict]) -> list[dict]:
-        tokenizer = self._describing_tokenizer()
+        texts = [item if isinstance(item, str) else " ".join(item) for item in items]
+        pieces = piece_statistics(self._describing_tokenizer(), texts)
         rows = []
-        for item, answer in zip(items, answers, strict=True):
-            text = item if isinstance(item, str) else " ".join(item)
+        for text, answer, counts in zip(texts, answers, pieces, strict=True):
             scores = answer.get("scores") or []
             confidence = sum(scores) / len(scores) if scores else 1.0  # no token: nothing to be unsure of
-            rows.append({**text_statistics(text), **piece_statistics(tokenizer, text),
+            rows.append({**text_statistics(text), **counts,
                          "confidence": confidence, "min_confidence": min(scores, default=1.0),
                          "predicted": entity_types(answer["tags"])})
         return rows

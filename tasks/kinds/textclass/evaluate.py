@@ -25,6 +25,7 @@ from tasks.metrics import (
     model_size_mb,
 )
 from tasks.params import SEQUENCE_CLASSIFICATION, EvaluateParams
+from tasks.progress import Progress
 from tasks.variants import load_model
 
 TASK = SEQUENCE_CLASSIFICATION
@@ -44,13 +45,17 @@ def evaluate(params: EvaluateParams, model_dir: Path, test_path: Path, predictio
                          "was the model trained with the same classes?")
     multi_label = textclass.is_multi_label(model)
 
-    def classify(texts: Sequence[str], batch_size: int = params.batch_size) -> torch.Tensor:
+    def classify(texts: Sequence[str], batch_size: int = params.batch_size, what: str = "") -> torch.Tensor:
         encoded, _ = textclass.encode_texts(tokenizer, [textdata.TextExample(str(i), t, "") for i, t in
                                                         enumerate(texts)], max_length)
-        return textclass.predict_proba(model, encoded, batch_size, tokenizer.pad_token_id)
+        if not what:
+            return textclass.predict_proba(model, encoded, batch_size, tokenizer.pad_token_id)
+        with Progress(f"{what}, texts", len(encoded), "texts") as progress:
+            return textclass.predict_proba(model, encoded, batch_size, tokenizer.pad_token_id, progress)
 
     started = time.perf_counter()
-    probabilities = classify([e.text for e in examples])
+    probabilities = classify([e.text for e in examples],
+                             what=f"evaluate: {Path(model_dir).name} on {Path(test_path).name}")
     batch_seconds = time.perf_counter() - started
     metrics = textclass.classification_metrics([e.label for e in examples], probabilities, labels, multi_label)
     timed = latency(classify, [e.text for e in examples][: params.latency_sentences])

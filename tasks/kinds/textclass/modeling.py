@@ -23,6 +23,7 @@ from tasks.basemodel import resolve_base_model
 from tasks.engine import Example, autocast, collate, model_device
 from tasks.io import atomic_write_text
 from tasks.kinds.textclass.data import LABEL_JOIN, TextExample
+from tasks.progress import Progress
 
 MULTI_LABEL = "multi_label_classification"  # transformers' problem_type of a multi-label classifier
 THRESHOLD = 0.5  # a multi-label classifier predicts every class at or above this probability
@@ -117,8 +118,10 @@ def load_classifier(params, labels: list[str], multi_label: bool = False):
     return model, AutoTokenizer.from_pretrained(base)
 
 
-def predict_proba(model: torch.nn.Module, examples: Sequence[Example], batch_size: int, pad_id: int) -> torch.Tensor:
-    """Class probabilities, one row per example, in the examples' order (multi-label: each class's own)."""
+def predict_proba(model: torch.nn.Module, examples: Sequence[Example], batch_size: int, pad_id: int,
+                  progress: Progress | None = None) -> torch.Tensor:
+    """Class probabilities, one row per example, in the examples' order (multi-label: each class's own).
+    `progress` counts the texts done."""
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
     rows: list[torch.Tensor | None] = [None] * len(examples)
     was_training, device = model.training, model_device(model)
@@ -134,6 +137,8 @@ def predict_proba(model: torch.nn.Module, examples: Sequence[Example], batch_siz
                 probabilities = (logits.sigmoid() if is_multi_label(model) else logits.softmax(dim=-1)).cpu()
                 for i, row in zip(chosen, probabilities, strict=True):
                     rows[i] = row
+                if progress is not None:
+                    progress.advance(len(chosen))
     finally:
         model.train(was_training)
     return torch.stack(rows) if rows else torch.empty(0)  # type: ignore[arg-type]

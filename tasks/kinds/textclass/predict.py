@@ -77,12 +77,12 @@ class TextClassPredictor:
                 for e, row, label in zip(examples, probabilities, chosen, strict=True)]
 
     def describe(self, items: Sequence[Item], answers: Sequence[dict]) -> list[dict]:
-        tokenizer = self._describing_tokenizer()
+        texts = [item if isinstance(item, str) else " ".join(item) for item in items]
+        pieces = piece_statistics(self._describing_tokenizer(), texts)
         rows = []
-        for item, answer in zip(items, answers, strict=True):
-            text = item if isinstance(item, str) else " ".join(item)
+        for text, answer, counts in zip(texts, answers, pieces, strict=True):
             confidence = self.confidence(list(answer["probabilities"].values()))
-            rows.append({**text_statistics(text), **piece_statistics(tokenizer, text),
+            rows.append({**text_statistics(text), **counts,
                          "confidence": confidence, "min_confidence": confidence,
                          "predicted": [label for label in answer["label"].split(LABEL_JOIN) if label]})
         return rows
