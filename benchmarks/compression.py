@@ -74,7 +74,9 @@ def table(times: dict[str, list[float]]) -> str:
 def main() -> None:
     from benchmarks.serve_throughput import random_head_tagger
     from tasks.compress import cpu_flags
-    from tasks.variants import FROM_CANDIDATE, build, export_onnx, load_model
+    from tasks.kinds import head_class
+    from tasks.kinds import load_saved_model as load_model
+    from tasks.variants import FROM_CANDIDATE, build, export_onnx
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "data/models/candidate")
@@ -87,7 +89,8 @@ def main() -> None:
         model_dir = args.model if args.model.is_dir() else random_head_tagger(Path(tmp) / "model")
         exported = Path(tmp) / "export.onnx"
         export_onnx(load_model(model_dir, device="cpu"), exported)
-        folders = {"fp32": model_dir} | {name: build(name, model_dir, Path(tmp) / name, exported)
+        head = head_class(model_dir)
+        folders = {"fp32": model_dir} | {name: build(name, model_dir, Path(tmp) / name, exported, auto_class=head)
                                          for name in FROM_CANDIDATE}
         models = {name: load_model(folder, device="cpu") for name, folder in folders.items()}
         inputs = batches(model_dir, args.sentences)

@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 def torch_recipes(model_dir: Path) -> dict[str, torch.nn.Module]:
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
-    from tasks.variants import int8_layers, load_model
+    from tasks.kinds import load_saved_model as load_model
+    from tasks.variants import int8_layers
 
     def quantized(qconfig, every_layer: bool) -> torch.nn.Module:
         model = load_model(model_dir, device="cpu")
@@ -44,11 +45,14 @@ def torch_recipes(model_dir: Path) -> dict[str, torch.nn.Module]:
 def onnx_recipes(model_dir: Path, folder: Path) -> dict[str, object]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from tasks.variants import ONNX_FILE, OnnxModel, build, load_model
+    from tasks.kinds import head_class
+    from tasks.kinds import load_saved_model as load_model
+    from tasks.variants import ONNX_FILE, OnnxModel, build
 
     config = load_model(model_dir, device="cpu").config
-    exported = build("onnx", model_dir, folder / "onnx") / ONNX_FILE
-    shipped = build("onnx-int8", model_dir, folder / "onnx-int8", exported) / ONNX_FILE
+    exported = build("onnx", model_dir, folder / "onnx", auto_class=head_class(model_dir)) / ONNX_FILE
+    shipped = build("onnx-int8", model_dir, folder / "onnx-int8", exported,
+                    auto_class=head_class(model_dir)) / ONNX_FILE
     recipes = {"onnxruntime int8 default (MatMul + Gather, per tensor)": {},
                "onnxruntime int8, per channel": {"per_channel": True},
                "onnxruntime int8, MatMul only, per channel": {"op_types_to_quantize": ["MatMul"], "per_channel": True}}
@@ -65,9 +69,9 @@ def onnx_recipes(model_dir: Path, folder: Path) -> dict[str, object]:
 def main() -> None:
     from transformers import AutoTokenizer
 
+    from tasks.kinds import load_saved_model as load_model
     from tasks.kinds.ner.modeling import predict_tags, strict_f1
     from tasks.kinds.ner.records import load_jsonl
-    from tasks.variants import load_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "data/models/candidate")

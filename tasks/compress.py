@@ -41,6 +41,7 @@ def compress(params: Params, kind) -> CompressionReport:
     import torch
 
     from tasks import variants
+    from tasks.kinds import head_class
 
     paths = params.paths
     model_dir, test, out = Path(paths.model), Path(paths.augmented) / "test.jsonl", Path(paths.variants)
@@ -55,7 +56,7 @@ def compress(params: Params, kind) -> CompressionReport:
         exported = _export_once(model_dir, scratch, params.compress.variants)
         for name in params.compress.variants:
             source = Path(paths.student) if name == STUDENT else model_dir
-            folder = variants.build(name, source, built / name, exported)
+            folder = variants.build(name, source, built / name, exported, auto_class=head_class(model_dir))
             report = measure(params, kind, folder, scratch / f"{name}.jsonl")
             agreement = prediction_agreement(scratch / f"{FP32}.jsonl", scratch / f"{name}.jsonl")
             difference = float((logits(folder, probe) - reference).abs().max()) if probe else None
@@ -149,12 +150,12 @@ def probe_batch(kind, model_dir: Path, test: Path, max_length: int) -> dict[str,
 def logits(model_dir: Path, batch: dict[str, torch.Tensor] | None) -> torch.Tensor:
     import torch
 
-    from tasks import variants
+    from tasks.kinds import load_saved_model
 
     if batch is None:
         return torch.empty(0)
     with torch.inference_mode():
-        return variants.load_model(model_dir, device="cpu")(**batch).logits.float()
+        return load_saved_model(model_dir, device="cpu")(**batch).logits.float()
 
 
 def cpu_flags() -> list[str]:
@@ -170,9 +171,10 @@ def _export_once(model_dir: Path, scratch: Path, wanted: Sequence[str]) -> Path 
     if not any(name.startswith("onnx") for name in wanted):
         return None
     from tasks import variants
+    from tasks.kinds import load_saved_model
 
     path = scratch / "export.onnx"
-    variants.export_onnx(variants.load_model(model_dir, device="cpu"), path)
+    variants.export_onnx(load_saved_model(model_dir, device="cpu"), path)
     return path
 
 

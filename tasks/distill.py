@@ -225,9 +225,9 @@ def checked_teacher(model_dir: Path, labels: list[str]):
     """The candidate and its tokenizer; its labels must be the kind's, in the same order."""
     from transformers import AutoTokenizer
 
-    from tasks import variants
+    from tasks.kinds import load_saved_model
 
-    teacher = variants.load_model(model_dir)
+    teacher = load_saved_model(model_dir)
     known = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
     if known != labels:
         raise DistillError(f"{model_dir / 'config.json'}: labels {known} are not the train split's {labels}; "
@@ -332,7 +332,7 @@ def train_student(params: Params, kind) -> dict:
     folder = Path(paths.student_checkpoints)
     identity = run_identity(params, settings, training.labels, [*files, Path(paths.teacher_logits)])
     progress = engine.fit(loop, data.examples, score, folder, identity, checkpoints.load(folder, identity))
-    fitting.save_best(loop, tokenizer, Path(paths.student), settings.max_length)
+    fitting.save_best(loop, tokenizer, Path(paths.student), settings.max_length, training.task_kind)
     size = sum(p.numel() for p in student.parameters())
     best = progress.best_score if dev_rows else None
     metrics = {"enabled": True, "teacher_layers": teacher_layers,

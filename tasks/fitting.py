@@ -15,6 +15,7 @@ import torch
 from tasks import engine
 from tasks.params import TrainParams
 from tasks.sweeping import CORES_ENV
+from tasks.variants import FLOWTUNE_CONFIG_KEY
 
 
 def seed_everything(seed: int) -> None:
@@ -58,16 +59,15 @@ def threads_per_process(params: TrainParams, processes: engine.Processes) -> int
     return params.num_threads or max(1, cores // processes.local_world)
 
 
-# config.json key of what flowtune records about a saved model beyond Hugging Face's own fields.
-FLOWTUNE_CONFIG_KEY = "flowtune"
 
 
-def save_best(loop: engine.Loop, tokenizer, model_dir: Path, max_length: int) -> None:
+def save_best(loop: engine.Loop, tokenizer, model_dir: Path, max_length: int, task_kind: str) -> None:
     """Save the best epoch's weights (not the last epoch's), LoRA adapters merged, recording in config.json
-    the window length it was trained with (`flowtune predict` then windows text the same way)."""
+    the window length it was trained with (`flowtune predict` then windows text the same way) and its task
+    kind ("ner" | "textclass": what `tasks.kinds.kind_of_model` reads to load it)."""
     loop.model.load_state_dict(loop.best_state)
     model = plain_model(loop.model)
-    setattr(model.config, FLOWTUNE_CONFIG_KEY, {"max_length": max_length})
+    setattr(model.config, FLOWTUNE_CONFIG_KEY, {"max_length": max_length, "task_kind": task_kind})
     save_model(model, tokenizer, model_dir)
 
 

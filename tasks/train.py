@@ -160,7 +160,7 @@ def fit_in_process(kind: TrainingKind[Any], params: TrainParams, data_dir: Path,
         return {}
     # Counted before saving: merging LoRA adapters into the weights removes them from the model.
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    save_best(loop, tokenizer, outputs.model_dir, params.max_length)
+    save_best(loop, tokenizer, outputs.model_dir, params.max_length, kind.task_kind)
     score = progress.best_score if dev_rows else None
     metrics = training_metrics(progress, params, device, trainable, len(train_rows), processes, score)
     # `dev_f1` is the selection score's generic name (as in the curve); a kind whose score has a name

@@ -45,6 +45,39 @@ FROM_CANDIDATE = tuple(name for name in VARIANTS if name != STUDENT)
 # Variants that claim the fp32 model's outputs (no quantization): compress checks they reproduce them.
 EXACT = ("onnx",)
 ONNX_OPSET = 18
+# config.json key of what flowtune records about a saved model beyond Hugging Face's own fields (at save,
+# tasks/fitting.py save_best): the training `max_length` and the `task_kind`; variants copy config.json.
+FLOWTUNE_CONFIG_KEY = "flowtune"
+
+
+def saved_config(model_dir: Path) -> dict:
+    """A saved model (or variant) folder's config.json as a dict; errors name the file."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (is {model_dir} a saved model folder?)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON config ({error})") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return config
+
+
+def config_labels(model_dir: Path) -> list[str]:
+    """The model's output labels in id order, from config.json's `id2label` (without loading any weights)."""
+    id2label = saved_config(model_dir).get("id2label") or {}
+    try:
+        return [id2label[str(i)] for i in range(len(id2label))]
+    except KeyError as error:
+        raise ValueError(f"{Path(model_dir) / 'config.json'}: id2label is not numbered 0..{len(id2label) - 1} "
+                         f"(no {error})") from error
+
+
+def flowtune_config(config: dict) -> dict:
+    """What flowtune recorded in a saved model's config (its FLOWTUNE_CONFIG_KEY block; {} for other models)."""
+    block = config.get(FLOWTUNE_CONFIG_KEY)
+    return block if isinstance(block, dict) else {}
 
 
 def variant_of(model_dir: Path) -> str | None:
@@ -53,37 +86,28 @@ def variant_of(model_dir: Path) -> str | None:
     return json.loads(marker.read_text(encoding="utf-8"))["variant"] if marker.is_file() else None
 
 
-def load_model(model_dir: Path, auto_class: Any = None, device: str | None = None) -> Any:
+def load_model(model_dir: Path, auto_class: Any, device: str | None = None) -> Any:
     """The model of a folder, ready to predict: a transformers model (fp32, on `device`, by default CUDA
     when there is one) or a variant (always CPU). `auto_class` is the transformers class of the head, e.g.
-    AutoModelForTokenClassification; by default the architecture config.json names."""
+    AutoModelForTokenClassification: the kind's, which `tasks.kinds.head_class(model_dir)` knows (this core
+    module cannot ask the kinds; `tasks.kinds.load_saved_model` does both)."""
     model_dir = Path(model_dir)
     variant = variant_of(model_dir)
     if variant in (None, STUDENT):
-        model_type = auto_class or model_class(model_dir)
-        model = model_type.from_pretrained(model_dir, use_safetensors=True)
+        model = auto_class.from_pretrained(model_dir, use_safetensors=True)
         return model.to(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))).eval()
     if variant == "int8":
-        return _load_int8(model_dir)
+        return _load_int8(model_dir, auto_class)
     if variant in ("onnx", "onnx-int8"):
         return OnnxModel(model_dir / ONNX_FILE, _config(model_dir))
     raise VariantError(f"{model_dir / MARKER}: unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
 
 
-def model_class(model_dir: Path) -> Any:
-    """The transformers class config.json's `architectures` names, e.g. BertForTokenClassification."""
-    import transformers
-
-    architectures = _config(model_dir).architectures or []
-    if not architectures or not hasattr(transformers, architectures[0]):
-        raise VariantError(f"{Path(model_dir) / 'config.json'}: names no transformers architecture ({architectures})")
-    return getattr(transformers, architectures[0])
-
-
-def build(variant: str, model_dir: Path, out_dir: Path, exported: Path | None = None) -> Path:
+def build(variant: str, model_dir: Path, out_dir: Path, exported: Path | None = None, *, auto_class: Any) -> Path:
     """Write `variant` of the fp32 model in `model_dir` into the new folder `out_dir`; the onnx ones start
     from `exported` (an `export_onnx` of that model) when given, so two of them export once. For `student`,
-    `model_dir` is the trained student's folder, copied whole."""
+    `model_dir` is the trained student's folder, copied whole. `auto_class`: the head's transformers class, as
+    for `load_model`."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if variant not in VARIANTS:
         raise VariantError(f"unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
@@ -91,7 +115,7 @@ def build(variant: str, model_dir: Path, out_dir: Path, exported: Path | None = 
         return _copy_student(model_dir, out_dir)
     out_dir.mkdir(parents=True)
     _copy_non_weights(model_dir, out_dir)
-    model_type = model_class(model_dir)
+    model_type = auto_class
     marker: dict[str, Any] = {"variant": variant, "runs_on": "cpu"}
     if variant == "int8":
         model = model_type.from_pretrained(model_dir, use_safetensors=True).eval()
@@ -188,9 +212,9 @@ def _config(model_dir: Path):
     return AutoConfig.from_pretrained(model_dir)
 
 
-def _load_int8(model_dir: Path) -> torch.nn.Module:
+def _load_int8(model_dir: Path, auto_class: Any) -> torch.nn.Module:
     layers = json.loads((model_dir / MARKER).read_text(encoding="utf-8"))["quantized_layers"]
-    model = quantize_int8(model_class(model_dir)(_config(model_dir)).eval(), layers)  # the layout, then the weights
+    model = quantize_int8(auto_class.from_config(_config(model_dir)).eval(), layers)  # the layout, then the weights
     # weights_only: a state dict of tensors, never arbitrary pickled objects from a downloaded file.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's own TypedStorage deprecation, raised while reading packed weights

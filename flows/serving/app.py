@@ -393,7 +393,7 @@ def create_app(holder: ModelHolder, metrics: Metrics, limits: Limits = DEFAULT_L
             response.status_code = 503
             return {"ready": False, "model": holder.source.ref, "version": None}
         return {"ready": True, "model": current.name, "version": current.version, "variant": holder.source.variant,
-                "kind": current.predictor.kind}
+                "kind": current.predictor.answer_kind, "task_kind": current.predictor.kind}
 
     @app.get("/metrics", responses=UNAUTHORIZED,
              summary="Prometheus metrics: requests by status, latency, batch sizes, the serving version")

@@ -3,8 +3,10 @@
 A stage gets its kind once (`tasks.kinds.kind_for(params)`) and then calls only these methods: reading the
 source and the splits (ingest, every later stage), cleaning, the data contract's tables (validate), the
 augmenters' adapter (augment), training (`TrainingKind`: model, encoding, loss, dev score; train) and
-evaluation (an `EvalReport` under the kind's names; evaluate). Implementations:
-`tasks.kinds.ner.task.Ner` and `tasks.kinds.textclass.task.TextClass`.
+evaluation (an `EvalReport` under the kind's names; evaluate) and inference on a saved model
+(`ModelPredictor`: `flowtune predict`, `flowtune serve`; built by `tasks.kinds.predictor_for(model_dir)`, which
+reads the kind from the model's config). Implementations: `tasks.kinds.ner.task.Ner` and
+`tasks.kinds.textclass.task.TextClass`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import IO, Any, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +39,11 @@ class Encoded:
 
 class TrainingKind(Protocol[Row]):
     """The kind-specific pieces of training; everything else (loop, LoRA, saving) is shared."""
+
+    @property
+    def task_kind(self) -> str:
+        """The kind's name ("ner" | "textclass": params' `task.kind`), recorded in the saved model's config."""
+        ...
 
     @property
     def labels(self) -> list[str]:
@@ -102,6 +109,49 @@ def bernoulli_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
     cross = F.binary_cross_entropy_with_logits(student, target, reduction="none")
     entropy = F.binary_cross_entropy_with_logits(teacher, target, reduction="none")
     return (cross - entropy).sum(-1)
+
+
+Item = str | list[str]  # an input to predict: a text, or a sentence already split into tokens
+
+
+class ModelPredictor(Protocol):
+    """A saved model (or a variant of it) ready to answer, for `flowtune predict` and `flowtune serve`: what
+    either does per kind lives behind this. Built by `tasks.kinds.predictor_for(model_dir)`."""
+
+    kind: str  # "ner" | "textclass": the kind recorded in the model's config
+    answer_kind: str  # "tagger" | "classifier": what the answers hold, as serve's /readyz has always said
+    labels: list[str]  # the model's output labels in id order (NER: IOB2 tags; textclass: classes)
+    max_length: int  # sub-word pieces per window (NER windows long sentences; a classifier truncates)
+    stdin_suffix: str  # the file type `--input -` reads from stdin (".conll", ".jsonl")
+
+    def read_input(self, path: Path) -> tuple[list[Item], list[str], list | None]:
+        """(items, ids, gold) of an input file: gold tag sequences / labels when the file carries them, else
+        None. Errors name the file and line; gold labels the model does not know are an error."""
+        ...
+
+    def read_lines(self, lines: Sequence[str]) -> tuple[list[Item], list[str]]:
+        """(items, ids) of plain text lines (blank ones skipped), ids `line:<n>`."""
+        ...
+
+    def predict(self, items: Sequence[Item], ids: Sequence[str]) -> list[dict]:
+        """One answer per item, in order, `ids` echoed: NER `{"id", "tokens", "tags", "scores"}` (scores: each
+        token's tag probability), textclass `{"id", "text", "label", "probabilities"}`; in batches of the
+        predictor's batch size, long inputs windowed (NER) or truncated (textclass) at `max_length`."""
+        ...
+
+    def describe(self, items: Sequence[Item], answers: Sequence[dict]) -> list[dict]:
+        """Per item, statistics for production monitoring: words, chars, pieces, unknown_pieces,
+        fragmented_words, urls, emoji, non_latin, upper_words, confidence, min_confidence, predicted (list of
+        str). Thread-safe: may run in another thread while `predict` runs (it has a tokenizer of its own)."""
+        ...
+
+    def write(self, answers: Sequence[dict], fmt: str | None, out: IO[str]) -> None:
+        """Write answers as `flowtune predict --format fmt` does (None: the kind's default format)."""
+        ...
+
+    def score(self, gold: Sequence, answers: Sequence[dict]) -> str:
+        """One line saying how the answers did against the input's gold (what predict prints on stderr)."""
+        ...
 
 
 class TaskKind(Protocol[Row]):
@@ -191,4 +241,10 @@ class TaskKind(Protocol[Row]):
         predicts) and the (actual, predicted) pairs of the confusion plot; predictions are written to
         `predictions_path`. Raise `tasks.metrics.LabelSetMismatch` when the test data holds a label the
         model does not know."""
+        ...
+
+    # ------------------------------------------------------------------ predict, serve
+    def predictor(self, model_dir: Path, batch_size: int = 32, max_length: int | None = None) -> ModelPredictor:
+        """The saved model in `model_dir` (a transformers folder or a variant) ready to answer; `max_length`:
+        by default the one it was trained with (its config)."""
         ...

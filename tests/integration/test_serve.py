@@ -130,7 +130,7 @@ def test_serve_answers_batches_and_swaps_the_champion_without_a_failed_request(l
     service = Service(local_services, prefix, "tagger:champion", find_free_port())
     try:
         assert service.wait_ready() == {"ready": True, "model": "tagger", "version": 1, "variant": None,
-                                        "kind": "tagger"}
+                                        "kind": "tagger", "task_kind": "ner"}
         assert f"Uvicorn running on http://127.0.0.1:{service.url.rsplit(':', 1)[1]}" in service.output
 
         # answers in predict's shapes: texts split at whitespace, or pre-split tokens; one tag per token
@@ -192,11 +192,12 @@ def test_an_unknown_model_stops_serve_with_one_line(local_services, published):
 def test_serve_a_variant_of_the_champion(local_services, published, tiny_base, tmp_path):
     """`--variant`: the version's compressed variant answers (and says so); one it does not hold is a one-line
     error at start."""
+    from tasks.kinds import head_class
     from tasks.variants import build
 
     registry, prefix = published
     v2 = tiny_tagger(tiny_base, tmp_path / "with-variant", 2)  # other weights: v1's digest ignores variants
-    build("int8", v2, v2 / "variants" / "int8")
+    build("int8", v2, v2 / "variants" / "int8", auto_class=head_class(v2))
     registry.set_alias("tagger", "champion", registry.publish("tagger", v2, {}))
     missing = Service(local_services, prefix, "tagger:champion", find_free_port(), "--variant", "onnx")
     assert missing.process.wait(timeout=60) == 1

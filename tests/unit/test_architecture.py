@@ -27,3 +27,26 @@ def test_the_stage_layer_is_the_modules_dvc_yaml_runs():
     run = {re.match(r"infra/local/python -m tasks\.(\w+)", spec["cmd"]).group(1) for spec in stages}
     top_layer = CONTRACTS["tasks-layers"]["layers"][0]
     assert {name.strip() for name in top_layer.split("|")} == run
+
+
+def test_no_code_outside_tasks_kinds_tells_the_kinds_apart_by_architecture():
+    """A saved model's kind is what its config records (`tasks.kinds.kind_of_model`, the one place that falls
+    back to transformers' `architectures` for old models); predict, serve and the variants loader ask the
+    seam instead of guessing from the head's class name."""
+    offenders = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+                 for folder in ("flows", "tasks") for path in sorted((ROOT / folder).rglob("*.py"))
+                 if "kinds" not in path.relative_to(ROOT / folder).parts[:1]
+                 for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                 if "architectures" in line]
+    assert offenders == []
+
+
+def test_flows_import_no_kind_package():
+    """flows/ reaches a kind through tasks.kinds only (the `flows-through-the-seam` contract, also checked here
+    by text so that a dynamic import by name is caught too)."""
+    kind_packages = re.compile(r"tasks[./]kinds[./](ner|textclass)\b")
+    offenders = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+                 for path in sorted((ROOT / "flows").rglob("*.py"))
+                 for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                 if kind_packages.search(line)]
+    assert offenders == []

@@ -15,6 +15,7 @@ import torch
 
 from tasks import compress, variants
 from tasks.io import write_jsonl
+from tasks.kinds import head_class, load_saved_model
 from tasks.kinds.ner.records import NerRecord
 from tasks.metrics import CompressionReport
 from tasks.params import load_params
@@ -47,8 +48,9 @@ def trained(tiny_base: Path, tmp_path_factory) -> Path:
 def built(trained: Path) -> dict[str, Path]:
     """Every variant of the tiny tagger (the two onnx ones from one export, as the stage builds them)."""
     exported = trained / "export.onnx"
-    variants.export_onnx(variants.load_model(trained / "model", device="cpu"), exported)
-    return {name: variants.build(name, trained / "model", trained / "built" / name, exported)
+    variants.export_onnx(load_saved_model(trained / "model", device="cpu"), exported)
+    head = head_class(trained / "model")
+    return {name: variants.build(name, trained / "model", trained / "built" / name, exported, auto_class=head)
             for name in variants.FROM_CANDIDATE}
 
 
@@ -70,8 +72,8 @@ def test_each_variant_builds_and_loads_like_a_model_folder(trained: Path, built:
     assert not list(folder.glob("*.safetensors"))  # the variant's own weights only
     batch = padded_batch(folder)
     with torch.inference_mode():
-        reference = variants.load_model(trained / "model", device="cpu")(**batch).logits
-        logits = variants.load_model(folder)(**batch).logits
+        reference = load_saved_model(trained / "model", device="cpu")(**batch).logits
+        logits = load_saved_model(folder)(**batch).logits
     assert logits.shape == reference.shape
     # The fp32 export reproduces the model on a padded batch (the TorchScript exporter did not: 0.3 off);
     # the int8 ones stay close.
@@ -88,18 +90,18 @@ def test_the_tagger_predicts_with_a_variant_as_with_the_model(trained: Path, bui
     folder = built["onnx"]
     sentences = [tokens for tokens, _ in SENTENCES]
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    expected = predict_tags(variants.load_model(trained / "model", device="cpu"), tokenizer, sentences, 4, 16)
-    assert predict_tags(variants.load_model(folder), tokenizer, sentences, 4, 16) == expected
+    expected = predict_tags(load_saved_model(trained / "model", device="cpu"), tokenizer, sentences, 4, 16)
+    assert predict_tags(load_saved_model(folder), tokenizer, sentences, 4, 16) == expected
 
 
 @pytest.mark.slow
 def test_an_unknown_variant_is_refused_by_name(trained: Path, tmp_path: Path) -> None:
     with pytest.raises(variants.VariantError, match="unknown variant 'fp16'"):
-        variants.build("fp16", trained / "model", tmp_path / "x")
-    folder = variants.build("int8", trained / "model", tmp_path / "int8")
+        variants.build("fp16", trained / "model", tmp_path / "x", auto_class=head_class(trained / "model"))
+    folder = variants.build("int8", trained / "model", tmp_path / "int8", auto_class=head_class(trained / "model"))
     (folder / variants.MARKER).write_text(json.dumps({"variant": "fp8"}))
     with pytest.raises(variants.VariantError, match="variant.json: unknown variant 'fp8'"):
-        variants.load_model(folder)
+        load_saved_model(folder)
 
 
 def stage_params(root: Path, **rules):
@@ -215,9 +217,9 @@ def test_every_variant_of_a_text_classifier_builds_and_answers_like_it(tiny_base
     AutoTokenizer.from_pretrained(tiny_base).save_pretrained(model_dir)
     batch = padded_batch(model_dir)
     with torch.inference_mode():
-        reference = variants.load_model(model_dir, device="cpu")(**batch).logits
+        reference = load_saved_model(model_dir, device="cpu")(**batch).logits
         for name in variants.FROM_CANDIDATE:
-            folder = variants.build(name, model_dir, tmp_path / name)
-            logits = variants.load_model(folder)(**batch).logits
+            folder = variants.build(name, model_dir, tmp_path / name, auto_class=head_class(model_dir))
+            logits = load_saved_model(folder)(**batch).logits
             assert logits.shape == reference.shape == (2, 3)
             assert float((logits - reference).abs().max()) < (1e-4 if name in variants.EXACT else 0.5), name

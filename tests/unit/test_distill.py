@@ -16,7 +16,7 @@ from safetensors import safe_open
 from tasks import checkpoints, compress, distill, engine, variants
 from tasks.engine import IGNORE_INDEX
 from tasks.io import write_jsonl
-from tasks.kinds import kind_for
+from tasks.kinds import kind_for, load_saved_model
 from tasks.kinds.ner.kind import NerKind
 from tasks.kinds.textclass.kind import TextClassKind
 from tasks.metrics import EvalReport, Headline, Latency
@@ -76,7 +76,7 @@ def test_kept_layers_are_evenly_spaced_and_end_with_the_last() -> None:
 
 
 def test_the_student_keeps_k_layers_with_the_teachers_weights(candidate: Path) -> None:
-    teacher = variants.load_model(candidate / "model", device="cpu")
+    teacher = load_saved_model(candidate / "model", device="cpu")
     student = distill.make_student(teacher, 1)
 
     assert student.config.num_hidden_layers == 1 and len(student.bert.encoder.layer) == 1
@@ -187,13 +187,13 @@ def mean_distillation_loss(model: torch.nn.Module, params) -> float:
 def test_distillation_trains_a_student_that_fits_the_teacher_better(distilled: Path) -> None:
     params = stage_params(distilled)
     metrics = load_json(Path(params.paths.student_metrics))
-    before = distill.make_student(variants.load_model(distilled / "model", device="cpu"), 1)
-    after = variants.load_model(Path(params.paths.student), device="cpu")
+    before = distill.make_student(load_saved_model(distilled / "model", device="cpu"), 1)
+    after = load_saved_model(Path(params.paths.student), device="cpu")
 
     assert metrics["enabled"] and metrics["kept_layers"] == [1] and metrics["epochs_run"] == 2
     assert metrics["transfer_rows"] == 32  # one copy of each train sentence; none equals a train sentence
     assert metrics["transfer_text_rows"] == 0  # no compress.transfer_text
-    assert after.config.num_hidden_layers == 1 and after.config.flowtune == {"max_length": 16}
+    assert after.config.num_hidden_layers == 1 and after.config.flowtune == {"max_length": 16, "task_kind": "ner"}
     assert mean_distillation_loss(after, params) < mean_distillation_loss(before, params)
     assert list(Path(params.paths.student_checkpoints).iterdir()) == []  # state cleared once saved
 
@@ -225,8 +225,8 @@ def test_an_interrupted_distillation_resumes_from_its_checkpoint(distilled: Path
     reference = load_json(Path(stage_params(distilled).paths.student_metrics))
     assert resumed["dev_f1"] == pytest.approx(reference["dev_f1"], abs=1e-9)
     assert resumed["optimizer_steps"] == reference["optimizer_steps"]
-    ours = variants.load_model(Path(params.paths.student), device="cpu").state_dict()
-    theirs = variants.load_model(Path(stage_params(distilled).paths.student), device="cpu").state_dict()
+    ours = load_saved_model(Path(params.paths.student), device="cpu").state_dict()
+    theirs = load_saved_model(Path(stage_params(distilled).paths.student), device="cpu").state_dict()
     assert all(torch.allclose(ours[k], theirs[k], atol=1e-6) for k in theirs)
 
 
@@ -364,7 +364,7 @@ def test_the_compress_stage_publishes_the_student_as_a_variant(distilled: Path) 
     assert [row.variant for row in table.rows] == ["fp32", "student"] and table.published == ["student"]
     folder = Path(params.paths.variants) / "student"
     assert variants.variant_of(folder) == "student"
-    model = variants.load_model(folder, device="cpu")
+    model = load_saved_model(folder, device="cpu")
     assert model.config.num_hidden_layers == 1 and not model.training
 
 
@@ -418,7 +418,7 @@ def test_a_classifier_distills_on_texts(tiny_base: Path, tmp_path: Path, multi_l
 
     assert metrics["kept_layers"] == [1] and metrics["dev_f1"] is not None
     assert (metrics["transfer_rows"], metrics["transfer_text_rows"]) == (transfer, 2)
-    student = variants.load_model(Path(params.paths.student), device="cpu")
+    student = load_saved_model(Path(params.paths.student), device="cpu")
     assert student.config.num_hidden_layers == 1 and student.config.problem_type == (
         "multi_label_classification" if multi_label else "single_label_classification")
     # (That training lowers the loss is the tagger's test: a tiny classifier on 24 texts barely learns.)

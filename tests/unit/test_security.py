@@ -155,22 +155,21 @@ def test_every_model_is_loaded_from_safetensors_only() -> None:
 
 def test_a_model_folder_holding_only_a_pickle_is_refused(tmp_path: Path, tiny_base: Path) -> None:
     """`pytorch_model.bin` is a pickle: loading a downloaded one may run its code. Refused, not loaded."""
-    import argparse
-
     import torch
     from transformers import AutoConfig, BertForTokenClassification
 
-    from flows.predict_cli import predict_entities
+    from tasks.kinds import predictor_for
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_base, folder)
     (folder / "model.safetensors").unlink()
     config = AutoConfig.from_pretrained(folder, num_labels=3, id2label={0: "O", 1: "B-person", 2: "I-person"})
+    config.architectures = ["BertForTokenClassification"]  # a tagger saved as a pickle
     config.save_pretrained(folder)
     torch.save(BertForTokenClassification(config).state_dict(), folder / "pytorch_model.bin")
-    args = argparse.Namespace(input=None, text=["hello world"], batch_size=8, max_length=32, format=None, output=None)
+    predictor = predictor_for(folder, 8, 32)  # the weights load on first use
     with pytest.raises(OSError, match="model.safetensors"):
-        predict_entities(args, folder)
+        predictor.predict(["hello world"], ["0"])
 
 
 def test_dvc_sends_no_usage_analytics() -> None:

@@ -200,7 +200,7 @@ class FakeRegistry:
 
 
 class FakePredictor:
-    kind = "classifier"
+    kind, answer_kind = "textclass", "classifier"
 
     def __init__(self, version: str, broken: bool):
         self.version, self.broken = version, broken
@@ -248,7 +248,8 @@ def test_predict_answers_each_item_with_the_version_that_served_it(tmp_path: Pat
         assert default_ids[0]["id"] == "0"
         assert client.get("/healthz").json() == {"status": "ok"}
         assert client.get("/readyz").json() == {"ready": True, "model": "sentiment", "version": 1,
-                                                "variant": None, "kind": "classifier"}
+                                                "variant": None, "kind": "classifier",
+                                                "task_kind": "textclass"}
 
 
 def test_a_served_variant_is_what_is_downloaded_and_what_answers(tmp_path: Path):
@@ -553,7 +554,7 @@ def test_a_classifier_folder_answers_in_predicts_jsonl_shape(tiny_base: Path, tm
 
     labels = ["negative", "neutral", "positive"]
     predictor = load_predictor(saved(tiny_base, tmp_path / "c", "AutoModelForSequenceClassification", labels), 4)
-    assert predictor.kind == "classifier"
+    assert (predictor.kind, predictor.answer_kind) == ("textclass", "classifier")
     answers = predictor.predict(["a good day", ["a", "bad", "day"]], ["t1", "t2"])
     assert [a["id"] for a in answers] == ["t1", "t2"] and answers[1]["text"] == "a bad day"
     for answer in answers:
@@ -566,7 +567,7 @@ def test_a_tagger_folder_answers_one_tag_per_token(tiny_base: Path, tmp_path: Pa
 
     labels = ["O", "B-person", "I-person"]
     predictor = load_predictor(saved(tiny_base, tmp_path / "t", "AutoModelForTokenClassification", labels), 4)
-    assert predictor.kind == "tagger"
+    assert (predictor.kind, predictor.answer_kind) == ("ner", "tagger")
     answers = predictor.predict(["Alice met  Bob", ["New York", "!"]], ["0", "1"])
     assert [a["tokens"] for a in answers] == [["Alice", "met", "Bob"], ["New York", "!"]]
     assert all(len(a["tags"]) == len(a["tokens"]) and set(a["tags"]) <= set(labels) for a in answers)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForTokenClassification
 
-from flows.predict_cli import DEFAULT_MAX_LENGTH, trained_max_length
 from tasks import evaluate, fitting
 from tasks.io import write_jsonl
+from tasks.kinds import DEFAULT_MAX_LENGTH, kind_of_model, trained_max_length
 from tasks.kinds.ner.records import NerRecord
 from tasks.metrics import EvalReport
 from tests.helpers import evaluate_params, kind, train_ner, train_params
@@ -67,6 +67,7 @@ def test_train_then_evaluate_writes_loadable_model_and_metrics(tiny_base: Path, 
     assert (out / "model" / "model.safetensors").is_file()
     assert not list(out.glob(".model.*"))  # no staging folder left behind
     assert trained_max_length(out / "model") == 16  # recorded in config.json: `flowtune predict` windows the same
+    assert kind_of_model(out / "model") == "ner"  # recorded too: predict and serve load it as what it is
 
     result = evaluate.run(
         evaluate_params(),

@@ -49,6 +49,7 @@ class NerKind:
     entity_types: Sequence[str]
     score_name: ClassVar[str] = "dev_f1"
     lora_task_type: ClassVar[str] = "TOKEN_CLS"
+    task_kind: ClassVar[str] = "ner"
 
     @property
     def labels(self) -> list[str]:

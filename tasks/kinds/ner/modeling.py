@@ -143,7 +143,20 @@ def predict_label_ids(
     pad_id: int,
 ) -> list[list[int]]:
     """Label id per word per sentence: argmax at each word's first piece, windows stitched back."""
+    return predict_words(model, examples, word_counts, batch_size, pad_id)[0]
+
+
+def predict_words(
+    model: torch.nn.Module,
+    examples: Sequence[Example],
+    word_counts: Sequence[int],
+    batch_size: int,
+    pad_id: int,
+) -> tuple[list[list[int]], list[list[float]]]:
+    """Label id and its probability (the softmax's maximum) per word per sentence, read at each word's first
+    piece, windows stitched back."""
     predictions = [[-1] * count for count in word_counts]
+    probabilities = [[0.0] * count for count in word_counts]
     # Longest first: similar lengths share a batch (little padding) and memory peaks early.
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
     device = model_device(model)
@@ -155,23 +168,33 @@ def predict_label_ids(
                 chunk = [examples[i] for i in order[start : start + batch_size]]
                 batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items() if k != "labels"}
                 with autocast(device):
-                    best = model(**batch).logits.argmax(dim=-1).cpu().tolist()
-                for example, row in zip(chunk, best, strict=True):
+                    logits = model(**batch).logits
+                best = logits.argmax(dim=-1).cpu().tolist()
+                top = logits.float().softmax(dim=-1).max(dim=-1).values.cpu().tolist()
+                for example, row, row_top in zip(chunk, best, top, strict=True):
                     for position, word in first_piece_positions(example.word_ids):
                         predictions[example.sentence][word] = row[position]
+                        probabilities[example.sentence][word] = row_top[position]
     finally:
         model.train(was_training)
-    return predictions
+    return predictions, probabilities
 
 
 def predict_tags(
     model: torch.nn.Module, tokenizer, sentences: Sequence[Sequence[str]], batch_size: int, max_length: int
 ) -> list[list[str]]:
     """One predicted tag per word for each sentence, in input order (long sentences are windowed)."""
+    return predict_tags_and_scores(model, tokenizer, sentences, batch_size, max_length)[0]
+
+
+def predict_tags_and_scores(
+    model: torch.nn.Module, tokenizer, sentences: Sequence[Sequence[str]], batch_size: int, max_length: int
+) -> tuple[list[list[str]], list[list[float]]]:
+    """`predict_tags`, and each tag's probability."""
     examples = build_examples(tokenizer, encode_words(tokenizer, sentences), max_length)
-    ids = predict_label_ids(model, examples, [len(s) for s in sentences], batch_size, tokenizer.pad_token_id)
+    ids, scores = predict_words(model, examples, [len(s) for s in sentences], batch_size, tokenizer.pad_token_id)
     id2label = model.config.id2label
-    return [[id2label[i] for i in row] for row in ids]
+    return [[id2label[i] for i in row] for row in ids], scores
 
 
 def strict_f1(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> float:

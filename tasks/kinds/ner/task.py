@@ -91,6 +91,11 @@ class Ner:
 
         return evaluate(params, model_dir, test_path, predictions_path, max_length, device)
 
+    def predictor(self, model_dir: Path, batch_size: int = 32, max_length: int | None = None):
+        from tasks.kinds.ner.predict import load
+
+        return load(model_dir, batch_size, max_length)
+
 
 def kind(params: NerParams) -> Ner:
     return Ner(list(params.task.labels))

@@ -62,6 +62,7 @@ class TextClassKind:
     class_weights: tuple[float, ...] | None = None  # per class, in `labels` order (train.class_weight: balanced)
     score_name: ClassVar[str] = "dev_macro_f1"
     lora_task_type: ClassVar[str] = "SEQ_CLS"
+    task_kind: ClassVar[str] = "textclass"
 
     def read(self, path: Path) -> list[TextExample]:
         return load_examples(path)

@@ -99,6 +99,11 @@ class TextClass:
 
         return evaluate(params, model_dir, test_path, predictions_path, max_length, device)
 
+    def predictor(self, model_dir: Path, batch_size: int = 32, max_length: int | None = None):
+        from tasks.kinds.textclass.predict import load
+
+        return load(model_dir, batch_size, max_length)
+
 
 def kind(params: TextclassParams) -> TextClass:
     return TextClass(list(params.task.labels), params.task.multi_label, params.train.class_weight)
