@@ -7,6 +7,7 @@ import os
 import sys
 
 from flows.data_cli import add_data_parser
+from flows.label_cli import add_label_parser
 from flows.names import ACCELERATOR_LIMIT, PIPELINE_FLOW, TRAIN_POOL, WORK_POOL
 from flows.predict_cli import add_predict_parser
 from flows.registry_cli import add_registry_parser
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(sub)
     add_sweep_parser(sub)
     add_data_parser(sub)
+    add_label_parser(sub)
     return parser
 
 

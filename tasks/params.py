@@ -568,6 +568,27 @@ TOKEN_CLASSIFICATION = "token-classification"
 SEQUENCE_CLASSIFICATION = "sequence-classification"
 
 
+class LabelParams(Section):
+    """The labelling loop (`flowtune label select|push|pull`, README "Labelling loop"): which items go to Label
+    Studio, and the project they go to."""
+
+    strategy: Literal["random", "uncertainty", "uncertainty+diversity"] = Field(description=(
+        "how items are chosen: `random`; `uncertainty`: the champion's least certain (NER: MNLP, textclass: "
+        "`uncertainty_measure`); `uncertainty+diversity`: the same without near-duplicates, a cap per cluster"))
+    n_items: int = Field(ge=1, description="items chosen per `label select` (its --n overrides)")
+    uncertainty_measure: Literal["margin", "entropy"] = Field(description=(
+        "textclass only: `margin` (1 - gap between the top two classes) or `entropy` of the class probabilities"))
+    window_days: int = Field(ge=1, description="captured traffic of the last this many days is the candidate pool")
+    duplicate_jaccard: float = Field(gt=0, le=1, description=(
+        "two chosen items may not share this share (Jaccard) of their word sets or more: near-duplicates"))
+    cluster_jaccard: float = Field(gt=0, le=1, description=(
+        "an item joins the cluster of the first chosen-cluster leader it is this similar to (word-set Jaccard)"))
+    max_per_cluster: int = Field(ge=1, description="most items chosen from one cluster (uncertainty+diversity)")
+    seed: int = Field(description="seed of the `random` strategy")
+    project: str | None = Field(description=(
+        "the Label Studio project's title; null: `flowtune-<registry.model_name>`"))
+
+
 class Params(Section):
     """The sections every kind has; a params file loads into its kind's subclass (`load_params`)."""
 
@@ -585,6 +606,7 @@ class Params(Section):
     gc: GcParams
     sweep: SweepParams
     timeouts: TimeoutsParams
+    label: LabelParams
 
     @model_validator(mode="after")
     def _transfer_text_tracked(self) -> Params:
