@@ -247,11 +247,12 @@ def status(settings: Settings | None = None) -> dict[str, dict]:
 
 
 def label_studio_status(settings: Settings) -> dict[str, dict]:
-    """Label Studio's row, only where it is installed here, running, or configured as external."""
+    """Label Studio's row, only where this state dir has used it (its data folder), or it is external: a checkout
+    that never asked for it must not report it unhealthy."""
     from flows.services import labelstudio
 
     pid = running_pid(settings, labelstudio.NAME)
-    if pid is None and labelstudio.is_local(settings) and not labelstudio.is_installed(settings):
+    if pid is None and labelstudio.is_local(settings) and not (_state(settings) / labelstudio.NAME).is_dir():
         return {}
     checked = labelstudio.ensure_credentials(settings, generate=False)
     return {labelstudio.NAME: {"pid": pid, "url": settings.labelling_url,
@@ -290,7 +291,7 @@ def services_main(argv: list[str] | None = None) -> int:
     try:
         if action == "up":
             settings = ensure_credentials(settings)  # here, not only inside up: status below needs them
-            info = up(settings, tuple(args.with_))
+            info = up(settings, tuple(args.with_)) if args.with_ else up(settings)
             print(format_status(status(settings)))
             print(f"buckets: {', '.join(info['buckets'])}; Prefect UI: {info['prefect_ui_url']}")
             if settings.prefect_api_auth_string:

@@ -1,8 +1,8 @@
 """Label Studio as an optional local service (`flowtune services up --with label-studio`).
 
 Label Studio cannot join our lock (it pins python-json-logger, pytz and redis below what Prefect needs), so it
-lives in a venv of its own, `<state_dir>/tools/label-studio-<version>/`, installed on first use only and kept
-across restarts (a cache keyed by the version: about 1 GB, minutes to install). We talk to it over plain HTTP
+lives in a venv of its own, `~/.cache/flowtune/label-studio-<version>/`, installed on first use only and shared
+by the user's checkouts (a cache keyed by the version: about 1 GB, minutes to install). We talk to it over plain HTTP
 (flows/labelling/studio.py), never through its SDK, which would pull opencv into our lock (DECISIONS 62).
 
 It starts headless, offline and bound to 127.0.0.1 (`--internal-host`; `--host` is only the URL it prints),
@@ -14,6 +14,7 @@ different server there fails the check instead of being mistaken for ours.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import subprocess
@@ -33,11 +34,17 @@ TOKEN_ENV = "FLOWTUNE_LABEL_STUDIO_TOKEN"
 PASSWORD_ENV = "FLOWTUNE_LABEL_STUDIO_PASSWORD"
 INSTALLED_MARKER = ".flowtune-installed"  # written last: a venv without it is a broken install, redone
 INSTALL_TIMEOUT_S = 1800
-FIRST_START_TIMEOUT_S = 240.0  # the first start runs its migrations (about 40 s on a free core, more on 2 busy)
+FIRST_START_TIMEOUT_S = 480.0  # the first start runs its migrations: about 40 s on a free core, 172 s on 2 busy ones
 
 
 def venv_dir(settings: Settings) -> Path:
-    return settings.label_studio_venv or _state(settings) / "tools" / f"label-studio-{VERSION}"
+    """FLOWTUNE_LABEL_STUDIO_VENV, else `${XDG_CACHE_HOME:-~/.cache}/flowtune/label-studio-<version>`: one install
+    per user and version, shared by every checkout and clean clone (CI clones afresh; a 1 GB venv per clone, and
+    minutes to build it, is what a cache is for)."""
+    if settings.label_studio_venv:
+        return settings.label_studio_venv
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "flowtune" / f"label-studio-{VERSION}"
 
 
 def is_installed(settings: Settings) -> bool:

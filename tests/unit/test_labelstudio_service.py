@@ -51,10 +51,10 @@ def test_the_service_binds_loopback_offline_with_legacy_tokens(tmp_path: Path):
     assert str(tmp_path / ".flowtune" / "label-studio") in command
 
 
-def test_the_venv_is_a_cache_keyed_by_the_version(tmp_path: Path):
+def test_the_venv_is_a_user_cache_keyed_by_the_version(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     settings = settings_in(tmp_path)
-    assert labelstudio.venv_dir(settings) == (tmp_path / ".flowtune" / "tools" /
-                                              f"label-studio-{labelstudio.VERSION}").resolve()
+    assert labelstudio.venv_dir(settings) == tmp_path / "cache" / "flowtune" / f"label-studio-{labelstudio.VERSION}"
     assert not labelstudio.is_installed(settings)
     (labelstudio.venv_dir(settings)).mkdir(parents=True)
     assert not labelstudio.is_installed(settings)  # a folder without the marker: an interrupted install
