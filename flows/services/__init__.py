@@ -180,12 +180,16 @@ def up_label_studio(settings: Settings) -> None:
     if not labelstudio.is_local(settings):
         wait_healthy(settings, "label-studio", labelstudio.check, EXTERNAL_TIMEOUT_S, managed=False)
         return
-    if running_pid(settings, labelstudio.NAME) is None:
-        labelstudio.install(settings)
-        definition = labelstudio.service(settings)
-        check_ports(definition)  # Label Studio itself would silently take the next free port
-        start(settings, definition)
-    wait_healthy(settings, labelstudio.NAME, labelstudio.check, labelstudio.FIRST_START_TIMEOUT_S, managed=True)
+    if running_pid(settings, labelstudio.NAME) is not None:
+        wait_healthy(settings, labelstudio.NAME, labelstudio.check, labelstudio.FIRST_START_TIMEOUT_S, managed=True)
+        return
+    labelstudio.install(settings)
+    definition = labelstudio.service(settings)
+    check_ports(definition)  # Label Studio itself would silently take the next free port
+    start(settings, definition)
+    wait_healthy(settings, labelstudio.NAME, labelstudio.check_starting, labelstudio.FIRST_START_TIMEOUT_S,
+                 managed=True)
+    labelstudio.check(settings)  # up: now a refusal is a wrong token, or another server on the port
 
 
 def prepare_seaweedfs(settings: Settings) -> None:

@@ -135,3 +135,12 @@ def check(settings: Settings) -> None:
     if is_local(settings) and response.json().get("email") != USER:
         raise ConfigError(f"the server at {settings.labelling_url} is not our Label Studio (user "
                           f"{response.json().get('email')!r}): another one holds port {settings.label_studio_port}")
+
+
+def check_starting(settings: Settings) -> None:
+    """`check` while our instance starts: it may answer 401 before its first-start set-up has created our user and
+    token (seen on a busy machine), so a refusal then means "not yet", not "wrong token"."""
+    try:
+        check(settings)
+    except ConfigError as exc:
+        raise ServiceError(str(exc)) from None

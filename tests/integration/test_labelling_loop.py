@@ -9,6 +9,9 @@ reuse it."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from flows import services
 from flows.label_cli import run_pull, run_select
 from flows.labelling.loop import config_for, project_title, push
 from flows.labelling.studio import Studio, StudioError, studio_from_settings
+from flows.names import DATA_CHANGED_EVENT
 from flows.services import labelstudio
 from tasks.params import load_params
 from tests.annotator import annotate
@@ -61,8 +65,6 @@ def workdir(tmp_path_factory, tiny_base: Path) -> Path:
 def studio_settings(local_services, workdir: Path, free_port):
     """`services.up(settings, with_=("label-studio",))` (what `services up --with label-studio` runs) in the
     session's scratch state dir; Label Studio is stopped at the end."""
-    import os
-
     settings = local_services.model_copy(update={"label_studio_port": free_port()})  # the venv: the user's cache
     previous = Path.cwd()
     os.chdir(workdir)  # .env (the Label Studio token) is written here, as in a checkout
@@ -96,18 +98,27 @@ def test_select_push_annotate_pull(studio_settings, workdir: Path):
     assert all(task["predictions"] for task in tasks)  # the champion's pre-annotations went along
 
     assert annotate(studio, project["id"], GOLD, cancel=[SKIPPED]) == {"annotated": 3, "cancelled": 1, "no_gold": 0}
-    pulled, added = run_pull(params, settings)
-    assert len(pulled.rows) == 3 and pulled.empty == 1 and not pulled.refused
-    assert added.path.resolve().parent == workdir / "data" / "external" / "mine" / "batches" and added.rows == 3
-    rows = [json.loads(line) for line in added.path.read_text().splitlines()]
-    assert {" ".join(r["tokens"]): r["tags"] for r in rows} == {t: g for t, g in GOLD.items() if t != SKIPPED}
-
-    from flows.data_cli import send_data_changed
-
-    assert send_data_changed(settings, params.registry.model_name, added).startswith("event flowtune.data.changed sent")
+    first = label_pull(settings, workdir)  # as a user runs it: its own process, settings from the environment
+    assert first.returncode == 0, first.stderr
+    assert "3 new labelled rows; 0 refused, 1 empty submissions skipped, 0 imported before" in first.stdout
+    assert f"event {DATA_CHANGED_EVENT} sent for model {params.registry.model_name}" in first.stdout
+    batches = list((workdir / "data" / "external" / "mine" / "batches").glob("labelstudio-*.jsonl"))
+    rows = [json.loads(line) for line in batches[0].read_text().splitlines()]
+    assert len(batches) == 1 and {" ".join(r["tokens"]): r["tags"] for r in rows} == {
+        text: tags for text, tags in GOLD.items() if text != SKIPPED}
 
     again, nothing = run_pull(params, settings)
     assert not again.rows and nothing is None and again.already == 3
+
+
+def label_pull(settings, workdir: Path) -> subprocess.CompletedProcess:
+    """`flowtune label pull` in `workdir` against the test's services (its .env holds the Label Studio token)."""
+    from flows.services import service_env
+
+    env = {**os.environ, **service_env(settings), "PYTHONPATH": str(ROOT),
+           "FLOWTUNE_LABEL_STUDIO_PORT": str(settings.label_studio_port)}
+    return subprocess.run([sys.executable, "-m", "flows.cli", "label", "pull"], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_a_wrong_token_or_a_stopped_studio_is_one_line(studio_settings):
@@ -115,3 +126,31 @@ def test_a_wrong_token_or_a_stopped_studio_is_one_line(studio_settings):
         Studio(studio_settings.labelling_url, "f" * 40).find_project("x")
     with pytest.raises(StudioError, match="does not answer"):
         Studio("http://127.0.0.1:1", "f" * 40).find_project("x")
+
+
+def test_select_reads_captured_traffic_from_s3(local_services, workdir: Path, monkeypatch):
+    """serve's capture layout in the real SeaweedFS: today's and yesterday's objects are read, older ones and
+    redacted records are not, and the source's sentence is still excluded."""
+    import gzip
+    from datetime import UTC, datetime, timedelta
+
+    from tasks.settings import s3_client
+
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("FLOWTUNE_CAPTURE_BUCKET", "flowtune-capture-test")
+    client = s3_client(local_services)
+    client.create_bucket(Bucket="flowtune-capture-test")
+    params = load_params("params.yaml")
+    params = params.model_copy(update={"label": params.label.model_copy(update={"window_days": 1})})
+    model, now = params.registry.model_name, datetime.now(UTC)
+
+    def put(day: datetime, name: str, records: list[dict]) -> None:
+        body = gzip.compress("".join(json.dumps(r) + "\n" for r in records).encode())
+        client.put_object(Bucket="flowtune-capture-test", Key=f"{model}/{day:%Y-%m-%d}/{name}.jsonl.gz", Body=body)
+
+    put(now, "10-a", [{"model": model, "input": "Zed visited Oslo"}, {"model": model, "output": {}}])
+    put(now - timedelta(days=1), "23-b", [{"model": model, "input": {"tokens": ["Alice", "lives", "in", "Paris"]}}])
+    put(now - timedelta(days=5), "01-c", [{"model": model, "input": "too old to matter"}])
+    selection, _ = run_select(params, local_services, None, str(workdir / "tagger"), out=str(workdir / "sel.jsonl"))
+    assert [c.text for c in selection.chosen] == ["Zed visited Oslo"]
+    assert selection.redacted == 1 and selection.excluded == 1 and selection.chosen[0].origin.startswith(model)
