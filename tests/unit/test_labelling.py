@@ -292,3 +292,23 @@ def test_label_section_is_described():
 
     assert all(field.description for field in LabelParams.model_fields.values())
     assert json.dumps(LabelParams.model_json_schema())  # serializable for the docs reference
+
+
+def test_a_real_classifier_ranks_by_margin_and_pre_annotates_a_choice(tiny_base: Path, tmp_path: Path):
+    from flows.labelling.loop import candidates_from_file
+    from tasks.kinds import predictor_for
+    from tests.unit.test_predictors import CLASSES, saved
+
+    folder = saved(tiny_base, tmp_path / "clf", "AutoModelForSequenceClassification", CLASSES,
+                   {"max_length": 16, "task_kind": "textclass"})
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in ["good", "bad", "meh"]))
+    params = load_params("params-sentiment.yaml")
+    params = params.model_copy(update={"label": params.label.model_copy(update={"strategy": "uncertainty"})})
+    predictor = predictor_for(folder)
+    result = select(candidates_from_file(predictor, tmp_path / "pool.jsonl"), predictor, params, set(), n=3)
+    margins = [c.uncertainty for c in result.chosen]
+    assert margins == sorted(margins, reverse=True) and all(0 <= m <= 1 for m in margins)
+    expected = class_uncertainty(result.chosen[0].answer["probabilities"], "margin")
+    assert result.chosen[0].uncertainty == pytest.approx(expected, abs=1e-6)
+    choice = task_of(result.chosen[0], "clf")["predictions"][0]["result"][0]["value"]["choices"]
+    assert choice == [result.chosen[0].answer["label"]]
