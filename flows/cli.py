@@ -8,6 +8,7 @@ import sys
 
 from flows.audit_cli import add_audit_parser
 from flows.data_cli import add_data_parser
+from flows.label_cli import add_label_parser
 from flows.names import ACCELERATOR_LIMIT, PIPELINE_FLOW, TRAIN_POOL, WORK_POOL
 from flows.predict_cli import add_predict_parser
 from flows.registry_cli import add_registry_parser
@@ -256,8 +257,6 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--keep-days", type=int, help="keep runs younger than this (default: gc.keep_days)")
     gc.add_argument("--params-file", default="params.yaml", help="the params file whose `gc:` rules apply")
     gc.set_defaults(func=cmd_gc)
-    label = sub.add_parser("label", help="the labels of the training data: `label audit` ranks likely label errors")
-    add_audit_parser(label.add_subparsers(dest="label_command", required=True, metavar="COMMAND"))
     monitor = sub.add_parser("monitor", help="compare captured serving traffic with the reference of the version that "
                              "answered it (drift per measure: a table, a JSON report, plots, and a "
                              "`flowtune.drift.detected` event that starts retraining when something drifted)")
@@ -272,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(sub)
     add_sweep_parser(sub)
     add_data_parser(sub)
+    add_audit_parser(add_label_parser(sub))
     return parser
 
 

@@ -19,6 +19,7 @@ DATA_REFRESH_FLOW = "flowtune-data-refresh"
 EVALUATE_CHAMPION_FLOW = "flowtune-evaluate-champion"
 TRAIN_STAGE_FLOW = "flowtune-train-stage"
 GC_FLOW = "flowtune-gc"
+LABEL_SELECT_FLOW = "flowtune-select-for-labelling"  # flows/label_flow.py: `flowtune label select` as a flow
 SWEEP_FLOW = "flowtune-sweep"  # flows/sweep.py: the search, run by `flowtune sweep`
 SWEEP_TRIAL_FLOW = "flowtune-sweep-trial"  # one trial, a run of the deployment below on the work pool
 SWEEP_TRIAL_DEPLOYMENT = f"{SWEEP_TRIAL_FLOW}/sweep-trial"

@@ -340,7 +340,7 @@ def student_recipe(params: Params, kind, training: TrainingKind[Any]):
 
         def seed_dropout(self, processes):
             """Not reseeded: the student's dropout follows the RNG as cutting the student left it, as it
-            always has, so a distillation gives the same student as before the shared skeleton (DECISIONS 63)."""
+            always has, so a distillation gives the same student as before the shared skeleton (DECISIONS 64)."""
 
         def identity(self, files, processes):
             return run_identity(params, self.settings, training.labels, [*files, Path(params.paths.teacher_logits)])

@@ -650,11 +650,32 @@ class SweepParams(Section):
         return space
 
 
-class LabelParams(Section):
-    """`flowtune label ...`: the labels of the training data. The `audit_*` keys: `flowtune label audit`
-    (tasks/audit.py), likely label errors in the train split, found by cleanlab from out-of-sample probabilities
-    (each row scored by a model that never saw it: k-fold cross-fitting)."""
+# The Hugging Face task each kind trains (saved model configs, evaluation reports).
+TOKEN_CLASSIFICATION = "token-classification"
+SEQUENCE_CLASSIFICATION = "sequence-classification"
 
+
+class LabelParams(Section):
+    """The labels of the training data. The labelling loop (`flowtune label select|push|pull`, README "Labelling
+    loop"): which items go to Label Studio, and the project they go to. The `audit_*` keys: `flowtune label
+    audit` (tasks/audit.py), likely label errors in the train split, found by cleanlab from out-of-sample
+    probabilities (each row scored by a model that never saw it: k-fold cross-fitting)."""
+
+    strategy: Literal["random", "uncertainty", "uncertainty+diversity"] = Field(description=(
+        "how items are chosen: `random`; `uncertainty`: the champion's least certain (NER: MNLP, textclass: "
+        "`uncertainty_measure`); `uncertainty+diversity`: the same without near-duplicates, a cap per cluster"))
+    n_items: int = Field(ge=1, description="items chosen per `label select` (its --n overrides)")
+    uncertainty_measure: Literal["margin", "entropy"] = Field(description=(
+        "textclass only: `margin` (1 - gap between the top two classes) or `entropy` of the class probabilities"))
+    window_days: int = Field(ge=1, description="captured traffic of the last this many days is the candidate pool")
+    duplicate_jaccard: float = Field(gt=0, le=1, description=(
+        "two chosen items may not share this share (Jaccard) of their word sets or more: near-duplicates"))
+    cluster_jaccard: float = Field(gt=0, le=1, description=(
+        "an item joins the cluster of the first chosen-cluster leader it is this similar to (word-set Jaccard)"))
+    max_per_cluster: int = Field(ge=1, description="most items chosen from one cluster (uncertainty+diversity)")
+    seed: int = Field(description="seed of the `random` strategy")
+    project: str | None = Field(description=(
+        "the Label Studio project's title; null: `flowtune-<registry.model_name>`"))
     audit_folds: int = Field(ge=2, description=(
         "folds of the cross-fitting: k models, each trained on the other k-1 folds of train, score the held-out "
         "fold (k trainings; more folds: better models, longer audit)"))
@@ -665,11 +686,6 @@ class LabelParams(Section):
     audit_report: str = Field(description=(
         "the audit's JSON report (every row ranked, the top ones with their suggested labels); a CSV of the top "
         "rows is written beside it"))
-
-
-# The Hugging Face task each kind trains (saved model configs, evaluation reports).
-TOKEN_CLASSIFICATION = "token-classification"
-SEQUENCE_CLASSIFICATION = "sequence-classification"
 
 
 class Params(Section):

@@ -66,6 +66,18 @@ class Settings(BaseSettings):
     # run in this checkout read it from `.env` too). `flowtune services up` generates it for a local server.
     prefect_api_auth_string: SecretStr | None = Field(default=None, validation_alias="PREFECT_API_AUTH_STRING")
 
+    # Label Studio (`flowtune services up --with label-studio`, the labelling loop): its own venv (it cannot join
+    # our lock), bound to 127.0.0.1. A URL set here is an external instance: not started, only checked.
+    label_studio_port: int = 8090
+    label_studio_url: str | None = None
+    label_studio_venv: Path | None = None  # default: <state_dir>/tools/label-studio-<version>/ (a cache of its own)
+    label_studio_token: SecretStr | None = None  # generated once into .env (40 hex) for a local instance
+    label_studio_password: SecretStr | None = None
+
+    @property
+    def labelling_url(self) -> str:
+        return (self.label_studio_url or f"http://127.0.0.1:{self.label_studio_port}").rstrip("/")
+
     @property
     def endpoint_url(self) -> str:
         return self.s3_endpoint_url or f"http://{self.s3_host}:{self.s3_port}"

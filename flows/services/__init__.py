@@ -108,7 +108,7 @@ from tasks.settings import Settings
 __all__ = [
     # commands
     "up", "down", "status", "install_units", "prepare_seaweedfs", "start_worker", "format_status", "services_main",
-    "main", "ui_login_hint",
+    "main", "ui_login_hint", "up_label_studio", "label_studio_status",
     # names (flows/names.py)
     "ACCELERATOR_LIMIT", "TRAIN_POOL", "WORK_POOL",
     # config
@@ -137,7 +137,7 @@ def _services_to_start(settings: Settings) -> list[Service]:
     return [service for service in wanted if running_pid(settings, service.name) is None]
 
 
-def up(settings: Settings | None = None) -> dict:
+def up(settings: Settings | None = None, with_: tuple[str, ...] = ()) -> dict:
     """Start what is not running, wait until healthy, create the buckets and wire the DVC remote.
 
     Returns the endpoints: `s3_endpoint`, `buckets`, `prefect_api_url`, `prefect_ui_url`, and
@@ -164,10 +164,32 @@ def up(settings: Settings | None = None) -> dict:
                      PREFECT_TIMEOUT_S if local_prefect else EXTERNAL_TIMEOUT_S, managed=local_prefect)
         start_worker(settings)
         slots = ensure_accelerator_limit(settings)
+        if "label-studio" in with_:
+            up_label_studio(settings)
     return {"gpu_slots": slots,
             "s3_endpoint": settings.endpoint_url, "buckets": buckets(settings),
             "prefect_api_url": settings.api_url, "prefect_ui_url": settings.ui_url,
             "dvc_config": str(dvc_config) if dvc_config else None}
+
+
+def up_label_studio(settings: Settings) -> None:
+    """Install (once) and start Label Studio, or only check an external one (flows/services/labelstudio.py)."""
+    from flows.services import labelstudio
+
+    settings = labelstudio.ensure_credentials(settings)
+    if not labelstudio.is_local(settings):
+        wait_healthy(settings, "label-studio", labelstudio.check, EXTERNAL_TIMEOUT_S, managed=False)
+        return
+    if running_pid(settings, labelstudio.NAME) is not None:
+        wait_healthy(settings, labelstudio.NAME, labelstudio.check, labelstudio.FIRST_START_TIMEOUT_S, managed=True)
+        return
+    labelstudio.install(settings)
+    definition = labelstudio.service(settings)
+    check_ports(definition)  # Label Studio itself would silently take the next free port
+    start(settings, definition)
+    wait_healthy(settings, labelstudio.NAME, labelstudio.check_starting, labelstudio.FIRST_START_TIMEOUT_S,
+                 managed=True)
+    labelstudio.check(settings)  # up: now a refusal is a wrong token, or another server on the port
 
 
 def prepare_seaweedfs(settings: Settings) -> None:
@@ -207,7 +229,7 @@ def down(settings: Settings | None = None) -> None:
     if not settings.state_dir.exists():
         return  # never started here: nothing to stop, and no state dir to create
     with _locked(settings):
-        stop(settings, "prefect-worker", "prefect-server", "seaweedfs")
+        stop(settings, "prefect-worker", "prefect-server", "seaweedfs", "label-studio")
 
 
 def status(settings: Settings | None = None) -> dict[str, dict]:
@@ -220,11 +242,25 @@ def status(settings: Settings | None = None) -> dict[str, dict]:
         "prefect-server": {"pid": running_pid(settings, "prefect-server"), "url": settings.ui_url,
                            "healthy": _healthy(prefect_check, settings)},
     }
+    report.update(label_studio_status(settings))
     if settings.start_worker:
         report["prefect-worker"] = {"pid": running_pid(settings, "prefect-worker"),
                                     "url": f"pool {WORK_POOL} as {worker_name(settings)}",
                                     "healthy": _healthy(worker_check, settings)}
     return report
+
+
+def label_studio_status(settings: Settings) -> dict[str, dict]:
+    """Label Studio's row, only where this state dir has used it (its data folder), or it is external: a checkout
+    that never asked for it must not report it unhealthy."""
+    from flows.services import labelstudio
+
+    pid = running_pid(settings, labelstudio.NAME)
+    if pid is None and labelstudio.is_local(settings) and not (_state(settings) / labelstudio.NAME).is_dir():
+        return {}
+    checked = labelstudio.ensure_credentials(settings, generate=False)
+    return {labelstudio.NAME: {"pid": pid, "url": settings.labelling_url,
+                               "healthy": _healthy(labelstudio.check, checked)}}
 
 
 def format_status(report: dict[str, dict]) -> str:
@@ -239,7 +275,10 @@ def build_services_parser() -> argparse.ArgumentParser:
                                      description="Start, stop or inspect the local services: SeaweedFS (S3), "
                                                  "Prefect server and worker.")
     sub = parser.add_subparsers(dest="action", required=True)
-    sub.add_parser("up", help="start what is not running, create buckets, wire the DVC remote")
+    up_parser = sub.add_parser("up", help="start what is not running, create buckets, wire the DVC remote")
+    up_parser.add_argument("--with", dest="with_", action="append", choices=["label-studio"], default=[],
+                           help="also start an optional service: label-studio (installed into its own venv under "
+                                "the state dir on first use; the labelling loop, `flowtune label`)")
     sub.add_parser("down", help="stop the local services (data stays)")
     sub.add_parser("status", help="pid, url and health of each service (exit 1 if one is unhealthy)")
     install = sub.add_parser("install", help="write user-level systemd units that start these services at boot "
@@ -256,7 +295,7 @@ def services_main(argv: list[str] | None = None) -> int:
     try:
         if action == "up":
             settings = ensure_credentials(settings)  # here, not only inside up: status below needs them
-            info = up(settings)
+            info = up(settings, tuple(args.with_)) if args.with_ else up(settings)
             print(format_status(status(settings)))
             print(f"buckets: {', '.join(info['buckets'])}; Prefect UI: {info['prefect_ui_url']}")
             if settings.prefect_api_auth_string:

@@ -38,7 +38,8 @@ LOG_MAX_BYTES = 50_000_000
 LOG_KEEP = 3
 
 # A word each service's command line contains: a pid file whose pid was reused is not believed.
-MARKERS = {"seaweedfs": "weed", "prefect-server": "prefect", "prefect-worker": "prefect"}
+MARKERS = {"seaweedfs": "weed", "prefect-server": "prefect", "prefect-worker": "prefect",
+           "label-studio": "label_studio"}
 
 # Handles of the processes this interpreter started: they outlive the call that started them, and
 # keeping the handle lets `_alive` reap them (a zombie still "exists") without a ResourceWarning.
