@@ -42,3 +42,9 @@ docs: setup
 
 docs-serve: setup
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
+
+# Every image infra/compose uses, built here from a debootstrap base (no registry; infra/images/build.sh).
+# Cached: the base and the Python environment are rebuilt only when their inputs change.
+.PHONY: images
+images: setup
+	bash infra/images/build.sh
