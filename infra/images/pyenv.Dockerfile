@@ -17,7 +17,7 @@ COPY . /tmp/wheels
 RUN python3 -m venv /opt/flowtune/.venv \
  && /opt/flowtune/.venv/bin/pip install -q --no-index --find-links /tmp/wheels --disable-pip-version-check --no-deps \
       --ignore-requires-python \
-      "setuptools>=68" wheel torch==2.13.0 -r /tmp/wheels/requirements.lock \
+      "setuptools>=68" wheel torch==2.13.0 async-timeout==5.0.1 -r /tmp/wheels/requirements.lock \
  && rm -rf /tmp/wheels /root/.cache \
  && /opt/flowtune/.venv/bin/python -c "import torch, transformers, prefect, dvc, boto3, asyncpg, fastapi"
 ENV PATH=/opt/flowtune/.venv/bin:$PATH
