@@ -12,7 +12,7 @@ run: setup
 # start first, one per worker, while the rest of the suite follows (docs/DECISIONS.md 37).
 TEST_WORKERS ?= 2
 test: setup
-	.venv/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	.venv/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/stack
 
 # Every test not marked `slow` (those train real models, clone the repo or start services of their own).
 test-fast: setup
@@ -42,3 +42,16 @@ docs: setup
 
 docs-serve: setup
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
+
+# Every image infra/compose uses, built here from a debootstrap base (no registry; infra/images/build.sh).
+# Cached: the base and the Python environment are rebuilt only when their inputs change.
+.PHONY: images
+images: setup
+	bash infra/images/build.sh
+
+# The team stack on a real Docker engine (tests/stack): images, `docker compose up`, a training run through
+# the compose worker, serve, `down -v`. Not in `make test`: a cold image build alone outruns CI's budget
+# (docs/DECISIONS.md 72). Needs a running engine and compose v2 (README, "Team stack").
+.PHONY: test-stack
+test-stack: setup
+	.venv/bin/python -m pytest tests/stack -v -s

@@ -11,7 +11,7 @@ from tests.helpers import ROOT
 
 COMPOSE = ROOT / "infra/compose/docker-compose.yml"
 VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(:?[-?][^}]*)?\}")
-SECRETS = {"POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "FLOWTUNE_S3_ACCESS_KEY_ID",
+SECRETS = {"POSTGRES_PASSWORD", "S3_ROOT_ACCESS_KEY_ID", "S3_ROOT_SECRET_ACCESS_KEY", "FLOWTUNE_S3_ACCESS_KEY_ID",
            "FLOWTUNE_S3_SECRET_ACCESS_KEY", "PREFECT_API_AUTH_STRING", "FLOWTUNE_SERVE_S3_ACCESS_KEY_ID",
            "FLOWTUNE_SERVE_S3_SECRET_ACCESS_KEY", "FLOWTUNE_SERVE_TOKEN"}
 BUCKETS = ("flowtune-dvc", "flowtune-registry", "flowtune-reports", "flowtune-capture")
@@ -45,7 +45,7 @@ def test_long_running_services_have_health_checks_and_the_init_job_runs_once() -
 def test_named_volumes_are_declared() -> None:
     document = compose()
     used = {volume.split(":")[0] for service in document["services"].values() for volume in service.get("volumes", [])
-            if not volume.startswith((".", "/"))}
+            if not volume.startswith((".", "/", "${"))}  # bind mounts: paths, or a path variable
     assert used and used <= set(document["volumes"])
 
 
@@ -75,77 +75,69 @@ def test_every_port_is_published_on_loopback_by_default() -> None:
         assert with_defaults(str(port)).startswith("127.0.0.1:"), f"{name} publishes {port} beyond this host"
 
 
-def policy(name: str) -> dict:
-    return json.loads(compose()["configs"][name]["content"])
+def identities(monkeypatch) -> dict[str, set[str]]:
+    """infra/compose/s3_setup.py's SeaweedFS identities (as the s3 container writes them): name -> actions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("s3_setup", ROOT / "infra/compose/s3_setup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for prefix in ("S3_ROOT", "FLOWTUNE_S3", "FLOWTUNE_SERVE_S3"):
+        monkeypatch.setenv(f"{prefix}_ACCESS_KEY_ID", f"{prefix.lower()}-id")
+        monkeypatch.setenv(f"{prefix}_SECRET_ACCESS_KEY", f"{prefix.lower()}-secret")
+    document = module.identities()
+    keys = {identity["name"]: [c["accessKey"] for c in identity.get("credentials", [])]
+            for identity in document["identities"]}
+    assert keys == {"root": ["s3_root-id"], "worker": ["flowtune_s3-id"], "serve": ["flowtune_serve_s3-id"],
+                    "anonymous": []}
+    return {identity["name"]: set(identity["actions"]) for identity in document["identities"]}
 
 
-def mounted_configs(service: dict) -> dict[str, str]:
-    return {config["source"]: config["target"] for config in service.get("configs", [])}
+def test_the_s3_service_loads_the_identities_of_s3_setup_and_binds_only_the_gateway_beyond_loopback() -> None:
+    command = " ".join(compose()["services"]["s3"]["command"])
+    assert "s3_setup.py identities > /tmp/s3.json" in command and "-s3.config=/tmp/s3.json" in command
+    # master, volume and filer take no credentials: no other container may reach them
+    assert "-ip.bind=127.0.0.1" in command and "-s3.ip.bind=0.0.0.0" in command
 
 
-def test_anonymous_readers_may_only_get_report_objects() -> None:
-    """No listing (s3:ListBucket), no writes, no other bucket: `mc anonymous set download` allowed listing."""
-    init = compose()["services"]["bucket-init"]
-    command = " ".join(init["command"])
-    target = mounted_configs(init)["reports-anonymous-read"]
-    assert f"mc anonymous set-json {target} store/flowtune-reports" in command
-    assert "anonymous set download" not in command and "anonymous set public" not in command
-    [statement] = policy("reports-anonymous-read")["Statement"]
-    assert statement["Effect"] == "Allow" and statement["Principal"] == {"AWS": ["*"]}
-    assert statement["Action"] == ["s3:GetObject"]
-    assert statement["Resource"] == ["arn:aws:s3:::flowtune-reports/*"]
+def test_anonymous_readers_may_only_get_report_objects(monkeypatch) -> None:
+    """No listing (List), no writes, no other bucket: only Read of single objects in the reports bucket."""
+    assert identities(monkeypatch)["anonymous"] == {"Read:flowtune-reports"}
 
 
-def assert_bucket_init_makes_user(init: dict, keys: str, policy_name: str, config: str) -> None:
-    """bucket-init creates the user of `<keys>_ACCESS_KEY_ID` and attaches the policy mounted from `config`."""
-    command, target = " ".join(init["command"]), mounted_configs(init)[config]
-    for step in (f'mc admin user add store "$${keys}_ACCESS_KEY_ID" "$${keys}_SECRET_ACCESS_KEY"',
-                 f"mc admin policy create store {policy_name} {target}",
-                 f'mc admin policy attach store {policy_name} --user "$${keys}_ACCESS_KEY_ID"'):
-        assert step in command, step
-
-
-def test_the_worker_has_a_user_limited_to_the_four_buckets_not_the_root_keys() -> None:
+def test_the_worker_has_keys_limited_to_the_four_buckets_not_the_root_keys(monkeypatch) -> None:
     services = compose()["services"]
-    root_variables = set(VARIABLE.findall(" ".join(map(str, services["s3"]["environment"].values()))))
-    worker_variables = set(VARIABLE.findall(" ".join(map(str, services["worker"]["environment"].values()))))
-    assert {name for name, _ in root_variables} == {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}
-    assert not {name for name, _ in root_variables} & {name for name, _ in worker_variables}
-    assert {"FLOWTUNE_S3_ACCESS_KEY_ID", "FLOWTUNE_S3_SECRET_ACCESS_KEY"} <= {name for name, _ in worker_variables}
-    assert_bucket_init_makes_user(services["bucket-init"], "FLOWTUNE_S3", "flowtune-worker", "worker-policy")
-    allowed = {bucket: set() for bucket in BUCKETS}
-    for statement in policy("worker-policy")["Statement"]:
-        assert statement["Effect"] == "Allow" and "Principal" not in statement
-        assert all(action.startswith("s3:") and "*" not in action for action in statement["Action"])
-        for resource in statement["Resource"]:
-            bucket = resource.removeprefix("arn:aws:s3:::").removesuffix("/*")
-            assert bucket in allowed, f"the worker may reach {resource}"
-            allowed[bucket] |= set(statement["Action"])
-    for bucket, actions in allowed.items():  # enough for DVC, the registry, the reports, the monitor and gc
-        assert {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"} <= actions, bucket
+    root = {"S3_ROOT_ACCESS_KEY_ID", "S3_ROOT_SECRET_ACCESS_KEY"}
+    for name, service in services.items():
+        variables = {name for name, _ in VARIABLE.findall(" ".join(map(str, service.get("environment", {}).values())))}
+        assert not variables & root or name in {"s3", "bucket-init"}, f"{name} gets the root keys"
+    worker = {name for name, _ in VARIABLE.findall(" ".join(map(str, services["worker"]["environment"].values())))}
+    assert {"FLOWTUNE_S3_ACCESS_KEY_ID", "FLOWTUNE_S3_SECRET_ACCESS_KEY"} <= worker
+    actions = identities(monkeypatch)["worker"]
+    assert all(action.split(":")[1] in BUCKETS for action in actions), "the worker may reach another bucket"
+    for bucket in BUCKETS:  # enough for DVC, the registry, the reports and capture (monitor, gc); never Admin
+        assert {f"{a}:{bucket}" for a in ("Read", "Write", "List")} <= actions, bucket
+    assert "Admin" not in {action.split(":")[0] for action in actions}
 
 
-def test_serve_has_a_read_only_user_on_the_registry_a_put_only_one_on_the_capture_bucket_and_a_token() -> None:
-    services = compose()["services"]
-    serve = services["flowtune-serve"]["environment"]
+def test_compose_creates_the_capture_bucket_and_serve_may_only_put_there(monkeypatch) -> None:
+    """Served traffic goes to a bucket of its own: created by bucket-init, private (the anonymous identity reads
+    only the reports), and serve may write into it but neither list nor read it back."""
+    buckets_line = (ROOT / "infra/compose/s3_setup.py").read_text().split("BUCKETS = ")[1].split("\n")[0]
+    assert '"flowtune-capture"' in buckets_line  # bucket-init creates every one of BUCKETS
+    rights = identities(monkeypatch)
+    assert not any(action.endswith(":flowtune-capture") for action in rights["anonymous"])
+    assert {a for a in rights["serve"] if a.endswith(":flowtune-capture")} == {"Write:flowtune-capture"}
+
+
+def test_serve_has_read_only_keys_on_the_registry_and_a_token(monkeypatch) -> None:
+    serve = compose()["services"]["flowtune-serve"]["environment"]
     assert serve["FLOWTUNE_S3_ACCESS_KEY_ID"].startswith("${FLOWTUNE_SERVE_S3_ACCESS_KEY_ID:?")
     assert serve["FLOWTUNE_S3_SECRET_ACCESS_KEY"].startswith("${FLOWTUNE_SERVE_S3_SECRET_ACCESS_KEY:?")
     assert serve["FLOWTUNE_SERVE_TOKEN"].startswith("${FLOWTUNE_SERVE_TOKEN:?")
-    assert_bucket_init_makes_user(services["bucket-init"], "FLOWTUNE_SERVE_S3", "flowtune-serve", "serve-policy")
-    granted = {(action, resource) for statement in policy("serve-policy")["Statement"]
-               for action in statement["Action"] for resource in statement["Resource"]}
-    assert granted == {("s3:ListBucket", "arn:aws:s3:::flowtune-registry"),
-                       ("s3:GetBucketLocation", "arn:aws:s3:::flowtune-registry"),
-                       ("s3:GetObject", "arn:aws:s3:::flowtune-registry/*"),
-                       ("s3:PutObject", "arn:aws:s3:::flowtune-capture/*")}  # no other write, no other bucket
-
-
-def test_bucket_init_creates_every_bucket_and_the_capture_bucket_stays_private() -> None:
-    command = " ".join(compose()["services"]["bucket-init"]["command"])
-    made = re.search(r"mc mb --ignore-existing ([^&]+)&&", command)[1].split()
-    assert made == [f"store/{bucket}" for bucket in BUCKETS]
-    assert "flowtune-capture" not in compose()["configs"]["reports-anonymous-read"]["content"]
-    assert command.count("mc anonymous") == 1  # the reports bucket's single-object GET, nothing else
+    # no write into the registry, no other bucket but the capture one (put only)
+    assert identities(monkeypatch)["serve"] == {"Read:flowtune-registry", "List:flowtune-registry",
+                                                "Write:flowtune-capture"}
 
 
 def test_k8s_job_template_declares_every_placeholder_and_requests_a_gpu() -> None:
@@ -197,7 +189,7 @@ def test_the_compose_service_serves_the_champion_on_loopback_when_ready() -> Non
     assert serve["ports"] == ["${PUBLISH_HOST:-127.0.0.1}:${FLOWTUNE_SERVE_PORT:-8000}:8000"]
     assert "/readyz" in " ".join(serve["healthcheck"]["test"])  # healthy = a model loaded and warmed up
     assert "flowtune serve --model" in serve["command"][-1] and "--variant" in serve["command"][-1]
-    assert not any("MINIO_ROOT" in str(value) for value in serve["environment"].values())  # not the root keys
+    assert not any("S3_ROOT" in str(value) for value in serve["environment"].values())  # not the root keys
 
 
 def test_k8s_serve_has_a_readiness_probe_and_a_service_that_selects_it() -> None:
@@ -213,6 +205,5 @@ def test_k8s_serve_has_a_readiness_probe_and_a_service_that_selects_it() -> None
     # its token and read-only S3 keys from a Secret of its own, never the ConfigMap or the worker's keys
     assert sources == [("configMapRef", "flowtune-serve"), ("secretRef", "flowtune-serve")]
     assert not any("KEY" in key or "TOKEN" in key for key in documents["ConfigMap"]["data"])
-    assert documents["ConfigMap"]["data"]["FLOWTUNE_CAPTURE_BUCKET"] == "flowtune-capture"  # --capture's bucket
     assert "--host 0.0.0.0" in " ".join(container["args"])  # hence the token (serve refuses to start without)
     assert pod["spec"]["terminationGracePeriodSeconds"] > 10  # longer than serve's --grace-s
