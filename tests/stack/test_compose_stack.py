@@ -174,12 +174,14 @@ def test_the_buckets_exist_and_each_key_reaches_only_what_it_should(stack: Stack
     from botocore.exceptions import ClientError
 
     worker, serve = stack.s3(), stack.s3("FLOWTUNE_SERVE_S3")
-    for bucket in ("flowtune-dvc", "flowtune-registry", "flowtune-reports"):
+    for bucket in ("flowtune-dvc", "flowtune-registry", "flowtune-reports", "flowtune-capture"):
         worker.put_object(Bucket=bucket, Key="probe", Body=b"ok")
         worker.delete_object(Bucket=bucket, Key="probe")
     serve.list_objects_v2(Bucket="flowtune-registry")
+    serve.put_object(Bucket="flowtune-capture", Key="probe.jsonl.gz", Body=b"x")  # `--capture` writes there ...
     for call in (lambda: serve.put_object(Bucket="flowtune-registry", Key="x", Body=b"x"),
-                 lambda: serve.list_objects_v2(Bucket="flowtune-dvc")):
+                 lambda: serve.list_objects_v2(Bucket="flowtune-dvc"),
+                 lambda: serve.get_object(Bucket="flowtune-capture", Key="probe.jsonl.gz")):  # ... never reads back
         with pytest.raises(ClientError):
             call()
     assert httpx.get(f"{stack.url('s3')}/flowtune-reports", timeout=10).status_code == 403  # no anonymous listing
