@@ -102,6 +102,7 @@ from flows.services.processes import (
     start,
     stop,
     wait_healthy,
+    was_started,
 )
 from tasks.settings import Settings
 
@@ -251,12 +252,13 @@ def status(settings: Settings | None = None) -> dict[str, dict]:
 
 
 def label_studio_status(settings: Settings) -> dict[str, dict]:
-    """Label Studio's row, only where this state dir has used it (its data folder), or it is external: a checkout
-    that never asked for it must not report it unhealthy."""
+    """Label Studio's row, only where it is external or was started here and not stopped since: it runs on
+    demand (`up --with label-studio`), so a checkout that never asked for it, or stopped it, must not report it
+    unhealthy; one that died after its start is."""
     from flows.services import labelstudio
 
     pid = running_pid(settings, labelstudio.NAME)
-    if pid is None and labelstudio.is_local(settings) and not (_state(settings) / labelstudio.NAME).is_dir():
+    if pid is None and labelstudio.is_local(settings) and not was_started(settings, labelstudio.NAME):
         return {}
     checked = labelstudio.ensure_credentials(settings, generate=False)
     return {labelstudio.NAME: {"pid": pid, "url": settings.labelling_url,

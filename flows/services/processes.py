@@ -71,6 +71,11 @@ def _pid_file(settings: Settings, name: str) -> Path:
     return settings.state_dir / f"{name}.pid"
 
 
+def was_started(settings: Settings, name: str) -> bool:
+    """True while the service's pid file is there: started here and not stopped since (it may have died)."""
+    return _pid_file(settings, name).is_file()
+
+
 def _log_file(settings: Settings, name: str) -> Path:
     return settings.state_dir / "logs" / f"{name}.log"
 

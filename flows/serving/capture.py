@@ -35,8 +35,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flows.storage import is_transient
-
 log = logging.getLogger("flowtune.serve.capture")
 
 DROP_REASONS = ("buffer_full", "storage")
@@ -238,6 +236,8 @@ class Capture:
         """Failed batches that may succeed later are kept for the next flush, newest first, while the buffer keeps
         room for one batch of new items beside them (`max_buffer_items - flush_items`): a long outage then drops
         the oldest items, not the newest traffic. The rest are dropped and counted."""
+        from flows.storage import is_transient  # here: botocore stays out of a serve that never captures
+
         room = self.config.max_buffer_items - self.config.flush_items
         kept = dropped = 0
         with self.lock:

@@ -215,7 +215,10 @@ def test_the_readmes_registry_predict_and_gc_commands_work_as_written(main_run: 
                 assert result.returncode == 0, (command, result.stdout[-2000:], result.stderr[-2000:])
         assert json.loads((main_run.repo / "model" / "config.json").read_text())["id2label"]
         predictions = (main_run.repo / "pred.jsonl").read_text().splitlines()
-        assert len(predictions) == 1287 and set(json.loads(predictions[0])) == {"id", "tokens", "tags"}
+        first = json.loads(predictions[0])
+        assert len(predictions) == 1287 and set(first) == {"id", "tokens", "tags", "scores"}  # README's shape
+        assert len(first["scores"]) == len(first["tags"]) == len(first["tokens"])
+        assert all(0 < score <= 1 for score in first["scores"])
     finally:  # leave the clone as `make run` left it for the runs below
         shutil.rmtree(main_run.repo / "model", ignore_errors=True)
         (main_run.repo / "pred.jsonl").unlink(missing_ok=True)

@@ -73,6 +73,21 @@ def test_status_leaves_out_a_label_studio_never_installed(tmp_path: Path):
     assert services.label_studio_status(settings_in(tmp_path)) == {}
 
 
+def test_status_leaves_out_a_stopped_label_studio_and_reports_a_dead_one(tmp_path: Path):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on, so the health check fails at once
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = labelstudio.ensure_credentials(settings_in(tmp_path, label_studio_port=port), tmp_path / ".env")
+    (settings.state_dir / labelstudio.NAME).mkdir(parents=True)  # used once, then stopped: no pid file
+    assert services.label_studio_status(settings) == {}
+
+    (settings.state_dir / f"{labelstudio.NAME}.pid").write_text("999999999\n")  # started, then died
+    row = services.label_studio_status(settings)[labelstudio.NAME]
+    assert row["pid"] is None and row["healthy"] is False
+
+
 def test_a_busy_port_is_refused_before_the_start(tmp_path: Path):
     import socket
 

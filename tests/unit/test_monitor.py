@@ -231,10 +231,11 @@ def test_a_failing_reference_is_a_warning_and_the_version_is_registered_without_
                                                                                      monkeypatch):
     import logging
 
-    from flows.reference import reference_or_none
+    from flows.reference import logger, reference_or_none
 
     # Prefect's logging set-up (run by earlier tests in this process) disables loggers that existed before it.
-    monkeypatch.setattr(logging.getLogger("flows.reference"), "disabled", False)
+    monkeypatch.setattr(logger, "disabled", False)
+    caplog.set_level(logging.WARNING, logger=logger.name)
 
     def broken(*_):
         raise RuntimeError("predictor exploded")
