@@ -1,6 +1,6 @@
 """The whole loop, for real (issue #35): a champion v1 trained by the pipeline, `flowtune serve --capture`
 following `:champion`, captured traffic in the capture bucket, `flowtune monitor` (no alarm on ordinary
-traffic; shifted traffic flags exactly the shifted measures and sends `flowtune.drift.detected`), the nightly
+traffic; shifted traffic flags exactly the measures it moves and sends `flowtune.drift.detected`), the nightly
 deployment's trigger starting a training run on that event, the run registering v2 from a batch added with
 `flowtune data add --commit`, and the serving process swapping to v2 by itself.
 
@@ -41,7 +41,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MODEL = "wnut16-ner"  # params.yaml's model: the one prefect.yaml's trigger matches
 SOURCE = "data/external/loop"
-SHIFTED = ["all_caps", "pieces", "url", "words"]  # what the shifted traffic moves (long, URL-heavy, all-caps)
+# What the shifted traffic (long, URL-heavy, all-caps) moves: its own measures, and low_confidence, the share of
+# items whose *least* confident word is below monitor.low_confidence. A real model's minimum over 60 words is
+# lower than over 6 (more draws), so a length shift moves that share; the mean confidence stays put.
+SHIFTED = ["all_caps", "low_confidence", "pieces", "url", "words"]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
@@ -217,8 +220,7 @@ def test_drift_in_served_traffic_retrains_and_the_server_swaps_to_the_new_champi
         wait_until(lambda: captured_items(clone) == 400, 60, "200 shifted items captured")
         shifted = clone.monitor(since_s=int(time.time() - calm_last) - 1)  # the shifted items only
         (version,) = shifted["versions"]
-        assert version["items"] == 200, version
-        drifted = sorted(version["drifted"])  # checked at the end (DEBUG: so one run shows the whole loop)
+        assert version["items"] == 200 and sorted(version["drifted"]) == SHIFTED, version
         timings["serve and monitor"] = time.monotonic() - started - timings["v1 and deploy"]
 
         # the drift event -> the trigger -> a nightly run, which trains on the added batch and registers v2
@@ -234,8 +236,6 @@ def test_drift_in_served_traffic_retrains_and_the_server_swaps_to_the_new_champi
         wait_until(lambda: server.ready()["version"] == 2, 60, "serve swapped to v2")  # it follows the alias
         server.send(calm_texts(20))
         timings["retrain and swap"] = time.monotonic() - triggered_at
-        assert drifted == SHIFTED, version
-        print("created_by", run.get("created_by"))
         print("loop timings (s):", {k: round(v) for k, v in timings.items()},
               "total", round(time.monotonic() - started))
     finally:
