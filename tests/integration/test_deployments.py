@@ -173,14 +173,16 @@ def test_deploy_creates_the_daily_monitor_and_the_retrain_trigger_on_drift_or_ne
     assert [s["schedule"]["cron"] for s in monitor["schedules"]] == ["0 6 * * *"]
     assert monitor["entrypoint"] == "flows/monitor.py:drift_monitor"
     nightly = deployed.deployment("flowtune-pipeline", "nightly")
-    automations = [a for a in deployed.post("automations/filter")
-                   if a["name"] == "flowtune: retrain on drift or new data"]
-    assert len(automations) == 1  # `flowtune deploy` made it from prefect.yaml, visible in the UI
-    trigger, (action,) = automations[0]["trigger"], automations[0]["actions"]
-    assert set(trigger["expect"]) == {"flowtune.drift.detected", "flowtune.data.changed"}
-    assert trigger["match"] == {"prefect.resource.id": "flowtune.model.wnut16-ner"}  # params.yaml's model
-    assert trigger["posture"] == "Reactive" and trigger["within"] == 21600
-    assert action["type"] == "run-deployment" and action["deployment_id"] == nightly["id"]
+    wanted = {"flowtune: retrain on drift": ("flowtune.drift.detected", 21600),
+              "flowtune: retrain on new data": ("flowtune.data.changed", 1800)}
+    automations = [a for a in deployed.post("automations/filter") if a["name"] in wanted]
+    assert sorted(a["name"] for a in automations) == sorted(wanted)  # made by `flowtune deploy`, seen in the UI
+    for automation in automations:
+        trigger, (action,) = automation["trigger"], automation["actions"]
+        event, cool_down_s = wanted[automation["name"]]
+        assert trigger["expect"] == [event] and trigger["within"] == cool_down_s and trigger["posture"] == "Reactive"
+        assert trigger["match"] == {"prefect.resource.id": "flowtune.model.wnut16-ner"}  # params.yaml's model
+        assert action["type"] == "run-deployment" and action["deployment_id"] == nightly["id"]
 
 
 def test_two_nightly_runs_complete_one_after_the_other(nightly_runs: dict[str, dict]):
