@@ -21,6 +21,7 @@ test-fast: setup
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/lint-imports
+	.venv/bin/python infra/k8s/validate.py   # the Kubernetes manifests: strict schemas, offline, and their wiring
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet   # the docs site: no broken link, no page left out of the nav
 
 services-up: setup
