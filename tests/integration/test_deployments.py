@@ -10,8 +10,10 @@ evaluation and a data refresh then run side by side, in workspaces of their own.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import signal
 import subprocess
 import threading
 import time
@@ -327,12 +329,31 @@ def test_a_failed_run_is_posted_to_the_notification_webhook(notified: Notified):
     assert f"/runs/flow-run/{notified.run['id']}" in message["text"]
 
 
-def test_a_missing_nightly_run_is_posted_to_the_webhook(deployed: Deployed, notified: Notified):
-    """`flowtune notify --missing-run-hours` with a short window: no Completed nightly run in it, one post."""
+def kill_worker(deployed: Deployed) -> None:
+    """kill -9 the checkout's Prefect worker (its whole process group), as an OOM kill or a crash would."""
+    from flows import services
+    from tasks.settings import Settings
+
+    settings = Settings(_env_file=deployed.repo / ".env", state_dir=deployed.repo / ".flowtune")
+    pid = services.running_pid(settings, "prefect-worker")
+    assert pid is not None, "the checkout's worker is not running"
+    os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while services.running_pid(settings, "prefect-worker") is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def test_a_killed_worker_is_noticed_by_the_missing_run_alert_and_services_up_brings_it_back(
+        deployed: Deployed, notified: Notified):
+    """The worker killed: the nightly run due now stays Scheduled, and `flowtune notify --missing-run-hours`
+    (a short window) posts "no Completed run"; `flowtune services up` restarts the worker, which takes the run
+    (here one that fails at once on a missing data file, to keep CI short)."""
     received: list[dict] = []
     Receiver = type("Receiver", (Hook,), {"received": received})
     server = HTTPServer(("127.0.0.1", find_free_port()), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    kill_worker(deployed)
+    stranded = deployed.start("flowtune-pipeline", "nightly", data_source="/no/such/tweets.conll")
     try:
         installed = subprocess.run([".venv/bin/flowtune", "notify", "--missing-run-hours", "0.005"],  # 18 s
                                    input=f"http://127.0.0.1:{server.server_port}/hook?token={notified.token}\n",
@@ -347,6 +368,10 @@ def test_a_missing_nightly_run_is_posted_to_the_webhook(deployed: Deployed, noti
     assert received, "no missing-run notification within 120 s"
     assert "no Completed run of flowtune-pipeline/nightly" in received[0]["subject"]
     assert "flowtune services status" in received[0]["text"]
+    assert deployed.get(f"flow_runs/{stranded}")["state_type"] == "SCHEDULED"  # nobody took it
+
+    deployed.sh(".venv/bin/flowtune", "services", "up")
+    assert deployed.wait(stranded)[stranded]["state_type"] == "FAILED"  # taken by the restarted worker
 
 
 def test_no_secret_in_logs_artifacts_lineage_cards_or_data_docs(deployed: Deployed, notified: Notified):
