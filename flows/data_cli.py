@@ -50,7 +50,8 @@ def source_folder(params, source: str | None) -> Path:
 
     if source is None and params.ingest.source == BUILTIN_SOURCE:
         raise DataError(f"ingest.source is the builtin {BUILTIN_SOURCE!r} set, not a folder: pass --source DIR, or "
-                        "point ingest.source at a folder under data/external/ (README, 'Growing data')")
+                        "point ingest.source at a folder under data/external/ "
+                        "(docs/tutorials/ner-own-data.md, 'Add data later')")
     folder = Path(source or params.ingest.source)
     if folder.is_file():
         raise DataError(f"{folder} is a single file; batches need a source folder: move the file into a folder "

@@ -1,4 +1,4 @@
-"""`flowtune label select|push|pull`: the labelling loop with Label Studio (README "Labelling loop").
+"""`flowtune label select|push|pull`: the labelling loop with Label Studio (docs/tutorials/labelling.md).
 
 select: candidates from captured traffic (`label.window_days`) or `--from FILE`, minus texts already labelled
 (the source folder, the imported splits: dev and test above all) or already queued in the project, ranked by the

@@ -30,8 +30,8 @@ from tests.helpers import (
     NO_VARIANTS,
     clean_env,
     find_free_port,
+    page_commands,
     port_settings,
-    readme_commands,
     scratch_clone,
     set_params,
     stop_worker,
@@ -44,8 +44,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 RUN_TIMEOUT_S = 1200
-# The README's "Scheduled runs" block, run here as written: services up, deploy, start a nightly run.
-SCHEDULING_BLOCK = readme_commands("flowtune prefect deployment run")
+# The schedules tutorial's first block (docs/tutorials/schedules.md), run here as written: services up, deploy,
+# start a nightly run.
+SCHEDULING_BLOCK = page_commands("docs/tutorials/schedules.md", "flowtune prefect deployment run")
 
 
 class Deployed:
@@ -115,7 +116,7 @@ class Deployed:
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory) -> Deployed:
     repo = scratch_clone(tmp_path_factory.mktemp("clone"))
-    home = tmp_path_factory.mktemp("home")  # the README's data_source is $HOME/incoming/tweets
+    home = tmp_path_factory.mktemp("home")  # the tutorial's data_source is $HOME/incoming/tweets
     data = synthetic_splits(home / "incoming" / "tweets")
     model_name = f"deployed-{uuid.uuid4().hex[:8]}"
     set_params(repo, task={"labels": ["person", "geo-loc"]}, validate={"reference_profile": None},
@@ -144,7 +145,7 @@ def deployed(tmp_path_factory) -> Deployed:
 @pytest.fixture(scope="module")
 def nightly_runs(deployed: Deployed) -> dict[str, dict]:
     status_before = deployed.sh("git", "status", "--porcelain", "--ignored")
-    home = deployed.data.parents[1]  # the README's data_source is $HOME/incoming/tweets
+    home = deployed.data.parents[1]  # the tutorial's data_source is $HOME/incoming/tweets
     started = subprocess.run(["bash", "-c", SCHEDULING_BLOCK[-1]], cwd=deployed.repo, capture_output=True, text=True,
                              env={**deployed.env, "HOME": str(home)}, timeout=120)
     assert started.returncode == 0, started.stdout + started.stderr

@@ -1,5 +1,5 @@
 """`flowtune serve` for real: a tiny tagger published to the session's registry (SeaweedFS), the service
-started as the README says, answering, batching concurrent requests, swapping in a new champion under
+started as docs/tutorials/serving.md says, answering, batching concurrent requests, swapping in a new champion under
 load without a failed request, and keeping the old model when the new one cannot load."""
 
 from __future__ import annotations
