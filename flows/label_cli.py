@@ -3,8 +3,10 @@
 select: candidates from captured traffic (`label.window_days`) or `--from FILE`, minus texts already labelled
 (the source folder, the imported splits: dev and test above all) or already queued in the project, ranked by the
 champion (`label.strategy`), written to a selection file. push: the selection into the Label Studio project
-(created once), with the champion's answers as pre-annotations. pull: finished annotations back as a batch file
-through `data add`'s code (validated, copied atomically, `flowtune.data.changed` sent).
+(created once), with the champion's answers as pre-annotations; `push --review`: the label audit's suspect rows into
+the review project, their current labels as pre-annotations. pull: finished annotations back as a batch file, checked
+by the data contract first (flows/labelling/checks.py: a breaking task is refused by id, the rest imported), through
+`data add`'s code (validated, copied atomically, `flowtune.data.changed` sent).
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    if args.review:
+        return cmd_push_review(args)
     from flows.labelling.loop import config_for, project_title, push, read_selection
     from flows.labelling.studio import StudioError
     from tasks.io import InputFormatError
@@ -123,10 +127,34 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push_review(args: argparse.Namespace) -> int:
+    """`label push --review`: the label audit's top rows into the review project."""
+    from flows.labelling.loop import audit_labels, push_review, read_audit_report, review_title
+    from flows.labelling.studio import StudioError
+    from tasks.io import InputFormatError
+    from tasks.params import ParamsError, load_params
+
+    settings = Settings()
+    try:
+        params = load_params(args.params_file)
+        report = Path(args.report or params.label.audit_report)
+        items = read_audit_report(report)
+        imported, skipped, created = push_review(studio(settings), params, items, audit_labels(items))
+    except (ParamsError, InputFormatError, StudioError) as exc:
+        print(f"flowtune label push: error: {exc}", file=sys.stderr)
+        return 1
+    title = review_title(params)
+    print(f"review project {title!r}{' created' if created else ''}: {imported} of the audit's {len(items)} suspect "
+          f"rows ({report}) imported with their current labels as pre-annotations and the audit's note, {skipped} "
+          f"already queued; review them at {settings.labelling_url}")
+    return 0
+
+
 def run_pull(params, settings: Settings, source: str | None = None):
     """Export, convert and check; with new rows, add them as a batch. (Pulled, Added or None)."""
     from flows.data_cli import add_batch
-    from flows.labelling.loop import collect, is_multi_label, known_keys, project_title, write_batch
+    from flows.labelling.checks import contract_refusals, task_id_of
+    from flows.labelling.loop import collect, held_out_keys, is_multi_label, known_keys, project_title, write_batch
     from flows.labelling.studio import StudioError
     from tasks.kinds import kind_for
 
@@ -139,12 +167,27 @@ def run_pull(params, settings: Settings, source: str | None = None):
     known, known_ids = known_keys(params, kind, source)
     labels = params.task.labels or project_labels(project)
     pulled = collect(client.export(project["id"]), params.task.kind, labels, is_multi_label(params), project["id"],
-                     known_ids, known)
+                     known_ids, known, held_out_keys(params, kind, source))
     if not pulled.rows:
         return pulled, None
     with tempfile.TemporaryDirectory(prefix="flowtune-pull-") as scratch:
         batch = write_batch(pulled.rows, Path(scratch), project["id"], params)
+        refused = contract_refusals(batch, params, kind, project["id"], piece_counter(params))
+        if refused:  # those tasks stay in Label Studio, not imported: a later pull takes them once fixed
+            pulled.refused.update(refused)
+            pulled.rows = [row for row in pulled.rows if task_id_of(row["id"], project["id"]) not in refused]
+            batch.unlink()
+            if not pulled.rows:
+                return pulled, None
+            batch = write_batch(pulled.rows, Path(scratch), project["id"], params)
         return pulled, add_batch(batch, params, source)  # the kind's reader checks every row; an atomic copy
+
+
+def piece_counter(params):
+    """The encoder's sub-word piece counter when `validate.max_subword_pieces` is set (the validate stage's)."""
+    from tasks.validate import load_piece_counter
+
+    return load_piece_counter(params)
 
 
 def project_labels(project: dict) -> list[str]:
@@ -158,6 +201,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from flows.data_cli import DataError, send_data_changed
     from flows.labelling.studio import StudioError
     from flows.names import DATA_CHANGED_EVENT
+    from tasks.contract import ContractError
     from tasks.io import InputFormatError
     from tasks.params import ParamsError, load_params
 
@@ -165,11 +209,14 @@ def cmd_pull(args: argparse.Namespace) -> int:
     try:
         params = load_params(args.params_file)
         pulled, added = run_pull(params, settings, args.source)
-    except (ParamsError, StudioError, DataError, InputFormatError) as exc:
+    except (ParamsError, StudioError, DataError, InputFormatError, ContractError) as exc:
         print(f"flowtune label pull: error: {exc}", file=sys.stderr)
         return 1
     for task_id, why in sorted(pulled.refused.items()):
         print(f"refused task {task_id}: {why}", file=sys.stderr)
+    if pulled.refused:
+        print("refused tasks are not imported and stay in Label Studio: fix their annotation (or delete the task), "
+              "then `flowtune label pull` again", file=sys.stderr)
     print(f"{len(pulled.rows)} new labelled rows; {len(pulled.refused)} refused, {pulled.empty} empty submissions "
           f"skipped, {pulled.already} imported before, {len(pulled.disagreements)} with disagreeing annotations "
           f"(not imported: {pulled.disagreements})")
@@ -192,7 +239,7 @@ def add_label_parser(sub):
     """`flowtune label`; returns its subcommands (`label audit` joins them: flows/audit_cli.py)."""
     label = sub.add_parser("label", help="the labels of the training data: `label select` items worth labelling, "
                            "`label push` them to Label Studio with pre-annotations, `label pull` finished annotations "
-                           "as a batch, `label audit` ranks likely label errors")
+                           "as a batch, `label audit` ranks likely label errors (`label push --review` queues them)")
     commands = label.add_subparsers(dest="label_command", required=True, metavar="COMMAND")
     select = commands.add_parser("select", help="choose items to label (label.strategy) from captured traffic or "
                                  "--from FILE, never one already labelled, queued, or in dev/test")
@@ -203,10 +250,26 @@ def add_label_parser(sub):
                         help="override label.strategy")
     select.add_argument("--out", help="the selection file (default .flowtune/labelling/selected.jsonl)")
     push = commands.add_parser("push", help="import the selection into the Label Studio project (created once) with "
-                               "the champion's predictions as pre-annotations; a queued text is not imported twice")
+                               "the champion's predictions as pre-annotations; a queued text is not imported twice; "
+                               "--review: the label audit's suspect rows into the review project instead",
+                               description="Without --review: the selection of `label select` into the project "
+                               "label.project (default flowtune-<registry.model_name>), the champion's answers as "
+                               "pre-annotations. With --review: the top rows of the `label audit` report into a "
+                               "separate review project (<project>-review), each with its current label as the "
+                               "pre-annotation and the audit's suspicion (score, suggested label) as a note above "
+                               "the text. Either way a text already queued in that project is not imported again.")
     push.add_argument("--file", help="the selection file (default .flowtune/labelling/selected.jsonl)")
+    push.add_argument("--review", action="store_true", help="push the label audit's suspect rows for review instead "
+                      "of the selection, to the project <project>-review")
+    push.add_argument("--report", help="with --review: the audit report (default label.audit_report)")
     pull = commands.add_parser("pull", help="bring finished annotations back as a new batch (validated like "
-                               "`data add`, then flowtune.data.changed); a second pull imports nothing twice")
+                               "`data add`, then flowtune.data.changed); a second pull imports nothing twice",
+                               description="Exports the project's finished annotations, converts them to the "
+                               "project's rows, and runs them through the data contract (the validate stage's "
+                               "suites, as after cleaning) before anything is written: a task whose spans, labels "
+                               "or text break it, or that repeats a dev/test sentence, is refused by task id and "
+                               "stays in Label Studio to fix; the rows that pass become one batch file, added "
+                               "atomically, then flowtune.data.changed is sent.")
     for command in (select, push, pull):
         command.add_argument("--params-file", default="params.yaml", help="the params file (label:, task:, registry:)")
     for command in (select, pull):
