@@ -153,7 +153,6 @@ def cmd_push_review(args: argparse.Namespace) -> int:
 def run_pull(params, settings: Settings, source: str | None = None):
     """Export, convert and check; with new rows, add them as a batch. (Pulled, Added or None)."""
     from flows.data_cli import add_batch
-    from flows.labelling.checks import contract_refusals, task_id_of
     from flows.labelling.loop import collect, held_out_keys, is_multi_label, known_keys, project_title, write_batch
     from flows.labelling.studio import StudioError
     from tasks.kinds import kind_for
@@ -172,15 +171,59 @@ def run_pull(params, settings: Settings, source: str | None = None):
         return pulled, None
     with tempfile.TemporaryDirectory(prefix="flowtune-pull-") as scratch:
         batch = write_batch(pulled.rows, Path(scratch), project["id"], params)
-        refused = contract_refusals(batch, params, kind, project["id"], piece_counter(params))
-        if refused:  # those tasks stay in Label Studio, not imported: a later pull takes them once fixed
-            pulled.refused.update(refused)
-            pulled.rows = [row for row in pulled.rows if task_id_of(row["id"], project["id"]) not in refused]
-            batch.unlink()
-            if not pulled.rows:
-                return pulled, None
-            batch = write_batch(pulled.rows, Path(scratch), project["id"], params)
-        return pulled, add_batch(batch, params, source)  # the kind's reader checks every row; an atomic copy
+        batch = checked_batch(batch, pulled, params, kind, project["id"])
+        return pulled, batch and add_batch(batch, params, source)  # the kind's reader checks every row; atomic
+
+
+def run_pull_review(params, settings: Settings, source: str | None = None):
+    """`pull --review`: the review project's changed labels, checked by the contract, as one corrections file of
+    the source folder (`<source>/corrections/`, applied by ingest by row id). (Pulled, Added or None)"""
+    from flows.data_cli import Added, copy_batch, sha256_of, source_folder
+    from flows.labelling.loop import collect_review, is_multi_label, label_value, review_title, write_batch
+    from flows.labelling.studio import StudioError
+    from tasks.ingest import CORRECTIONS, read_corrections
+    from tasks.kinds import kind_for
+
+    client = studio(settings)
+    title = review_title(params)
+    project = client.find_project(title)
+    if project is None:
+        raise StudioError(f"Label Studio at {client.url} has no project {title!r}: run `flowtune label push --review` "
+                          "first")
+    kind = kind_for(params)
+    folder = source_folder(params, source)  # the builtin set has no folder to record corrections in: said here
+    corrections, _ = read_corrections(folder, params.ingest, kind)
+    ner = params.task.kind == "ner"
+    corrected = {rid: label_value(row.tags if ner else row.labels, params.task.kind)
+                 for rid, (row, _) in corrections.items()}
+    labels = params.task.labels or project_labels(project)
+    pulled = collect_review(client.export(project["id"]), params.task.kind, labels, is_multi_label(params), corrected)
+    if not pulled.rows:
+        return pulled, None
+    with tempfile.TemporaryDirectory(prefix="flowtune-pull-") as scratch:
+        batch = write_batch(pulled.rows, Path(scratch), project["id"], params, "labelstudio-review")
+        batch = checked_batch(batch, pulled, params, kind, project["id"], "labelstudio-review")
+        if batch is None:
+            return pulled, None
+        digest = sha256_of(batch)
+        target, copied = copy_batch(batch, folder, digest, CORRECTIONS)
+        return pulled, Added(target, len(pulled.rows), digest, copied)
+
+
+def checked_batch(batch: Path, pulled, params, kind, project_id: int, prefix: str = "labelstudio") -> Path | None:
+    """`batch` (the pulled rows, written) after the data contract: the tasks whose rows break it move to
+    `pulled.refused` (they stay in Label Studio, not imported: a later pull takes them once fixed) and the file is
+    written again without them; None when no row is left."""
+    from flows.labelling.checks import contract_refusals
+    from flows.labelling.loop import write_batch
+
+    refused = contract_refusals(batch, params, kind, pulled.tasks, piece_counter(params))
+    if not refused:
+        return batch
+    pulled.refused.update(refused)
+    pulled.rows = [row for row in pulled.rows if pulled.tasks[row["id"]] not in refused]
+    batch.unlink()
+    return write_batch(pulled.rows, batch.parent, project_id, params, prefix) if pulled.rows else None
 
 
 def piece_counter(params):
@@ -208,7 +251,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     settings = Settings()
     try:
         params = load_params(args.params_file)
-        pulled, added = run_pull(params, settings, args.source)
+        pulled, added = (run_pull_review if args.review else run_pull)(params, settings, args.source)
     except (ParamsError, StudioError, DataError, InputFormatError, ContractError) as exc:
         print(f"flowtune label pull: error: {exc}", file=sys.stderr)
         return 1
@@ -217,20 +260,27 @@ def cmd_pull(args: argparse.Namespace) -> int:
     if pulled.refused:
         print("refused tasks are not imported and stay in Label Studio: fix their annotation (or delete the task), "
               "then `flowtune label pull` again", file=sys.stderr)
-    print(f"{len(pulled.rows)} new labelled rows; {len(pulled.refused)} refused, {pulled.empty} empty submissions "
-          f"skipped, {pulled.already} imported before, {len(pulled.disagreements)} with disagreeing annotations "
-          f"(not imported: {pulled.disagreements})")
+    if args.review:
+        print(f"{len(pulled.rows)} labels corrected; {pulled.unchanged} unchanged (confirmed, or corrected before), "
+              f"{len(pulled.refused)} refused, {pulled.empty} empty submissions skipped, {len(pulled.disagreements)} "
+              f"with disagreeing annotations (not imported: {pulled.disagreements})")
+    else:
+        print(f"{len(pulled.rows)} new labelled rows; {len(pulled.refused)} refused, {pulled.empty} empty submissions "
+              f"skipped, {pulled.already} imported before, {len(pulled.disagreements)} with disagreeing annotations "
+              f"(not imported: {pulled.disagreements})")
     if pulled.agreement:
         print("agreement per label (annotation pairs that agree): " +
               ", ".join(f"{label} {share:.2f}" for label, share in pulled.agreement.items()))
     if added is None:
         return 0
-    print(f"added {added.path} ({added.rows} rows, sha256 {added.sha256})")
+    print(f"added {added.path} ({added.rows} rows, sha256 {added.sha256})" + (
+        "; ingest replaces those rows by id (delete the file to undo)" if args.review else ""))
     try:
         print(send_data_changed(settings, params.registry.model_name, added))
     except Exception as exc:  # noqa: BLE001 - as `data add`: the batch is there, only the event failed
         print(f"flowtune label pull: error: the batch is added, but {DATA_CHANGED_EVENT} was not sent "
-              f"({type(exc).__name__}: {exc}); `flowtune data add {added.path}` resends it", file=sys.stderr)
+              f"({type(exc).__name__}: {exc}); " + ("`dvc repro` (or `flowtune run`) applies it" if args.review else
+                                                     f"`flowtune data add {added.path}` resends it"), file=sys.stderr)
         return 1
     return 0
 
@@ -274,6 +324,9 @@ def add_label_parser(sub):
         command.add_argument("--params-file", default="params.yaml", help="the params file (label:, task:, registry:)")
     for command in (select, pull):
         command.add_argument("--source", help="the source folder (default: ingest.source of the params file)")
+    pull.add_argument("--review", action="store_true", help="pull the review project's corrections (`push --review`) "
+                      "instead: changed labels become a file of <source>/corrections/ that ingest applies by row id, "
+                      "replacing the original labels (delete the file to undo), never a duplicate row")
     select.add_argument("--model", help="a model folder or registry reference (default <registry.model_name>:champion)")
     select.set_defaults(func=cmd_select)
     push.set_defaults(func=cmd_push)

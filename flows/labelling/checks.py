@@ -37,11 +37,12 @@ EXPECTED = {
 }
 
 
-def task_id_of(record_id: str, project_id: int) -> int | None:
-    """The Label Studio task id of a pulled row's record id (`labelstudio-<project>-<task>`), or of a contract
-    example that starts with one (`labelstudio-7-12 token 2 ''`); None for any other id."""
-    match = re.match(rf"labelstudio-{project_id}-(\d+)(?=$|[ :])", record_id)
-    return int(match[1]) if match else None
+def record_of(example: str, record_ids: Sequence[str]) -> str | None:
+    """The record id a contract example starts with (`<id>: values`, or the token table's `<id> token 2 'x'`)."""
+    for record_id in sorted(record_ids, key=len, reverse=True):
+        if example.startswith(record_id) and example[len(record_id):len(record_id) + 1] in ("", " ", ":"):
+            return record_id
+    return None
 
 
 def why(outcome: Outcome, example: str, record_id: str) -> str:
@@ -54,10 +55,11 @@ def why(outcome: Outcome, example: str, record_id: str) -> str:
     return f"breaks the data contract's {outcome.check} check ({found}); expected {expected}"
 
 
-def contract_refusals(batch: Path, params, kind, project_id: int, counter=None) -> dict[int, str]:
+def contract_refusals(batch: Path, params, kind, tasks: dict[str, int], counter=None) -> dict[int, str]:
     """Task id -> why, for the rows of `batch` (read back with the kind's reader, as ingest reads it) that break a
-    row check of the data contract. ContractError when a check fails and names no pulled row (nothing can be
-    refused alone: the whole pull is). `counter` counts sub-word pieces (None: subword_length not checked)."""
+    row check of the data contract; `tasks`: each row's record id -> its Label Studio task id. ContractError when a
+    check fails and names no pulled row (nothing can be refused alone: the whole pull is). `counter` counts
+    sub-word pieces (None: subword_length not checked)."""
     records: Sequence = kind.source_reader(params.ingest)(batch)
     validate = params.validate_
     ignored = SPLIT_CHECKS | set(validate.soft_checks(CHECKPOINT))
@@ -75,11 +77,11 @@ def contract_refusals(batch: Path, params, kind, project_id: int, counter=None) 
         before = len(refused)
         for outcome in failed:
             for example in outcome.examples:
-                task = task_id_of(example, project_id)
-                if task is not None and task not in refused:
-                    refused[task] = why(outcome, example, f"labelstudio-{project_id}-{task}")
+                record = record_of(example, list(tasks))
+                if record is not None and tasks[record] not in refused:
+                    refused[tasks[record]] = why(outcome, example, record)
         if len(refused) == before:
             described = "; ".join(o.describe().replace("\n", " ") for o in failed)
             raise ContractError(f"the pulled rows break the data contract and no task can be named: {described}")
-        records = [r for r in records if task_id_of(r.id, project_id) not in refused]
+        records = [r for r in records if tasks.get(r.id) not in refused]
     return refused

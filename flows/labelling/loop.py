@@ -285,8 +285,8 @@ def review_candidates(items: Sequence[dict]) -> tuple[list[Candidate], dict[str,
         answer = {"tags": list(given)} if tagged else {"label": "|".join(given) if isinstance(given, list) else given}
         candidates.append(Candidate(str(item["id"]), list(item["tokens"]) if tagged else item["text"], answer,
                                     "label audit", round(1 - float(item["score"]), 6)))
-        review[str(item["id"])] = {REVIEW_NOTE: suspicion(item, rank, len(items)), "suggested": item["suggested"],
-                                   "audit_score": item["score"]}
+        review[str(item["id"])] = {REVIEW_NOTE: suspicion(item, rank, len(items)), "given": given,
+                                   "suggested": item["suggested"], "audit_score": item["score"]}
     return candidates, review
 
 
@@ -325,6 +325,8 @@ class Pulled:
     already: int = 0
     disagreements: list[int] = field(default_factory=list)
     agreement: dict[str, float] = field(default_factory=dict)  # label -> share of annotation pairs that agree
+    tasks: dict[str, int] = field(default_factory=dict)  # row id -> the task it came from
+    unchanged: int = 0  # review: labels confirmed as they are (or as corrected before): nothing to write
 
 
 def annotation_value(annotation: dict, task: dict, kind: str, labels: Sequence[str], multi_label: bool):
@@ -382,24 +384,68 @@ def collect(tasks: Sequence[dict], kind: str, labels: Sequence[str], multi_label
         if key in known:
             pulled.already += 1
             continue
-        annotations = [a for a in task.get("annotations", []) if not is_empty(a, kind)]
-        if not annotations:
-            pulled.empty += bool(task.get("annotations"))
+        value = agreed_value(task, kind, labels, multi_label, pulled, pairs, agreed)
+        if value is not None:
+            pulled.rows.append(row_of(record_id, task, value, kind, multi_label))
+            pulled.tasks[record_id] = task["id"]
+    pulled.agreement = {label: round(agreed[label] / pairs[label], 4) for label in sorted(pairs)}
+    return pulled
+
+
+def agreed_value(task: dict, kind: str, labels: Sequence[str], multi_label: bool, pulled: Pulled, pairs: dict,
+                 agreed: dict):
+    """The label a task's annotations agree on; None when it is empty, refused or disputed (counted in `pulled`;
+    each annotation pair counted in `pairs`, `agreed` per label)."""
+    annotations = [a for a in task.get("annotations", []) if not is_empty(a, kind)]
+    if not annotations:
+        pulled.empty += bool(task.get("annotations"))
+        return None
+    try:
+        values = [annotation_value(a, task, kind, labels, multi_label) for a in annotations]
+    except SpanError as exc:
+        pulled.refused[task["id"]] = str(exc)
+        return None
+    for a, b in zip(values, values[1:], strict=False):
+        units_a, units_b = label_units(a, kind), label_units(b, kind)
+        for label in set(units_a) | set(units_b):
+            pairs[label] = pairs.get(label, 0) + 1
+            agreed[label] = agreed.get(label, 0) + (units_a.get(label) == units_b.get(label))
+    if len(set(values)) > 1:
+        pulled.disagreements.append(task["id"])
+        return None
+    return values[0]
+
+
+def label_value(label, kind: str):
+    """A row's label in `annotation_value`'s shape: NER tags as a tuple, a class (or '|'-joined classes)."""
+    if kind == "ner":
+        return tuple(label)
+    return "|".join(sorted(label)) if isinstance(label, list | tuple) else str(label)
+
+
+def collect_review(tasks: Sequence[dict], kind: str, labels: Sequence[str], multi_label: bool,
+                   corrected: dict[str, object]) -> Pulled:
+    """Corrections from the review project's annotated tasks: rows with the id of the row they replace (the task's
+    `flowtune_id`). A label equal to the row's current one (its latest correction, `corrected` by id, else the
+    `given` label the task was pushed with) is counted unchanged and not written: a second pull writes nothing."""
+    pulled, pairs, agreed = Pulled(), {}, {}
+    for task in tasks:
+        tokens = task["data"].get("tokens")
+        if tokens is not None and task["data"]["text"].split(" ") != list(tokens):
+            pulled.refused[task["id"]] = (f"its row's tokens {tokens[:8]!r} do not survive as Label Studio's text (a "
+                                          "token with a space, or an empty one); expected tokens without spaces: "
+                                          "correct this row in the source file")
             continue
-        try:
-            values = [annotation_value(a, task, kind, labels, multi_label) for a in annotations]
-        except SpanError as exc:
-            pulled.refused[task["id"]] = str(exc)
+        value = agreed_value(task, kind, labels, multi_label, pulled, pairs, agreed)
+        if value is None:
             continue
-        for a, b in zip(values, values[1:], strict=False):
-            units_a, units_b = label_units(a, kind), label_units(b, kind)
-            for label in set(units_a) | set(units_b):
-                pairs[label] = pairs.get(label, 0) + 1
-                agreed[label] = agreed.get(label, 0) + (units_a.get(label) == units_b.get(label))
-        if len(set(values)) > 1:
-            pulled.disagreements.append(task["id"])
+        record_id = str(task["data"]["flowtune_id"])
+        current = corrected.get(record_id, label_value(task["data"].get("given", ()), kind))
+        if value == current:
+            pulled.unchanged += 1
             continue
-        pulled.rows.append(row_of(record_id, task, values[0], kind, multi_label))
+        pulled.rows.append(row_of(record_id, task, value, kind, multi_label))
+        pulled.tasks[record_id] = task["id"]
     pulled.agreement = {label: round(agreed[label] / pairs[label], 4) for label in sorted(pairs)}
     return pulled
 
@@ -411,10 +457,10 @@ def row_of(record_id: str, task: dict, value, kind: str, multi_label: bool) -> d
     return {"id": record_id, "text": task["data"]["text"], "label": label if multi_label else value}
 
 
-def write_batch(rows: Sequence[dict], folder: Path, project_id: int, params) -> Path:
+def write_batch(rows: Sequence[dict], folder: Path, project_id: int, params, prefix: str = "labelstudio") -> Path:
     """The new rows as a JSONL batch file (the source's text/label columns for textclass), to `data add`."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    path = folder / f"labelstudio-{project_id}-{stamp}.jsonl"
+    path = folder / f"{prefix}-{project_id}-{stamp}.jsonl"
     text_column = getattr(params.ingest, "text_column", "text")
     label_column = getattr(params.ingest, "label_column", "label")
     with path.open("w", encoding="utf-8") as out:

@@ -13,9 +13,10 @@ import yaml
 
 from flows import label_cli
 from flows.cli import main
-from flows.labelling.checks import contract_refusals, task_id_of
+from flows.labelling.checks import contract_refusals, record_of
 from flows.labelling.loop import REVIEW_NOTE, review_candidates, review_title, write_batch
 from flows.labelling.selection import text_key
+from tasks import ingest
 from tasks.contract import ContractError, Outcome
 from tasks.kinds import kind_for
 from tasks.params import load_params
@@ -113,7 +114,7 @@ def test_every_row_with_a_bad_token_is_named_not_just_the_first_five(project, tm
     rows = [{"id": f"labelstudio-3-{i}", "tokens": ["Eve", "", f"w{i % 2}"], "tags": ["B-person", "O", "O"]}
             for i in range(30)] + [{"id": "labelstudio-3-99", "tokens": ["fine"], "tags": ["O"]}]
     batch = write_batch(rows, tmp_path, 3, params)
-    refused = contract_refusals(batch, params, kind_for(params), 3)
+    refused = contract_refusals(batch, params, kind_for(params), {row["id"]: i for i, row in enumerate(rows)})
     assert sorted(refused) == list(range(30))  # same (token, tag) pairs: the token table names each once per round
 
 
@@ -124,14 +125,16 @@ def test_a_failure_that_names_no_task_refuses_the_whole_pull(project, tmp_path, 
                      "1 unexpected of 1 rows", "value_set=['']", 1, ["somewhere-else:1: iob2_problem='x'"])
     monkeypatch.setattr("flows.labelling.checks.run_contract", lambda tables, examples: [failed])
     with pytest.raises(ContractError, match="no task can be named: - iob2_valid"):
-        contract_refusals(batch, params, kind_for(params), 3)
+        contract_refusals(batch, params, kind_for(params), {"labelstudio-3-1": 1})
 
 
-def test_task_ids_of_record_ids():
-    assert task_id_of("labelstudio-7-12", 7) == 12
-    assert task_id_of("labelstudio-7-12 token 2 'x': token='x'", 7) == 12
-    assert task_id_of("labelstudio-71-2", 7) is None and task_id_of("labelstudio-7-1x", 7) is None
-    assert task_id_of("dev.conll:7", 7) is None
+def test_an_example_names_its_record():
+    ids = ["labelstudio-7-1", "labelstudio-7-12", "train.conll:3"]
+    assert record_of("labelstudio-7-12", ids) == "labelstudio-7-12"
+    assert record_of("labelstudio-7-12 token 2 'x': token='x'", ids) == "labelstudio-7-12"
+    assert record_of("labelstudio-7-1: n_tokens=0", ids) == "labelstudio-7-1"
+    assert record_of("train.conll:3: n_tokens=0", ids) == "train.conll:3"
+    assert record_of("labelstudio-7-123", ids) is None and record_of("train.conll:30", ids) is None
 
 
 # ---------------------------------------------------------------- push --review
@@ -181,3 +184,78 @@ def test_review_without_a_report_is_one_line(project, studio, capsys):
     (project / "bad.json").write_text(json.dumps({"top": [{"id": "x"}]}))
     assert main(["label", "push", "--review", "--report", "bad.json"]) == 1
     assert "bad.json: not a label audit report" in capsys.readouterr().err
+
+
+def annotate_review(studio: FakeStudio, title: str, *results: list[dict]) -> list[dict]:
+    """Give the review project's tasks ids and one annotation each (in push order)."""
+    tasks = studio.tasks[studio.projects[title]["id"]]
+    for number, (queued, result) in enumerate(zip(tasks, results, strict=True), 1):
+        queued["id"] = 500 + number
+        queued["annotations"] = [{"result": result}]
+    return tasks
+
+
+def loc(start: int, end: int, label: str) -> dict:
+    return {"from_name": "label", "to_name": "text", "type": "labels",
+            "value": {"start": start, "end": end, "labels": [label]}}
+
+
+def raw_row(project: Path, record_id: str) -> dict:
+    params = load_params("params.yaml")
+    ingest.run(params.ingest, project / "raw", kind_for(params))
+    rows = [json.loads(line) for split in ("train", "dev", "test")
+            for line in (project / "raw" / f"{split}.jsonl").read_text().splitlines()]
+    return next(row for row in rows if row["id"] == record_id)
+
+
+def test_review_corrections_come_back_as_replacements_by_id_never_duplicates(project, studio, events, capsys):
+    (project / "audit.json").write_text(json.dumps({"top": [
+        {"id": "first.jsonl:1", "tokens": ["Alice", "runs"], "given": ["B-person", "O"], "suggested": ["B-loc", "O"],
+         "score": 0.01}]}))
+    assert main(["label", "push", "--review", "--report", "audit.json"]) == 0
+    annotate_review(studio, review_title(load_params("params.yaml")), [loc(0, 5, "loc")])
+    assert main(["label", "pull", "--review"]) == 0
+    out = capsys.readouterr().out
+    assert "1 labels corrected; 0 unchanged" in out
+    assert "ingest replaces those rows by id (delete the file to undo)" in out
+    [fix] = sorted((project / "data" / "external" / "mine" / "corrections").glob("labelstudio-review-*.jsonl"))
+    assert json.loads(fix.read_text()) == {"id": "first.jsonl:1", "tokens": ["Alice", "runs"], "tags": ["B-loc", "O"]}
+    assert len(events) == 1 and batches(project) == []  # no new row: a replacement
+    assert raw_row(project, "first.jsonl:1")["tags"] == ["B-loc", "O"]
+    report = json.loads((project / "raw" / "ingest_report.json").read_text())
+    assert report["sentences"] == 1 and report["corrections"] == [
+        {"file": f"corrections/{fix.name}", "rows": 1, "applied": 1, "stale": []}]
+
+    assert main(["label", "pull", "--review"]) == 0  # again: the label is the corrected one, nothing written
+    assert "0 labels corrected; 1 unchanged" in capsys.readouterr().out and len(events) == 1
+    fix.unlink()  # undo
+    assert raw_row(project, "first.jsonl:1")["tags"] == ["B-person", "O"]
+
+
+def test_a_confirmed_label_writes_nothing_and_a_breaking_correction_is_refused(project, studio, events, capsys):
+    (project / "audit.json").write_text(json.dumps({"top": [
+        {"id": "first.jsonl:1", "tokens": ["Alice", "runs"], "given": ["B-person", "O"], "suggested": ["B-loc", "O"],
+         "score": 0.01},
+        {"id": "x:1", "tokens": ["a", "", "b"], "given": ["O", "O", "O"], "suggested": ["O", "O", "O"], "score": 0.3},
+        {"id": "x:2", "tokens": ["in", "New York"], "given": ["O", "O"], "suggested": ["O", "B-loc"], "score": 0.4}]}))
+    assert main(["label", "push", "--review", "--report", "audit.json"]) == 0
+    annotate_review(studio, review_title(load_params("params.yaml")), [loc(0, 5, "person")], [loc(0, 1, "loc")],
+                    [loc(3, 11, "loc")])
+    assert main(["label", "pull", "--review"]) == 0
+    captured = capsys.readouterr()
+    assert "0 labels corrected; 1 unchanged" in captured.out and "2 refused" in captured.out
+    assert "refused task 502: breaks the data contract's token_not_blank check (token 1 '': token_blank=True)" \
+        in captured.err
+    assert "refused task 503: its row's tokens ['in', 'New York'] do not survive as Label Studio's text" in captured.err
+    assert not (project / "data" / "external" / "mine" / "corrections").exists() and events == []
+
+
+def test_ingest_reports_a_stale_correction_and_leaves_the_row(project):
+    fixes = project / "data" / "external" / "mine" / "corrections"
+    fixes.mkdir()
+    (fixes / "old.jsonl").write_text(json.dumps({"id": "first.jsonl:1", "tokens": ["Bob", "runs"],
+                                                 "tags": ["B-loc", "O"]}) + "\n")
+    assert raw_row(project, "first.jsonl:1")["tags"] == ["B-person", "O"]
+    report = json.loads((project / "raw" / "ingest_report.json").read_text())
+    assert report["corrections"] == [{"file": "corrections/old.jsonl", "rows": 1, "applied": 0,
+                                      "stale": ["first.jsonl:1"]}]
