@@ -259,3 +259,17 @@ def test_ingest_reports_a_stale_correction_and_leaves_the_row(project):
     report = json.loads((project / "raw" / "ingest_report.json").read_text())
     assert report["corrections"] == [{"file": "corrections/old.jsonl", "rows": 1, "applied": 0,
                                       "stale": ["first.jsonl:1"]}]
+
+
+def test_a_classifier_row_breaking_the_contract_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    params = load_params("params-sentiment.yaml")
+    params = params.model_copy(update={"validate_": params.validate_.model_copy(update={"max_subword_pieces": None})})
+    rows = [{"id": "labelstudio-2-1", "text": "a fine film", "label": "positive"},
+            {"id": "labelstudio-2-2", "text": "odd\u200bthing", "label": "neutral"},
+            {"id": "labelstudio-2-3", "text": "meh", "label": "bored"}]
+    batch = write_batch(rows, tmp_path, 2, params)
+    refused = contract_refusals(batch, params, kind_for(params), {row["id"]: i for i, row in enumerate(rows, 1)})
+    assert sorted(refused) == [2, 3]
+    assert "no_control_characters" in refused[2] and "label_in_set" in refused[3] and "a class of task.labels" in \
+        refused[3]
