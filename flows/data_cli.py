@@ -93,12 +93,13 @@ def existing_batches(folder: Path, kind) -> list[Path]:
     return [*layout.official.values(), *layout.batches]
 
 
-def copy_batch(file: Path, folder: Path, digest: str) -> tuple[Path, bool]:
-    """Copy `file` into `<folder>/batches/` under its name; (its path there, whether it was copied). The
-    same content already there is no change; different content under that name is refused."""
+def copy_batch(file: Path, folder: Path, digest: str, subfolder: str | None = None) -> tuple[Path, bool]:
+    """Copy `file` into `<folder>/batches/` (or `subfolder`: label pull's corrections) under its name; (its path
+    there, whether it was copied). The same content already there is no change; different content under that name
+    is refused."""
     from tasks.ingest import BATCHES
 
-    target = folder / BATCHES / file.name
+    target = folder / (subfolder or BATCHES) / file.name
     if target.exists():
         if sha256_of(target) == digest:
             return target, False
