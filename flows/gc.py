@@ -253,61 +253,6 @@ def tree_size(path: Path) -> int:
 # ---------------------------------------------------------------- the registry
 
 
-@dataclass
-class ModelStore:
-    """One model's objects in the registry, by role."""
-
-    name: str
-    claims: dict[int, Obj] = field(default_factory=dict)
-    manifests: dict[int, Obj] = field(default_factory=dict)
-    files: dict[int, list[Obj]] = field(default_factory=dict)
-    pointers: dict[str, dict] = field(default_factory=dict)
-
-
-def scan_model(registry, name: str) -> ModelStore:
-    """One listing of `<prefix>/<name>/`, sorted into claims, manifests, files and alias pointers."""
-    base = registry._key(name) + "/"
-    store = ModelStore(name)
-    for obj in list_objects(registry.client, registry.bucket, base):
-        parts = obj.key[len(base):].split("/")
-        if parts[0] == "_claims" and len(parts) == 2 and parts[1].isdigit():
-            store.claims[int(parts[1])] = obj
-        elif parts[0].isdigit() and parts[1:] == ["manifest.json"]:
-            store.manifests[int(parts[0])] = obj
-        elif parts[0].isdigit():
-            store.files.setdefault(int(parts[0]), []).append(obj)
-        elif parts[0] == "aliases" and len(parts) == 2 and parts[1].endswith(".json"):
-            body = registry.client.get_object(Bucket=registry.bucket, Key=obj.key)["Body"].read()
-            store.pointers[parts[1].removesuffix(".json")] = json.loads(body)
-    return store
-
-
-def version_keys(store: ModelStore, number: int, keep_claim: bool) -> tuple[str, ...]:
-    """A version's keys in deletion order: manifest first (readers stop seeing it), files, then claim."""
-    keys = [store.manifests[number].key] if number in store.manifests else []
-    keys += [o.key for o in store.files.get(number, [])]
-    if number in store.claims and not keep_claim:
-        keys.append(store.claims[number].key)
-    return tuple(keys)
-
-
-def version_size(store: ModelStore, number: int) -> int:
-    objects = [store.manifests.get(number), store.claims.get(number), *store.files.get(number, [])]
-    return sum(o.size for o in objects if o is not None)
-
-
-def alias_pointers(registry, name: str) -> dict[str, dict]:
-    """Only the alias pointers of `name` (a small listing: the re-check runs once per doomed version)."""
-    base = registry._key(name, "aliases") + "/"
-    pointers = {}
-    for obj in list_objects(registry.client, registry.bucket, base):
-        alias = obj.key[len(base):]
-        if "/" not in alias and alias.endswith(".json"):
-            body = registry.client.get_object(Bucket=registry.bucket, Key=obj.key)["Body"].read()
-            pointers[alias.removesuffix(".json")] = json.loads(body)
-    return pointers
-
-
 def still_unpinned(registry, name: str, version: int, alias_history: int) -> Callable[[], str | None]:
     """A re-check just before deletion: an alias moved onto `version` since the plan was made.
 
@@ -315,7 +260,7 @@ def still_unpinned(registry, name: str, version: int, alias_history: int) -> Cal
     version that gc deletes keeps serving the copy it loaded, and fails at its next start. Point an
     alias at a version to keep it (`flowtune registry promote`)."""
     def check() -> str | None:
-        pinned = pinned_versions(alias_pointers(registry, name), alias_history)
+        pinned = pinned_versions(registry.alias_pointers(name), alias_history)
         return f"an alias points at {name} v{version} now" if version in pinned else None
     return check
 
@@ -330,7 +275,7 @@ def plan_registry(registry, reports_bucket: str, rules: GcParams, now: datetime)
     """Versions beyond the retention rules (with their model cards) and orphan claims, every model."""
     plan = RegistryPlan([], [])
     for name in registry.models():
-        store = scan_model(registry, name)
+        store = registry.inventory(name)
         cards = {o.key: o for o in list_objects(registry.client, reports_bucket, f"{MODEL_CARDS}{name}/")}
         published = {n: obj.modified for n, obj in store.manifests.items()}
         top_claim = max(store.claims, default=None)
@@ -338,9 +283,9 @@ def plan_registry(registry, reports_bucket: str, rules: GcParams, now: datetime)
         for number in doomed:
             recheck = still_unpinned(registry, name, number, rules.alias_history)
             plan.deletions.append(Deletion(
-                "version", f"s3://{registry.bucket}/{registry._key(name, str(number))}/", version_size(store, number),
+                "version", registry.version_url(name, number), store.version_size(number),
                 "beyond the retention rules, not aliased", registry.bucket,
-                version_keys(store, number, keep_claim=number == top_claim), still_wanted=recheck,
+                store.version_keys(number, keep_claim=number == top_claim), still_wanted=recheck,
                 confirm_after_first=recheck))
             card = cards.get(f"{MODEL_CARDS}{name}/{number}.md")
             if card:
@@ -351,11 +296,11 @@ def plan_registry(registry, reports_bucket: str, rules: GcParams, now: datetime)
         claims = {n: o.modified for n, o in store.claims.items()}
         grace = timedelta(hours=rules.grace_hours)
         for number in select_orphans(claims, files_newest, set(published), now, grace):
-            keys = version_keys(store, number, keep_claim=number == top_claim)
+            keys = store.version_keys(number, keep_claim=number == top_claim)
             if keys:
                 plan.deletions.append(Deletion(
-                    "orphan-claim", f"s3://{registry.bucket}/{registry._key(name, str(number))}/",
-                    version_size(store, number), "claimed but never published", registry.bucket, keys))
+                    "orphan-claim", registry.version_url(name, number), store.version_size(number),
+                    "claimed but never published", registry.bucket, keys))
         plan.kept_manifests += [registry.manifest(name, n) for n in sorted(set(published) - set(doomed))]
     return plan
 

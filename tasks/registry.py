@@ -25,7 +25,8 @@ import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from botocore.exceptions import ClientError
@@ -164,6 +165,37 @@ def split_ref(ref: str, default_alias: str = "champion") -> tuple[str, str]:
                 raise RegistryError(f"model reference {ref!r}: nothing after {separator!r}")
             return check_name(name), target
     return check_name(ref), default_alias
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    modified: datetime
+
+
+@dataclass
+class Inventory:
+    """One model's objects in the registry by role, from one listing: what gc needs to plan deletions without
+    knowing the layout above (which stays in this module)."""
+
+    name: str
+    claims: dict[int, StoredObject] = field(default_factory=dict)
+    manifests: dict[int, StoredObject] = field(default_factory=dict)
+    files: dict[int, list[StoredObject]] = field(default_factory=dict)
+    pointers: dict[str, dict] = field(default_factory=dict)  # alias -> {"version": N, "history": [...]}
+
+    def version_keys(self, number: int, keep_claim: bool) -> tuple[str, ...]:
+        """A version's keys in deletion order: manifest first (readers stop seeing it), files, then claim."""
+        keys = [self.manifests[number].key] if number in self.manifests else []
+        keys += [o.key for o in self.files.get(number, [])]
+        if number in self.claims and not keep_claim:
+            keys.append(self.claims[number].key)
+        return tuple(keys)
+
+    def version_size(self, number: int) -> int:
+        objects = [self.manifests.get(number), self.claims.get(number), *self.files.get(number, [])]
+        return sum(o.size for o in objects if o is not None)
 
 
 @dataclass
@@ -341,6 +373,42 @@ class Registry:
         response = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
         names = [o["Key"][len(prefix):].removesuffix(".json") for o in response.get("Contents", [])]
         return {alias: self.get_alias(name, alias) for alias in sorted(names) if ALIAS_PATTERN.fullmatch(alias)}
+
+    def version_url(self, name: str, version: int) -> str:
+        """Where a version's objects live, for messages: `s3://<bucket>/<prefix>/<name>/<version>/`."""
+        return f"s3://{self.bucket}/{self._key(name, str(int(version)))}/"
+
+    def inventory(self, name: str) -> Inventory:
+        """Every object of `name` sorted into claims, manifests, files and alias pointers (one paginated listing,
+        plus one read per alias)."""
+        base = self._key(name) + "/"
+        found = Inventory(name)
+        for obj in self._list(base):
+            parts = obj.key[len(base):].split("/")
+            if parts[0] == "_claims" and len(parts) == 2 and parts[1].isdigit():
+                found.claims[int(parts[1])] = obj
+            elif parts[0].isdigit() and parts[1:] == ["manifest.json"]:
+                found.manifests[int(parts[0])] = obj
+            elif parts[0].isdigit():
+                found.files.setdefault(int(parts[0]), []).append(obj)
+            elif parts[0] == "aliases" and len(parts) == 2 and parts[1].endswith(".json"):
+                found.pointers[parts[1].removesuffix(".json")] = self._read_json(obj.key)
+        return found
+
+    def alias_pointers(self, name: str) -> dict[str, dict]:
+        """Only the alias pointers of `name` (a small listing, for re-checks just before a deletion)."""
+        base = self._key(name, "aliases") + "/"
+        return {obj.key[len(base):].removesuffix(".json"): self._read_json(obj.key) for obj in self._list(base)
+                if "/" not in obj.key[len(base):] and obj.key.endswith(".json")}
+
+    def _list(self, prefix: str) -> list[StoredObject]:
+        found = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            found.extend(StoredObject(o["Key"], o["Size"], o["LastModified"]) for o in page.get("Contents", []))
+        return found
+
+    def _read_json(self, key: str) -> dict:
+        return json.loads(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
     def models(self) -> list[str]:
         """Names of the models that have at least a claimed version."""
