@@ -21,6 +21,7 @@ test-fast: setup
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/lint-imports
+	.venv/bin/python infra/k8s/validate.py   # the Kubernetes manifests: strict schemas, offline, and their wiring
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet   # the docs site: no broken link, no page left out of the nav
 
 services-up: setup
@@ -51,7 +52,7 @@ images: setup
 
 # The team stack on a real Docker engine (tests/stack): images, `docker compose up`, a training run through
 # the compose worker, serve, `down -v`. Not in `make test`: a cold image build alone outruns CI's budget
-# (docs/DECISIONS.md 72). Needs a running engine and compose v2 (README, "Team stack").
+# (docs/DECISIONS.md 72). Needs a running engine and compose v2 (docs/tutorials/more-machines.md, "The team stack").
 .PHONY: test-stack
 test-stack: setup
 	.venv/bin/python -m pytest tests/stack -v -s

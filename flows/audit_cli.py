@@ -14,7 +14,7 @@ def add_audit_parser(label_commands) -> None:
         "audit", help="rank the train split's rows by how likely their labels are wrong (k-fold cross-fitting + "
         "cleanlab); report under label.audit_report, top rows as a Prefect table",
         description="Trains k models, each on k-1 folds of the cleaned train split, scores every row with the model "
-        "that did not see it, and ranks the rows with cleanlab (README, Label audit).")
+        "that did not see it, and ranks the rows with cleanlab (docs/tutorials/labelling.md).")
     audit.add_argument("--params-file", default="params.yaml", help="the params file (label.audit_* keys)")
     audit.add_argument("--k", type=int, help="folds of the cross-fitting (default: label.audit_folds)")
     audit.add_argument("--top", type=int, help="rows listed in the report and the table (default: label.audit_top)")

@@ -50,7 +50,8 @@ def source_folder(params, source: str | None) -> Path:
 
     if source is None and params.ingest.source == BUILTIN_SOURCE:
         raise DataError(f"ingest.source is the builtin {BUILTIN_SOURCE!r} set, not a folder: pass --source DIR, or "
-                        "point ingest.source at a folder under data/external/ (README, 'Growing data')")
+                        "point ingest.source at a folder under data/external/ "
+                        "(docs/tutorials/ner-own-data.md, 'Add data later')")
     folder = Path(source or params.ingest.source)
     if folder.is_file():
         raise DataError(f"{folder} is a single file; batches need a source folder: move the file into a folder "
@@ -92,12 +93,13 @@ def existing_batches(folder: Path, kind) -> list[Path]:
     return [*layout.official.values(), *layout.batches]
 
 
-def copy_batch(file: Path, folder: Path, digest: str) -> tuple[Path, bool]:
-    """Copy `file` into `<folder>/batches/` under its name; (its path there, whether it was copied). The
-    same content already there is no change; different content under that name is refused."""
+def copy_batch(file: Path, folder: Path, digest: str, subfolder: str | None = None) -> tuple[Path, bool]:
+    """Copy `file` into `<folder>/batches/` (or `subfolder`: label pull's corrections) under its name; (its path
+    there, whether it was copied). The same content already there is no change; different content under that name
+    is refused."""
     from tasks.ingest import BATCHES
 
-    target = folder / BATCHES / file.name
+    target = folder / (subfolder or BATCHES) / file.name
     if target.exists():
         if sha256_of(target) == digest:
             return target, False

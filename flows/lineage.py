@@ -126,7 +126,7 @@ def variant_lines(compression: dict | None) -> list[str]:
             "Use one with `flowtune predict --variant NAME` or `flowtune serve --variant NAME`; without flowtune, "
             "`variants/onnx*/model.onnx` runs with onnxruntime and the folder's tokenizer, `variants/int8` loads "
             "with transformers + torch, and `variants/student` (a distilled model with fewer layers) is a plain "
-            "transformers folder (README, \"Compressed variants\").", ""]
+            "transformers folder (docs/tutorials/compression.md).", ""]
 
 
 def evaluation_summary(report: EvalReport) -> str:

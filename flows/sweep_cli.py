@@ -21,7 +21,7 @@ DEFAULT_DASHBOARD_PORT = 8087
 def add_sweep_parser(sub) -> None:
     sweep = sub.add_parser("sweep", help="hyperparameter search over the params file's `sweep.space` with Optuna: "
                            "trials are flow runs on the work pool, pruned early when unpromising",
-                           description="`flowtune sweep` runs the search (README, Sweeps); `flowtune sweep "
+                           description="`flowtune sweep` runs the search (docs/tutorials/sweeps.md); `flowtune sweep "
                            "dashboard` opens optuna-dashboard on the study; `flowtune sweep apply` writes the best "
                            "trial's values into the params file and prints the diff.")
     sweep.add_argument("action", nargs="?", choices=("run", "dashboard", "apply"), default="run",

@@ -59,8 +59,11 @@ RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXA
 DOCS_SITE = "flowtune"
 
 
-def run_contract(tables: dict[str, tuple[pd.DataFrame, list]], docs_dir: Path | None = None) -> list[Outcome]:
+def run_contract(tables: dict[str, tuple[pd.DataFrame, list]], docs_dir: Path | None = None,
+                 examples: int = MAX_EXAMPLES) -> list[Outcome]:
     """Validate each table with its expectations in one ephemeral GX context; plain outcomes.
+
+    `examples`: offending record ids kept per expectation (`label pull` asks for every one, to refuse by task).
 
     With `docs_dir`, also build the GX Data Docs site there (an index page, one page per suite and one
     per validation result), written to a temporary folder first and swapped in whole.
@@ -85,8 +88,9 @@ def run_contract(tables: dict[str, tuple[pd.DataFrame, list]], docs_dir: Path | 
         batch = context.data_sources.add_pandas(f"{name}_source").add_dataframe_asset(name)
         definition = context.validation_definitions.add(gx.ValidationDefinition(
             name=f"{name}_validation", data=batch.add_batch_definition_whole_dataframe("all"), suite=suite))
-        result = definition.run(batch_parameters={"dataframe": table}, result_format=RESULT_FORMAT)
-        outcomes += [_outcome(name, r) for r in result.results]
+        result_format = {**RESULT_FORMAT, "partial_unexpected_count": max(examples, MAX_EXAMPLES)}
+        result = definition.run(batch_parameters={"dataframe": table}, result_format=result_format)
+        outcomes += [_outcome(name, r, examples) for r in result.results]
         progress.advance(note=f"{name}: {len(table):,} rows, {len(expectations)} expectations")
     progress.finish()
     if staging and docs_dir:
@@ -104,14 +108,14 @@ def _drop_tutorial_images(site: Path) -> None:
             image.unlink()
 
 
-def _outcome(table: str, result) -> Outcome:
+def _outcome(table: str, result, limit: int = MAX_EXAMPLES) -> Outcome:
     config = result.expectation_config
     column = config.kwargs.get("column") or "/".join(
         str(config.kwargs[k]) for k in ("column_A", "column_B") if k in config.kwargs
     )
     details = result.result or {}
     unexpected = details.get("partial_unexpected_index_list") or []
-    examples = [_example(row, column) for row in unexpected[:MAX_EXAMPLES]]
+    examples = [_example(row, column) for row in unexpected[:limit]]
     count = int(details.get("unexpected_count") or 0)
     observed = details.get("observed_value")
     return Outcome(

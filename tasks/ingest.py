@@ -12,6 +12,12 @@ name order (its own files, then those of `batches/`) and every row split by the 
 never moves an old row. Beside official splits, the batch files live in `batches/` and join train only (the
 contract's leakage check then covers them like any train row). Files of other types are listed in the
 report as ignored, never read.
+
+Label corrections: the files of a source folder's `corrections/` (written by `flowtune label pull --review`)
+hold rows in the batch format whose ids are those of rows already in the source; each replaces the row of its
+id (the same text, other labels; files in name order, a later one wins) wherever that row is read; one whose row
+now has another text (an edited source file) is reported stale, not applied. The source files stay as they
+are, so deleting a corrections file undoes it; the report counts what each applied.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from tasks.io import INGEST_REPORT, SPLITS, InputFormatError, excerpt, write_jso
 from tasks.kinds import data_kind_for
 from tasks.params import BUILTIN_SOURCE, IngestParams, Params
 from tasks.stage import run_stage
+from tasks.text import normalize_token
 
 if TYPE_CHECKING:
     from tasks.kinds.data import DataKind
@@ -37,6 +44,7 @@ if TYPE_CHECKING:
 
 BATCHES = "batches"  # a source folder's subfolder of batch files (`flowtune data add` copies into it)
 SOURCE_COPY = "source"  # data/raw's copy of a source folder's batch files, by their path in the folder
+CORRECTIONS = "corrections"  # a source folder's subfolder of label corrections (`flowtune label pull --review`)
 
 
 def split_of(record: Sentence, train_fraction: float, dev_fraction: float, salt: str) -> str:
@@ -144,6 +152,44 @@ class Imported:
     split_by: str  # "source": official splits kept as given (cleaning never thins dev/test); "hash"
     batches: list[dict] = field(default_factory=list)  # per batch file: its name, rows and rows per split
     ignored: list[str] = field(default_factory=list)  # the folder's files of other types, never read
+    corrections: list[dict] = field(default_factory=list)  # per corrections file: its name, rows, rows applied
+
+
+class CorrectingSink:
+    """A sink that replaces each row with a correction of the same id (same text: a correction changes labels
+    only, so the row keeps its split), counting what each corrections file applied."""
+
+    def __init__(self, sink, corrections: dict[str, tuple[object, Path]]) -> None:
+        self.sink, self.corrections = sink, corrections
+        self.applied: dict[Path, int] = {}
+        self.stale: dict[Path, list[str]] = {}  # corrections whose row now has another text: not applied
+
+    def add(self, split: str, row) -> None:
+        found = self.corrections.get(row.id)
+        if found is not None:
+            corrected, path = found
+            if text_key_of(corrected.text) == text_key_of(row.text):  # the audit saw the cleaned text
+                self.applied[path] = self.applied.get(path, 0) + 1
+                row = corrected
+            else:  # ids are file:line: an edited source file may give the id to another sentence
+                self.stale.setdefault(path, []).append(row.id)
+        self.sink.add(split, row)
+
+
+def text_key_of(text: str) -> str:
+    """A text as cleaning leaves it, near enough to match a row to its correction: NFKC, no invisible
+    characters, single spaces, case ignored."""
+    return " ".join(filter(None, (normalize_token(t, "NFKC") for t in text.split()))).casefold()
+
+
+def read_corrections(folder: Path, params: IngestParams, kind: DataKind) -> tuple[dict[str, tuple], list[Path]]:
+    """id -> (corrected row, its file) from `<folder>/corrections/` (name order, a later file wins); the files."""
+    files = [p for p in _visible_files(folder / CORRECTIONS) if p.suffix.lower() in kind.source_suffixes]
+    read = kind.source_reader(params)
+    corrections: dict[str, tuple] = {}
+    for path in files:
+        corrections |= {row.id: (row, path) for row in read(path)}
+    return corrections, files
 
 
 class ListSink:
@@ -199,8 +245,10 @@ def import_source(source: Path, params: IngestParams, kind: DataKind, sink, repo
         ids.check()
         return Imported({f"source.source{source.suffix or '.txt'}": source}, "hash")
     layout = source_files(source, kind.source_suffixes)
-    for path in [*layout.official.values(), *layout.batches]:
+    corrections, correction_files = read_corrections(source, params, kind)
+    for path in [*layout.official.values(), *layout.batches, *correction_files]:
         refuse_link_out(path, repo)
+    sink = CorrectingSink(sink, corrections) if corrections else sink
     for split, path in layout.official.items():
         group = ids if split == "train" else UniqueIds(rows_of, kind.source_reader(params))  # batches join train
         for row in group.track(path, rows_of(path)):
@@ -211,8 +259,15 @@ def import_source(source: Path, params: IngestParams, kind: DataKind, sink, repo
     ids.check()
     copies = {f"{split}.source{path.suffix or '.txt'}": path for split, path in layout.official.items()}
     copies |= {f"{SOURCE_COPY}/{entry['file']}": path for entry, path in zip(batches, layout.batches, strict=True)}
+    applied = sink.applied if isinstance(sink, CorrectingSink) else {}
+    stale = sink.stale if isinstance(sink, CorrectingSink) else {}
+    fixes = [{"file": path.relative_to(source).as_posix(),
+              "rows": sum(1 for _, where in corrections.values() if where == path), "applied": applied.get(path, 0),
+              "stale": stale.get(path, [])[:20]}
+             for path in correction_files]
+    copies |= {f"{SOURCE_COPY}/{entry['file']}": path for entry, path in zip(fixes, correction_files, strict=True)}
     return Imported(copies, "source" if layout.official else "hash", batches,
-                    [p.relative_to(source).as_posix() for p in layout.ignored])
+                    [p.relative_to(source).as_posix() for p in layout.ignored], fixes)
 
 
 def _import_batch(path: Path, source: Path, params: IngestParams, ids: UniqueIds, sink, train_only: bool) -> dict:
@@ -300,6 +355,8 @@ def run(params: IngestParams, raw_dir: Path, kind: DataKind) -> dict:
               "split_by": imported.split_by}
     if source.is_dir():
         report |= {"batches": imported.batches, "ignored": imported.ignored}
+        if imported.corrections:
+            report["corrections"] = imported.corrections
     write_json(staging / INGEST_REPORT, report)
     # Publish the whole folder at once: readers never see a half-imported data/raw.
     shutil.rmtree(raw_dir, ignore_errors=True)

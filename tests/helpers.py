@@ -375,9 +375,17 @@ def stop_worker(process: subprocess.Popen) -> None:
         process.wait(timeout=30)
 
 
-def readme_commands(containing: str) -> list[str]:
-    """The commands of the README's bash block that holds `containing`: comments dropped, continued lines joined."""
-    blocks = re.findall(r"^```bash\n(.*?)^```", (ROOT / "README.md").read_text(), re.MULTILINE | re.DOTALL)
-    block = next(b for b in blocks if containing in b)
-    lines = block.replace("\\\n", " ").splitlines()
+def page_block(page: str, fence: str, containing: str) -> str:
+    """The first ```<fence> block of `page` (a path from the repository root: `docs/concepts/registry.md`) that
+    holds `containing`, as printed. Tests that run a page's block read it here, so the page and the test cannot
+    drift apart: a block edited, moved or deleted fails the test, naming the page."""
+    blocks = re.findall(rf"^```{fence}\n(.*?)^```", (ROOT / page).read_text(), re.MULTILINE | re.DOTALL)
+    found = [block for block in blocks if containing in block]
+    assert found, f"{page}: no ```{fence} block holds {containing!r} (a test runs that block as written)"
+    return found[0]
+
+
+def page_commands(page: str, containing: str) -> list[str]:
+    """The commands of `page`'s bash block that holds `containing`: comments dropped, continued lines joined."""
+    lines = page_block(page, "bash", containing).replace("\\\n", " ").splitlines()
     return [line.split("  #")[0].strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]

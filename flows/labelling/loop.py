@@ -116,6 +116,29 @@ def known_keys(params, kind, source: str | None = None) -> tuple[set[str], set[s
     return {text_key(s.text) for s in sentences}, {s.id for s in sentences}
 
 
+def held_out_keys(params, kind, source: str | None = None) -> dict[str, str]:
+    """Text key -> "<split> row <id>" of every dev and test row (the imported splits, and the source folder's
+    official dev/test files): a pulled label for one of them would leak it into training."""
+    from flows.data_cli import DataError, source_folder
+    from tasks.ingest import source_files
+    from tasks.io import InputFormatError
+
+    held: dict[str, str] = {}
+    files = [(split, Path(params.paths.raw) / f"{split}.jsonl", kind.read) for split in ("dev", "test")]
+    try:
+        official = source_files(source_folder(params, source), kind.source_suffixes).official
+        files += [(split, official[split], kind.source_reader(params.ingest)) for split in ("dev", "test")
+                  if split in official]
+    except (DataError, InputFormatError):
+        pass  # the builtin set, or a folder without data yet: its rows are in paths.raw
+    for split, path, read in files:
+        if path.is_file():
+            for row in read(path):
+                sentence = kind.as_sentence(row)
+                held.setdefault(text_key(sentence.text), f"{split} row {sentence.id}")
+    return held
+
+
 def queued_keys(studio: Studio, title: str) -> set[str]:
     """Text keys of the project's tasks (labelled or not); none when the project does not exist yet."""
     project = studio.find_project(title)
@@ -208,6 +231,84 @@ def push(studio: Studio, title: str, label_config: str, candidates: Sequence[Can
     return len(fresh), len(candidates) - len(fresh), created
 
 
+# ---------------------------------------------------------------- review (the label audit's suspects)
+
+REVIEW_NOTE = "review_note"  # the task data key the review project's header shows
+REVIEW_MODEL_VERSION = "current label"  # a review task's pre-annotation is the row's label as the data has it
+
+
+def review_title(params) -> str:
+    """The review project: the selection project's title with `-review` (a queue of its own, docs/DECISIONS.md)."""
+    return f"{project_title(params)}-review"
+
+
+def review_config(label_config: str) -> str:
+    """The selection project's labelling interface with the audit's note shown above the text."""
+    return label_config.replace("<View>", f'<View><Header value="${REVIEW_NOTE}"/>', 1)
+
+
+def read_audit_report(path: Path) -> list[dict]:
+    """The `top` items of a `label audit` report (tasks/audit.py: id, tokens or text, given, suggested, score)."""
+    from tasks.io import InputFormatError
+
+    if not path.is_file():
+        raise InputFormatError(f"{path}: no label audit report (run `flowtune label audit` first, or pass --report)")
+    try:
+        top = json.loads(path.read_text(encoding="utf-8"))["top"]
+        if not all({"id", "given", "suggested", "score"} <= set(item) for item in top):
+            raise ValueError("an item lacks id, given, suggested or score")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputFormatError(f"{path}: not a label audit report ({exc}); expected JSON with a 'top' list of "
+                               '{"id", "tokens"|"text", "given", "suggested", "score"}') from None
+    return top
+
+
+def suspicion(item: dict, rank: int, total: int) -> str:
+    """The note an annotator reads on a review task: why the row is there and what the audit suggests."""
+    if "tokens" in item:
+        spans = tags_to_spans(item["tokens"], item["suggested"])
+        suggested = ", ".join(f"{s['text']!r} {s['labels'][0]}" for s in spans) or "no entity"
+    else:
+        suggested = " | ".join(item["suggested"]) if isinstance(item["suggested"], list) else item["suggested"]
+    return (f"Label audit: the labels below may be wrong (rank {rank} of {total}, cleanlab label quality "
+            f"{item['score']:.3f}; lower is more suspect). Cross-fitted models suggest: {suggested}. Correct the "
+            "labels, or submit them unchanged if they are right.")
+
+
+def review_candidates(items: Sequence[dict]) -> tuple[list[Candidate], dict[str, dict]]:
+    """Audit items as candidates whose answer is the row's current label (the pre-annotation), and the review
+    data of each by id: the note, the suggested label, the audit's score."""
+    candidates, review = [], {}
+    for rank, item in enumerate(items, 1):
+        tagged = "tokens" in item
+        given = item["given"]
+        answer = {"tags": list(given)} if tagged else {"label": "|".join(given) if isinstance(given, list) else given}
+        candidates.append(Candidate(str(item["id"]), list(item["tokens"]) if tagged else item["text"], answer,
+                                    "label audit", round(1 - float(item["score"]), 6)))
+        review[str(item["id"])] = {REVIEW_NOTE: suspicion(item, rank, len(items)), "given": given,
+                                   "suggested": item["suggested"], "audit_score": item["score"]}
+    return candidates, review
+
+
+def push_review(studio: Studio, params, items: Sequence[dict], labels: Sequence[str]) -> tuple[int, int, bool]:
+    """The audit's suspects into the review project (created once), each with its current label as the
+    pre-annotation and the suspicion as a note; a text already queued there is not imported again."""
+    candidates, review = review_candidates(items)
+    return push(studio, review_title(params), review_config(config_for(params, labels)), candidates,
+                REVIEW_MODEL_VERSION, review)
+
+
+def audit_labels(items: Sequence[dict]) -> list[str]:
+    """The labels an audit report's items use (given and suggested), for a project when task.labels is []."""
+    seen: list[str] = []
+    for item in items:
+        for value in (item["given"], item["suggested"]):
+            for label in ([value] if isinstance(value, str) else value):
+                if label not in seen:
+                    seen.append(label)
+    return seen
+
+
 def config_for(params, model_labels: Sequence[str]) -> str:
     labels = params.task.labels or list(model_labels)
     return labelling_config(params.task.kind, labels, is_multi_label(params))
@@ -224,6 +325,8 @@ class Pulled:
     already: int = 0
     disagreements: list[int] = field(default_factory=list)
     agreement: dict[str, float] = field(default_factory=dict)  # label -> share of annotation pairs that agree
+    tasks: dict[str, int] = field(default_factory=dict)  # row id -> the task it came from
+    unchanged: int = 0  # review: labels confirmed as they are (or as corrected before): nothing to write
 
 
 def annotation_value(annotation: dict, task: dict, kind: str, labels: Sequence[str], multi_label: bool):
@@ -262,32 +365,87 @@ def label_units(value, kind: str) -> dict[str, set]:
 
 
 def collect(tasks: Sequence[dict], kind: str, labels: Sequence[str], multi_label: bool, project_id: int,
-            known_ids: set[str], known: set[str]) -> Pulled:
-    """The new labelled rows of exported tasks, with what was refused, empty, already imported or disputed."""
+            known_ids: set[str], known: set[str], held_out: dict[str, str] | None = None) -> Pulled:
+    """The new labelled rows of exported tasks, with what was refused, empty, already imported or disputed.
+    `held_out`: text key -> where, of the dev and test rows; a task repeating one is refused (the contract's
+    no_leakage), never imported, until it is deleted in Label Studio."""
     pulled, pairs, agreed = Pulled(), {}, {}
     for task in tasks:
         record_id = f"labelstudio-{project_id}-{task['id']}"
-        if record_id in known_ids or text_key(task["data"]["text"]) in known:
+        key = text_key(task["data"]["text"])
+        if record_id in known_ids:
             pulled.already += 1
             continue
-        annotations = [a for a in task.get("annotations", []) if not is_empty(a, kind)]
-        if not annotations:
-            pulled.empty += bool(task.get("annotations"))
+        if key in (held_out or {}) and any(not is_empty(a, kind) for a in task.get("annotations", [])):
+            pulled.refused[task["id"]] = (f"breaks the data contract's no_leakage check (repeats the {held_out[key]},"
+                                          " case and spacing ignored); expected a sentence that is not in dev or "
+                                          "test: delete the task in Label Studio")
             continue
-        try:
-            values = [annotation_value(a, task, kind, labels, multi_label) for a in annotations]
-        except SpanError as exc:
-            pulled.refused[task["id"]] = str(exc)
+        if key in known:
+            pulled.already += 1
             continue
-        for a, b in zip(values, values[1:], strict=False):
-            units_a, units_b = label_units(a, kind), label_units(b, kind)
-            for label in set(units_a) | set(units_b):
-                pairs[label] = pairs.get(label, 0) + 1
-                agreed[label] = agreed.get(label, 0) + (units_a.get(label) == units_b.get(label))
-        if len(set(values)) > 1:
-            pulled.disagreements.append(task["id"])
+        value = agreed_value(task, kind, labels, multi_label, pulled, pairs, agreed)
+        if value is not None:
+            pulled.rows.append(row_of(record_id, task, value, kind, multi_label))
+            pulled.tasks[record_id] = task["id"]
+    pulled.agreement = {label: round(agreed[label] / pairs[label], 4) for label in sorted(pairs)}
+    return pulled
+
+
+def agreed_value(task: dict, kind: str, labels: Sequence[str], multi_label: bool, pulled: Pulled, pairs: dict,
+                 agreed: dict):
+    """The label a task's annotations agree on; None when it is empty, refused or disputed (counted in `pulled`;
+    each annotation pair counted in `pairs`, `agreed` per label)."""
+    annotations = [a for a in task.get("annotations", []) if not is_empty(a, kind)]
+    if not annotations:
+        pulled.empty += bool(task.get("annotations"))
+        return None
+    try:
+        values = [annotation_value(a, task, kind, labels, multi_label) for a in annotations]
+    except SpanError as exc:
+        pulled.refused[task["id"]] = str(exc)
+        return None
+    for a, b in zip(values, values[1:], strict=False):
+        units_a, units_b = label_units(a, kind), label_units(b, kind)
+        for label in set(units_a) | set(units_b):
+            pairs[label] = pairs.get(label, 0) + 1
+            agreed[label] = agreed.get(label, 0) + (units_a.get(label) == units_b.get(label))
+    if len(set(values)) > 1:
+        pulled.disagreements.append(task["id"])
+        return None
+    return values[0]
+
+
+def label_value(label, kind: str):
+    """A row's label in `annotation_value`'s shape: NER tags as a tuple, a class (or '|'-joined classes)."""
+    if kind == "ner":
+        return tuple(label)
+    return "|".join(sorted(label)) if isinstance(label, list | tuple) else str(label)
+
+
+def collect_review(tasks: Sequence[dict], kind: str, labels: Sequence[str], multi_label: bool,
+                   corrected: dict[str, object]) -> Pulled:
+    """Corrections from the review project's annotated tasks: rows with the id of the row they replace (the task's
+    `flowtune_id`). A label equal to the row's current one (its latest correction, `corrected` by id, else the
+    `given` label the task was pushed with) is counted unchanged and not written: a second pull writes nothing."""
+    pulled, pairs, agreed = Pulled(), {}, {}
+    for task in tasks:
+        tokens = task["data"].get("tokens")
+        if tokens is not None and task["data"]["text"].split(" ") != list(tokens):
+            pulled.refused[task["id"]] = (f"its row's tokens {tokens[:8]!r} do not survive as Label Studio's text (a "
+                                          "token with a space, or an empty one); expected tokens without spaces: "
+                                          "correct this row in the source file")
             continue
-        pulled.rows.append(row_of(record_id, task, values[0], kind, multi_label))
+        value = agreed_value(task, kind, labels, multi_label, pulled, pairs, agreed)
+        if value is None:
+            continue
+        record_id = str(task["data"]["flowtune_id"])
+        current = corrected.get(record_id, label_value(task["data"].get("given", ()), kind))
+        if value == current:
+            pulled.unchanged += 1
+            continue
+        pulled.rows.append(row_of(record_id, task, value, kind, multi_label))
+        pulled.tasks[record_id] = task["id"]
     pulled.agreement = {label: round(agreed[label] / pairs[label], 4) for label in sorted(pairs)}
     return pulled
 
@@ -299,10 +457,10 @@ def row_of(record_id: str, task: dict, value, kind: str, multi_label: bool) -> d
     return {"id": record_id, "text": task["data"]["text"], "label": label if multi_label else value}
 
 
-def write_batch(rows: Sequence[dict], folder: Path, project_id: int, params) -> Path:
+def write_batch(rows: Sequence[dict], folder: Path, project_id: int, params, prefix: str = "labelstudio") -> Path:
     """The new rows as a JSONL batch file (the source's text/label columns for textclass), to `data add`."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    path = folder / f"labelstudio-{project_id}-{stamp}.jsonl"
+    path = folder / f"{prefix}-{project_id}-{stamp}.jsonl"
     text_column = getattr(params.ingest, "text_column", "text")
     label_column = getattr(params.ingest, "label_column", "label")
     with path.open("w", encoding="utf-8") as out:

@@ -8,7 +8,7 @@ that no stage imports a kind statically: a stage's code is its own module, the c
 for its view of the data side (ingest and augment the rows, clean the cleaning rules too, validate the contract
 too), a model stage for the model side, so that editing the training loop reruns no data stage, editing the
 contract no augmentation, and editing cleaning, the contract or an augmenter no training (docs/DECISIONS.md, 36
-and 74).
+and 77).
 
 A saved model's kind, predictor and loader are tasks/kinds/saved.py.
 """

@@ -3,13 +3,13 @@
 A kind has two sides. The data side (tasks/kinds/data.py: `DataKind`, `CleaningKind`, `ContractKind`, built by
 `tasks.kinds.data_kind_for`, `cleaning_kind_for`, `contract_kind_for`) reads the source and the splits, cleans,
 builds the data contract's tables and adapts rows for the augmenters: the data stages (ingest, validate, clean,
-augment) use it and import no training code. The model side (here:
-`ModelKind`, built by `tasks.kinds.model_kind_for`) reads the splits, trains (`TrainingKind`: model, encoding,
+augment) use it and import no training code. The model side (here: `ModelKind`, built by
+`tasks.kinds.model_kind_for`) reads the splits, trains (`TrainingKind`: model, encoding,
 loss, dev score; train, distill), evaluates (an `EvalReport` under the kind's names; evaluate, compress) and
 predicts with a saved model (`ModelPredictor`: `flowtune predict`, `flowtune serve`; built by
 `tasks.kinds.saved.predictor_for(model_dir)`, which reads the kind from the model's config): the model stages
 use it and import no cleaning, contract or augmentation code. Each stage calls only its side's methods, so
-its dvc.yaml deps are that side's files (docs/DECISIONS.md, 74). `TaskKind` is both sides in one object
+its dvc.yaml deps are that side's files (docs/DECISIONS.md, 77). `TaskKind` is both sides in one object
 (`tasks.kinds.kind_for`). Implementations: `tasks.kinds.<kind>.datakind`, `.modelkind` and `.task`.
 """
 

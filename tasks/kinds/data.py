@@ -2,7 +2,7 @@
 ask of a kind, and the few ways of reading rows that every stage shares.
 
 No torch, no model, no engine here: a data stage's import closure, and so its dvc.yaml deps, holds no training
-code (docs/DECISIONS.md, 74). Each data stage gets the view it runs and no more, so that editing the contract reruns
+code (docs/DECISIONS.md, 77). Each data stage gets the view it runs and no more, so that editing the contract reruns
 no augmentation: `DataKind` (ingest, augment), `CleaningKind` (clean), `ContractKind` (validate). The model side
 is tasks/kinds/base.py (`ModelKind`); `TaskKind` there is all of them. Implementations:
 `tasks.kinds.<kind>.datakind`, `.clean` and `.contract`.

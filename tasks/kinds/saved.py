@@ -4,7 +4,7 @@ A saved model says its kind itself: `kind_of_model(model_dir)` reads it from con
 and `predictor_for(model_dir)` builds that kind's `ModelPredictor`, which is how `flowtune predict` and
 `flowtune serve` run any kind without knowing which (docs/DECISIONS.md, 63). This lives beside, not in,
 tasks/kinds/__init__.py: every stage imports that package, and a data stage must not depend on the variants
-loader (docs/DECISIONS.md, 74). torch and transformers are imported by the functions that use them.
+loader (docs/DECISIONS.md, 77). torch and transformers are imported by the functions that use them.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 One run of `make run` in a scratch clone (own ports, own state; 1 epoch instead of 6), started in the
 background when the test session starts (tests/lanes.py), then each test checks one promise of the
-README against what that run left behind.
+README or of the site's pages (docs/) against what that run left behind.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from flows.steps import STAGES
 from tests.browser import capture_flow_run
-from tests.helpers import ROOT, api_post, clean_env, port_settings, readme_commands, scratch_clone, set_params
+from tests.helpers import api_post, clean_env, page_block, page_commands, port_settings, scratch_clone, set_params
 from tests.lanes import Background, Job, Lane
 from tests.leak_scan import leaks, readable_places
 
@@ -197,11 +197,13 @@ NEEDS_HISTORY = {"registry promote wnut16-ner@3": "has no published version 3",
                  "registry rollback wnut16-ner": "has no earlier version to roll back to"}
 
 
-def test_the_readmes_registry_predict_and_gc_commands_work_as_written(main_run: Run):
-    """Docs and behaviour cannot drift apart: each command of the README's registry/predict and gc blocks,
-    exactly as printed there, in the clone `make run` left (the text-classification block is run the same
-    way by tests/e2e/test_text_classification.py)."""
-    commands = readme_commands("flowtune registry list") + readme_commands("flowtune gc --apply")
+def test_the_docs_registry_predict_and_gc_commands_work_as_written(main_run: Run):
+    """Docs and behaviour cannot drift apart: each command of the site's registry/predict block
+    (docs/concepts/registry.md) and gc block (docs/operations/retention.md), exactly as printed there, in the
+    clone `make run` left (the text-classification block is run the same way by
+    tests/e2e/test_text_classification.py)."""
+    commands = (page_commands("docs/concepts/registry.md", "flowtune registry list")
+                + page_commands("docs/operations/retention.md", "flowtune gc --apply"))
     assert len(commands) == 11, commands
     try:
         for command in commands:
@@ -216,7 +218,7 @@ def test_the_readmes_registry_predict_and_gc_commands_work_as_written(main_run: 
         assert json.loads((main_run.repo / "model" / "config.json").read_text())["id2label"]
         predictions = (main_run.repo / "pred.jsonl").read_text().splitlines()
         first = json.loads(predictions[0])
-        assert len(predictions) == 1287 and set(first) == {"id", "tokens", "tags", "scores"}  # README's shape
+        assert len(predictions) == 1287 and set(first) == {"id", "tokens", "tags", "scores"}  # the shape the pages show
         assert len(first["scores"]) == len(first["tags"]) == len(first["tokens"])
         assert all(0 < score <= 1 for score in first["scores"])
     finally:  # leave the clone as `make run` left it for the runs below
@@ -224,9 +226,12 @@ def test_the_readmes_registry_predict_and_gc_commands_work_as_written(main_run: 
         (main_run.repo / "pred.jsonl").unlink(missing_ok=True)
 
 
-def test_the_champion_holds_the_variants_that_passed_and_they_run_as_the_readme_shows(main_run: Run):
-    """`make run` registers the champion with its passing variants (issue #18); the README's variant commands
-    (pull, predict) and its load-without-flowtune snippet work as written."""
+COMPRESSION_PAGE = "docs/tutorials/compression.md"  # the variant commands and the onnxruntime snippet
+
+
+def test_the_champion_holds_the_variants_that_passed_and_they_run_as_the_docs_show(main_run: Run):
+    """`make run` registers the champion with its passing variants (issue #18); the variant commands of
+    docs/tutorials/compression.md (pull, predict) and its load-without-flowtune snippet work as written."""
     from tasks.metrics import CompressionReport
     from tasks.registry import variants_in
 
@@ -236,15 +241,14 @@ def test_the_champion_holds_the_variants_that_passed_and_they_run_as_the_readme_
     assert variants_in(manifest) == sorted(report.published)
     assert manifest["metadata"]["compression"]["published"] == report.published
     (main_run.repo / "compression.md").write_text(report.as_markdown())  # kept for docs/BENCHMARKS.md
-    assert "onnx-int8" in report.published, report.as_markdown()  # the README's example variant
+    assert "onnx-int8" in report.published, report.as_markdown()  # the docs' example variant
     try:
-        for command in readme_commands("--variant onnx-int8"):
+        for command in page_commands(COMPRESSION_PAGE, "--variant onnx-int8"):
             result = subprocess.run(["bash", "-c", command], cwd=main_run.repo, env=main_run.env,
                                     capture_output=True, text=True, timeout=600)
             assert result.returncode == 0, (command, result.stdout[-2000:], result.stderr[-2000:])
         assert "B-geo-loc" in result.stdout  # predict's CoNLL output, by the quantized ONNX model
-        snippet = re.search(r"^```python\n(import onnxruntime, transformers.*?)^```", (ROOT / "README.md").read_text(),
-                            re.MULTILINE | re.DOTALL).group(1)
+        snippet = page_block(COMPRESSION_PAGE, "python", "import onnxruntime, transformers")
         ran = subprocess.run([".venv/bin/python", "-c", snippet + "\nprint(logits.shape, labels[1])"],
                              cwd=main_run.repo, env=main_run.env, capture_output=True, text=True, timeout=300)
         assert ran.returncode == 0, ran.stderr[-2000:]

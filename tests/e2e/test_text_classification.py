@@ -1,7 +1,8 @@
-"""The README's text-classification example by hand, on the real data and the real encoder: in a fresh
-checkout, the README's `cp params-sentiment.yaml params.yaml && .venv/bin/dvc repro && .venv/bin/dvc plots
-show` (as written, without an activated venv) runs every stage on the 4,200 VADER tweets with MiniLM;
-`dvc plots show` draws the confusion matrix; the saved model classifies text.
+"""The text-classification tutorial's example by hand (docs/tutorials/text-classification.md), on the real
+data and the real encoder: in a fresh checkout, the tutorial's `cp params-sentiment.yaml params.yaml &&
+.venv/bin/dvc repro && .venv/bin/dvc plots show` (as written, without an activated venv) runs every stage on
+the 4,200 VADER tweets with MiniLM; `dvc plots show` draws the confusion matrix; the saved model classifies
+text.
 
 Shortened for CI only where it costs time and proves nothing new: one epoch, synonym augmentation
 only (back-translation of texts is covered in tests/data), one compressed variant (onnx-int8: the ONNX
@@ -20,15 +21,16 @@ from pathlib import Path
 import pytest
 from transformers import pipeline
 
-from tests.helpers import ROOT, clean_env, scratch_clone, set_params
+from tests.helpers import clean_env, page_commands, scratch_clone, set_params
 from tests.lanes import Background, Job, Lane
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-# The README's command, as written (tested here so that the two cannot drift apart).
-README_COMMAND = next(line for line in (ROOT / "README.md").read_text().splitlines()
-                      if line.startswith("cp params-sentiment.yaml params.yaml && .venv/bin/dvc repro"))
+# The tutorial's command, as written (tested here so that the two cannot drift apart).
+TUTORIAL = "docs/tutorials/text-classification.md"
+BY_HAND = "cp params-sentiment.yaml params.yaml && .venv/bin/dvc repro"
+DOCS_COMMAND = next(command for command in page_commands(TUTORIAL, BY_HAND) if command.startswith(BY_HAND))
 
 
 def start_dvc_repro(workdir: Path) -> Job:
@@ -38,7 +40,7 @@ def start_dvc_repro(workdir: Path) -> Job:
     # A new user's shell: no venv activated, so the stages must find the project's interpreter themselves.
     path = os.pathsep.join(p for p in clean_env()["PATH"].split(os.pathsep) if not (Path(p) / "activate").exists())
     env = clean_env(PYTHONPATH=str(repo), PATH=path)
-    return Job(repo, ["bash", "-c", README_COMMAND], env, timeout_s=2400)
+    return Job(repo, ["bash", "-c", DOCS_COMMAND], env, timeout_s=2400)
 
 
 # Started when the session starts, after the main command's run; these tests run last (tests/lanes.py).

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def dvc(repo, *args: str) -> str:
-    """`dvc <args>` as the README runs it: with the venv activated (its python runs the stages)."""
+    """`dvc <args>` as the docs run it: with the venv activated (its python runs the stages)."""
     path = f"{repo / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"
     result = subprocess.run([".venv/bin/dvc", *args], cwd=repo, capture_output=True, text=True,
                             env=clean_env(PYTHONPATH=str(repo), PATH=path), timeout=600)

@@ -1,4 +1,4 @@
-"""Editing one file reruns only the stages that run it (issue #34 item 2; docs/DECISIONS.md, 74).
+"""Editing one file reruns only the stages that run it (issue #34 item 2; docs/DECISIONS.md, 77).
 
 In a copy of the working tree whose dvc.lock says every stage is up to date, each row of docs/ARCHITECTURE.md's
 table "file edited -> stages rerun" edits its file, and `dvc status --json` must name exactly the row's stages,

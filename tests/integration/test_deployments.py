@@ -10,8 +10,10 @@ evaluation and a data refresh then run side by side, in workspaces of their own.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import signal
 import subprocess
 import threading
 import time
@@ -28,8 +30,8 @@ from tests.helpers import (
     NO_VARIANTS,
     clean_env,
     find_free_port,
+    page_commands,
     port_settings,
-    readme_commands,
     scratch_clone,
     set_params,
     stop_worker,
@@ -42,8 +44,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 RUN_TIMEOUT_S = 1200
-# The README's "Scheduled runs" block, run here as written: services up, deploy, start a nightly run.
-SCHEDULING_BLOCK = readme_commands("flowtune prefect deployment run")
+# The schedules tutorial's first block (docs/tutorials/schedules.md), run here as written: services up, deploy,
+# start a nightly run.
+SCHEDULING_BLOCK = page_commands("docs/tutorials/schedules.md", "flowtune prefect deployment run")
 
 
 class Deployed:
@@ -113,7 +116,7 @@ class Deployed:
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory) -> Deployed:
     repo = scratch_clone(tmp_path_factory.mktemp("clone"))
-    home = tmp_path_factory.mktemp("home")  # the README's data_source is $HOME/incoming/tweets
+    home = tmp_path_factory.mktemp("home")  # the tutorial's data_source is $HOME/incoming/tweets
     data = synthetic_splits(home / "incoming" / "tweets")
     model_name = f"deployed-{uuid.uuid4().hex[:8]}"
     set_params(repo, task={"labels": ["person", "geo-loc"]}, validate={"reference_profile": None},
@@ -142,7 +145,7 @@ def deployed(tmp_path_factory) -> Deployed:
 @pytest.fixture(scope="module")
 def nightly_runs(deployed: Deployed) -> dict[str, dict]:
     status_before = deployed.sh("git", "status", "--porcelain", "--ignored")
-    home = deployed.data.parents[1]  # the README's data_source is $HOME/incoming/tweets
+    home = deployed.data.parents[1]  # the tutorial's data_source is $HOME/incoming/tweets
     started = subprocess.run(["bash", "-c", SCHEDULING_BLOCK[-1]], cwd=deployed.repo, capture_output=True, text=True,
                              env={**deployed.env, "HOME": str(home)}, timeout=120)
     assert started.returncode == 0, started.stdout + started.stderr
@@ -173,14 +176,16 @@ def test_deploy_creates_the_daily_monitor_and_the_retrain_trigger_on_drift_or_ne
     assert [s["schedule"]["cron"] for s in monitor["schedules"]] == ["0 6 * * *"]
     assert monitor["entrypoint"] == "flows/monitor.py:drift_monitor"
     nightly = deployed.deployment("flowtune-pipeline", "nightly")
-    automations = [a for a in deployed.post("automations/filter")
-                   if a["name"] == "flowtune: retrain on drift or new data"]
-    assert len(automations) == 1  # `flowtune deploy` made it from prefect.yaml, visible in the UI
-    trigger, (action,) = automations[0]["trigger"], automations[0]["actions"]
-    assert set(trigger["expect"]) == {"flowtune.drift.detected", "flowtune.data.changed"}
-    assert trigger["match"] == {"prefect.resource.id": "flowtune.model.wnut16-ner"}  # params.yaml's model
-    assert trigger["posture"] == "Reactive" and trigger["within"] == 21600
-    assert action["type"] == "run-deployment" and action["deployment_id"] == nightly["id"]
+    wanted = {"flowtune: retrain on drift": ("flowtune.drift.detected", 21600),
+              "flowtune: retrain on new data": ("flowtune.data.changed", 1800)}
+    automations = [a for a in deployed.post("automations/filter") if a["name"] in wanted]
+    assert sorted(a["name"] for a in automations) == sorted(wanted)  # made by `flowtune deploy`, seen in the UI
+    for automation in automations:
+        trigger, (action,) = automation["trigger"], automation["actions"]
+        event, cool_down_s = wanted[automation["name"]]
+        assert trigger["expect"] == [event] and trigger["within"] == cool_down_s and trigger["posture"] == "Reactive"
+        assert trigger["match"] == {"prefect.resource.id": "flowtune.model.wnut16-ner"}  # params.yaml's model
+        assert action["type"] == "run-deployment" and action["deployment_id"] == nightly["id"]
 
 
 def test_two_nightly_runs_complete_one_after_the_other(nightly_runs: dict[str, dict]):
@@ -325,12 +330,31 @@ def test_a_failed_run_is_posted_to_the_notification_webhook(notified: Notified):
     assert f"/runs/flow-run/{notified.run['id']}" in message["text"]
 
 
-def test_a_missing_nightly_run_is_posted_to_the_webhook(deployed: Deployed, notified: Notified):
-    """`flowtune notify --missing-run-hours` with a short window: no Completed nightly run in it, one post."""
+def kill_worker(deployed: Deployed) -> None:
+    """kill -9 the checkout's Prefect worker (its whole process group), as an OOM kill or a crash would."""
+    from flows import services
+    from tasks.settings import Settings
+
+    settings = Settings(_env_file=deployed.repo / ".env", state_dir=deployed.repo / ".flowtune")
+    pid = services.running_pid(settings, "prefect-worker")
+    assert pid is not None, "the checkout's worker is not running"
+    os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while services.running_pid(settings, "prefect-worker") is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def test_a_killed_worker_is_noticed_by_the_missing_run_alert_and_services_up_brings_it_back(
+        deployed: Deployed, notified: Notified):
+    """The worker killed: the nightly run due now stays Scheduled, and `flowtune notify --missing-run-hours`
+    (a short window) posts "no Completed run"; `flowtune services up` restarts the worker, which takes the run
+    (here one that fails at once on a missing data file, to keep CI short)."""
     received: list[dict] = []
     Receiver = type("Receiver", (Hook,), {"received": received})
     server = HTTPServer(("127.0.0.1", find_free_port()), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    kill_worker(deployed)
+    stranded = deployed.start("flowtune-pipeline", "nightly", data_source="/no/such/tweets.conll")
     try:
         installed = subprocess.run([".venv/bin/flowtune", "notify", "--missing-run-hours", "0.005"],  # 18 s
                                    input=f"http://127.0.0.1:{server.server_port}/hook?token={notified.token}\n",
@@ -345,6 +369,10 @@ def test_a_missing_nightly_run_is_posted_to_the_webhook(deployed: Deployed, noti
     assert received, "no missing-run notification within 120 s"
     assert "no Completed run of flowtune-pipeline/nightly" in received[0]["subject"]
     assert "flowtune services status" in received[0]["text"]
+    assert deployed.get(f"flow_runs/{stranded}")["state_type"] == "SCHEDULED"  # nobody took it
+
+    deployed.sh(".venv/bin/flowtune", "services", "up")
+    assert deployed.wait(stranded)[stranded]["state_type"] == "FAILED"  # taken by the restarted worker
 
 
 def test_no_secret_in_logs_artifacts_lineage_cards_or_data_docs(deployed: Deployed, notified: Notified):

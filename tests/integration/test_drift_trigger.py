@@ -1,7 +1,7 @@
 """Drift and new data start training, once per cool-down, on a real Prefect server (tests/conftest.py
-`local_services`): the nightly deployment's trigger exactly as prefect.yaml defines it (what `flowtune deploy`
-installs), a burst of `flowtune.drift.detected` and `flowtune.data.changed` events, and the flow runs the
-server's automation creates. And the drift automation of `flowtune notify` posts what drifted to a webhook."""
+`local_services`): the nightly deployment's triggers exactly as prefect.yaml defines it (what `flowtune deploy`
+installs), bursts of `flowtune.drift.detected` and `flowtune.data.changed` events, and the flow runs the
+server's automations create. And the drift automation of `flowtune notify` posts what drifted to a webhook."""
 
 from __future__ import annotations
 
@@ -52,14 +52,14 @@ def send(events: list[tuple[str, str, dict]]) -> None:
     asyncio.run(emit())
 
 
-def nightly_trigger(model: str):
-    """prefect.yaml's trigger of the nightly deployment, about `model` instead of params.yaml's (this test's own)."""
+def nightly_triggers(model: str) -> list:
+    """prefect.yaml's triggers of the nightly deployment, about `model` instead of params.yaml's (this test's own)."""
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
     (nightly,) = [d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
                   if d["name"] == "nightly"]
-    (spec,) = nightly["triggers"]
-    return DeploymentEventTrigger.model_validate({**spec, "match": {"prefect.resource.id": f"flowtune.model.{model}"}})
+    return [DeploymentEventTrigger.model_validate({**spec, "match": {"prefect.resource.id": f"flowtune.model.{model}"}})
+            for spec in nightly["triggers"]]
 
 
 def runs_of(client, deployment_id) -> list:
@@ -68,25 +68,34 @@ def runs_of(client, deployment_id) -> list:
     return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
 
 
-def test_a_burst_of_drift_and_data_events_starts_one_training_run(client):
+def test_a_burst_of_drift_and_data_events_starts_one_run_per_kind_of_event(client):
+    """Drift, then new data inside the drift's cool-down: the batch still starts its own run (one trigger per
+    event); a burst of each starts only one."""
     model = f"trigger-{uuid.uuid4().hex[:8]}"
     flow_id = client.create_flow_from_name(f"flowtune-pipeline-{model}")
     deployment_id = client.create_deployment(flow_id=flow_id, name="nightly")
-    trigger = nightly_trigger(model)
-    trigger.set_deployment_id(deployment_id)
-    client.create_automation(trigger.as_automation())
-    time.sleep(3)  # the server's trigger service loads the new automation
+    triggers = nightly_triggers(model)
+    for trigger in triggers:
+        trigger.set_deployment_id(deployment_id)
+        client.create_automation(trigger.as_automation())
+    time.sleep(3)  # the server's trigger service loads the new automations
     send([(DRIFT_EVENT, "someone-else", {"summary": "another model"})])  # not this deployment's model
-    burst = [(DRIFT_EVENT, model, {"summary": "url"}), (DATA_CHANGED_EVENT, model, {"rows": 5}),
-             (DRIFT_EVENT, model, {"summary": "words"}), (DATA_CHANGED_EVENT, model, {"rows": 7})]
-    send(burst)
-    deadline = time.monotonic() + 90
-    while not runs_of(client, deployment_id) and time.monotonic() < deadline:
-        time.sleep(1)
-    time.sleep(10)  # time for a second run, if the cool-down let one through
+    send([(DRIFT_EVENT, model, {"summary": "url"}), (DRIFT_EVENT, model, {"summary": "words"})])
+    wait_for_runs(client, deployment_id, 1)
+    send([(DATA_CHANGED_EVENT, model, {"rows": 5}), (DRIFT_EVENT, model, {"summary": "url"}),
+          (DATA_CHANGED_EVENT, model, {"rows": 7})])
+    wait_for_runs(client, deployment_id, 2)
+    time.sleep(10)  # time for a third run, if a cool-down let one through
     runs = runs_of(client, deployment_id)
-    assert len(runs) == 1, [(r.name, r.created) for r in runs]
-    assert trigger.within.total_seconds() == 21600
+    assert len(runs) == 2, [(r.name, r.created) for r in runs]
+    assert sorted(t.within.total_seconds() for t in triggers) == [1800, 21600]
+
+
+def wait_for_runs(client, deployment_id, count: int, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(runs_of(client, deployment_id)) < count and time.monotonic() < deadline:
+        time.sleep(1)
+    assert len(runs_of(client, deployment_id)) == count, f"expected {count} run(s) within {timeout_s} s"
 
 
 class Hook(BaseHTTPRequestHandler):

@@ -19,13 +19,14 @@ import pytest
 import yaml
 
 from flows import services
-from flows.label_cli import run_pull, run_select
-from flows.labelling.loop import config_for, project_title, push
+from flows.label_cli import run_pull, run_pull_review, run_select
+from flows.labelling.loop import config_for, project_title, push, push_review, review_title
+from flows.labelling.selection import text_key
 from flows.labelling.studio import Studio, StudioError, studio_from_settings
 from flows.names import DATA_CHANGED_EVENT
 from flows.services import labelstudio
 from tasks.params import load_params
-from tests.annotator import annotate
+from tests.annotator import annotate, result_of
 from tests.helpers import ROOT
 from tests.unit.test_predictors import saved
 
@@ -109,6 +110,48 @@ def test_select_push_annotate_pull(studio_settings, workdir: Path):
 
     again, nothing = run_pull(params, settings)
     assert not again.rows and nothing is None and again.already == 3
+
+
+def test_a_task_breaking_the_contract_is_refused_then_fixed_and_pulled(studio_settings, workdir: Path):
+    """Two spaces make an empty token: the contract refuses the task by id and nothing is written; the task's text
+    and annotation fixed in Label Studio, the next pull imports it."""
+    settings, params = studio_settings, load_params("params.yaml")
+    studio = studio_from_settings(settings)
+    project = studio.find_project(project_title(params))
+    studio.import_tasks(project["id"], [{"data": {"text": "Frank  met Grace", "key": text_key("Frank met Grace")}}])
+    task = next(t for t in studio.export(project["id"], all_tasks=True) if t["data"]["text"] == "Frank  met Grace")
+    studio.annotate(task["id"], result_of("Frank  met Grace", ["B-person", "O", "O", "B-person"], "ner"))
+    batches = workdir / "data" / "external" / "mine" / "batches"
+    before = sorted(batches.iterdir())
+
+    refused, nothing = run_pull(params, settings)
+    assert nothing is None and sorted(batches.iterdir()) == before
+    assert "token_not_blank" in refused.refused[task["id"]] and not refused.rows
+
+    [annotation] = next(t for t in studio.export(project["id"]) if t["id"] == task["id"])["annotations"]
+    studio.call("PATCH", f"tasks/{task['id']}/", json={"data": {"text": "Frank met Grace",
+                                                                "key": text_key("Frank met Grace")}})
+    studio.call("PATCH", f"annotations/{annotation['id']}/",
+                json={"result": result_of("Frank met Grace", ["B-person", "O", "B-person"], "ner")})
+    fixed, added = run_pull(params, settings)
+    assert not fixed.refused and [r["tags"] for r in fixed.rows] == [["B-person", "O", "B-person"]]
+    assert added is not None and len(sorted(batches.iterdir())) == len(before) + 1
+
+
+def test_review_push_queues_the_audits_suspects_and_pull_brings_corrections(studio_settings, workdir: Path):
+    settings, params = studio_settings, load_params("params.yaml")
+    items = [{"id": "first.jsonl:1", "tokens": KNOWN[0][0], "given": ["O", "O", "O", "B-loc"],
+              "suggested": KNOWN[0][1], "score": 0.02}]
+    studio = studio_from_settings(settings)
+    assert push_review(studio, params, items, TAGS) == (1, 0, True)
+    review = studio.find_project(review_title(params))
+    [task] = studio.export(review["id"], all_tasks=True)
+    assert "Label audit" in task["data"]["review_note"] and "'Alice' person" in task["data"]["review_note"]
+    assert task["predictions"] and "$review_note" in review["label_config"]
+    assert annotate(studio, review["id"], {" ".join(KNOWN[0][0]): KNOWN[0][1]})["annotated"] == 1
+    pulled, added = run_pull_review(params, settings)
+    assert [r["id"] for r in pulled.rows] == ["first.jsonl:1"] and added.path.parent.name == "corrections"
+    assert json.loads(added.path.read_text())["tags"] == KNOWN[0][1]
 
 
 def label_pull(settings, workdir: Path) -> subprocess.CompletedProcess:

@@ -6,8 +6,8 @@ deployment's trigger starting a training run on that event, the run registering 
 
 One scratch clone with its own services (`flowtune services up`: SeaweedFS, Prefect server, worker), a tiny
 random BERT and synthetic NER data under data/external/ (committed: deployed runs work in a clean clone of
-HEAD). Order matters because of the trigger's 6 h cool-down: v1 is trained (`flowtune run`) and the batch is
-added before `flowtune deploy` creates the automation, so the drift event is the one that starts training.
+HEAD). Order matters: v1 is trained (`flowtune run`) and the batch is added before `flowtune deploy` creates
+the automations, so the drift event is the one that starts training (the batch's own event would start a run).
 """
 
 from __future__ import annotations

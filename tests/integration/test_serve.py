@@ -1,5 +1,5 @@
 """`flowtune serve` for real: a tiny tagger published to the session's registry (SeaweedFS), the service
-started as the README says, answering, batching concurrent requests, swapping in a new champion under
+started as docs/tutorials/serving.md says, answering, batching concurrent requests, swapping in a new champion under
 load without a failed request, and keeping the old model when the new one cannot load."""
 
 from __future__ import annotations
@@ -272,8 +272,9 @@ def test_an_exposed_serve_needs_its_token_bounds_its_work_and_stays_live_under_a
         statuses = [status for status, _ in replies]
         assert set(statuses) <= {200, 429, 503} and statuses.count(429) + statuses.count(503) >= 90, statuses
         assert all(retry_after for status, retry_after in replies if status == 429)
-        # Live, not fast: before the fix a probe waited minutes; on a loaded 2-core machine one took 2.04 s.
-        assert len(health_s) >= 3 and max(health_s) < 5, health_s
+        # Before the fix a probe waited minutes. The issue's bound is 2 s; on a 2-core machine that also runs the
+        # other half of the suite one probe in 13 once took 2.04 s, so: the median under 2 s, none over 5 s.
+        assert len(health_s) >= 3 and sorted(health_s)[len(health_s) // 2] < 2 and max(health_s) < 5, health_s
         after = httpx.post(f"{service.url}/v1/predict", json={"texts": TEXTS}, headers=auth, timeout=30)
         assert after.status_code == 200  # the flood left nothing behind
 

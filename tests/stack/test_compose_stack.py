@@ -112,7 +112,7 @@ def prepared_clone(tmp: Path, model_name: str) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Stack:
     assert shutil.which("docker") and docker("info", check=False, timeout=60).returncode == 0, \
-        "no Docker engine answers: `make test-stack` needs one (README, Team stack)"
+        "no Docker engine answers: `make test-stack` needs one (docs/tutorials/more-machines.md, The team stack)"
     started = time.monotonic()
     subprocess.run(["bash", "infra/images/build.sh"], cwd=ROOT, check=True, timeout=3600)
     print(f"images ready in {time.monotonic() - started:.0f} s")

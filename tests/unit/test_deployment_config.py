@@ -98,11 +98,14 @@ def test_the_monitor_runs_daily_and_drift_or_new_data_start_the_nightly_training
     (schedule,) = monitor["schedules"]
     assert len(schedule["cron"].split()) == 5 and schedule["cron"].split()[2:] == ["*", "*", "*"]  # daily
     (nightly,) = [d for d in DEPLOYMENTS if d["name"] == "nightly"]
-    (trigger,) = [DeploymentEventTrigger.model_validate(t) for t in nightly["triggers"]]
-    assert trigger.expect == {DRIFT_EVENT, DATA_CHANGED_EVENT} and trigger.threshold == 1
+    drift, data = [DeploymentEventTrigger.model_validate(t) for t in nightly["triggers"]]
+    # One trigger per event: a batch labelled after a drift alarm must not wait out the drift's cool-down.
+    assert drift.expect == {DRIFT_EVENT} and data.expect == {DATA_CHANGED_EVENT}
     model = load_params(ROOT / "params.yaml").registry.model_name
-    assert trigger.match.model_dump() == {"prefect.resource.id": f"flowtune.model.{model}"}  # the model it trains
-    assert trigger.posture == "Reactive" and trigger.within.total_seconds() >= 3600  # the cool-down
+    for trigger in (drift, data):
+        assert trigger.match.model_dump() == {"prefect.resource.id": f"flowtune.model.{model}"}  # what it trains
+        assert trigger.posture == "Reactive" and trigger.threshold == 1
+    assert drift.within.total_seconds() >= 3600 and 0 < data.within.total_seconds() <= drift.within.total_seconds()
 
 
 def test_deploy_warns_when_a_trigger_names_another_model_than_params_yaml(tmp_path):
@@ -112,5 +115,7 @@ def test_deploy_warns_when_a_trigger_names_another_model_than_params_yaml(tmp_pa
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["registry"]["model_name"] = "renamed"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    (problem,) = trigger_mismatches(str(ROOT / "prefect.yaml"), str(tmp_path / "params.yaml"))
-    assert "matches flowtune.model.wnut16-ner" in problem and "trains flowtune.model.renamed" in problem
+    problems = trigger_mismatches(str(ROOT / "prefect.yaml"), str(tmp_path / "params.yaml"))
+    assert len(problems) == 2  # the drift trigger and the new-data trigger
+    for problem in problems:
+        assert "matches flowtune.model.wnut16-ner" in problem and "trains flowtune.model.renamed" in problem

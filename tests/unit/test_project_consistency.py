@@ -212,7 +212,7 @@ def test_stage_deps_are_exactly_the_code_its_module_imports(stage: str, params_f
     the stage for nothing. A stage's kind code is the files of its side of `tasks/kinds/${task.kind}` (never the
     other kind's: a classifier-only change does not rerun an NER stage; never the other side's: editing the
     training loop reruns no data stage, editing the contract no training), file by file like the core's
-    (docs/DECISIONS.md, 36 and 74)."""
+    (docs/DECISIONS.md, 36 and 77)."""
     spec, params = DVC["stages"][stage], PARAMS_FILES[params_file]
     module, kind = stage_module(spec), params["task"]["kind"]
     runs = import_closure(module, kind)
@@ -237,7 +237,7 @@ TRAINING_MODULES = ("modelkind", "kind", "modeling", "evaluate", "predict", "aud
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("stage", list(DVC["stages"]))
 def test_data_stages_run_no_training_code_and_model_stages_no_data_preparation(stage: str, kind: str):
-    """The cut of docs/DECISIONS.md, 74: editing the training loop or a model head reruns no data stage, and
+    """The cut of docs/DECISIONS.md, 77: editing the training loop or a model head reruns no data stage, and
     editing cleaning, the contract or an augmenter reruns no model stage."""
     runs = import_closure(stage_module(DVC["stages"][stage]), kind)
     if stage in DATA_STAGES:

@@ -329,8 +329,9 @@ def test_service_env_for_clients(tmp_path):
 
 
 def test_flowtune_prefect_is_prefects_cli_pointed_at_this_checkouts_server_and_logged_in(tmp_path):
-    """The README's `flowtune prefect deployment run ...`: whatever port `.env` gives the server, Prefect's own
-    command line talks to it with the auth string (shown masked), with no PREFECT_API_URL to set by hand."""
+    """The schedules tutorial's `flowtune prefect deployment run ...`: whatever port `.env` gives the server,
+    Prefect's own command line talks to it with the auth string (shown masked), with no PREFECT_API_URL to set
+    by hand."""
     (tmp_path / ".env").write_text("FLOWTUNE_PREFECT_PORT=21099\nPREFECT_API_AUTH_STRING=admin:p4ss-w0rd-l0ng\n")
     shown = subprocess.run([str(Path(sys.executable).parent / "flowtune"), "prefect", "config", "view"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=120,

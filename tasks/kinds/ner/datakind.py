@@ -5,7 +5,7 @@ stages' the contract (tasks/kinds/ner/contract.py: `NerContract`).
 
 The data side imports no training code (no torch, no model head, no engine), so that editing the training loop
 or the model reruns no data stage; and each data stage runs only its own rules, so that editing the contract
-reruns no augmentation (docs/DECISIONS.md, 74).
+reruns no augmentation (docs/DECISIONS.md, 77).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 audit; tasks/kinds/base.py: `ModelKind`), built by `tasks.kinds.model_kind_for`.
 
 This side reads rows (tasks/kinds/ner/records.py) but imports no cleaning, contract or augmentation code, so
-that editing those never reruns training (docs/DECISIONS.md, 74). torch, transformers and seqeval are imported
+that editing those never reruns training (docs/DECISIONS.md, 77). torch, transformers and seqeval are imported
 by the method that uses them: distill resolves the kind only when it is turned on.
 """
 

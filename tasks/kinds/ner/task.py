@@ -2,7 +2,7 @@
 view of it in one object (the data side, tasks/kinds/ner/datakind.py, with its cleaning rules and its
 contract, clean.py and contract.py, and the model side, modelkind.py), for the code that is no DVC stage
 (flows, tests, benchmarks). A stage asks for its own view only, so that its dvc.yaml deps hold only the files
-that view runs (docs/DECISIONS.md, 74).
+that view runs (docs/DECISIONS.md, 77).
 """
 
 from __future__ import annotations

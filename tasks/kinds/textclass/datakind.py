@@ -6,7 +6,7 @@ validate stages' the contract (tasks/kinds/textclass/contract.py: `TextClassCont
 
 The data side imports no training code (no torch, no classifier, no engine), so that editing the training loop
 or the model reruns no data stage; and each data stage runs only its own rules, so that editing the contract
-reruns no augmentation (docs/DECISIONS.md, 74).
+reruns no augmentation (docs/DECISIONS.md, 77).
 """
 
 from __future__ import annotations

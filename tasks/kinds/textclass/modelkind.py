@@ -2,7 +2,7 @@
 the label audit; tasks/kinds/base.py: `ModelKind`), built by `tasks.kinds.model_kind_for`.
 
 This side reads rows (tasks/kinds/textclass/records.py) but imports no cleaning, contract or augmentation code,
-so that editing those never reruns training (docs/DECISIONS.md, 74). torch and the classifier are imported by
+so that editing those never reruns training (docs/DECISIONS.md, 77). torch and the classifier are imported by
 the method that uses them: distill resolves the kind only when it is turned on.
 """
 
