@@ -74,8 +74,8 @@ def table(times: dict[str, list[float]]) -> str:
 def main() -> None:
     from benchmarks.serve_throughput import random_head_tagger
     from tasks.compress import cpu_flags
-    from tasks.kinds import head_class
-    from tasks.kinds import load_saved_model as load_model
+    from tasks.kinds.saved import head_class
+    from tasks.kinds.saved import load_saved_model as load_model
     from tasks.variants import FROM_CANDIDATE, build, export_onnx
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

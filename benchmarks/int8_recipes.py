@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 def torch_recipes(model_dir: Path) -> dict[str, torch.nn.Module]:
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
-    from tasks.kinds import load_saved_model as load_model
+    from tasks.kinds.saved import load_saved_model as load_model
     from tasks.variants import int8_layers
 
     def quantized(qconfig, every_layer: bool) -> torch.nn.Module:
@@ -45,8 +45,8 @@ def torch_recipes(model_dir: Path) -> dict[str, torch.nn.Module]:
 def onnx_recipes(model_dir: Path, folder: Path) -> dict[str, object]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from tasks.kinds import head_class
-    from tasks.kinds import load_saved_model as load_model
+    from tasks.kinds.saved import head_class
+    from tasks.kinds.saved import load_saved_model as load_model
     from tasks.variants import ONNX_FILE, OnnxModel, build
 
     config = load_model(model_dir, device="cpu").config
@@ -69,9 +69,9 @@ def onnx_recipes(model_dir: Path, folder: Path) -> dict[str, object]:
 def main() -> None:
     from transformers import AutoTokenizer
 
-    from tasks.kinds import load_saved_model as load_model
     from tasks.kinds.ner.modeling import predict_tags, strict_f1
     from tasks.kinds.ner.records import load_jsonl
+    from tasks.kinds.saved import load_saved_model as load_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "data/models/candidate")

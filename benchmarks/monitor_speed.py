@@ -164,10 +164,10 @@ def wnut16_splits() -> dict[str, list[list[str]]]:
 
 
 class ModelStats:
-    """Every measure, through a saved model's predictor (`tasks.kinds.predictor_for(...).describe`)."""
+    """Every measure, through a saved model's predictor (`tasks.kinds.saved.predictor_for(...).describe`)."""
 
     def __init__(self, model_dir: Path, batch_size: int = 32):
-        from tasks.kinds import predictor_for  # type: ignore[attr-defined]
+        from tasks.kinds.saved import predictor_for  # type: ignore[attr-defined]
 
         self.predictor = predictor_for(model_dir, batch_size, None)
 

@@ -38,7 +38,7 @@ def textclass_recipe(data: Path, params, train_params) -> Score:
     from sklearn.metrics import f1_score
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
 
-    from tasks.kinds.textclass.data import load_examples
+    from tasks.kinds.textclass.records import load_examples
 
     if params.task.multi_label:
         raise SystemExit("the textclass Trainer recipe is single-label only (task.multi_label: false)")

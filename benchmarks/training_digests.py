@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT))
 from tasks import distill, train  # noqa: E402
 from tasks.io import write_jsonl  # noqa: E402
 from tasks.kinds import kind_for  # noqa: E402
-from tasks.kinds.textclass import data as textdata  # noqa: E402
-from tasks.kinds.textclass.data import TextExample  # noqa: E402
+from tasks.kinds.textclass import records as textdata  # noqa: E402
 from tasks.kinds.textclass.kind import TextClassKind  # noqa: E402
 from tasks.kinds.textclass.params import TextclassTrainParams  # noqa: E402
+from tasks.kinds.textclass.records import TextExample  # noqa: E402
 from tasks.params import load_params  # noqa: E402
 from tests.helpers import evaluate_params, synthetic, tiny_encoder, train_ner, train_params  # noqa: E402
 

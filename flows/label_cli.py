@@ -36,7 +36,7 @@ def studio(settings: Settings):
 def load_predictor(params, model: str | None, scratch: Path):
     """The champion (or `model`: a folder or a registry reference) as the kind's predictor; (predictor, ref)."""
     from flows.registry_cli import model_folder
-    from tasks.kinds import predictor_for
+    from tasks.kinds.saved import predictor_for
 
     ref = model or f"{params.registry.model_name}:champion"
     return predictor_for(model_folder(ref, scratch)), ref

@@ -1,7 +1,7 @@
 """`flowtune predict`: tag sentences (NER) or classify texts with a registered model or a model folder.
 
 What differs per kind (the input readers, the prediction, the writers, the score on gold labels) is the saved
-model's predictor (`tasks.kinds.predictor_for`: the kind its config records); a registry reference is
+model's predictor (`tasks.kinds.saved.predictor_for`: the kind its config records); a registry reference is
 resolved and downloaded through flows/registry_cli.py.
 """
 
@@ -14,11 +14,11 @@ import tempfile
 from pathlib import Path
 
 from flows.registry_cli import model_folder, one_line_errors
-from tasks.kinds import DEFAULT_MAX_LENGTH
+from tasks.kinds.saved import DEFAULT_MAX_LENGTH
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tasks.kinds import predictor_for
+    from tasks.kinds.saved import predictor_for
 
     with tempfile.TemporaryDirectory() as tmp, one_line_errors("predict"):
         model_dir = model_folder(args.model, Path(tmp) / "model", args.variant)

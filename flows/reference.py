@@ -53,8 +53,9 @@ def reference_or_none(params: Params, model_dir: Path, factory: Callable | None 
 
 def reference_profile(params: Params, model_dir: Path, factory: Callable | None = None) -> dict | None:
     """reference.json's content for the model in `model_dir` over this run's test split, profiled by the kind's
-    predictor (`factory`: `tasks.kinds.predictor_for` unless a test gives another)."""
-    from tasks.kinds import kind_for, predictor_for
+    predictor (`factory`: `tasks.kinds.saved.predictor_for` unless a test gives another)."""
+    from tasks.kinds import kind_for
+    from tasks.kinds.saved import predictor_for
 
     factory = factory or predictor_for
     kind = kind_for(params)

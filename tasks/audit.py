@@ -23,7 +23,7 @@ import torch
 
 from tasks import engine, trainable
 from tasks.io import atomic_write_text, write_json
-from tasks.kinds import kind_for
+from tasks.kinds import model_kind_for
 from tasks.kinds.base import TrainingKind
 from tasks.params import Params, TrainParams
 from tasks.stage import run_stage
@@ -125,7 +125,7 @@ def run(params: Params, folds: int | None = None, top: int | None = None, epochs
     if not train_file.is_file():
         raise ValueError(f"{train_file} not found: the audit reads the cleaned train split (paths.clean); run "
                          "`dvc repro clean` (or `flowtune run`) first")
-    kind = kind_for(params).training(train_file)
+    kind = model_kind_for(params).training(train_file)
     rows = kind.read(train_file)
     findings = audit(kind, rows, params.train.model_copy(update={"epochs": epochs}), folds)
     return write_report(Path(label.audit_report), findings, folds, epochs, top)

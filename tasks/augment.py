@@ -6,7 +6,7 @@ earlier new one, or any dev/test sentence (no leakage through augmentation). Tra
 original sentences followed by the accepted new ones, each carrying its origin in `meta`
 (`augmenter`, `source_id`). Dev and test are copied byte for byte: augmentation never touches
 evaluation data. Texts of a classification task go through the same augmenters as all-O sentences
-that carry their label (tasks/kinds/textclass/data.py).
+that carry their label (tasks/kinds/textclass/records.py).
 
 With `FLOWTUNE_AUGMENT_SHARDS` > 1 the train split is cut into shards augmented in parallel on a
 Dask cluster (a local one, or `FLOWTUNE_DASK_ADDRESS`). Every augmenter's output for a sentence
@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Protocol
 
 from tasks.io import iter_splits, write_json, write_jsonl
 from tasks.iob import iob2_errors
-from tasks.kinds import kind_for
+from tasks.kinds import data_kind_for
 from tasks.params import AugmentParams, Params
 from tasks.sentence import Sentence
 from tasks.stage import run_stage
 
 if TYPE_CHECKING:
-    from tasks.kinds.base import TaskKind
+    from tasks.kinds.data import DataKind
 
 DROP_DUPLICATE = "dropped_duplicate"  # repeats a train sentence or an earlier new one
 DROP_EVALUATION = "dropped_equals_dev_or_test"  # would leak an evaluation sentence into train
@@ -158,14 +158,14 @@ def copy_exact(source: Path, target: Path) -> None:
     tmp.replace(target)
 
 
-def load_split(path: Path, kind: TaskKind) -> list[Sentence]:
-    """A split as the kind's sentences (texts become all-O sentences, tasks/kinds/textclass/data.py), so every
+def load_split(path: Path, kind: DataKind) -> list[Sentence]:
+    """A split as the kind's sentences (texts become all-O sentences, tasks/kinds/textclass/records.py), so every
     augmenter and the dev/test protection below serve every kind."""
     return [kind.as_sentence(row) for row in kind.read(path)]
 
 
 def run(params: AugmentParams, src: Path, dst: Path, report_path: Path, shards: int = 1,
-        dask_address: str | None = None, *, kind: TaskKind) -> dict:
+        dask_address: str | None = None, *, kind: DataKind) -> dict:
     """Write `<dst>/<split>.jsonl`: augmented train, exact copies of dev and test; return the report."""
     splits = {split: load_split(path, kind) for split, path in iter_splits(src)}
     train = splits["train"]
@@ -196,7 +196,7 @@ def step(params: Params, _args) -> str:
     settings = Settings()
     paths = params.paths
     report = run(params.augment, Path(paths.clean), Path(paths.augmented), Path(paths.augment_report),
-                 settings.augment_shards, settings.dask_address, kind=kind_for(params))
+                 settings.augment_shards, settings.dask_address, kind=data_kind_for(params))
     return json.dumps({k: report[k] for k in ("added", "sentences", "by_method")})
 
 

@@ -1,6 +1,6 @@
 """Clean step: the kind's cleaning rules over every split (NER: tasks/kinds/ner/clean.py: unicode
 normalization, invisible characters, empty tokens, BIO repair, length limits, exact and near duplicates;
-texts: tasks/kinds/textclass/data.py).
+texts: tasks/kinds/textclass/clean.py).
 
 Every change is counted by kind, so the report shows what cleaning did to the data. Duplicates are only
 removed within a split: moving sentences between splits is the import step's job. Dev and test of a
@@ -18,17 +18,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasks.io import iter_splits, official_splits, write_json, write_jsonl
-from tasks.kinds import kind_for
+from tasks.kinds import cleaning_kind_for
 from tasks.params import CleanParams, Params
 from tasks.stage import run_stage
 
 if TYPE_CHECKING:
-    from tasks.kinds.base import TaskKind
+    from tasks.kinds.data import CleaningKind
 
 DECONTAMINATED = "dev_test_repeats_dropped"  # the train split's count of rows decontamination dropped
 
 
-def run(params: CleanParams, src: Path, dst: Path, report_path: Path, kind: TaskKind) -> dict:
+def run(params: CleanParams, src: Path, dst: Path, report_path: Path, kind: CleaningKind) -> dict:
     """Clean every split of `src` into `dst` by the kind's rules (official dev/test splits: normalized, every
     row kept), decontaminate train if asked; write a per-split count report."""
     official = official_splits(src)
@@ -49,7 +49,7 @@ def run(params: CleanParams, src: Path, dst: Path, report_path: Path, kind: Task
     return report
 
 
-def decontaminate(train: list, evaluation: Sequence, kind: TaskKind) -> list:
+def decontaminate(train: list, evaluation: Sequence, kind: CleaningKind) -> list:
     """The train rows that repeat no dev/test row, compared on the near-duplicate check's key.
 
     Invariant: afterwards no train row equals a dev/test row (what the contract's no_leakage checks). A row
@@ -60,7 +60,7 @@ def decontaminate(train: list, evaluation: Sequence, kind: TaskKind) -> list:
     return [row for row in train if leak_key(row, kind) not in seen]
 
 
-def leak_key(row, kind: TaskKind) -> tuple[str, ...]:
+def leak_key(row, kind: CleaningKind) -> tuple[str, ...]:
     # A near key never holds "", so the marker keeps a word-less row's exact words apart from every near key.
     return kind.near_duplicate_key(row) or ("", *kind.as_sentence(row).tokens)
 
@@ -68,7 +68,7 @@ def leak_key(row, kind: TaskKind) -> tuple[str, ...]:
 def step(params: Params, _args) -> str:
     paths = params.paths
     report = run(params.clean, Path(paths.raw), Path(paths.clean), Path(paths.clean_report),
-                 kind_for(params))
+                 cleaning_kind_for(params))
     return str(report["splits"])
 
 

@@ -42,7 +42,7 @@ def compress(params: Params, kind) -> CompressionReport:
     import torch
 
     from tasks import variants
-    from tasks.kinds import head_class
+    from tasks.kinds.saved import head_class
 
     paths = params.paths
     model_dir, test, out = Path(paths.model), Path(paths.augmented) / "test.jsonl", Path(paths.variants)
@@ -156,7 +156,7 @@ def probe_batch(kind, model_dir: Path, test: Path, max_length: int) -> dict[str,
 def logits(model_dir: Path, batch: dict[str, torch.Tensor] | None) -> torch.Tensor:
     import torch
 
-    from tasks.kinds import load_saved_model
+    from tasks.kinds.saved import load_saved_model
 
     if batch is None:
         return torch.empty(0)
@@ -177,7 +177,7 @@ def _export_once(model_dir: Path, scratch: Path, wanted: Sequence[str]) -> Path 
     if not any(name.startswith("onnx") for name in wanted):
         return None
     from tasks import variants
-    from tasks.kinds import load_saved_model
+    from tasks.kinds.saved import load_saved_model
 
     path = scratch / "export.onnx"
     variants.export_onnx(load_saved_model(model_dir, device="cpu"), path)
@@ -208,9 +208,9 @@ def step(params: Params, args) -> str:
     if not params.compress.variants:
         nothing_to_compress(params)
         return "no variants asked (compress.variants: [])"
-    from tasks.kinds import kind_for
+    from tasks.kinds import model_kind_for
 
-    report = compress(params, kind_for(params))
+    report = compress(params, model_kind_for(params))
     if not report.rows:
         return "no variants asked (compress.variants: [])"
     fp32 = report.rows[0]

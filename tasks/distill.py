@@ -226,7 +226,7 @@ def checked_teacher(model_dir: Path, labels: list[str]):
     """The candidate and its tokenizer; its labels must be the kind's, in the same order."""
     from transformers import AutoTokenizer
 
-    from tasks.kinds import load_saved_model
+    from tasks.kinds.saved import load_saved_model
 
     teacher = load_saved_model(model_dir)
     known = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
@@ -419,10 +419,10 @@ def write_off(params: Params) -> dict:
 
 
 def step(params: Params, args) -> str:
-    from tasks.kinds import kind_for
+    from tasks.kinds import model_kind_for
 
     # Off, neither step needs the kind (whose modules import torch and transformers): resolve it only when on.
-    kind = kind_for(params) if params.compress.student_layers else None
+    kind = model_kind_for(params) if params.compress.student_layers else None
     if args.step == "teacher":
         return teacher_logits(params, kind)
     metrics = train_student(params, kind)

@@ -11,17 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tasks.kinds import kind_for
+from tasks.kinds import model_kind_for
 from tasks.metrics import EvalReport, Incomparable, LabelSetMismatch, write_confusion_plot
 from tasks.params import EvaluateParams, Params, ParamsError
 from tasks.stage import run_stage
 
 if TYPE_CHECKING:
-    from tasks.kinds.base import TaskKind
+    from tasks.kinds.base import ModelKind
 
 
 def run(params: EvaluateParams, model_dir: Path, test_path: Path, metrics_path: Path, predictions_path: Path,
-        max_length: int, confusion_path: Path | None = None, *, kind: TaskKind) -> EvalReport:
+        max_length: int, confusion_path: Path | None = None, *, kind: ModelKind) -> EvalReport:
     """Predict the test split with the saved model, write the kind's report (eval.json), its predictions JSONL
     and (with `confusion_path`) the gold/predicted pairs of the confusion plot."""
     report, pairs = kind.evaluate(params, Path(model_dir), Path(test_path), Path(predictions_path), max_length)
@@ -39,7 +39,7 @@ def step(params: Params, args) -> str:
     paths = params.paths
     report = run(params.evaluate, Path(paths.model), Path(paths.augmented) / "test.jsonl",
                  Path(paths.eval_metrics), Path(paths.predictions), params.train.max_length, Path(paths.confusion),
-                 kind=kind_for(params))
+                 kind=model_kind_for(params))
     return summary(report)
 
 
@@ -57,7 +57,8 @@ def score_other_model(params: Params, model_dir: Path, out: Path) -> str:
     """
     try:
         report = run(params.evaluate, model_dir, Path(params.paths.augmented) / "test.jsonl", out,
-                     out.with_name(out.stem + "-predictions.jsonl"), params.train.max_length, kind=kind_for(params))
+                     out.with_name(out.stem + "-predictions.jsonl"), params.train.max_length,
+                     kind=model_kind_for(params))
     except LabelSetMismatch as exc:
         Incomparable(incomparable=str(exc)).write(out)
         return f"incomparable: {exc}"

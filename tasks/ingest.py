@@ -7,7 +7,7 @@ sentences later never moves an existing sentence to another split, and duplicate
 share a split (no leakage through duplicates). A folder with train/dev/test files (a benchmark's
 official splits) keeps its splits as given; the data contract then checks them for leakage.
 
-Growing data: a folder of batch files (the types the kind reads, `TaskKind.source_suffixes`) is read in
+Growing data: a folder of batch files (the types the kind reads, `DataKind.source_suffixes`) is read in
 name order (its own files, then those of `batches/`) and every row split by the same hash, so a new batch
 never moves an old row. Beside official splits, the batch files live in `batches/` and join train only (the
 contract's leakage check then covers them like any train row). Files of other types are listed in the
@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasks.io import INGEST_REPORT, SPLITS, InputFormatError, excerpt, write_json
-from tasks.kinds import kind_for
+from tasks.kinds import data_kind_for
 from tasks.params import BUILTIN_SOURCE, IngestParams, Params
 from tasks.stage import run_stage
 from tasks.text import normalize_token
 
 if TYPE_CHECKING:
-    from tasks.kinds.base import TaskKind
+    from tasks.kinds.data import DataKind
     from tasks.sentence import Sentence
 
 BATCHES = "batches"  # a source folder's subfolder of batch files (`flowtune data add` copies into it)
@@ -182,7 +182,7 @@ def text_key_of(text: str) -> str:
     return " ".join(filter(None, (normalize_token(t, "NFKC") for t in text.split()))).casefold()
 
 
-def read_corrections(folder: Path, params: IngestParams, kind: TaskKind) -> tuple[dict[str, tuple], list[Path]]:
+def read_corrections(folder: Path, params: IngestParams, kind: DataKind) -> tuple[dict[str, tuple], list[Path]]:
     """id -> (corrected row, its file) from `<folder>/corrections/` (name order, a later file wins); the files."""
     files = [p for p in _visible_files(folder / CORRECTIONS) if p.suffix.lower() in kind.source_suffixes]
     read = kind.source_reader(params)
@@ -224,7 +224,7 @@ class FileSink:
             handle.close()
 
 
-def read_splits(source: Path, params: IngestParams, kind: TaskKind,
+def read_splits(source: Path, params: IngestParams, kind: DataKind,
                 repo: Path = Path()) -> tuple[dict[str, list], dict[str, Path]]:
     """The kind's rows per split and the source files to keep a copy of (`repo`: the project's root, where
     the stage runs)."""
@@ -233,7 +233,7 @@ def read_splits(source: Path, params: IngestParams, kind: TaskKind,
     return sink.splits, imported.copies
 
 
-def import_source(source: Path, params: IngestParams, kind: TaskKind, sink, repo: Path = Path()) -> Imported:
+def import_source(source: Path, params: IngestParams, kind: DataKind, sink, repo: Path = Path()) -> Imported:
     """Read a source file (hash-split) or folder (official splits and/or batch files) a row at a time into
     `sink.add(split, row)`, checking record ids per group of files that merge into one split."""
     rows_of = kind.source_rows(params)
@@ -326,7 +326,7 @@ class UniqueIds:
             owner |= dict.fromkeys(in_file, path)
 
 
-def run(params: IngestParams, raw_dir: Path, kind: TaskKind) -> dict:
+def run(params: IngestParams, raw_dir: Path, kind: DataKind) -> dict:
     """Read the source, write exact copies of its files (`<raw_dir>/<name>.source<ext>`, a folder's batch files
     as `<raw_dir>/source/<path in the folder>`), `<split>.jsonl` and the report. Rows are written as they are
     read: memory holds a row, not the source (plus 8 bytes a row for the check of unique ids)."""
@@ -365,7 +365,7 @@ def run(params: IngestParams, raw_dir: Path, kind: TaskKind) -> dict:
 
 
 def step(params: Params, _args) -> str:
-    return summary(run(params.ingest, Path(params.paths.raw), kind_for(params)))
+    return summary(run(params.ingest, Path(params.paths.raw), data_kind_for(params)))
 
 
 def summary(report: dict) -> str:

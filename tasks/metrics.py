@@ -70,7 +70,7 @@ class CheckResult(_Part):
 
 
 class Behaviour(_Part):
-    """Behavioural checks (tasks/kinds/ner/behaviour.py); a check that is None was not measured."""
+    """Behavioural checks (tasks/kinds/ner/evaluate.py); a check that is None was not measured."""
 
     name_invariance: CheckResult | None = None
     minimum_functionality: CheckResult | None = None

@@ -42,7 +42,7 @@ def plain_model(model):
 def save_best(loop: engine.Loop, tokenizer, model_dir: Path, max_length: int, task_kind: str) -> None:
     """Save the best epoch's weights (not the last epoch's), LoRA adapters merged, recording in config.json
     the window length it was trained with (`flowtune predict` then windows text the same way) and its task
-    kind ("ner" | "textclass": what `tasks.kinds.kind_of_model` reads to load it)."""
+    kind ("ner" | "textclass": what `tasks.kinds.saved.kind_of_model` reads to load it)."""
     loop.model.load_state_dict(loop.best_state)
     model = plain_model(loop.model)
     setattr(model.config, FLOWTUNE_CONFIG_KEY, {"max_length": max_length, "task_kind": task_kind})

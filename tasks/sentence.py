@@ -2,7 +2,7 @@
 
 The NER kind's record (tasks/kinds/ner/records.py: `NerRecord`), and the unit the augmenters work on
 (tasks/augmenters/): a text-classification example travels through them as a sentence of "O" tags
-(tasks/kinds/textclass/data.py: `as_sentence`, `as_example`).
+(tasks/kinds/textclass/records.py: `as_sentence`, `as_example`).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import sweeping, trainer
-from tasks.kinds import kind_for
+from tasks.kinds import model_kind_for
 from tasks.kinds.base import TrainingKind
 from tasks.params import Params, ParamsError, TrainParams, load_params
 from tasks.stage import run_stage
@@ -49,7 +49,7 @@ def relaunch_under_torchrun(processes: int, argv: list[str]) -> None:
 def step(params: Params, _args) -> str:
     paths = params.paths
     data_dir = Path(paths.augmented)
-    kind = kind_for(params).training(data_dir / "train.jsonl")
+    kind = model_kind_for(params).training(data_dir / "train.jsonl")
     outputs = Outputs(Path(paths.model), Path(paths.train_metrics), Path(paths.train_plots),
                       Path(paths.train_checkpoints))
     # In a sweep's trial (flows/sweep.py) each epoch's dev score goes to the study, which may prune the trial.

@@ -1,7 +1,7 @@
 """Validate step: a Great Expectations suite over the kind's rows, as a data contract.
 
 GX validates tables: the kind turns its rows into tables with their expectations (NER: sentences, tokens,
-entity profile, tasks/kinds/ner/contract.py; texts: texts and classes, tasks/kinds/textclass/data.py).
+entity profile, tasks/kinds/ner/contract.py; texts: texts and classes, tasks/kinds/textclass/contract.py).
 The suite is built in code from params.yaml, runs on every split (tasks/contract.py), and a failure stops
 the pipeline before anything is trained, with up to five example records (file:line ids) per failed
 expectation.
@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 from tasks.contract import ContractError, Outcome, run_contract
 from tasks.io import iter_splits, write_json
-from tasks.kinds import kind_for
+from tasks.kinds import contract_kind_for
 from tasks.params import Params, ValidateParams
 from tasks.stage import run_stage
 
 if TYPE_CHECKING:
-    from tasks.kinds.base import TaskKind
+    from tasks.kinds.data import ContractKind
 
 CHECKPOINTS = ("raw", "clean", "augmented")  # where in the pipeline the contract runs
 
@@ -33,12 +33,12 @@ def checkpoint_paths(params, data: str) -> tuple[str, str, str]:
 
 
 def run(params: ValidateParams, data_dir: Path, report_path: Path, counter=None,
-        docs_dir: Path | None = None, checkpoint: str = "raw", *, kind: TaskKind) -> dict:
+        docs_dir: Path | None = None, checkpoint: str = "raw", *, kind: ContractKind) -> dict:
     """Validate `<data_dir>/<split>.jsonl`, write the report (and Data Docs), raise ContractError on failure.
 
     `checkpoint` (raw, clean, augmented) selects which checks only warn (`validate.soft`); `kind` which
     tables and suites run: sentences + tokens + entity profile (tasks/kinds/ner/contract.py), or texts +
-    classes (tasks/kinds/textclass/data.py)."""
+    classes (tasks/kinds/textclass/contract.py)."""
     splits = {split: kind.read(path) for split, path in iter_splits(data_dir)}
     outcomes = run_contract(kind.contract_tables(splits, params, counter), docs_dir)
     profile = kind.data_profile(splits)
@@ -74,7 +74,7 @@ def load_piece_counter(params: Params):
 def step(params: Params, args) -> str:
     data_dir, report_path, docs_dir = checkpoint_paths(params, args.data)
     report = run(params.validate_, Path(data_dir), Path(report_path), load_piece_counter(params), Path(docs_dir),
-                 args.data, kind=kind_for(params))
+                 args.data, kind=contract_kind_for(params))
     summary = f"{report['evaluated']} expectations checked on {args.data} data {report['sentences']}"
     warnings = [Outcome(**{k: v for k, v in e.items() if k != "severity"})
                 for e in report["expectations"] if not e["success"]]

@@ -89,8 +89,8 @@ def variant_of(model_dir: Path) -> str | None:
 def load_model(model_dir: Path, auto_class: Any, device: str | None = None) -> Any:
     """The model of a folder, ready to predict: a transformers model (fp32, on `device`, by default CUDA
     when there is one) or a variant (always CPU). `auto_class` is the transformers class of the head, e.g.
-    AutoModelForTokenClassification: the kind's, which `tasks.kinds.head_class(model_dir)` knows (this core
-    module cannot ask the kinds; `tasks.kinds.load_saved_model` does both)."""
+    AutoModelForTokenClassification: the kind's, which `tasks.kinds.saved.head_class(model_dir)` knows (this core
+    module cannot ask the kinds; `tasks.kinds.saved.load_saved_model` does both)."""
     model_dir = Path(model_dir)
     variant = variant_of(model_dir)
     if variant in (None, STUDENT):

@@ -79,6 +79,12 @@ def scratch_clone(dest: Path) -> Path:
     # The clone shares this venv; bring its install stamp up to date here first, or the clone's own
     # bootstrap would reinstall into the shared venv with console scripts pointing into the clone.
     subprocess.run(["bash", "infra/local/bootstrap.sh"], cwd=ROOT, check=True, capture_output=True)
+    return working_tree_copy(dest)
+
+
+def working_tree_copy(dest: Path) -> Path:
+    """`scratch_clone` without bringing the venv up to date: for a test that runs no stage and no pip (e.g.
+    `dvc status` alone), the copy of the working tree as a fresh git repo with the venv linked."""
     listed = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
     ).stdout.decode().split("\0")

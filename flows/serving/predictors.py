@@ -1,5 +1,5 @@
 """A saved model folder as a predictor of request items, for `flowtune serve`: the model's own predictor
-(`tasks.kinds.predictor_for`, of the kind its config records; tasks/kinds/base.py `ModelPredictor`).
+(`tasks.kinds.saved.predictor_for`, of the kind its config records; tasks/kinds/base.py `ModelPredictor`).
 
 An item is a text (a string) or a pre-split sentence (a list of tokens). Answers have the shapes
 `flowtune predict --format jsonl` writes: a tagger `{"id", "tokens", "tags", "scores"}`, a classifier
@@ -30,6 +30,6 @@ class Predictor(Protocol):
 
 def load_predictor(model_dir: Path, batch_size: int, max_length: int | None = None) -> Predictor:
     """The folder's model, in eval mode, with the window length it was trained with unless given."""
-    from tasks.kinds import predictor_for
+    from tasks.kinds.saved import predictor_for
 
     return predictor_for(model_dir, batch_size, max_length)

@@ -3,7 +3,7 @@
 Mention replacement (Dai and Adel, 2020): a copy of a train sentence in which some mentions of the chosen
 types (`augment.name_swap.types`, e.g. person) become another mention of that type taken from the train
 split, tagged B-/I- for its own length. The words around a name then teach the model that it is a name,
-whatever the name: the behaviour check `name_invariance` (tasks/kinds/ner/behaviour.py) measures exactly
+whatever the name: the behaviour check `name_invariance` (tasks/kinds/ner/evaluate.py) measures exactly
 that. Only train mentions are used, so no dev or test name enters train.
 
 Random choices depend only on (seed, record id, copy index, attempt), never on a record's position, and

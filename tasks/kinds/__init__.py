@@ -1,35 +1,63 @@
 """Task kinds: NER (tasks/kinds/ner/) and text classification (tasks/kinds/textclass/), behind one seam
-(tasks/kinds/base.py: `TaskKind`).
+(tasks/kinds/data.py: `DataKind`, tasks/kinds/base.py: `ModelKind`, `TaskKind`).
 
-`kind_for(params)` is the only place that looks at which kind the params ask for. It imports the chosen
-kind's package by name (`params.task.kind`: "ner" | "textclass", whose schema tasks/params.py loaded), so
-that no stage imports a kind statically: a stage's code is its own module, the core and
-`tasks/kinds/${task.kind}` (dvc.yaml), and a classifier-only change never reruns an NER stage (docs/DECISIONS.md).
+These functions are the only place that looks at which kind the params ask for. Each imports one module of the
+chosen kind's package by name (`params.task.kind`: "ner" | "textclass", whose schema tasks/params.py loaded), so
+that no stage imports a kind statically: a stage's code is its own module, the core and the files of its side of
+`tasks/kinds/${task.kind}` (dvc.yaml), and a classifier-only change never reruns an NER stage. A data stage asks
+for its view of the data side (ingest and augment the rows, clean the cleaning rules too, validate the contract
+too), a model stage for the model side, so that editing the training loop reruns no data stage, editing the
+contract no augmentation, and editing cleaning, the contract or an augmenter no training (docs/DECISIONS.md, 36
+and 77).
 
-A saved model says its kind itself: `kind_of_model(model_dir)` reads it from config.json (recorded at save),
-and `predictor_for(model_dir)` builds that kind's `ModelPredictor`, which is how `flowtune predict` and
-`flowtune serve` run any kind without knowing which (docs/DECISIONS.md, 63).
+A saved model's kind, predictor and loader are tasks/kinds/saved.py.
 """
 
 from __future__ import annotations
 
 from importlib import import_module
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # annotations only: importing the protocols would pull torch into every stage
-    from tasks.kinds.base import ModelPredictor, TaskKind
+if TYPE_CHECKING:  # annotations only; not tasks/kinds/base.py either, which imports torch and the engine
+    from tasks.kinds.data import CleaningKind, ContractKind, DataKind
     from tasks.params import Params
 
-# Windows for a model saved before flowtune recorded its training `max_length` (tasks/saving.py save_best).
-DEFAULT_MAX_LENGTH = 128
-# The transformers head of each kind: how a model saved before flowtune recorded its kind is recognized.
-HEADS = {"ForTokenClassification": "ner", "ForSequenceClassification": "textclass"}
+# The module of a kind's package that each function below imports by name, for its `kind(params)`.
+# tests/unit/test_project_consistency.py follows these imports, invisible to the AST, from the names a stage imports.
+ENTRY_MODULES = {"data_kind_for": "datakind", "cleaning_kind_for": "clean", "contract_kind_for": "contract",
+                 "model_kind_for": "modelkind", "kind_for": "task"}
 
 
-def kind_for(params: Params) -> TaskKind[Any]:
-    """The task kind the params ask for: `tasks.kinds.<params.task.kind>.task.kind(params)`."""
-    return import_module(f"tasks.kinds.{params.task.kind}.task").kind(params)
+def data_kind_for(params: Params) -> DataKind[Any]:
+    """The data side of the params' kind for ingest and augment (sources, splits, the augmenters' adapter):
+    `tasks.kinds.<kind>.datakind`."""
+    return _built(params, "data_kind_for")
+
+
+def cleaning_kind_for(params: Params) -> CleaningKind[Any]:
+    """The data side with the cleaning rules, for the clean stage: `tasks.kinds.<kind>.clean`."""
+    return _built(params, "cleaning_kind_for")
+
+
+def contract_kind_for(params: Params) -> ContractKind[Any]:
+    """The data side with the data contract, for the validate stages: `tasks.kinds.<kind>.contract`."""
+    return _built(params, "contract_kind_for")
+
+
+def model_kind_for(params: Params) -> Any:
+    """The model side of the params' kind (train, evaluate, distill, compress, the label audit), a
+    `tasks.kinds.base.ModelKind`: `tasks.kinds.<kind>.modelkind`."""
+    return _built(params, "model_kind_for")
+
+
+def kind_for(params: Params) -> Any:
+    """The whole kind, both sides (flows, tests, benchmarks), a `tasks.kinds.base.TaskKind`:
+    `tasks.kinds.<kind>.task`."""
+    return _built(params, "kind_for")
+
+
+def _built(params: Params, function: str) -> Any:
+    return import_module(f"tasks.kinds.{params.task.kind}.{ENTRY_MODULES[function]}").kind(params)
 
 
 def headline_of(kind: str) -> tuple[str, str]:
@@ -37,54 +65,3 @@ def headline_of(kind: str) -> tuple[str, str]:
     which imports torch."""
     module = import_module(f"tasks.kinds.{kind}.params")
     return module.HEADLINE, module.UNIT
-
-
-def kind_of_model(model_dir: Path) -> str:
-    """The task kind of a saved model (or variant) folder: "ner" | "textclass", as its config.json's `flowtune`
-    block records it; a model saved before that was recorded is recognized by its transformers head (the
-    one place that looks at `architectures`)."""
-    from tasks.params import Kind
-    from tasks.variants import flowtune_config, saved_config
-
-    config = saved_config(model_dir)
-    known = get_args(Kind)
-    recorded = flowtune_config(config).get("task_kind")
-    if recorded is not None:
-        if recorded not in known:
-            raise ValueError(f"{Path(model_dir) / 'config.json'}: flowtune.task_kind {recorded!r} is not one of "
-                             f"{', '.join(known)}")
-        return recorded
-    architectures = config.get("architectures") or []
-    for name in architectures:
-        for head, kind in HEADS.items():
-            if str(name).endswith(head):
-                return kind
-    raise ValueError(f"{Path(model_dir) / 'config.json'}: records no flowtune.task_kind and its architectures "
-                     f"{architectures} name no known head ({', '.join('*' + h for h in HEADS)})")
-
-
-def trained_max_length(model_dir: Path) -> int:
-    """The window length the model was trained with (config.json's `flowtune` block), else the old default."""
-    from tasks.variants import flowtune_config, saved_config
-
-    return int(flowtune_config(saved_config(model_dir)).get("max_length", DEFAULT_MAX_LENGTH))
-
-
-def predictor_for(model_dir: Path, batch_size: int = 32, max_length: int | None = None) -> ModelPredictor:
-    """The saved model's predictor, of the kind its config records: `tasks.kinds.<kind>.predict.load(...)`."""
-    module = import_module(f"tasks.kinds.{kind_of_model(model_dir)}.predict")
-    return module.load(Path(model_dir), batch_size, max_length)
-
-
-def head_class(model_dir: Path) -> Any:
-    """The transformers Auto class of the saved model's head (e.g. AutoModelForTokenClassification), for
-    tasks/variants.py's loader and builder."""
-    return import_module(f"tasks.kinds.{kind_of_model(model_dir)}.predict").HEAD_CLASS
-
-
-def load_saved_model(model_dir: Path, device: str | None = None) -> Any:
-    """A saved model or variant folder of any kind, ready to predict (tasks/variants.py `load_model` with the
-    kind's head)."""
-    from tasks.variants import load_model
-
-    return load_model(model_dir, head_class(model_dir), device)

@@ -1,21 +1,24 @@
 """The TaskKind seam: what differs between NER and text classification, as protocols.
 
-A stage gets its kind once (`tasks.kinds.kind_for(params)`) and then calls only these methods: reading the
-source and the splits (ingest, every later stage), cleaning, the data contract's tables (validate), the
-augmenters' adapter (augment), training (`TrainingKind`: model, encoding, loss, dev score; train) and
-evaluation (an `EvalReport` under the kind's names; evaluate) and inference on a saved model
-(`ModelPredictor`: `flowtune predict`, `flowtune serve`; built by `tasks.kinds.predictor_for(model_dir)`, which
-reads the kind from the model's config). Implementations: `tasks.kinds.ner.task.Ner` and
-`tasks.kinds.textclass.task.TextClass`.
+A kind has two sides. The data side (tasks/kinds/data.py: `DataKind`, `CleaningKind`, `ContractKind`, built by
+`tasks.kinds.data_kind_for`, `cleaning_kind_for`, `contract_kind_for`) reads the source and the splits, cleans,
+builds the data contract's tables and adapts rows for the augmenters: the data stages (ingest, validate, clean,
+augment) use it and import no training code. The model side (here: `ModelKind`, built by
+`tasks.kinds.model_kind_for`) reads the splits, trains (`TrainingKind`: model, encoding,
+loss, dev score; train, distill), evaluates (an `EvalReport` under the kind's names; evaluate, compress) and
+predicts with a saved model (`ModelPredictor`: `flowtune predict`, `flowtune serve`; built by
+`tasks.kinds.saved.predictor_for(model_dir)`, which reads the kind from the model's config): the model stages
+use it and import no cleaning, contract or augmentation code. Each stage calls only its side's methods, so
+its dvc.yaml deps are that side's files (docs/DECISIONS.md, 77). `TaskKind` is both sides in one object
+(`tasks.kinds.kind_for`). Implementations: `tasks.kinds.<kind>.datakind`, `.modelkind` and `.task`.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol, TypeVar
+from typing import IO, Any, Protocol
 
 import numpy as np
 import torch
@@ -23,11 +26,13 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tasks.engine import Example
+from tasks.kinds.data import CleaningKind, ContractKind, DataKind, Row, RowKind
 from tasks.metrics import EvalReport
-from tasks.params import CleanParams, EvaluateParams, IngestParams, TrainParams, ValidateParams
-from tasks.sentence import Sentence
+from tasks.params import EvaluateParams, TrainParams
 
-Row = TypeVar("Row")  # one labelled row of a split: a NerRecord, a TextExample
+# The data side's protocols too, so that `tasks.kinds.base` names every protocol of the seam.
+__all__ = ["CleaningKind", "ContractKind", "DataKind", "Encoded", "ModelKind", "ModelPredictor", "Row", "RowKind",
+           "TaskKind", "TrainingKind"]
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,7 @@ Item = str | list[str]  # an input to predict: a text, or a sentence already spl
 
 class ModelPredictor(Protocol):
     """A saved model (or a variant of it) ready to answer, for `flowtune predict` and `flowtune serve`: what
-    either does per kind lives behind this. Built by `tasks.kinds.predictor_for(model_dir)`."""
+    either does per kind lives behind this. Built by `tasks.kinds.saved.predictor_for(model_dir)`."""
 
     kind: str  # "ner" | "textclass": the kind recorded in the model's config
     answer_kind: str  # "tagger" | "classifier": what the answers hold, as serve's /readyz has always said
@@ -172,81 +177,10 @@ class ModelPredictor(Protocol):
         ...
 
 
-class TaskKind(Protocol[Row]):
-    """One task kind for every stage, built from the params by `tasks.kinds.kind_for`."""
+class ModelKind(RowKind[Row], Protocol[Row]):
+    """One task kind as the model stages use it (train, evaluate, distill, compress, the label audit), built from
+    the params by `tasks.kinds.model_kind_for`: rows (tasks/kinds/data.py: `RowKind`) and the model's pieces."""
 
-    @property
-    def task(self) -> str:
-        """The params' `task` value this kind implements (also `EvalReport.task`)."""
-        ...
-
-    # ------------------------------------------------------------------ ingest
-    def check_source(self, params: IngestParams) -> None:
-        """Raise ValueError when `ingest.source` cannot hold this kind's data (before anything is read)."""
-        ...
-
-    def source_reader(self, params: IngestParams) -> Callable[[Path], list[Row]]:
-        """Path -> rows of a user-supplied file (CoNLL/JSONL records, CSV/JSONL texts)."""
-        ...
-
-    def source_rows(self, params: IngestParams) -> Callable[[Path], Iterable[Row]]:
-        """`source_reader` a row at a time, without its check of unique ids (it needs every id; the import
-        step checks them with 8 bytes a row): the import of a large source holds no more than a row."""
-        ...
-
-    @property
-    def source_suffixes(self) -> tuple[str, ...]:
-        """The file name endings of a source folder's batch files this kind reads (`.conll`, `.csv`, ...);
-        the import step ignores (and reports) any other file there."""
-        ...
-
-    # ------------------------------------------------------------------ every stage: the splits between stages
-    def read(self, path: Path) -> list[Row]:
-        """The rows of one split file (`<data folder>/<split>.jsonl`)."""
-        ...
-
-    # ------------------------------------------------------------------ clean
-    def clean(self, rows: list[Row], params: CleanParams, counts: Counter, keep_every_row: bool = False
-              ) -> list[Row]:
-        """The kept, cleaned rows of one split; `counts` gets what was dropped or changed, by reason. An
-        official dev/test split (`keep_every_row`) is normalized only: no row is dropped, what would have
-        dropped one is counted as kept."""
-        ...
-
-    def near_duplicate_key(self, row: Row) -> tuple[str, ...]:
-        """The key of the near-duplicate check (words ignoring case and punctuation); () when no word."""
-        ...
-
-    # ------------------------------------------------------------------ validate
-    def contract_tables(self, splits: dict[str, list[Row]], params: ValidateParams, counter=None) -> list:
-        """(table, expectations) pairs of the data contract (tasks/contract.py) over all splits."""
-        ...
-
-    def contract_hint(self, check: str, checkpoint: str) -> str:
-        """The params change that fixes or accepts a failed `check` at `checkpoint` (one line)."""
-        ...
-
-    def data_profile(self, splits: dict[str, list[Row]]) -> dict:
-        """Numbers that describe the data (contract report, `dvc metrics diff`)."""
-        ...
-
-    # ------------------------------------------------------------------ augment
-    def as_sentence(self, row: Row) -> Sentence:
-        """The row as a tagged sentence for the augmenters (tasks/augmenters/)."""
-        ...
-
-    def from_sentence(self, sentence: Sentence) -> Row:
-        """Back from an (augmented) sentence."""
-        ...
-
-    # ------------------------------------------------------------------ distill
-    def read_unlabelled(self, path: Path) -> list[Sentence]:
-        """A user's unlabelled text (`compress.transfer_text`) as untagged sentences, ids naming file and line:
-        NER reads .txt (a sentence per line, split at whitespace), .jsonl (`tokens`) or CoNLL (first column);
-        a classifier .txt (a text per line), .csv or .jsonl (`text` column). Errors name the file and line."""
-        ...
-
-    # ------------------------------------------------------------------ train
     def training(self, train_file: Path) -> TrainingKind[Row]:
         """The training pieces, with the labels the params declare, else those the train split uses."""
         ...
@@ -266,3 +200,8 @@ class TaskKind(Protocol[Row]):
         """The saved model in `model_dir` (a transformers folder or a variant) ready to answer; `max_length`:
         by default the one it was trained with (its config)."""
         ...
+
+
+class TaskKind(CleaningKind[Row], ContractKind[Row], ModelKind[Row], Protocol[Row]):
+    """One whole task kind, data and model side, built from the params by `tasks.kinds.kind_for` (flows, tests and
+    benchmarks; a stage asks for its side only)."""

@@ -13,7 +13,7 @@ import pytest
 from tasks import validate
 from tasks.io import write_jsonl
 from tasks.kinds.ner.records import NerRecord
-from tasks.kinds.textclass.data import TextExample
+from tasks.kinds.textclass.records import TextExample
 from tasks.params import load_params
 from tests.helpers import ROOT, kind
 

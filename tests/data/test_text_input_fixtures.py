@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.kinds.textclass.data import load_examples
+from tasks.kinds.textclass.records import load_examples
 from tests.data.test_input_fixtures import assert_stopped_with, run_stages
 from tests.helpers import ROOT
 

@@ -192,7 +192,7 @@ def test_an_unknown_model_stops_serve_with_one_line(local_services, published):
 def test_serve_a_variant_of_the_champion(local_services, published, tiny_base, tmp_path):
     """`--variant`: the version's compressed variant answers (and says so); one it does not hold is a one-line
     error at start."""
-    from tasks.kinds import head_class
+    from tasks.kinds.saved import head_class
     from tasks.variants import build
 
     registry, prefix = published

@@ -5,8 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.kinds.ner.analysis import MISSED, SPURIOUS, confusion, length_bucket, slices
-from tasks.kinds.ner.behaviour import minimum_functionality, name_invariance, swapped_names
+from tasks.kinds.ner.evaluate import (
+    MISSED,
+    SPURIOUS,
+    confusion,
+    length_bucket,
+    minimum_functionality,
+    name_invariance,
+    slices,
+    swapped_names,
+)
 from tasks.kinds.ner.records import NerRecord
 
 

@@ -30,7 +30,7 @@ def test_the_stage_layer_is_the_modules_dvc_yaml_runs():
 
 
 def test_no_code_outside_tasks_kinds_tells_the_kinds_apart_by_architecture():
-    """A saved model's kind is what its config records (`tasks.kinds.kind_of_model`, the one place that falls
+    """A saved model's kind is what its config records (`tasks.kinds.saved.kind_of_model`, the one place that falls
     back to transformers' `architectures` for old models); predict, serve and the variants loader ask the
     seam instead of guessing from the head's class name."""
     offenders = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"

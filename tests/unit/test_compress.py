@@ -15,8 +15,8 @@ import torch
 
 from tasks import compress, variants
 from tasks.io import write_jsonl
-from tasks.kinds import head_class, load_saved_model
 from tasks.kinds.ner.records import NerRecord
+from tasks.kinds.saved import head_class, load_saved_model
 from tasks.metrics import CompressionReport
 from tasks.params import load_params
 from tests.helpers import ROOT, evaluate_params, kind, train_ner, train_params

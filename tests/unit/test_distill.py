@@ -16,8 +16,9 @@ from safetensors import safe_open
 from tasks import checkpoints, compress, distill, engine, variants
 from tasks.engine import IGNORE_INDEX
 from tasks.io import write_jsonl
-from tasks.kinds import kind_for, load_saved_model
+from tasks.kinds import kind_for
 from tasks.kinds.ner.kind import NerKind
+from tasks.kinds.saved import load_saved_model
 from tasks.kinds.textclass.kind import TextClassKind
 from tasks.metrics import EvalReport, Headline, Latency
 from tasks.params import ParamsError, load_params
@@ -379,9 +380,9 @@ def test_the_compress_stage_publishes_the_student_as_a_variant(distilled: Path) 
 @pytest.mark.parametrize("multi_label", [False, True])
 def test_a_classifier_distills_on_texts(tiny_base: Path, tmp_path: Path, multi_label: bool) -> None:
     from tasks import train
-    from tasks.kinds.textclass import data as textdata
-    from tasks.kinds.textclass.data import TextExample
+    from tasks.kinds.textclass import records as textdata
     from tasks.kinds.textclass.params import TextclassTrainParams
+    from tasks.kinds.textclass.records import TextExample
 
     def texts(count: int, seed: int) -> list[TextExample]:
         rows = []

@@ -13,7 +13,7 @@ from tasks import ingest
 from tasks.io import InputFormatError, official_splits
 from tasks.kinds.ner.params import NerIngestParams
 from tasks.kinds.ner.records import load_jsonl
-from tasks.kinds.textclass.data import load_examples
+from tasks.kinds.textclass.records import load_examples
 from tasks.params import load_params
 from tests.helpers import ROOT, kind
 

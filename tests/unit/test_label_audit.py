@@ -14,8 +14,8 @@ import pytest
 from tasks import audit
 from tasks.kinds.ner.kind import NerKind
 from tasks.kinds.ner.records import NerRecord
-from tasks.kinds.textclass.data import TextExample
 from tasks.kinds.textclass.kind import TextClassKind
+from tasks.kinds.textclass.records import TextExample
 from tests.helpers import NAMES, PLACES, synthetic, train_params
 
 NER = NerKind(["geo-loc", "person"])  # labels: O, B-geo-loc, I-geo-loc, B-person, I-person

@@ -296,7 +296,7 @@ def test_label_section_is_described():
 
 def test_a_real_classifier_ranks_by_margin_and_pre_annotates_a_choice(tiny_base: Path, tmp_path: Path):
     from flows.labelling.loop import candidates_from_file
-    from tasks.kinds import predictor_for
+    from tasks.kinds.saved import predictor_for
     from tests.unit.test_predictors import CLASSES, saved
 
     folder = saved(tiny_base, tmp_path / "clf", "AutoModelForSequenceClassification", CLASSES,

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
 from tasks import evaluate, train
-from tasks.kinds.textclass import data as textdata
+from tasks.kinds.textclass import records as textdata
 from tasks.kinds.textclass.kind import TextClassKind
 from tests.helpers import evaluate_params, kind, synthetic_texts, train_params
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.kinds import kind_of_model, predictor_for, trained_max_length
 from tasks.kinds.ner.predict import entity_types
+from tasks.kinds.saved import kind_of_model, predictor_for, trained_max_length
 from tasks.textstats import piece_statistics, text_statistics
 
 TAGS = ["O", "B-person", "I-person", "B-loc", "I-loc"]
@@ -87,7 +87,7 @@ def test_a_config_that_names_no_known_kind_is_an_error_naming_the_file(tmp_path:
 
 def test_a_variant_keeps_the_kind_and_answers_through_the_seam(tagger: Path, tmp_path: Path):
     from tasks import variants
-    from tasks.kinds import head_class
+    from tasks.kinds.saved import head_class
 
     folder = variants.build("int8", tagger, tmp_path / "int8", auto_class=head_class(tagger))
     assert kind_of_model(folder) == "ner" and trained_max_length(folder) == 16

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel
 
 from flows import reports, steps
+from tasks.kinds import ENTRY_MODULES
 from tasks.params import Params, ParamsError, load_params, schema_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,11 +107,14 @@ def test_stage_outputs_are_declared_paths(stage: str):
             assert interpolate(path) in declared
 
 
-def test_code_deps_exist():
+@pytest.mark.parametrize("params_file", list(PARAMS_FILES))
+def test_code_deps_exist(params_file: str):
+    """Every kind's package has the files dvc.yaml names through ${task.kind} (DVC fails on a missing dep)."""
     for spec in DVC["stages"].values():
         for dep in spec["deps"]:
             if dep.endswith(".py"):
-                assert (ROOT / dep).is_file(), dep
+                path = interpolate(dep, PARAMS_FILES[params_file])
+                assert (ROOT / path).is_file(), path
 
 
 def test_unknown_key_is_rejected_with_its_name(tmp_path: Path):
@@ -164,14 +168,27 @@ def imported_names(path: Path) -> set[str]:
     return names
 
 
-def import_closure(module: str) -> set[str]:
-    """The project files (repo-relative) that `python -m module` can run, following imports transitively."""
+def imported_by_name(path: Path, names: set[str], kind: str) -> set[str]:
+    """The modules of `kind`'s package that `path` makes Python import by a name computed at run time, invisible to
+    the AST: each registry function of tasks.kinds that `path` imports imports its module of the kind's package
+    (`tasks.kinds.ENTRY_MODULES`: data_kind_for the data side, model_kind_for the model side, kind_for both), and
+    tasks/params.py imports the kind's params schema."""
+    found = {f"tasks.kinds.{kind}.{entry}" for function, entry in ENTRY_MODULES.items()
+             if f"tasks.kinds.{function}" in names}
+    return found | ({f"tasks.kinds.{kind}.params"} if path == ROOT / "tasks" / "params.py" else set())
+
+
+def import_closure(module: str, kind: str) -> set[str]:
+    """The project files (repo-relative) that `python -m module` can run with the params' `kind`, following
+    imports transitively, those a registry of tasks.kinds makes by name included."""
     todo, seen = list(module_files(module)), set()
     while todo:
         path = todo.pop()
         if path not in seen:
             seen.add(path)
-            todo += [file for name in imported_names(path) for file in module_files(name)]
+            names = imported_names(path)
+            names |= imported_by_name(path, names, kind)
+            todo += [file for name in names for file in module_files(name)]
     return {path.relative_to(ROOT).as_posix() for path in seen}
 
 
@@ -188,34 +205,49 @@ def kind_package(kind: str) -> set[str]:
     return {path.relative_to(ROOT).as_posix() for path in (ROOT / "tasks" / "kinds" / kind).rglob("*.py")}
 
 
-def stage_closure(module: str, kind: str) -> set[str]:
-    """The files `python -m module` runs with the params' kind: its import closure and, when it asks
-    `tasks.kinds.kind_for` for its kind (imported by name there, invisible to the AST), the closure of
-    `tasks.kinds.<kind>.task`."""
-    closure = import_closure(module)
-    if "tasks/kinds/__init__.py" in closure:
-        closure |= import_closure(f"tasks.kinds.{kind}.task")
-    return closure
-
-
 @pytest.mark.parametrize("params_file", list(PARAMS_FILES))
 @pytest.mark.parametrize("stage", list(DVC["stages"]))
 def test_stage_deps_are_exactly_the_code_its_module_imports(stage: str, params_file: str):
     """DVC reruns a stage only when a dep changes: a missing file leaves stale outputs, an extra one reruns
-    the stage for nothing. A stage's kind code is `tasks/kinds/${task.kind}` (the whole package of the params'
-    kind, never the other kind's: a classifier-only change does not rerun an NER stage); its other code
-    deps are the core files it runs with any kind (docs/DECISIONS.md, 36)."""
+    the stage for nothing. A stage's kind code is the files of its side of `tasks/kinds/${task.kind}` (never the
+    other kind's: a classifier-only change does not rerun an NER stage; never the other side's: editing the
+    training loop reruns no data stage, editing the contract no training), file by file like the core's
+    (docs/DECISIONS.md, 36 and 77)."""
     spec, params = DVC["stages"][stage], PARAMS_FILES[params_file]
     module, kind = stage_module(spec), params["task"]["kind"]
+    runs = import_closure(module, kind)
     others = set().union(*(kind_package(other) for other in KINDS if other != kind))
-    core = set().union(*(stage_closure(module, any_kind) - kind_package(any_kind) for any_kind in KINDS))
-    runs = stage_closure(module, kind)
     assert not runs & others, f"stage {stage!r} with kind {kind!r} imports another kind: {sorted(runs & others)}"
+    # One dvc.yaml serves every kind: its core files are those the stage runs with any kind (e.g. tasks/iob.py,
+    # NER's tag rules), its kind files those it runs with this one, which dvc.yaml names through ${task.kind}.
+    core = set().union(*(import_closure(module, any_kind) - kind_package(any_kind) for any_kind in KINDS))
+    expected = core | (runs & kind_package(kind))
     listed = code_deps([interpolate(dep, params) for dep in spec["deps"]])
-    expected = core | (kind_package(kind) if "tasks/kinds/__init__.py" in runs else set())
-    assert runs <= expected
     assert listed == expected, (f"stage {stage!r} ({params_file}): missing from deps {sorted(expected - listed)}, "
                                 f"superfluous in deps {sorted(listed - expected)}")
+
+
+DATA_STAGES = ("ingest", "validate", "clean", "validate_clean", "augment", "validate_augmented")
+# What a data stage must not run: the training loop and its helpers, saving and variants, the model side of a kind.
+TRAINING_CODE = {"tasks/engine.py", "tasks/trainer.py", "tasks/trainable.py", "tasks/saving.py", "tasks/checkpoints.py",
+                 "tasks/variants.py", "tasks/sweeping.py", "tasks/kinds/base.py", "tasks/kinds/saved.py"}
+TRAINING_MODULES = ("modelkind", "kind", "modeling", "evaluate", "predict", "audit")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("stage", list(DVC["stages"]))
+def test_data_stages_run_no_training_code_and_model_stages_no_data_preparation(stage: str, kind: str):
+    """The cut of docs/DECISIONS.md, 77: editing the training loop or a model head reruns no data stage, and
+    editing cleaning, the contract or an augmenter reruns no model stage."""
+    runs = import_closure(stage_module(DVC["stages"][stage]), kind)
+    if stage in DATA_STAGES:
+        training = TRAINING_CODE | {f"tasks/kinds/{kind}/{name}.py" for name in TRAINING_MODULES}
+        assert not runs & training, f"data stage {stage!r} runs training code: {sorted(runs & training)}"
+    else:
+        preparation = {f"tasks/kinds/{kind}/{name}.py" for name in ("datakind", "clean", "contract")}
+        preparation |= {path for path in runs if path.startswith("tasks/augmenters/")}
+        preparation |= {"tasks/contract.py", "tasks/augment.py"}
+        assert not runs & preparation, f"model stage {stage!r} runs data preparation: {sorted(runs & preparation)}"
 
 
 @pytest.mark.parametrize("stage", list(DVC["stages"]))

@@ -15,8 +15,8 @@ from tasks import ingest
 from tasks import io as io_module
 from tasks.io import QUOTE_LIMIT, InputFormatError, excerpt, read_lines
 from tasks.kinds.ner.records import read_records, read_untagged
-from tasks.kinds.textclass import data
-from tasks.kinds.textclass.data import read_text_examples, read_unlabelled
+from tasks.kinds.textclass import records
+from tasks.kinds.textclass.records import read_text_examples, read_unlabelled
 from tasks.params import ParamsError, load_params, parse_params
 from tests.helpers import ROOT, kind
 
@@ -64,7 +64,7 @@ def test_a_quoted_csv_text_over_128_kib_is_read(tmp_path: Path):
 
 
 def test_a_field_over_the_limit_is_refused_for_its_size_not_called_an_unclosed_quote(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(data, "MAX_CSV_FIELD", 1000)
+    monkeypatch.setattr(records, "MAX_CSV_FIELD", 1000)
     path = tmp_path / "long.csv"
     path.write_text(f'text,label\n"{"y" * 2000}",positive\n', encoding="utf-8")
     message = error_of(read_text_examples, path)

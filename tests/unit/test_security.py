@@ -158,7 +158,7 @@ def test_a_model_folder_holding_only_a_pickle_is_refused(tmp_path: Path, tiny_ba
     import torch
     from transformers import AutoConfig, BertForTokenClassification
 
-    from tasks.kinds import predictor_for
+    from tasks.kinds.saved import predictor_for
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_base, folder)

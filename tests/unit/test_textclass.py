@@ -13,11 +13,11 @@ from tasks import train
 from tasks.io import InputFormatError
 from tasks.kinds import kind_for
 from tasks.kinds.ner.records import NerRecord
-from tasks.kinds.textclass import data as textdata
 from tasks.kinds.textclass import modeling as textclass
-from tasks.kinds.textclass.data import TextExample, mentions, read_text_examples
+from tasks.kinds.textclass import records as textdata
 from tasks.kinds.textclass.kind import TextClassKind
 from tasks.kinds.textclass.modeling import expected_calibration_error, scores
+from tasks.kinds.textclass.records import TextExample, mentions, read_text_examples
 from tasks.metrics import EvalReport
 from tasks.params import load_params
 from tests.helpers import NAMES, PLACES, ROOT, kind, train_params

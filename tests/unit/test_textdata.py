@@ -7,7 +7,8 @@ import pytest
 
 from tasks import ingest
 from tasks.io import InputFormatError
-from tasks.kinds.textclass.data import TextExample, as_example, as_sentence, clean_examples, read_examples
+from tasks.kinds.textclass.clean import clean_examples
+from tasks.kinds.textclass.records import TextExample, as_example, as_sentence, read_examples
 from tasks.params import load_params
 from tasks.text import near_duplicate_key_of_text
 from tests.helpers import ROOT, kind

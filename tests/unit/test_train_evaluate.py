@@ -11,8 +11,8 @@ from transformers import AutoModelForTokenClassification
 
 from tasks import evaluate, saving
 from tasks.io import write_jsonl
-from tasks.kinds import DEFAULT_MAX_LENGTH, kind_of_model, trained_max_length
 from tasks.kinds.ner.records import NerRecord
+from tasks.kinds.saved import DEFAULT_MAX_LENGTH, kind_of_model, trained_max_length
 from tasks.metrics import EvalReport
 from tests.helpers import evaluate_params, kind, train_ner, train_params
 

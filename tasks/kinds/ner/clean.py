@@ -5,10 +5,12 @@ exact and near duplicates within a split (the text rules: tasks/text.py). Every 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 from tasks.io import InputFormatError
 from tasks.iob import iob2_errors, to_iob2
-from tasks.kinds.ner.params import NerCleanParams
+from tasks.kinds.ner.datakind import NerData
+from tasks.kinds.ner.params import NerCleanParams, NerParams
 from tasks.kinds.ner.records import NerRecord
 from tasks.text import near_duplicate_key_of_tokens, normalize_token
 
@@ -101,3 +103,19 @@ def clean_split(records: list[NerRecord], params: NerCleanParams, counts: Counte
         near.add(near_key)
         kept.append(cleaned)
     return kept
+
+
+@dataclass(frozen=True)
+class NerCleaning(NerData):
+    """The NER kind as the clean stage sees it (`tasks.kinds.cleaning_kind_for`): the data side and these rules."""
+
+    def clean(self, rows: list[NerRecord], params: NerCleanParams, counts: Counter, keep_every_row: bool = False
+              ) -> list[NerRecord]:
+        return clean_split(rows, params, counts, keep_every_row)
+
+    def near_duplicate_key(self, row: NerRecord) -> tuple[str, ...]:
+        return near_duplicate_key_of_tokens(row.tokens)
+
+
+def kind(params: NerParams) -> NerCleaning:
+    return NerCleaning(list(params.task.labels))

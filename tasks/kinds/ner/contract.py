@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,8 +18,10 @@ import pandas as pd
 
 from tasks.contract import ContractError, Outcome, named, run_contract
 from tasks.iob import entity_spans, iob2_errors, label_list
-from tasks.kinds.ner.params import NerValidateParams
+from tasks.kinds.ner.datakind import NerData
+from tasks.kinds.ner.params import HINTS, NerParams, NerValidateParams
 from tasks.kinds.ner.records import NerRecord
+from tasks.params import hint_for
 from tasks.text import has_control_character
 
 if TYPE_CHECKING:
@@ -202,3 +205,22 @@ def data_profile(splits: dict[str, list[NerRecord]]) -> dict:
         "max_sentence_tokens": max((len(r.tokens) for r in records), default=0),
         "entity_share": {label: round(share, 6) for label, share in entity_profile(records).items()},
     }
+
+
+@dataclass(frozen=True)
+class NerContract(NerData):
+    """The NER kind as the validate stages see it (`tasks.kinds.contract_kind_for`): the data side and this
+    contract."""
+
+    def contract_tables(self, splits: dict[str, list[NerRecord]], params: NerValidateParams, counter=None) -> list:
+        return contract_tables(splits, params, self.entity_types, counter)
+
+    def contract_hint(self, check: str, checkpoint: str) -> str:
+        return hint_for(HINTS, check, checkpoint)
+
+    def data_profile(self, splits: dict[str, list[NerRecord]]) -> dict:
+        return data_profile(splits)
+
+
+def kind(params: NerParams) -> NerContract:
+    return NerContract(list(params.task.labels))

@@ -2,15 +2,18 @@
 
 The headline metric is strict IOB2 entity F1 (an entity counts only when its type and exact span
 match); the `*_default` scores are seqeval's lenient conlleval-style ones, kept for comparison with
-papers. Beside the scores, the report holds an entity-type confusion table, F1 by slice (analysis.py),
-behavioural pass rates (behaviour.py), latency on this machine and the model's size on disk.
+papers. Beside the scores, the report holds an entity-type confusion table, F1 by slice (error analysis,
+below), behavioural pass rates (behavioural checks, below), latency on this machine and the model's size on
+disk. (One file for all three: dvc.yaml names a kind's files, the same names for every kind.)
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
@@ -18,8 +21,8 @@ from seqeval.scheme import IOB2
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from tasks.io import atomic_write_text
-from tasks.kinds.ner import analysis, behaviour
-from tasks.kinds.ner.modeling import predict_tags
+from tasks.iob import entity_spans
+from tasks.kinds.ner.modeling import predict_tags, strict_f1
 from tasks.kinds.ner.params import HEADLINE, UNIT, NerEvaluateParams
 from tasks.kinds.ner.records import NerRecord, load_jsonl
 from tasks.metrics import Behaviour, EvalReport, Headline, LabelSetMismatch, Latency, latency, model_size_mb
@@ -100,11 +103,11 @@ def evaluate(params: NerEvaluateParams, model_dir: Path, test_path: Path, predic
                           recall=scores["recall"]),
         unit=UNIT, count=scores["sentences"], group="entity type", groups=scores["per_type"],
         behaviour=Behaviour(
-            name_invariance=behaviour.name_invariance(records, predicted, tag, checklist.name_type,
-                                                      checklist.max_cases, checklist.seed),
-            minimum_functionality=behaviour.minimum_functionality(Path(checklist.mft_file), labels, tag)),
+            name_invariance=name_invariance(records, predicted, tag, checklist.name_type,
+                                            checklist.max_cases, checklist.seed),
+            minimum_functionality=minimum_functionality(Path(checklist.mft_file), labels, tag)),
         latency=Latency(**timed), model_size_mb=model_size_mb(model_dir),
-        confusion=analysis.confusion(gold, predicted), slices=analysis.slices(records, predicted),
+        confusion=confusion(gold, predicted), slices=slices(records, predicted),
         details={key: scores[key] for key in ("f1_default", "precision_default", "recall_default", "token_accuracy")},
     )
     write_predictions(predictions_path, records, predicted)
@@ -121,3 +124,130 @@ def write_predictions(path: Path, records: Sequence[NerRecord], predicted: Seque
         for r, tags in zip(records, predicted, strict=True)
     ]
     atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
+
+# ---------------------------------------------------------------- error analysis
+# Where a model errs: an entity-type confusion table and F1 by slice (sentence length, data source).
+#
+# Entities are strict IOB2 spans (type, start, end), as in the headline metric: a predicted entity
+# that does not start with B- is no entity.
+
+MISSED = "(missed)"  # a gold entity with no predicted entity on the same span
+SPURIOUS = "(spurious)"  # a predicted entity with no gold entity on the same span
+LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 40), (41, None))  # words per sentence
+
+
+def confusion(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict[str, dict[str, int]]:
+    """Counts of gold type -> predicted type over entity spans; the diagonal is exact hits.
+
+    A gold span without a predicted entity on exactly that span counts as (missed); a predicted
+    span without a gold one is a (spurious) row entry. Partial overlaps count as one missed and one
+    spurious, as the strict metric sees them.
+    """
+    table: dict[str, Counter] = {}
+    for gold_tags, predicted_tags in zip(gold, predicted, strict=True):
+        gold_spans = {(start, end): kind for kind, start, end in entity_spans(gold_tags)}
+        predicted_spans = {(start, end): kind for kind, start, end in entity_spans(predicted_tags)}
+        for span, kind in gold_spans.items():
+            table.setdefault(kind, Counter())[predicted_spans.get(span, MISSED)] += 1
+        for span, kind in predicted_spans.items():
+            if span not in gold_spans:
+                table.setdefault(SPURIOUS, Counter())[kind] += 1
+    return {row: dict(sorted(counts.items())) for row, counts in sorted(table.items())}
+
+
+def length_bucket(words: int) -> str:
+    for low, high in LENGTH_BUCKETS:
+        if high is None or words <= high:
+            return f"{low}+" if high is None else f"{low}-{high}"
+    raise AssertionError("unreachable: the last bucket is open")
+
+
+def slice_scores(groups: dict[str, list[int]], gold, predicted) -> dict[str, dict]:
+    """Strict F1 and sentence count per named group of sentence indices."""
+    return {
+        name: {"f1": strict_f1([gold[i] for i in members], [predicted[i] for i in members]),
+               "sentences": len(members)}
+        for name, members in sorted(groups.items())
+    }
+
+
+def slices(records, predicted: Sequence[Sequence[str]]) -> dict[str, dict[str, dict]]:
+    """F1 by sentence length in words, and by `meta.source` when the records carry one."""
+    gold = [list(r.tags) for r in records]
+    predicted = [list(p) for p in predicted]
+    by_length: dict[str, list[int]] = {}
+    by_source: dict[str, list[int]] = {}
+    for index, record in enumerate(records):
+        by_length.setdefault(length_bucket(len(record.tokens)), []).append(index)
+        if "source" in record.meta:
+            by_source.setdefault(str(record.meta["source"]), []).append(index)
+    result = {"length": slice_scores(by_length, gold, predicted)}
+    if by_source:
+        result["source"] = slice_scores(by_source, gold, predicted)
+    return result
+
+# ---------------------------------------------------------------- behavioural checks
+# Behavioural checks in the CheckList style (Ribeiro et al., 2020), as pass rates.
+#
+# - Name invariance, generated from the test data: in each test sentence that mentions a name (an
+#   entity of `evaluate.checklist.name_type`), swap it for another name of the test set with the same
+#   number of words. The entity's tags stay put, so the model's predicted tags must not change at all.
+# - Minimum functionality: short handwritten sentences (`evaluate.checklist.mft_file`, JSONL like the
+#   data) that any usable model must tag exactly. Cases with a tag the model does not know are
+#   skipped and counted as such.
+
+Tagger = Callable[[Sequence[Sequence[str]]], list[list[str]]]
+
+
+def names_by_length(records: Sequence[NerRecord], name_type: str) -> dict[int, list[tuple[str, ...]]]:
+    """Distinct surface forms of the name entities, grouped by their number of words (sorted: stable)."""
+    names: dict[int, set[tuple[str, ...]]] = {}
+    for record in records:
+        for kind, start, end in entity_spans(record.tags):
+            if kind == name_type:
+                names.setdefault(end - start, set()).add(tuple(record.tokens[start:end]))
+    return {length: sorted(found) for length, found in names.items()}
+
+
+def swapped_names(
+    records: Sequence[NerRecord], name_type: str, max_cases: int, seed: int
+) -> list[tuple[int, list[str]]]:
+    """(record index, tokens with its first name swapped for another) for up to max_cases records."""
+    pool = names_by_length(records, name_type)
+    cases = []
+    for index, record in enumerate(records):
+        spans = [(start, end) for kind, start, end in entity_spans(record.tags) if kind == name_type]
+        if not spans:
+            continue
+        start, end = spans[0]
+        current = tuple(record.tokens[start:end])
+        others = [name for name in pool[end - start] if name != current]
+        if not others:
+            continue
+        other = random.Random(f"{seed}:{record.id}").choice(others)
+        cases.append((index, [*record.tokens[:start], *other, *record.tokens[end:]]))
+        if len(cases) == max_cases:
+            break
+    return cases
+
+
+def rate(passed: int, cases: int, **extra) -> dict:
+    return {"cases": cases, "passed": passed, "pass_rate": passed / cases if cases else None, **extra}
+
+
+def name_invariance(records: Sequence[NerRecord], predicted: Sequence[Sequence[str]], tag: Tagger,
+                    name_type: str, max_cases: int, seed: int) -> dict:
+    """Share of name swaps after which the model predicts exactly the same tags."""
+    cases = swapped_names(records, name_type, max_cases, seed)
+    again = tag([tokens for _, tokens in cases]) if cases else []
+    passed = sum(list(predicted[index]) == list(tags) for (index, _), tags in zip(cases, again, strict=True))
+    return rate(passed, len(cases))
+
+
+def minimum_functionality(path: Path, labels: set[str], tag: Tagger) -> dict:
+    """Share of the handwritten sentences the model tags exactly (unknown-label cases skipped)."""
+    cases = [r for r in load_jsonl(path) if set(r.tags) <= labels]
+    skipped = len(load_jsonl(path)) - len(cases)
+    predicted = tag([r.tokens for r in cases]) if cases else []
+    failures = [r.id for r, tags in zip(cases, predicted, strict=True) if list(r.tags) != list(tags)]
+    return rate(len(cases) - len(failures), len(cases), skipped=skipped, failed_ids=failures)

@@ -142,7 +142,7 @@ def read_sentences(path: Path) -> tuple[list, bool]:
 def load(model_dir: Path, batch_size: int = 32, max_length: int | None = None) -> NerPredictor:
     """The folder's tagger (or variant of it), windowing at the length it was trained with; its weights
     load on first use."""
-    from tasks.kinds import trained_max_length
+    from tasks.kinds.saved import trained_max_length
     from tasks.variants import config_labels
 
     return NerPredictor(Path(model_dir), config_labels(model_dir), max_length or trained_max_length(model_dir),

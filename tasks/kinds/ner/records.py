@@ -205,3 +205,21 @@ def _to_iob2(record: NerRecord, scheme: str) -> NerRecord:
 def load_jsonl(path: Path) -> list[NerRecord]:
     """Load records that a previous stage wrote (same reader, stricter expectations)."""
     return read_jsonl(Path(path))
+
+
+class NerRows:
+    """How every stage reads NER rows and hands them to the augmenters: shared by the data side
+    (tasks/kinds/ner/datakind.py) and the model side (tasks/kinds/ner/modelkind.py), so that neither
+    imports the other."""
+
+    def read(self, path: Path) -> list[NerRecord]:
+        return load_jsonl(path)
+
+    def as_sentence(self, row: NerRecord) -> Sentence:
+        return row  # a record is a tagged sentence already
+
+    def from_sentence(self, sentence: Sentence) -> NerRecord:
+        return sentence
+
+    def read_unlabelled(self, path: Path) -> list[Sentence]:
+        return read_untagged(path)

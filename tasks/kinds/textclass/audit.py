@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tasks.kinds.base import ranked
-from tasks.kinds.textclass.data import TextExample
+from tasks.kinds.textclass.records import TextExample
 
 
 def label_issues(examples: Sequence[TextExample], distributions: Sequence[np.ndarray], labels: Sequence[str],

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from tasks.kinds.textclass import data as textdata
 from tasks.kinds.textclass import modeling as textclass
+from tasks.kinds.textclass import records as textdata
 from tasks.kinds.textclass.params import HEADLINE, UNIT
 from tasks.metrics import (
     Calibration,

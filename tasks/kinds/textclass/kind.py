@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from tasks.engine import IGNORE_INDEX, Example
 from tasks.kinds.base import Encoded, bernoulli_kl, softmax_kl
 from tasks.kinds.textclass import audit
-from tasks.kinds.textclass.data import TextExample, load_examples
 from tasks.kinds.textclass.modeling import classification_metrics, encode_texts, load_classifier, predict_proba
+from tasks.kinds.textclass.records import TextExample, load_examples
 from tasks.params import TrainParams
 
 

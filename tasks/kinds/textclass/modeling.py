@@ -1,6 +1,6 @@
 """Text classification (one label per text, or a label set): metrics, the model, encoding, prediction.
 
-- Data: `TextExample`s (tasks/kinds/textclass/data.py: CSV/JSONL reading, cleaning, the contract's tables).
+- Data: `TextExample`s (tasks/kinds/textclass/records.py: CSV/JSONL reading).
 - Metrics (pure functions): accuracy, per-class and macro precision/recall/F1, a confusion table and
   the expected calibration error of the predicted class's probability.
 - Model: `AutoModelForSequenceClassification`; a text longer than `max_length` pieces is truncated (a
@@ -22,7 +22,7 @@ import torch
 from tasks.basemodel import resolve_base_model
 from tasks.engine import Example, autocast, collate, model_device
 from tasks.io import atomic_write_text
-from tasks.kinds.textclass.data import LABEL_JOIN, TextExample
+from tasks.kinds.textclass.records import LABEL_JOIN, TextExample
 from tasks.progress import Progress
 
 MULTI_LABEL = "multi_label_classification"  # transformers' problem_type of a multi-label classifier

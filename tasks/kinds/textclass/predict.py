@@ -15,8 +15,8 @@ from typing import IO, Any
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tasks.kinds.base import Item
-from tasks.kinds.textclass.data import LABEL_JOIN, TextExample
 from tasks.kinds.textclass.modeling import MULTI_LABEL, SavedClassifier, multilabel_scores, scores
+from tasks.kinds.textclass.records import LABEL_JOIN, TextExample
 from tasks.textstats import piece_statistics, text_statistics
 
 HEAD_CLASS = AutoModelForSequenceClassification
@@ -51,7 +51,7 @@ class TextClassPredictor:
         """A .csv or .jsonl file with a `text` column; with a `label` column too (a multi-label model: labels
         joined by `|` or a JSON list), gold labels, which must be classes of the model."""
         from tasks.io import InputFormatError
-        from tasks.kinds.textclass.data import read_text_examples
+        from tasks.kinds.textclass.records import read_text_examples
 
         path = Path(path)
         labelled = has_column(path, "label")
@@ -150,7 +150,7 @@ def has_column(path: Path, column: str) -> bool:
 def load(model_dir: Path, batch_size: int = 32, max_length: int | None = None) -> TextClassPredictor:
     """The folder's classifier (or variant of it), truncating at the length it was trained with; its weights
     load on first use."""
-    from tasks.kinds import trained_max_length
+    from tasks.kinds.saved import trained_max_length
     from tasks.variants import config_labels, saved_config
 
     multi_label = saved_config(model_dir).get("problem_type") == MULTI_LABEL

@@ -1,23 +1,18 @@
-"""The data of sequence classification (`task: sequence-classification`): `TextExample` and its CSV/JSONL
-reader, and the stages' text variants: import, cleaning, augmentation and the data contract's tables.
+"""The rows of text classification: `TextExample`, its CSV/JSONL readers (the import step), the split files
+every stage reads, and the adapter that lets the augmenters rewrite texts (augment, distill's transfer set).
+Cleaning is tasks/kinds/textclass/clean.py, the data contract tasks/kinds/textclass/contract.py.
 
-Each NER stage module calls into here when the task says so, so the DAG, the reports and the
-guarantees stay the same: a deterministic split by a hash of the text, every cleaning change counted,
-dev and test byte-identical through augmentation, and a GX contract that names the failing records.
-Augmentation reuses the NER augmenters unchanged: a text is a sentence whose words are all tagged O,
-which keeps the label out of their way (DECISIONS 26).
+A text is a sentence whose words are all tagged O, which keeps the label out of the augmenters' way
+(DECISIONS 26). Every stage of the DAG reads rows through here, so this file is a dep of all of them.
 """
 
 from __future__ import annotations
 
 import csv
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from tasks.contract import named
 from tasks.io import (
     InputFormatError,
     excerpt,
@@ -27,15 +22,7 @@ from tasks.io import (
     read_lines,
     write_jsonl,
 )
-from tasks.kinds.textclass.params import TextclassValidateParams
-from tasks.params import CleanParams, ValidateParams
 from tasks.sentence import Sentence
-from tasks.text import has_control_character, near_duplicate_key_of_text, normalize_token
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from tasks.basemodel import PieceCounter
 
 # ---------------------------------------------------------------- records
 
@@ -242,69 +229,6 @@ def read_examples(path, text_column: str, label_column: str, separator: str | No
     return examples
 
 
-# ---------------------------------------------------------------- cleaning
-
-
-def clean_examples(examples: Sequence[TextExample], params: CleanParams, counts: Counter,
-                   keep_every_row: bool = False) -> list[TextExample]:
-    """Normalize each text, apply the length bounds (in words), drop texts that carry two labels in
-    this split (every copy: neither label can be trusted) and exact/near duplicates (the first stays).
-    Every change is counted by kind in `counts`.
-
-    `keep_every_row` (an official dev or test split): texts are normalized, but none is dropped, so scores
-    stay comparable with published ones; what would have dropped one is counted as `<reason>_kept`."""
-    drop_or_keep = "kept" if keep_every_row else "dropped"
-    cleaned = []
-    for example in examples:
-        text = normalize_token(example.text, params.unicode_form)
-        if text != example.text:
-            counts["texts_normalized"] += 1
-        if not text and keep_every_row:
-            raise InputFormatError(f"example {example.id}: no visible text left after cleaning, but an official "
-                                   "dev/test example is never dropped; fix the text in the source file")
-        if not text:
-            counts["empty_texts_dropped"] += 1
-            continue
-        words = len(text.split())
-        if words < params.min_tokens or (params.max_tokens is not None and words > params.max_tokens):
-            counts[f"{'too_short' if words < params.min_tokens else 'too_long'}_{drop_or_keep}"] += 1
-            if not keep_every_row:
-                continue
-        cleaned.append(TextExample(example.id, text, example.label, example.meta))
-    return drop_duplicates(drop_conflicts(cleaned, counts, keep_every_row), params, counts, keep_every_row)
-
-
-def drop_conflicts(examples: list[TextExample], counts: Counter, keep_every_row: bool = False) -> list[TextExample]:
-    labels: dict[str, set[str]] = {}
-    for example in examples:
-        labels.setdefault(example.text, set()).add(example.label)
-    kept = [e for e in examples if len(labels[e.text]) == 1]
-    if keep_every_row:
-        counts["conflicting_labels_kept"] += len(examples) - len(kept)
-        return examples
-    counts["conflicting_labels_dropped"] += len(examples) - len(kept)
-    return kept
-
-
-def drop_duplicates(examples: list[TextExample], params: CleanParams, counts: Counter,
-                    keep_every_row: bool = False) -> list[TextExample]:
-    exact: set[str] = set()
-    near: set[tuple[str, ...]] = set()
-    kept = []
-    for example in examples:
-        near_key = near_duplicate_key_of_text(example.text)
-        problem = ("duplicates" if params.drop_exact_duplicates and example.text in exact else
-                   "near_duplicates" if params.drop_near_duplicates and near_key in near else None)
-        if problem:
-            counts[f"{problem}_{'kept' if keep_every_row else 'dropped'}"] += 1
-            if not keep_every_row:
-                continue
-        exact.add(example.text)
-        near.add(near_key)
-        kept.append(example)
-    return kept
-
-
 # ---------------------------------------------------------------- augmentation
 
 
@@ -320,115 +244,19 @@ def as_example(record: Sentence) -> TextExample:
     return TextExample(record.id, " ".join(record.tokens), record.meta["label"], meta)
 
 
-# ---------------------------------------------------------------- the data contract
+class TextRows:
+    """How every stage reads texts and hands them to the augmenters (as all-O sentences): shared by the data
+    side (tasks/kinds/textclass/datakind.py) and the model side (tasks/kinds/textclass/modelkind.py), so that
+    neither imports the other."""
 
+    def read(self, path: Path) -> list[TextExample]:
+        return load_examples(path)
 
-def text_table(split: str, examples: Sequence[TextExample], train_ids: dict[str, str],
-               pieces: Sequence[int] | None = None) -> pd.DataFrame:
-    """One row per text: its lengths (words, sub-word pieces: 0 when not counted), label, blank and
-    control-character flags, whether it repeats an earlier text of its split, and the id of the
-    identical train text for a dev/test row ('' when none: the leakage check)."""
-    import pandas as pd
+    def as_sentence(self, row: TextExample) -> Sentence:
+        return as_sentence(row)
 
-    rows, seen = [], set()
-    for example, n_pieces in zip(examples, pieces or [0] * len(examples), strict=True):
-        rows.append({"id": example.id, "split": split, "n_words": len(example.text.split()), "n_pieces": n_pieces,
-                     "text_blank": not example.text.strip(),
-                     "text_control": has_control_character(example.text), "is_duplicate": example.text in seen,
-                     "also_in_train": train_ids.get(example.text, "") if split != "train" else ""})
-        seen.add(example.text)
-    return pd.DataFrame(rows, columns=["id", "split", "n_words", "n_pieces", "text_blank", "text_control",
-                                       "is_duplicate", "also_in_train"])
+    def from_sentence(self, sentence: Sentence) -> TextExample:
+        return as_example(sentence)
 
-
-def label_table(splits: dict[str, list[TextExample]]) -> pd.DataFrame:
-    """One row per label of each text (one per text for single-label data): what `label_in_set` checks."""
-    import pandas as pd
-
-    rows = [{"id": e.id, "label": label} for examples in splits.values() for e in examples for label in e.labels]
-    return pd.DataFrame(rows, columns=["id", "label"])
-
-
-def class_table(splits: dict[str, list[TextExample]], labels: Sequence[str]) -> pd.DataFrame:
-    """One row per (split, class): the share of the split's texts that carry the class."""
-    import pandas as pd
-
-    rows = []
-    for split, examples in splits.items():
-        counts = Counter(label for e in examples for label in e.labels)
-        for label in labels:
-            rows.append({"id": f"{split} class {label!r}", "split": split, "label": label, "examples": counts[label],
-                         "share": counts[label] / len(examples) if examples else 0.0})
-    return pd.DataFrame(rows, columns=["id", "split", "label", "examples", "share"])
-
-
-def text_expectations(params: ValidateParams) -> list:
-    import great_expectations as gx
-
-    e = gx.expectations
-    return [
-        named("row_count", e.ExpectTableRowCountToBeBetween(min_value=params.min_sentences)),
-        named("text_not_blank", e.ExpectColumnValuesToBeInSet(column="text_blank", value_set=[False])),
-        named("sentence_length", e.ExpectColumnValuesToBeBetween(
-            column="n_words", min_value=1, max_value=params.max_tokens_per_sentence)),
-        *([named("subword_length", e.ExpectColumnValuesToBeBetween(
-            column="n_pieces", max_value=params.max_subword_pieces))] if params.max_subword_pieces else []),
-        named("no_leakage", e.ExpectColumnValuesToBeInSet(column="also_in_train", value_set=[""])),
-        named("duplicate_share", e.ExpectColumnMeanToBeBetween(
-            column="is_duplicate", max_value=params.max_duplicate_share)),
-        named("no_control_characters", e.ExpectColumnValuesToBeInSet(column="text_control", value_set=[False])),
-    ]
-
-
-def label_expectations(labels: Sequence[str]) -> list:
-    import great_expectations as gx
-
-    return [named("label_in_set", gx.expectations.ExpectColumnValuesToBeInSet(column="label", value_set=list(labels)))]
-
-
-def class_expectations(params: TextclassValidateParams) -> list:
-    import great_expectations as gx
-
-    low, high = params.class_share
-    return [named("class_balance", gx.expectations.ExpectColumnValuesToBeBetween(
-        column="share", min_value=low, max_value=high))]
-
-
-def declared_labels(labels: Sequence[str], splits: dict[str, list[TextExample]]) -> list[str]:
-    """`labels` (task.labels), or (when empty) the labels of the train split, sorted."""
-    return list(labels) or sorted({label for e in splits.get("train", []) for label in e.labels})
-
-
-def count_text_pieces(counter: PieceCounter, splits: dict[str, list[TextExample]]) -> dict[str, list[int]]:
-    """Sub-word pieces per text, special tokens included."""
-    return {split: counter.text_pieces([e.text for e in examples]) if examples else []
-            for split, examples in splits.items()}
-
-
-def contract_tables(splits: dict[str, list[TextExample]], params: TextclassValidateParams, labels: Sequence[str],
-                    counter: PieceCounter | None = None) -> dict[str, tuple[pd.DataFrame, list]]:
-    """The tables the text contract checks, each with its expectations: texts and classes (`labels`, task.labels;
-    empty: those of the train split)."""
-    import pandas as pd
-
-    labels = declared_labels(labels, splits)
-    train_ids = {e.text: e.id for e in splits.get("train", [])}
-    pieces = count_text_pieces(counter, splits) if counter is not None else {}
-    texts = pd.concat([text_table(s, es, train_ids, pieces.get(s)) for s, es in splits.items()], ignore_index=True)
-    return {"texts": (texts, text_expectations(params)),
-            "labels": (label_table(splits), label_expectations(labels)),
-            "classes": (class_table(splits, labels), class_expectations(params))}
-
-
-def data_profile(splits: dict[str, list[TextExample]]) -> dict:
-    """Numbers that describe the data, for `dvc metrics diff` between revisions."""
-    examples = [e for es in splits.values() for e in es]
-    return {
-        "sentences": {split: len(es) for split, es in splits.items()},
-        "words": {split: sum(len(e.text.split()) for e in es) for split, es in splits.items()},
-        "classes": {split: dict(sorted(Counter(label for e in es for label in e.labels).items()))
-                    for split, es in splits.items()},
-        "duplicate_share": {split: round(1 - len({e.text for e in es}) / len(es), 6) if es else 0.0
-                            for split, es in splits.items()},
-        "max_text_words": max((len(e.text.split()) for e in examples), default=0),
-    }
+    def read_unlabelled(self, path: Path) -> list[Sentence]:
+        return read_unlabelled(path)
