@@ -8,6 +8,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import yaml
@@ -389,3 +390,17 @@ def page_commands(page: str, containing: str) -> list[str]:
     """The commands of `page`'s bash block that holds `containing`: comments dropped, continued lines joined."""
     lines = page_block(page, "bash", containing).replace("\\\n", " ").splitlines()
     return [line.split("  #")[0].strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def kill_service(settings, name: str) -> None:
+    """kill -9 a local service's whole process group (as a crash or an OOM kill would) and wait until it is gone."""
+    import signal
+
+    from flows import services
+
+    pid = services.running_pid(settings, name)
+    assert pid is not None, f"{name} is not running"
+    os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while services.running_pid(settings, name) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)

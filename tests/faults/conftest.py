@@ -8,7 +8,6 @@ Here: a private SeaweedFS that tests may kill, and in-process flows on the sessi
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -33,17 +32,9 @@ def start_s3(settings):
 
 def kill_s3(settings) -> None:
     """kill -9 the private SeaweedFS (its whole process group), as a crash or an OOM kill would."""
-    import os
-    import signal
+    from tests.helpers import kill_service
 
-    from flows import services
-
-    pid = services.running_pid(settings, "seaweedfs")
-    assert pid is not None, "the private SeaweedFS is not running"
-    os.killpg(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while services.running_pid(settings, "seaweedfs") is not None and time.monotonic() < deadline:
-        time.sleep(0.1)
+    kill_service(settings, "seaweedfs")
 
 
 @pytest.fixture(scope="session")

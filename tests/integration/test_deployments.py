@@ -10,10 +10,8 @@ evaluation and a data refresh then run side by side, in workspaces of their own.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import signal
 import subprocess
 import threading
 import time
@@ -30,6 +28,7 @@ from tests.helpers import (
     NO_VARIANTS,
     clean_env,
     find_free_port,
+    kill_service,
     page_commands,
     port_settings,
     scratch_clone,
@@ -332,16 +331,9 @@ def test_a_failed_run_is_posted_to_the_notification_webhook(notified: Notified):
 
 def kill_worker(deployed: Deployed) -> None:
     """kill -9 the checkout's Prefect worker (its whole process group), as an OOM kill or a crash would."""
-    from flows import services
     from tasks.settings import Settings
 
-    settings = Settings(_env_file=deployed.repo / ".env", state_dir=deployed.repo / ".flowtune")
-    pid = services.running_pid(settings, "prefect-worker")
-    assert pid is not None, "the checkout's worker is not running"
-    os.killpg(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while services.running_pid(settings, "prefect-worker") is not None and time.monotonic() < deadline:
-        time.sleep(0.2)
+    kill_service(Settings(_env_file=deployed.repo / ".env", state_dir=deployed.repo / ".flowtune"), "prefect-worker")
 
 
 def test_a_killed_worker_is_noticed_by_the_missing_run_alert_and_services_up_brings_it_back(
