@@ -150,6 +150,25 @@ def predict_label_ids(
     return predict_words(model, examples, word_counts, batch_size, pad_id, progress)[0]
 
 
+def batched_logits(model: torch.nn.Module, examples: Sequence[Example], batch_size: int, pad_id: int):
+    """(examples, logits) per batch, in eval mode without gradients (the model's mode restored after). Longest
+    first: similar lengths share a batch (little padding) and memory peaks early."""
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = [examples[i] for i in order[start : start + batch_size]]
+                batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items() if k != "labels"}
+                with autocast(device):
+                    logits = model(**batch).logits
+                yield chunk, logits  # outside autocast: the caller's softmax and argmax run as before
+    finally:
+        model.train(was_training)
+
+
 def predict_words(
     model: torch.nn.Module,
     examples: Sequence[Example],
@@ -162,28 +181,15 @@ def predict_words(
     piece, windows stitched back. `progress` counts the windows done."""
     predictions = [[-1] * count for count in word_counts]
     probabilities = [[0.0] * count for count in word_counts]
-    # Longest first: similar lengths share a batch (little padding) and memory peaks early.
-    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
-    device = model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chunk = [examples[i] for i in order[start : start + batch_size]]
-                batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items() if k != "labels"}
-                with autocast(device):
-                    logits = model(**batch).logits
-                best = logits.argmax(dim=-1).cpu().tolist()
-                top = logits.float().softmax(dim=-1).max(dim=-1).values.cpu().tolist()
-                for example, row, row_top in zip(chunk, best, top, strict=True):
-                    for position, word in first_piece_positions(example.word_ids):
-                        predictions[example.sentence][word] = row[position]
-                        probabilities[example.sentence][word] = row_top[position]
-                if progress is not None:
-                    progress.advance(len(chunk))
-    finally:
-        model.train(was_training)
+    for chunk, logits in batched_logits(model, examples, batch_size, pad_id):
+        best = logits.argmax(dim=-1).cpu().tolist()
+        top = logits.float().softmax(dim=-1).max(dim=-1).values.cpu().tolist()
+        for example, row, row_top in zip(chunk, best, top, strict=True):
+            for position, word in first_piece_positions(example.word_ids):
+                predictions[example.sentence][word] = row[position]
+                probabilities[example.sentence][word] = row_top[position]
+        if progress is not None:
+            progress.advance(len(chunk))
     return predictions, probabilities
 
 
@@ -199,23 +205,11 @@ def word_distributions(
     windows stitched back. Rows are float64: cleanlab sums them."""
     classes = model.config.num_labels
     rows = [np.zeros((count, classes)) for count in word_counts]
-    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
-    device = model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chunk = [examples[i] for i in order[start : start + batch_size]]
-                batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items() if k != "labels"}
-                with autocast(device):
-                    logits = model(**batch).logits
-                probabilities = logits.float().softmax(dim=-1).cpu().double().numpy()
-                for example, piece_rows in zip(chunk, probabilities, strict=True):
-                    for position, word in first_piece_positions(example.word_ids):
-                        rows[example.sentence][word] = piece_rows[position]
-    finally:
-        model.train(was_training)
+    for chunk, logits in batched_logits(model, examples, batch_size, pad_id):
+        probabilities = logits.float().softmax(dim=-1).cpu().double().numpy()
+        for example, piece_rows in zip(chunk, probabilities, strict=True):
+            for position, word in first_piece_positions(example.word_ids):
+                rows[example.sentence][word] = piece_rows[position]
     return rows
 
 
