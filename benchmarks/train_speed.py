@@ -196,14 +196,14 @@ def sync(device: torch.device) -> float:
 def run_flowtune(params, data: dict, labels: list[str], device: torch.device) -> dict:
     from tasks import evaluate, train
     from tasks.kinds import kind_for
-    from tasks.kinds.ner.kind import NerKind
+    from tasks.kinds.ner.training import NerTraining
 
     entity_types = [label[2:] for label in labels[1::2]]
     with tempfile.TemporaryDirectory(prefix="train_speed-") as tmp:
         work = Path(tmp)
         for split, records in data.items():
             write_jsonl(work / "data" / f"{split}.jsonl", records)
-        metrics = train.fit(NerKind(entity_types), params, work / "data",
+        metrics = train.fit(NerTraining(entity_types), params, work / "data",
                             train.Outputs(work / "model", work / "train.json", work / "curve.csv"))
         scores = evaluate.run(load_params(ROOT / "params.yaml").evaluate, work / "model", work / "data" / "test.jsonl",
                               work / "eval.json", work / "pred.jsonl", params.max_length,

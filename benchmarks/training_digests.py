@@ -27,9 +27,9 @@ from tasks import distill, train  # noqa: E402
 from tasks.io import write_jsonl  # noqa: E402
 from tasks.kinds import kind_for  # noqa: E402
 from tasks.kinds.textclass import records as textdata  # noqa: E402
-from tasks.kinds.textclass.kind import TextClassKind  # noqa: E402
 from tasks.kinds.textclass.params import TextclassTrainParams  # noqa: E402
 from tasks.kinds.textclass.records import TextExample  # noqa: E402
+from tasks.kinds.textclass.training import TextClassTraining  # noqa: E402
 from tasks.params import load_params  # noqa: E402
 from tests.helpers import evaluate_params, synthetic, tiny_encoder, train_ner, train_params  # noqa: E402
 
@@ -80,8 +80,8 @@ def classifier(root: Path, base: Path) -> None:
         textdata.write_examples(root / "texts" / f"{split}.jsonl", texts(count, seed))
     common = train_params(base, learning_rate=5e-3).model_dump(exclude={"label_all_pieces"})
     outputs = train.Outputs(root / "classifier", root / "classifier.json", root / "classifier.csv")
-    metrics = train.fit(TextClassKind(["person", "place"], False), TextclassTrainParams(**common, class_weight="none"),
-                        root / "texts", outputs)
+    classifier = TextClassTraining(["person", "place"], False)
+    metrics = train.fit(classifier, TextclassTrainParams(**common, class_weight="none"), root / "texts", outputs)
     show("classifier", root / "classifier", metrics)
 
 

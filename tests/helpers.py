@@ -341,11 +341,11 @@ def train_ner(params, entity_types: list[str], data_dir: Path, model_dir: Path, 
               checkpoint_dir: Path | None = None) -> dict:
     """`tasks.train.fit` for NER over `entity_types` (the training kind of `tasks.kinds.ner`)."""
     from tasks import train
-    from tasks.kinds.ner.kind import NerKind
+    from tasks.kinds.ner.training import NerTraining
 
     outputs = train.Outputs(Path(model_dir), Path(metrics_path), Path(curve_path),
                             checkpoint_dir and Path(checkpoint_dir))
-    return train.fit(NerKind(entity_types), params, Path(data_dir), outputs)
+    return train.fit(NerTraining(entity_types), params, Path(data_dir), outputs)
 
 
 def kind(task: str = "token-classification", multi_label: bool = False):

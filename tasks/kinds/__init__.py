@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # annotations only; not tasks/kinds/base.py either, which imp
 # The module of a kind's package that each function below imports by name, for its `kind(params)`.
 # tests/unit/test_project_consistency.py follows these imports, invisible to the AST, from the names a stage imports.
 ENTRY_MODULES = {"data_kind_for": "datakind", "cleaning_kind_for": "clean", "contract_kind_for": "contract",
-                 "model_kind_for": "modelkind", "kind_for": "task"}
+                 "model_kind_for": "modelkind", "kind_for": "kind"}
 
 
 def data_kind_for(params: Params) -> DataKind[Any]:
@@ -52,7 +52,7 @@ def model_kind_for(params: Params) -> Any:
 
 def kind_for(params: Params) -> Any:
     """The whole kind, both sides (flows, tests, benchmarks), a `tasks.kinds.base.TaskKind`:
-    `tasks.kinds.<kind>.task`."""
+    `tasks.kinds.<kind>.kind`."""
     return _built(params, "kind_for")
 
 

@@ -10,7 +10,7 @@ predicts with a saved model (`ModelPredictor`: `flowtune predict`, `flowtune ser
 `tasks.kinds.saved.predictor_for(model_dir)`, which reads the kind from the model's config): the model stages
 use it and import no cleaning, contract or augmentation code. Each stage calls only its side's methods, so
 its dvc.yaml deps are that side's files (docs/DECISIONS.md, 77). `TaskKind` is both sides in one object
-(`tasks.kinds.kind_for`). Implementations: `tasks.kinds.<kind>.datakind`, `.modelkind` and `.task`.
+(`tasks.kinds.kind_for`). Implementations: `tasks.kinds.<kind>.datakind`, `.modelkind` and `.kind`.
 """
 
 from __future__ import annotations

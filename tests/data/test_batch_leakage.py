@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tasks import ingest, validate
+from tasks.kinds.ner.kind import Ner
 from tasks.kinds.ner.params import NerValidateParams
-from tasks.kinds.ner.task import Ner
 from tasks.params import load_params
 from tasks.validate import ContractError
 from tests.helpers import ROOT, kind

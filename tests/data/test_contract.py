@@ -7,9 +7,9 @@ import pytest
 
 from tasks import validate
 from tasks.io import write_jsonl
+from tasks.kinds.ner.kind import Ner
 from tasks.kinds.ner.params import NerValidateParams
 from tasks.kinds.ner.records import NerRecord
-from tasks.kinds.ner.task import Ner
 from tasks.validate import ContractError
 
 PARAMS = NerValidateParams(min_sentences=3, max_tokens_per_sentence=50, max_subword_pieces=None,

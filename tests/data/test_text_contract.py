@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tasks import augment, clean, ingest
+from tasks.kinds.textclass.kind import TextClass
 from tasks.kinds.textclass.records import TextExample, load_examples, write_examples
-from tasks.kinds.textclass.task import TextClass
 from tasks.params import load_params
 from tasks.validate import ContractError, load_piece_counter, run
 from tests.helpers import ROOT, kind

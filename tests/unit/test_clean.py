@@ -10,9 +10,9 @@ from tasks import clean
 from tasks.io import InputFormatError, write_jsonl
 from tasks.iob import iob2_errors
 from tasks.kinds.ner.clean import clean_record, clean_split, repair_bio
+from tasks.kinds.ner.kind import Ner
 from tasks.kinds.ner.params import NerCleanParams
 from tasks.kinds.ner.records import NerRecord
-from tasks.kinds.ner.task import Ner
 from tasks.text import normalize_token
 
 PARAMS = NerCleanParams(unicode_form="NFC", drop_exact_duplicates=True, drop_near_duplicates=False, bio_repair="repair",

@@ -161,7 +161,7 @@ def test_no_variants_asked_empties_the_folder_without_evaluating_or_importing_to
     stale.mkdir(parents=True)
     (stale / "model.safetensors").write_bytes(b"old")
     code = ("import sys; from tasks import compress; compress.main([]); "
-            "print(sorted(m for m in ('torch', 'transformers', 'tasks.kinds.ner.task') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'transformers', 'tasks.kinds.ner.kind') if m in sys.modules))")
     ran = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
 

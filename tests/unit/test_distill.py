@@ -17,9 +17,9 @@ from tasks import checkpoints, compress, distill, engine, variants
 from tasks.engine import IGNORE_INDEX
 from tasks.io import write_jsonl
 from tasks.kinds import kind_for
-from tasks.kinds.ner.kind import NerKind
+from tasks.kinds.ner.training import NerTraining
 from tasks.kinds.saved import load_saved_model
-from tasks.kinds.textclass.kind import TextClassKind
+from tasks.kinds.textclass.training import TextClassTraining
 from tasks.metrics import EvalReport, Headline, Latency
 from tasks.params import ParamsError, load_params
 from tests.helpers import ROOT, evaluate_params, synthetic, train_ner, train_params
@@ -114,14 +114,14 @@ def test_the_loss_is_the_formula_on_a_hand_example() -> None:
 
     gold = torch.ones(1, 3, 1)
     paired = torch.cat([torch.tensor([student]), torch.tensor([teacher]), gold], dim=-1)
-    loss = distill.distillation_loss(NerKind(TYPES), alpha, temperature)(paired, labels)
+    loss = distill.distillation_loss(NerTraining(TYPES), alpha, temperature)(paired, labels)
 
     assert float(loss) == pytest.approx(expected, rel=1e-5)
-    assert float(distill.distillation_loss(NerKind(TYPES), 1.0, temperature)(paired, labels)) == pytest.approx(ce)
+    assert float(distill.distillation_loss(NerTraining(TYPES), 1.0, temperature)(paired, labels)) == pytest.approx(ce)
 
     # The same sentence as a transfer row (gold column 0): its labels only mark where the teacher term sums.
     transfer = torch.cat([paired, paired.clone().index_fill_(-1, torch.tensor([10]), 0.0)])
-    both = distill.distillation_loss(NerKind(TYPES), alpha, temperature)(transfer, labels.repeat(2, 1))
+    both = distill.distillation_loss(NerTraining(TYPES), alpha, temperature)(transfer, labels.repeat(2, 1))
     assert float(both) == pytest.approx(expected + (1 - alpha) * temperature**2 * soft, rel=1e-5)
 
 
@@ -156,7 +156,7 @@ def test_transfer_windows_equal_to_gold_ones_are_left_out() -> None:
 def test_the_classifiers_teacher_term_is_softmax_kl_or_per_class_sigmoid_kl() -> None:
     student, teacher, temperature = [0.5, -1.0, 2.0], [1.5, 0.0, -0.5], 3.0
     pair = torch.tensor([student + teacher])
-    single = TextClassKind(["a", "b", "c"]).soft_loss(pair[:, :3], pair[:, 3:], torch.tensor([[2]]), temperature)
+    single = TextClassTraining(["a", "b", "c"]).soft_loss(pair[:, :3], pair[:, 3:], torch.tensor([[2]]), temperature)
     assert float(single) == pytest.approx(kl(teacher, student, temperature), rel=1e-5)
 
     def sigmoid(x: float) -> float:
@@ -165,7 +165,7 @@ def test_the_classifiers_teacher_term_is_softmax_kl_or_per_class_sigmoid_kl() ->
     # Each class a yes/no distribution: KL of Bernoulli(p_teacher) and Bernoulli(p_student), summed.
     expected = sum(p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
                    for p, q in ((sigmoid(t), sigmoid(s)) for s, t in zip(student, teacher, strict=True)))
-    multi = TextClassKind(["a", "b", "c"], multi_label=True).soft_loss(pair[:, :3], pair[:, 3:],
+    multi = TextClassTraining(["a", "b", "c"], multi_label=True).soft_loss(pair[:, :3], pair[:, 3:],
                                                                         torch.tensor([[1, 0, 1]]), temperature)
     assert float(multi) == pytest.approx(expected, rel=1e-4)
 
@@ -399,7 +399,7 @@ def test_a_classifier_distills_on_texts(tiny_base: Path, tmp_path: Path, multi_l
     common = train_params(tiny_base, learning_rate=5e-3).model_dump(exclude={"label_all_pieces"})
     settings = TextclassTrainParams(**common, class_weight="none")
     labels = ["person", "place"]
-    train.fit(TextClassKind(labels, multi_label), settings, tmp_path / "augmented",
+    train.fit(TextClassTraining(labels, multi_label), settings, tmp_path / "augmented",
               train.Outputs(tmp_path / "model", tmp_path / "train.json", tmp_path / "curve.csv"))
     base = load_params(ROOT / "params-sentiment.yaml")
     params = stage_params(tmp_path).model_copy(update={

@@ -13,8 +13,8 @@ from transformers import pipeline
 from tasks import checkpoints, engine
 from tasks.engine import IGNORE_INDEX
 from tasks.io import write_jsonl
-from tasks.kinds.ner.kind import token_cross_entropy
 from tasks.kinds.ner.modeling import align_labels, continuation_ids
+from tasks.kinds.ner.training import token_cross_entropy
 from tests.helpers import synthetic, train_ner, train_params
 
 TYPES = ["person", "geo-loc"]

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from tasks import audit
-from tasks.kinds.ner.kind import NerKind
 from tasks.kinds.ner.records import NerRecord
-from tasks.kinds.textclass.kind import TextClassKind
+from tasks.kinds.ner.training import NerTraining
 from tasks.kinds.textclass.records import TextExample
+from tasks.kinds.textclass.training import TextClassTraining
 from tests.helpers import NAMES, PLACES, synthetic, train_params
 
-NER = NerKind(["geo-loc", "person"])  # labels: O, B-geo-loc, I-geo-loc, B-person, I-person
+NER = NerTraining(["geo-loc", "person"])  # labels: O, B-geo-loc, I-geo-loc, B-person, I-person
 
 
 def confident(label_ids: list[int], classes: int, p: float = 0.9) -> np.ndarray:
@@ -100,7 +100,7 @@ def planted_texts(count: int, every: int) -> tuple[list[TextExample], set[str]]:
 
 def test_textclass_ranks_confidently_contradicted_texts_first():
     rows, planted = planted_texts(30, every=10)
-    kind = TextClassKind(["none", "person"])
+    kind = TextClassTraining(["none", "person"])
     truth = [1 if i % 2 == 0 else 0 for i in range(len(rows))]
     findings = kind.label_issues(rows, list(confident(truth, 2)))
     assert {f["id"] for f in findings[:len(planted)]} == planted
@@ -111,7 +111,7 @@ def test_textclass_ranks_confidently_contradicted_texts_first():
 def test_multi_label_is_refused_before_any_training(tiny_base: Path):
     rows = [TextExample(f"x{i}", "t", "a") for i in range(6)]
     with pytest.raises(ValueError, match="multi-label"):
-        audit.audit(TextClassKind(["a", "b"], multi_label=True), rows, train_params(tiny_base), folds=3)
+        audit.audit(TextClassTraining(["a", "b"], multi_label=True), rows, train_params(tiny_base), folds=3)
 
 
 def test_the_command_line_maps_its_options_onto_the_flow():
@@ -158,7 +158,7 @@ def test_ner_audit_finds_planted_tag_errors_from_cross_fitted_models(tiny_base: 
 def test_textclass_audit_finds_planted_label_errors_from_cross_fitted_models(tiny_base: Path):
     rows, planted = planted_texts(90, every=10)  # 9 planted errors
     params = train_params(tiny_base, epochs=8, learning_rate=1e-2, batch_size=8, max_length=12)
-    findings = audit.audit(TextClassKind(["none", "person"]), rows, params, folds=3)
+    findings = audit.audit(TextClassTraining(["none", "person"]), rows, params, folds=3)
     assert precision_at(findings, planted) >= 0.8, [(f["id"], f["score"]) for f in findings[:12]]
 
 

@@ -12,7 +12,7 @@ from transformers import AutoModelForSequenceClassification
 
 from tasks import evaluate, train
 from tasks.kinds.textclass import records as textdata
-from tasks.kinds.textclass.kind import TextClassKind
+from tasks.kinds.textclass.training import TextClassTraining
 from tests.helpers import evaluate_params, kind, synthetic_texts, train_params
 
 CLASSES = ["negative", "neutral", "positive"]
@@ -31,7 +31,7 @@ def trained(tiny_base: Path, tmp_path_factory) -> tuple[Path, dict]:
         textdata.write_examples(folder / "data" / f"{split}.jsonl", rows)
     params = train_params(tiny_base, epochs=3, learning_rate=1e-2, batch_size=8, dropout=0.0, lora=LORA)
     outputs = train.Outputs(folder / "model", folder / "train.json", folder / "curve.csv")
-    return folder, train.fit(TextClassKind(CLASSES), params, folder / "data", outputs)
+    return folder, train.fit(TextClassTraining(CLASSES), params, folder / "data", outputs)
 
 
 def test_only_the_adapters_and_the_head_train(trained) -> None:

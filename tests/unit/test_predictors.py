@@ -96,8 +96,8 @@ def test_a_variant_keeps_the_kind_and_answers_through_the_seam(tagger: Path, tmp
 
 
 def test_the_task_kinds_build_the_same_predictors(tagger: Path, classifier: Path):
-    from tasks.kinds.ner.task import Ner
-    from tasks.kinds.textclass.task import TextClass
+    from tasks.kinds.ner.kind import Ner
+    from tasks.kinds.textclass.kind import TextClass
 
     assert Ner([]).predictor(tagger, 4).kind == "ner"
     assert TextClass([], False).predictor(classifier, 4, 8).max_length == 8

@@ -231,7 +231,7 @@ DATA_STAGES = ("ingest", "validate", "clean", "validate_clean", "augment", "vali
 # What a data stage must not run: the training loop and its helpers, saving and variants, the model side of a kind.
 TRAINING_CODE = {"tasks/engine.py", "tasks/trainer.py", "tasks/trainable.py", "tasks/saving.py", "tasks/checkpoints.py",
                  "tasks/variants.py", "tasks/sweeping.py", "tasks/kinds/base.py", "tasks/kinds/saved.py"}
-TRAINING_MODULES = ("modelkind", "kind", "modeling", "evaluate", "predict", "audit")
+TRAINING_MODULES = ("modelkind", "kind", "training", "modeling", "evaluate", "predict", "audit")
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -15,9 +15,9 @@ from tasks.kinds import kind_for
 from tasks.kinds.ner.records import NerRecord
 from tasks.kinds.textclass import modeling as textclass
 from tasks.kinds.textclass import records as textdata
-from tasks.kinds.textclass.kind import TextClassKind
 from tasks.kinds.textclass.modeling import expected_calibration_error, scores
 from tasks.kinds.textclass.records import TextExample, mentions, read_text_examples
+from tasks.kinds.textclass.training import TextClassTraining
 from tasks.metrics import EvalReport
 from tasks.params import load_params
 from tests.helpers import NAMES, PLACES, ROOT, kind, train_params
@@ -110,7 +110,7 @@ def sentences(count: int, seed: int) -> list[TextExample]:
 def train_classifier(params, labels: list[str], folder: Path, multi_label: bool = False) -> dict:
     """The train step's fit for a classifier on folder/data; model, train.json and curve.csv in folder."""
     outputs = train.Outputs(folder / "model", folder / "train.json", folder / "curve.csv")
-    return train.fit(TextClassKind(labels, multi_label), params, folder / "data", outputs)
+    return train.fit(TextClassTraining(labels, multi_label), params, folder / "data", outputs)
 
 
 @pytest.mark.slow  # trains a model (tests/unit/conftest.py)
@@ -156,13 +156,13 @@ def test_class_weight_none_leaves_the_loss_unweighted(tmp_path: Path):
 def test_the_weighted_loss_weighs_each_text_by_its_class():
     logits, labels = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.3, 0.1]]), torch.tensor([[0], [2]])
     per_text = torch.nn.functional.cross_entropy(logits, labels[:, 0], reduction="none")
-    assert TextClassKind(["a", "b", "c"]).loss(logits, labels) == pytest.approx(float(per_text.sum()))
-    weighted = TextClassKind(["a", "b", "c"], class_weights=(0.5, 1.0, 3.0)).loss(logits, labels)
+    assert TextClassTraining(["a", "b", "c"]).loss(logits, labels) == pytest.approx(float(per_text.sum()))
+    weighted = TextClassTraining(["a", "b", "c"], class_weights=(0.5, 1.0, 3.0)).loss(logits, labels)
     assert weighted == pytest.approx(float(0.5 * per_text[0] + 3.0 * per_text[1]))
     # Multi-label: the positives of class b (weight 4) cost 4x, the negatives as before.
     sets, targets = torch.tensor([[1.0, -1.0]]), torch.tensor([[0, 1]])
     plain = torch.nn.functional.binary_cross_entropy_with_logits(sets, targets.float(), reduction="none")[0]
-    weighted = TextClassKind(["a", "b"], multi_label=True, class_weights=(1.0, 4.0)).loss(sets, targets)
+    weighted = TextClassTraining(["a", "b"], multi_label=True, class_weights=(1.0, 4.0)).loss(sets, targets)
     assert weighted == pytest.approx(float(plain[0] + 4.0 * plain[1]))
 
 
@@ -172,7 +172,7 @@ def test_train_json_reports_the_class_weights_it_trained_with(tmp_path: Path, ti
     textdata.write_examples(tmp_path / "data/dev.jsonl", sentences(8, 2))
     params = train_params(tiny_base, epochs=1, batch_size=8, max_length=12)
     outputs = train.Outputs(tmp_path / "model", tmp_path / "train.json", tmp_path / "curve.csv")
-    train.fit(TextClassKind(["none", "person"], class_weights=(1.0, 1.0)), params, tmp_path / "data", outputs)
+    train.fit(TextClassTraining(["none", "person"], class_weights=(1.0, 1.0)), params, tmp_path / "data", outputs)
     assert json.loads((tmp_path / "train.json").read_text())["class_weights"] == {"none": 1.0, "person": 1.0}
 
 

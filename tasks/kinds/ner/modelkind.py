@@ -26,9 +26,9 @@ class NerModel(NerRows):
     task: ClassVar[str] = TOKEN_CLASSIFICATION
 
     def training(self, train_file: Path):
-        from tasks.kinds.ner.kind import NerKind, entity_types_in
+        from tasks.kinds.ner.training import NerTraining, entity_types_in
 
-        return NerKind(self.entity_types or entity_types_in(load_jsonl(train_file)))
+        return NerTraining(self.entity_types or entity_types_in(load_jsonl(train_file)))
 
     def evaluate(self, params: NerEvaluateParams, model_dir: Path, test_path: Path, predictions_path: Path,
                  max_length: int, device: str | None = None) -> tuple[EvalReport, list[tuple[str, str]]]:

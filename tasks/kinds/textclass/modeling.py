@@ -5,7 +5,7 @@
   the expected calibration error of the predicted class's probability.
 - Model: `AutoModelForSequenceClassification`; a text longer than `max_length` pieces is truncated (a
   sequence classifier sees one window). Training is the shared skeleton (tasks/train.py: `fit`) with
-  this kind's pieces (tasks/kinds/textclass/kind.py), selecting the epoch by dev macro-F1.
+  this kind's pieces (tasks/kinds/textclass/training.py), selecting the epoch by dev macro-F1.
 """
 
 from __future__ import annotations

@@ -29,14 +29,14 @@ class TextClassModel(TextRows):
     task: ClassVar[str] = SEQUENCE_CLASSIFICATION
 
     def training(self, train_file: Path):
-        from tasks.kinds.textclass.kind import TextClassKind, balanced_weights, labels_in
+        from tasks.kinds.textclass.training import TextClassTraining, balanced_weights, labels_in
 
         if self.labels and self.class_weight == "none":  # nothing to read from the train split
-            return TextClassKind(list(self.labels), self.multi_label)
+            return TextClassTraining(list(self.labels), self.multi_label)
         examples = load_examples(train_file)
         labels = list(self.labels or labels_in(examples))
         weights = balanced_weights(examples, labels, self.multi_label) if self.class_weight == "balanced" else None
-        return TextClassKind(labels, self.multi_label, weights)
+        return TextClassTraining(labels, self.multi_label, weights)
 
     def evaluate(self, params: EvaluateParams, model_dir: Path, test_path: Path, predictions_path: Path,
                  max_length: int, device: str | None = None) -> tuple[EvalReport, list[tuple[str, str]]]:
