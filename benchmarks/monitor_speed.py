@@ -5,7 +5,7 @@ unshifted traffic.
     PYTHONPATH=$PWD .venv/bin/python benchmarks/monitor_speed.py detection --items 1000 --windows 20
 
 `speed`: 100,000 synthetic captured items (tests/drift_traffic.py) in gzip JSONL batches of 1,000, read by
-`flows.monitor.read_window` from an in-memory S3 stand-in (the S3 transfer itself is not timed: the local
+`flows.ops.monitor.read_window` from an in-memory S3 stand-in (the S3 transfer itself is not timed: the local
 SeaweedFS adds its own disk and network), compared with a reference. Each mode runs in a child process so its
 peak RSS (ru_maxrss) is its own: "streaming" is the monitor; "load-all" is the baseline a monitor without
 histograms would be (every line parsed into a list, then profiled), and "import" only imports the modules.
@@ -64,7 +64,7 @@ class MemoryS3:
 
 def child(mode: str, items: int) -> None:
     """One measurement in this process: print {"seconds", "peak_rss_mb"} as JSON."""
-    from flows.monitor import read_window
+    from flows.ops.monitor import read_window
     from tasks.drift import Profile, compare
     from tasks.params import load_params
     from tests.drift_traffic import stats, traffic
@@ -172,7 +172,7 @@ class ModelStats:
         self.predictor = predictor_for(model_dir, batch_size, None)
 
     def many(self, sentences: list[list[str]]) -> list[dict]:
-        from flows.reference import describe_items
+        from flows.ops.reference import describe_items
 
         return describe_items(self.predictor, sentences, 64)
 

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", help="flow run id (default: the latest run of the flow)")
     parser.add_argument("--flow", default="flowtune-pipeline")
     args = parser.parse_args(argv)
-    from flows.services import prefect_auth_header
+    from flows.ops.services import prefect_auth_header
 
     settings = Settings()
     # The local server wants its basic auth (PREFECT_API_AUTH_STRING in .env) on every call.

@@ -156,7 +156,7 @@ def pipeline_loop(model: Path, texts: list[str], clients: int, requests: int) ->
 
 
 def compare_variants(source: Path, texts: list[str], clients: int, requests: int, scratch: Path) -> None:
-    from tasks.registry import VARIANTS_FOLDER
+    from flows.registry import VARIANTS_FOLDER
     from tasks.variants import FROM_CANDIDATE, build
 
     model = scratch / "served"  # a copy: the variants are built beside it, never into the user's folder
@@ -179,8 +179,9 @@ def compare_variants(source: Path, texts: list[str], clients: int, requests: int
 def start_server(model: Path, *options: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--model", str(model), "--port", str(port),
-                                "--timeout-s", "3600", "--max-queue-words", "10000000", *options],
+    serve = [sys.executable, "-m", "flows.cli.main", "serve"]
+    limits = ["--timeout-s", "3600", "--max-queue-words", "10000000"]
+    process = subprocess.Popen([*serve, "--model", str(model), "--port", str(port), *limits, *options],
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -269,7 +270,7 @@ def private_seaweedfs(folder: Path):
 
     from pydantic import SecretStr
 
-    from flows import services
+    from flows.ops import services
     from tasks.settings import Settings
 
     ports = {name: seaweed_port() for name in ("s3_port", "seaweed_master_port", "seaweed_volume_port",

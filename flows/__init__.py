@@ -1,1 +1,3 @@
-"""flowtune flows: Prefect orchestration, gate, registration and the CLI."""
+"""flowtune flows, in layers (docs/ARCHITECTURE.md; pyproject.toml's `flows-layers` contract): cli/ over
+orchestration/ (the Prefect flows) over labelling/ and serving/ over ops/ (services, gc, alerts, monitoring),
+with the registry, names and redaction shared by all."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 WORK_POOL = "flowtune-local"  # the local process worker's pool (`flowtune services up` starts its worker)
 TRAIN_POOL = "flowtune-gpu"  # the train-stage deployment's pool (prefect.yaml); its workers run elsewhere
 
-# The global concurrency limit the train stage holds: one slot per GPU (flows/steps.py, flows/services/)
+# The global concurrency limit the train stage holds: one slot per GPU (flows/orchestration/steps.py,
+# flows/ops/services/)
 ACCELERATOR_LIMIT = "gpu"
 
 # Flow names (`prefect deployment run <flow>/<deployment>`; notifications filter on them)
@@ -19,14 +20,15 @@ DATA_REFRESH_FLOW = "flowtune-data-refresh"
 EVALUATE_CHAMPION_FLOW = "flowtune-evaluate-champion"
 TRAIN_STAGE_FLOW = "flowtune-train-stage"
 GC_FLOW = "flowtune-gc"
-LABEL_SELECT_FLOW = "flowtune-select-for-labelling"  # flows/label_flow.py: `flowtune label select` as a flow
-SWEEP_FLOW = "flowtune-sweep"  # flows/sweep.py: the search, run by `flowtune sweep`
+LABEL_SELECT_FLOW = "flowtune-select-for-labelling"  # flows/orchestration/label.py: `flowtune label select` as a flow
+SWEEP_FLOW = "flowtune-sweep"  # flows/orchestration/sweep.py: the search, run by `flowtune sweep`
 SWEEP_TRIAL_FLOW = "flowtune-sweep-trial"  # one trial, a run of the deployment below on the work pool
 SWEEP_TRIAL_DEPLOYMENT = f"{SWEEP_TRIAL_FLOW}/sweep-trial"
-LABEL_AUDIT_FLOW = "flowtune-label-audit"  # flows/audit.py: likely label errors in train, run by `flowtune label audit`
-MONITOR_FLOW = "flowtune-monitor"  # flows/monitor.py: captured traffic against each version's reference (drift)
+# flows/orchestration/audit.py: likely label errors in train, run by `flowtune label audit`
+LABEL_AUDIT_FLOW = "flowtune-label-audit"
+MONITOR_FLOW = "flowtune-monitor"  # flows/ops/monitor.py: captured traffic against each version's reference (drift)
 
-# Events (flows/data_cli.py sends; an automation of `flowtune deploy` starts training on them). Their resource is
+# Events (flows/batches.py sends; an automation of `flowtune deploy` starts training on them). Their resource is
 # the registered model the data trains: `flowtune.model.<registry.model_name>`.
 DATA_CHANGED_EVENT = "flowtune.data.changed"  # a batch of labelled data was added to the source folder
 

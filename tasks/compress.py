@@ -9,7 +9,7 @@ the speedups are ratios of one run on one machine. A variant passes when it lose
 lose up to `compress.max_student_score_drop`); a variant that claims the fp32 model's outputs (onnx) must
 also reproduce at least `compress.min_agreement` of its test predictions. The passing variants land in `paths.variants`
 (replaced whole), the table in `paths.compression`; registration publishes the passing ones inside the
-version (flows/lineage.py).
+version (flows/orchestration/lineage.py).
 """
 
 from __future__ import annotations

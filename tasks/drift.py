@@ -10,7 +10,7 @@ number of items (the monitor streams a day of traffic through it), it is what `r
 and two profiles merge by adding counts. `compare` gives each measure a PSI over those buckets and a
 verdict (docs/DECISIONS.md: why PSI on fixed bins).
 
-Pure: no I/O, no Prefect; flows/monitor.py reads the batches and writes the reports.
+Pure: no I/O, no Prefect; flows/ops/monitor.py reads the batches and writes the reports.
 """
 
 from __future__ import annotations

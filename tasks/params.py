@@ -394,7 +394,7 @@ class RegistryParams(Section):
 
 
 class GcParams(Section):
-    """Retention rules of `flowtune gc` (flows/gc.py): what it keeps, by age and by count."""
+    """Retention rules of `flowtune gc` (flows/ops/gc.py): what it keeps, by age and by count."""
 
     keep_days: int = Field(ge=0, description=(
         "failed runs' workspaces, Data Docs, run folders and DVC data of runs older than this go"))
@@ -433,7 +433,7 @@ def parse_duration(text: str) -> timedelta:
 
 
 class MonitorParams(Section):
-    """The drift monitor (flows/monitor.py): its window, when a measure counts as drifted, and the reference."""
+    """The drift monitor (flows/ops/monitor.py): its window, when a measure counts as drifted, and the reference."""
 
     window: str = Field(description='how far back the monitor reads captured traffic ("24h", "7d"); `--since` '
                                     "overrides it")
@@ -473,8 +473,8 @@ StageLimit = float | None  # seconds a stage may run; None: no limit
 
 
 class TimeoutsParams(Section):
-    """Wall-clock limits of each DVC stage's run (flows/steps.py stops a stage over its limit, with every process
-    it started) and the margin that makes up a flow's limit: the sum of its stages' limits plus `flow_margin`
+    """Wall-clock limits of each DVC stage's run (flows/orchestration/steps.py stops a stage over its limit, with every
+    process it started) and the margin that makes up a flow's limit: the sum of its stages' limits plus `flow_margin`
     (None anywhere: that flow has no limit). A hung stage then fails the run instead of holding the DVC lock
     and the `gpu` slot until someone notices (review M9)."""
 
@@ -614,7 +614,8 @@ SQLITE_REFUSED = ("sweep.storage: SQLite is refused: Optuna's docs warn that it 
 
 
 class SweepParams(Section):
-    """`flowtune sweep` (flows/sweep.py): an Optuna study whose trials are pipeline runs up to train + dev score."""
+    """`flowtune sweep` (flows/orchestration/sweep.py): an Optuna study whose trials are pipeline runs up to train + dev
+    score."""
 
     study: str = Field(min_length=1, description="the study's name: a sweep with the same name continues it")
     n_trials: int = Field(ge=1, description="finished trials (completed, pruned or failed) the study should hold")

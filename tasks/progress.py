@@ -8,7 +8,7 @@ through this one helper, so a user sees the same kind of line everywhere:
     augment: back-translation, texts 12,414/12,414 done in 51m 10s, 4.04 texts/s
 
 Plain lines, never carriage returns or bars: a stage's output is read in a terminal under `dvc repro`, and
-line by line into the Prefect logs by `flows/steps.py` (`run_logged` streams each line into the task's
+line by line into the Prefect logs by `flows/orchestration/steps.py` (`run_logged` streams each line into the task's
 log; a bar redrawn with `\\r` would arrive there as one line per redraw, or not at all until the end).
 Lines go to stderr, flushed: stdout is for what a command outputs (`flowtune predict` writes predictions
 there), and stderr reaches both the terminal and `run_logged`, which merges it into the stream it logs.

@@ -52,11 +52,11 @@ class Settings(BaseSettings):
     start_worker: bool = True
 
     # How long an in-place `flowtune run` waits for another run in the same checkout to finish before
-    # it gives up and names the holder (flows/workspace.py `checkout_lock`).
+    # it gives up and names the holder (flows/orchestration/workspace.py `checkout_lock`).
     run_lock_timeout_s: float = 600.0
 
     # A run refuses to start with less free disk than this (GB, 10^9 bytes) where the checkout and the state
-    # dir live (flows/diskspace.py): a stage that hits a full disk mid-way wastes the run. 0 turns it off.
+    # dir live (flows/ops/diskspace.py): a stage that hits a full disk mid-way wastes the run. 0 turns it off.
     min_free_gb: float = 5.0
 
     prefect_host: str = "127.0.0.1"

@@ -1,5 +1,5 @@
-"""What the train stage needs of a sweep (flows/sweep.py): the study's storage, its pruner, and the hook that
-reports each epoch's dev score to the trial and stops the stage when the pruner says so.
+"""What the train stage needs of a sweep (flows/orchestration/sweep.py): the study's storage, its pruner, and the hook
+that reports each epoch's dev score to the trial and stops the stage when the pruner says so.
 
 A sweep's trial runs the ordinary train stage (`dvc repro` in the trial's checkout); the environment says
 which study and trial it belongs to. Without those variables (dvc repro, flowtune run) nothing here runs,

@@ -52,7 +52,8 @@ def step(params: Params, _args) -> str:
     kind = model_kind_for(params).training(data_dir / "train.jsonl")
     outputs = Outputs(Path(paths.model), Path(paths.train_metrics), Path(paths.train_plots),
                       Path(paths.train_checkpoints))
-    # In a sweep's trial (flows/sweep.py) each epoch's dev score goes to the study, which may prune the trial.
+    # In a sweep's trial (flows/orchestration/sweep.py) each epoch's dev score goes to the study, which may prune the
+    # trial.
     metrics = fit(kind, params.train, data_dir, outputs, sweeping.epoch_hook(params.sweep.pruner))
     if not metrics:
         return "done (rank > 0)"

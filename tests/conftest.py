@@ -5,7 +5,7 @@
   per session and stopped at the end; its value is the `Settings` (credentials included) to use.
 - `local_service_env`: the environment a client process needs for those services (PREFECT_API_URL...).
 - `start_local_services`: a function `(workdir) -> Settings` starting another private set (the caller
-  stops it with `flows.services.down(settings)`), for tests that need to stop or restart services.
+  stops it with `flows.ops.services.down(settings)`), for tests that need to stop or restart services.
 - `tiny_base`: a 2-layer, 32-wide random BERT with MiniLM's tokenizer, saved as a base model folder.
 - `reliability`: records this test's row of docs/RELIABILITY.md (a fault, what happened, numbers).
 - `background_lane`: the lane whose long e2e runs started with the session (tests/lanes.py).
@@ -92,7 +92,7 @@ def dvc_workdir(workdir: Path) -> Path:
 
 def start_private_services(workdir: Path) -> Settings:
     """`services.up` run from `workdir` (it writes .env and .dvc/config.local there); the Settings."""
-    from flows import services
+    from flows.ops import services
 
     settings = private_settings(dvc_workdir(workdir))
     previous = Path.cwd()
@@ -124,7 +124,7 @@ def local_services(tmp_path_factory) -> Iterator[Settings]:
 @pytest.fixture(scope="session")
 def local_service_env(local_services: Settings) -> dict[str, str]:
     """Environment for a client process (e.g. a flow run in a subprocess) of `local_services`."""
-    from flows.services import service_env
+    from flows.ops.services import service_env
 
     return service_env(local_services)
 

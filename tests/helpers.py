@@ -260,7 +260,7 @@ def synthetic_texts(path: Path, count: int = 450) -> Path:
 def client_env_file(settings) -> str:
     """A `.env` that points a checkout at already running services instead of starting its own (with
     the Prefect API's auth string when it has one)."""
-    from flows.services import prefect_auth_env
+    from flows.ops.services import prefect_auth_env
 
     auth = "".join(f"{name}={value}\n" for name, value in prefect_auth_env(settings).items())
     return (f"FLOWTUNE_S3_ENDPOINT_URL={settings.endpoint_url}\n"
@@ -287,7 +287,7 @@ def api_client(settings):
     without it): `api_client(settings).post("flow_runs/filter", json=...)`. Use it as a context manager."""
     import httpx
 
-    from flows.services import prefect_auth_header
+    from flows.ops.services import prefect_auth_header
 
     return httpx.Client(base_url=settings.api_url.rstrip("/") + "/", headers=prefect_auth_header(settings),
                         timeout=30)
@@ -323,7 +323,7 @@ def discard_services(settings) -> None:
     import signal
     import time
 
-    from flows import services
+    from flows.ops import services
 
     names = ("prefect-worker", "prefect-server", "seaweedfs")
     pids = [pid for name in names if (pid := services.running_pid(settings, name)) is not None]
@@ -396,7 +396,7 @@ def kill_service(settings, name: str) -> None:
     """kill -9 a local service's whole process group (as a crash or an OOM kill would) and wait until it is gone."""
     import signal
 
-    from flows import services
+    from flows.ops import services
 
     pid = services.running_pid(settings, name)
     assert pid is not None, f"{name} is not running"

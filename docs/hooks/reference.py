@@ -2,7 +2,7 @@
 
 - Params: every key of both task kinds' schemas (tasks/params.py, tasks/kinds/*/params.py) with its type,
   allowed values, the value the example params file gives it, and the schema's description.
-- Command line: every `flowtune` command and option, from the argparse parser (flows/cli.py builds it).
+- Command line: every `flowtune` command and option, from the argparse parser (flows/cli/main.py builds it).
 - HTTP API: the routes and status codes of `flowtune serve`, from its FastAPI app's OpenAPI schema (also
   published whole as reference/openapi.json).
 
@@ -259,12 +259,12 @@ def _command_section(name: str, helptext: str, parser: argparse.ArgumentParser, 
 
 
 def cli_page() -> str:
-    from flows.cli import build_parser
-    from flows.services import build_services_parser
+    from flows.cli.main import build_parser
+    from flows.ops.services import build_services_parser
 
     parser = build_parser()
     lines = ["# Command line reference", "",
-             "Every `flowtune` command and option, generated from the argument parser (`flows/cli.py`) at each "
+             "Every `flowtune` command and option, generated from the argument parser (`flows/cli/main.py`) at each "
              "build; `flowtune <command> --help` prints the same.", "",
              "```text", usage(parser), "```", ""]
     for name, helptext, sub in _subcommands(parser):

@@ -1,5 +1,5 @@
 """select -> push -> (people label in Label Studio) -> pull: the labelling loop's steps, each a plain function
-(the CLI, flows/label_cli.py, and the Prefect flow `select_for_labelling`, flows/label_flow.py, call them)."""
+(the CLI, flows/cli/label.py, and the Prefect flow `select_for_labelling`, flows/orchestration/label.py, call them)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def predict(predictor, candidates: list[Candidate], measure: str, multi_label: b
 def source_rows(params, kind, source: str | None = None) -> list:
     """The labelled rows there are: the source folder's files (batches included) and the imported splits
     (paths.raw; dev and test above all, which no new label may repeat)."""
-    from flows.data_cli import DataError, existing_batches, source_folder
+    from flows.batches import DataError, existing_batches, source_folder
 
     rows: list = []
     try:
@@ -119,7 +119,7 @@ def known_keys(params, kind, source: str | None = None) -> tuple[set[str], set[s
 def held_out_keys(params, kind, source: str | None = None) -> dict[str, str]:
     """Text key -> "<split> row <id>" of every dev and test row (the imported splits, and the source folder's
     official dev/test files): a pulled label for one of them would leak it into training."""
-    from flows.data_cli import DataError, source_folder
+    from flows.batches import DataError, source_folder
     from tasks.ingest import source_files
     from tasks.io import InputFormatError
 

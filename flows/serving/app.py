@@ -163,7 +163,7 @@ class ModelSource:
 
     def fetch(self, name: str, version: int | None) -> Path:
         """The model's files: a registry version downloaded and verified, or the folder itself."""
-        from tasks.registry import local_variant
+        from flows.registry import local_variant
 
         if version is None:
             return local_variant(Path(name), self.variant)
@@ -256,7 +256,7 @@ class ModelHolder:
         self.swap(served)
 
     def _failed_to_load(self, target: tuple[str, int | None], exc: Exception) -> None:
-        from flows.storage import is_transient  # botocore: only serving from a registry needs it
+        from flows.ops.storage import is_transient  # botocore: only serving from a registry needs it
 
         if is_transient(exc):  # storage blinked: this version is tried again, later and later
             attempts = self.retry.attempts + 1 if self.retry and self.retry.target == target else 1

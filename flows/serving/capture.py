@@ -13,7 +13,7 @@ and `output` and keeps `stats`.
 Never slows or fails a request: `add` only appends to a deque under a lock held for microseconds. The buffer
 is bounded: an item that would pass `max_buffer_items` is dropped and counted (`buffer_full`). A batch is
 written once `flush_items` wait or the oldest has waited `flush_s`. A write that fails for a passing reason
-(`flows.storage.is_transient`) stays in the buffer for the next flush, newest first, while the buffer keeps
+(`flows.ops.storage.is_transient`) stays in the buffer for the next flush, newest first, while the buffer keeps
 room for one batch of new items beside it; otherwise, and on any other failure, its items are dropped and
 counted (`storage`), so a long outage drops the oldest items rather than the new traffic. In memory at most
 `max_buffer_items` wait plus the batch being written. `close` writes what is left within its time budget.
@@ -236,7 +236,7 @@ class Capture:
         """Failed batches that may succeed later are kept for the next flush, newest first, while the buffer keeps
         room for one batch of new items beside them (`max_buffer_items - flush_items`): a long outage then drops
         the oldest items, not the newest traffic. The rest are dropped and counted."""
-        from flows.storage import is_transient  # here: botocore stays out of a serve that never captures
+        from flows.ops.storage import is_transient  # here: botocore stays out of a serve that never captures
 
         room = self.config.max_buffer_items - self.config.flush_items
         kept = dropped = 0

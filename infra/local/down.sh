@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 python=${PYTHON:-.venv/bin/python}
 command -v "$python" >/dev/null || python=python3
-exec "$python" -m flows.services down "$@"
+exec "$python" -m flows.ops.services down "$@"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-from flows.steps import STAGES
+from flows.orchestration.steps import STAGES
 from tests.browser import capture_flow_run
 from tests.helpers import api_post, clean_env, page_block, page_commands, port_settings, scratch_clone, set_params
 from tests.lanes import Background, Job, Lane
@@ -25,7 +25,7 @@ from tests.leak_scan import leaks, readable_places
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-# Every task of a run that registers, in order (flows/pipeline.py).
+# Every task of a run that registers, in order (flows/orchestration/pipeline.py).
 TASKS = ["check-storage", "dvc-pull", "dvc-status", *STAGES, "check-unchanged", "gate", "dvc-push", "publish-version",
          "move-champion", "publish-model-card"]
 
@@ -93,7 +93,7 @@ def test_prefect_ui_shows_the_run_steps_and_gate(main_run: Run, tmp_path: Path):
 
 
 def registry_for(run: Run):
-    from tasks.registry import Registry
+    from flows.registry import Registry
     from tasks.settings import s3_client
 
     settings = run.settings()
@@ -232,8 +232,8 @@ COMPRESSION_PAGE = "docs/tutorials/compression.md"  # the variant commands and t
 def test_the_champion_holds_the_variants_that_passed_and_they_run_as_the_docs_show(main_run: Run):
     """`make run` registers the champion with its passing variants (issue #18); the variant commands of
     docs/tutorials/compression.md (pull, predict) and its load-without-flowtune snippet work as written."""
+    from flows.registry import variants_in
     from tasks.metrics import CompressionReport
-    from tasks.registry import variants_in
 
     report = CompressionReport.read(main_run.repo / "data" / "metrics" / "compression.json")
     assert [row.variant for row in report.rows] == ["fp32", "int8", "onnx", "onnx-int8"]

@@ -18,7 +18,7 @@ def start_s3(settings):
     directory: never the repository's own)."""
     import os
 
-    from flows import services
+    from flows.ops import services
 
     previous = Path.cwd()
     os.chdir(settings.state_dir.parent)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.services import prefect_auth_env
+from flows.ops.services import prefect_auth_env
 from tests.helpers import ROOT, api_get, clean_env
 
 pytestmark = [pytest.mark.integration]
@@ -23,7 +23,7 @@ HOLDER = """
 import time
 from pathlib import Path
 from prefect import flow
-from flows.workspace import run_workspace
+from flows.orchestration.workspace import run_workspace
 from tasks.settings import Settings
 
 @flow(name="fault-dead-holder")
@@ -41,8 +41,8 @@ def test_a_run_that_died_holding_the_checkout_is_marked_crashed(tmp_path: Path, 
                                                                  reliability):
     from prefect import flow
 
-    from flows.pipeline import crash_dead_holder
-    from flows.workspace import run_workspace
+    from flows.orchestration.pipeline import crash_dead_holder
+    from flows.orchestration.workspace import run_workspace
     from tasks.settings import Settings
 
     api = prefect_client_of.api_url

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from flows import gc
+from flows.ops import gc
+from flows.registry import Registry
 from tasks.params import GcParams
-from tasks.registry import Registry
 from tasks.settings import s3_client
 from tests.faults.test_registry_faults import model_folder
 

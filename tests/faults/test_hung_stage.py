@@ -2,7 +2,7 @@
 
 A scratch DVC repo holds one stage whose command waits for ever on a grandchild `sleep` (a hung
 download, a deadlocked data loader). It runs as the flow runs every stage: `dvc repro --single-item`
-through flows.steps.run_logged, under the supervisor, with a 3 s limit. The run must fail with one line
+through flows.orchestration.steps.run_logged, under the supervisor, with a 3 s limit. The run must fail with one line
 naming the limit and the params key, no process of the stage may be alive, and DVC's locks must be
 free, so the next queued run's `dvc repro` starts at once. The full flow adds nothing here (run_stage
 only passes `timeouts.<stage>` on) and would cost a Prefect run.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from flows import steps
+from flows.orchestration import steps
 from tests.integration.test_process_lifetime import scratch_dvc_repo
 from tests.unit.test_process_lifetime import DEADLINE_S, kill_everything, tree_pids
 

@@ -3,7 +3,7 @@ nothing of the stage survives it, the DVC lock and the `gpu` slot come free, and
 again resumes from the last checkpoint and completes.
 
 A flow of the real `run_stage` task reproduces the real train stage (`dvc repro --single-item train`
-under flows/supervise.py: a tiny BERT, one thread, holding a slot of the global `gpu` limit) in a
+under flows/orchestration/supervise.py: a tiny BERT, one thread, holding a slot of the global `gpu` limit) in a
 scratch clone, in a subprocess, against the session's Prefect server. As soon as training has written
 a checkpoint, the flow process alone is SIGKILLed (not its group: the stage must be stopped by the
 supervisor, not by the test).
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from flows import services
-from flows.steps import ACCELERATOR_LEASE_S
+from flows.ops import services
+from flows.orchestration.steps import ACCELERATOR_LEASE_S
 from tests.faults.train_flow import FlowProcess, flow_runs, stage_processes, train_clone
 from tests.helpers import api_get, clean_env
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.registry import Registry
+from flows.registry import Registry
 from tasks.settings import Settings, s3_client
 from tests.helpers import (
     NO_VARIANTS,
@@ -73,7 +73,7 @@ def nights_in_process(repo: Path, settings: Settings, monkeypatch) -> list[float
     Python each time), in `repo` against `settings`' Prefect server; each must say "unchanged"."""
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    from flows.pipeline import training_pipeline
+    from flows.orchestration.pipeline import training_pipeline
 
     monkeypatch.chdir(repo)
     seconds = []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flows import services
+from flows.ops import services
 from tests.conftest import private_settings
 from tests.faults.train_flow import FlowProcess, flow_runs, stage_processes, train_clone
 from tests.helpers import api_get, clean_env

@@ -1,4 +1,4 @@
-"""Faults around registration, on a real SeaweedFS and the real Prefect tasks of flows/pipeline.py:
+"""Faults around registration, on a real SeaweedFS and the real Prefect tasks of flows/orchestration/pipeline.py:
 S3 killed in the middle of a publish, and two runs registering at once with different results."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.registry import PULL_MARKER, AliasConflict, Registry
+from flows.registry import PULL_MARKER, AliasConflict, Registry
 from tasks.settings import s3_client
 from tests.faults.conftest import kill_s3, start_s3
 from tests.helpers import ROOT
@@ -87,8 +87,8 @@ def test_two_runs_registering_at_once_get_distinct_versions_and_one_champion(
     """Both gates saw champion v1; both publish; the compare-and-swap lets exactly one become champion."""
     from prefect import flow
 
-    from flows.gate import Decision
-    from flows.pipeline import params_fingerprint, register
+    from flows.orchestration.gate import Decision
+    from flows.orchestration.pipeline import params_fingerprint, register
     from tasks.params import load_params
 
     settings = private_s3
@@ -135,8 +135,8 @@ def test_a_failed_model_card_copy_creates_no_second_version(private_s3, prefect_
     """The reports bucket refuses the card: registration still completes once; a re-run adds nothing."""
     from prefect import flow
 
-    from flows.gate import Decision
-    from flows.pipeline import params_fingerprint, register
+    from flows.orchestration.gate import Decision
+    from flows.orchestration.pipeline import params_fingerprint, register
     from tasks.params import load_params
 
     settings = private_s3.model_copy(update={"reports_bucket": "no-such-bucket"})
@@ -163,8 +163,8 @@ def test_params_edited_during_a_run_refuse_registration(private_s3, prefect_clie
                                                         reliability):
     from prefect import flow
 
-    from flows.gate import Decision
-    from flows.pipeline import RegistrationRefused, params_fingerprint, register
+    from flows.orchestration.gate import Decision
+    from flows.orchestration.pipeline import RegistrationRefused, params_fingerprint, register
     from tasks.params import load_params
 
     monkeypatch.chdir(tmp_path)

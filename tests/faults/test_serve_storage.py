@@ -14,7 +14,7 @@ import uuid
 import httpx
 import pytest
 
-from tasks.registry import Registry
+from flows.registry import Registry
 from tasks.settings import s3_client
 from tests.faults.conftest import kill_s3, start_s3
 from tests.helpers import find_free_port

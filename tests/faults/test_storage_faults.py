@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
-from flows.services import wire_dvc_remote
-from flows.steps import StageError, dvc_push
+from flows.ops.services import wire_dvc_remote
+from flows.orchestration.steps import StageError, dvc_push
 from tests.faults.conftest import kill_s3, start_s3
 from tests.helpers import ROOT, api_post, clean_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FILES, FILE_KB = 4, 512  # per folder: 2 MiB each, 4 MiB in all
-RETRY_DELAYS_S = tuple(dvc_push.retry_delay_seconds)  # flows/steps.py's: [5, 20] today
+RETRY_DELAYS_S = tuple(dvc_push.retry_delay_seconds)  # flows/orchestration/steps.py's: [5, 20] today
 
 
 @flow(name="fault-dvc-push")

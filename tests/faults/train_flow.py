@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from flows import services
+from flows.ops import services
 from tasks.io import write_jsonl
 from tests.helpers import api_post, clean_env, client_env_file, scratch_clone, set_params, synthetic
 
@@ -19,7 +19,7 @@ FLOW_SCRIPT = '''
 """One flow: the pipeline's train task (dvc repro --single-item train) on this checkout."""
 from prefect import flow
 
-from flows.steps import run_settings, run_stage
+from flows.orchestration.steps import run_settings, run_stage
 from tasks.params import load_params
 
 

@@ -31,7 +31,7 @@ def data_add(folder: Path, file: Path) -> subprocess.CompletedProcess:
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": PREFECT_API_URL.value()}
     env.pop("PREFECT_API_AUTH_STRING", None)  # the test server has no auth
-    return subprocess.run([sys.executable, "-m", "flows.cli", "data", "add", str(file)], cwd=folder, env=env,
+    return subprocess.run([sys.executable, "-m", "flows.cli.main", "data", "add", str(file)], cwd=folder, env=env,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.audit import ARTIFACT_KEY, label_audit
+from flows.orchestration.audit import ARTIFACT_KEY, label_audit
 from tasks.kinds.ner.records import NerRecord
 from tests.unit.test_label_audit import planted_ner
 

@@ -1,8 +1,8 @@
-"""The orchestration rules of `flows.pipeline.training_pipeline`, in seconds.
+"""The orchestration rules of `flows.orchestration.pipeline.training_pipeline`, in seconds.
 
 The flow, its tasks, the gate and the registration steps run for real on a test Prefect server
 (tests/flows/conftest.py); only what has side effects is faked: every command the flow runs
-(`flows.steps.run_logged`: each stage's `dvc repro`, `dvc pull`, `dvc push`, the champion's scoring),
+(`flows.orchestration.steps.run_logged`: each stage's `dvc repro`, `dvc pull`, `dvc push`, the champion's scoring),
 `dvc status`, the storage check, the stage reports, the remote train run and the model registry.
 A fake stage writes what the flow reads next (the model folder, data/metrics/*.json, the contract
 report) into a scratch working copy. Real stages, DVC and storage: tests/integration/flows/.
@@ -21,17 +21,17 @@ from types import SimpleNamespace
 import pytest
 from prefect.states import Completed
 
-import flows.champion
-import flows.pipeline
-import flows.remote_train
-import flows.reports
-import flows.steps
+import flows.orchestration.champion
+import flows.orchestration.pipeline
+import flows.orchestration.remote_train
+import flows.orchestration.reports
+import flows.orchestration.steps
 from flows.names import TRAIN_STAGE_FLOW
-from flows.pipeline import training_pipeline
-from flows.steps import STAGES, StageError
+from flows.orchestration.pipeline import training_pipeline
+from flows.orchestration.steps import STAGES, StageError
+from flows.registry import ANY, AliasConflict, directory_digest
 from tasks.metrics import Behaviour, EvalReport, Headline, Latency
 from tasks.params import load_params
-from tasks.registry import ANY, AliasConflict, directory_digest
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_NAME = load_params(ROOT / "params.yaml").registry.model_name
@@ -107,7 +107,7 @@ class FakeCommands:
 
 
 class FakeRegistry:
-    """In memory, the `tasks.registry.Registry` methods the flow calls, with their signatures and rules
+    """In memory, the `flows.registry.Registry` methods the flow calls, with their signatures and rules
     (a version per distinct weights, compare-and-swap alias moves); records publishes and alias moves."""
 
     bucket = "fake-registry"
@@ -176,16 +176,18 @@ def world(tmp_path, monkeypatch) -> SimpleNamespace:
         world.commands.limits[what] = timeout_s
         world.commands(command, what)
 
-    for module in (flows.steps, flows.champion, flows.remote_train):
+    for module in (flows.orchestration.steps, flows.orchestration.champion, flows.orchestration.remote_train):
         monkeypatch.setattr(module, "run_logged", run_logged)
     # A failing step fails the test at once instead of after its retries' 5 + 20 s delays.
     for name in ("dvc_pull", "dvc_push", "known_version", "publish_version", "move_champion", "publish_card"):
-        monkeypatch.setattr(flows.pipeline, name, getattr(flows.pipeline, name).with_options(retry_delay_seconds=0))
-    monkeypatch.setattr(flows.steps, "check_storage", lambda settings: None)
-    monkeypatch.setattr(flows.pipeline, "stages_up_to_date", lambda stages: False)
-    monkeypatch.setattr(flows.pipeline, "registry_of", lambda settings: world.registry)
-    monkeypatch.setattr(flows.reports, "publish", lambda stage, *args, **kwargs: world.reports.append(stage) or {})
-    monkeypatch.setattr(flows.reports, "publish_model_card",
+        task = getattr(flows.orchestration.pipeline, name)
+        monkeypatch.setattr(flows.orchestration.pipeline, name, task.with_options(retry_delay_seconds=0))
+    monkeypatch.setattr(flows.orchestration.steps, "check_storage", lambda settings: None)
+    monkeypatch.setattr(flows.orchestration.pipeline, "stages_up_to_date", lambda stages: False)
+    monkeypatch.setattr(flows.orchestration.pipeline, "registry_of", lambda settings: world.registry)
+    monkeypatch.setattr(flows.orchestration.reports, "publish",
+                        lambda stage, *args, **kwargs: world.reports.append(stage) or {})
+    monkeypatch.setattr(flows.orchestration.reports, "publish_model_card",
                         lambda settings, name, version, card: world.cards.append((name, version)) or "s3://cards")
     return world
 
@@ -246,12 +248,12 @@ def test_train_on_routes_the_train_stage_to_the_pool(world, monkeypatch):
 
     class S3:  # where the remote run left its dvc.lock
         def get_object(self, Bucket: str, Key: str) -> dict:
-            assert Key == flows.remote_train.lock_key(str(remote.id))
+            assert Key == flows.orchestration.remote_train.lock_key(str(remote.id))
             return {"Body": io.BytesIO(b"schema: '2.0'\nstages: {train: {}}\n")}
 
-    monkeypatch.setattr(flows.remote_train, "run_remote", run_remote)
-    monkeypatch.setattr(flows.remote_train, "committed_revision", lambda: "c0ffee")
-    monkeypatch.setattr(flows.remote_train, "s3_client", lambda settings: S3())
+    monkeypatch.setattr(flows.orchestration.remote_train, "run_remote", run_remote)
+    monkeypatch.setattr(flows.orchestration.remote_train, "committed_revision", lambda: "c0ffee")
+    monkeypatch.setattr(flows.orchestration.remote_train, "s3_client", lambda settings: S3())
 
     state = training_pipeline(train_on=deployment, train_timeout_s=123.0, return_state=True)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flows.label_flow import select_for_labelling
 from flows.labelling.loop import read_selection
+from flows.orchestration.label import select_for_labelling
 from tests.unit.test_predictors import TAGS, saved
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tasks.registry import Registry
+from flows.registry import Registry
 from tasks.settings import s3_client
 from tests.helpers import find_free_port
 from tests.integration.test_serve import Service, tiny_tagger

@@ -39,7 +39,7 @@ def test_data_add_makes_dvc_repro_rerun_ingest(tmp_path: Path):
     assert "up to date" in run(repo, "dvc", "status", "ingest")
 
     batch = conll(tmp_path / "2026-12.conll", [f"new{i}" for i in range(25)])
-    added = run(repo, sys.executable, "-m", "flows.cli", "data", "add", str(batch))
+    added = run(repo, sys.executable, "-m", "flows.cli.main", "data", "add", str(batch))
     assert "no event sent" in added
     status = run(repo, "dvc", "status", "ingest")
     assert "changed deps" in status and "data/external" in status

@@ -61,7 +61,7 @@ class Deployed:
 
     def auth(self) -> dict[str, str]:
         """The basic-auth header for the API: `services up` generated its string into the checkout's .env."""
-        from flows.services import prefect_auth_header
+        from flows.ops.services import prefect_auth_header
         from tasks.settings import Settings
 
         return prefect_auth_header(Settings(_env_file=self.repo / ".env"))
@@ -105,7 +105,7 @@ class Deployed:
         return {t["name"] for t in self.post("task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})}
 
     def registry(self):
-        from tasks.registry import Registry
+        from flows.registry import Registry
         from tasks.settings import Settings, s3_client
 
         settings = Settings(_env_file=self.repo / ".env", state_dir=self.repo / ".flowtune")
@@ -164,7 +164,7 @@ def test_deployments_are_created_with_schedules_parameters_and_limits(deployed: 
     assert nightly["global_concurrency_limit"]["limit"] == 1
     assert nightly["concurrency_options"]["collision_strategy"] == "ENQUEUE"
     refresh = deployed.deployment("flowtune-data-refresh", "data-refresh")
-    assert refresh["schedules"] and refresh["entrypoint"] == "flows/pipeline.py:data_refresh"
+    assert refresh["schedules"] and refresh["entrypoint"] == "flows/orchestration/pipeline.py:data_refresh"
     assert deployed.deployment("flowtune-evaluate-champion", "champion-eval")["schedules"] == []
     gpu = deployed.get("v2/concurrency_limits/gpu")
     assert gpu["limit"] >= 1 and gpu["active"]
@@ -173,7 +173,7 @@ def test_deployments_are_created_with_schedules_parameters_and_limits(deployed: 
 def test_deploy_creates_the_daily_monitor_and_the_retrain_trigger_on_drift_or_new_data(deployed: Deployed):
     monitor = deployed.deployment("flowtune-monitor", "monitor")
     assert [s["schedule"]["cron"] for s in monitor["schedules"]] == ["0 6 * * *"]
-    assert monitor["entrypoint"] == "flows/monitor.py:drift_monitor"
+    assert monitor["entrypoint"] == "flows/ops/monitor.py:drift_monitor"
     nightly = deployed.deployment("flowtune-pipeline", "nightly")
     wanted = {"flowtune: retrain on drift": ("flowtune.drift.detected", 21600),
               "flowtune: retrain on new data": ("flowtune.data.changed", 1800)}
@@ -240,7 +240,7 @@ def test_champion_evaluation_and_data_refresh_run_side_by_side(deployed: Deploye
 @pytest.fixture()
 def gpu_pool_worker(deployed: Deployed):
     """A second worker, for the train-stage pool (on a GPU machine in production), from another folder."""
-    from flows.services import TRAIN_POOL
+    from flows.ops.services import TRAIN_POOL
 
     worker = subprocess.Popen([".venv/bin/prefect", "worker", "start", "--pool", TRAIN_POOL, "--name", "gpu-box"],
                               cwd=deployed.repo, env={**deployed.env, "PREFECT_API_URL": deployed.api},

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 import yaml
 
-from flows.monitor import DATA_CHANGED_EVENT, DRIFT_EVENT
+from flows.ops.monitor import DATA_CHANGED_EVENT, DRIFT_EVENT
 from tasks.settings import Settings
 from tests.helpers import ROOT, find_free_port
 
@@ -113,7 +113,7 @@ class Hook(BaseHTTPRequestHandler):
 def test_the_drift_automation_posts_what_drifted_to_the_webhook(client):
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
-    from flows.notify import drift_automation
+    from flows.ops.notify import drift_automation
 
     server = HTTPServer(("127.0.0.1", find_free_port()), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -124,7 +124,7 @@ def test_the_drift_automation_posts_what_drifted_to_the_webhook(client):
         block_id = block.save(name, overwrite=True)
         automation = drift_automation(block_id)
         automation.name = f"{automation.name} {uuid.uuid4().hex[:6]}"
-        automation.create()  # as `flowtune notify` does (flows/notify.py install)
+        automation.create()  # as `flowtune notify` does (flows/ops/notify.py install)
         time.sleep(3)
         model = f"hook-{uuid.uuid4().hex[:8]}"
         summary = f"{model} v3 drifted on 1000 items: url (PSI 2.100 > 0.2: 5.0% -> 80.0%)"

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows import gc
-from flows.services import weed_shell
+from flows.ops import gc
+from flows.ops.services import weed_shell
+from flows.registry import Registry
 from tasks.params import GcParams
-from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # the module starts services of its own (~35 s)

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows import services
-from flows.label_cli import run_pull, run_pull_review, run_select
 from flows.labelling.loop import config_for, project_title, push, push_review, review_title
+from flows.labelling.rounds import run_pull, run_pull_review, run_select
 from flows.labelling.selection import text_key
 from flows.labelling.studio import Studio, StudioError, studio_from_settings
 from flows.names import DATA_CHANGED_EVENT
-from flows.services import labelstudio
+from flows.ops import services
+from flows.ops.services import labelstudio
 from tasks.params import load_params
 from tests.annotator import annotate, result_of
 from tests.helpers import ROOT
@@ -156,11 +156,11 @@ def test_review_push_queues_the_audits_suspects_and_pull_brings_corrections(stud
 
 def label_pull(settings, workdir: Path) -> subprocess.CompletedProcess:
     """`flowtune label pull` in `workdir` against the test's services (its .env holds the Label Studio token)."""
-    from flows.services import service_env
+    from flows.ops.services import service_env
 
     env = {**os.environ, **service_env(settings), "PYTHONPATH": str(ROOT),
            "FLOWTUNE_LABEL_STUDIO_PORT": str(settings.label_studio_port)}
-    return subprocess.run([sys.executable, "-m", "flows.cli", "label", "pull"], cwd=workdir, env=env,
+    return subprocess.run([sys.executable, "-m", "flows.cli.main", "label", "pull"], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

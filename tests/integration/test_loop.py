@@ -67,7 +67,7 @@ class Clone:
         return Settings(_env_file=self.repo / ".env", state_dir=self.repo / ".flowtune")
 
     def registry(self):
-        from tasks.registry import Registry
+        from flows.registry import Registry
         from tasks.settings import s3_client
 
         settings = self.settings

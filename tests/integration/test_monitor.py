@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.monitor import DRIFT_EVENT
-from flows.reference import REFERENCE_FILE
-from flows.services import prefect_auth_header
+from flows.ops.monitor import DRIFT_EVENT
+from flows.ops.reference import REFERENCE_FILE
+from flows.ops.services import prefect_auth_header
+from flows.registry import Registry
 from tasks.drift import profile_of
-from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
 from tests.drift_traffic import SHIFTS, stats, traffic
 from tests.helpers import ROOT, clean_env, client_env_file

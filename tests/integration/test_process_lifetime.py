@@ -1,7 +1,7 @@
 """A SIGKILLed flow leaves no stage behind: a real `dvc repro --single-item`, run by run_logged.
 
 A scratch DVC repo holds one stage whose command sleeps in a grandchild. A flow stand-in (a Python
-process calling flows.steps.run_logged, as the Prefect task does) starts it and is SIGKILLed mid-stage.
+process calling flows.orchestration.steps.run_logged, as the Prefect task does) starts it and is SIGKILLed mid-stage.
 Within 10 s no process of the stage may be alive, and DVC's lock must be free for the next repro.
 """
 
@@ -68,7 +68,7 @@ def test_a_sigkilled_flow_leaves_no_stage_process_and_frees_the_dvc_lock(tmp_pat
 
 HOLDER = (
     "import sys, time\n"
-    "from flows import steps\n"
+    "from flows.orchestration import steps\n"
     "steps.ACCELERATOR_LIMIT = sys.argv[1]  # a limit of this test's own, not the session's `gpu`\n"
     "with steps.holding_accelerator('train'):\n"
     "    print('holding', flush=True)\n"
@@ -85,7 +85,7 @@ def test_the_gpu_slot_is_renewed_while_held(local_services, local_service_env):
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    from flows.steps import ACCELERATOR_LEASE_S
+    from flows.orchestration.steps import ACCELERATOR_LEASE_S
 
     limit = f"gpu-lease-{os.getpid()}-{time.monotonic_ns()}"
     with temporary_settings(updates={PREFECT_API_URL: local_services.api_url,

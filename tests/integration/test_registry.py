@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.registry import PULL_MARKER, AliasConflict, Registry, RegistryError, directory_digest
+from flows.registry import PULL_MARKER, AliasConflict, Registry, RegistryError, directory_digest
 from tasks.settings import s3_client
 
 pytestmark = pytest.mark.integration
@@ -123,8 +123,8 @@ def test_bad_names_rejected(registry: Registry, model_dir: Path, name: str):
 def test_champion_is_rescored_on_the_current_test_split(registry: Registry, tiny_base: Path, tmp_path: Path):
     import yaml
 
-    from flows.champion import champion_metrics
-    from flows.steps import StageError
+    from flows.orchestration.champion import champion_metrics
+    from flows.orchestration.steps import StageError
     from tasks import evaluate
     from tasks.io import write_jsonl
     from tasks.kinds import kind_for
@@ -260,7 +260,7 @@ def test_rollback_skips_versions_that_were_deleted(registry: Registry, model_dir
 
 
 def test_variants_travel_inside_the_version_outside_its_digest(registry: Registry, model_dir: Path, tmp_path: Path):
-    from tasks.registry import local_variant, variants_in
+    from flows.registry import local_variant, variants_in
 
     digest = directory_digest(model_dir)
     (model_dir / "variants" / "onnx").mkdir(parents=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from flows.registry import Registry
 from tasks import evaluate
-from tasks.registry import Registry
 from tasks.settings import Settings, s3_client
 from tests.helpers import ROOT, clean_env, client_env_file, evaluate_params, kind, synthetic, train_ner, train_params
 

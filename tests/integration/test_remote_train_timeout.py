@@ -1,4 +1,4 @@
-"""`train_on` never hangs: flows.remote_train.run_remote against a real Prefect server.
+"""`train_on` never hangs: flows.orchestration.remote_train.run_remote against a real Prefect server.
 
 Each test makes a work pool of its own and a deployment of a flow that sleeps. Without a polling
 worker the stage fails before any run is created; with a worker that never finishes the run (one
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.remote_train import run_remote
-from flows.steps import StageError
+from flows.orchestration.remote_train import run_remote
+from flows.orchestration.steps import StageError
 from tasks.settings import Settings
 from tests.helpers import stop_worker
 

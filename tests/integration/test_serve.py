@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tasks.registry import Registry
+from flows.registry import Registry
 from tasks.settings import s3_client
 from tests.helpers import ROOT, clean_env, find_free_port
 

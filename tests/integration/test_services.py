@@ -1,4 +1,4 @@
-"""flows.services against real processes: start, idempotence, auth, DVC wiring, stop, crash report."""
+"""flows.ops.services against real processes: start, idempotence, auth, DVC wiring, stop, crash report."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from pydantic import SecretStr
 
-from flows import services
+from flows.ops import services
 from tasks.settings import Settings, s3_client
 from tests.helpers import ROOT, api_client, clean_env
 

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import SecretStr
 
-from flows.storage import StorageError, check_storage
+from flows.ops.storage import StorageError, check_storage
 from tests.helpers import find_free_port
 
 pytestmark = pytest.mark.integration

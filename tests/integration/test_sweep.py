@@ -51,7 +51,7 @@ def test_the_seed_draws_three_good_rates_then_a_bad_one():
     """The premise of the pruning assertion below: the draws depend on the seed and the order of asking only."""
     import optuna
 
-    from flows.sweep import suggest
+    from flows.orchestration.sweep import suggest
     from tasks.params import SweepParams
 
     sweep = SweepParams(**SWEEP)
@@ -84,7 +84,7 @@ def swept(tmp_path_factory):
 
 
 def api(repo: Path, method: str, path: str, body: dict | None = None):
-    from flows.services import prefect_auth_header, service_env
+    from flows.ops.services import prefect_auth_header, service_env
     from tasks.settings import Settings
 
     settings = Settings(_env_file=repo / ".env", state_dir=repo / ".flowtune")

@@ -50,3 +50,31 @@ def test_flows_import_no_kind_package():
                  for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
                  if kind_packages.search(line)]
     assert offenders == []
+
+
+def architecture_table() -> dict[str, set[str]]:
+    """docs/ARCHITECTURE.md's table of packages and modules: package folder -> the modules it names."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    rows = [line for line in text.split("| package | modules |", 1)[1].splitlines()[2:]]
+    table: dict[str, set[str]] = {}
+    for row in rows:
+        if not row.startswith("|"):
+            break
+        packages, modules = row.split("|")[1:3]
+        for package in re.findall(r"`([\w/]+)/`", packages):
+            table.setdefault(package, set()).update(re.findall(r"`(\w+)`", modules))
+    return table
+
+
+def test_the_architecture_table_names_every_package_and_module_and_nothing_else():
+    """docs/ARCHITECTURE.md is where a newcomer learns the folders: a module added, moved or renamed without a row
+    in its table fails here, and so does a row naming what no longer exists."""
+    table = architecture_table()
+    packages = {str(init.parent.relative_to(ROOT)) for folder in ("flows", "tasks")
+                for init in (ROOT / folder).rglob("__init__.py")}
+    assert set(table) == packages, (f"packages missing from the table: {sorted(packages - set(table))}; "
+                                    f"named but absent: {sorted(set(table) - packages)}")
+    for package, named in table.items():
+        present = {path.stem for path in (ROOT / package).glob("*.py") if path.name != "__init__.py"}
+        assert named == present, (f"{package}/: modules missing from the table: {sorted(present - named)}; "
+                                  f"named but absent: {sorted(named - present)}")

@@ -395,7 +395,7 @@ SECTION = ("serve:\n  capture:\n    enabled: {enabled}\n    sample: 0.5\n    red
 
 
 def test_the_command_line_overrides_serve_capture_of_the_params_file(tmp_path: Path, monkeypatch):
-    from flows.serve_cli import capture_config
+    from flows.cli.serve import capture_config
 
     monkeypatch.setenv("FLOWTUNE_S3_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("FLOWTUNE_S3_SECRET_ACCESS_KEY", "s")
@@ -413,7 +413,7 @@ def test_the_command_line_overrides_serve_capture_of_the_params_file(tmp_path: P
 
 
 def test_capture_settings_errors_name_the_file_and_the_key(tmp_path: Path, monkeypatch):
-    from flows.serve_cli import capture_config
+    from flows.cli.serve import capture_config
 
     monkeypatch.chdir(tmp_path)
     assert capture_config(cli_args(tmp_path, params_file="absent.yaml")) is None  # no file: off
@@ -440,7 +440,7 @@ def test_both_params_files_hold_the_capture_section_off_by_default():
 def test_services_up_creates_the_capture_bucket_and_anonymous_readers_may_not_read_it():
     from pydantic import SecretStr
 
-    from flows.services import buckets, s3_identities
+    from flows.ops.services import buckets, s3_identities
     from tasks.settings import Settings
 
     settings = Settings(_env_file=None, capture_bucket="my-capture", s3_access_key_id="k",

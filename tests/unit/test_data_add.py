@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.cli import main
+from flows.cli.main import main
 from tasks import ingest
 from tasks.kinds import kind_for
 from tasks.params import load_params

@@ -49,7 +49,7 @@ def test_the_train_stage_deployment_targets_the_gpu_pool_and_the_pipeline_can_us
     flow = flow_of(train["entrypoint"])
     assert flow.name == "flowtune-train-stage"
     assert {"revision", "params_yaml", "dvc_lock"} == set(inspect.signature(flow.fn).parameters)
-    assert "train_on" in inspect.signature(flow_of("flows/pipeline.py:training_pipeline").fn).parameters
+    assert "train_on" in inspect.signature(flow_of("flows/orchestration/pipeline.py:training_pipeline").fn).parameters
 
 
 def test_gc_runs_weekly_in_this_checkout_one_run_at_a_time():
@@ -87,8 +87,8 @@ def test_sweep_trials_are_a_deployment_on_the_local_pool_that_the_sweep_starts()
 def test_the_monitor_runs_daily_and_drift_or_new_data_start_the_nightly_training_once_per_cool_down():
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
-    from flows.monitor import DATA_CHANGED_EVENT, DRIFT_EVENT
     from flows.names import MONITOR_FLOW
+    from flows.ops.monitor import DATA_CHANGED_EVENT, DRIFT_EVENT
     from tasks.params import load_params
 
     (monitor,) = [d for d in DEPLOYMENTS if d["name"] == "monitor"]
@@ -109,7 +109,7 @@ def test_the_monitor_runs_daily_and_drift_or_new_data_start_the_nightly_training
 
 
 def test_deploy_warns_when_a_trigger_names_another_model_than_params_yaml(tmp_path):
-    from flows.cli import trigger_mismatches
+    from flows.cli.main import trigger_mismatches
 
     assert trigger_mismatches(str(ROOT / "prefect.yaml"), str(ROOT / "params.yaml")) == []
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

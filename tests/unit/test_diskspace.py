@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.diskspace import DiskFullError, check_free_disk, free_bytes
+from flows.ops.diskspace import DiskFullError, check_free_disk, free_bytes
 from tasks.settings import Settings
 
 

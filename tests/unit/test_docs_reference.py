@@ -110,8 +110,8 @@ def commands(reference, parser, prefix: str):
 
 
 def test_the_cli_page_has_every_command_and_option(reference, pages):
-    from flows.cli import build_parser
-    from flows.services import build_services_parser
+    from flows.cli.main import build_parser
+    from flows.ops.services import build_services_parser
 
     text = pages[reference.CLI_PAGE]
     found = [*commands(reference, build_parser(), "flowtune"),
@@ -168,8 +168,8 @@ def doc_commands() -> list[tuple[str, str]]:
 
 def test_every_flowtune_command_in_the_docs_parses():
     """A renamed option or command fails here, naming the page and line that still shows it."""
-    from flows.cli import build_parser
-    from flows.services import build_services_parser
+    from flows.cli.main import build_parser
+    from flows.ops.services import build_services_parser
 
     shown = doc_commands()
     assert len(shown) > 20
@@ -198,8 +198,8 @@ def bare(reference, parser, name: str) -> list[str]:
 
 def test_every_command_and_option_has_a_help_text(reference):
     """The CLI page says what each option does: an option without `help=` would be a bare name there."""
-    from flows.cli import build_parser
-    from flows.services import build_services_parser
+    from flows.cli.main import build_parser
+    from flows.ops.services import build_services_parser
 
     assert bare(reference, build_parser(), "flowtune") + bare(reference, build_services_parser(),
                                                                 "flowtune services") == []

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.gate import Champion, decide
+from flows.orchestration.gate import Champion, decide
 from tasks.metrics import Behaviour, EvalReport, Headline, Incomparable, Latency
 from tasks.params import GateParams
 

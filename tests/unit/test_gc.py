@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows import gc, services
+from flows.ops import gc, services
 from tasks.params import GcParams, load_params
 from tests.helpers import ROOT
 
@@ -152,7 +152,7 @@ def test_seaweedfs_sizes_its_volumes_from_the_disk_and_reclaims_deleted_space(tm
 
 
 def test_the_cli_has_a_dry_run_by_default():
-    from flows.cli import build_parser
+    from flows.cli.main import build_parser
 
     args = build_parser().parse_args(["gc"])
     assert (args.apply, args.keep_days, args.params_file) == (False, None, "params.yaml")
@@ -226,7 +226,7 @@ def test_a_service_log_past_its_cap_is_rotated_and_copies_beyond_log_keep_droppe
 
 
 def test_a_service_log_is_rotated_by_rename_when_its_service_starts(tmp_path: Path):
-    from flows.services.processes import rotate_log
+    from flows.ops.services.processes import rotate_log
 
     log = big_file(tmp_path / "worker.log", 50)
     assert rotate_log(log, 100, 3, live=False) is None and log.exists()  # under the cap: left alone

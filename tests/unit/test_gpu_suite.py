@@ -17,8 +17,8 @@ from benchmarks.gpu.suite import BF16_PEAKS, peak_flops, speed_row, summary
 ROOT = Path(__file__).resolve().parents[2]
 # What the suite runs: the train and evaluate stages, the NER kind, `flowtune serve` of a model folder.
 SUITE_MODULES = ["benchmarks.gpu.suite", "benchmarks.train_speed", "benchmarks.serve_throughput", "tasks.train",
-                 "tasks.evaluate", "tasks.kinds.ner.kind", "tasks.kinds.ner.training", "tasks.engine", "flows.cli",
-                 "flows.serve_cli", "flows.serving.app", "flows.serving.predictors"]
+                 "tasks.evaluate", "tasks.kinds.ner.kind", "tasks.kinds.ner.training", "tasks.engine", "flows.cli.main",
+                 "flows.cli.serve", "flows.serving.app", "flows.serving.predictors"]
 
 
 def names(path: Path, column: int) -> set[str]:

@@ -234,7 +234,7 @@ def test_a_bad_text_batch_names_file_and_line(tmp_path: Path):
 
 
 def test_the_prefect_ingest_table_has_a_row_per_batch(tmp_path: Path):
-    from flows.reports import ingest_table
+    from flows.orchestration.reports import ingest_table
 
     source = official(tmp_path / "bench")
     conll(source / "batches" / "new.conll", [f"new{i}" for i in range(4)])

@@ -115,9 +115,9 @@ def test_multi_label_is_refused_before_any_training(tiny_base: Path):
 
 
 def test_the_command_line_maps_its_options_onto_the_flow():
-    from flows.audit import audit_command
-    from flows.audit_cli import cmd_audit
-    from flows.cli import build_parser
+    from flows.cli.audit import cmd_audit
+    from flows.cli.main import build_parser
+    from flows.orchestration.audit import audit_command
 
     args = build_parser().parse_args(["label", "audit", "--k", "4", "--top", "7"])
     assert args.func is cmd_audit and (args.k, args.top, args.epochs) == (4, 7, None)

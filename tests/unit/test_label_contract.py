@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows import label_cli
-from flows.cli import main
+from flows.cli.main import main
+from flows.labelling import rounds
 from flows.labelling.checks import contract_refusals, record_of
 from flows.labelling.loop import REVIEW_NOTE, review_candidates, review_title, write_batch
 from flows.labelling.selection import text_key
@@ -57,7 +57,7 @@ def task(task_id: int, text: str, *spans: tuple[int, int, str]) -> dict:
 def studio(monkeypatch) -> FakeStudio:
     fake = FakeStudio()
     project, _ = fake.ensure_project(f"flowtune-{load_params(str(ROOT / 'params.yaml')).registry.model_name}", "")
-    monkeypatch.setattr(label_cli, "studio", lambda settings: fake)
+    monkeypatch.setattr(rounds, "studio", lambda settings: fake)
     fake.project_id = project["id"]
     return fake
 
@@ -65,7 +65,7 @@ def studio(monkeypatch) -> FakeStudio:
 @pytest.fixture
 def events(monkeypatch) -> list:
     sent: list = []
-    monkeypatch.setattr("flows.data_cli.send_data_changed", lambda settings, model, added: sent.append(added) or "sent")
+    monkeypatch.setattr("flows.batches.send_data_changed", lambda settings, model, added: sent.append(added) or "sent")
     return sent
 
 

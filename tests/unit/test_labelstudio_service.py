@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flows import services
-from flows.services import labelstudio
+from flows.ops import services
+from flows.ops.services import labelstudio
 from tasks.settings import Settings
 
 

@@ -1,7 +1,7 @@
 """The model card written into every registered version."""
 
-from flows.gate import decide
-from flows.lineage import model_card
+from flows.orchestration.gate import decide
+from flows.orchestration.lineage import model_card
 from tasks.metrics import EvalReport, Headline, Latency
 from tasks.params import load_params
 from tests.helpers import ROOT

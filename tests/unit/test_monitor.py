@@ -1,5 +1,5 @@
-"""The monitor flow's pieces (flows/monitor.py) over an in-memory S3, the reference profile made at registration
-(flows/reference.py) with a fake predictor, and gc's retention of captured traffic."""
+"""The monitor flow's pieces (flows/ops/monitor.py) over an in-memory S3, the reference profile made at registration
+(flows/ops/reference.py) with a fake predictor, and gc's retention of captured traffic."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from xml.etree import ElementTree
 import pytest
 from botocore.exceptions import ClientError
 
-from flows import gc, monitor
-from flows.reference import REFERENCE_FILE, describe_items, evenly, reference_profile
+from flows.ops import gc, monitor
+from flows.ops.reference import REFERENCE_FILE, describe_items, evenly, reference_profile
+from flows.registry import METADATA_FILES
 from tasks.drift import Profile, profile_of
 from tasks.params import load_params
-from tasks.registry import METADATA_FILES
 from tasks.settings import Settings
 from tests.drift_traffic import line, stats, traffic
 from tests.helpers import ROOT
@@ -231,7 +231,7 @@ def test_a_failing_reference_is_a_warning_and_the_version_is_registered_without_
                                                                                      monkeypatch):
     import logging
 
-    from flows.reference import logger, reference_or_none
+    from flows.ops.reference import logger, reference_or_none
 
     # Prefect's logging set-up (run by earlier tests in this process) disables loggers that existed before it.
     monkeypatch.setattr(logger, "disabled", False)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from flows import workspace
-from flows.workspace import WorkspaceError, resolve_revision
-from tasks.registry import RegistryError, check_alias, check_name
+from flows.orchestration import workspace
+from flows.orchestration.workspace import WorkspaceError, resolve_revision
+from flows.registry import RegistryError, check_alias, check_name
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
 

@@ -9,7 +9,7 @@ from uuid import uuid4
 import yaml
 
 from flows.names import GC_FLOW, PIPELINE_FLOW, SWEEP_FLOW
-from flows.notify import FLOWS, NIGHTLY_DEPLOYMENT, failure_automation, missing_run_automation
+from flows.ops.notify import FLOWS, NIGHTLY_DEPLOYMENT, failure_automation, missing_run_automation
 from tests.helpers import ROOT
 
 
@@ -40,13 +40,13 @@ def test_a_missing_nightly_run_is_an_absence_of_completed_runs_of_that_deploymen
 
 
 def test_drift_is_posted_with_the_measures_the_monitor_names():
-    from flows.monitor import DRIFT_EVENT
     from flows.names import MONITOR_FLOW
-    from flows.notify import drift_automation
+    from flows.ops.monitor import DRIFT_EVENT
+    from flows.ops.notify import drift_automation
 
     automation = drift_automation(uuid4())
     assert automation.trigger.expect == {DRIFT_EVENT} and automation.trigger.posture == "Reactive"
     assert dict(automation.trigger.match.items()) == {"prefect.resource.id": ["flowtune.model.*"]}
-    assert "{{ event.payload.summary }}" in automation.actions[0].body  # flows/monitor.py drift_events writes it
+    assert "{{ event.payload.summary }}" in automation.actions[0].body  # flows/ops/monitor.py drift_events writes it
     assert "{{ event.payload.model }}" in automation.actions[0].subject
     assert MONITOR_FLOW in FLOWS  # a failed monitor run is posted like any other

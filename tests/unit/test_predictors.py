@@ -192,7 +192,7 @@ def test_the_tagger_reads_writes_and_scores_like_predict_did(tagger: Path, tmp_p
 
 
 def test_flowtune_predict_tags_through_the_seam(tagger: Path, capsys):
-    from flows.cli import main as flowtune
+    from flows.cli.main import main as flowtune
 
     assert flowtune(["predict", "--model", str(tagger), "--format", "jsonl", "Alice met Bob"]) == 0
     (answer,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -260,7 +260,7 @@ def test_a_bad_input_file_fails_before_any_weights_load(tagger: Path, classifier
 
 
 def test_flowtune_predict_classifies_jsonl_from_stdin(classifier: Path, capsys, monkeypatch):
-    from flows.cli import main as flowtune
+    from flows.cli.main import main as flowtune
 
     rows = [{"text": "good day", "label": "positive"}, {"text": "bad day", "label": "negative"}]
     monkeypatch.setattr("sys.stdin", io.StringIO("".join(json.dumps(row) + "\n" for row in rows)))

@@ -1,4 +1,4 @@
-"""No stage process outlives its flow: flows/supervise.py and run_logged, on real process trees.
+"""No stage process outlives its flow: flows/orchestration/supervise.py and run_logged, on real process trees.
 
 Each test starts a small tree of `sleep`s (one in a session of its own, as torchrun starts its
 workers; some ignoring SIGTERM) tagged with a unique environment variable, then finds its live
@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from flows import steps
-from flows.supervise import GRACE_S, TIMED_OUT, exit_code, living_descendants, parse
+from flows.orchestration import steps
+from flows.orchestration.supervise import GRACE_S, TIMED_OUT, exit_code, living_descendants, parse
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux prctl and /proc")
 
 SUPERVISE = str(ROOT / "flows" / "supervise.py")
 # A killed flow leaves no process after this long: the supervisor's grace (SIGTERM -> SIGKILL, and these
-# sleeps ignore SIGTERM) plus the 10 s flows/steps.py also allows.
+# sleeps ignore SIGTERM) plus the 10 s flows/orchestration/steps.py also allows.
 DEADLINE_S = GRACE_S + 10
 # sh, a subshell with its own sleep, a sleep in a new session, a plain sleep; all ignore SIGTERM
 # (an ignored signal stays ignored across fork and exec), so stopping them needs the SIGKILL step.
@@ -180,7 +180,7 @@ def test_living_descendants_skips_zombies():
 
 RUN_LOGGED = (
     "import logging, sys\n"
-    "from flows import steps\n"
+    "from flows.orchestration import steps\n"
     "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(message)s', force=True)\n"
     "steps.get_run_logger = lambda: logging.getLogger('stage')  # outside a Prefect run\n"
     "steps.run_logged(sys.argv[1:], 'the tree')\n"
@@ -237,7 +237,7 @@ def test_run_logged_names_the_limit_a_stage_ran_over_and_leaves_no_process(marke
 
 def test_a_flow_over_its_limit_stops_the_stage_it_was_running(marker, monkeypatch, reliability):
     """The flow's limit (its stages' limits plus flow_margin) interrupts a stage that has none of its own."""
-    from flows.pipeline import FlowTimedOut, time_limited
+    from flows.orchestration.pipeline import FlowTimedOut, time_limited
     from tasks.params import load_params
 
     params = load_params(ROOT / "params.yaml")
@@ -290,7 +290,7 @@ def test_a_worker_polls_while_online_with_a_recent_heartbeat():
 
     from prefect.client.schemas.objects import Worker, WorkerStatus
 
-    from flows.remote_train import polling_workers
+    from flows.orchestration.remote_train import polling_workers
 
     now = datetime.datetime(2026, 12, 1, 3, 0, tzinfo=datetime.UTC)
 

@@ -151,12 +151,12 @@ print("gate opened" if gate.exists() else "gate never opened")
 
 
 def test_lines_reach_the_prefect_log_one_by_one_while_the_stage_runs(tmp_path, monkeypatch) -> None:
-    """A stage under `flows.steps.run_logged` (how a flow runs `dvc repro`): each progress line becomes its own
-    log record as soon as it is written, not when the stage ends (stderr flushed, no carriage returns)."""
+    """A stage under `flows.orchestration.steps.run_logged` (how a flow runs `dvc repro`): each progress line becomes
+    its own log record as soon as it is written, not when the stage ends (stderr flushed, no carriage returns)."""
     import logging
     import sys
 
-    from flows import steps
+    from flows.orchestration import steps
     from tests.helpers import ROOT
 
     gate, records = tmp_path / "gate", []

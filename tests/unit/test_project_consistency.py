@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from flows import reports, steps
+from flows.orchestration import reports, steps
 from tasks.kinds import ENTRY_MODULES
 from tasks.params import Params, ParamsError, load_params, schema_of
 

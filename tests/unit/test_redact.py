@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flows import lineage
-from flows.gate import Decision
+from flows.orchestration import lineage
+from flows.orchestration.gate import Decision
 from flows.redact import scrub_urls, strip_credentials
 from tasks.metrics import EvalReport, Headline
 from tasks.params import load_params

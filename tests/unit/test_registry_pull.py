@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.registry_cli import add_registry_parser, cmd_pull
-from tasks.registry import PULL_MARKER, Registry, RegistryError, directory_digest
+from flows.cli.registry import add_registry_parser, cmd_pull
+from flows.registry import PULL_MARKER, Registry, RegistryError, directory_digest
 
 FILES = {"config.json": b'{"model_type": "bert"}', "sub/weights.bin": b"\x00\x01" * 50}
 

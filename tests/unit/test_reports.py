@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from flows.gate import Champion
-from flows.reports import champion_markdown, evaluation_details
+from flows.orchestration.gate import Champion
+from flows.orchestration.reports import champion_markdown, evaluation_details
 from tasks.metrics import EvalReport, Headline, Latency
 from tasks.params import load_params
 from tests.helpers import ROOT

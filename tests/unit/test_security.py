@@ -113,7 +113,7 @@ def test_the_image_gets_every_file_its_dockerfile_uses(scratch_checkout: Path) -
     missing = sorted(set(tracked.splitlines()) - context)
     assert not missing, f"the image would lack tracked files {missing[:10]}"
     for needed in ("infra/local/bootstrap.sh", "requirements.lock", "pyproject.toml", "README.md",
-                   "infra/compose/.env.example", "flows/cli.py", "tasks/settings.py"):
+                   "infra/compose/.env.example", "flows/cli/main.py", "tasks/settings.py"):
         assert needed in context, needed
 
 

@@ -8,8 +8,8 @@ import stat
 import subprocess
 from pathlib import Path
 
-from flows import services
-from flows.services.units import install, quote
+from flows.ops import services
+from flows.ops.services.units import install, quote
 
 
 def settings_in(folder: Path) -> services.Settings:

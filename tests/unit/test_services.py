@@ -1,4 +1,4 @@
-"""flows.services without starting anything: credentials, config files, command lines, port checks."""
+"""flows.ops.services without starting anything: credentials, config files, command lines, port checks."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from flows import services
-from flows.services import definitions
+from flows.ops import services
+from flows.ops.services import definitions
 from tasks.settings import Settings
 
 PORTS = {"s3_port": 21001, "seaweed_master_port": 21002, "seaweed_volume_port": 21003,
@@ -84,7 +84,7 @@ def test_existing_env_lines_and_values_are_kept(tmp_path, monkeypatch):
 
 def test_two_concurrent_first_starts_generate_one_key_pair(tmp_path, monkeypatch):
     """Two `services up` at once on a fresh folder: one key pair in .env, and both use it."""
-    from flows.services import config
+    from flows.ops.services import config
 
     real_token_hex = config.secrets.token_hex
 
@@ -432,7 +432,7 @@ def test_the_ui_is_told_where_the_api_is(tmp_path):
 
 @pytest.mark.parametrize(("listing", "slots"), [("", 1), ("GPU 0: H100 (UUID: a)\nGPU 1: H100 (UUID: b)\n", 2)])
 def test_one_accelerator_slot_per_gpu_and_one_without(monkeypatch, listing: str, slots: int):
-    # accelerator_slots looks `subprocess` up in flows/services/definitions.py
+    # accelerator_slots looks `subprocess` up in flows/ops/services/definitions.py
     monkeypatch.setattr(definitions.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, listing, ""))
     assert services.accelerator_slots() == slots
 

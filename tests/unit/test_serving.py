@@ -182,7 +182,7 @@ def test_a_failed_batch_fails_its_requests_and_the_next_batch_runs():
 
 
 class FakeRegistry:
-    """resolve/download of tasks.registry.Registry: the alias points at `version`; `broken` versions fail."""
+    """resolve/download of flows.registry.Registry: the alias points at `version`; `broken` versions fail."""
 
     def __init__(self, version: int = 1, broken: frozenset[int] = frozenset()):
         self.version, self.broken, self.downloads = version, set(broken), []
@@ -442,7 +442,7 @@ class StorageBlink(ConnectionError):
 
 
 def test_a_download_that_fails_for_a_passing_reason_is_retried_and_a_bad_checksum_is_not(tmp_path: Path):
-    from tasks.registry import RegistryError
+    from flows.registry import RegistryError
 
     registry = FakeRegistry(version=1)
     download, failures = registry.download, {"count": 2}
@@ -503,8 +503,8 @@ def test_healthz_turns_503_when_no_model_has_loaded_for_too_long(tmp_path: Path)
 def test_which_storage_failures_are_worth_retrying(error, transient):
     from botocore.exceptions import ClientError, EndpointConnectionError
 
-    from flows.storage import is_transient
-    from tasks.registry import RegistryError
+    from flows.ops.storage import is_transient
+    from flows.registry import RegistryError
 
     if error == "endpoint":
         error = EndpointConnectionError(endpoint_url="http://127.0.0.1:1")

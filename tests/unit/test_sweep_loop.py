@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.sweep import counted, fail_interrupted, open_study, run_trials
+from flows.orchestration.sweep import counted, fail_interrupted, open_study, run_trials
 from tasks.params import SweepParams
 from tasks.settings import Settings
 
@@ -50,7 +50,7 @@ class FakeTrials:
 
 @pytest.fixture(autouse=True)
 def no_wait(monkeypatch):
-    monkeypatch.setattr("flows.sweep.POLL_S", 0)
+    monkeypatch.setattr("flows.orchestration.sweep.POLL_S", 0)
 
 
 def test_trials_run_at_most_parallel_at_once_until_n_trials_finished(tmp_path: Path):

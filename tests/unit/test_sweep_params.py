@@ -59,7 +59,7 @@ def test_bad_spaces_are_refused_naming_the_key(tmp_path: Path, space: dict, mess
 def test_a_list_key_is_swept_by_list_choices_that_optuna_records_by_label(tmp_path: Path):
     import optuna
 
-    from flows.sweep import suggest
+    from flows.orchestration.sweep import suggest
 
     choices = [[], ["backtranslation"], ["synonym", "backtranslation"], ["synonym", "name_swap", "backtranslation"]]
     raw = with_sweep(space={"augment.methods": {"choices": choices}, "train.batch_size": {"choices": [8, 16]}})
@@ -146,7 +146,7 @@ def test_the_train_hook_reports_each_epoch_and_prunes_a_bad_trial(tmp_path: Path
 
 
 def test_apply_edits_only_the_swept_lines_and_keeps_comments():
-    from flows.sweep_cli import set_scalars
+    from flows.cli.sweep import set_scalars
 
     text = (ROOT / "params.yaml").read_text()
     best = {"train.learning_rate": 1.0e-7, "train.batch_size": 32, "augment.synonym.swap_prob": 0.25,
@@ -166,7 +166,7 @@ def test_apply_edits_only_the_swept_lines_and_keeps_comments():
 
 
 def test_apply_refuses_a_key_it_cannot_find_as_a_line():
-    from flows.sweep_cli import set_scalars
+    from flows.cli.sweep import set_scalars
 
     with pytest.raises(ValueError, match=r"train.nope: no `nope:` line under train"):
         set_scalars((ROOT / "params.yaml").read_text(), {"train.nope": 1})

@@ -253,7 +253,7 @@ def mentions_both(count: int, seed: int) -> list[TextExample]:
 def test_a_multi_label_classifier_learns_label_sets_and_predict_serves_it(tmp_path: Path, tiny_base: Path, capsys):
     """A tiny random encoder learns one of the two labels reliably and often both, so the bar is "far
     above chance" (both labels at chance: 0.5); predict must serve exactly the model's own label sets."""
-    from flows.cli import main as flowtune
+    from flows.cli.main import main as flowtune
 
     textdata.write_examples(tmp_path / "data/train.jsonl", mentions_both(160, 1))
     textdata.write_examples(tmp_path / "data/dev.jsonl", mentions_both(24, 2))

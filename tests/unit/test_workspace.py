@@ -1,4 +1,4 @@
-"""flows.workspace on a throwaway git repository: clean checkouts, parameter files, data sources."""
+"""flows.orchestration.workspace on a throwaway git repository: clean checkouts, parameter files, data sources."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.workspace import WorkspaceError, run_workspace
+from flows.orchestration.workspace import WorkspaceError, run_workspace
 from tasks.settings import Settings
 from tests.helpers import ROOT
 
@@ -102,7 +102,7 @@ def test_in_place_runs_read_the_checkout_and_refuse_overrides(inside: Path):
 def test_only_the_train_stage_holds_the_accelerator_slot():
     from contextlib import nullcontext
 
-    from flows.steps import holding_accelerator
+    from flows.orchestration.steps import holding_accelerator
 
     assert isinstance(holding_accelerator("evaluate"), nullcontext)
     assert not isinstance(holding_accelerator("train"), nullcontext)
@@ -111,7 +111,7 @@ def test_only_the_train_stage_holds_the_accelerator_slot():
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from flows.workspace import checkout_lock
+from flows.orchestration.workspace import checkout_lock
 with checkout_lock(Path(sys.argv[1]), "run-holder", 5):
     print("held", flush=True)
     time.sleep(60)
@@ -125,7 +125,7 @@ def hold_lock_in_another_process(repo: Path) -> subprocess.Popen:
 
 
 def test_a_second_in_place_run_waits_then_names_the_holder(repo: Path):
-    from flows.workspace import WorkspaceBusy, checkout_lock
+    from flows.orchestration.workspace import WorkspaceBusy, checkout_lock
 
     holder = hold_lock_in_another_process(repo)
     try:
@@ -146,7 +146,7 @@ def test_a_second_in_place_run_waits_then_names_the_holder(repo: Path):
 
 
 def test_an_in_place_run_holds_the_checkout_for_its_whole_duration(inside: Path):
-    from flows.workspace import WorkspaceBusy, checkout_lock
+    from flows.orchestration.workspace import WorkspaceBusy, checkout_lock
 
     with run_workspace("in-place", "first", settings_for(inside)):
         with pytest.raises(WorkspaceBusy, match="flow run first"), checkout_lock(inside, "second", timeout_s=0.5):
@@ -164,7 +164,7 @@ def data_workspace(tmp_path: Path) -> Path:
 
 
 def test_a_data_source_holding_a_link_out_of_it_is_refused_by_name_and_nothing_is_copied(tmp_path: Path):
-    from flows.workspace import use_data_source
+    from flows.orchestration.workspace import use_data_source
 
     secret = tmp_path / "home" / ".ssh" / "id_rsa"
     secret.parent.mkdir(parents=True)
@@ -182,7 +182,7 @@ def test_a_data_source_holding_a_link_out_of_it_is_refused_by_name_and_nothing_i
 
 
 def test_a_data_source_with_a_link_to_a_folder_is_refused_and_a_link_to_its_own_file_copied(tmp_path: Path):
-    from flows.workspace import check_data_source, use_data_source
+    from flows.orchestration.workspace import check_data_source, use_data_source
 
     source = tmp_path / "corpus"
     (source / "splits").mkdir(parents=True)
@@ -196,7 +196,7 @@ def test_a_data_source_with_a_link_to_a_folder_is_refused_and_a_link_to_its_own_
 
 
 def test_a_data_source_over_the_size_limit_is_refused_before_copying(tmp_path: Path):
-    from flows.workspace import MAX_DATA_SOURCE_BYTES, check_data_source
+    from flows.orchestration.workspace import MAX_DATA_SOURCE_BYTES, check_data_source
 
     source = tmp_path / "big"
     source.mkdir()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.registry import Registry
+from flows.registry import Registry
 from tasks.settings import Settings, s3_client
 from tests.browser import capture_flow_run
 from tests.helpers import (

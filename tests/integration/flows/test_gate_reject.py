@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from tasks.registry import Registry
+from flows.registry import Registry
 from tasks.settings import Settings, s3_client
 from tests.helpers import NO_VARIANTS, api_post, run_flow, scratch_clone, set_params, synthetic_splits, tiny_encoder
 

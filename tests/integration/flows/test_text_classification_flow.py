@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.registry import Registry
+from flows.registry import Registry
 from tasks.settings import Settings, s3_client
 from tests.helpers import (
     NO_VARIANTS,
