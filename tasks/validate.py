@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tasks.basemodel import contract_piece_counter
 from tasks.contract import ContractError, Outcome, run_contract
 from tasks.io import iter_splits, write_json
 from tasks.kinds import contract_kind_for
@@ -22,14 +23,6 @@ if TYPE_CHECKING:
     from tasks.kinds.data import ContractKind
 
 CHECKPOINTS = ("raw", "clean", "augmented")  # where in the pipeline the contract runs
-
-
-def checkpoint_paths(params, data: str) -> tuple[str, str, str]:
-    """(data folder, contract report, Data Docs folder) for a checkpoint name."""
-    paths = params.paths
-    return {"raw": (paths.raw, paths.contract_raw, paths.data_docs_raw),
-            "clean": (paths.clean, paths.contract_clean, paths.data_docs_clean),
-            "augmented": (paths.augmented, paths.contract_augmented, paths.data_docs_augmented)}[data]
 
 
 def run(params: ValidateParams, data_dir: Path, report_path: Path, counter=None,
@@ -62,18 +55,9 @@ def run(params: ValidateParams, data_dir: Path, report_path: Path, counter=None,
     return report
 
 
-def load_piece_counter(params: Params):
-    """The training encoder's sub-word piece counter (tasks/basemodel.py); None when that check is off."""
-    if not params.validate_.max_subword_pieces:
-        return None
-    from tasks.basemodel import PieceCounter, resolve_base_model
-
-    return PieceCounter(resolve_base_model(params.train.base_model))
-
-
 def step(params: Params, args) -> str:
-    data_dir, report_path, docs_dir = checkpoint_paths(params, args.data)
-    report = run(params.validate_, Path(data_dir), Path(report_path), load_piece_counter(params), Path(docs_dir),
+    data_dir, report_path, docs_dir = params.paths.checkpoint(args.data)
+    report = run(params.validate_, Path(data_dir), Path(report_path), contract_piece_counter(params), Path(docs_dir),
                  args.data, kind=contract_kind_for(params))
     summary = f"{report['evaluated']} expectations checked on {args.data} data {report['sentences']}"
     warnings = [Outcome(**{k: v for k, v in e.items() if k != "severity"})

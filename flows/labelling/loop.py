@@ -120,8 +120,8 @@ def held_out_keys(params, kind, source: str | None = None) -> dict[str, str]:
     """Text key -> "<split> row <id>" of every dev and test row (the imported splits, and the source folder's
     official dev/test files): a pulled label for one of them would leak it into training."""
     from flows.batches import DataError, source_folder
-    from tasks.ingest import source_files
     from tasks.io import InputFormatError
+    from tasks.sources import source_files
 
     held: dict[str, str] = {}
     files = [(split, Path(params.paths.raw) / f"{split}.jsonl", kind.read) for split in ("dev", "test")]

@@ -105,8 +105,8 @@ def run_pull_review(params, settings: Settings, source: str | None = None):
     from flows.batches import Added, copy_batch, sha256_of, source_folder
     from flows.labelling.loop import collect_review, is_multi_label, label_value, review_title, write_batch
     from flows.labelling.studio import StudioError
-    from tasks.ingest import CORRECTIONS, read_corrections
     from tasks.kinds import kind_for
+    from tasks.sources import CORRECTIONS, read_corrections
 
     client = studio(settings)
     title = review_title(params)
@@ -116,7 +116,7 @@ def run_pull_review(params, settings: Settings, source: str | None = None):
                           "first")
     kind = kind_for(params)
     folder = source_folder(params, source)  # the builtin set has no folder to record corrections in: said here
-    corrections, _ = read_corrections(folder, params.ingest, kind)
+    corrections, _ = read_corrections(folder, kind.source_suffixes, kind.source_reader(params.ingest))
     ner = params.task.kind == "ner"
     corrected = {rid: label_value(row.tags if ner else row.labels, params.task.kind)
                  for rid, (row, _) in corrections.items()}
@@ -140,21 +140,15 @@ def checked_batch(batch: Path, pulled, params, kind, project_id: int, prefix: st
     written again without them; None when no row is left."""
     from flows.labelling.checks import contract_refusals
     from flows.labelling.loop import write_batch
+    from tasks.basemodel import contract_piece_counter
 
-    refused = contract_refusals(batch, params, kind, pulled.tasks, piece_counter(params))
+    refused = contract_refusals(batch, params, kind, pulled.tasks, contract_piece_counter(params))
     if not refused:
         return batch
     pulled.refused.update(refused)
     pulled.rows = [row for row in pulled.rows if pulled.tasks[row["id"]] not in refused]
     batch.unlink()
     return write_batch(pulled.rows, batch.parent, project_id, params, prefix) if pulled.rows else None
-
-
-def piece_counter(params):
-    """The encoder's sub-word piece counter when `validate.max_subword_pieces` is set (the validate stage's)."""
-    from tasks.validate import load_piece_counter
-
-    return load_piece_counter(params)
 
 
 def project_labels(project: dict) -> list[str]:

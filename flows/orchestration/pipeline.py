@@ -38,8 +38,8 @@ from flows.orchestration.steps import (
     check_storage_task,
     dvc_pull,
     dvc_push,
+    repro_stage,
     run_settings,
-    run_stage,
     stages_up_to_date,
 )
 from flows.orchestration.workspace import DEFAULT_PARAMS, Workspace, run_workspace
@@ -187,12 +187,12 @@ def reproduce(stages: tuple[str, ...], params: Params, settings: Settings, train
     up_to_date = stages_up_to_date(stages)
     for stage in stages:
         if up_to_date:
-            run_stage(stage, params, settings, up_to_date=True)
+            repro_stage(stage, params, settings, up_to_date=True)
         elif stage == "train" and train_on:
             dvc_push()  # the other machine pulls the train stage's inputs from the remote
             train_elsewhere(train_on, params, settings, train_timeout_s)
         else:
-            run_stage(stage, params, settings)
+            repro_stage(stage, params, settings)
 
 
 class FlowTimedOut(TimeoutError):

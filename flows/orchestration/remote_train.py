@@ -28,9 +28,9 @@ from flows.orchestration.steps import (
     check_storage_task,
     dvc_pull,
     dvc_push,
+    repro_stage,
     run_logged,
     run_settings,
-    run_stage,
 )
 from flows.orchestration.workspace import DEFAULT_PARAMS, run_workspace
 from tasks.params import Params, load_params
@@ -72,7 +72,7 @@ def train_stage(revision: str, params_yaml: str, dvc_lock: str) -> str:
         params = load_params(DEFAULT_PARAMS)
         check_storage_task(settings)
         dvc_pull()
-        run_stage("train", params, settings)
+        repro_stage("train", params, settings)
         dvc_push()
         s3_client(settings).put_object(Bucket=settings.dvc_bucket, Key=lock_key(run_id), Body=Path(LOCK).read_bytes())
     return lock_key(run_id)

@@ -60,9 +60,7 @@ def upload_site(client, bucket: str, site: Path, prefix: str) -> int:
 
 def publish_data_docs(params: Params, data: str, settings: Settings, run_id: str) -> str:
     """Upload the checkpoint's GX Data Docs and link its index page from the flow run; the URL."""
-    from tasks.validate import checkpoint_paths
-
-    site = Path(checkpoint_paths(params, data)[2])
+    site = Path(params.paths.checkpoint(data)[2])
     prefix = f"data-docs/{run_id}/{data}"
     upload_site(s3_client(settings), settings.reports_bucket, site, prefix)
     url = f"{settings.endpoint_url.rstrip('/')}/{settings.reports_bucket}/{prefix}/index.html"
@@ -116,9 +114,7 @@ CONTRACT_ARTIFACT_KEYS = {"raw": "data-contract", "clean": "data-contract-clean"
 
 
 def _contract(params: Params, data: str) -> dict:
-    from tasks.validate import checkpoint_paths
-
-    report = _load(checkpoint_paths(params, data)[1])
+    report = _load(params.paths.checkpoint(data)[1])
     rows = [
         {"check": e["check"], "severity": e["severity"], "success": e["success"], "observed": e["observed"],
          "expected": e["expected"],

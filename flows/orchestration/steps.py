@@ -168,7 +168,7 @@ def stages_up_to_date(stages: tuple[str, ...]) -> bool:
 
 
 @task(task_run_name="{stage}", cache_policy=NO_CACHE)
-def run_stage(stage: str, params: Params, settings: Settings, up_to_date: bool = False) -> dict:
+def repro_stage(stage: str, params: Params, settings: Settings, up_to_date: bool = False) -> dict:
     """Reproduce one DVC stage (DVC skips it when nothing changed) and publish its report.
 
     `up_to_date` (from `stages_up_to_date`) skips the `dvc repro` call, which would do nothing.
@@ -213,9 +213,7 @@ def holding_accelerator(stage: str):
 
 def publish_failed_contract(stage: str, params: Params, settings: Settings, run_id: str, started: float) -> None:
     """Publish the report a failing contract wrote in this run (never a stale one from an earlier run)."""
-    from tasks.validate import checkpoint_paths
-
-    report = Path(checkpoint_paths(params, reports.CONTRACT_STAGES[stage])[1])
+    report = Path(params.paths.checkpoint(reports.CONTRACT_STAGES[stage])[1])
     if not report.exists() or report.stat().st_mtime < started:
         return
     try:

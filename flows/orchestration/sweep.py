@@ -34,7 +34,7 @@ from prefect.runtime import flow_run
 from flows.names import SWEEP_FLOW, SWEEP_TRIAL_DEPLOYMENT, SWEEP_TRIAL_FLOW
 from flows.orchestration import reports
 from flows.orchestration.pipeline import reproduce, working_copy
-from flows.orchestration.steps import DATA_STAGES, StageError, dvc_pull, dvc_push, run_logger, run_settings, run_stage
+from flows.orchestration.steps import DATA_STAGES, StageError, dvc_pull, dvc_push, repro_stage, run_logger, run_settings
 from flows.orchestration.workspace import DEFAULT_PARAMS, resolve_revision, run_workspace
 from tasks import sweeping
 from tasks.params import (
@@ -124,7 +124,7 @@ def sweep_trial(study: str, trial_id: int, trial_number: int, overrides: dict[st
                            sweeping.CORES_ENV: str(sweeping.cores_per_trial(params.sweep.parallel))})
         reproduce(DATA_STAGES, params, settings)
         try:
-            run_stage("train", params, settings)
+            repro_stage("train", params, settings)
         except StageError:
             if sweeping.PRUNED_ATTR not in found._storage.get_trial(trial_id).user_attrs:
                 raise  # a real failure: the sweep records the trial as failed
@@ -325,7 +325,7 @@ def score_best_on_test(study: optuna.Study, raw: dict, settings: Settings) -> di
     Path("dvc.lock").write_text(best.user_attrs[LOCK_ATTR])
     params = load_params(DEFAULT_PARAMS)
     dvc_pull()
-    run_stage("evaluate", params, settings)
+    repro_stage("evaluate", params, settings)
     score = EvalReport.read(Path(params.paths.eval_metrics)).headline
     summary = {"trial": best.number, "params": best.params, "dev_score": best.value, "test_name": score.name,
                "test_score": score.value}

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from tasks.basemodel import contract_piece_counter
 from tasks.ingest import read_splits, resolve_source
 from tasks.kinds.ner.contract import validate_records
 from tasks.params import load_params
-from tasks.validate import load_piece_counter
 from tests.helpers import ROOT, kind
 
 PARAMS = load_params(ROOT / "params.yaml")
@@ -23,7 +23,7 @@ def failures(outcomes) -> list[str]:
 
 def test_default_wnut16_passes_with_its_reference_profile(tmp_path: Path):
     splits, _ = read_splits(resolve_source(PARAMS.ingest.source), PARAMS.ingest, kind())
-    outcomes = validate_records(splits, PARAMS.validate_, PARAMS.task.labels, load_piece_counter(PARAMS),
+    outcomes = validate_records(splits, PARAMS.validate_, PARAMS.task.labels, contract_piece_counter(PARAMS),
                                 tmp_path / "docs")
     assert failures(outcomes) == []
     assert (tmp_path / "docs" / "index.html").exists()
@@ -34,4 +34,4 @@ def test_wnut17_official_splits_pass():
     splits, _ = read_splits(ROOT / "data" / "external" / "wnut17", PARAMS.ingest, kind())
     assert {s: len(rs) for s, rs in splits.items()} == {"train": 3394, "dev": 1009, "test": 1287}
     params = PARAMS.validate_.model_copy(update={"reference_profile": None})
-    assert failures(validate_records(splits, params, WNUT17_TYPES, load_piece_counter(PARAMS))) == []
+    assert failures(validate_records(splits, params, WNUT17_TYPES, contract_piece_counter(PARAMS))) == []

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from tasks import augment, clean, ingest
+from tasks.basemodel import contract_piece_counter
 from tasks.kinds.textclass.kind import TextClass
 from tasks.kinds.textclass.records import TextExample, load_examples, write_examples
 from tasks.params import load_params
-from tasks.validate import ContractError, load_piece_counter, run
+from tasks.validate import ContractError, run
 from tests.helpers import ROOT, kind
 
 PARAMS = load_params(ROOT / "params-sentiment.yaml")
@@ -82,7 +83,7 @@ def test_the_vader_tweets_import_clean_and_pass_their_contract(tmp_path: Path):
     """The default data of the classification example, through ingest, validate and clean as in the DAG."""
     report = ingest.run(PARAMS.ingest, tmp_path / "raw", KIND)
     assert report["sentences"] == 4200 and sum(report["splits"].values()) == 4200
-    raw = run(PARAMS.validate_, tmp_path / "raw", tmp_path / "raw.json", load_piece_counter(PARAMS), kind=KIND)
+    raw = run(PARAMS.validate_, tmp_path / "raw", tmp_path / "raw.json", contract_piece_counter(PARAMS), kind=KIND)
     assert raw["success"], [e for e in raw["expectations"] if not e["success"]]
     cleaned = clean.run(PARAMS.clean, tmp_path / "raw", tmp_path / "clean", tmp_path / "clean.json", KIND)
     assert 0 < cleaned["splits"]["train"]["near_duplicates_dropped"] < 200

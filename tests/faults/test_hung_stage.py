@@ -4,7 +4,7 @@ A scratch DVC repo holds one stage whose command waits for ever on a grandchild 
 download, a deadlocked data loader). It runs as the flow runs every stage: `dvc repro --single-item`
 through flows.orchestration.steps.run_logged, under the supervisor, with a 3 s limit. The run must fail with one line
 naming the limit and the params key, no process of the stage may be alive, and DVC's locks must be
-free, so the next queued run's `dvc repro` starts at once. The full flow adds nothing here (run_stage
+free, so the next queued run's `dvc repro` starts at once. The full flow adds nothing here (repro_stage
 only passes `timeouts.<stage>` on) and would cost a Prefect run.
 """
 

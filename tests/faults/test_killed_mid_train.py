@@ -2,7 +2,7 @@
 nothing of the stage survives it, the DVC lock and the `gpu` slot come free, and the same flow run
 again resumes from the last checkpoint and completes.
 
-A flow of the real `run_stage` task reproduces the real train stage (`dvc repro --single-item train`
+A flow of the real `repro_stage` task reproduces the real train stage (`dvc repro --single-item train`
 under flows/orchestration/supervise.py: a tiny BERT, one thread, holding a slot of the global `gpu` limit) in a
 scratch clone, in a subprocess, against the session's Prefect server. As soon as training has written
 a checkpoint, the flow process alone is SIGKILLed (not its group: the stage must be stopped by the

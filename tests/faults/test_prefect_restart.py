@@ -1,7 +1,7 @@
 """The Prefect server restarted while a flow run trains: the run ends (not hung), a re-run completes
 without manual cleanup, and the DVC record is consistent.
 
-A flow of the real `run_stage` task reproduces the real train stage (a tiny BERT, one thread, holding
+A flow of the real `repro_stage` task reproduces the real train stage (a tiny BERT, one thread, holding
 the `gpu` slot's lease) in a scratch clone, in a subprocess, against a Prefect server of this module's
 own (SeaweedFS stays the session's). As soon as training prints its first step, the server is stopped
 (SIGTERM, as `flowtune services down` does), left down a few seconds and started again.

@@ -19,13 +19,13 @@ FLOW_SCRIPT = '''
 """One flow: the pipeline's train task (dvc repro --single-item train) on this checkout."""
 from prefect import flow
 
-from flows.orchestration.steps import run_settings, run_stage
+from flows.orchestration.steps import run_settings, repro_stage
 from tasks.params import load_params
 
 
 @flow(name="{flow_name}")
 def train_only() -> None:
-    run_stage("train", load_params("params.yaml"), run_settings())
+    repro_stage("train", load_params("params.yaml"), run_settings())
 
 
 if __name__ == "__main__":
