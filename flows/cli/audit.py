@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from flows.cli.outcome import print_outcome
 from tasks.settings import Settings
 
 
@@ -31,12 +32,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     state = label_audit(params_file=args.params_file, folds=args.k, top=args.top, epochs=args.epochs,
                         return_state=True)
-    print("\n=== flowtune label audit finished:", state.type.value)
-    print(f"Prefect UI (flow run): {settings.ui_url}/runs/flow-run/{state.state_details.flow_run_id}")
-    if not state.is_completed():
-        print(f"Reason:                {state.message}")
+    result = print_outcome("label audit", state, settings)
+    if result is None:
         return 1
-    result = state.result()
     print(f"Rows ranked:           {result['rows']} ({result['flagged']} flagged by cleanlab)")
     print(f"Report:                {result['report']} (top {result['top']}: {result['csv']})")
     return 0

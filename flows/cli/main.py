@@ -9,6 +9,7 @@ import sys
 from flows.cli.audit import add_audit_parser
 from flows.cli.data import add_data_parser
 from flows.cli.label import add_label_parser
+from flows.cli.outcome import print_outcome
 from flows.cli.predict import add_predict_parser
 from flows.cli.registry import add_registry_parser
 from flows.cli.serve import add_serve_parser
@@ -34,23 +35,18 @@ def cmd_run(args: argparse.Namespace) -> int:
                              return_state=True)
     else:
         state = training_pipeline(push=not args.no_push, return_state=True)
-    run_url = f"{settings.ui_url}/runs/flow-run/{state.state_details.flow_run_id}"
-    print("\n=== flowtune run finished:", state.type.value)
-    print(f"Prefect UI (flow run): {run_url}")
-    if state.is_completed() and state.result().get("unchanged"):
-        print(f"Registry:              {state.result()['message']}")
-    elif state.is_completed():
-        result = state.result()
+    result = print_outcome("run", state, settings)
+    if result is not None and result.get("unchanged"):
+        print(f"Registry:              {result['message']}")
+    elif result is not None:
         print(f"Registered model:      {result['model']} v{result['version']} "
               f"(s3://{settings.registry_bucket}/{settings.registry_prefix}/{result['model']}/{result['version']}/, "
               "alias champion)")
-    else:
-        print(f"Reason:                {state.message}")
     if args.params_file:
         print("Metrics:               flowtune registry show <model>  (the run's checkout is removed on success)")
     else:
         print("Metrics:               dvc metrics show   (details: data/metrics/eval.json)")
-    return 0 if state.is_completed() else 1
+    return 0 if result is not None else 1
 
 
 def prefect_main(args: list[str]) -> int:

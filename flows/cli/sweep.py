@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from flows.cli.outcome import print_outcome
 from tasks.params import ParamsError, check_sweep_space, load_params
 from tasks.settings import Settings
 
@@ -59,12 +60,9 @@ def run_sweep(args: argparse.Namespace, settings: Settings) -> int:
 
     state = sweep(revision=args.revision, params_file=args.params_file, data_source=args.data_source,
                   local=args.local, return_state=True)
-    print("\n=== flowtune sweep finished:", state.type.value)
-    print(f"Prefect UI (flow run): {settings.ui_url}/runs/flow-run/{state.state_details.flow_run_id}")
-    if not state.is_completed():
-        print(f"Reason:                {state.message}")
+    result = print_outcome("sweep", state, settings)
+    if result is None:
         return 1
-    result = state.result()
     best = result["best"]
     print(f"Best trial:            #{best['trial']} dev {best['dev_score']:.4f}, test {best['test_name']} "
           f"{best['test_score']:.4f} (test scored once, for this trial)")
