@@ -400,7 +400,7 @@ class RegistryParams(Section):
 
 
 class GcParams(Section):
-    """Retention rules of `flowtune gc` (flows/ops/gc.py): what it keeps, by age and by count."""
+    """Retention rules of `flowtune gc` (flows/ops/gc/): what it keeps, by age and by count."""
 
     keep_days: int = Field(ge=0, description=(
         "failed runs' workspaces, Data Docs, run folders and DVC data of runs older than this go"))

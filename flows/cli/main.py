@@ -164,7 +164,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     """Apply the retention rules (`gc:` of the params file): a dry run unless --apply."""
-    from flows.ops.gc import run_gc
+    from flows.ops.gc.apply import run_gc
     from flows.ops.storage import StorageError, check_storage
     from tasks.params import ParamsError, load_params
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.ops import gc
+from flows.ops.gc import apply, plan
 from flows.registry import Registry
 from tasks.params import GcParams
 from tasks.settings import s3_client
@@ -59,20 +59,20 @@ class PausedPublish:
 
 def promote_after_the_plan(monkeypatch, promote) -> None:
     """`promote()` runs once gc has planned its deletions and before it deletes anything."""
-    real_collect = gc.collect
+    real_collect = plan.collect
 
     def plan_then_promote(*args, **kwargs):
         planned = real_collect(*args, **kwargs)
         promote()
         return planned
 
-    monkeypatch.setattr(gc, "collect", plan_then_promote)
+    monkeypatch.setattr(apply, "collect", plan_then_promote)
 
 
 def promote_after_manifest_delete(monkeypatch, manifest_key: str, promote) -> list[str]:
     """gc's S3 client, with `promote()` run the moment gc has deleted `manifest_key`; what it raised, if anything
     (the other team's error, never gc's)."""
-    real_client = gc.s3_client
+    real_client = apply.s3_client
     outcome: list[str] = []
 
     def client_with_race(settings):
@@ -92,7 +92,7 @@ def promote_after_manifest_delete(monkeypatch, manifest_key: str, promote) -> li
         client.delete_object = delete_then_promote
         return client
 
-    monkeypatch.setattr(gc, "s3_client", client_with_race)
+    monkeypatch.setattr(apply, "s3_client", client_with_race)
     return outcome
 
 
@@ -127,7 +127,7 @@ def test_gc_during_a_publish_and_a_promote_deletes_nothing_referenced(private_s3
     race_2 = promote_after_manifest_delete(monkeypatch, registry._key(NAME, "2", "manifest.json"),
                                            lambda: other_team.set_alias(NAME, "champion", 2))
     started = time.monotonic()
-    report = gc.run_gc(settings, RULES, root, apply=True)
+    report = apply.run_gc(settings, RULES, root, apply=True)
     gc_s = time.monotonic() - started
     published = publish.resume()
 

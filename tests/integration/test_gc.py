@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.ops import gc
+from flows.ops.gc import apply, history, stored
+from flows.ops.gc.objects import Report
 from flows.ops.services import weed_shell
 from flows.registry import Registry
 from tasks.params import GcParams
@@ -74,7 +75,7 @@ def deleted_bytes(settings: Settings, collection: str) -> int:
 
 
 def test_gc_compacts_volumes_over_grpc_so_deleted_objects_free_the_disk(services: Settings, capsys):
-    """The master's HTTP admin API is off (no token on it); `gc.vacuum` compacts through `weed shell` over
+    """The master's HTTP admin API is off (no token on it); `apply.vacuum` compacts through `weed shell` over
     mutual-TLS gRPC instead, with the master's own garbage threshold."""
     client, bucket = s3_client(services), "flowtune-vacuum"
     client.create_bucket(Bucket=bucket)
@@ -83,7 +84,7 @@ def test_gc_compacts_volumes_over_grpc_so_deleted_objects_free_the_disk(services
     # The master learns volume sizes from the volume server's heartbeats (every few seconds), and the filer
     # deletes an object's chunks in batches: both counts below are read until they settle.
     assert wait_for(lambda: deleted_bytes(services, bucket) >= 3_000_000)
-    gc.vacuum(services)
+    apply.vacuum(services)
     assert "SeaweedFS compacted its volumes with at least 0.1 garbage" in capsys.readouterr().out
     assert wait_for(lambda: deleted_bytes(services, bucket) == 0), deleted_bytes(services, bucket)
 
@@ -165,7 +166,7 @@ def snapshot(services: Settings, root: Path) -> set[str]:
     """Every object key of the three buckets and every file under the DVC cache and workspaces."""
     client = s3_client(services)
     keys = {f"{b}/{o.key}" for b in (services.dvc_bucket, services.registry_bucket, services.reports_bucket)
-            for o in gc.list_objects(client, b, "")}
+            for o in stored.list_objects(client, b, "")}
     files = {str(p.relative_to(root)) for p in (root / ".dvc" / "cache").rglob("*") if p.is_file()}
     folders = {str(p.relative_to(root)) for p in (services.state_dir / "workspaces").iterdir()}
     return keys | files | folders
@@ -190,7 +191,7 @@ def expected(services: Settings, root: Path) -> set[tuple[str, str]]:
 def test_a_dry_run_lists_and_apply_deletes_exactly_what_the_rules_say(services: Settings, store: dict, capsys):
     root, now, registry = store["root"], store["now"], store["registry"]
     before = snapshot(services, root)
-    dry = gc.run_gc(services, RULES, root, now=now)
+    dry = apply.run_gc(services, RULES, root, now=now)
     printed = capsys.readouterr().out
     assert snapshot(services, root) == before, "a dry run deleted something"
     assert {(d.kind, d.where) for d in dry.deletions} == expected(services, root)
@@ -199,7 +200,7 @@ def test_a_dry_run_lists_and_apply_deletes_exactly_what_the_rules_say(services: 
     (v2,) = [d for d in dry.deletions if d.kind == "version" and d.where.endswith("/2/")]
     assert v2.keys[0].endswith("2/manifest.json") and v2.keys[-1].endswith("_claims/2")
 
-    applied = gc.run_gc(services, RULES, root, now=now, apply=True)
+    applied = apply.run_gc(services, RULES, root, now=now, apply=True)
     printed = capsys.readouterr().out
     assert not applied.failed and not applied.skipped
     assert printed.count("deleted       ") == len(expected(services, root))
@@ -216,10 +217,10 @@ def test_a_dry_run_lists_and_apply_deletes_exactly_what_the_rules_say(services: 
     for version in (1, 3, 5):  # aliased and rollback targets: still whole and verified
         registry.download(NAME, version, store["tmp"] / f"pulled-{version}")
     assert registry.rollback(NAME, "champion") == 3
-    claims = {o.key.rsplit("/", 1)[-1] for o in gc.list_objects(store["client"], services.registry_bucket,
+    claims = {o.key.rsplit("/", 1)[-1] for o in stored.list_objects(store["client"], services.registry_bucket,
                                                                   registry._key(NAME, "_claims") + "/")}
     assert claims == {"1", "3", "5", "7"}  # 7 stays: the highest claim, so numbers are never reused
-    assert gc.run_gc(services, RULES, root, now=now).deletions == []  # nothing left to collect
+    assert apply.run_gc(services, RULES, root, now=now).deletions == []  # nothing left to collect
 
 
 def test_old_flow_runs_go_through_the_prefect_api_with_their_artifacts(services: Settings):
@@ -235,18 +236,18 @@ def test_old_flow_runs_go_through_the_prefect_api_with_their_artifacts(services:
     def probe() -> None:
         pass
 
-    runs = gc.PrefectRuns(services)
+    runs = history.PrefectRuns(services)
     with runs.client() as client:
         old, kept, running = (client.create_flow_run(probe, state=state).id
                               for state in (Completed(), Completed(), Running()))
         client.create_artifact(ArtifactCreate(flow_run_id=old, key="probe", type="markdown", data="# probe"))
     rules = RULES.model_copy(update={"prefect_keep_days": 1})
-    deletions = gc.plan_flow_runs(runs, {str(kept)}, rules, datetime.now(UTC) + LATER)
+    deletions = history.plan_flow_runs(runs, {str(kept)}, rules, datetime.now(UTC) + LATER)
     assert str(old) in {d.where.rsplit("(", 1)[1].rstrip(")") for d in deletions}
     assert not {str(kept), str(running)} & {d.where.rsplit("(", 1)[1].rstrip(")") for d in deletions}
-    report = gc.Report(deletions, applied=True)
+    report = Report(deletions, applied=True)
     for deletion in deletions:
-        gc.apply_one(None, deletion, report)
+        apply.apply_one(None, deletion, report)
     assert not report.failed
     with runs.client() as client:
         with pytest.raises(ObjectNotFound):

@@ -14,7 +14,8 @@ from xml.etree import ElementTree
 import pytest
 from botocore.exceptions import ClientError
 
-from flows.ops import gc, monitor
+from flows.ops import monitor
+from flows.ops.gc import history
 from flows.ops.reference import REFERENCE_FILE, describe_items, evenly, reference_profile
 from flows.registry import METADATA_FILES
 from tasks.drift import Profile, profile_of
@@ -264,12 +265,12 @@ def test_gc_deletes_captured_days_past_capture_keep_days_and_says_when_there_is_
     client.buckets["flowtune-capture"] = {"m/2026-11-05/10-a.jsonl.gz": (b"12345", old),
                                           "m/2026-11-05/11-b.jsonl.gz": (b"1", old),
                                           "m/2026-11-07/10-a.jsonl.gz": (b"1", young)}
-    deletions, note = gc.plan_captures(client, "flowtune-capture", PARAMS.gc, NOW)
+    deletions, note = history.plan_captures(client, "flowtune-capture", PARAMS.gc, NOW)
     assert note is None and PARAMS.gc.capture_keep_days == 30
     (deletion,) = deletions
     assert deletion.where == "s3://flowtune-capture/m/2026-11-05/" and deletion.size == 6
     assert deletion.keys == ("m/2026-11-05/10-a.jsonl.gz", "m/2026-11-05/11-b.jsonl.gz")
-    assert gc.plan_captures(FakeS3({}), "flowtune-capture", PARAMS.gc, NOW) == (
+    assert history.plan_captures(FakeS3({}), "flowtune-capture", PARAMS.gc, NOW) == (
         [], "captured data: no bucket 'flowtune-capture' (nothing captured)")
 
 
