@@ -161,3 +161,32 @@ def capture_flow_run(ui_url: str, flow_run_id: str, out_dir: Path, expect_tasks:
         shots = ", ".join(str(p) for p in found["screenshots"])
         raise UICheckError(f"Prefect UI at {url}: " + "; ".join(problems) + f". Screenshots: {shots}")
     return found
+
+
+def capture_offline_page(page_file: Path, png: Path, ready_selector: str, expect_count: int,
+                         timeout_s: float = 60.0) -> dict[str, Any]:
+    """Open a local HTML file with the network cut off (every request that is not the file itself is aborted, as on
+    a machine without the internet), wait for `expect_count` elements matching `ready_selector`, and save the
+    page as `png`. Returns {"count", "blocked" (the URLs it tried to fetch), "png"}; UICheckError when the
+    elements do not appear in time."""
+    from playwright.sync_api import sync_playwright
+
+    blocked: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1000})
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file://")
+                       else (blocked.append(route.request.url), route.abort()))
+            page.goto(page_file.resolve().as_uri(), wait_until="load", timeout=timeout_s * 1000)
+            deadline = time.monotonic() + timeout_s
+            while (count := page.locator(ready_selector).count()) < expect_count:
+                if time.monotonic() > deadline:
+                    page.screenshot(path=png, full_page=True)
+                    raise UICheckError(f"{page_file}: {count} of {expect_count} {ready_selector!r} rendered in "
+                                       f"{timeout_s:.0f} s (blocked requests: {blocked}); screenshot: {png}")
+                time.sleep(0.2)
+            page.screenshot(path=png, full_page=True)
+        finally:
+            browser.close()
+    return {"count": count, "blocked": blocked, "png": png}

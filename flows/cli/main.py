@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from flows.cli.audit import add_audit_parser
 from flows.cli.data import add_data_parser
@@ -222,6 +223,20 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plots(args: argparse.Namespace) -> int:
+    """The last run's training curve and confusion matrix as one page that opens offline (flows/ops/plots.py)."""
+    from flows.ops.plots import PlotsError, write_page
+    from tasks.params import ParamsError, load_params
+
+    try:
+        drawn = write_page(load_params(args.params_file), Path(args.out))
+    except (ParamsError, PlotsError) as exc:
+        print(f"flowtune plots: {exc}", file=sys.stderr)
+        return 1
+    print(f"{', '.join(drawn)} -> {args.out} (self-contained: open it in a browser, no internet needed)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowtune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -262,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--params-file", default="params.yaml",
                          help="the params file whose `monitor:` section applies")
     monitor.set_defaults(func=cmd_monitor)
+    plots = sub.add_parser("plots", help="the last run's training curve and confusion matrix as one HTML page that "
+                           "opens offline (`dvc plots show` draws them too, but its page loads Vega from the internet)")
+    plots.add_argument("--out", default="dvc_plots/offline.html", help="the page to write")
+    plots.add_argument("--params-file", default="params.yaml", help="the params file (its paths: section)")
+    plots.set_defaults(func=cmd_plots)
     add_registry_parser(sub)
     add_predict_parser(sub)
     add_serve_parser(sub)

@@ -18,7 +18,7 @@ import pytest
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from flows.orchestration.steps import STAGES
-from tests.browser import capture_flow_run
+from tests.browser import capture_flow_run, capture_offline_page
 from tests.helpers import api_post, clean_env, page_block, page_commands, port_settings, scratch_clone, set_params
 from tests.lanes import Background, Job, Lane
 from tests.leak_scan import leaks, readable_places
@@ -90,6 +90,15 @@ def test_prefect_ui_shows_the_run_steps_and_gate(main_run: Run, tmp_path: Path):
                             auth_string=auth.get_secret_value() if auth else None)
     assert seen["tasks_visible"] == TASKS and seen["artifact_key_visible"], f"screenshots: {seen['screenshots']}"
     assert all(shot.stat().st_size > 10_000 for shot in seen["screenshots"]), f"blank? {seen['screenshots']}"
+
+
+def test_plots_of_the_run_render_without_the_internet(main_run: Run, tmp_path: Path):
+    """`flowtune plots` (docs/getting-started.md): the run's training curve and confusion matrix as one page, drawn
+    by a browser that may fetch nothing but the file (`dvc plots show` would need Vega from a CDN)."""
+    page = tmp_path / "plots.html"
+    assert "training curve, confusion" in main_run.sh(".venv/bin/flowtune", "plots", "--out", str(page))
+    seen = capture_offline_page(page, tmp_path / "plots.png", ".js-plotly-plot", expect_count=2)
+    assert seen["blocked"] == [] and seen["png"].stat().st_size > 20_000, seen
 
 
 def registry_for(run: Run):
