@@ -8,11 +8,12 @@ run: setup
 	.venv/bin/flowtune services up
 	.venv/bin/flowtune run
 
-# Two workers; whole files per worker, in collection order, so that the two long e2e runs (tests/lanes.py)
-# start first, one per worker, while the rest of the suite follows (docs/DECISIONS.md 37).
-TEST_WORKERS ?= 2
+# Three workers, whole files per worker; the two long e2e runs (tests/lanes.py) run in pytest-xdist's controller
+# from the start, beside the workers, and their tests come last (docs/DECISIONS.md 37 and 79). Most tests wait
+# on services and subprocesses, so a third worker fills the cores the first two leave idle.
+TEST_WORKERS ?= 3
 test: setup
-	.venv/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/stack
+	.venv/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/stack --durations=25
 
 # Every test not marked `slow` (those train real models, clone the repo or start services of their own).
 test-fast: setup

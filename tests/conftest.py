@@ -22,37 +22,61 @@ import pytest
 
 from tasks.settings import Settings
 from tests.helpers import ROOT, discard_services, find_free_port
-from tests.lanes import Lane, background_of
+from tests.lanes import Lane, SharedLane, background_of, background_of_file
 
 # Idle OpenMP threads sleep instead of spinning: the background lane's training shares the two cores
 # with the tests, and spinning threads steal them from each other. Set before anything imports torch;
 # subprocesses inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-_LANE = pytest.StashKey[Lane]()
+_LANE = pytest.StashKey["Lane | SharedLane"]()
+_LANE_STARTED = pytest.StashKey[bool]()
+LANES = "lanes"  # under the controller's basetemp: each background job's outcome, for the workers
 
 
-def _lane(config: pytest.Config) -> Lane:
+def _under_xdist_worker() -> bool:
+    return bool(os.environ.get("PYTEST_XDIST_WORKER"))
+
+
+def _lane(config: pytest.Config) -> Lane | SharedLane:
+    """In an xdist worker, the controller's lane (through its outcome files); elsewhere a lane of this process."""
     if _LANE not in config.stash:
-        config.stash[_LANE] = Lane(lambda name: config._tmp_path_factory.mktemp(name))
+        basetemp = config._tmp_path_factory.getbasetemp()
+        if _under_xdist_worker():  # a worker's basetemp is <controller's basetemp>/popen-gwN
+            config.stash[_LANE] = SharedLane(basetemp.parent / LANES)
+        else:
+            config.stash[_LANE] = Lane(lambda name: config._tmp_path_factory.mktemp(name), publish=basetemp / LANES)
     return config.stash[_LANE]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests of background runs go last in one process, so that their runs overlap everything else. Under
-    pytest-xdist they go first: with `--dist loadfile --no-loadscope-reorder` each long run then takes a
-    worker from the start while the other worker runs the rest. (Stable sorts: order is otherwise kept.)"""
-    under_xdist = bool(os.environ.get("PYTEST_XDIST_WORKER"))
-    items.sort(key=lambda item: (background_of(item) is None) if under_xdist else (background_of(item) is not None))
+    """Tests of background runs go last, so that their runs overlap everything else (a stable sort: the order is
+    otherwise kept). Under pytest-xdist (`--dist loadfile`) a worker takes their files only when nothing else is
+    left, and waits there for the controller's run."""
+    items.sort(key=lambda item: background_of(item) is not None)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the selected background runs now. Not in an xdist worker: every worker would start them."""
-    if session.config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
+    """One process: start the selected background runs now (an xdist worker never does: the controller does)."""
+    if session.config.option.collectonly or _under_xdist_worker():
         return
     for item in session.items:
         if (background := background_of(item)) is not None:
             _lane(session.config).start(background)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:
+    """The xdist controller, when the first worker has collected: start the background runs of the selected tests
+    in the controller's lane (it runs no test itself, so no worker is held while a run goes on)."""
+    config = node.config
+    if config.stash.get(_LANE_STARTED, False) or config.option.collectonly:
+        return
+    config.stash[_LANE_STARTED] = True
+    for path in sorted({nodeid.split("::")[0] for nodeid in ids}):
+        background = background_of_file(config.rootpath / path)
+        if background is not None:
+            _lane(config).start(background)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

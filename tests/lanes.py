@@ -1,23 +1,26 @@
 """A background lane for the long e2e runs: the README's `make run` and the text-classification `dvc repro`.
 
-In one process (`pytest` alone), a lane's runs start when the session's collection ends and their tests
-run last, so the runs overlap everything else, which mostly waits on services and subprocesses. Under
-pytest-xdist (`make test`: two workers, whole files, collection order kept), their tests run first
-instead: each long run takes one worker from the start while the other worker goes on with the rest,
-and the run starts when its fixture first asks (an xdist worker never starts runs at collection: each
-worker would). The lane runs its jobs one at a time; `stop()` at session end kills what still runs and
-runs each job's teardown.
+The lane starts the runs as soon as the session knows which tests it will run, one job at a time, and the tests
+of those runs go last, so the runs overlap everything else. In one process (`pytest` alone) the lane lives in
+the test process. Under pytest-xdist (`make test`) it lives in the controller, which runs no test of its own:
+no worker is held waiting for a run while there are other tests to run, and each job runs once, not once per
+worker. The controller writes each job's outcome to `<basetemp>/lanes/<name>.json`; a worker's `result()` waits
+for that file (`SharedLane`). `stop()` at session end kills what still runs and runs each job's teardown.
 
 A test module opts in with a module-level `BACKGROUND = Background(name, prepare)`; its fixture calls
-`lane.result(BACKGROUND)`, which waits for the run (starting it if it has not started).
+`lane.result(BACKGROUND)`, which waits for the run (starting it, in one process, if it has not started).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import signal
 import subprocess
 import threading
+import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -50,8 +53,9 @@ class Finished:
 
 
 class Lane:
-    def __init__(self, make_folder: Callable[[str], Path]):
+    def __init__(self, make_folder: Callable[[str], Path], publish: Path | None = None):
         self._make_folder = make_folder
+        self._publish = publish  # where a finished job's outcome is written for other processes (SharedLane)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background-lane")
         self._futures: dict[str, Future] = {}
         self._jobs: list[Job] = []
@@ -60,7 +64,25 @@ class Lane:
 
     def start(self, background: Background) -> None:
         if background.name not in self._futures:
-            self._futures[background.name] = self._executor.submit(self._run, background)
+            self._futures[background.name] = self._executor.submit(self._run_and_publish, background)
+
+    def _run_and_publish(self, background: Background) -> Finished:
+        try:
+            finished = self._run(background)
+        except BaseException:
+            self._write(background.name, {"error": traceback.format_exc()})
+            raise
+        self._write(background.name, {"repo": str(finished.repo), "env": finished.env,
+                                      "returncode": finished.returncode})
+        return finished
+
+    def _write(self, name: str, outcome: dict) -> None:
+        if self._publish is None:
+            return
+        self._publish.mkdir(parents=True, exist_ok=True)
+        temporary = self._publish / f".{name}.json"
+        temporary.write_text(json.dumps(outcome))
+        temporary.replace(self._publish / f"{name}.json")  # whole or absent: a reader never sees half of it
 
     def result(self, background: Background) -> Finished:
         self.start(background)
@@ -97,6 +119,33 @@ class Lane:
                 subprocess.run(job.teardown, cwd=job.repo, env=job.env, capture_output=True, timeout=300)
 
 
+class SharedLane:
+    """A worker's view of the controller's lane: `result()` waits for the job's outcome file."""
+
+    def __init__(self, folder: Path, timeout_s: float = 5400, poll_s: float = 2.0):
+        self.folder, self.timeout_s, self.poll_s = folder, timeout_s, poll_s
+
+    def start(self, background: Background) -> None:
+        """The controller started every selected job already."""
+
+    def result(self, background: Background) -> Finished:
+        path = self.folder / f"{background.name}.json"
+        deadline = time.monotonic() + self.timeout_s
+        while not path.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no outcome of the background run {background.name!r} in {self.folder} after "
+                                   f"{self.timeout_s:.0f} s: the controller did not start it, or it still runs")
+            time.sleep(self.poll_s)
+        outcome = json.loads(path.read_text())
+        if "error" in outcome:
+            raise RuntimeError(f"the background run {background.name!r} could not start:\n{outcome['error']}")
+        repo = Path(outcome["repo"])
+        return Finished(repo, outcome["env"], outcome["returncode"], (repo / f"{background.name}.log").read_text())
+
+    def stop(self) -> None:
+        """The controller stops the runs."""
+
+
 def _kill_group(process: subprocess.Popen) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)
@@ -107,4 +156,15 @@ def _kill_group(process: subprocess.Popen) -> None:
 
 def background_of(item) -> Background | None:
     module = getattr(item, "module", None)
+    return getattr(module, "BACKGROUND", None)
+
+
+def background_of_file(path: Path) -> Background | None:
+    """The `BACKGROUND` of a test file, for the xdist controller, which collects nothing itself: only a file that
+    declares one is imported (under a name of its own, apart from the workers' copies)."""
+    if path.suffix != ".py" or not any(line.startswith("BACKGROUND = ") for line in path.read_text().splitlines()):
+        return None
+    spec = importlib.util.spec_from_file_location(f"lane_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return getattr(module, "BACKGROUND", None)

@@ -6,7 +6,9 @@ import os
 import time
 from pathlib import Path
 
-from tests.lanes import Background, Job, Lane
+import pytest
+
+from tests.lanes import Background, Job, Lane, SharedLane
 
 
 def lane_in(tmp_path: Path) -> Lane:
@@ -62,3 +64,33 @@ def test_stop_kills_the_running_tree_and_runs_every_teardown(tmp_path: Path):
     grandchild = int(pid_file.read_text())
     assert not Path(f"/proc/{grandchild}").exists() or "Z" in Path(f"/proc/{grandchild}/stat").read_text().split()[2]
 
+
+
+def test_a_worker_gets_the_controllers_outcome_through_the_shared_folder(tmp_path: Path):
+    """Under xdist the lane runs in the controller and a worker reads the outcome (tests/conftest.py)."""
+    published = tmp_path / "lanes"
+    controller = Lane(lambda name: (tmp_path / name).mkdir() or tmp_path / name, publish=published)
+    worker = SharedLane(published, timeout_s=30, poll_s=0.05)
+    job = shell("probe", "echo from-the-controller")
+    controller.start(job)
+    seen = worker.result(job)
+    assert seen.returncode == 0 and seen.output == "from-the-controller\n" and seen.repo == tmp_path / "probe"
+    assert seen.env == controller.result(job).env
+    controller.stop()
+
+
+def test_a_worker_is_told_when_the_controller_could_not_prepare_the_run(tmp_path: Path):
+    def broken(folder: Path) -> Job:
+        raise FileNotFoundError("no such clone")
+
+    published = tmp_path / "lanes"
+    controller = Lane(lambda name: tmp_path, publish=published)
+    controller.start(Background("broken", broken))
+    with pytest.raises(RuntimeError, match="(?s)could not start.*no such clone"):
+        SharedLane(published, timeout_s=30, poll_s=0.05).result(Background("broken", broken))
+    controller.stop()
+
+
+def test_a_worker_waiting_for_a_run_nobody_started_fails_naming_it(tmp_path: Path):
+    with pytest.raises(RuntimeError, match="no outcome of the background run 'lost'"):
+        SharedLane(tmp_path, timeout_s=0.2, poll_s=0.05).result(shell("lost", "true"))
