@@ -8,10 +8,10 @@ run: setup
 	.venv/bin/flowtune services up
 	.venv/bin/flowtune run
 
-# Three workers, whole files per worker; the two long e2e runs (tests/lanes.py) run in pytest-xdist's controller
-# from the start, beside the workers, and their tests come last (docs/DECISIONS.md 37 and 79). Most tests wait
-# on services and subprocesses, so a third worker fills the cores the first two leave idle.
-TEST_WORKERS ?= 3
+# Two workers, whole files per worker; the two long e2e runs (tests/lanes.py) run in pytest-xdist's controller
+# from the start, beside the workers, and their tests come last (docs/DECISIONS.md 37 and 79). A third worker
+# bought nothing: the suite is CPU-bound on two cores (measured, DECISIONS 79).
+TEST_WORKERS ?= 2
 test: setup
 	.venv/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/stack --durations=25
 

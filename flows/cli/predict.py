@@ -14,11 +14,11 @@ import tempfile
 from pathlib import Path
 
 from flows.cli.registry import one_line_errors
-from flows.ops.storage import model_folder
 from tasks.kinds.saved import DEFAULT_MAX_LENGTH
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from flows.ops.storage import model_folder  # here: botocore loads only for a command that needs storage
     from tasks.kinds.saved import predictor_for
 
     with tempfile.TemporaryDirectory() as tmp, one_line_errors("predict"):

@@ -9,7 +9,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from flows.ops.storage import open_registry
 from tasks.settings import Settings
 
 
@@ -145,6 +144,8 @@ ACTIONS = {"list": cmd_list, "show": cmd_show, "promote": cmd_promote, "rollback
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
+    from flows.ops.storage import open_registry  # here: botocore loads only for a command that needs storage
+
     with one_line_errors(f"registry {args.action}"):
         ACTIONS[args.action](open_registry(), args)
     return 0

@@ -25,7 +25,7 @@ from tests.helpers import ROOT
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux prctl and /proc")
 
-SUPERVISE = str(ROOT / "flows" / "supervise.py")
+SUPERVISE = str(ROOT / "flows" / "orchestration" / "supervise.py")
 # A killed flow leaves no process after this long: the supervisor's grace (SIGTERM -> SIGKILL, and these
 # sleeps ignore SIGTERM) plus the 10 s flows/orchestration/steps.py also allows.
 DEADLINE_S = GRACE_S + 10

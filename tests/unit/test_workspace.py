@@ -203,7 +203,8 @@ def test_a_data_source_over_the_size_limit_is_refused_before_copying(tmp_path: P
     (source / "train.conll").write_bytes(b"a\tO\n" * 300)
     check_data_source(source, limit=1200)  # exactly the limit: accepted
     (source / "dev.conll").write_bytes(b"b\tO\n")
-    with pytest.raises(WorkspaceError, match=r"data_source .*big holds over 1200 bytes, the most a run copies "
-                                             r"into its workspace \(flows\.workspace\.MAX_DATA_SOURCE_BYTES\)"):
+    limit = r"flows\.orchestration\.workspace\.MAX_DATA_SOURCE_BYTES"
+    with pytest.raises(WorkspaceError, match=rf"data_source .*big holds over 1200 bytes, the most a run copies into "
+                                             rf"its workspace \({limit}\)"):
         check_data_source(source, limit=1200)
     assert MAX_DATA_SOURCE_BYTES >= 10 * 2**30  # generous: real corpora of several GB still go through
