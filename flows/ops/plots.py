@@ -57,20 +57,20 @@ def confusion_figure(rows: list[dict[str, str]]):
 def write_page(params, out: Path) -> list[str]:
     """Write the page; the names of the plots drawn. PlotsError when there is nothing to draw."""
     sources = {"training curve": Path(params.paths.train_plots), "confusion": Path(params.paths.confusion)}
-    present = {name: path for name, path in sources.items() if path.is_file() and read_rows(path)}
-    if not present:
+    rows = {name: read_rows(path) for name, path in sources.items() if path.is_file()}
+    drawn = [name for name in sources if rows.get(name)]
+    if not drawn:
         raise PlotsError(f"nothing to draw: neither {sources['training curve']} nor {sources['confusion']} exists "
                          "(run the pipeline first: `flowtune run` or `dvc repro`)")
-    score = "dev entity F1" if params.task.kind == "ner" else "dev macro-F1"
     figures = []
-    if "training curve" in present:
-        figures.append(curve_figure(read_rows(present["training curve"]), score))
-    if "confusion" in present:
-        figures.append(confusion_figure(read_rows(present["confusion"])))
+    if "training curve" in drawn:  # the dev score is the kind's selection score (train.json), whatever its name
+        figures.append(curve_figure(rows["training curve"], "dev score (NER: entity F1; classification: macro-F1)"))
+    if "confusion" in drawn:
+        figures.append(confusion_figure(rows["confusion"]))
     body = [figure.to_html(full_html=False, include_plotlyjs=(index == 0)) for index, figure in enumerate(figures)]
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.tmp")
     temporary.write_text("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>flowtune plots</title></head>"
                          "<body>\n" + "\n".join(body) + "\n</body></html>\n", encoding="utf-8")
     temporary.replace(out)
-    return list(present)
+    return drawn
