@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 from flows.labelling import rounds
-from flows.labelling.rounds import run_pull, run_pull_review, run_select, selection_path
 from tasks.settings import Settings
 
 
@@ -31,8 +30,8 @@ def cmd_select(args: argparse.Namespace) -> int:
         print(f"flowtune label select: error: {exc}", file=sys.stderr)
         return 1
     with one_line_errors("label select"):
-        selection, path = run_select(params, Settings(), args.from_file, args.model, args.n, args.out, args.source,
-                                     args.strategy)
+        selection, path = rounds.run_select(params, Settings(), args.from_file, args.model, args.n, args.out,
+                                            args.source, args.strategy)
     print(f"{len(selection.chosen)} of {selection.pool} candidates chosen ({args.strategy or params.label.strategy}); "
           f"{selection.excluded} already labelled, queued or repeated; {selection.redacted} redacted captures "
           f"skipped -> {path}")
@@ -49,7 +48,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     from tasks.params import ParamsError, load_params
 
     settings = Settings()
-    path = selection_path(settings, args.file)
+    path = rounds.selection_path(settings, args.file)
     try:
         params = load_params(args.params_file)
         candidates = read_selection(path)
@@ -101,7 +100,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     settings = Settings()
     try:
         params = load_params(args.params_file)
-        pulled, added = (run_pull_review if args.review else run_pull)(params, settings, args.source)
+        pulled, added = (rounds.run_pull_review if args.review else rounds.run_pull)(params, settings, args.source)
     except (ParamsError, StudioError, DataError, InputFormatError, ContractError) as exc:
         print(f"flowtune label pull: error: {exc}", file=sys.stderr)
         return 1
