@@ -17,9 +17,19 @@ class PlotsError(ValueError):
     """Nothing to draw: no training curve and no confusion table (the pipeline has not run here)."""
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
+COLUMNS = {"training curve": ("epoch", "train_loss", "dev_f1"), "confusion": ("actual", "predicted")}
+
+
+def read_rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
+    """The CSV's rows; PlotsError naming the file when its header lacks one of `columns` (a hand-edited or
+    foreign file)."""
     with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+        reader = csv.DictReader(handle)
+        missing = [column for column in columns if column not in (reader.fieldnames or [])]
+        if missing:
+            raise PlotsError(f"{path}: expected a CSV with the columns {', '.join(columns)}; "
+                             f"line 1 lacks {', '.join(missing)}")
+        return list(reader)
 
 
 def curve_figure(rows: list[dict[str, str]], score_label: str):
@@ -57,7 +67,7 @@ def confusion_figure(rows: list[dict[str, str]]):
 def write_page(params, out: Path) -> list[str]:
     """Write the page; the names of the plots drawn. PlotsError when there is nothing to draw."""
     sources = {"training curve": Path(params.paths.train_plots), "confusion": Path(params.paths.confusion)}
-    rows = {name: read_rows(path) for name, path in sources.items() if path.is_file()}
+    rows = {name: read_rows(path, COLUMNS[name]) for name, path in sources.items() if path.is_file()}
     drawn = [name for name in sources if rows.get(name)]
     if not drawn:
         raise PlotsError(f"nothing to draw: neither {sources['training curve']} nor {sources['confusion']} exists "

@@ -66,3 +66,12 @@ def test_only_the_curve_is_drawn_when_evaluate_has_not_run(checkout, capsys):
     assert main(["plots", "--out", "plots.html"]) == 0
     assert "training curve -> plots.html" in capsys.readouterr().out
     assert len(figures(open("plots.html", encoding="utf-8").read())) == 1
+
+
+def test_a_curve_file_without_its_columns_is_refused_naming_the_file_and_the_columns(checkout, capsys):
+    write_outputs(checkout, confusion=False)
+    Path(checkout.paths.train_plots).write_text("step,loss\n1,0.5\n")
+    assert main(["plots", "--out", "plots.html"]) == 1
+    error = capsys.readouterr().err
+    assert checkout.paths.train_plots in error and "epoch, train_loss, dev_f1" in error and "lacks epoch" in error
+    assert not Path("plots.html").exists()
