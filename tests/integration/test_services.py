@@ -168,8 +168,35 @@ def test_a_crash_during_start_raises_with_the_log(tmp_path: Path):
     with pytest.raises(services.ServiceError) as info:
         services.wait_healthy(settings, "crashy", never_healthy, timeout_s=30, managed=True)
     message = str(info.value)
-    assert "crashy exited during start-up" in message
+    assert "crashy exited during start-up" in message and "exit code 3" in message
     assert str(settings.state_dir / "logs" / "crashy.log") in message and "fatal: bad flag" in message
+
+
+def test_a_service_is_running_the_moment_its_start_returns(tmp_path: Path):
+    """Right after `Popen` returns, a busy kernel may still show the child's command line empty (the exec has
+    begun but not set the arguments); that must not read as "exited" (it failed CI's Label Studio start)."""
+    settings = Settings(_env_file=None, state_dir=tmp_path / "state")
+    sleeper = services.Service("label-studio", [sys.executable, "-c", "import time; time.sleep(30)", "label_studio"],
+                               {})
+    for _ in range(40):
+        pid = services.start(settings, sleeper)
+        try:
+            assert services.running_pid(settings, "label-studio") == pid
+        finally:
+            services.stop(settings, "label-studio")
+
+
+def test_a_service_killed_during_start_says_by_which_signal(tmp_path: Path):
+    settings = Settings(_env_file=None, state_dir=tmp_path / "state")
+    killed = services.Service("killed", [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), 9)"], {})
+    services.start(settings, killed)
+
+    def never_healthy(_settings: Settings) -> None:
+        raise ConnectionError("refused")
+
+    with pytest.raises(services.ServiceError) as info:
+        services.wait_healthy(settings, "killed", never_healthy, timeout_s=30, managed=True)
+    assert "killed by SIGKILL (the kernel's out-of-memory killer, or another process)" in str(info.value)
 
 
 # ---------------------------------------------------------------- only the S3 port reaches stored data

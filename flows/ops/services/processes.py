@@ -134,11 +134,14 @@ def _alive(pid: int) -> bool:
 
 
 def _command_line(pid: int) -> str | None:
-    """The process's command line, or None where /proc is not available."""
+    """The process's command line, or None where it cannot be known: no /proc, or an empty one. The kernel shows
+    an empty command line while a process is exiting and, on a busy machine, for a moment after `Popen` returns
+    (the exec has closed our pipe but not yet set the new arguments): that is not "another program"."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return None
+    return line or None
 
 
 def running_pid(settings: Settings, name: str) -> int | None:
@@ -250,6 +253,29 @@ def log_tail(settings: Settings, name: str, lines: int = 20) -> str:
     return f"{log} (last lines):\n" + "\n".join(text[-lines:])
 
 
+def _our_child(settings: Settings, name: str) -> subprocess.Popen | None:
+    """The handle of the service's process if this interpreter started it (its pid file names it)."""
+    try:
+        return _CHILDREN.get(int(_pid_file(settings, name).read_text().strip()))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def how_it_ended(settings: Settings, name: str) -> str:
+    """Why `running_pid` finds no service: its exit code or signal, or a pid now running something else."""
+    child = _our_child(settings, name)
+    if child is None:
+        return "its process is gone"
+    code = child.poll()
+    if code is None:  # alive, but its command line lacks the service's marker
+        return f"pid {child.pid} runs `{_command_line(child.pid)}`, not {MARKERS.get(name, name)!r}"
+    if code < 0:
+        signame = signal.Signals(-code).name
+        hint = " (the kernel's out-of-memory killer, or another process)" if -code == signal.SIGKILL else ""
+        return f"killed by {signame}{hint}"
+    return f"exit code {code}"
+
+
 def _describe(exc: Exception) -> str:
     """A short reason for a failed check: the S3 error code when there is one (never a secret)."""
     response = getattr(exc, "response", None)  # botocore: a dict; httpx: a Response object
@@ -270,7 +296,8 @@ def wait_healthy(settings: Settings, name: str, check: Callable[[Settings], None
         except Exception as exc:  # noqa: BLE001 - any other failure means "not healthy yet"
             last = _describe(exc)
         if managed and running_pid(settings, name) is None:
-            raise ServiceError(f"{name} exited during start-up ({last}); {log_tail(settings, name)}")
+            raise ServiceError(f"{name} exited during start-up ({last}; {how_it_ended(settings, name)}); "
+                               f"{log_tail(settings, name)}")
         if time.monotonic() > deadline:
             where = log_tail(settings, name) if managed else "an external service, not started here"
             raise ServiceError(f"{name} not healthy after {timeout_s:.0f} s ({last}); {where}")
