@@ -40,7 +40,7 @@ from flows.orchestration.steps import (
     dvc_push,
     repro_stage,
     run_settings,
-    stages_up_to_date,
+    stale_stages,
 )
 from flows.orchestration.workspace import DEFAULT_PARAMS, Workspace, run_workspace
 from flows.registry import AliasConflict, Registry, directory_digest
@@ -184,9 +184,9 @@ def reproduce(stages: tuple[str, ...], params: Params, settings: Settings, train
     (cancelled, and the run failed, if it has not finished after `train_timeout_s`)."""
     check_storage_task(settings)
     dvc_pull()
-    up_to_date = stages_up_to_date(stages)
+    stale = stale_stages(stages)
     for stage in stages:
-        if up_to_date:
+        if stage not in stale:
             repro_stage(stage, params, settings, up_to_date=True)
         elif stage == "train" and train_on:
             dvc_push()  # the other machine pulls the train stage's inputs from the remote

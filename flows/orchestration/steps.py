@@ -145,33 +145,47 @@ def dvc_push() -> None:
 
 
 @task(name="dvc-status", task_run_name="dvc-status", cache_policy=NO_CACHE)
-def stages_up_to_date(stages: tuple[str, ...]) -> bool:
-    """True when DVC says every one of `stages` is up to date (`dvc status`: code, params and data hashes).
+def stale_stages(stages: tuple[str, ...]) -> tuple[str, ...]:
+    """The tail of `stages` (in pipeline order) that must go through `dvc repro`: from the first stage DVC
+    reports changed (`dvc status`: code, params and data hashes) to the end. The stages before it, and all
+    their upstream stages, are unchanged: `dvc repro` would do nothing there but cost an interpreter each.
 
-    One status query instead of one `dvc repro` per stage: a nightly run where nothing changed then
-    costs seconds. It runs in this process through DVC's Python API (what `dvc status` calls): no
-    second interpreter importing DVC, so a process that runs the flow again (a test, a notebook) pays
-    DVC's import once. DVC still decides; anything it reports (a changed dependency, a missing output,
-    an error) sends every stage through `dvc repro` as usual.
+    One status query for the whole pipeline: a nightly run where nothing changed then costs seconds, and a
+    run that only retrains skips the data stages. It runs in this process through DVC's Python API (what
+    `dvc status` calls): no second interpreter importing DVC. DVC still decides; anything it reports (a
+    changed dependency, a missing output, an error) sends the stages from there through `dvc repro` as usual.
     """
-    from dvc.repo import Repo
-
     try:
-        with Repo() as repo:
-            changed = repo.status(targets=list(stages))
+        changed = changed_stages()
     except Exception as exc:  # noqa: BLE001 - whatever DVC fails on, `dvc repro` reports it properly
         get_run_logger().info("dvc status failed (%s): every stage goes through dvc repro", exc)
-        return False
-    clean = changed == {}
-    get_run_logger().info("dvc status: %s", "every stage up to date" if clean else "something to reproduce")
-    return clean
+        return stages
+    stale = from_first_changed(stages, changed)
+    get_run_logger().info("dvc status: %s", f"{', '.join(stale)} to reproduce; the stages before are up to date"
+                          if stale else "every stage up to date")
+    return stale
+
+
+def changed_stages() -> set[str]:
+    """Names of the stages `dvc status` reports changed in this checkout (one parse of dvc.yaml for all)."""
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        return {name.rsplit(":", 1)[-1] for name in repo.status()}  # "sub/dvc.yaml:train" -> "train"
+
+
+def from_first_changed(stages: tuple[str, ...], changed: set[str]) -> tuple[str, ...]:
+    """`stages` from the first one in `changed` to the end (pipeline order: what follows a changed stage may
+    change with it); () when none changed."""
+    first = next((i for i, stage in enumerate(stages) if stage in changed), len(stages))
+    return stages[first:]
 
 
 @task(task_run_name="{stage}", cache_policy=NO_CACHE)
 def repro_stage(stage: str, params: Params, settings: Settings, up_to_date: bool = False) -> dict:
     """Reproduce one DVC stage (DVC skips it when nothing changed) and publish its report.
 
-    `up_to_date` (from `stages_up_to_date`) skips the `dvc repro` call, which would do nothing.
+    `up_to_date` (not in `stale_stages`) skips the `dvc repro` call, which would do nothing.
     A failed data contract still publishes its report and Data Docs (written before the stage
     failed), so the flow run shows which expectations failed and on which records.
     """

@@ -183,7 +183,7 @@ def world(tmp_path, monkeypatch) -> SimpleNamespace:
         task = getattr(flows.orchestration.pipeline, name)
         monkeypatch.setattr(flows.orchestration.pipeline, name, task.with_options(retry_delay_seconds=0))
     monkeypatch.setattr(flows.orchestration.steps, "check_storage", lambda settings: None)
-    monkeypatch.setattr(flows.orchestration.pipeline, "stages_up_to_date", lambda stages: False)
+    monkeypatch.setattr(flows.orchestration.pipeline, "stale_stages", lambda stages: stages)
     monkeypatch.setattr(flows.orchestration.pipeline, "registry_of", lambda settings: world.registry)
     monkeypatch.setattr(flows.orchestration.reports, "publish",
                         lambda stage, *args, **kwargs: world.reports.append(stage) or {})
