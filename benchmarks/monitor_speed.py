@@ -172,7 +172,7 @@ class ModelStats:
         self.predictor = predictor_for(model_dir, batch_size, None)
 
     def many(self, sentences: list[list[str]]) -> list[dict]:
-        from flows.ops.reference import describe_items
+        from tasks.reference import describe_items
 
         return describe_items(self.predictor, sentences, 64)
 

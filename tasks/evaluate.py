@@ -1,5 +1,6 @@
 """Evaluate step: score the trained model on the test split with the kind's evaluation, write eval.json
-(a `tasks.metrics.EvalReport` for every kind), the predictions and the confusion plot's rows.
+(a `tasks.metrics.EvalReport` for every kind), the predictions and the confusion plot's rows, and the drift
+monitor's reference profile of the model (tasks/reference.py).
 
 NER (tasks/kinds/ner/evaluate.py): strict IOB2 entity F1 with seqeval, per entity type, behaviour, slices;
 text classification (tasks/kinds/textclass/evaluate.py): macro-F1, per class, calibration. Both measure
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from tasks.kinds import model_kind_for
 from tasks.metrics import EvalReport, Incomparable, LabelSetMismatch, write_confusion_plot
 from tasks.params import EvaluateParams, Params, ParamsError
+from tasks.reference import write_reference
 from tasks.stage import run_stage
 
 if TYPE_CHECKING:
@@ -40,7 +42,8 @@ def step(params: Params, args) -> str:
     report = run(params.evaluate, Path(paths.model), Path(paths.augmented) / "test.jsonl",
                  Path(paths.eval_metrics), Path(paths.predictions), params.train.max_length, Path(paths.confusion),
                  kind=model_kind_for(params))
-    return summary(report)
+    made = write_reference(params, Path(paths.model), Path(paths.drift_reference))
+    return f"{summary(report)}; drift reference {'made' if made else 'not made (see the warning)'}"
 
 
 def summary(report: EvalReport) -> str:

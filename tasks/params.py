@@ -51,6 +51,9 @@ class PathsParams(Section):
     predictions: str = Field(description=(
         "the candidate's predictions on the test split, one JSON line per sentence or text"))
     confusion: str = Field(description="gold/predicted pairs of the test split (the DVC confusion plot)")
+    drift_reference: str = Field(description=(
+        "the drift monitor's profile of the candidate on the test split (evaluate stage; stored with the version as "
+        "reference.json)"))
     variants: str = Field(description="the compressed variants of the candidate that passed (compress stage)")
     compression: str = Field(description="each variant's score, latency, size and verdict")
     teacher_logits: str = Field(description="the candidate's logits on train and on the transfer set (distillation)")

@@ -61,8 +61,8 @@ def compression_of(params: Params) -> dict | None:
 @contextlib.contextmanager
 def staged_model_dir(params: Params, lineage: dict) -> Iterator[Path]:
     """A temporary copy of the candidate with eval.json and lineage.json beside the weights, the drift monitor's
-    reference profile (reference.json, flows/ops/reference.py), and the variants that passed the compress
-    stage under `variants/<name>/` (flows/registry.py: none of these is part of the digest)."""
+    reference profile (reference.json, made by the evaluate stage: flows/ops/reference.py), and the variants
+    that passed the compress stage under `variants/<name>/` (flows/registry.py: none of these is in the digest)."""
     from flows.ops.reference import REFERENCE_FILE, reference_or_none
 
     with tempfile.TemporaryDirectory(prefix="flowtune-register-") as tmp:
@@ -73,7 +73,7 @@ def staged_model_dir(params: Params, lineage: dict) -> Iterator[Path]:
         shutil.copyfile(params.paths.eval_metrics, staged / "eval.json")
         (staged / "lineage.json").write_text(json.dumps(lineage, indent=2, default=str))
         (staged / "README.md").write_text(model_card(params, lineage), encoding="utf-8")
-        reference = reference_or_none(params, staged)  # written before the publish: it appears with the version
+        reference = reference_or_none(params)  # written before the publish: it appears with the version
         if reference is not None:
             (staged / REFERENCE_FILE).write_text(json.dumps(reference), encoding="utf-8")
         yield staged

@@ -16,10 +16,11 @@ from botocore.exceptions import ClientError
 
 from flows.ops import monitor
 from flows.ops.gc import history
-from flows.ops.reference import REFERENCE_FILE, describe_items, evenly, reference_profile
+from flows.ops.reference import REFERENCE_FILE
 from flows.registry import METADATA_FILES
 from tasks.drift import Profile, profile_of
 from tasks.params import load_params
+from tasks.reference import describe_items, evenly, reference_profile
 from tasks.settings import Settings
 from tests.drift_traffic import line, stats, traffic
 from tests.helpers import ROOT
@@ -228,26 +229,36 @@ def test_the_reference_profiles_evenly_spaced_test_items_through_the_predictor(t
     assert REFERENCE_FILE in METADATA_FILES  # a new reference never makes the same weights a new version
 
 
-def test_a_failing_reference_is_a_warning_and_the_version_is_registered_without_it(tmp_path: Path, caplog,
-                                                                                     monkeypatch):
+def test_a_reference_not_made_is_a_warning_in_the_stage_and_at_registration(tmp_path: Path, caplog, monkeypatch):
+    """The evaluate stage writes the reason instead of a profile (the stage still succeeds); registration then
+    stores no reference.json and says why, as it does when the stage's output is missing altogether."""
     import logging
 
-    from flows.ops.reference import logger, reference_or_none
+    from flows.ops import reference as registration
+    from tasks import reference as stage
 
     # Prefect's logging set-up (run by earlier tests in this process) disables loggers that existed before it.
-    monkeypatch.setattr(logger, "disabled", False)
-    caplog.set_level(logging.WARNING, logger=logger.name)
+    for logger in (registration.logger, stage.logger):
+        monkeypatch.setattr(logger, "disabled", False)
+        caplog.set_level(logging.WARNING, logger=logger.name)
 
     def broken(*_):
         raise RuntimeError("predictor exploded")
 
-    params = PARAMS.model_copy(update={"paths": PARAMS.paths.model_copy(update={"augmented": str(tmp_path)})})
-    assert reference_or_none(params, tmp_path, lambda *_: FakePredictor()) is None  # no test split here
-    missing = f"No such file or directory: '{tmp_path}/test.jsonl'"
-    assert f"reference.json not made (FileNotFoundError: [Errno 2] {missing})" in caplog.text
+    out = tmp_path / "metrics" / "drift_reference.json"
+    params = PARAMS.model_copy(update={"paths": PARAMS.paths.model_copy(update={
+        "augmented": str(tmp_path), "drift_reference": str(out)})})
+    assert registration.reference_or_none(params) is None  # no evaluate output in this checkout
+    assert f"reference.json not stored ([Errno 2] No such file or directory: '{out}')" in caplog.text
+
     (tmp_path / "test.jsonl").write_text(json.dumps({"id": "1", "tokens": ["a"], "tags": ["O"]}) + "\n")
-    assert reference_or_none(params, tmp_path, broken) is None
-    assert "RuntimeError: predictor exploded" in caplog.text
+    assert stage.write_reference(params, tmp_path, out, broken) is False
+    assert "no drift reference" in caplog.text and "RuntimeError: predictor exploded" in caplog.text
+    assert registration.reference_or_none(params) is None
+    assert f"{out}: no profile was made (RuntimeError: predictor exploded)" in caplog.text
+
+    assert stage.write_reference(params, tmp_path, out, lambda *_: FakePredictor()) is True
+    assert Profile.from_json(registration.reference_or_none(params), "reference").items == 1
 
 
 def test_evenly_spreads_and_describe_items_batches():
