@@ -52,7 +52,7 @@ from tasks.settings import Settings, s3_client
 @task(name="gate", task_run_name="gate", cache_policy=NO_CACHE)
 def gate(params: Params, registry: Registry, settings: Settings) -> Decision:
     candidate = EvalReport.read(Path(params.paths.eval_metrics))
-    champion = champion_metrics(params, registry)  # re-scored on this run's test split
+    champion = champion_metrics(params, registry, reuse=True)  # on this run's test split, by this run's code
     decision = decide(candidate, champion, params.gate)
     create_markdown_artifact(key="gate-decision", markdown=decision.as_markdown(), description="Evaluation gate")
     save_decision(settings.state_dir / "last_gate.json", decision, champion)

@@ -135,6 +135,10 @@ class FakeRegistry:
     def get_alias(self, name: str, alias: str) -> int | None:
         return self.alias_of.get(alias)
 
+    def manifest(self, name: str, version: int) -> dict:
+        """A version added by `add` records no lineage: the gate scores it again."""
+        return next((p for p in self.published if p["version"] == version), {"metadata": {}})
+
     def download(self, name: str, version: int, dest: Path) -> Path:
         shutil.copytree(self.models[version], dest)
         return Path(dest)
