@@ -161,9 +161,17 @@ def stale_stages(stages: tuple[str, ...]) -> tuple[str, ...]:
         get_run_logger().info("dvc status failed (%s): every stage goes through dvc repro", exc)
         return stages
     stale = from_first_changed(stages, changed)
-    get_run_logger().info("dvc status: %s", f"{', '.join(stale)} to reproduce; the stages before are up to date"
-                          if stale else "every stage up to date")
+    get_run_logger().info("dvc status: %s", status_line(stages, stale))
     return stale
+
+
+def status_line(stages: tuple[str, ...], stale: tuple[str, ...]) -> str:
+    """What the run will reproduce, in words, for its log."""
+    if not stale:
+        return "every stage up to date"
+    if stale == stages:
+        return f"{stale[0]} changed: every stage goes through dvc repro"
+    return f"up to date until {stale[0]}: {', '.join(stale)} go through dvc repro"
 
 
 def changed_stages() -> set[str]:

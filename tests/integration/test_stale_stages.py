@@ -11,7 +11,7 @@ import networkx
 import pytest
 import yaml
 
-from flows.orchestration.steps import STAGES, changed_stages, from_first_changed
+from flows.orchestration.steps import STAGES, changed_stages, from_first_changed, status_line
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.integration
@@ -23,6 +23,9 @@ def test_the_tail_from_the_first_changed_stage_is_stale():
     assert from_first_changed(stages, {"d", "b"}) == ("b", "c", "d")
     assert from_first_changed(stages, {"elsewhere.dvc"}) == ()
     assert from_first_changed(stages, set()) == ()
+    assert status_line(stages, ()) == "every stage up to date"
+    assert status_line(stages, stages) == "a changed: every stage goes through dvc repro"
+    assert status_line(stages, ("c", "d")) == "up to date until c: c, d go through dvc repro"
 
 
 def test_the_pipeline_order_puts_every_stage_after_its_upstream_stages():
