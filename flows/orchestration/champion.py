@@ -15,9 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from flows.orchestration.gate import Champion
+from flows.orchestration.lineage import dvc_lock
 from flows.orchestration.steps import run_logged
 from flows.registry import Registry
 from tasks.metrics import EvalReport, read_outcome
@@ -43,7 +42,7 @@ def champion_metrics(params: Params, registry: Registry, alias: str = "champion"
         return None
     if reuse:
         registered = registry.manifest(name, version).get("metadata") or {}
-        if same_evaluation(registered.get("dvc_lock"), current_lock(), params.paths.model):
+        if same_evaluation(registered.get("dvc_lock"), dvc_lock(), params.paths.model):
             logger.info("%s v%s (%s) was evaluated on these same inputs (dvc.lock's evaluate stage): its registered "
                         "report is compared, not a new scoring", name, version, alias)
             return Champion(version, EvalReport.model_validate(registered["metrics"]))
@@ -55,12 +54,6 @@ def champion_metrics(params: Params, registry: Registry, alias: str = "champion"
                     "--model-dir", str(model_dir), "--out", str(out)], f"scoring {name} v{version} ({alias})",
                    timeout_s=params.timeouts.evaluate, limit_from="timeouts.evaluate in params.yaml")
         return Champion(version, read_outcome(out))
-
-
-def current_lock() -> dict | None:
-    """This checkout's dvc.lock, or None without one."""
-    path = Path("dvc.lock")
-    return yaml.safe_load(path.read_text()) if path.exists() else None
 
 
 def evaluation_inputs(lock: dict | None, model_path: str) -> dict | None:
@@ -77,4 +70,3 @@ def same_evaluation(registered_lock: dict | None, current: dict | None, model_pa
     """True when both locks' evaluate stages ran on the same inputs apart from the model itself."""
     ours = evaluation_inputs(current, model_path)
     return ours is not None and ours == evaluation_inputs(registered_lock, model_path)
-

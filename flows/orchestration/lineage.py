@@ -32,15 +32,20 @@ def git_state() -> dict:
     return {"commit": git("rev-parse", "HEAD") or None, "dirty": dirty}
 
 
+def dvc_lock() -> dict | None:
+    """This checkout's dvc.lock (what every stage last ran on), or None without one."""
+    path = Path("dvc.lock")
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
 def build_lineage(params: Params, decision: Decision, settings: Settings) -> dict:
     """Lineage for the registry: code, data and params hashes, metrics (the evaluation report, read and so
     checked before anything is published), gate and flow run. No secrets: every URL in it loses its
     credentials (a PREFECT_API_URL with user:password, a data source URL with a token)."""
     run_id = flow_run.get_id()
-    lock_path = Path("dvc.lock")
     return scrub_urls({
         "git": git_state(),
-        "dvc_lock": yaml.safe_load(lock_path.read_text()) if lock_path.exists() else None,
+        "dvc_lock": dvc_lock(),
         "params": params.model_dump(by_alias=True),
         "metrics": EvalReport.read(Path(params.paths.eval_metrics)).model_dump(mode="json"),
         "training": json.loads(Path(params.paths.train_metrics).read_text()),

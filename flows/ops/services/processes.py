@@ -144,13 +144,18 @@ def _command_line(pid: int) -> str | None:
     return line or None
 
 
-def running_pid(settings: Settings, name: str) -> int | None:
-    """The pid in the service's pid file if that process is alive and is that service, else None."""
+def _recorded_pid(settings: Settings, name: str) -> int | None:
+    """The pid in the service's pid file, or None without a readable one."""
     try:
-        pid = int(_pid_file(settings, name).read_text().strip())
+        return int(_pid_file(settings, name).read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    if not _alive(pid):
+
+
+def running_pid(settings: Settings, name: str) -> int | None:
+    """The pid in the service's pid file if that process is alive and is that service, else None."""
+    pid = _recorded_pid(settings, name)
+    if pid is None or not _alive(pid):
         return None
     cmdline = _command_line(pid)
     return pid if cmdline is None or MARKERS.get(name, "") in cmdline else None  # else: pid reused
@@ -253,17 +258,9 @@ def log_tail(settings: Settings, name: str, lines: int = 20) -> str:
     return f"{log} (last lines):\n" + "\n".join(text[-lines:])
 
 
-def _our_child(settings: Settings, name: str) -> subprocess.Popen | None:
-    """The handle of the service's process if this interpreter started it (its pid file names it)."""
-    try:
-        return _CHILDREN.get(int(_pid_file(settings, name).read_text().strip()))
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 def how_it_ended(settings: Settings, name: str) -> str:
     """Why `running_pid` finds no service: its exit code or signal, or a pid now running something else."""
-    child = _our_child(settings, name)
+    child = _CHILDREN.get(_recorded_pid(settings, name))  # only a process this interpreter started tells how
     if child is None:
         return "its process is gone"
     code = child.poll()
