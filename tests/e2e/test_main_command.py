@@ -61,7 +61,10 @@ def start_make_run(workdir: Path) -> Job:
     ports = port_settings()
     (repo / ".env").write_text("".join(f"{k}={v}\n" for k, v in ports.items()))
     env = clean_env(PYTHONPATH=str(repo))
-    return Job(repo, ["make", "run"], env, timeout_s=3000, teardown=[".venv/bin/flowtune", "services", "down"])
+    # The services stop when the run ends: its tests run last, up to half an hour later, and idle services cost
+    # CPU the rest of the suite needs (a Prefect server ~4% of a core); `main_run` starts them again.
+    make_run = "make run; status=$?; .venv/bin/flowtune services down; exit $status"
+    return Job(repo, ["bash", "-c", make_run], env, timeout_s=3000, teardown=[".venv/bin/flowtune", "services", "down"])
 
 
 # Started when the session starts; these tests run last (tests/lanes.py).
@@ -74,6 +77,7 @@ def main_run(background_lane: Lane) -> Run:
     run = Run(finished.repo, finished.env, finished.output)
     try:
         assert finished.returncode == 0, f"make run failed:\n{run.output[-6000:]}"
+        run.sh(".venv/bin/flowtune", "services", "up")  # what the run left in them is kept under .flowtune/
         yield run
     finally:
         run.sh(".venv/bin/flowtune", "services", "down", check=False)

@@ -202,7 +202,8 @@ def test_nightly_runs_work_in_their_own_checkouts(deployed: Deployed, nightly_ru
     workspaces = deployed.repo / ".flowtune/workspaces"
     assert not workspaces.exists() or not list(workspaces.iterdir())  # removed after success
     registry = deployed.registry()
-    # Same data, same seed: the second night trains the same weights and registers nothing ("unchanged").
+    # Same data, same params: the second night restores every stage from DVC's run cache (the shared cache) and
+    # registers nothing ("unchanged").
     assert registry.versions(deployed.model_name) == [1]
     head = deployed.sh("git", "rev-parse", "HEAD").strip()
     run_ids = {run["id"] for key, run in nightly_runs.items() if key != "status_before"}

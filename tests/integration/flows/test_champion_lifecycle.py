@@ -1,9 +1,11 @@
-"""The champion's life through real flow runs: promoted, defended against a worse candidate, replaced
-by a better one, restored by rollback.
+"""The champion's life through real flow runs: a candidate below the gate's floor (nothing registered), the
+first one that learned promoted, a worse candidate rejected, a better one promoted, the old one restored by
+rollback.
 
 A tiny random BERT learns a small synthetic NER set (names and places in fixed phrases) in seconds,
-so F1 differences between configurations are large and certain. After the first run only the train
-and evaluate stages run again (DVC has the rest), so each later run costs about a minute.
+so F1 differences between configurations are large and certain. Every stage runs once, in the first run;
+later runs train and evaluate again only when the training params change (DVC has the rest, and its run
+cache has the models of params tried before), so each costs about a minute.
 """
 
 from __future__ import annotations
@@ -47,17 +49,24 @@ def lifecycle(tmp_path_factory, local_services: Settings):
                gate={"min_f1": 0.3, "min_behaviour": {"name_invariance": 0.0, "minimum_functionality": 0.0}},
                registry={"model_name": name}, compress=NO_VARIANTS)
     registry = Registry(s3_client(local_services), local_services.registry_bucket, local_services.registry_prefix)
-    runs = {"first": run_flow(repo, local_services)}
-    champion_after = {"first": registry.get_alias(name, "champion")}
+    # Unable to learn (one epoch at a learning rate far too small): every stage runs, the candidate is below
+    # the floor gate.min_f1 0.3, nothing is registered.
+    unable_to_learn, able = {"epochs": 1, "learning_rate": 1e-7}, {"epochs": 2, "learning_rate": 5e-3}
+    set_params(repo, train=unable_to_learn)
+    runs = {"floor": run_flow(repo, local_services)}
+    champion_after = {"floor": (registry.versions(name), registry.get_alias(name, "champion")),
+                      "metrics after floor": json.loads((repo / "data/metrics/eval.json").read_text()),
+                      "dvc status after floor": dvc_status(repo), "floor run": flow_run_id(runs["floor"])}
+    set_params(repo, train=able)  # only train and later stages run again
+    runs["first"] = run_flow(repo, local_services)
+    champion_after["first"] = registry.get_alias(name, "champion")
     runs["again"] = run_flow(repo, local_services)  # nothing changed: every stage skipped, same weights
     champion_after["versions after again"] = registry.versions(name)
-    again = re.search(r"/runs/flow-run/([0-9a-f-]{36})", runs["again"].stdout)
     champion_after["tasks of again"] = {t["name"] for t in api_post(
-        local_services, "task_runs/filter",
-        json={"flow_runs": {"id": {"any_": [again.group(1) if again else "none"]}}}).json()}
-    # Worse: one epoch at a learning rate too small to learn. The floor is lowered so that only the
-    # comparison with the champion can reject it.
-    set_params(repo, train={"epochs": 1, "learning_rate": 1e-7}, gate={"min_f1": 0.0})
+        local_services, "task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id(runs["again"])]}}}).json()}
+    # Worse: the floor run's training params again (DVC's run cache restores its model: no training). The floor
+    # is lowered so that only the comparison with the champion can reject it.
+    set_params(repo, train=unable_to_learn, gate={"min_f1": 0.0})
     runs["worse"] = run_flow(repo, local_services)
     champion_after["worse"] = registry.get_alias(name, "champion")
     champion_after["versions after worse"] = registry.versions(name)
@@ -89,10 +98,51 @@ def output(result: subprocess.CompletedProcess) -> str:
     return result.stdout + result.stderr
 
 
-def test_first_run_is_promoted(lifecycle) -> None:
+def flow_run_id(result: subprocess.CompletedProcess) -> str:
+    """The flow run's id, from the link `flowtune run` prints ("none" if it printed none)."""
+    found = re.search(r"/runs/flow-run/([0-9a-f-]{36})", result.stdout)
+    return found.group(1) if found else "none"
+
+
+def dvc_status(repo: Path) -> str:
+    return subprocess.run([".venv/bin/dvc", "status"], cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
+def test_a_candidate_below_the_floor_fails_the_run_and_says_why(lifecycle) -> None:
+    _, _, runs, _, _ = lifecycle
+    assert runs["floor"].returncode == 1, output(runs["floor"])[-4000:]
+    assert "gate rejected the candidate" in output(runs["floor"])
+    assert "< floor gate.min_f1 0.3000" in output(runs["floor"])
+
+
+def test_a_rejected_candidate_registers_nothing(lifecycle) -> None:
+    _, _, _, champion_after, _ = lifecycle
+    assert champion_after["floor"] == ([], None)
+
+
+def test_every_stage_ran_before_the_rejection_and_the_metrics_are_real(lifecycle) -> None:
+    _, _, _, champion_after, _ = lifecycle
+    assert 0.0 <= champion_after["metrics after floor"]["f1"] < 0.3
+    assert "up to date" in champion_after["dvc status after floor"].lower()
+
+
+def test_prefect_records_the_rejected_run_with_the_gate_decision(lifecycle, local_services: Settings) -> None:
+    _, _, _, champion_after, _ = lifecycle
+    query = {"flow_runs": {"id": {"any_": [champion_after["floor run"]]}}}
+    (run,) = api_post(local_services, "flow_runs/filter", json=query).json()
+    assert run["state_type"] == "FAILED" and "floor gate.min_f1 0.3000" in run["state"]["message"]
+    artifacts = api_post(local_services, "artifacts/filter",
+                         json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}).json()
+    gate = [a for a in artifacts if a["key"] == "gate-decision"]
+    assert gate and "reject" in gate[0]["data"].lower()
+    assert "registered-model" not in {a["key"] for a in artifacts}
+
+
+def test_a_candidate_that_learned_is_promoted(lifecycle) -> None:
     _, _, runs, champion_after, _ = lifecycle
     assert runs["first"].returncode == 0, output(runs["first"])[-4000:]
     assert champion_after["first"] == 1
+    assert "up to date until train" in output(runs["first"])  # the data stages did not run again
 
 
 def test_a_run_where_nothing_changed_registers_nothing_and_says_unchanged(lifecycle) -> None:
@@ -110,8 +160,7 @@ def test_a_second_run_in_the_same_checkout_waits_then_names_the_holder(lifecycle
     assert "is in use by another flowtune run (flow run" in output(runs["concurrent"])
     assert "waited 5 s" in output(runs["concurrent"])
     assert runs["better"].returncode == 0, output(runs["better"])[-4000:]
-    status = subprocess.run([".venv/bin/dvc", "status"], cwd=repo, capture_output=True, text=True, check=True)
-    assert "up to date" in status.stdout.lower()  # the checkout is consistent after all of this module's runs
+    assert "up to date" in dvc_status(repo).lower()  # the checkout is consistent after all of this module's runs
     reliability(fault="two `flowtune run` at once in one checkout",
                 happened="the second waited for the checkout lock (5 s here; FLOWTUNE_RUN_LOCK_TIMEOUT_S, 600 s by "
                          "default), then failed naming the holder's flow run and pid; the first completed",
@@ -123,6 +172,7 @@ def test_a_worse_candidate_is_rejected_and_the_champion_stays(lifecycle, local_s
     assert runs["worse"].returncode == 1, output(runs["worse"])[-4000:]
     assert "gate rejected the candidate" in output(runs["worse"])
     assert "vs champion v1 on the same test set" in output(runs["worse"])
+    assert "Stage 'train' is cached - skipping run" in output(runs["worse"])  # params tried before: not retrained
     assert champion_after["worse"] == 1 and champion_after["versions after worse"] == [1]  # nothing registered
     query = {"flows": {"name": {"any_": ["flowtune-pipeline"]}}, "sort": "START_TIME_DESC", "limit": 10}
     failed = [r for r in api_post(local_services, "flow_runs/filter", json=query).json()
